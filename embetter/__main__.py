@@ -1,0 +1,5 @@
+import sys
+
+from embetter.cli import main
+
+sys.exit(main())

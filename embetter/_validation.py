@@ -1,0 +1,171 @@
+"""The one place where inputs are checked and converted.
+
+Every public estimator funnels its inputs through these helpers, so a bad input gets the same
+clear message everywhere: which argument, what was expected, and what came in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+
+
+def _describe(value) -> str:
+    kind = type(value).__name__
+    shape = getattr(value, "shape", None)
+    return f"{kind} of shape {shape}" if shape is not None else kind
+
+
+def as_texts(X, name: str = "X") -> list[str]:
+    """Turn a collection of texts into a list of `str`.
+
+    Accepts a list, tuple, generator, numpy array (1-D or `(n, 1)`), pandas Series or a
+    one-column DataFrame. A bare string is refused (it would be read as a list of characters),
+    and so is any element that is not a string (`None`, NaN, numbers), with its position.
+
+    Usage:
+
+    ```python
+    from embetter._validation import as_texts
+    assert as_texts(("a", "b")) == ["a", "b"]
+    ```
+    """
+    if isinstance(X, (str, bytes)):
+        raise TypeError(
+            f"{name} must be a collection of texts, got a single {type(X).__name__}; "
+            f"wrap it in a list: [{name}]"
+        )
+    if hasattr(X, "columns") and hasattr(X, "iloc"):  # pandas DataFrame
+        if X.shape[1] != 1:
+            raise ValueError(
+                f"{name} must be a one-column DataFrame of texts, got {X.shape[1]} columns "
+                f"{list(X.columns)[:5]}; select the text column first (ColumnGrabber)"
+            )
+        X = X.iloc[:, 0]
+    if hasattr(X, "to_numpy") and not isinstance(X, np.ndarray):  # pandas Series / Index
+        X = X.to_numpy(dtype=object)
+    if isinstance(X, np.ndarray):
+        if X.ndim == 2 and X.shape[1] == 1:
+            X = X[:, 0]
+        elif X.ndim != 1:
+            raise ValueError(
+                f"{name} must be 1-D or of shape (n, 1) when given as an array of texts, "
+                f"got shape {X.shape}"
+            )
+        X = X.tolist()
+    elif not isinstance(X, Iterable) or isinstance(X, dict):
+        raise TypeError(f"{name} must be an iterable of texts, got {_describe(X)}")
+    texts = list(X)
+    for i, text in enumerate(texts):
+        if isinstance(text, str):
+            continue
+        if isinstance(text, np.str_):
+            texts[i] = str(text)
+            continue
+        if text is None or (isinstance(text, float) and math.isnan(text)):
+            raise ValueError(f"{name}[{i}] is missing ({text!r}); every element must be a str")
+        raise ValueError(
+            f"{name}[{i}] must be a str, got {type(text).__name__} ({text!r:.50})"
+        )
+    return texts
+
+
+def as_matrix(
+    X,
+    name: str = "X",
+    *,
+    allow_empty: bool = False,
+    n_features: int | None = None,
+) -> np.ndarray:
+    """Turn array-like numbers (dense, pandas, scipy sparse) into a finite float32 2-D array.
+
+    Raises a `ValueError` for 1-D input, NaN/inf, no rows (unless `allow_empty`), or a column
+    count different from `n_features` when that is given.
+
+    Usage:
+
+    ```python
+    from embetter._validation import as_matrix
+    assert as_matrix([[1, 2], [3, 4]]).dtype == "float32"
+    ```
+    """
+    if isinstance(X, (str, bytes)):
+        raise TypeError(f"{name} must be a 2-D array of numbers, got a {type(X).__name__}")
+    if hasattr(X, "toarray"):  # scipy sparse
+        X = X.toarray()
+    elif hasattr(X, "to_numpy"):  # pandas
+        X = X.to_numpy()
+    try:
+        arr = np.asarray(X, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be a 2-D array of numbers, got {_describe(X)}: {e}") from e
+    if arr.ndim != 2:
+        hint = " (use X.reshape(-1, 1) for a single feature)" if arr.ndim == 1 else ""
+        raise ValueError(
+            f"{name} must be a 2-D array, got {arr.ndim}-D with shape {arr.shape}{hint}"
+        )
+    if arr.shape[0] == 0 and not allow_empty:
+        raise ValueError(f"{name} has 0 samples; at least 1 is required")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} has 0 features; at least 1 is required")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {arr.shape[1]} features, but this estimator was fitted with "
+            f"{n_features} features"
+        )
+    if not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise ValueError(
+            f"{name} contains NaN or infinity (first at row {bad[0]}, column {bad[1]}); "
+            "impute or drop those rows first"
+        )
+    return np.ascontiguousarray(arr)
+
+
+def as_labels(y, name: str = "y", n_samples: int | None = None) -> np.ndarray:
+    """Check a 1-D label or score vector: no missing values, the right length."""
+    if y is None:
+        raise ValueError(f"{name} is required, got None")
+    if hasattr(y, "to_numpy"):
+        y = y.to_numpy()
+    arr = np.asarray(y)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if n_samples is not None and arr.shape[0] != n_samples:
+        raise ValueError(f"{name} has {arr.shape[0]} entries but X has {n_samples} rows")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    if arr.dtype.kind == "O" and any(v is None or (isinstance(v, float) and math.isnan(v))
+                                     for v in arr):
+        raise ValueError(f"{name} contains missing values (None/NaN)")
+    return arr
+
+
+def check_pairs(X1, X2, y=None, *, texts: bool = False, n_features: int | None = None):
+    """Validate the pair format `(X1, X2, y)` used by the learners.
+
+    With `texts=True`, X1 and X2 are collections of texts; otherwise float32 matrices with the
+    same number of columns. `y` (optional) must have one entry per pair.
+    Returns `(X1, X2, y)` converted.
+    """
+    if texts:
+        X1, X2 = as_texts(X1, "X1"), as_texts(X2, "X2")
+        n1, n2 = len(X1), len(X2)
+    else:
+        X1 = as_matrix(X1, "X1", n_features=n_features)
+        X2 = as_matrix(X2, "X2", n_features=X1.shape[1])
+        n1, n2 = X1.shape[0], X2.shape[0]
+    if n1 != n2:
+        raise ValueError(f"X1 and X2 must hold the same number of items, got {n1} and {n2}")
+    if n1 == 0:
+        raise ValueError("X1 and X2 have 0 pairs; at least 1 is required")
+    if y is not None:
+        y = as_labels(y, "y", n_samples=n1)
+        if y.dtype.kind not in "biuf":
+            raise ValueError(f"y must hold numbers (scores or 0/1 labels), got dtype {y.dtype}")
+        y = y.astype(np.float32)
+    return X1, X2, y

@@ -1,0 +1,30 @@
+"""Base class for stateless transformers."""
+
+from __future__ import annotations
+
+from sklearn.base import BaseEstimator, TransformerMixin
+
+
+class EmbetterBase(TransformerMixin, BaseEstimator):
+    """A stateless transformer: `fit` and `partial_fit` learn nothing and return `self`.
+
+    Subclasses implement `transform`. Because nothing is learned, the estimator counts as
+    fitted from the start (`check_is_fitted` passes, `requires_fit` is False), so it can be
+    used on its own or as a step in any pipeline.
+    """
+
+    def fit(self, X, y=None):
+        """No-op: a stateless transformer has nothing to learn."""
+        return self
+
+    def partial_fit(self, X, y=None, classes=None):
+        """No-op: a stateless transformer has nothing to learn."""
+        return self
+
+    def __sklearn_is_fitted__(self):
+        return True
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = False
+        return tags

@@ -1,0 +1,5 @@
+"""Fine-tuning: tuners (pipeline steps trained on labels) and learners (trained on pairs)."""
+
+from embetter.finetune._pairs import generate_pairs
+
+__all__ = ["generate_pairs"]

@@ -1,0 +1,95 @@
+"""Pull the text (or any field) out of dataframes and dicts, as the first step of a pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from embetter.base import EmbetterBase
+
+
+class ColumnGrabber(EmbetterBase):
+    """Select one column of a pandas DataFrame (or dict of columns) and return it as a list.
+
+    Arguments:
+        colname: the column to select.
+
+    Usage:
+
+    ```python
+    import pandas as pd
+    from embetter.grab import ColumnGrabber
+
+    df = pd.DataFrame({"text": ["hi", "yo"], "label": [0, 1]})
+    assert ColumnGrabber("text").transform(df) == ["hi", "yo"]
+    ```
+    """
+
+    def __init__(self, colname):
+        self.colname = colname
+
+    def transform(self, X):
+        """Return the values of column `colname` as a list."""
+        columns = getattr(X, "columns", None)
+        if columns is None and not isinstance(X, Mapping):
+            raise TypeError(
+                "ColumnGrabber expects a DataFrame (or a dict of columns), "
+                f"got {type(X).__name__}; "
+                "for a list of dicts use KeyGrabber"
+            )
+        available = list(columns) if columns is not None else list(X.keys())
+        if self.colname not in available:
+            raise KeyError(
+                f"column {self.colname!r} not found; available columns: {available[:20]}"
+            )
+        return list(X[self.colname])
+
+    def get_feature_names_out(self, input_features=None):
+        import numpy as np
+
+        return np.asarray([self.colname], dtype=object)
+
+
+class KeyGrabber(EmbetterBase):
+    """Select one key from each dict of a list (or generator) of dicts, or from a single dict.
+
+    Arguments:
+        colname: the key to select.
+
+    Usage:
+
+    ```python
+    from embetter.grab import KeyGrabber
+
+    records = [{"text": "hi", "label": 0}, {"text": "yo", "label": 1}]
+    assert KeyGrabber("text").transform(records) == ["hi", "yo"]
+    assert KeyGrabber("text").transform({"text": "hi"}) == ["hi"]
+    ```
+    """
+
+    def __init__(self, colname):
+        self.colname = colname
+
+    def transform(self, X):
+        """Return `[d[colname] for d in X]`; a single dict gives a one-element list."""
+        if isinstance(X, Mapping):
+            X = [X]
+        elif isinstance(X, (str, bytes)) or not isinstance(X, Iterable):
+            raise TypeError(
+                f"KeyGrabber expects a dict or an iterable of dicts, got {type(X).__name__}"
+            )
+        out = []
+        for i, record in enumerate(X):
+            if not isinstance(record, Mapping):
+                raise TypeError(f"X[{i}] must be a dict, got {type(record).__name__}")
+            try:
+                out.append(record[self.colname])
+            except KeyError:
+                raise KeyError(
+                    f"X[{i}] has no key {self.colname!r}; its keys: {list(record)[:20]}"
+                ) from None
+        return out
+
+    def get_feature_names_out(self, input_features=None):
+        import numpy as np
+
+        return np.asarray([self.colname], dtype=object)

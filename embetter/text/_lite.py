@@ -1,0 +1,103 @@
+"""A light, trainable text encoder: TF-IDF over word and character n-grams, then SVD."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.pipeline import FeatureUnion
+from sklearn.preprocessing import normalize
+from sklearn.utils.validation import check_is_fitted
+
+from embetter._validation import as_texts
+
+
+class LiteTextEncoder(TransformerMixin, BaseEstimator):
+    """Dense text embeddings with no neural model: TF-IDF (words + character n-grams) + SVD.
+
+    Useful without torch models or as a fast baseline. Unlike the pretrained encoders it learns
+    its vocabulary and projection in `fit`. Save and load it with `joblib`.
+
+    Arguments:
+        n_components: output dimension (capped at what the fitted vocabulary allows).
+        word_ngram_range: n-gram range of the word TF-IDF.
+        char_ngram_range: n-gram range of the character TF-IDF (within word boundaries).
+        max_features: vocabulary size cap per TF-IDF.
+        normalize: scale outputs to unit length.
+        random_state: seed of the randomized SVD.
+
+    Usage:
+
+    ```python
+    from embetter.text import LiteTextEncoder
+
+    texts = ["the cat sat", "a dog barked", "cats and dogs", "the stock market fell"] * 5
+    X = LiteTextEncoder(n_components=3, random_state=0).fit_transform(texts)
+    assert X.shape == (20, 3)
+    ```
+    """
+
+    def __init__(
+        self,
+        n_components=256,
+        word_ngram_range=(1, 2),
+        char_ngram_range=(2, 5),
+        max_features=100_000,
+        normalize=True,
+        random_state=None,
+    ):
+        self.n_components = n_components
+        self.word_ngram_range = word_ngram_range
+        self.char_ngram_range = char_ngram_range
+        self.max_features = max_features
+        self.normalize = normalize
+        self.random_state = random_state
+
+    def fit(self, X, y=None):
+        """Learn the vocabulary, IDF weights and the SVD projection from texts."""
+        n = self.n_components
+        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"n_components must be a positive int, got {n!r}")
+        texts = as_texts(X)
+        if len(texts) < 2:
+            raise ValueError(f"X has {len(texts)} texts; LiteTextEncoder needs at least 2 to fit")
+        self.vectorizer_ = FeatureUnion(
+            [
+                ("word", TfidfVectorizer(ngram_range=tuple(self.word_ngram_range),
+                                         max_features=self.max_features, sublinear_tf=True)),
+                ("char", TfidfVectorizer(analyzer="char_wb",
+                                         ngram_range=tuple(self.char_ngram_range),
+                                         max_features=self.max_features, sublinear_tf=True)),
+            ]
+        )
+        tfidf = self.vectorizer_.fit_transform(texts)
+        # TruncatedSVD needs n_components < n_features, and more than the rank is wasted.
+        self.n_components_ = int(max(1, min(n, tfidf.shape[1] - 1, len(texts) - 1)))
+        self.svd_ = TruncatedSVD(self.n_components_, random_state=self.random_state)
+        self.svd_.fit(tfidf)
+        return self
+
+    def transform(self, X):
+        """Encode texts into a float32 array of shape `(n_texts, n_components_)`."""
+        check_is_fitted(self, "svd_")
+        texts = as_texts(X)
+        if not texts:
+            return np.zeros((0, self.n_components_), dtype=np.float32)
+        out = self.svd_.transform(self.vectorizer_.transform(texts))
+        if self.normalize:
+            out = normalize(out)
+        return out.astype(np.float32)
+
+    def get_feature_names_out(self, input_features=None):
+        check_is_fitted(self, "svd_")
+        return np.asarray([f"litetextencoder{i}" for i in range(self.n_components_)], dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.two_d_array = False
+        tags.input_tags.one_d_array = True
+        return tags

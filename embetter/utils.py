@@ -1,0 +1,181 @@
+"""Utilities: a disk cache for embeddings, distance helpers and batching."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import numbers
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.metrics import pairwise_distances
+
+from embetter._validation import as_texts
+
+
+class CachedEncoder(TransformerMixin, BaseEstimator):
+    """Wrap an encoder with a disk cache of its embeddings (backed by `diskcache`).
+
+    Every text is keyed by the encoder's identity (a hash of its parameters and fitted state)
+    plus the text itself, so two differently configured encoders never share entries. A batch
+    is looked up at once, and only the misses are encoded, in one call. The cache lives on
+    disk: it survives restarts and can be shared by processes writing at the same time.
+
+    Arguments:
+        encoder: the transformer to cache (texts in, a 2-D array out).
+        path: the cache folder.
+
+    Usage:
+
+    ```python
+    import tempfile
+    from embetter.text import SentenceEncoder
+    from embetter.utils import cached
+
+    enc = cached(tempfile.mkdtemp(), SentenceEncoder())
+    first = enc.transform(["hello", "world"])
+    again = enc.transform(["world", "hello"])  # served from disk
+    assert (again[0] == first[1]).all()
+    ```
+    """
+
+    def __init__(self, encoder, path):
+        self.encoder = encoder
+        self.path = path
+
+    def fit(self, X, y=None):
+        """Fit the wrapped encoder (a no-op for the stateless pretrained encoders)."""
+        self.encoder.fit(X, y)
+        return self
+
+    def _cache(self):
+        import diskcache
+
+        cache = self.__dict__.get("_cache_handle")
+        if cache is None or cache.directory != str(self.path):
+            cache = diskcache.Cache(str(self.path))
+            self.__dict__["_cache_handle"] = cache
+        return cache
+
+    def _identity(self) -> str:
+        import joblib
+
+        return joblib.hash(self.encoder)
+
+    def transform(self, X):
+        """Embed texts, reading known ones from disk and encoding only the rest."""
+        texts = as_texts(X)
+        identity = self._identity()
+        keys = [
+            identity + hashlib.blake2b(t.encode("utf-8"), digest_size=16).hexdigest()
+            for t in texts
+        ]
+        cache = self._cache()
+        with cache.transact():
+            found = [cache.get(k) for k in keys]
+        missing = {}  # key -> first index; a text repeated in X is encoded once
+        for i, (key, value) in enumerate(zip(keys, found)):
+            if value is None:
+                missing.setdefault(key, i)
+        fresh = {}
+        if missing:
+            encoded = np.asarray(
+                self.encoder.transform([texts[i] for i in missing.values()]), dtype=np.float32
+            )
+            with cache.transact():
+                for key, row in zip(missing, encoded):
+                    cache.set(key, row.tobytes())
+                    fresh[key] = row
+        if not texts:
+            return np.asarray(self.encoder.transform([]), dtype=np.float32)
+        rows = [
+            fresh[k] if v is None else np.frombuffer(v, dtype=np.float32)
+            for k, v in zip(keys, found)
+        ]
+        return np.vstack(rows)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_cache_handle", None)
+        return state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.two_d_array = False
+        inner = getattr(self.encoder, "__sklearn_tags__", None)
+        if inner is not None:
+            tags.requires_fit = inner().requires_fit
+        return tags
+
+    def __sklearn_is_fitted__(self):
+        from sklearn.utils.validation import check_is_fitted
+
+        try:
+            check_is_fitted(self.encoder)
+        except Exception:
+            return False
+        return True
+
+
+def cached(name, encoder) -> CachedEncoder:
+    """Wrap `encoder` with a disk cache stored in the folder `name`; see `CachedEncoder`."""
+    return CachedEncoder(encoder=encoder, path=name)
+
+
+def calc_distances(
+    inputs,
+    anchors,
+    pipeline,
+    anchor_pipeline=None,
+    metric: str = "cosine",
+    aggregate=np.max,
+    n_jobs=None,
+) -> np.ndarray:
+    """Distance from each input to a set of anchors, aggregated per input.
+
+    Arguments:
+        inputs: what to score (anything `pipeline.transform` accepts).
+        anchors: reference items, e.g. a few texts that describe what you look for.
+        pipeline: turns inputs into vectors.
+        anchor_pipeline: turns anchors into vectors (default: `pipeline`).
+        metric: any metric of `sklearn.metrics.pairwise_distances`.
+        aggregate: reduces the `(n_inputs, n_anchors)` distances along axis 1 (`np.max`,
+            `np.min`, `np.mean`, ...).
+        n_jobs: passed to `pairwise_distances`.
+
+    Usage:
+
+    ```python
+    import numpy as np
+    from embetter.text import SentenceEncoder
+    from embetter.utils import calc_distances
+
+    d = calc_distances(["a dog", "a tax form"], ["puppy", "kitten"], SentenceEncoder(),
+                       aggregate=np.min)
+    assert d[0] < d[1]
+    ```
+    """
+    anchor_pipeline = pipeline if anchor_pipeline is None else anchor_pipeline
+    X_inputs = pipeline.transform(inputs)
+    X_anchors = anchor_pipeline.transform(anchors)
+    distances = pairwise_distances(X_inputs, X_anchors, metric=metric, n_jobs=n_jobs)
+    return aggregate(distances, axis=1)
+
+
+def batched(iterable: Iterable, n: int = 64) -> Iterator[list]:
+    """Yield lists of `n` items (the last one may be shorter).
+
+    Usage:
+
+    ```python
+    from embetter.utils import batched
+    assert list(batched(range(5), 2)) == [[0, 1], [2, 3], [4]]
+    ```
+    """
+    if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    iterator = iter(iterable)
+    while batch := list(itertools.islice(iterator, n)):
+        yield batch

@@ -1,0 +1,70 @@
+"""Shared fixtures: a tiny sentence model built locally (no download) and the bundled model."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Tests never touch the network: the bundled model and the tiny models are local.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SUBJECTS = ["the cat", "a dog", "my neighbour", "the market", "our team", "the weather", "a pilot"]
+VERBS = ["likes", "hates", "watches", "moves", "fixes", "predicts", "follows"]
+OBJECTS = ["the ball", "stock prices", "a movie", "the rain", "old cars", "the news", "pizza"]
+
+
+def tiny_corpus() -> list[str]:
+    """Deterministic short sentences to train a tokenizer on and to encode in tests."""
+    return [f"{s} {v} {o}" for s in SUBJECTS for v in VERBS for o in OBJECTS]
+
+
+def build_tiny_model(path, seed: int = 0, hidden: int = 32) -> str:
+    """Save a random-weight BERT sentence model with a locally trained WordPiece tokenizer."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(tiny_corpus(), trainers.WordPieceTrainer(vocab_size=200,
+                                                                       special_tokens=specials))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
+    )
+    hf_dir = os.path.join(str(path), "hf")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+                                   model_max_length=64)
+    fast.save_pretrained(hf_dir)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=hidden, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=2 * hidden,
+                        max_position_embeddings=64)
+    BertModel(config).save_pretrained(hf_dir)
+    transformer = Transformer(hf_dir, max_seq_length=64)
+    dim_of = getattr(transformer, "get_embedding_dimension", None)
+    dim_of = dim_of or transformer.get_word_embedding_dimension
+    pooling = Pooling(dim_of(), pooling_mode="mean")
+    st_dir = os.path.join(str(path), "st")
+    SentenceTransformer(modules=[transformer, pooling], device="cpu").save(st_dir)
+    return st_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> str:
+    """Path of a tiny (32-dim) sentence-transformers model, built once per test session."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def corpus() -> list[str]:
+    return tiny_corpus()

@@ -1,0 +1,30 @@
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.pipeline import make_pipeline
+
+from embetter.grab import ColumnGrabber, KeyGrabber
+
+
+def test_column_grabber():
+    df = pd.DataFrame({"text": ["hi", "yo"], "n": [1, 2]})
+    grabber = ColumnGrabber("text")
+    assert grabber.transform(df) == ["hi", "yo"]
+    assert clone(grabber).colname == "text"
+    assert repr(grabber) == "ColumnGrabber(colname='text')"
+    assert make_pipeline(grabber).fit(df).transform(df) == ["hi", "yo"]
+    with pytest.raises(KeyError, match="'missing' not found"):
+        ColumnGrabber("missing").transform(df)
+    with pytest.raises(TypeError, match="KeyGrabber"):
+        ColumnGrabber("text").transform([{"text": "hi"}])
+
+
+def test_key_grabber():
+    records = [{"text": "hi"}, {"text": "yo"}]
+    assert KeyGrabber("text").transform(records) == ["hi", "yo"]
+    assert KeyGrabber("text").transform(iter(records)) == ["hi", "yo"]
+    assert KeyGrabber("text").transform({"text": "hi"}) == ["hi"]
+    with pytest.raises(KeyError, match=r"X\[1\] has no key 'text'"):
+        KeyGrabber("text").transform([{"text": "a"}, {"other": "b"}])
+    with pytest.raises(TypeError):
+        KeyGrabber("text").transform("text")

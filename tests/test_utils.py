@@ -1,0 +1,92 @@
+import multiprocessing as mp
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from embetter.model import DifferenceClassifier
+from embetter.text import LiteTextEncoder, SentenceEncoder
+from embetter.utils import CachedEncoder, batched, cached, calc_distances
+
+
+class CountingEncoder(SentenceEncoder):
+    """Counts how many texts reach the real encoder."""
+
+    calls: list = []
+
+    def transform(self, X):
+        X = list(X)
+        CountingEncoder.calls.append(len(X))
+        return super().transform(X)
+
+
+def test_cache_encodes_only_misses(tiny_model_path, corpus, tmp_path):
+    CountingEncoder.calls = []
+    enc = cached(tmp_path / "c", CountingEncoder(tiny_model_path, device="cpu"))
+    assert isinstance(enc, CachedEncoder)
+    first = enc.transform(corpus[:10])
+    again = enc.transform(corpus[5:15] + corpus[5:15])
+    assert CountingEncoder.calls == [10, 5]  # one call, for the 5 new texts, each once
+    np.testing.assert_array_equal(again[:5], first[5:])
+    np.testing.assert_allclose(again, SentenceEncoder(tiny_model_path).transform(
+        corpus[5:15] + corpus[5:15]), atol=1e-6)
+    assert enc.transform([]).shape == (0, 32)
+
+
+def test_cache_survives_restart_and_separates_encoders(tiny_model_path, corpus, tmp_path):
+    path = tmp_path / "c"
+    a = cached(path, SentenceEncoder(tiny_model_path, device="cpu")).transform(corpus[:4])
+    reopened = cached(path, SentenceEncoder(tiny_model_path, device="cpu"))
+    CountingEncoder.calls = []
+    np.testing.assert_array_equal(reopened.transform(corpus[:4]), a)
+    cut = cached(path, SentenceEncoder(tiny_model_path, device="cpu", truncate_dim=4))
+    assert cut.transform(corpus[:4]).shape == (4, 4)  # a different encoder, different keys
+    assert clone(reopened).path == path
+
+
+def _write(args):
+    path, model, texts = args
+    return cached(path, SentenceEncoder(model, device="cpu")).transform(texts)
+
+
+def test_cache_two_processes(tiny_model_path, corpus, tmp_path, monkeypatch):
+    path = str(tmp_path / "c")
+    with mp.get_context("spawn").Pool(2) as pool:
+        outs = pool.map(_write, [(path, tiny_model_path, corpus[:30]),
+                                 (path, tiny_model_path, corpus[10:40])])
+    np.testing.assert_allclose(outs[0][10:], outs[1][:20], atol=1e-6)
+    # both processes' entries are on disk: reading all 40 texts encodes nothing
+    def refuse(self, X):
+        raise AssertionError(f"encoded {len(list(X))} texts that should have been cached")
+
+    monkeypatch.setattr(SentenceEncoder, "transform", refuse)
+    out = cached(path, SentenceEncoder(tiny_model_path, device="cpu")).transform(corpus[:40])
+    np.testing.assert_array_equal(out[:30], outs[0])
+
+
+def test_batched():
+    assert list(batched(range(7), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert list(batched([], 3)) == []
+    with pytest.raises(ValueError, match="positive"):
+        list(batched([1], 0))
+
+
+def test_calc_distances(corpus):
+    enc = LiteTextEncoder(n_components=8, random_state=0).fit(corpus)
+    d = calc_distances(["the cat likes pizza", "a pilot fixes old cars"], ["the cat likes pizza"],
+                       enc, aggregate=np.min)
+    assert d.shape == (2,) and d[0] < 1e-5 < d[1]
+
+
+def test_difference_classifier(corpus):
+    enc = LiteTextEncoder(n_components=16, random_state=0).fit(corpus)
+    X1 = corpus[:40]
+    X2 = [t if i % 2 else corpus[-1 - i] for i, t in enumerate(X1)]
+    y = [i % 2 for i in range(40)]
+    clf = DifferenceClassifier(enc)
+    assert clf.get_params()["clf_head"] is None
+    clf.fit(X1, X2, y)
+    assert (clf.predict(X1, X2) == y).mean() > 0.9
+    assert clf.predict_proba(X1, X2).shape == (40, 2)
+    with pytest.raises(ValueError, match="same number"):
+        clf.predict(X1, X2[:3])
