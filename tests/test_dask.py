@@ -74,12 +74,14 @@ def _slow(X):
 
 @pytest.fixture(scope="module")
 def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=40) as cluster:
-        # Not the default client: tests pass client= and compute through it explicitly.
-        with Client(cluster, set_as_default=False) as c:
-            c.register_plugin(CountModelLoads())
-            yield c
+    # Not the default client: tests pass client= and compute through it explicitly.
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                     dashboard_address=None, silence_logs=40) as cluster,
+        Client(cluster, set_as_default=False) as c,
+    ):
+        c.register_plugin(CountModelLoads())
+        yield c
 
 
 @pytest.fixture
