@@ -10,6 +10,7 @@ install it.
 
 from __future__ import annotations
 
+import hashlib
 import numbers
 
 import numpy as np
@@ -147,6 +148,27 @@ def _check_lengths(lengths, n_partitions: int):
     return tuple(int(n) for n in out)
 
 
+def _content_key(pipeline) -> str:
+    """A key that changes when the pipeline does (refit, set_params), from one pickling.
+
+    (Dask's own `hash=True` would pickle and unpickle the pipeline twice or more: costly when
+    it carries a fine-tuned model's weights.)
+    """
+    import pickle
+    import uuid
+
+    try:
+        blob = pickle.dumps(pipeline, protocol=5)
+    except Exception:  # lambdas, local functions...: what the scheduler will send anyway
+        try:
+            import cloudpickle
+
+            blob = cloudpickle.dumps(pipeline, protocol=5)
+        except Exception:
+            return f"embetter-pipeline-{uuid.uuid4().hex}"
+    return f"embetter-pipeline-{hashlib.blake2b(blob, digest_size=16).hexdigest()}"
+
+
 def _count(part) -> int:
     return len(part) if hasattr(part, "__len__") else sum(1 for _ in part)
 
@@ -252,9 +274,10 @@ def transform(pipeline, data, *, column=None, client=None, dim=None, lengths=Fal
         lengths = tuple(
             int(n) for n in client.compute([dask.delayed(_count)(p) for p in parts], sync=True)
         )
-    # hash=True keys the copy by content, so transforming again with the same pipeline while
-    # the first result lives reuses the copies (and the loaded models) already on the workers.
-    remote = client.scatter(pipeline, broadcast=True, hash=True)
+    # Keyed by content: transforming again with the same fitted pipeline while an earlier
+    # result lives reuses the copies (and the models they loaded) already on the workers.
+    key = _content_key(pipeline)
+    remote = client.scatter({key: pipeline}, broadcast=True)[key]
     encode = dask.delayed(_encode_partition, pure=True)
     blocks = [
         da.from_delayed(

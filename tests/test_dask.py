@@ -119,6 +119,15 @@ def test_dataframe_column_with_pca_matches_local_and_loads_model_once_per_worker
     # 8 partitions on 2 workers: some worker ran several, and still loaded the model once.
     assert sorted(loads.values()) in ([1, 1], [0, 1]), loads
 
+    # Same fitted pipeline again, while X lives: the workers' copies (and models) are reused.
+    again = transform(pipe, ddf, column="text", client=client, dim=8)
+    np.testing.assert_allclose(client.compute(again, sync=True), expected, **TOL)
+    assert client.run(_loads) == loads
+    # Refitted: a new copy is shipped, never the stale one.
+    pipe.set_params(pca__n_components=3).fit(frame["text"].tolist()[1::3])
+    refit = client.compute(transform(pipe, ddf, column="text", client=client), sync=True)
+    np.testing.assert_allclose(refit, pipe.transform(frame["text"].tolist()), **TOL)
+
 
 def test_series_and_bag_keep_order_with_unknown_chunks(client, tiny_model_path, corpus):
     enc = SentenceEncoder(tiny_model_path)
