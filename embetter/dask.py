@@ -91,7 +91,7 @@ def _check_dim(dim):
     return int(dim)
 
 
-def _probe_dim(pipeline, data, kind: str, column) -> int:
+def _probe_dim(pipeline, data, kind: str) -> int:
     """The output width, from running the pipeline locally on two made-up rows."""
     texts = ["embetter probe text", "another probe text"]
     if kind == "bag":
@@ -105,8 +105,7 @@ def _probe_dim(pipeline, data, kind: str, column) -> int:
             is_text = s.dtype == object or pd.api.types.is_string_dtype(s.dtype)
             return pd.Series(texts, index=s.index, name=s.name, dtype=s.dtype) if is_text else s
 
-        meta = data._meta if column is None else data._meta[column]
-        probe = meta_nonempty(meta)
+        probe = meta_nonempty(data._meta)
         if hasattr(probe, "columns"):
             probe = pd.DataFrame({c: fill(probe[c]) for c in probe.columns}, index=probe.index)
         else:
@@ -114,9 +113,10 @@ def _probe_dim(pipeline, data, kind: str, column) -> int:
     try:
         out = pipeline.transform(probe)
     except Exception as e:
+        hint = "pass column= to embed one column of the DataFrame, or " if kind == "frame" else ""
         raise ValueError(
             "could not infer the output width by running the pipeline on two made-up rows "
-            f"shaped like the data ({type(e).__name__}: {str(e)[:200]}); pass dim="
+            f"shaped like the data ({type(e).__name__}: {str(e)[:200]}); {hint}pass dim="
         ) from e
     shape = getattr(out, "shape", ())
     if len(shape) != 2:
@@ -173,16 +173,14 @@ def _count(part) -> int:
     return len(part) if hasattr(part, "__len__") else sum(1 for _ in part)
 
 
-def _encode_partition(part, pipeline, dim: int, column, expected_rows):
+def _encode_partition(part, pipeline, dim: int, expected_rows):
     """Runs on a worker: embed one partition with the worker's copy of the pipeline.
 
     `pipeline` is the scattered object held in the worker's memory, the same object for every
     partition that worker runs: the sentence model it loads on first use stays attached to
     it, so each worker process loads the model once.
     """
-    if column is not None:
-        part = part[column]
-    elif not hasattr(part, "__len__"):  # a Bag partition can be a lazy iterator
+    if not hasattr(part, "__len__"):  # a Bag partition can be a lazy iterator
         part = list(part)
     n = len(part)
     if expected_rows is not None and n != expected_rows:
@@ -264,9 +262,11 @@ def transform(pipeline, data, *, column=None, client=None, dim=None, lengths=Fal
                 f"column {column!r} is not in the DataFrame; its columns are "
                 f"{list(data.columns)[:10]}"
             )
+        # Select early: Dask then reads only that column (from Parquet, say).
+        data, kind = data[column], "series"
     _check_pipeline(pipeline)
     client = _client(distributed, client)
-    dim = _probe_dim(pipeline, data, kind, column) if dim is None else _check_dim(dim)
+    dim = _probe_dim(pipeline, data, kind) if dim is None else _check_dim(dim)
 
     parts = data.to_delayed()
     lengths = _check_lengths(lengths, len(parts))
@@ -281,7 +281,7 @@ def transform(pipeline, data, *, column=None, client=None, dim=None, lengths=Fal
     encode = dask.delayed(_encode_partition, pure=True)
     blocks = [
         da.from_delayed(
-            encode(part, remote, dim, column, None if lengths is None else lengths[i]),
+            encode(part, remote, dim, None if lengths is None else lengths[i]),
             shape=(np.nan if lengths is None else lengths[i], dim),
             dtype=np.float32,
         )

@@ -191,6 +191,8 @@ def test_bad_arguments_are_named(client, tiny_model_path, frame):
         transform(enc, frame["text"].tolist(), client=client)
     with pytest.raises(ValueError, match="column 'nope' is not in the DataFrame"):
         transform(enc, ddf, column="nope", client=client)
+    with pytest.raises(ValueError, match="one-column DataFrame.*pass column="):
+        transform(enc, ddf, client=client)  # two columns, and the encoder wants texts
     with pytest.raises(ValueError, match="column is only for a Dask DataFrame"):
         transform(enc, bag, column="text", client=client)
     with pytest.raises(NotFittedError, match="fit it locally on a sample"):
