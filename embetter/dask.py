@@ -159,7 +159,10 @@ def _content_key(pipeline) -> str:
 
     try:
         blob = pickle.dumps(pipeline, protocol=5)
-    except Exception:  # lambdas, local functions...: what the scheduler will send anyway
+        if b"__main__" in blob:
+            # pickle names functions of a script or notebook; their code may have changed since
+            raise pickle.PicklingError("by value, please")
+    except Exception:  # lambdas, __main__ functions: pickled by value, as Dask will send them
         try:
             import cloudpickle
 
