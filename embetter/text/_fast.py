@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -190,7 +191,7 @@ def iter_batches(texts, tokenizer: TextTokenizer, prompt, batch_size: int,
     starts = iter(range(0, len(texts), window))
     with ThreadPoolExecutor(max_workers=max(1, workers),
                             thread_name_prefix="embetter-tokenize") as pool:
-        pending = deque(pool.submit(prepare, s) for s, _ in zip(starts, range(workers + 1)))
+        pending = deque(pool.submit(prepare, s) for s in itertools.islice(starts, workers + 1))
         while pending:
             batches = pending.popleft().result()
             nxt = next(starts, None)
