@@ -65,6 +65,9 @@ DESCRIBE = {
 }
 
 
+BATCH_SIZE = [32]  # set from --batch-size
+
+
 class Threads:
     """Run a block with a given torch thread count (restored afterwards)."""
 
@@ -88,7 +91,7 @@ def make_encoder(path: str, device: str):
     """The encoder for one path, and the torch thread count it runs with (None: default)."""
     from embetter.text import SentenceEncoder
 
-    kw = dict(PATHS[path])
+    kw = dict(PATHS[path], batch_size=BATCH_SIZE[0])
     if kw["backend"] == "onnx":
         return SentenceEncoder(MODEL, **kw), None
     if path == "torch-qint8":
@@ -175,6 +178,7 @@ def peak_memory(path: str, device: str, n: int) -> float:
     # Bucketed batches run longest first, so a few hundred texts already show the peak.
     out = subprocess.run(
         [sys.executable, __file__, "--memory-probe", path, "--device", device,
+         "--batch-size", str(BATCH_SIZE[0]),
          "--speed-texts", str(min(n, 500))],
         capture_output=True, text=True, check=True, env=os.environ.copy(),
     )
@@ -231,8 +235,8 @@ def bench_paths(args) -> None:
         ])
     n_test = {k: len(v[3]) for k, v in tasks.items()}
     print(f"\n## Paths: {len(texts)} texts (half SST-2, half AG News), {args.rounds} interleaved "
-          f"rounds, device={args.device}, batch_size=32; accuracy: LogisticRegression on "
-          f"{args.train} train texts, tested on {n_test['sst2']} (SST-2) / "
+          f"rounds, device={args.device}, batch_size={args.batch_size}; accuracy: "
+          f"LogisticRegression on {args.train} train texts, tested on {n_test['sst2']} (SST-2) / "
           f"{n_test['ag_news']} (AG News)\n")
     print("first use: build + first transform (the ONNX rows export into an empty cache); "
           "peak MB: VmHWM of a fresh process loading the path and encoding <= 500 of the texts, "
@@ -246,14 +250,14 @@ def bench_overhead(args) -> None:
     from embetter.text import SentenceEncoder
 
     texts = load_texts(args.overhead_texts, seed=2)
-    enc = SentenceEncoder(MODEL, device=args.device)
+    enc = SentenceEncoder(MODEL, device=args.device, batch_size=args.batch_size)
     model = enc.model_  # the very same SentenceTransformer instance
     enc.transform(texts[:32])
     ours, theirs = [], []
     for r in range(args.overhead_rounds):
         # Alternate who goes first, so neither side always runs on a warmer cache.
         order = [("ours", enc.transform), ("theirs", lambda x: model.encode(
-            x, batch_size=32, convert_to_numpy=True, show_progress_bar=False))]
+            x, batch_size=args.batch_size, convert_to_numpy=True, show_progress_bar=False))]
         for who, fn in order if r % 2 == 0 else order[::-1]:
             t, _ = timed(lambda fn=fn: fn(texts))
             (ours if who == "ours" else theirs).append(t)
@@ -303,6 +307,7 @@ def bench_cache(args) -> None:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch-size", type=int, default=32, help="for every path (GPUs: 256+)")
     ap.add_argument("--paths", default=None, help=f"comma-separated, from: {','.join(PATHS)}")
     ap.add_argument("--speed-texts", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3)
@@ -326,6 +331,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    BATCH_SIZE[0] = args.batch_size
     if args.memory_probe:
         return memory_probe(args.memory_probe, args.device, args.speed_texts)
     if args.paths is None:
