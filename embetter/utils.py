@@ -54,7 +54,8 @@ class CachedEncoder(TransformerMixin, BaseEstimator):
 
         cache = self.__dict__.get("_cache_handle")
         if cache is None or cache.directory != str(self.path):
-            cache = diskcache.Cache(str(self.path))
+            # cull_limit=0: transform culls once per batch of writes, not on every set
+            cache = diskcache.Cache(str(self.path), cull_limit=0)
             self.__dict__["_cache_handle"] = cache
         return cache
 
@@ -72,28 +73,25 @@ class CachedEncoder(TransformerMixin, BaseEstimator):
             for t in texts
         ]
         cache = self._cache()
-        with cache.transact():
-            found = [cache.get(k) for k in keys]
+        found = _bulk_get(cache, keys)
         missing = {}  # key -> first index; a text repeated in X is encoded once
-        for i, (key, value) in enumerate(zip(keys, found)):
-            if value is None:
+        for i, key in enumerate(keys):
+            if key not in found:
                 missing.setdefault(key, i)
-        fresh = {}
         if missing:
             encoded = np.asarray(
                 self.encoder.transform([texts[i] for i in missing.values()]), dtype=np.float32
             )
+            rows = [row.tobytes() for row in encoded]
             with cache.transact():
-                for key, row in zip(missing, encoded):
-                    cache.set(key, row.tobytes())
-                    fresh[key] = row
+                for key, row in zip(missing, rows):
+                    cache.set(key, row)
+            cache.cull()  # culling once per batch instead of once per set
+            found.update(zip(missing, rows))
         if not texts:
             return np.asarray(self.encoder.transform([]), dtype=np.float32)
-        rows = [
-            fresh[k] if v is None else np.frombuffer(v, dtype=np.float32)
-            for k, v in zip(keys, found)
-        ]
-        return np.vstack(rows)
+        flat = np.frombuffer(b"".join(found[k] for k in keys), dtype=np.float32)
+        return flat.reshape(len(keys), -1).copy()
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -117,6 +115,39 @@ class CachedEncoder(TransformerMixin, BaseEstimator):
         except Exception:
             return False
         return True
+
+
+def _bulk_get(cache, keys: list[str], chunk: int = 500) -> dict[str, bytes]:
+    """Fetch many cached rows in a few SQL queries instead of one `get` per key.
+
+    diskcache has no multi-get; its per-key `get` costs ~50 us, which would dominate a
+    warm-cache pass. Rows stored inline as raw bytes are read in bulk from its table; any
+    other storage mode (or an unexpected schema) goes through the public `get`.
+    """
+    import sqlite3
+
+    from diskcache.core import MODE_RAW
+
+    unique = list(dict.fromkeys(keys))
+    found: dict[str, bytes] = {}
+    try:
+        for start in range(0, len(unique), chunk):
+            part = unique[start : start + chunk]
+            marks = ",".join("?" * len(part))
+            rows = cache._sql(
+                f"SELECT key, mode, value FROM Cache WHERE raw = 1 AND key IN ({marks})", part
+            ).fetchall()
+            for key, mode, value in rows:
+                found[key] = bytes(value) if mode == MODE_RAW and value is not None else None
+    except (AttributeError, sqlite3.Error):
+        found = {k: None for k in unique}  # schema not as expected: fall back to get()
+    for key in [k for k, v in found.items() if v is None]:
+        value = cache.get(key)
+        if value is None:
+            del found[key]
+        else:
+            found[key] = value
+    return found
 
 
 def cached(name, encoder) -> CachedEncoder:
