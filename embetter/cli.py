@@ -8,6 +8,7 @@ import os
 import sys
 import textwrap
 
+from embetter import __version__
 from embetter._files import (
     UsageError,
     atomic_path,
@@ -21,16 +22,9 @@ from embetter._files import (
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 TUNERS = ("feedforward", "contrastive", "sbert")
 
-DESCRIPTION = """\
-scikit-learn compatible text embeddings, and fine-tuning them to your task.
-
-commands:
-  demo        the main story, offline: fine-tune on a few hundred labels, compare accuracy, plot
-  embed       encode a text column of a CSV/JSONL/Parquet file into embeddings
-  finetune    fit an encoder + tuner pipeline on labelled texts and save it
-  transform   apply a saved pipeline to a text column
-
-Run `embetter COMMAND --help` for the options of a command.
+DESCRIPTION = "scikit-learn compatible text embeddings, and fine-tuning them to your task."
+EPILOG = """\
+Run `embetter COMMAND --help` for the options and examples of a command.
 Bad input gives a one-line error and exit code 2."""
 
 
@@ -224,15 +218,19 @@ def _sub(sub, name: str, help: str, description: str, examples: str):
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `embetter` command."""
     parser = argparse.ArgumentParser(
-        prog="embetter", description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="embetter", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(
+            prog, max_help_position=30
+        ),
     )
+    parser.add_argument("-V", "--version", action="version", version=f"embetter {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback when something goes wrong")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                title="commands")
 
     demo = _sub(
-        sub, "demo", "fine-tune on the bundled dataset, compare accuracy, write plots",
+        sub, "demo", "the main story, offline: tune on a few hundred labels, compare",
         "The main story, offline: encode ~700 short support-inbox messages with the bundled\n"
         "all-MiniLM-L6-v2, fit FeedForwardTuner and ContrastiveTuner (and SbertTuner with\n"
         "--sbert) on the training half, print held-out accuracy of a logistic regression and\n"
@@ -257,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     embed = _sub(
-        sub, "embed", "encode a text column into embeddings (.npy or .parquet)",
+        sub, "embed", "encode a text column of a CSV, JSONL or Parquet file",
         "Encode the texts in one column of a CSV, JSONL or Parquet file with a sentence model.\n"
         "Output: .npy holds the float32 matrix (one row per input row, in order); .parquet\n"
         "holds the input columns plus an `embedding` column.",
@@ -278,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.set_defaults(func=_embed)
 
     finetune = _sub(
-        sub, "finetune", "fit and save an encoder + tuner pipeline on labelled texts",
+        sub, "finetune", "fit an encoder + tuner pipeline on labelled texts and save it",
         "Fit a scikit-learn pipeline ColumnGrabber -> SentenceEncoder -> tuner on the labelled\n"
         "rows of INPUT and save it with joblib. Load it in Python with joblib.load(PIPELINE)\n"
         "(pipe.transform(dataframe), or pipe[1:].transform(list_of_texts)) or apply it with\n"
