@@ -256,3 +256,11 @@ def test_demo_runs_end_to_end_on_a_small_csv(tiny_model_path, tmp_path):
 
 def test_demo_with_a_missing_dataset_says_what_to_do(tmp_path):
     assert_one_line_error(run("demo", "--data", "nope.csv", cwd=tmp_path), "nope.csv")
+
+
+def test_the_bundled_demo_dataset_is_found_and_read():
+    from embetter._demo import dataset_path, load_dataset
+
+    texts, labels = load_dataset(dataset_path())
+    assert len(texts) == len(labels) >= 600
+    assert len(set(labels)) >= 3 and all(isinstance(t, str) and t for t in texts)
