@@ -340,6 +340,9 @@ def main(argv=None) -> int:
     ```
     """
     args = build_parser().parse_args(argv)
+    # transformers draws a bar for every model load; on the command line it only hides the
+    # output that matters (our own progress bars are sentence-transformers', not affected).
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         return args.func(args)
     except KeyboardInterrupt:
