@@ -1,0 +1,295 @@
+"""Apply a fitted embetter pipeline to texts on a Dask cluster, partition by partition.
+
+Fitting needs a few hundred labelled texts and runs locally; applying the fitted pipeline to
+millions of texts is the expensive part, and this module hands it to `dask.distributed`.
+
+Dask is an optional dependency: `pip install 'embetter[dask]'`. Importing this module is cheap
+and works without it; calling `transform` without it raises an `ImportError` saying how to
+install it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import numbers
+
+import numpy as np
+
+__all__ = ["transform"]
+
+_INSTALL_HINT = "pip install 'embetter[dask]'"
+
+
+def _import_dask():
+    """Import what this module needs from Dask, or explain how to install it."""
+    try:
+        import dask
+        import dask.array as da
+        import distributed
+    except ImportError as e:
+        raise ImportError(
+            f"embetter.dask needs Dask with its distributed scheduler ({e}); "
+            f"install it with `{_INSTALL_HINT}`"
+        ) from e
+    return dask, da, distributed
+
+
+def _kind(data) -> str:
+    """'frame', 'series' or 'bag', judged without importing dask.dataframe (needs pyarrow)."""
+    module = type(data).__module__ or ""
+    if module.startswith("dask.bag"):
+        return "bag"
+    if module.startswith("dask.dataframe") or module.startswith("dask_expr"):
+        if hasattr(data, "columns"):
+            return "frame"
+        if hasattr(data, "dtype") and hasattr(data, "map_partitions"):
+            return "series"
+    raise TypeError(
+        "data must be a Dask DataFrame, a Dask Series or a Dask Bag of texts, "
+        f"got {type(data).__module__}.{type(data).__name__}"
+    )
+
+
+def _client(distributed, client):
+    if client is not None:
+        if not isinstance(client, distributed.Client):
+            raise TypeError(
+                f"client must be a distributed.Client or None, got {type(client).__name__}"
+            )
+        return client
+    try:
+        return distributed.default_client()
+    except ValueError:
+        raise ValueError(
+            "client is None and no Dask client is running: start one first, e.g. "
+            "`Client(LocalCluster())` on this machine or `Client('tcp://scheduler:8786')` "
+            "for a running cluster, or pass client="
+        ) from None
+
+
+def _check_pipeline(pipeline):
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    if not callable(getattr(pipeline, "transform", None)) or isinstance(pipeline, type):
+        raise TypeError(
+            "pipeline must be a fitted estimator or Pipeline with a transform method, "
+            f"got {type(pipeline).__name__}"
+        )
+    try:
+        check_is_fitted(pipeline)
+    except NotFittedError as e:
+        raise NotFittedError(
+            f"pipeline ({type(pipeline).__name__}) is not fitted: fit it locally on a sample, "
+            "then ship it to the cluster"
+        ) from e
+
+
+def _check_dim(dim):
+    if not isinstance(dim, numbers.Integral) or isinstance(dim, bool) or dim < 1:
+        raise ValueError(f"dim must be None or a positive int, got {dim!r}")
+    return int(dim)
+
+
+def _probe_dim(pipeline, data, kind: str) -> int:
+    """The output width, from running the pipeline locally on two made-up rows."""
+    texts = ["embetter probe text", "another probe text"]
+    if kind == "bag":
+        probe = texts
+    else:
+        import pandas as pd
+        from dask.dataframe.utils import meta_nonempty
+
+        # Dask's made-up rows hold a missing value in text columns: put texts there instead.
+        def fill(s):
+            is_text = s.dtype == object or pd.api.types.is_string_dtype(s.dtype)
+            return pd.Series(texts, index=s.index, name=s.name, dtype=s.dtype) if is_text else s
+
+        probe = meta_nonempty(data._meta)
+        if hasattr(probe, "columns"):
+            probe = pd.DataFrame({c: fill(probe[c]) for c in probe.columns}, index=probe.index)
+        else:
+            probe = fill(probe)
+    try:
+        out = pipeline.transform(probe)
+    except Exception as e:
+        hint = "pass column= to embed one column of the DataFrame, or " if kind == "frame" else ""
+        raise ValueError(
+            "could not infer the output width by running the pipeline on two made-up rows "
+            f"shaped like the data ({type(e).__name__}: {str(e)[:200]}); {hint}pass dim="
+        ) from e
+    shape = getattr(out, "shape", ())
+    if len(shape) != 2:
+        raise ValueError(
+            f"pipeline.transform must return a 2-D array of embeddings, got shape {shape}"
+        )
+    return int(shape[1])
+
+
+def _check_lengths(lengths, n_partitions: int):
+    if lengths is None or lengths is False:
+        return None
+    if lengths is True:
+        return True
+    try:
+        out = tuple(lengths)
+    except TypeError:
+        out = None
+    if (
+        out is None
+        or len(out) != n_partitions
+        or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 0
+                   for n in out)
+    ):
+        raise ValueError(
+            "lengths must be False, True or a sequence of one row count (int >= 0) per "
+            f"partition ({n_partitions} partitions), got {lengths!r:.100}"
+        )
+    return tuple(int(n) for n in out)
+
+
+def _content_key(pipeline) -> str:
+    """A key that changes when the pipeline does (refit, set_params), from one pickling.
+
+    (Dask's own `hash=True` would pickle and unpickle the pipeline twice or more: costly when
+    it carries a fine-tuned model's weights.)
+    """
+    import pickle
+    import uuid
+
+    try:
+        blob = pickle.dumps(pipeline, protocol=5)
+        if b"__main__" in blob:
+            # pickle names functions of a script or notebook; their code may have changed since
+            raise pickle.PicklingError("by value, please")
+    except Exception:  # lambdas, __main__ functions: pickled by value, as Dask will send them
+        try:
+            import cloudpickle
+
+            blob = cloudpickle.dumps(pipeline, protocol=5)
+        except Exception:
+            return f"embetter-pipeline-{uuid.uuid4().hex}"
+    return f"embetter-pipeline-{hashlib.blake2b(blob, digest_size=16).hexdigest()}"
+
+
+def _count(part) -> int:
+    return len(part) if hasattr(part, "__len__") else sum(1 for _ in part)
+
+
+def _encode_partition(part, pipeline, dim: int, expected_rows):
+    """Runs on a worker: embed one partition with the worker's copy of the pipeline.
+
+    `pipeline` is the scattered object held in the worker's memory, the same object for every
+    partition that worker runs: the sentence model it loads on first use stays attached to
+    it, so each worker process loads the model once.
+    """
+    if not hasattr(part, "__len__"):  # a Bag partition can be a lazy iterator
+        part = list(part)
+    n = len(part)
+    if expected_rows is not None and n != expected_rows:
+        raise ValueError(
+            f"lengths says this partition has {expected_rows} rows, but it has {n}"
+        )
+    if n == 0:
+        # Not every step accepts zero rows (PCA refuses them); the answer is known anyway.
+        return np.zeros((0, dim), dtype=np.float32)
+    out = pipeline.transform(part)
+    if hasattr(out, "toarray"):  # a sparse last step
+        out = out.toarray()
+    out = np.asarray(out, dtype=np.float32)
+    if out.shape != (n, dim):
+        raise ValueError(
+            f"pipeline.transform returned shape {out.shape} for a partition of {n} rows; "
+            f"expected ({n}, {dim}) (dim={dim})"
+        )
+    return out
+
+
+def transform(pipeline, data, *, column=None, client=None, dim=None, lengths=False):
+    """Embed a Dask collection of texts with a fitted pipeline, one partition per task.
+
+    The pipeline is scattered to every worker once (not once per task) and each worker
+    process loads its sentence model once, on its first partition. The result is a lazy Dask
+    array of float32 embeddings, one row chunk per input partition (partitions known to be
+    empty leave none), in the input's order, equal to what `pipeline.transform` gives locally
+    (up to float32 rounding: partitions are batched differently).
+
+    Arguments:
+        pipeline: a fitted estimator or `Pipeline` with a `transform` method (an encoder,
+            encoder + tuner, encoder + PCA...), fitted locally on a sample.
+        data: a Dask DataFrame, Dask Series or Dask Bag. Each partition goes to
+            `pipeline.transform` as it is (a pandas object, or a list for a Bag), so a
+            pipeline starting with `ColumnGrabber` can take the whole DataFrame.
+        column: with a DataFrame, the column of texts to embed (None: pass whole partitions).
+        client: the `distributed.Client` to use; None uses the current default client.
+        dim: the output width. None infers it by running the pipeline locally on two made-up
+            rows shaped like the data; pass it when that is not possible.
+        lengths: False leaves the row chunk sizes unknown (NaN); True computes them first (one
+            extra pass over the input: `persist()` it if loading is expensive); or a sequence
+            of one row count per partition when you know them.
+
+    Usage:
+
+    ```python
+    import dask.dataframe as dd
+    import pandas as pd
+    from distributed import Client, LocalCluster
+    from sklearn.decomposition import PCA
+    from sklearn.pipeline import make_pipeline
+
+    from embetter.dask import transform
+    from embetter.text import LiteTextEncoder
+
+    texts = [f"review {i}: {w} film" for i in range(40) for w in ("great", "dull")]
+    pipe = make_pipeline(LiteTextEncoder(n_components=8, random_state=0), PCA(4))
+    pipe.fit(texts[:30])
+
+    df = dd.from_pandas(pd.DataFrame({"text": texts}), npartitions=4)
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        with Client(cluster):
+            X = transform(pipe, df, column="text", lengths=True)
+            assert X.chunks == ((20, 20, 20, 20), (4,))
+            assert abs(X.compute() - pipe.transform(texts)).max() < 1e-5
+    ```
+    """
+    dask, da, distributed = _import_dask()
+    kind = _kind(data)
+    if column is not None:
+        if kind != "frame":
+            raise ValueError(
+                f"column is only for a Dask DataFrame; data is a Dask {kind}, got "
+                f"column={column!r}"
+            )
+        if column not in data.columns:
+            raise ValueError(
+                f"column {column!r} is not in the DataFrame; its columns are "
+                f"{list(data.columns)[:10]}"
+            )
+        # Select early: Dask then reads only that column (from Parquet, say).
+        data, kind = data[column], "series"
+    _check_pipeline(pipeline)
+    client = _client(distributed, client)
+    dim = _probe_dim(pipeline, data, kind) if dim is None else _check_dim(dim)
+
+    parts = data.to_delayed()
+    lengths = _check_lengths(lengths, len(parts))
+    if lengths is True:
+        lengths = tuple(
+            int(n) for n in client.compute([dask.delayed(_count)(p) for p in parts], sync=True)
+        )
+    # Keyed by content: transforming again with the same fitted pipeline while an earlier
+    # result lives reuses the copies (and the models they loaded) already on the workers.
+    key = _content_key(pipeline)
+    remote = client.scatter({key: pipeline}, broadcast=True)[key]
+    encode = dask.delayed(_encode_partition, pure=True)
+    blocks = [
+        da.from_delayed(
+            encode(part, remote, dim, None if lengths is None else lengths[i]),
+            shape=(np.nan if lengths is None else lengths[i], dim),
+            dtype=np.float32,
+        )
+        for i, part in enumerate(parts)
+    ]
+    if not blocks:
+        return da.zeros((0, dim), dtype=np.float32)
+    return da.concatenate(blocks, axis=0)
