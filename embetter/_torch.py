@@ -1,8 +1,14 @@
-"""Torch plumbing shared by every torch-backed estimator: device choice and seeding."""
+"""Torch plumbing shared by every torch-backed estimator: device choice, seeding, and the one
+mini-batch training engine for the small heads (FeedForwardTuner, ContrastiveLearner)."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
+
+import numpy as np
 import torch
+from sklearn.utils import check_random_state
 
 
 def resolve_device(device=None) -> torch.device:
@@ -25,3 +31,308 @@ def resolve_device(device=None) -> torch.device:
 def device_name(device=None) -> str:
     """The resolved device as a string, as sentence-transformers expects it."""
     return str(resolve_device(device))
+
+
+def _usable(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_available()
+    if device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        return mps is not None and mps.is_available()
+    return True
+
+
+def seed_from(random_state) -> int:
+    """An int seed from anything sklearn accepts as `random_state` (None, int, RandomState)."""
+    return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device):
+    """Run torch code under `seed` without touching the caller's global RNG state.
+
+    Weight initialisation and dropout draw from torch's global generator; forking it makes two
+    fits with the same `random_state` bit-identical on CPU and leaves the user's RNG alone.
+    """
+    devices = []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+#: Intra-op threads used while a small head trains on the CPU. Its matrices are a few hundred
+#: wide: splitting each op over threads costs more than it saves, and on a busy machine the
+#: extra threads spin against each other (measured: 10x slower with 2 threads than with 1 under
+#: load). `None` keeps torch's own setting.
+CPU_TRAIN_THREADS: int | None = 1
+
+
+@contextlib.contextmanager
+def train_threads(estimator):
+    """Train with `CPU_TRAIN_THREADS` threads on the CPU; restore torch's setting afterwards."""
+    device = resolve_device(estimator.device)
+    before = torch.get_num_threads()
+    wanted = CPU_TRAIN_THREADS
+    if device.type != "cpu" or wanted is None or wanted >= before:
+        yield
+        return
+    torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _to_cpu(obj):
+    """Deep-copy a (nested) state dict with every tensor moved to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+class _Progress:
+    """An epoch progress bar (tqdm when installed, plain lines otherwise); silent unless verbose."""
+
+    def __init__(self, total: int, verbose, desc: str):
+        self.bar = None
+        self.verbose = bool(verbose)
+        self.desc = desc
+        if self.verbose:
+            try:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=total, desc=desc, leave=False)
+            except ImportError:  # pragma: no cover - tqdm ships with sentence-transformers
+                self.bar = None
+
+    def update(self, epoch: int, record: dict):
+        if not self.verbose:
+            return
+        shown = {k: f"{v:.4g}" for k, v in record.items() if k != "epoch"}
+        if self.bar is not None:
+            self.bar.set_postfix(shown, refresh=False)
+            self.bar.update(1)
+        else:
+            print(f"{self.desc} epoch {epoch}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class TorchHeadMixin:
+    """The training engine shared by the small torch heads.
+
+    A subclass provides `_build_module()` (a fresh `torch.nn.Module` built from its parameters
+    and the shapes seen by `fit`), `_batch_loss(module, *batch)` (a scalar loss for one
+    mini-batch of device tensors) and, optionally, `_valid_loss`. The engine owns everything
+    else, the same way for every head:
+
+    - the module is built lazily in `fit` (skorch style), so `clone`/`set_params` stay honest;
+    - `fit` starts from scratch, `partial_fit` continues the same network *and* optimizer state;
+    - the data is moved to the device once, mini-batches are index slices of those tensors;
+    - `random_state` seeds initialisation, shuffling and dropout: two fits are bit-identical
+      on CPU, and the global torch/numpy RNGs are left untouched;
+    - `early_stopping`, `validation_fraction`, `n_iter_no_change` and `tol` mean what they mean
+      in sklearn's `MLPClassifier`; `loss_curve_`, `history_` and `n_iter_` record the epochs;
+    - pickling stores CPU state dicts (never a live module on a device) and rebuilds on load.
+
+    Parameters read from the estimator: `learning_rate`, `batch_size`, `optimizer`,
+    `weight_decay`, `early_stopping`, `validation_fraction`, `n_iter_no_change`, `tol`,
+    `partial_fit_epochs`, `verbose`, `random_state`, `device`.
+    """
+
+    _EPOCHS_PARAM = "n_epochs"
+
+    # -- subclass hooks ----------------------------------------------------------------------
+    def _build_module(self) -> torch.nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _batch_loss(self, module, *batch) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- state -------------------------------------------------------------------------------
+    def _start_training(self):
+        """A fresh network and optimizer: what `fit` (and a first `partial_fit`) begins with."""
+        self._rng = np.random.RandomState(seed_from(self.random_state))
+        self.device_ = resolve_device(self.device)
+        with seeded(self._rng.randint(0, 2**31 - 1), self.device_):
+            self.module_ = self._build_module().to(self.device_)
+        self.optimizer_ = self._make_optimizer(self.module_)
+        self.loss_curve_ = []
+        self.history_ = []
+        self.n_iter_ = 0
+
+    def _make_optimizer(self, module):
+        kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[self.optimizer]
+        return kind(module.parameters(), lr=float(self.learning_rate),
+                    weight_decay=float(self.weight_decay))
+
+    def _check_engine_params(self):
+        """Checks for the engine's parameters that `_parameter_constraints` cannot express."""
+        if self.early_stopping and not 0 < self.validation_fraction < 1:
+            raise ValueError(
+                "validation_fraction must be in (0, 1) when early_stopping=True, "
+                f"got {self.validation_fraction!r}"
+            )
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _run(self, arrays, epochs: int, *, stop_early: bool, stratify=None):
+        """Train `self.module_` for up to `epochs` passes over `arrays` (numpy, same length).
+
+        `stop_early` enables sklearn-style stopping: on the validation loss with
+        `early_stopping=True` (best weights restored), otherwise on the training loss.
+        """
+        device = self.device_
+        seed = self._rng.randint(0, 2**31 - 1)
+        valid = None
+        if stop_early and self.early_stopping:
+            arrays, valid = self._split_validation(arrays, stratify)
+        # One copy to the device; every mini-batch is an index slice of these tensors.
+        tensors = [torch.tensor(a, device=device) for a in arrays]
+        valid = None if valid is None else [torch.tensor(a, device=device) for a in valid]
+        n = tensors[0].shape[0]
+        batch_size = max(1, min(int(self.batch_size), n))
+        for group in self.optimizer_.param_groups:  # honour set_params between partial_fits
+            group["lr"] = float(self.learning_rate)
+            group["weight_decay"] = float(self.weight_decay)
+
+        module, optimizer = self.module_, self.optimizer_
+        tol = self.tol
+        best, best_state, stale = np.inf, None, 0
+        progress = _Progress(epochs, self.verbose, type(self).__name__)
+        try:
+            with seeded(seed, device):
+                for _ in range(epochs):
+                    module.train()
+                    order = torch.as_tensor(self._rng.permutation(n), device=device)
+                    total = torch.zeros((), device=device)
+                    for start in range(0, n, batch_size):
+                        index = order[start:start + batch_size]
+                        loss = self._batch_loss(module, *(t[index] for t in tensors))
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        optimizer.step()
+                        total += loss.detach() * index.shape[0]
+                    # one device sync per epoch, not per batch
+                    record = {"epoch": self.n_iter_ + 1, "train_loss": float(total) / n}
+                    if valid is not None:
+                        record["valid_loss"] = self._eval_loss(module, valid, batch_size)
+                    self.n_iter_ += 1
+                    self.loss_curve_.append(record["train_loss"])
+                    self.history_.append(record)
+                    progress.update(self.n_iter_, record)
+                    if not stop_early:
+                        continue
+                    watched = record.get("valid_loss", record["train_loss"])
+                    if not np.isfinite(watched):
+                        raise FloatingPointError(
+                            f"{type(self).__name__}: the loss became {watched} at epoch "
+                            f"{self.n_iter_}; lower learning_rate"
+                        )
+                    # sklearn MLP rule: an epoch counts as progress when it beats the best by tol
+                    stale = stale + 1 if watched > best - tol else 0
+                    if watched < best:
+                        best = watched
+                        if valid is not None:
+                            best_state = copy.deepcopy(module.state_dict())
+                    if stale >= self.n_iter_no_change:
+                        break
+        finally:
+            progress.close()
+        if best_state is not None:  # early stopping keeps the weights of the best epoch
+            module.load_state_dict(best_state)
+        module.eval()
+        return self
+
+    def _eval_loss(self, module, tensors, batch_size) -> float:
+        module.eval()
+        n = tensors[0].shape[0]
+        total = 0.0
+        with torch.no_grad():
+            for start in range(0, n, batch_size):
+                batch = [t[start:start + batch_size] for t in tensors]
+                total += float(self._batch_loss(module, *batch)) * batch[0].shape[0]
+        module.train()
+        return total / n
+
+    def _split_validation(self, arrays, stratify):
+        from sklearn.model_selection import train_test_split
+
+        n = arrays[0].shape[0]
+        n_valid = int(np.ceil(self.validation_fraction * n))
+        if n_valid < 1 or n - n_valid < 1:
+            raise ValueError(
+                f"early_stopping needs at least 2 samples (validation_fraction="
+                f"{self.validation_fraction} of {n}); turn early_stopping off for tiny data"
+            )
+        try:
+            parts = train_test_split(*arrays, test_size=n_valid, stratify=stratify,
+                                     random_state=self._rng.randint(0, 2**31 - 1))
+        except ValueError:  # a class too small to stratify: fall back to a plain split
+            parts = train_test_split(*arrays, test_size=n_valid,
+                                     random_state=self._rng.randint(0, 2**31 - 1))
+        return parts[0::2], parts[1::2]
+
+    def _fit_arrays(self, arrays, stratify=None):
+        """`fit`: a fresh network, trained for the epochs parameter (with stopping rules)."""
+        self._check_engine_params()
+        self._start_training()
+        return self._run(arrays, int(getattr(self, self._EPOCHS_PARAM)), stop_early=True,
+                         stratify=stratify)
+
+    def _partial_fit_arrays(self, arrays):
+        """`partial_fit`: `partial_fit_epochs` passes over this batch, same network/optimizer."""
+        if getattr(self, "module_", None) is None:
+            self._start_training()
+        return self._run(arrays, int(self.partial_fit_epochs), stop_early=False)
+
+    def _forward(self, X: np.ndarray, fn, batch_size: int = 4096) -> np.ndarray:
+        """Apply `fn(module, x)` to X in eval mode, in chunks, and return float32 numpy."""
+        module = self.module_
+        module.eval()
+        out = []
+        with torch.no_grad():
+            for start in range(0, X.shape[0], batch_size):
+                x = torch.tensor(X[start:start + batch_size], device=self.device_)
+                out.append(fn(module, x).float().cpu().numpy())
+        if not out:
+            return np.zeros((0, self._n_features_out), dtype=np.float32)
+        return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
+
+    # -- pickling ----------------------------------------------------------------------------
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: the default state is the live __dict__
+        module = state.pop("module_", None)
+        optimizer = state.pop("optimizer_", None)
+        if module is not None:
+            # Plain CPU tensors: the pickle loads on a machine without the training device.
+            state["_module_state"] = _to_cpu(module.state_dict())
+            state["_optimizer_state"] = _to_cpu(optimizer.state_dict())
+            state.pop("device_", None)
+        return state
+
+    def __setstate__(self, state):
+        module_state = state.pop("_module_state", None)
+        optimizer_state = state.pop("_optimizer_state", None)
+        super().__setstate__(state)
+        if module_state is not None:
+            self._restore(module_state, optimizer_state)
+
+    def _restore(self, module_state, optimizer_state=None):
+        """Rebuild the module from the parameters and fitted shapes, then load its weights."""
+        device = resolve_device(self.device)
+        self.device_ = device if _usable(device) else torch.device("cpu")
+        module = self._build_module()
+        module.load_state_dict(module_state)
+        self.module_ = module.to(self.device_).eval()
+        self.optimizer_ = self._make_optimizer(self.module_)
+        if optimizer_state is not None:
+            self.optimizer_.load_state_dict(optimizer_state)
+

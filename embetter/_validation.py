@@ -169,3 +169,25 @@ def check_pairs(X1, X2, y=None, *, texts: bool = False, n_features: int | None =
             raise ValueError(f"y must hold numbers (scores or 0/1 labels), got dtype {y.dtype}")
         y = y.astype(np.float32)
     return X1, X2, y
+
+
+def require_y(estimator, y) -> None:
+    """A supervised estimator called without labels: say so in the words sklearn uses."""
+    if y is None:
+        raise ValueError(
+            f"{type(estimator).__name__} requires y to be passed, but the target y is None"
+        )
+
+
+def check_estimator_input(estimator, X, *, reset: bool, allow_empty: bool = False,
+                          name: str = "X") -> np.ndarray:
+    """`as_matrix` plus the sklearn bookkeeping of a fitted estimator.
+
+    With `reset=True` (in `fit`) it records `n_features_in_` and, for a DataFrame,
+    `feature_names_in_`; otherwise it checks X against them, with sklearn's messages.
+    """
+    from sklearn.utils.validation import validate_data
+
+    arr = as_matrix(X, name, allow_empty=allow_empty)
+    validate_data(estimator, X, reset=reset, skip_check_array=True)
+    return arr

@@ -16,7 +16,7 @@ def _check_count(value, name, minimum=0):
     return int(value)
 
 
-def _single_label_pairs(codes, n_pos, n_neg, rng):
+def _single_label_pairs(codes, n_pos, n_neg, rng, strategy="random"):
     n = codes.shape[0]
     counts = np.bincount(codes)
     order = np.argsort(codes, kind="stable")  # members of each class, contiguous
@@ -37,8 +37,15 @@ def _single_label_pairs(codes, n_pos, n_neg, rng):
     if n_neg:
         anchors = np.repeat(np.arange(n), n_neg)
         c = codes[anchors]
-        r = rng.integers(0, n - counts[c])  # any item outside the class
-        r += np.where(r >= starts[c], counts[c], 0)
+        if strategy == "balanced":
+            # first a class other than the anchor's, uniformly, then one of its members: rare
+            # classes show up as negatives as often as frequent ones
+            k = counts.size
+            other = (c + 1 + rng.integers(0, k - 1, size=c.size)) % k
+            r = starts[other] + rng.integers(0, counts[other])
+        else:
+            r = rng.integers(0, n - counts[c])  # any item outside the class
+            r += np.where(r >= starts[c], counts[c], 0)
         firsts.append(anchors)
         seconds.append(order[r])
         labels.append(np.zeros(anchors.size, dtype=np.float32))
@@ -88,7 +95,13 @@ def _multi_label_pairs(Y, n_pos, n_neg, rng, max_tries=20):
     return firsts, seconds, labels
 
 
-def generate_pairs(y, n_neg=3, n_pos=1, random_state=None):
+def _rng_from(random_state) -> np.random.Generator:
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    return np.random.default_rng(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
+def generate_pairs(y, n_neg=3, n_pos=1, strategy="random", random_state=None):
     """Build training pairs from labels: same label -> similar (1), other label -> dissimilar (0).
 
     Each item is paired with `n_pos` other members of its class (never itself, when the class
@@ -100,6 +113,9 @@ def generate_pairs(y, n_neg=3, n_pos=1, random_state=None):
         y: 1-D labels (any values), or a 2-D 0/1 indicator matrix for multi-label data.
         n_neg: negatives per item.
         n_pos: positives per item.
+        strategy: how a negative is drawn: `"random"`, any item of another class (classes
+            weighted by their size), or `"balanced"`, first another class uniformly, then one
+            of its items (rare classes are seen as often as frequent ones). Single-label only.
         random_state: seed or `numpy.random.RandomState`/`Generator` for repeatable pairs.
 
     Returns:
@@ -119,10 +135,9 @@ def generate_pairs(y, n_neg=3, n_pos=1, random_state=None):
     n_pos = _check_count(n_pos, "n_pos")
     if n_neg + n_pos == 0:
         raise ValueError("n_neg and n_pos are both 0: no pairs would be generated")
-    seed = random_state
-    if not isinstance(seed, np.random.Generator):
-        seed = check_random_state(seed).randint(0, 2**31 - 1)
-    rng = np.random.default_rng(seed)
+    if strategy not in ("random", "balanced"):
+        raise ValueError(f"strategy must be 'random' or 'balanced', got {strategy!r}")
+    rng = _rng_from(random_state)
 
     arr = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
     if arr.ndim == 2 and arr.shape[1] > 1:
@@ -131,6 +146,8 @@ def generate_pairs(y, n_neg=3, n_pos=1, random_state=None):
         Y = arr.astype(bool)
         if np.unique(Y, axis=0).shape[0] < 2:
             raise ValueError("y has only one distinct label set; pairs need at least two")
+        if strategy != "random":
+            raise ValueError("strategy='balanced' needs single-label y; use 'random' for 2-D y")
         firsts, seconds, labels = _multi_label_pairs(Y, n_pos, n_neg, rng)
     else:
         arr = as_labels(arr, "y")
@@ -140,7 +157,92 @@ def generate_pairs(y, n_neg=3, n_pos=1, random_state=None):
                 f"y has only one class ({classes[0]!r} x {arr.size}); pairs need at least two"
                 if classes.size else "y is empty; at least two classes are required"
             )
-        firsts, seconds, labels = _single_label_pairs(codes.ravel(), n_pos, n_neg, rng)
+        firsts, seconds, labels = _single_label_pairs(codes.ravel(), n_pos, n_neg, rng, strategy)
     idx1 = np.concatenate(firsts).astype(np.int64)
     idx2 = np.concatenate(seconds).astype(np.int64)
     return idx1, idx2, np.concatenate(labels)
+
+
+def pairs_from_records(records, n_neg=3, n_pos=1, labels=None, random_state=None):
+    """Build text pairs from bulk-labelling records `{"text": ..., "cats": {label: 0/1}}`.
+
+    For every label, each record marked 1 is paired with `n_pos` other records marked 1
+    (similar) and with `n_neg` records marked 0 for that same label (dissimilar). Records that
+    do not mention a label (partial labels) take no part in its pairs, and two records that
+    are both 0 for a label are never paired (they need not be alike).
+
+    Arguments:
+        records: an iterable of dicts with a `"text"` str and a `"cats"` dict of label -> 0/1.
+        n_neg: dissimilar pairs per positive record and label.
+        n_pos: similar pairs per positive record and label.
+        labels: only use these labels (default: every label found).
+        random_state: seed or `numpy.random.RandomState`/`Generator` for repeatable pairs.
+
+    Returns:
+        `(texts1, texts2, similar)`: two lists of str and a float32 array of 0/1.
+
+    Usage:
+
+    ```python
+    from embetter.finetune import pairs_from_records
+
+    records = [
+        {"text": "we release a new corpus", "cats": {"new-dataset": 1}},
+        {"text": "our data is public", "cats": {"new-dataset": 1, "dev-research": 0}},
+        {"text": "a faster parser", "cats": {"new-dataset": 0}},
+    ]
+    t1, t2, sim = pairs_from_records(records, n_neg=1, random_state=0)
+    assert len(t1) == len(t2) == len(sim) == 4
+    ```
+    """
+    n_neg = _check_count(n_neg, "n_neg")
+    n_pos = _check_count(n_pos, "n_pos")
+    if n_neg + n_pos == 0:
+        raise ValueError("n_neg and n_pos are both 0: no pairs would be generated")
+    rng = _rng_from(random_state)
+    texts, rows, cols, values, names = [], [], [], [], {}
+    for i, record in enumerate(records):
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise ValueError(f"records[{i}] must be a dict with a 'text' str, got {record!r:.80}")
+        cats = record.get("cats", {})
+        if not isinstance(cats, dict):
+            raise ValueError(f"records[{i}]['cats'] must be a dict of label -> 0/1")
+        texts.append(record["text"])
+        for label, value in cats.items():
+            if value not in (0, 1):
+                raise ValueError(
+                    f"records[{i}]['cats'][{label!r}] must be 0 or 1, got {value!r}"
+                )
+            rows.append(i)
+            cols.append(names.setdefault(label, len(names)))
+            values.append(int(value))
+    rows, cols, values = (np.asarray(a, dtype=np.int64) for a in (rows, cols, values))
+    wanted = list(names) if labels is None else list(labels)
+    missing = [label for label in wanted if label not in names]
+    if missing:
+        raise ValueError(f"labels {missing} occur in no record; found {sorted(names)}")
+
+    firsts, seconds, similar = [], [], []
+    for label in wanted:
+        mine = cols == names[label]
+        pos, neg = rows[mine & (values == 1)], rows[mine & (values == 0)]
+        if n_pos and pos.size >= 2:
+            anchors = np.repeat(pos, n_pos)
+            at = np.repeat(np.arange(pos.size), n_pos)
+            r = rng.integers(0, pos.size - 1, size=anchors.size)
+            r += r >= at  # any other positive: skip the anchor itself
+            firsts.append(anchors)
+            seconds.append(pos[r])
+            similar.append(np.ones(anchors.size, dtype=np.float32))
+        if n_neg and pos.size and neg.size:
+            anchors = np.repeat(pos, n_neg)
+            firsts.append(anchors)
+            seconds.append(neg[rng.integers(0, neg.size, size=anchors.size)])
+            similar.append(np.zeros(anchors.size, dtype=np.float32))
+    if not firsts:
+        raise ValueError(
+            "no pairs could be formed: each label needs two records marked 1, or one marked 1 "
+            "and one marked 0"
+        )
+    idx1, idx2 = np.concatenate(firsts), np.concatenate(seconds)
+    return [texts[i] for i in idx1], [texts[j] for j in idx2], np.concatenate(similar)

@@ -1,0 +1,243 @@
+"""FeedForwardTuner: a one-hidden-layer network trained on labels; its hidden layer is the
+new embedding."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from embetter._torch import TorchHeadMixin, train_threads
+from embetter._validation import as_labels, check_estimator_input, require_y
+
+_ACTIVATIONS = {
+    "relu": torch.nn.ReLU,
+    "gelu": torch.nn.GELU,
+    "tanh": torch.nn.Tanh,
+    "sigmoid": torch.nn.Sigmoid,
+    "identity": torch.nn.Identity,
+}
+
+#: Logit scale of the cosine classifier: cos in [-1, 1] times 10 lets softmax reach ~0.9999
+#: for the right class without the unbounded logits (and over-confidence) of a plain linear head.
+_LOGIT_SCALE = 10.0
+
+
+class _FeedForward(torch.nn.Module):
+    """x -> activation(Wx + b) = the embedding -> dropout -> cosine classifier -> logits."""
+
+    def __init__(self, n_in, hidden_dim, n_classes, activation, dropout):
+        super().__init__()
+        self.hidden = torch.nn.Linear(n_in, hidden_dim)
+        self.activation = _ACTIVATIONS[activation]()
+        self.dropout = torch.nn.Dropout(dropout)
+        self.classes = torch.nn.Parameter(torch.empty(n_classes, hidden_dim))
+        torch.nn.init.kaiming_uniform_(self.classes, a=5**0.5)
+
+    def embed(self, x):
+        return self.activation(self.hidden(x))
+
+    def forward(self, x):
+        h = torch.nn.functional.normalize(self.dropout(self.embed(x)), dim=1)
+        w = torch.nn.functional.normalize(self.classes, dim=1)
+        return _LOGIT_SCALE * h @ w.T
+
+
+class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin,
+                       BaseEstimator):
+    """Fine-tune embeddings towards labels with a small network; the hidden layer is the output.
+
+    The network is `x -> activation(W x + b) -> dropout -> classifier`, trained with
+    cross-entropy on the logits. The classifier compares the (normalised) hidden vector with
+    one learned direction per class, so the classes gather in distinct directions of the
+    hidden space: exactly what a cosine kNN, a bulk-labelling UI or a linear model downstream
+    can use. `transform` returns the hidden layer, scaled to unit length.
+
+    `fit` starts from scratch; `partial_fit(X, y, classes=...)` keeps training the same network
+    and optimizer on a stream of batches, `partial_fit_epochs` passes over each batch.
+
+    Arguments:
+        hidden_dim: size of the hidden layer, i.e. of the output embedding.
+        n_epochs: maximum passes over the data in `fit`.
+        learning_rate: step size of the optimizer.
+        batch_size: rows per gradient step.
+        activation: `"relu"`, `"gelu"`, `"tanh"`, `"sigmoid"` or `"identity"`.
+        dropout: dropout rate on the hidden layer during training.
+        weight_decay: weight decay of the optimizer.
+        optimizer: `"adamw"` or `"adam"`.
+        early_stopping: hold out `validation_fraction` of the data and stop when its loss has
+            not improved by `tol` for `n_iter_no_change` epochs (best weights are kept). When
+            False, `fit` stops when the training loss stalls in the same way.
+        validation_fraction: share of the data held out for early stopping.
+        n_iter_no_change: epochs without improvement before stopping.
+        tol: minimum improvement of the watched loss that counts as progress.
+        partial_fit_epochs: passes over the batch in each `partial_fit` call. A few passes let
+            a stream seen once converge without drowning earlier batches.
+        verbose: show a progress bar with the loss per epoch.
+        random_state: seed for initialisation, shuffling and dropout (int for repeatable fits).
+        device: `None` (cuda if available, else cpu), `"cpu"`, `"cuda"`, ...
+
+    Usage:
+
+    ```python
+    import numpy as np
+    from embetter.finetune import FeedForwardTuner
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 8)).astype("float32")
+    y = (X[:, 0] > 0).astype(int)
+    tuner = FeedForwardTuner(hidden_dim=16, n_epochs=20, random_state=0).fit(X, y)
+    assert tuner.transform(X).shape == (60, 16)
+    ```
+    """
+
+    _EPOCHS_PARAM = "n_epochs"
+
+    _parameter_constraints: dict = {
+        "hidden_dim": [Interval(Integral, 1, None, closed="left")],
+        "n_epochs": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(_ACTIVATIONS))],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "optimizer": [StrOptions({"adam", "adamw"})],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "partial_fit_epochs": [Interval(Integral, 1, None, closed="left")],
+        "verbose": ["verbose"],
+        "random_state": ["random_state"],
+        "device": [None, str, torch.device],
+    }
+
+    def __init__(
+        self,
+        hidden_dim=384,
+        n_epochs=50,
+        learning_rate=3e-4,
+        batch_size=64,
+        activation="relu",
+        dropout=0.5,
+        weight_decay=0.0,
+        optimizer="adamw",
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        partial_fit_epochs=5,
+        verbose=False,
+        random_state=None,
+        device=None,
+    ):
+        self.hidden_dim = hidden_dim
+        self.n_epochs = n_epochs
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.activation = activation
+        self.dropout = dropout
+        self.weight_decay = weight_decay
+        self.optimizer = optimizer
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.partial_fit_epochs = partial_fit_epochs
+        self.verbose = verbose
+        self.random_state = random_state
+        self.device = device
+
+    # -- the network -------------------------------------------------------------------------
+    def _build_module(self):
+        return _FeedForward(self.n_features_in_, self.hidden_dim, len(self.classes_),
+                            self.activation, self.dropout)
+
+    def _batch_loss(self, module, x, y):
+        return torch.nn.functional.cross_entropy(module(x), y)
+
+    @property
+    def _n_features_out(self):
+        return self.hidden_dim
+
+    # -- training ----------------------------------------------------------------------------
+    def _encode_labels(self, y):
+        codes = np.searchsorted(self.classes_, y)
+        codes = np.clip(codes, 0, len(self.classes_) - 1)
+        unseen = self.classes_[codes] != y
+        if unseen.any():
+            raise ValueError(
+                f"y contains labels not seen before: {sorted(set(y[unseen].tolist()))[:5]}; "
+                f"known classes are {self.classes_.tolist()[:10]}. Pass every label to the "
+                "first partial_fit call with classes=..."
+            )
+        return codes.astype(np.int64)
+
+    def fit(self, X, y):
+        """Train a fresh network on `(X, y)`; returns `self`."""
+        self._validate_params()
+        require_y(self, y)
+        X = check_estimator_input(self, X, reset=True)
+        y = as_labels(y, "y", n_samples=X.shape[0])
+        self.classes_ = np.unique(y)
+        if self.classes_.size < 2:
+            raise ValueError(
+                f"y has only one class ({self.classes_[0]!r}); FeedForwardTuner needs at least "
+                "two classes to learn from"
+            )
+        codes = self._encode_labels(y)
+        with train_threads(self):
+            return self._fit_arrays([X, codes], stratify=codes)
+
+    def partial_fit(self, X, y, classes=None):
+        """Train on one batch, continuing the current network and optimizer state.
+
+        Arguments:
+            X: the batch of embeddings.
+            y: their labels.
+            classes: every label the stream will contain. Needed on the first call unless
+                that batch already holds them all; later batches may only use these labels.
+        """
+        first = getattr(self, "module_", None) is None
+        if first:
+            self._validate_params()
+        require_y(self, y)
+        X = check_estimator_input(self, X, reset=first)
+        y = as_labels(y, "y", n_samples=X.shape[0])
+        if first:
+            self.classes_ = np.unique(y if classes is None else as_labels(classes, "classes"))
+            if self.classes_.size < 2:
+                raise ValueError(
+                    f"partial_fit needs at least two classes, got {self.classes_.tolist()}; "
+                    "pass all labels of the stream with classes=..."
+                )
+        elif classes is not None and not np.array_equal(
+            np.unique(as_labels(classes, "classes")), self.classes_
+        ):
+            raise ValueError(
+                f"classes={np.unique(classes).tolist()[:10]} differs from the classes of the "
+                f"first partial_fit call {self.classes_.tolist()[:10]}"
+            )
+        codes = self._encode_labels(y)
+        with train_threads(self):
+            return self._partial_fit_arrays([X, codes])
+
+    # -- output ------------------------------------------------------------------------------
+    def transform(self, X):
+        """The hidden layer of the network for `X`, unit length, float32 `(n, hidden_dim)`."""
+        check_is_fitted(self)
+        X = check_estimator_input(self, X, reset=False, allow_empty=True)
+        return self._forward(
+            X, lambda m, x: torch.nn.functional.normalize(m.embed(x), dim=1)
+        )
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        tags.input_tags.sparse = True
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
