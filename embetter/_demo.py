@@ -1,0 +1,146 @@
+"""`embetter demo`: a few hundred labels pull the classes of an embedding space apart.
+
+The story, offline: encode the bundled support-inbox messages with the bundled model, fit
+the tuners on the training half, and compare held-out accuracy of a logistic regression and
+of 5-nearest-neighbours on the raw and on the tuned embeddings; then draw both spaces.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from embetter._files import UsageError, atomic_path, column, read_table, text_column
+
+#: The bundled dataset (see datasets/README.md), found next to the package in a clone.
+DATASET_DIR = Path(__file__).resolve().parent.parent / "datasets"
+DATASET_CSV = "support_inbox.csv"
+TEST_SIZE = 0.5
+
+
+def dataset_path() -> Path:
+    """Where the bundled single-label CSV lives; a clear error when it is not there."""
+    path = DATASET_DIR / DATASET_CSV
+    if not path.is_file():
+        raise UsageError(
+            f"the demo dataset {path} was not found: run the demo from a clone of the "
+            "embetter repository (`make demo`), or pass --data with a CSV of text,label"
+        )
+    return path
+
+
+def load_dataset(path) -> tuple[list[str], np.ndarray]:
+    """The texts and labels of a `text,label` CSV."""
+    df = read_table(path, "text")
+    texts = text_column(df, "text", path)
+    labels = np.asarray([str(v) for v in column(df, "label", path, "label")], dtype=object)
+    return texts, labels
+
+
+def _scores(X_train, y_train, X_test, y_test) -> tuple[float, float]:
+    """Held-out accuracy of a (cross-validated) logistic regression and of cosine 5-NN."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.neighbors import KNeighborsClassifier
+
+    # A cross-validated C: plain C=1 under-fits unit-norm sentence embeddings and would
+    # flatter the tuned spaces.
+    logreg = GridSearchCV(LogisticRegression(max_iter=2000), {"C": [0.1, 1, 10, 100]}, cv=3)
+    knn = KNeighborsClassifier(n_neighbors=5, metric="cosine")
+    return tuple(
+        float(np.mean(clf.fit(X_train, y_train).predict(X_test) == y_test))
+        for clf in (logreg, knn)
+    )
+
+
+def _save_png(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+
+
+def _say(message: str = "") -> None:
+    print(message, flush=True)
+
+
+def run_demo(out_dir="demo-output", sbert=False, seed=0, data=None,
+             model="all-MiniLM-L6-v2") -> int:
+    """Run the demo story and print its table; returns the exit code."""
+    from embetter.plot import _figure_class
+
+    _figure_class()  # fail in the first second, not after the training, when matplotlib is absent
+    started = time.perf_counter()
+    path = Path(data) if data is not None else dataset_path()
+    texts, labels = load_dataset(path)
+    classes = sorted(set(labels))
+    if len(classes) < 2:
+        raise UsageError(f"{path}: the label column holds a single class; the demo needs two")
+
+    from sklearn.model_selection import train_test_split
+
+    from embetter.finetune import ContrastiveTuner, FeedForwardTuner
+    from embetter.plot import projection
+    from embetter.text import SentenceEncoder
+
+    idx_train, idx_test = train_test_split(
+        np.arange(len(texts)), test_size=TEST_SIZE, random_state=seed, stratify=labels
+    )
+    y_train, y_test = labels[idx_train], labels[idx_test]
+    _say(f"embetter demo: do {len(idx_train)} labels pull the classes of an embedding space apart?")
+    _say(f"data: {len(texts)} texts from {path}, {len(classes)} labels: {', '.join(classes)}")
+    _say(f"      {len(idx_train)} for training, {len(idx_test)} held out for testing (seed {seed})")
+    _say(f"encoding all texts with {model} ...")
+    encoder = SentenceEncoder(model, show_progress_bar=True)
+    t0 = time.perf_counter()
+    X = encoder.transform(texts)
+    _say(f"      {X.shape[0]} texts -> {X.shape[1]} dimensions in {time.perf_counter() - t0:.1f} s")
+    X_train, X_test = X[idx_train], X[idx_test]
+
+    spaces = [("raw", f"raw {Path(model).name}", None, X_test, X_train)]
+    tuners = [("feedforward", FeedForwardTuner(random_state=seed)),
+              ("contrastive", ContrastiveTuner(random_state=seed))]
+    for key, tuner in tuners:
+        _say(f"fitting {type(tuner).__name__} ...")
+        t0 = time.perf_counter()
+        tuner.fit(X_train, y_train)
+        seconds = time.perf_counter() - t0
+        spaces.append((key, f"{type(tuner).__name__}", seconds,
+                       tuner.transform(X_test), tuner.transform(X_train)))
+    if sbert:
+        from embetter.finetune import SbertTuner
+
+        tuner = SbertTuner(sent_tfm=model, random_state=seed)
+        train_texts = [texts[i] for i in idx_train]
+        test_texts = [texts[i] for i in idx_test]
+        _say(f"fitting SbertTuner (fine-tunes {model} itself) ...")
+        t0 = time.perf_counter()
+        tuner.fit(train_texts, y_train)
+        seconds = time.perf_counter() - t0
+        spaces.append(("sbert", "SbertTuner", seconds,
+                       tuner.transform(test_texts), tuner.transform(train_texts)))
+
+    _say()
+    _say(f"held-out accuracy on {len(idx_test)} texts "
+         f"(LogReg: logistic regression, C chosen by 3-fold CV; 5-NN: cosine)")
+    header = f"  {'space':<24} {'dims':>5} {'fit (s)':>8} {'LogReg':>7} {'5-NN':>7}"
+    _say(header)
+    _say("  " + "-" * (len(header) - 2))
+    raw_knn = None
+    for _key, name, seconds, Xte, Xtr in spaces:
+        logreg, knn = _scores(Xtr, y_train, Xte, y_test)
+        raw_knn = knn if raw_knn is None else raw_knn
+        fit = "-" if seconds is None else f"{seconds:.1f}"
+        gain = "" if seconds is None else f"  ({100 * (knn - raw_knn):+.1f} pts 5-NN vs raw)"
+        _say(f"  {name:<24} {Xte.shape[1]:>5} {fit:>8} {logreg:>7.3f} {knn:>7.3f}{gain}")
+
+    out = Path(out_dir)
+    _say()
+    _say(f"plots (PCA of the {len(idx_test)} test embeddings, coloured by label):")
+    for key, name, _seconds, Xte, _Xtr in spaces:
+        title = f"{name}: test embeddings (PCA)"
+        target = out / f"{key}.png"
+        _save_png(projection(Xte, y_test, title=title, classes=classes), target)
+        _say(f"  {target}")
+    _say(f"done in {time.perf_counter() - started:.0f} s")
+    return 0

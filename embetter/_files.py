@@ -1,0 +1,162 @@
+"""Reading tables and writing outputs for the command line: clear errors, atomic writes.
+
+Every problem a user can cause (a missing file, a bad format, a missing column, an empty
+table) raises `UsageError` with a one-line message; the CLI prints it and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+TABLE_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+OUTPUT_FORMATS = {".npy": "npy", ".parquet": "parquet"}
+
+
+class UsageError(Exception):
+    """A problem with the user's input or arguments, reported in one line (exit code 2)."""
+
+
+def _needs_pyarrow(action: str):
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            f"{action} Parquet needs pyarrow, which is not installed; "
+            "install it with `pip install 'embetter[parquet]'`"
+        ) from None
+
+
+def table_format(path) -> str:
+    """The format of an input table, from its extension (`.csv`, `.jsonl`, `.parquet`)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in TABLE_FORMATS:
+        raise UsageError(
+            f"{path}: unsupported input format {suffix or '(no extension)'!r}; "
+            f"use one of {', '.join(TABLE_FORMATS)}"
+        )
+    return TABLE_FORMATS[suffix]
+
+
+def output_format(path) -> str:
+    """The format of an output file, from its extension (`.npy` or `.parquet`)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise UsageError(
+            f"{path}: unsupported output format {suffix or '(no extension)'!r}; "
+            f"use one of {', '.join(OUTPUT_FORMATS)}"
+        )
+    if OUTPUT_FORMATS[suffix] == "parquet":
+        _needs_pyarrow("Writing")
+    return OUTPUT_FORMATS[suffix]
+
+
+def read_table(path, text_col: str | None = None):
+    """Read a CSV, JSONL or Parquet file into a DataFrame (text column kept as strings)."""
+    import pandas as pd
+
+    fmt = table_format(path)
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"{path}: no such file")
+    if p.is_dir():
+        raise UsageError(f"{path}: is a directory, expected a {fmt} file")
+    try:
+        if fmt == "csv":
+            # Keep texts as written: "42" or "NA" must not turn into a number or a missing value.
+            dtype = {text_col: str} if text_col else None
+            df = pd.read_csv(p, dtype=dtype, keep_default_na=False, na_values=[""])
+        elif fmt == "jsonl":
+            df = pd.read_json(p, lines=True, dtype=False)
+        else:
+            _needs_pyarrow("Reading")
+            df = pd.read_parquet(p)
+    except UsageError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise UsageError(f"{path}: the file is empty") from None
+    except (ValueError, OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: could not read it as {fmt}: {_one_line(e)}") from None
+    except Exception as e:  # pyarrow raises its own error classes for corrupt files
+        raise UsageError(f"{path}: could not read it as {fmt}: {_one_line(e)}") from None
+    if len(df.columns) == 0 or len(df) == 0:
+        raise UsageError(f"{path}: the file holds no rows")
+    return df
+
+
+def column(df, name: str, path, role: str) -> list:
+    """One column as a list, with an error naming the file and the columns it does have."""
+    if name not in df.columns:
+        available = ", ".join(map(str, list(df.columns)[:20]))
+        raise UsageError(f"{path}: no {role} column {name!r}; its columns are: {available}")
+    values = df[name]
+    missing = values.isna().to_numpy()
+    if missing.any():
+        rows = np.flatnonzero(missing)
+        where = ", ".join(str(r + 1) for r in rows[:5]) + (" ..." if len(rows) > 5 else "")
+        raise UsageError(
+            f"{path}: {role} column {name!r} is empty in {len(rows)} row(s) (data rows {where}); "
+            "fill or drop them first"
+        )
+    return values.tolist()
+
+
+def text_column(df, name: str, path) -> list[str]:
+    """The text column as a list of str; a column of non-text values is refused."""
+    values = column(df, name, path, "text")
+    bad = [i for i, v in enumerate(values) if not isinstance(v, str)]
+    if bad:
+        raise UsageError(
+            f"{path}: text column {name!r} holds non-text values "
+            f"(data row {bad[0] + 1}: {values[bad[0]]!r:.40})"
+        )
+    return values
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return (text[:300] + "...") if len(text) > 300 else text or type(error).__name__
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path next to `path`; on success move it over `path` in one step.
+
+    A reader never sees a half-written file, and a failure leaves any earlier file intact.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+        # mkstemp creates the file private (0600); give the result the usual permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_embeddings(path, X: np.ndarray, df=None) -> None:
+    """Write embeddings to `.npy` (the matrix) or `.parquet` (the input rows + `embedding`)."""
+    fmt = output_format(path)
+    X = np.asarray(X, dtype=np.float32)
+    with atomic_path(path) as tmp:
+        if fmt == "npy":
+            with open(tmp, "wb") as f:
+                np.save(f, X)
+        else:
+            import pandas as pd
+
+            out = pd.DataFrame(index=range(len(X))) if df is None else df.reset_index(drop=True)
+            out = out.copy()
+            out["embedding"] = list(X)
+            out.to_parquet(tmp, index=False)

@@ -1,0 +1,150 @@
+"""Pictures of an embedding space: a 2-D projection coloured by label.
+
+matplotlib is an optional extra (`pip install 'embetter[plot]'`); it is imported only when a
+picture is drawn, so `import embetter.plot` always works.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from embetter._validation import as_labels, as_matrix
+
+METHODS = ("pca", "tsne")
+
+
+def _figure_class():
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as e:
+        raise ImportError(
+            "embetter.plot needs matplotlib, which is not installed; "
+            "install it with `pip install 'embetter[plot]'`"
+        ) from e
+    return Figure
+
+
+def project(X, method: str = "pca", random_state=0) -> np.ndarray:
+    """Project the rows of `X` to 2-D with PCA or t-SNE; returns a float32 `(n, 2)` array.
+
+    Arguments:
+        X: a 2-D array of embeddings, one row per item.
+        method: `"pca"` (fast, linear, shows the large-scale layout) or `"tsne"` (slower,
+            shows local neighbourhoods).
+        random_state: seed for t-SNE (PCA is deterministic).
+
+    Usage:
+
+    ```python
+    import numpy as np
+    from embetter.plot import project
+
+    X = np.eye(5, 8)
+    assert project(X).shape == (5, 2)
+    ```
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    X = as_matrix(X)
+    n, d = X.shape
+    out = np.zeros((n, 2), dtype=np.float32)
+    # With a single row or a single feature there is no second axis to find: pad with zeros.
+    k = min(2, n, d)
+    if k == 0 or n < 2:
+        return out
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        out[:, :k] = PCA(n_components=k).fit_transform(X)
+    else:
+        from sklearn.manifold import TSNE
+
+        # perplexity must stay below the number of points
+        perplexity = float(min(30.0, max(1.0, (n - 1) / 3)))
+        out[:, :] = TSNE(
+            n_components=2, perplexity=perplexity, init="pca", random_state=random_state
+        ).fit_transform(X)
+    return out
+
+
+def projection(
+    X,
+    y=None,
+    title: str | None = None,
+    method: str = "pca",
+    random_state=0,
+    classes=None,
+    figsize=(6.0, 5.0),
+    point_size: float = 14.0,
+):
+    """Draw a 2-D projection (PCA by default) of embeddings, coloured by label.
+
+    Returns a matplotlib `Figure` (not registered with pyplot, so it never shows twice in a
+    notebook and is safe on a headless machine): display it in a notebook by leaving it as
+    the cell's value, or save it with `fig.savefig("space.png")`.
+
+    Arguments:
+        X: a 2-D array of embeddings, one row per item.
+        y: optional labels, one per row (any hashable values); points are coloured by label.
+        title: the figure's title.
+        method: `"pca"` or `"tsne"`, see `project`.
+        random_state: seed for t-SNE.
+        classes: the labels in legend order; pass the same list to several plots so that a
+            label keeps its colour across them (default: the sorted labels present in `y`).
+        figsize: the figure size in inches.
+        point_size: the marker area.
+
+    Usage:
+
+    ```python
+    from embetter.plot import projection
+    from embetter.text import SentenceEncoder
+
+    texts = ["my card never arrived", "where is my new card", "the exchange rate is bad",
+             "why this conversion rate", "my top-up failed", "top up did not work"]
+    labels = ["card", "card", "rate", "rate", "topup", "topup"]
+    X = SentenceEncoder().transform(texts)
+    fig = projection(X, labels, title="raw MiniLM embeddings")
+    fig.savefig("space.png")
+    ```
+    """
+    points = project(X, method=method, random_state=random_state)
+    Figure = _figure_class()
+    fig = Figure(figsize=figsize, layout="constrained")
+    ax = fig.add_subplot()
+    if y is None:
+        ax.scatter(points[:, 0], points[:, 1], s=point_size, alpha=0.8, linewidths=0)
+    else:
+        y = as_labels(y, "y", n_samples=points.shape[0])
+        present = list(np.unique(y))
+        order = present if classes is None else list(classes)
+        missing = [c for c in present if c not in order]
+        if missing:
+            raise ValueError(f"y holds labels that are not in classes: {missing[:5]}")
+        cmap = _colormap(len(order))
+        for i, label in enumerate(order):
+            mask = y == label
+            if not mask.any():
+                continue
+            ax.scatter(points[mask, 0], points[mask, 1], s=point_size, alpha=0.8,
+                       linewidths=0, color=cmap(i), label=str(label))
+        ax.legend(loc="best", fontsize="small", markerscale=1.5, framealpha=0.8)
+    axis = "PC" if method == "pca" else "t-SNE "
+    ax.set_xlabel(f"{axis}1")
+    ax.set_ylabel(f"{axis}2")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def _colormap(n: int):
+    from matplotlib import colormaps
+
+    # tab10/tab20 keep neighbouring classes distinct; beyond 20 a continuous map is the best
+    # we can do.
+    if n <= 10:
+        return colormaps["tab10"]
+    if n <= 20:
+        return colormaps["tab20"]
+    base = colormaps["viridis"]
+    return lambda i: base(i / max(1, n - 1))

@@ -1,0 +1,266 @@
+"""The `embetter` command line, end to end through subprocesses on small files.
+
+Every run uses the tiny locally built model (`--model <path>`), so nothing is downloaded and
+the torch work is small; the error paths fail before torch is even imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+
+from embetter._files import atomic_path
+from embetter.cli import main
+from tests.conftest import OBJECTS, SUBJECTS, VERBS
+
+ANIMALS = {"the cat", "a dog", "a pilot"}
+
+
+def labelled_frame(n_per_subject: int = 6) -> pd.DataFrame:
+    """Small labelled texts: the label says whether the subject is an animal (or a pilot)."""
+    rows = []
+    for i, s in enumerate(SUBJECTS):
+        for j in range(n_per_subject):
+            text = f"{s} {VERBS[(i + j) % len(VERBS)]} {OBJECTS[(2 * i + j) % len(OBJECTS)]}"
+            rows.append({"text": text, "label": "flies" if s in ANIMALS else "grounded"})
+    return pd.DataFrame(rows)
+
+
+def run(*args, cwd):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "embetter", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def assert_one_line_error(result, *needles):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("embetter "), lines[0]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    df = labelled_frame()
+    df.to_csv(d / "train.csv", index=False)
+    fresh = pd.DataFrame({"message": ["a dog fixes old cars", "the market hates pizza", "42"]})
+    fresh.to_csv(d / "fresh.csv", index=False)
+    with open(d / "fresh.jsonl", "w") as f:
+        for text in fresh["message"]:
+            f.write(json.dumps({"message": text, "cats": {"flies": 1}}) + "\n")
+    return d
+
+
+# -- help ----------------------------------------------------------------------------------------
+def test_console_script_and_module_show_help(tmp_path):
+    script = Path(sys.executable).with_name("embetter")
+    assert script.exists() or shutil.which("embetter")
+    result = run("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for command in ("demo", "embed", "finetune", "transform"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("command", ["demo", "embed", "finetune", "transform"])
+def test_every_command_has_help_with_examples(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and f"embetter {command}" in out
+
+
+# -- embed ---------------------------------------------------------------------------------------
+def test_embed_csv_to_npy_and_jsonl_to_parquet(files, tiny_model_path):
+    from embetter.text import SentenceEncoder
+
+    expected = SentenceEncoder(tiny_model_path).transform(
+        ["a dog fixes old cars", "the market hates pizza", "42"]
+    )
+    result = run("embed", "fresh.csv", "--text-col", "message", "--model", tiny_model_path,
+                 "--out", "out/fresh.npy", cwd=files)
+    assert result.returncode == 0, result.stderr
+    assert "wrote 3 embeddings of dimension 32" in result.stderr
+    X = np.load(files / "out" / "fresh.npy")
+    assert X.dtype == np.float32
+    np.testing.assert_allclose(X, expected, atol=1e-5)  # "42" stayed a text, not a number
+
+    # the same code path in-process (a subprocess costs a torch import)
+    assert main(["embed", str(files / "fresh.jsonl"), "--text-col", "message", "--model",
+                 tiny_model_path, "--out", str(files / "fresh.parquet")]) == 0
+    back = pd.read_parquet(files / "fresh.parquet")
+    assert list(back["message"]) == ["a dog fixes old cars", "the market hates pizza", "42"]
+    np.testing.assert_allclose(np.vstack(back["embedding"]), expected, atol=1e-5)
+
+
+# -- finetune -> transform -----------------------------------------------------------------------
+def test_finetune_then_transform_round_trip(files, tiny_model_path):
+    result = run("finetune", "train.csv", "--text-col", "text", "--label-col", "label",
+                 "--tuner", "feedforward", "--model", tiny_model_path, "--seed", "1",
+                 "-p", "hidden_dim=7", "--out", "models/ff.joblib", cwd=files)
+    assert result.returncode == 0, result.stderr
+    assert "saved the fitted pipeline" in result.stderr
+    pipe = joblib.load(files / "models" / "ff.joblib")
+    assert [name for name, _ in pipe.steps] == [
+        "columngrabber", "sentenceencoder", "feedforwardtuner"
+    ]
+    assert pipe[-1].get_params()["hidden_dim"] == 7
+    assert pipe[-1].get_params()["random_state"] == 1
+
+    # the pipeline remembers its text column; --text-col points it at another one
+    result = run("transform", "models/ff.joblib", "train.csv", "--out", "train.npy", cwd=files)
+    assert result.returncode == 0, result.stderr
+    train_texts = pd.read_csv(files / "train.csv")["text"].tolist()
+    np.testing.assert_allclose(np.load(files / "train.npy"), pipe[1:].transform(train_texts),
+                               atol=1e-5)
+    assert main(["transform", str(files / "models" / "ff.joblib"), str(files / "fresh.jsonl"),
+                 "--text-col", "message", "--out", str(files / "fresh_tuned.npy")]) == 0
+    X = np.load(files / "fresh_tuned.npy")
+    assert X.shape == (3, 7)
+    np.testing.assert_allclose(
+        X, pipe[1:].transform(["a dog fixes old cars", "the market hates pizza", "42"]),
+        atol=1e-5,
+    )
+
+
+def test_finetune_contrastive_in_process_and_partial_labels(files, tiny_model_path, tmp_path):
+    # cats.NAME trains on the JSONL records that carry the label NAME (partial labels)
+    records = [{"text": t, "cats": ({"flies": int(lab == "flies")} if i % 3 else {})}
+               for i, (t, lab) in enumerate(labelled_frame().itertuples(index=False))]
+    path = tmp_path / "inbox.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "c.joblib"
+    assert main(["finetune", str(path), "--text-col", "text", "--label-col", "cats.flies",
+                 "--tuner", "contrastive", "--model", tiny_model_path, "--out", str(out)]) == 0
+    pipe = joblib.load(out)
+    assert type(pipe[-1]).__name__ == "ContrastiveTuner"
+    assert pipe[-1].n_features_in_ == 32
+    X = pipe.transform(pd.DataFrame({"text": ["a dog likes pizza"]}))
+    assert X.shape[0] == 1 and np.isfinite(X).all()
+
+
+# -- error paths: one line on stderr, exit code 2, no traceback ----------------------------------
+@pytest.fixture(scope="module")
+def bad_files(files):
+    (files / "empty.csv").write_text("")
+    (files / "header.csv").write_text("text,label\n")
+    (files / "broken.csv").write_text('text,label\n"never closed,1\n')
+    (files / "broken.jsonl").write_text('{"text": "ok"}\n{not json\n')
+    (files / "holes.csv").write_text("text,label\nfine,a\n,b\nalso fine,a\n")
+    (files / "one_class.csv").write_text("text,label\nhello,a\nthere,a\n")
+    (files / "notes.txt").write_text("text\nhello\n")
+    (files / "not_a_pipeline.joblib").write_text("this is not a pickle")
+    return files
+
+
+ERROR_CASES = {
+    "missing file": (["embed", "nope.csv", "--text-col", "text", "--out", "x.npy"],
+                     ["nope.csv", "no such file"]),
+    "missing column": (["embed", "train.csv", "--text-col", "body", "--out", "x.npy"],
+                       ["no text column 'body'", "text, label"]),
+    "empty file": (["embed", "empty.csv", "--text-col", "text", "--out", "x.npy"],
+                   ["empty"]),
+    "no rows": (["embed", "header.csv", "--text-col", "text", "--out", "x.npy"],
+                ["no rows"]),
+    "malformed csv": (["embed", "broken.csv", "--text-col", "text", "--out", "x.npy"],
+                      ["could not read it as csv"]),
+    "malformed jsonl": (["embed", "broken.jsonl", "--text-col", "text", "--out", "x.npy"],
+                        ["could not read it as jsonl"]),
+    "empty texts": (["embed", "holes.csv", "--text-col", "text", "--out", "x.npy"],
+                    ["is empty in 1 row", "data rows 2"]),
+    "input format": (["embed", "notes.txt", "--text-col", "text", "--out", "x.npy"],
+                     ["unsupported input format '.txt'"]),
+    "output format": (["embed", "train.csv", "--text-col", "text", "--out", "x.csv"],
+                      ["unsupported output format '.csv'"]),
+    "missing label column": (["finetune", "train.csv", "--text-col", "text", "--label-col",
+                              "y", "--out", "p.joblib"], ["no label column 'y'"]),
+    "single class": (["finetune", "one_class.csv", "--text-col", "text", "--label-col",
+                      "label", "--out", "p.joblib"], ["single class"]),
+    "bad param": (["finetune", "train.csv", "--text-col", "text", "--label-col", "label",
+                   "-p", "hidden_dim", "--out", "p.joblib"], ["NAME=VALUE"]),
+    "missing pipeline": (["transform", "nope.joblib", "train.csv", "--out", "x.npy"],
+                         ["nope.joblib", "no such file"]),
+    "not a pipeline": (["transform", "not_a_pipeline.joblib", "train.csv", "--out", "x.npy"],
+                       ["could not load a saved pipeline"]),
+}
+
+
+@pytest.mark.parametrize("case", list(ERROR_CASES))
+def test_bad_input_gives_one_line_and_exit_code_2(case, bad_files):
+    args, needles = ERROR_CASES[case]
+    assert_one_line_error(run(*args, cwd=bad_files), *needles)
+    assert not (bad_files / "x.npy").exists() and not (bad_files / "p.joblib").exists()
+
+
+def test_missing_column_in_transform_input(bad_files, tiny_model_path, tmp_path):
+    pipe = tmp_path / "p.joblib"
+    assert main(["finetune", str(bad_files / "train.csv"), "--text-col", "text", "--label-col",
+                 "label", "--model", tiny_model_path, "--out", str(pipe)]) == 0
+    result = run("transform", pipe, "fresh.csv", "--out", "x.npy", cwd=bad_files)
+    assert_one_line_error(result, "no text column 'text'", "message")
+
+
+def test_a_failed_run_leaves_the_previous_output_alone(bad_files):
+    previous = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.save(bad_files / "keep.npy", previous)
+    result = run("embed", "holes.csv", "--text-col", "text", "--out", "keep.npy", cwd=bad_files)
+    assert result.returncode == 2
+    np.testing.assert_array_equal(np.load(bad_files / "keep.npy"), previous)
+    assert not [p for p in os.listdir(bad_files) if p.endswith(".tmp")]
+
+
+def test_atomic_path_replaces_in_one_step_or_not_at_all(tmp_path):
+    target = tmp_path / "deep" / "out.bin"
+    with atomic_path(target) as tmp:
+        Path(tmp).write_bytes(b"first")
+        assert not target.exists()  # nothing visible until the write is complete
+    assert target.read_bytes() == b"first"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        Path(tmp).write_bytes(b"half")
+        raise RuntimeError("disk full")
+    assert target.read_bytes() == b"first"
+    assert os.listdir(target.parent) == ["out.bin"]
+
+
+# -- demo ----------------------------------------------------------------------------------------
+def test_demo_runs_end_to_end_on_a_small_csv(tiny_model_path, tmp_path):
+    labelled_frame(n_per_subject=8).to_csv(tmp_path / "small.csv", index=False)
+    result = run("demo", "--data", "small.csv", "--model", tiny_model_path, "--out", "plots",
+                 "--seed", "3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for row in ("raw st", "FeedForwardTuner", "ContrastiveTuner", "LogReg", "5-NN"):
+        assert row in out, out
+    for name in ("raw", "feedforward", "contrastive"):
+        png = tmp_path / "plots" / f"{name}.png"
+        assert png.read_bytes()[:4] == b"\x89PNG"
+        assert str(Path("plots") / f"{name}.png") in out
+
+
+def test_demo_with_a_missing_dataset_says_what_to_do(tmp_path):
+    assert_one_line_error(run("demo", "--data", "nope.csv", cwd=tmp_path), "nope.csv")
+
+
+def test_the_bundled_demo_dataset_is_found_and_read():
+    from embetter._demo import dataset_path, load_dataset
+
+    texts, labels = load_dataset(dataset_path())
+    assert len(texts) == len(labels) >= 600
+    assert len(set(labels)) >= 3 and all(isinstance(t, str) and t for t in texts)

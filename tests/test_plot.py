@@ -1,0 +1,97 @@
+"""embetter.plot: a PCA picture of an embedding space, coloured by label."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib", reason="matplotlib is in the dev extra")
+
+from matplotlib.figure import Figure  # noqa: E402
+
+from embetter.plot import project, projection  # noqa: E402
+
+
+def blobs(n_per=20, d=8, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=5, size=(3, d))
+    X = np.vstack([c + rng.normal(size=(n_per, d)) for c in centres])
+    y = np.repeat(["a", "b", "c"], n_per)
+    return X, y
+
+
+def test_projection_returns_a_figure_with_one_series_per_label(tmp_path):
+    X, y = blobs()
+    fig = projection(X, y, title="three blobs")
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert ax.get_title() == "three blobs"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b", "c"]
+    assert sum(len(c.get_offsets()) for c in ax.collections) == len(X)
+    fig.savefig(tmp_path / "blobs.png")
+    assert (tmp_path / "blobs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_classes_fix_the_colour_of_a_label_across_plots():
+    X, y = blobs()
+    keep = y != "a"
+    full = projection(X, y, classes=["a", "b", "c"])
+    part = projection(X[keep], y[keep], classes=["a", "b", "c"])
+
+    def colours(fig):
+        ax = fig.axes[0]
+        return {t.get_text(): tuple(c.get_facecolor()[0])
+                for t, c in zip(ax.get_legend().get_texts(), ax.collections)}
+
+    assert colours(part)["b"] == colours(full)["b"]
+    assert colours(part)["c"] == colours(full)["c"]
+    with pytest.raises(ValueError, match="not in classes"):
+        projection(X, y, classes=["a", "b"])
+
+
+def test_projection_without_labels_and_tiny_inputs():
+    X, _ = blobs()
+    assert len(projection(X).axes[0].collections) == 1
+    assert project(np.ones((1, 5))).shape == (1, 2)  # one point: nothing to project
+    assert project(np.arange(6.0).reshape(3, 2)).shape == (3, 2)
+    single_feature = project(np.arange(4.0).reshape(4, 1))
+    assert single_feature.shape == (4, 2) and (single_feature[:, 1] == 0).all()
+
+
+def test_pca_keeps_separated_blobs_apart_and_tsne_runs():
+    X, y = blobs()
+    P = project(X)
+    centres = np.array([P[y == c].mean(axis=0) for c in "abc"])
+    spread = max(P[y == c].std(axis=0).max() for c in "abc")
+    gaps = [np.linalg.norm(centres[i] - centres[j]) for i in range(3) for j in range(i)]
+    assert min(gaps) > 2 * spread
+    small, _ = blobs(n_per=4)
+    assert project(small, method="tsne", random_state=0).shape == (len(small), 2)
+
+
+def test_bad_input_is_named():
+    X, y = blobs()
+    with pytest.raises(ValueError, match="method must be one of"):
+        projection(X, y, method="umap")
+    with pytest.raises(ValueError, match="y has 3 entries"):
+        projection(X, y[:3])
+    with pytest.raises(ValueError, match="NaN"):
+        projection(np.full((3, 2), np.nan))
+
+
+def test_missing_matplotlib_says_how_to_install_it():
+    # a fresh interpreter where `import matplotlib` fails, as without the plot extra
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "import embetter.plot as p\n"
+        "try:\n"
+        "    p.projection([[0.0, 1.0], [1.0, 0.0]])\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "pip install 'embetter[plot]'" in out
