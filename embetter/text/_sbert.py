@@ -221,13 +221,13 @@ class MatryoshkaEncoder(SentenceEncoder):
 
     Matryoshka-trained models put most information in the leading dimensions, so a short
     prefix is a cheap, compact embedding. With `normalize_embeddings=True` the truncated vector
-    is re-normalised to unit length.
+    is re-normalised to unit length. The other arguments (`device`, `batch_size`,
+    `normalize_embeddings`, `show_progress_bar`, `prompt`, `backend`, `precision`) mean what
+    they mean in `SentenceEncoder`.
 
     Arguments:
         name: a model name, local path, or `SentenceTransformer` instance.
         dim: how many leading dimensions to keep.
-        device, batch_size, normalize_embeddings, show_progress_bar, prompt, backend,
-            precision: as in `SentenceEncoder`.
 
     Usage:
 
