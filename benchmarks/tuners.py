@@ -123,7 +123,7 @@ def peer_available() -> bool:
     return PEER_PYTHON.exists()
 
 
-def peer_fit(kind, Xtr, ytr, Xte, threads=0, repeats=1):
+def peer_fit(kind, Xtr, ytr, Xte, threads=0, repeats=1, timeout=None):
     """Fit the peer's tuner in a subprocess: (Ztr, Zte, [seconds per repeat]) or None."""
     import subprocess
     import tempfile
@@ -134,10 +134,14 @@ def peer_fit(kind, Xtr, ytr, Xte, threads=0, repeats=1):
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
         np.savez(src, Xtr=Xtr, ytr=ycodes.astype(np.int64), Xte=Xte)
-        done = subprocess.run(
-            [str(PEER_PYTHON), "-c", PEER_WORKER, str(src), str(dst), kind, str(threads),
-             str(repeats)], capture_output=True, text=True, cwd=tmp,
-        )
+        try:
+            done = subprocess.run(
+                [str(PEER_PYTHON), "-c", PEER_WORKER, str(src), str(dst), kind, str(threads),
+                 str(repeats)], capture_output=True, text=True, cwd=tmp, timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            print(f"  (peer {kind} with threads={threads or 'default'}: over {timeout} s, stopped)")
+            return None
         if done.returncode != 0:
             print(f"  (peer {kind} failed: {done.stderr.strip().splitlines()[-1:]})")
             return None
@@ -175,7 +179,8 @@ def quality(datasets, seeds, with_peer):
                 r[f"{kind}_s"] = seconds
             if with_peer:
                 for kind in ("ff", "ct"):
-                    got = peer_fit(kind, Xtr, ytr, Xte)
+                    # one thread: the same results, without the peer's thread contention
+                    got = peer_fit(kind, Xtr, ytr, Xte, threads=1)
                     r[f"peer_{kind}_knn"] = np.nan if got is None else knn_acc(got[0], ytr,
                                                                                got[1], yte)
             per_seed.append(r)
@@ -239,9 +244,10 @@ def speed(with_peer, repeats=3):
             mine.append(time.perf_counter() - start)
         row = [name, f"{min(mine):.2f}", f"{np.median(mine):.2f}"]
         if with_peer:
-            got = peer_fit(kind, Xtr, ytr, Xte, repeats=1 if kind == "ff" else repeats)
-            one = peer_fit(kind, Xtr, ytr, Xte, threads=1,
-                           repeats=1 if kind == "ff" else repeats)
+            # torch's default threads can be many times slower on a busy machine: one run,
+            # stopped after 10 minutes
+            got = peer_fit(kind, Xtr, ytr, Xte, repeats=1, timeout=600)
+            one = peer_fit(kind, Xtr, ytr, Xte, threads=1, repeats=1 if kind == "ff" else repeats)
             peer = [min(g[2]) for g in (got, one) if g is not None]
             # compare against the peer at its fastest thread setting
             best = min(peer) if peer else np.nan

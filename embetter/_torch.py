@@ -228,14 +228,14 @@ class TorchHeadMixin:
                     self.loss_curve_.append(record["train_loss"])
                     self.history_.append(record)
                     progress.update(self.n_iter_, record)
-                    if not stop_early:
-                        continue
                     watched = record.get("valid_loss", record["train_loss"])
                     if not np.isfinite(watched):
                         raise FloatingPointError(
                             f"{type(self).__name__}: the loss became {watched} at epoch "
                             f"{self.n_iter_}; lower learning_rate"
                         )
+                    if not stop_early:
+                        continue
                     # sklearn MLP rule: an epoch counts as progress when it beats the best by tol
                     stale = stale + 1 if watched > best - tol else 0
                     if watched < best:

@@ -174,7 +174,7 @@ class ContrastiveLearner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transf
         return _Projection(self.n_features_in_, self._n_features_out)
 
     def _batch_loss(self, module, x1, x2, y):
-        a, b = module(x1), module(x2)
+        a, b = module(torch.cat([x1, x2])).split(x1.shape[0])  # one matmul for both sides
         if self.loss == "contrastive":
             return _contrastive_loss(a, b, y, float(self.margin))
         if self.loss == "cosine":
@@ -189,9 +189,10 @@ class ContrastiveLearner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transf
     def _pairs(self, X1, X2, y, reset):
         if self.loss != "infonce":
             require_y(self, y)
-        # records n_features_in_ (and column names of a DataFrame X1), or checks X1 against them
+        checked = check_pairs(X1, X2, y, n_features=None if reset else self.n_features_in_)
+        # records n_features_in_ (and the column names of a DataFrame X1), or checks them
         check_estimator_input(self, X1, reset=reset, name="X1")
-        X1, X2, y = check_pairs(X1, X2, y, n_features=self.n_features_in_)
+        X1, X2, y = checked
         if self.loss == "contrastive" and not np.isin(y, (0, 1)).all():
             raise ValueError(
                 "loss='contrastive' needs 0/1 labels in y (1 = similar); for float scores use "
@@ -306,12 +307,17 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         n_neg: dissimilar pairs per item and epoch.
         n_pos: similar pairs per item and epoch.
         epochs: passes (each with new pairs) in `fit`.
+        max_steps: at most this many gradient steps in `fit` (`None`: no limit). Large data
+            shows the learner plenty of pairs in a few passes; the default keeps `fit` on
+            thousands of rows to about a second on a CPU and does not bind on a few hundred.
         learning_rate: step size of the optimizer.
         batch_size: pairs per gradient step.
         loss: `"contrastive"` (margin, default) or `"cosine"`; see `ContrastiveLearner`.
         margin: see `ContrastiveLearner`.
         strategy: how negatives are drawn, see `generate_pairs`.
-        partial_fit_epochs: passes (each with new pairs) over the batch in `partial_fit`.
+        partial_fit_epochs: passes (each with new pairs) over the batch in each `partial_fit`
+            call. One pass is the default: on 10-batch streams of 2,000 rows, more passes made
+            the learner chase the latest batch (benchmarks/tuners.py).
         weight_decay: weight decay of the optimizer.
         verbose: show a progress bar with the loss per epoch.
         random_state: seed for pairs, initialisation and shuffling (int for repeatable fits).
@@ -336,6 +342,7 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         "n_neg": [Interval(Integral, 0, None, closed="left")],
         "n_pos": [Interval(Integral, 0, None, closed="left")],
         "epochs": [Interval(Integral, 1, None, closed="left")],
+        "max_steps": [None, Interval(Integral, 1, None, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "loss": [StrOptions({"contrastive", "cosine"})],
@@ -354,12 +361,13 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         n_neg=3,
         n_pos=1,
         epochs=10,
+        max_steps=40,
         learning_rate=3e-3,
         batch_size=512,
         loss="contrastive",
         margin=0.2,
         strategy="random",
-        partial_fit_epochs=3,
+        partial_fit_epochs=1,
         weight_decay=0.0,
         verbose=False,
         random_state=None,
@@ -369,6 +377,7 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         self.n_neg = n_neg
         self.n_pos = n_pos
         self.epochs = epochs
+        self.max_steps = max_steps
         self.learning_rate = learning_rate
         self.batch_size = batch_size
         self.loss = loss
@@ -397,10 +406,18 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         arr = as_labels(arr, "y", n_samples=n)
         return arr, None
 
-    def _train(self, X, y, passes):
+    def _train(self, X, y, passes, max_steps=None):
+        batch = int(self.batch_size)
+        steps_left = np.inf if max_steps is None else int(max_steps)
         for _ in range(passes):
+            if steps_left <= 0:
+                break
             i, j, similar = generate_pairs(y, n_neg=self.n_neg, n_pos=self.n_pos,
                                            strategy=self.strategy, random_state=self._rng)
+            if i.size > steps_left * batch:  # the last pass within max_steps: fewer pairs
+                keep = self._rng.permutation(i.size)[: int(steps_left * batch)]
+                i, j, similar = i[keep], j[keep], similar[keep]
+            steps_left -= -(-i.size // batch)
             self.learner_.partial_fit(X[i], X[j], similar)
         self.n_iter_ = self.learner_.n_iter_
         self.loss_curve_ = list(self.learner_.loss_curve_)
@@ -415,7 +432,7 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         self.classes_ = columns if columns is not None else np.unique(y)
         self._rng = check_random_state(self.random_state)
         self.learner_ = self._new_learner(self._rng.randint(0, 2**31 - 1))
-        return self._train(X, y, int(self.epochs))
+        return self._train(X, y, int(self.epochs), self.max_steps)
 
     def partial_fit(self, X, y, classes=None):
         """Train on pairs drawn from one batch, continuing the same learner.

@@ -75,8 +75,10 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
         validation_fraction: share of the data held out for early stopping.
         n_iter_no_change: epochs without improvement before stopping.
         tol: minimum improvement of the watched loss that counts as progress.
-        partial_fit_epochs: passes over the batch in each `partial_fit` call. A few passes let
-            a stream seen once converge without drowning earlier batches.
+        partial_fit_epochs: passes over the batch in each `partial_fit` call. One pass per call
+            under-trains a stream that is seen once, many passes make the network chase the
+            latest batch; 10 kept 10-batch streams of 2,000 rows within about 2 points (5-NN)
+            of one `fit` on all of them (benchmarks/tuners.py).
         verbose: show a progress bar with the loss per epoch.
         random_state: seed for initialisation, shuffling and dropout (int for repeatable fits).
         device: `None` (cuda if available, else cpu), `"cpu"`, `"cuda"`, ...
@@ -119,9 +121,9 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
     def __init__(
         self,
         hidden_dim=384,
-        n_epochs=50,
-        learning_rate=3e-4,
-        batch_size=64,
+        n_epochs=30,
+        learning_rate=8e-4,
+        batch_size=128,
         activation="relu",
         dropout=0.5,
         weight_decay=0.0,
@@ -130,7 +132,7 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
         validation_fraction=0.1,
         n_iter_no_change=10,
         tol=1e-4,
-        partial_fit_epochs=5,
+        partial_fit_epochs=10,
         verbose=False,
         random_state=None,
         device=None,

@@ -163,6 +163,29 @@ def generate_pairs(y, n_neg=3, n_pos=1, strategy="random", random_state=None):
     return idx1, idx2, np.concatenate(labels)
 
 
+def _read_records(records):
+    """Texts and cats dicts of the records, checked; one pass, with a precise error if needed."""
+    records = list(records)
+    try:
+        texts = [r["text"] for r in records]
+        cats = [r.get("cats", {}) for r in records]
+        ok = all(type(t) is str for t in texts) and all(type(c) is dict for c in cats) and all(
+            v is True or v is False or v == 0 or v == 1 for c in cats for v in c.values())
+    except (TypeError, KeyError, AttributeError):
+        ok = False
+    if ok:
+        return texts, cats
+    for i, record in enumerate(records):  # slow path: find the first bad record and name it
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise ValueError(f"records[{i}] must be a dict with a 'text' str, got {record!r:.80}")
+        if not isinstance(record.get("cats", {}), dict):
+            raise ValueError(f"records[{i}]['cats'] must be a dict of label -> 0/1")
+        for label, value in record.get("cats", {}).items():
+            if value not in (0, 1):
+                raise ValueError(f"records[{i}]['cats'][{label!r}] must be 0 or 1, got {value!r}")
+    return texts, cats  # pragma: no cover - the fast path found a problem the slow one did not
+
+
 def pairs_from_records(records, n_neg=3, n_pos=1, labels=None, random_state=None):
     """Build text pairs from bulk-labelling records `{"text": ..., "cats": {label: 0/1}}`.
 
@@ -200,23 +223,11 @@ def pairs_from_records(records, n_neg=3, n_pos=1, labels=None, random_state=None
     if n_neg + n_pos == 0:
         raise ValueError("n_neg and n_pos are both 0: no pairs would be generated")
     rng = _rng_from(random_state)
-    texts, rows, cols, values, names = [], [], [], [], {}
-    for i, record in enumerate(records):
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise ValueError(f"records[{i}] must be a dict with a 'text' str, got {record!r:.80}")
-        cats = record.get("cats", {})
-        if not isinstance(cats, dict):
-            raise ValueError(f"records[{i}]['cats'] must be a dict of label -> 0/1")
-        texts.append(record["text"])
-        for label, value in cats.items():
-            if value not in (0, 1):
-                raise ValueError(
-                    f"records[{i}]['cats'][{label!r}] must be 0 or 1, got {value!r}"
-                )
-            rows.append(i)
-            cols.append(names.setdefault(label, len(names)))
-            values.append(int(value))
-    rows, cols, values = (np.asarray(a, dtype=np.int64) for a in (rows, cols, values))
+    texts, cats = _read_records(records)
+    names: dict = {}
+    cols = np.fromiter((names.setdefault(k, len(names)) for c in cats for k in c), dtype=np.int64)
+    values = np.fromiter((v for c in cats for v in c.values()), dtype=np.int64, count=cols.size)
+    rows = np.repeat(np.arange(len(cats)), [len(c) for c in cats])
     wanted = list(names) if labels is None else list(labels)
     missing = [label for label in wanted if label not in names]
     if missing:
@@ -245,4 +256,5 @@ def pairs_from_records(records, n_neg=3, n_pos=1, labels=None, random_state=None
             "and one marked 0"
         )
     idx1, idx2 = np.concatenate(firsts), np.concatenate(seconds)
-    return [texts[i] for i in idx1], [texts[j] for j in idx2], np.concatenate(similar)
+    pool = np.asarray(texts, dtype=object)
+    return pool[idx1].tolist(), pool[idx2].tolist(), np.concatenate(similar)
