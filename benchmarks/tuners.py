@@ -5,8 +5,13 @@ bundled all-MiniLM-L6-v2; 200 labelled training rows (8 per class for banking77)
 rows, 3 seeds, default parameters. Encodings are cached on disk (EMBETTER_BENCH_CACHE, default
 /tmp/embetter-bench-cache) so that re-runs only train and score.
 
-    python benchmarks/tuners.py            # everything
+    python benchmarks/tuners.py                      # quality, streaming and speed tables
     python benchmarks/tuners.py --only quality --datasets sst2 emotion
+
+The peer (PyPI embetter 0.9.1) is timed and scored in the same run when a Python with it
+installed is found (PEER_PYTHON, default /tmp/peer-venv/bin/python); it runs in a subprocess,
+so this script works without it. Timings on a shared CPU are noisy: each speed row is the
+fastest of several runs, and the first fit of a process (torch's lazy imports) is not counted.
 """
 
 from __future__ import annotations
@@ -47,3 +52,250 @@ def load(name: str, seed: int):
     enc = _encoder()
     return (enc.transform(train["text"]), train["label"].to_numpy(),
             enc.transform(test["text"]), test["label"].to_numpy())
+
+
+def load_pool(name: str, n: int = 2000, seed: int = 100):
+    """A larger encoded training pool (for the streaming and speed rows) and the test set."""
+    train = pd.read_csv(DATA / name / "train.csv").sample(n, random_state=seed)
+    test = pd.read_csv(DATA / name / "test.csv").sample(N_TEST, random_state=0)
+    enc = _encoder()
+    return (enc.transform(train["text"]), train["label"].to_numpy(),
+            enc.transform(test["text"]), test["label"].to_numpy())
+
+
+# -- scoring -----------------------------------------------------------------------------------
+def knn_acc(Xtr, ytr, Xte, yte) -> float:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return KNeighborsClassifier(5, metric="cosine").fit(Xtr, ytr).score(Xte, yte)
+
+
+def lr_acc(Xtr, ytr, Xte, yte) -> float:
+    import warnings
+
+    from sklearn.linear_model import LogisticRegressionCV
+
+    with warnings.catch_warnings():  # sklearn's FutureWarnings about CV defaults, tiny folds
+        warnings.simplefilter("ignore")
+        model = LogisticRegressionCV(Cs=[0.1, 1, 10, 100], cv=3, max_iter=2000)
+        return model.fit(Xtr, ytr).score(Xte, yte)
+
+
+def ours(kind: str, seed: int, **params):
+    from embetter.finetune import ContrastiveTuner, FeedForwardTuner
+
+    cls = {"ff": FeedForwardTuner, "ct": ContrastiveTuner}[kind]
+    return cls(random_state=seed, **params)
+
+
+def timed_fit_transform(kind, seed, Xtr, ytr, Xte):
+    tuner = ours(kind, seed)
+    start = time.perf_counter()
+    tuner.fit(Xtr, ytr)
+    seconds = time.perf_counter() - start
+    return tuner.transform(Xtr), tuner.transform(Xte), seconds
+
+
+# -- the peer, in its own interpreter ------------------------------------------------------------
+PEER_PYTHON = Path(os.environ.get("PEER_PYTHON", "/tmp/peer-venv/bin/python"))
+PEER_WORKER = r"""
+import sys, time, numpy as np, torch
+from embetter.finetune import ContrastiveTuner, FeedForwardTuner
+data = np.load(sys.argv[1], allow_pickle=False)
+kind, threads = sys.argv[3], int(sys.argv[4])
+if threads:
+    torch.set_num_threads(threads)
+# warm-up: the first optimizer of a process pays torch's lazy imports
+FeedForwardTuner(n_epochs=1).fit(data["Xtr"][:64], data["ytr"][:64])
+out = {}
+for rep in range(int(sys.argv[5])):
+    tuner = (FeedForwardTuner() if kind == "ff" else ContrastiveTuner())
+    start = time.perf_counter()
+    tuner.fit(data["Xtr"], data["ytr"])
+    out[f"seconds{rep}"] = time.perf_counter() - start
+out["Ztr"] = tuner.transform(data["Xtr"])
+out["Zte"] = tuner.transform(data["Xte"])
+np.savez(sys.argv[2], **out)
+"""
+
+
+def peer_available() -> bool:
+    return PEER_PYTHON.exists()
+
+
+def peer_fit(kind, Xtr, ytr, Xte, threads=0, repeats=1):
+    """Fit the peer's tuner in a subprocess: (Ztr, Zte, [seconds per repeat]) or None."""
+    import subprocess
+    import tempfile
+
+    if not peer_available():
+        return None
+    _, ycodes = np.unique(ytr, return_inverse=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+        np.savez(src, Xtr=Xtr, ytr=ycodes.astype(np.int64), Xte=Xte)
+        done = subprocess.run(
+            [str(PEER_PYTHON), "-c", PEER_WORKER, str(src), str(dst), kind, str(threads),
+             str(repeats)], capture_output=True, text=True, cwd=tmp,
+        )
+        if done.returncode != 0:
+            print(f"  (peer {kind} failed: {done.stderr.strip().splitlines()[-1:]})")
+            return None
+        out = np.load(dst)
+        return out["Ztr"], out["Zte"], [float(out[f"seconds{r}"]) for r in range(repeats)]
+
+
+# -- tables ---------------------------------------------------------------------------------------
+def table(rows, columns):
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+
+    def line(cells):
+        return "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)) + " |"
+
+    print(line(columns))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print(line(r))
+
+
+def quality(datasets, seeds, with_peer):
+    cols = ["raw_lr", "raw_knn", "ff_knn", "ff_lr", "ff_s", "ct_knn", "ct_lr", "ct_s"]
+    if with_peer:
+        cols += ["peer_ff_knn", "peer_ct_knn"]
+    results = {}
+    for name in datasets:
+        per_seed = []
+        for seed in seeds:
+            Xtr, ytr, Xte, yte = load(name, seed)
+            r = {"raw_lr": lr_acc(Xtr, ytr, Xte, yte), "raw_knn": knn_acc(Xtr, ytr, Xte, yte)}
+            for kind in ("ff", "ct"):
+                Ztr, Zte, seconds = timed_fit_transform(kind, seed, Xtr, ytr, Xte)
+                r[f"{kind}_knn"] = knn_acc(Ztr, ytr, Zte, yte)
+                r[f"{kind}_lr"] = lr_acc(Ztr, ytr, Zte, yte)
+                r[f"{kind}_s"] = seconds
+            if with_peer:
+                for kind in ("ff", "ct"):
+                    got = peer_fit(kind, Xtr, ytr, Xte)
+                    r[f"peer_{kind}_knn"] = np.nan if got is None else knn_acc(got[0], ytr,
+                                                                               got[1], yte)
+            per_seed.append(r)
+            print(f"  {name} seed {seed}: " + ", ".join(f"{k}={v:.3f}" for k, v in r.items()),
+                  flush=True)
+        results[name] = {c: float(np.mean([r[c] for r in per_seed])) for c in cols}
+    mean = {c: float(np.mean([results[n][c] for n in results])) for c in cols}
+    rows = [[n] + [f"{results[n][c]:.3f}" for c in cols] for n in results]
+    rows.append(["mean"] + [f"{mean[c]:.3f}" for c in cols])
+    print(f"\nQuality: accuracy on {N_TEST} test rows, mean of seeds {list(seeds)}; "
+          "_knn = 5-NN (cosine), _lr = LogisticRegressionCV(Cs=[0.1, 1, 10, 100], cv=3), "
+          "_s = fit seconds")
+    table(rows, ["dataset"] + cols)
+    print("\nTargets:")
+    for kind in ("ff", "ct"):
+        beats = all(results[n][f"{kind}_knn"] > results[n]["raw_knn"] for n in results)
+        near = mean[f"{kind}_knn"] >= mean["raw_lr"] - 0.01
+        lr_ok = all(results[n][f"{kind}_lr"] >= results[n]["raw_lr"] - 0.01 for n in results)
+        print(f"  {kind}: tuned 5-NN > raw 5-NN everywhere: {beats}; mean tuned 5-NN "
+              f"{mean[f'{kind}_knn']:.3f} within 1 pt of raw LR-CV {mean['raw_lr']:.3f}: {near};"
+              f" LR on tuned never > 1 pt below raw: {lr_ok}")
+    return results
+
+
+def streaming(datasets, n_batches=10):
+    """One fit on a 2,000-row pool vs partial_fit on 10 batches of it, each seen once."""
+    rows = []
+    for name in datasets:
+        Xtr, ytr, Xte, yte = load_pool(name)
+        classes = np.unique(ytr)
+        row = [name]
+        for kind in ("ff", "ct"):
+            full = ours(kind, 0).fit(Xtr, ytr)
+            stream = ours(kind, 0)
+            for batch in np.array_split(np.arange(len(ytr)), n_batches):
+                stream.partial_fit(Xtr[batch], ytr[batch], classes=classes)
+            a = knn_acc(full.transform(Xtr), ytr, full.transform(Xte), yte)
+            b = knn_acc(stream.transform(Xtr), ytr, stream.transform(Xte), yte)
+            row += [f"{a:.3f}", f"{b:.3f}", f"{b - a:+.3f}"]
+        rows.append(row)
+        print(f"  {name}: " + " ".join(row[1:]), flush=True)
+    print(f"\nStreaming: 5-NN on {N_TEST} test rows after one fit on a 2,000-row pool vs "
+          f"partial_fit over {n_batches} batches of it, each seen once (target: gap >= -0.02)")
+    table(rows, ["dataset", "ff_fit", "ff_stream", "ff_gap", "ct_fit", "ct_stream", "ct_gap"])
+
+
+def speed(with_peer, repeats=3):
+    """Fit seconds on 2,000 x 384 float32 with 4 classes (ag_news, encoded), and pair speed."""
+    from embetter.finetune import generate_pairs, pairs_from_records
+
+    Xtr, ytr, Xte, _ = load_pool("ag_news")
+    assert Xtr.shape == (2000, 384) and Xtr.dtype == np.float32
+    ours("ff", 0, n_epochs=1).fit(Xtr[:64], ytr[:64])  # warm-up: torch's lazy imports
+    rows = []
+    for kind, name, share in (("ff", "FeedForwardTuner().fit", 10), ("ct", "ContrastiveTuner().fit",
+                                                                       3)):
+        mine = []
+        for rep in range(repeats):
+            start = time.perf_counter()
+            ours(kind, rep).fit(Xtr, ytr)
+            mine.append(time.perf_counter() - start)
+        row = [name, f"{min(mine):.2f}", f"{np.median(mine):.2f}"]
+        if with_peer:
+            got = peer_fit(kind, Xtr, ytr, Xte, repeats=1 if kind == "ff" else repeats)
+            one = peer_fit(kind, Xtr, ytr, Xte, threads=1,
+                           repeats=1 if kind == "ff" else repeats)
+            peer = [min(g[2]) for g in (got, one) if g is not None]
+            # compare against the peer at its fastest thread setting
+            best = min(peer) if peer else np.nan
+            row += [f"{min(got[2]):.2f}" if got else "-", f"{min(one[2]):.2f}" if one else "-",
+                    f"{min(mine) / best:.3f}" if peer else "-", f"<= {1 / share:.3f}"]
+        rows.append(row)
+        print("  " + " ".join(row), flush=True)
+
+    y = np.random.default_rng(0).integers(0, 50, size=100_000)
+    generate_pairs(y[:100], random_state=0)
+    pair_s = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        generate_pairs(y, n_neg=3, random_state=0)
+        pair_s.append(time.perf_counter() - start)
+    rows.append(["generate_pairs(100k labels)", f"{min(pair_s):.3f}", f"{np.median(pair_s):.3f}"]
+                + (["-", "-", "-", "< 0.5 s"] if with_peer else []))
+    flags = np.random.default_rng(1).integers(0, 3, size=(100_000, 2))
+    records = [{"text": f"t{i}", "cats": {k: int(v) for k, v in zip("ab", r) if v < 2}}
+               for i, r in enumerate(flags)]
+    rec_s = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        pairs_from_records(records, n_neg=3, random_state=0)
+        rec_s.append(time.perf_counter() - start)
+    rows.append(["pairs_from_records(100k records)", f"{min(rec_s):.3f}",
+                 f"{np.median(rec_s):.3f}"] + (["-", "-", "-", "< 0.5 s"] if with_peer else []))
+    print(f"\nSpeed: seconds on 2,000 x 384 float32, 4 classes (ag_news); min and median of "
+          f"{repeats} runs; peer with torch's default threads and with 1 thread; ratio = ours "
+          "(min) / peer (fastest)")
+    cols = ["what", "ours_min", "ours_median"]
+    if with_peer:
+        cols += ["peer_default", "peer_1thread", "ratio", "target"]
+    table(rows, cols)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", default=["quality", "streaming", "speed"],
+                        choices=["quality", "streaming", "speed"])
+    parser.add_argument("--datasets", nargs="*", default=DATASETS, choices=DATASETS)
+    parser.add_argument("--seeds", nargs="*", type=int, default=SEEDS)
+    parser.add_argument("--no-peer", action="store_true", help="skip the peer even if found")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with_peer = peer_available() and not args.no_peer
+    print(f"peer: {'found at ' + str(PEER_PYTHON) if with_peer else 'not used'}")
+    if "quality" in args.only:
+        quality(args.datasets, args.seeds, with_peer)
+    if "streaming" in args.only:
+        streaming(args.datasets)
+    if "speed" in args.only:
+        speed(with_peer)
+
+
+if __name__ == "__main__":
+    main()

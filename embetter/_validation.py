@@ -98,18 +98,30 @@ def as_matrix(
     elif hasattr(X, "to_numpy"):  # pandas
         X = X.to_numpy()
     try:
-        arr = np.asarray(X, dtype=np.float32)
-    except (TypeError, ValueError) as e:
+        arr = np.asarray(X)
+        if arr.dtype.kind == "c":
+            raise ValueError(f"Complex data not supported: {name} holds complex numbers")
+        arr = arr.astype(np.float32, copy=False)
+    except TypeError as e:  # e.g. a dict inside an object array
+        raise TypeError(f"{name} must be a 2-D array of numbers, got {_describe(X)}: {e}") from e
+    except ValueError as e:
+        if str(e).startswith("Complex"):
+            raise
         raise ValueError(f"{name} must be a 2-D array of numbers, got {_describe(X)}: {e}") from e
     if arr.ndim != 2:
-        hint = " (use X.reshape(-1, 1) for a single feature)" if arr.ndim == 1 else ""
+        hint = (
+            f". Reshape your data: {name}.reshape(-1, 1) for a single feature, "
+            f"{name}.reshape(1, -1) for a single sample" if arr.ndim == 1 else ""
+        )
         raise ValueError(
             f"{name} must be a 2-D array, got {arr.ndim}-D with shape {arr.shape}{hint}"
         )
     if arr.shape[0] == 0 and not allow_empty:
         raise ValueError(f"{name} has 0 samples; at least 1 is required")
     if arr.shape[1] == 0:
-        raise ValueError(f"{name} has 0 features; at least 1 is required")
+        raise ValueError(
+            f"{name} has 0 feature(s) (shape={arr.shape}) while a minimum of 1 is required."
+        )
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(
             f"{name} has {arr.shape[1]} features, but this estimator was fitted with "

@@ -2,12 +2,17 @@
 
 from embetter.finetune._contrastive import ContrastiveLearner, ContrastiveTuner
 from embetter.finetune._forward import FeedForwardTuner
+from embetter.finetune._mining import mine_hard_negatives
 from embetter.finetune._pairs import generate_pairs, pairs_from_records
+from embetter.finetune._sbert import SbertLearner, SbertTuner
 
 __all__ = [
     "FeedForwardTuner",
     "ContrastiveTuner",
     "ContrastiveLearner",
+    "SbertLearner",
+    "SbertTuner",
     "generate_pairs",
     "pairs_from_records",
+    "mine_hard_negatives",
 ]

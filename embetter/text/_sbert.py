@@ -31,6 +31,15 @@ class SentenceEncoder(EmbetterBase):
         show_progress_bar: show a progress bar while encoding.
         prompt: an optional text prepended to every input (for models trained with prompts,
             such as `"query: "`).
+        backend: how to run the model. `"torch"`: sentence-transformers' `encode`.
+            `"pipelined"`: the same torch model fed by a faster loop (tokenisation in worker
+            threads overlapped with the model, length-bucketed batches, pinned-memory copies,
+            float16 on CUDA); the one to use on a GPU. `"onnx"`: an int8-quantised ONNX export,
+            made locally on first use and cached under `$EMBETTER_CACHE_DIR` (default
+            `~/.cache/embetter`), run by onnxruntime on the CPU (needs `embetter[onnx]`).
+        precision: `None` picks the backend's default (`"torch"`: float32; `"pipelined"`:
+            float16 on CUDA, float32 elsewhere; `"onnx"`: int8). `"pipelined"` also takes
+            `"float32"`, `"float16"` and `"bfloat16"`; `"onnx"` takes `"int8"` and `"float32"`.
 
     Usage:
 
@@ -40,6 +49,9 @@ class SentenceEncoder(EmbetterBase):
     enc = SentenceEncoder("all-MiniLM-L6-v2")
     X = enc.transform(["a happy dog", "a joyful puppy", "quarterly tax filings"])
     assert X.shape == (3, 384) and X.dtype == "float32"
+
+    fast = SentenceEncoder("all-MiniLM-L6-v2", backend="onnx")  # about 2x faster on a CPU
+    assert fast.transform(["a happy dog"]).shape == (1, 384)
     ```
     """
 
@@ -52,6 +64,8 @@ class SentenceEncoder(EmbetterBase):
         truncate_dim=None,
         show_progress_bar=False,
         prompt=None,
+        backend="torch",
+        precision=None,
     ):
         self.name = name
         self.device = device
@@ -60,6 +74,8 @@ class SentenceEncoder(EmbetterBase):
         self.truncate_dim = truncate_dim
         self.show_progress_bar = show_progress_bar
         self.prompt = prompt
+        self.backend = backend
+        self.precision = precision
 
     # -- the model ---------------------------------------------------------------------------
     def _model_key(self):
@@ -83,11 +99,30 @@ class SentenceEncoder(EmbetterBase):
         self.__dict__["_loaded_for"] = self._model_key()
         return model
 
+    def _fast_engine(self):
+        """The engine of the `"pipelined"` or `"onnx"` backend, built on first use."""
+        key = (self._model_key(), self.backend, self.precision)
+        cached = self.__dict__.get("_engine")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        self._check_params()
+        from embetter.text import _fast
+
+        if self.backend == "pipelined":
+            engine = _fast.PipelinedEngine(self.model_, self.model_.device, self.precision)
+        else:
+            precision = self.precision or "int8"
+            folder = _fast.onnx_model_folder(self.name, precision, lambda: self.model_)
+            engine = _fast.OnnxEngine(folder, precision)
+        self.__dict__["_engine"] = (key, engine)
+        return engine
+
     def __getstate__(self):
         state = self.__dict__.copy()
         # A model loaded by name or path is re-loaded after unpickling: never pickle its weights.
         state.pop("_model", None)
         state.pop("_loaded_for", None)
+        state.pop("_engine", None)
         return state
 
     # -- shape -------------------------------------------------------------------------------
@@ -96,9 +131,12 @@ class SentenceEncoder(EmbetterBase):
         return self.truncate_dim, "truncate_dim"
 
     def _output_dim(self) -> int:
-        full = self.model_.get_embedding_dimension() if hasattr(
-            self.model_, "get_embedding_dimension"
-        ) else self.model_.get_sentence_embedding_dimension()
+        if self.backend != "torch":
+            full = self._fast_engine().dim
+        elif hasattr(self.model_, "get_embedding_dimension"):
+            full = self.model_.get_embedding_dimension()
+        else:
+            full = self.model_.get_sentence_embedding_dimension()
         dim, param = self._output_dim_param()
         if dim is None:
             return int(full)
@@ -115,6 +153,22 @@ class SentenceEncoder(EmbetterBase):
             raise ValueError(f"batch_size must be a positive int, got {bs!r}")
         if self.prompt is not None and not isinstance(self.prompt, str):
             raise TypeError(f"prompt must be None or a str, got {type(self.prompt).__name__}")
+        from embetter.text._fast import PRECISIONS
+
+        if not isinstance(self.backend, str) or self.backend not in PRECISIONS:
+            raise ValueError(
+                f"backend must be one of {', '.join(map(repr, PRECISIONS))}, got {self.backend!r}"
+            )
+        if self.precision not in PRECISIONS[self.backend]:
+            raise ValueError(
+                f"precision for backend={self.backend!r} must be one of "
+                f"{', '.join(map(repr, PRECISIONS[self.backend]))}, got {self.precision!r}"
+            )
+        if self.backend == "onnx" and self.device is not None and str(self.device) != "cpu":
+            raise ValueError(
+                f"backend='onnx' runs on the CPU, got device={self.device!r}; "
+                "use backend='pipelined' on a GPU"
+            )
 
     # -- transform ---------------------------------------------------------------------------
     def transform(self, X):
@@ -124,6 +178,11 @@ class SentenceEncoder(EmbetterBase):
         dim = self._output_dim()
         if not texts:
             return np.zeros((0, dim), dtype=np.float32)
+        if self.backend != "torch":
+            emb = self._fast_engine().encode(
+                texts, int(self.batch_size), self.prompt, bool(self.show_progress_bar)
+            )
+            return self._finish(emb, dim)
         emb = self.model_.encode(
             texts,
             batch_size=int(self.batch_size),
@@ -162,13 +221,13 @@ class MatryoshkaEncoder(SentenceEncoder):
 
     Matryoshka-trained models put most information in the leading dimensions, so a short
     prefix is a cheap, compact embedding. With `normalize_embeddings=True` the truncated vector
-    is re-normalised to unit length.
+    is re-normalised to unit length. The other arguments (`device`, `batch_size`,
+    `normalize_embeddings`, `show_progress_bar`, `prompt`, `backend`, `precision`) mean what
+    they mean in `SentenceEncoder`.
 
     Arguments:
         name: a model name, local path, or `SentenceTransformer` instance.
         dim: how many leading dimensions to keep.
-        device, batch_size, normalize_embeddings, show_progress_bar, prompt: as in
-            `SentenceEncoder`.
 
     Usage:
 
@@ -189,6 +248,8 @@ class MatryoshkaEncoder(SentenceEncoder):
         normalize_embeddings=False,
         show_progress_bar=False,
         prompt=None,
+        backend="torch",
+        precision=None,
     ):
         self.name = name
         self.dim = dim
@@ -197,6 +258,8 @@ class MatryoshkaEncoder(SentenceEncoder):
         self.normalize_embeddings = normalize_embeddings
         self.show_progress_bar = show_progress_bar
         self.prompt = prompt
+        self.backend = backend
+        self.precision = precision
 
     def _output_dim_param(self):
         if self.dim is None:

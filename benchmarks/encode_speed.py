@@ -1,0 +1,358 @@
+"""Encoding speed, memory and accuracy of every SentenceEncoder path, side by side.
+
+Prints three tables:
+
+1. Paths (torch reference, thread setting, torch dynamic int8, pipelined fp32/bf16, ONNX
+   fp32/int8): texts/s (median and best of interleaved rounds over the same texts), first-use
+   seconds (load, plus the ONNX export into a fresh cache), peak RSS of a fresh process that
+   loads the path and encodes the speed texts, mean/min cosine to the torch fp32 embeddings,
+   and LogisticRegression accuracy on SST-2 and AG News embeddings.
+2. Our overhead: SentenceEncoder vs calling `SentenceTransformer.encode` directly on the same
+   sentences, interleaved, best and median (target: within 3 %).
+3. The disk cache: a second pass over seen texts vs the first pass, which encodes them
+   (target: >= 50x faster).
+
+Timings on a shared machine are noisy: every comparison is interleaved in one run, so all paths
+see the same load. Data are read from ../shared/data (never copied into the repo).
+
+    python benchmarks/encode_speed.py            # the full run (tens of minutes on 2 cores)
+    python benchmarks/encode_speed.py --quick    # a few minutes, smaller sizes
+    python benchmarks/encode_speed.py --device cuda --paths torch,pipelined,pipelined-fp16
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+if not DATA.is_dir():
+    DATA = Path("/work/shared/data")
+MODEL = "all-MiniLM-L6-v2"
+
+# name -> SentenceEncoder keyword arguments (special cases handled in make_encoder)
+PATHS = {
+    "torch": dict(backend="torch"),
+    "torch-1thread": dict(backend="torch"),
+    "torch-qint8": dict(backend="torch"),
+    "pipelined": dict(backend="pipelined", precision="float32"),
+    "pipelined-bf16": dict(backend="pipelined", precision="bfloat16"),
+    "pipelined-fp16": dict(backend="pipelined", precision="float16"),
+    "onnx-fp32": dict(backend="onnx", precision="float32"),
+    "onnx-int8": dict(backend="onnx"),
+}
+CPU_DEFAULT = "torch,torch-1thread,torch-qint8,pipelined,pipelined-bf16,onnx-fp32,onnx-int8"
+GPU_DEFAULT = "torch,pipelined,pipelined-fp16,pipelined-bf16"
+DESCRIBE = {
+    "torch": "SentenceEncoder() = ST encode, fp32 (reference)",
+    "torch-1thread": "same, torch.set_num_threads(1)",
+    "torch-qint8": "torch.ao quantize_dynamic(Linear, qint8)",
+    "pipelined": "backend='pipelined', fp32",
+    "pipelined-bf16": "backend='pipelined', bf16 autocast",
+    "pipelined-fp16": "backend='pipelined', fp16 autocast",
+    "onnx-fp32": "backend='onnx', precision='float32'",
+    "onnx-int8": "backend='onnx' (int8, the default)",
+}
+
+
+BATCH_SIZE = [32]  # set from --batch-size
+
+
+class Threads:
+    """Run a block with a given torch thread count (restored afterwards)."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __enter__(self):
+        import torch
+
+        self.old = torch.get_num_threads()
+        if self.n:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self.old)
+
+
+def make_encoder(path: str, device: str):
+    """The encoder for one path, and the torch thread count it runs with (None: default)."""
+    from embetter.text import SentenceEncoder
+
+    kw = dict(PATHS[path], batch_size=BATCH_SIZE[0])
+    if kw["backend"] == "onnx":
+        return SentenceEncoder(MODEL, **kw), None
+    if path == "torch-qint8":
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        from embetter.text._models import resolve_model
+
+        model = SentenceTransformer(resolve_model(MODEL), device="cpu")
+        model = torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8
+        )
+        return SentenceEncoder(model, **kw), None
+    return SentenceEncoder(MODEL, device=device, **kw), (1 if path == "torch-1thread" else None)
+
+
+def load_texts(n: int, seed: int = 0) -> list[str]:
+    """Half SST-2 (short), half AG News (longer) sentences, the same every run."""
+    rng = np.random.default_rng(seed)
+    sst = pd.read_csv(DATA / "sst2" / "train.csv").text
+    ag = pd.read_csv(DATA / "ag_news" / "train.csv").text
+    a = sst.iloc[rng.permutation(len(sst))[: n - n // 2]].tolist()
+    b = ag.iloc[rng.permutation(len(ag))[: n // 2]].tolist()
+    return [t for pair in zip(a, b) for t in pair] + a[len(b):]
+
+
+def load_task(name: str, n_train: int, n_test: int | None):
+    rng = np.random.default_rng(1)
+    train = pd.read_csv(DATA / name / "train.csv")
+    train = train.iloc[rng.permutation(len(train))[:n_train]]
+    test = pd.read_csv(DATA / name / "test.csv")
+    if n_test:
+        test = test.iloc[rng.permutation(len(test))[:n_test]]
+    return train.text.tolist(), train.label.to_numpy(), test.text.tolist(), test.label.to_numpy()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def cosines(a, b):
+    return np.sum(a * b, axis=1) / np.maximum(
+        np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+
+
+def accuracy(enc, threads, task) -> float:
+    from sklearn.linear_model import LogisticRegression
+
+    xtr, ytr, xte, yte = task
+    with Threads(threads):
+        Xtr, Xte = enc.transform(xtr), enc.transform(xte)
+    clf = LogisticRegression(max_iter=2000).fit(Xtr, ytr)
+    return 100.0 * float((clf.predict(Xte) == yte).mean())
+
+
+def proc_status_mb(field: str) -> float:
+    """VmRSS (now) or VmHWM (peak) of this process in MiB. Not ru_maxrss: Linux carries that
+    over from the parent across fork + exec, so a child would report the parent's peak."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def memory_probe(path: str, device: str, n: int) -> None:
+    """Child process: peak RSS above the post-import baseline while loading and encoding."""
+    import embetter.text  # noqa: F401  (the baseline includes our own imports)
+
+    before = proc_status_mb("VmRSS")
+    enc, threads = make_encoder(path, device)
+    with Threads(threads):
+        enc.transform(load_texts(n))
+    print(json.dumps({"peak_mb": proc_status_mb("VmHWM") - before}))
+
+
+def peak_memory(path: str, device: str, n: int) -> float:
+    # Bucketed batches run longest first, so a few hundred texts already show the peak.
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory-probe", path, "--device", device,
+         "--batch-size", str(BATCH_SIZE[0]),
+         "--speed-texts", str(min(n, 500))],
+        capture_output=True, text=True, check=True, env=os.environ.copy(),
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+
+
+def table(header, rows) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def bench_paths(args) -> None:
+    paths = args.paths.split(",")
+    texts = load_texts(args.speed_texts)
+    tasks = {name: load_task(name, args.train, args.test) for name in ("sst2", "ag_news")}
+    encoders, first_use = {}, {}
+    for p in paths:
+        log(f"load: {p}")
+        t, (enc, threads) = timed(lambda p=p: make_encoder(p, args.device))
+        with Threads(threads):
+            t2, _ = timed(lambda enc=enc: enc.transform(texts[:2]))
+        encoders[p], first_use[p] = (enc, threads), t + t2
+    # Interleaved rounds: every path sees the same machine load, round by round.
+    times = {p: [] for p in paths}
+    embeddings = {}
+    for r in range(args.rounds):
+        log(f"speed round {r + 1}/{args.rounds}")
+        for p in paths:
+            enc, threads = encoders[p]
+            with Threads(threads):
+                t, embeddings[p] = timed(lambda enc=enc: enc.transform(texts))
+            times[p].append(t)
+    ref = embeddings[paths[0]]
+    rows, ref_acc = [], None
+    for p in paths:
+        log(f"accuracy and memory: {p}")
+        enc, threads = encoders[p]
+        cos = cosines(embeddings[p], ref)
+        if ref_acc is not None and cos.min() >= 0.99999 and not args.all_accuracy:
+            # The same numbers as the reference up to float noise: the same accuracy, so skip
+            # re-encoding thousands of texts (marked "=" in the table).
+            acc = {k: f"{v}=" for k, v in ref_acc.items()}
+        else:
+            acc = {name: f"{accuracy(enc, threads, task):.1f}" for name, task in tasks.items()}
+            ref_acc = ref_acc or acc
+        mem = "-" if args.no_memory else f"{peak_memory(p, args.device, args.speed_texts):.0f}"
+        speed = len(texts) / np.median(times[p])
+        rows.append([
+            p, f"{speed:.0f}", f"{len(texts) / min(times[p]):.0f}",
+            f"{speed / (len(texts) / np.median(times[paths[0]])):.2f}x",
+            f"{first_use[p]:.1f}", mem, f"{cos.mean():.4f}", f"{cos.min():.4f}",
+            acc["sst2"], acc["ag_news"], DESCRIBE[p],
+        ])
+    n_test = {k: len(v[3]) for k, v in tasks.items()}
+    print(f"\n## Paths: {len(texts)} texts (half SST-2, half AG News), {args.rounds} interleaved "
+          f"rounds, device={args.device}, batch_size={args.batch_size}; accuracy: "
+          f"LogisticRegression on {args.train} train texts, tested on {n_test['sst2']} (SST-2) / "
+          f"{n_test['ag_news']} (AG News)\n")
+    print("first use: build + first transform (the ONNX rows export into an empty cache); "
+          "peak MB: VmHWM of a fresh process loading the path and encoding <= 500 of the texts, "
+          "above its RSS after `import embetter.text`; accuracy '=': numerically the reference "
+          "(cos min >= 0.99999), not re-measured.\n")
+    print(table(["path", "texts/s med", "best", "vs ref", "first use s", "peak MB",
+                 "cos mean", "cos min", "SST-2 %", "AG News %", "what"], rows))
+
+
+def bench_overhead(args) -> None:
+    from embetter.text import SentenceEncoder
+
+    texts = load_texts(args.overhead_texts, seed=2)
+    enc = SentenceEncoder(MODEL, device=args.device, batch_size=args.batch_size)
+    model = enc.model_  # the very same SentenceTransformer instance
+    enc.transform(texts[:32])
+    ours, theirs = [], []
+    for r in range(args.overhead_rounds):
+        # Alternate who goes first, so neither side always runs on a warmer cache.
+        order = [("ours", enc.transform), ("theirs", lambda x: model.encode(
+            x, batch_size=args.batch_size, convert_to_numpy=True, show_progress_bar=False))]
+        for who, fn in order if r % 2 == 0 else order[::-1]:
+            t, _ = timed(lambda fn=fn: fn(texts))
+            (ours if who == "ours" else theirs).append(t)
+    rows = []
+    for label, stat in (("best", min), ("median", np.median)):
+        a, b = stat(ours), stat(theirs)
+        rows.append([label, f"{len(texts) / b:.1f}", f"{len(texts) / a:.1f}",
+                     f"{100 * (a / b - 1):+.2f} %"])
+    print(f"\n## Overhead: SentenceEncoder vs SentenceTransformer.encode on the same "
+          f"{len(texts)} sentences, {args.overhead_rounds} interleaved rounds each "
+          "(target: within 3 %)\n")
+    print(table(["stat", "ST.encode sent/s", "SentenceEncoder sent/s", "overhead"], rows))
+
+
+def bench_cache(args) -> None:
+    from embetter.text import SentenceEncoder
+    from embetter.utils import cached
+
+    texts = load_texts(args.cache_texts, seed=3)
+    t_encode = None
+    if args.cache_plain_encode:
+        enc = SentenceEncoder(MODEL, device=args.device)
+        enc.transform(texts[:32])
+        t_encode, _ = timed(lambda: enc.transform(texts))
+    with tempfile.TemporaryDirectory() as folder:
+        wrapped = cached(folder, SentenceEncoder(MODEL, device=args.device))
+        t_first, first = timed(lambda: wrapped.transform(texts))
+        seconds = [timed(lambda: wrapped.transform(texts))[0] for _ in range(3)]
+        again = wrapped.transform(texts)
+        assert np.array_equal(first, again)
+    t_second = float(np.median(seconds))
+    # The first pass encodes every text (plus writing the rows), so it is the "encoding them"
+    # baseline; --cache-plain-encode also times a plain encode without the cache.
+    base = t_encode or t_first
+    rows = [["first pass: encode all + write", f"{t_first:.2f}", f"{len(texts) / t_first:.0f}",
+             f"{base / t_first:.2f}x"],
+            ["second pass (median of 3)", f"{t_second:.3f}", f"{len(texts) / t_second:.0f}",
+             f"{base / t_second:.0f}x"]]
+    if t_encode:
+        rows.insert(0, ["encode, no cache", f"{t_encode:.2f}", f"{len(texts) / t_encode:.0f}",
+                        "1x"])
+    print(f"\n## Cache: {len(texts)} texts, embetter.utils.cached around SentenceEncoder() "
+          "(target: second pass >= 50x faster than encoding)\n")
+    print(table(["pass", "seconds", "texts/s", "speed-up vs encoding"], rows))
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch-size", type=int, default=32, help="for every path (GPUs: 256+)")
+    ap.add_argument("--paths", default=None, help=f"comma-separated, from: {','.join(PATHS)}")
+    ap.add_argument("--speed-texts", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--train", type=int, default=1500, help="train texts per dataset")
+    ap.add_argument("--test", type=int, default=None, help="test texts per dataset (all)")
+    ap.add_argument("--overhead-texts", type=int, default=2000)
+    ap.add_argument("--overhead-rounds", type=int, default=4)
+    ap.add_argument("--cache-texts", type=int, default=10000)
+    ap.add_argument("--cache-plain-encode", action="store_true",
+                    help="also time encoding the cache texts without the cache")
+    ap.add_argument("--only", default="paths,overhead,cache")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-RSS subprocesses")
+    ap.add_argument("--all-accuracy", action="store_true",
+                    help="also measure accuracy for paths numerically equal to the reference")
+    ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    ap.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else argv
+    if "--quick" in argv:  # smaller defaults; sizes given explicitly still win
+        ap.set_defaults(speed_texts=200, rounds=2, train=300, test=200, overhead_texts=200,
+                        overhead_rounds=2, cache_texts=500)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    BATCH_SIZE[0] = args.batch_size
+    if args.memory_probe:
+        return memory_probe(args.memory_probe, args.device, args.speed_texts)
+    if args.paths is None:
+        args.paths = GPU_DEFAULT if args.device.startswith("cuda") else CPU_DEFAULT
+    # A fresh export cache, so "first use" includes the one-off ONNX export of this recipe.
+    cache = tempfile.TemporaryDirectory(prefix="embetter-bench-")
+    os.environ["EMBETTER_CACHE_DIR"] = cache.name
+    import torch
+
+    print(f"# encode_speed: {os.cpu_count()} CPUs, torch {torch.__version__} with "
+          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} at start")
+    only = args.only.split(",")
+    if "paths" in only:
+        bench_paths(args)
+    if "overhead" in only:
+        bench_overhead(args)
+    if "cache" in only:
+        bench_cache(args)
+    print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
+    cache.cleanup()
+
+
+if __name__ == "__main__":
+    main()

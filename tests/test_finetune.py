@@ -1,0 +1,395 @@
+"""FeedForwardTuner, ContrastiveTuner and ContrastiveLearner: the sklearn contract, the training
+engine (seeding, warm state, stopping), persistence and clear errors."""
+
+from __future__ import annotations
+
+import io
+import pickle
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+from sklearn.base import clone
+from sklearn.decomposition import PCA
+from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from embetter.finetune import ContrastiveLearner, ContrastiveTuner, FeedForwardTuner
+
+TUNERS = [FeedForwardTuner, ContrastiveTuner]
+FAST = {FeedForwardTuner: {"n_epochs": 10}, ContrastiveTuner: {"epochs": 3}}
+
+
+def clustered(n, seed, n_classes=4, dim=16, informative=4, spread=1.5):
+    """Unit-norm points: class centres in a few dimensions, noise in all of them."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(1234).normal(size=(n_classes, informative)) * spread
+    y = rng.integers(0, n_classes, n)
+    X = rng.normal(size=(n, dim))
+    X[:, :informative] += centres[y]
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return X.astype(np.float32), y
+
+
+@pytest.fixture(scope="module")
+def data():
+    return clustered(120, 0)
+
+
+def fast(cls, **params):
+    return cls(**{**FAST[cls], "random_state": 0, **params})
+
+
+# -- the sklearn contract ----------------------------------------------------------------------
+# Default parameters: the checks must pass for the estimators users actually get. sklearn
+# itself skips check_array_api_input unless SCIPY_ARRAY_API=1 is set (torch-backed
+# estimators do not claim array-API support); no check is skipped or expected to fail by us.
+@parametrize_with_checks([FeedForwardTuner(), ContrastiveTuner()])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+@pytest.mark.parametrize("cls", TUNERS)
+def test_same_seed_is_bit_identical_and_global_rng_untouched(cls, data):
+    X, y = data
+    torch.manual_seed(123)
+    np.random.seed(123)
+    expected_torch, expected_np = torch.rand(3), np.random.rand(3)
+    torch.manual_seed(123)
+    np.random.seed(123)
+    a = fast(cls).fit(X, y).transform(X)
+    b = fast(cls).fit(X, y).transform(X)
+    assert np.array_equal(a, b)
+    assert torch.equal(torch.rand(3), expected_torch) and np.array_equal(np.random.rand(3),
+                                                                          expected_np)
+    c = fast(cls, random_state=1).fit(X, y).transform(X)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("cls", TUNERS)
+def test_fit_resets_and_partial_fit_continues(cls, data):
+    X, y = data
+    tuner = fast(cls).fit(X, y)
+    first = tuner.transform(X)
+    assert np.array_equal(tuner.fit(X, y).transform(X), first)  # fit starts from scratch
+
+    stream = fast(cls, partial_fit_epochs=2)
+    stream.partial_fit(X[:60], y[:60], classes=np.unique(y))
+    module = (stream.learner_ if cls is ContrastiveTuner else stream).module_
+    optimizer = (stream.learner_ if cls is ContrastiveTuner else stream).optimizer_
+    steps = [float(s["step"]) for s in optimizer.state.values()]
+    assert stream.n_iter_ == 2
+    stream.partial_fit(X[60:], y[60:])
+    same = stream.learner_ if cls is ContrastiveTuner else stream
+    assert same.module_ is module and same.optimizer_ is optimizer
+    assert all(float(s["step"]) > old for s, old in zip(optimizer.state.values(), steps))
+    assert stream.n_iter_ == 4 and len(stream.loss_curve_) == 4
+
+
+@pytest.mark.parametrize("cls", TUNERS)
+def test_pickle_and_joblib_round_trip(cls, data, tmp_path):
+    X, y = data
+    tuner = fast(cls).partial_fit(X[:60], y[:60], classes=np.unique(y))
+    again = pickle.loads(pickle.dumps(tuner))
+    assert np.array_equal(again.transform(X), tuner.transform(X))
+    joblib.dump(tuner, tmp_path / "t.joblib")
+    loaded = joblib.load(tmp_path / "t.joblib")
+    assert np.array_equal(loaded.transform(X), tuner.transform(X))
+    # the optimizer state travels too: training on after loading matches training on in place
+    tuner.partial_fit(X[60:], y[60:])
+    loaded.partial_fit(X[60:], y[60:])
+    assert np.array_equal(loaded.transform(X), tuner.transform(X))
+
+
+def test_pickle_holds_no_live_module(data):
+    X, y = data
+    tuner = fast(FeedForwardTuner).fit(X, y)
+    state = tuner.__getstate__()
+    assert "module_" not in state and "optimizer_" not in state
+    assert all(t.device.type == "cpu" for t in state["_module_state"].values())
+    assert "module_" in vars(tuner)  # pickling leaves the live estimator alone
+
+
+@pytest.mark.parametrize("cls", TUNERS)
+def test_clone_and_set_params_reach_the_network(cls, data):
+    X, y = data
+    tuner = fast(cls).fit(X, y)
+    fresh = clone(tuner)
+    assert not hasattr(fresh, "n_features_in_")
+    dim_param = "hidden_dim"
+    fresh.set_params(**{dim_param: 6})
+    assert fresh.fit(X, y).transform(X).shape == (len(X), 6)
+    if cls is ContrastiveTuner:
+        assert fresh.learner_.shape_out == 6
+        fresh.set_params(learning_rate=0.05, margin=0.5)
+        fresh.fit(X, y)
+        assert fresh.learner_.learning_rate == 0.05 and fresh.learner_.margin == 0.5
+
+
+@pytest.mark.parametrize("cls", TUNERS)
+def test_grid_search_searches(cls, data):
+    X, y = data
+    pipe = make_pipeline(fast(cls), LogisticRegression())
+    step = pipe.steps[0][0]
+    grid = GridSearchCV(pipe, {f"{step}__hidden_dim": [2, 8]}, cv=2).fit(X, y)
+    dims = {est.named_steps[step].hidden_dim for est in [grid.best_estimator_]}
+    assert dims <= {2, 8}
+    assert len(set(np.round(grid.cv_results_["mean_test_score"], 6))) >= 1
+    assert grid.best_estimator_.named_steps[step].transform(X).shape[1] in (2, 8)
+
+
+@pytest.mark.parametrize("cls", TUNERS)
+def test_inputs_sparse_dataframe_and_pandas_output(cls, data):
+    X, y = data
+    dense = fast(cls).fit(X, y).transform(X)
+    assert np.array_equal(fast(cls).fit(sp.csr_matrix(X), y).transform(sp.csr_matrix(X)), dense)
+    df = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    tuner = fast(cls).fit(df, pd.Series(y))
+    assert list(tuner.feature_names_in_) == list(df.columns)
+    tuner.set_output(transform="pandas")
+    out = tuner.transform(df)
+    assert isinstance(out, pd.DataFrame)
+    prefix = cls.__name__.lower()
+    assert list(out.columns) == [f"{prefix}{i}" for i in range(out.shape[1])]
+    assert list(tuner.get_feature_names_out()) == list(out.columns)
+    assert out.dtypes.iloc[0] == np.float32
+
+
+@pytest.mark.parametrize("cls", TUNERS)
+def test_clear_errors(cls, data):
+    X, y = data
+    with pytest.raises(NotFittedError):
+        cls().transform(X)
+    bad = X.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity.*row 3, column 2"):
+        fast(cls).fit(bad, y)
+    bad[3, 2] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        fast(cls).fit(bad, y)
+    with pytest.raises(ValueError, match="y has 119 entries but X has 120 rows"):
+        fast(cls).fit(X, y[:-1])
+    with pytest.raises(ValueError, match="2-D array.*Reshape your data"):
+        fast(cls).fit(X[:, 0], y)
+    with pytest.raises(ValueError, match="0 samples"):
+        fast(cls).fit(X[:0], y[:0])
+    with pytest.raises(ValueError, match="one class"):
+        fast(cls).fit(X, np.zeros(len(X)))
+    with pytest.raises(ValueError, match="requires y"):
+        fast(cls).fit(X, None)
+    tuner = fast(cls).fit(X, y)
+    with pytest.raises(ValueError, match="X has 15 features, but .* expecting 16"):
+        tuner.transform(X[:, :15])
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        tuner.transform(bad)
+    stream = fast(cls).partial_fit(X[:60], y[:60], classes=[0, 1, 2, 3])
+    with pytest.raises(ValueError, match="labels not seen before: \\[7\\].*classes="):
+        stream.partial_fit(X[:4], np.array([0, 1, 7, 2]))
+    with pytest.raises(ValueError, match="hidden_dim"):
+        cls(hidden_dim=0).fit(X, y)
+    assert tuner.transform(X[:0]).shape == (0, tuner.transform(X[:1]).shape[1])
+
+
+def test_partial_fit_learns_classes_from_the_first_batch_when_not_given(data):
+    X, y = data
+    tuner = fast(FeedForwardTuner).partial_fit(X, y)
+    assert list(tuner.classes_) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="differs from the classes"):
+        tuner.partial_fit(X, y, classes=[0, 1])
+
+
+@pytest.mark.parametrize("cls", TUNERS)
+def test_stream_seen_once_matches_one_fit(cls):
+    """10 batches, each seen once by partial_fit, get within 2 points of one fit on all."""
+    X, y = clustered(1000, 0, n_classes=6, dim=32, informative=6, spread=1.2)
+    X_test, y_test = clustered(1000, 1, n_classes=6, dim=32, informative=6, spread=1.2)
+
+    def knn(tuner):
+        return KNeighborsClassifier(5, metric="cosine").fit(tuner.transform(X), y).score(
+            tuner.transform(X_test), y_test)
+
+    full = cls(random_state=0).fit(X, y)
+    stream = cls(random_state=0)
+    for batch in np.array_split(np.arange(len(y)), 10):
+        stream.partial_fit(X[batch], y[batch], classes=np.arange(6))
+    raw = KNeighborsClassifier(5, metric="cosine").fit(X, y).score(X_test, y_test)
+    assert knn(full) > raw  # the tuner helps on this problem ...
+    assert knn(stream) >= knn(full) - 0.02  # ... and a stream seen once keeps up
+
+
+# -- the engine --------------------------------------------------------------------------------
+def test_early_stopping_holds_out_data_and_keeps_the_best_epoch(data):
+    X, y = data
+    tuner = FeedForwardTuner(n_epochs=200, early_stopping=True, n_iter_no_change=3,
+                             random_state=0).fit(X, y)
+    valid = [h["valid_loss"] for h in tuner.history_]
+    assert len(valid) == tuner.n_iter_ < 200
+    best = int(np.argmin(valid))
+    assert tuner.n_iter_ - 1 - best >= 3
+
+
+def test_training_loss_plateau_stops_like_sklearn_mlp(data):
+    X, y = data
+    tuner = FeedForwardTuner(n_epochs=100, tol=10.0, n_iter_no_change=4, random_state=0)
+    assert tuner.fit(X, y).n_iter_ == 5  # the first epoch, then 4 without a gain of tol
+
+
+def test_verbose_shows_progress(data, capsys):
+    X, y = data
+    FeedForwardTuner(n_epochs=3, verbose=True, random_state=0).fit(X, y)
+    captured = capsys.readouterr()
+    assert "FeedForwardTuner" in captured.err + captured.out
+    FeedForwardTuner(n_epochs=3, random_state=0).fit(X, y)
+    assert capsys.readouterr().err == ""
+
+
+def test_device_choice(data):
+    X, y = data
+    tuner = fast(FeedForwardTuner, device="cpu").fit(X, y)
+    assert tuner.device_.type == "cpu"
+    with pytest.raises(ValueError, match="device"):
+        fast(FeedForwardTuner, device="warp-drive").fit(X, y)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_fit_and_pickle_to_cpu(data):
+    X, y = data
+    tuner = fast(FeedForwardTuner, device="cuda").fit(X, y)
+    assert next(tuner.module_.parameters()).is_cuda
+    again = pickle.loads(pickle.dumps(tuner))
+    assert np.allclose(again.transform(X), tuner.transform(X), atol=1e-5)
+
+
+def test_feed_forward_transform_is_the_unit_length_hidden_layer(data):
+    X, y = data
+    tuner = fast(FeedForwardTuner, hidden_dim=12).fit(X, y)
+    Z = tuner.transform(X)
+    assert Z.shape == (len(X), 12) and Z.dtype == np.float32
+    assert np.allclose(np.linalg.norm(Z, axis=1), 1, atol=1e-5)
+    logits = tuner.module_(torch.tensor(X))
+    assert logits.shape == (len(X), 4)  # raw logits go into the cross-entropy, no squashing
+
+
+def test_contrastive_tuner_multilabel(data):
+    X, _ = data
+    Y = np.zeros((len(X), 3), dtype=int)
+    Y[np.arange(len(X)), np.arange(len(X)) % 3] = 1
+    Y[::5, 0] = 1
+    tuner = fast(ContrastiveTuner).fit(X, Y)
+    assert tuner.transform(X).shape == X.shape
+    assert list(tuner.classes_) == [0, 1, 2]
+
+
+# -- ContrastiveLearner --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pairs():
+    X, y = clustered(200, 2)
+    rng = np.random.default_rng(0)
+    i, j = rng.integers(0, len(X), (2, 400))
+    return X[i], X[j], (y[i] == y[j]).astype(np.float32)
+
+
+@pytest.mark.parametrize("loss", ["contrastive", "cosine", "infonce"])
+def test_learner_losses_train_and_predict(pairs, loss):
+    X1, X2, y = pairs
+    learner = ContrastiveLearner(epochs=5, loss=loss, random_state=0).fit(X1, X2, y)
+    sim = learner.predict(X1, X2)
+    assert isinstance(sim, np.ndarray) and sim.shape == (len(y),) and sim.dtype == np.float32
+    assert np.all(np.abs(sim) <= 1 + 1e-5)
+    assert learner.loss_curve_[-1] < learner.loss_curve_[0]
+    if loss != "infonce":
+        assert sim[y == 1].mean() > sim[y == 0].mean()
+
+
+def test_learner_starts_from_the_identity(pairs):
+    X1, X2, y = pairs
+    learner = ContrastiveLearner(epochs=1, learning_rate=1e-9, random_state=0).fit(X1, X2, y)
+    expected = X1 / np.linalg.norm(X1, axis=1, keepdims=True)
+    assert np.allclose(learner.transform(X1), expected, atol=1e-5)
+    assert ContrastiveLearner(shape_out=5, epochs=1).fit(X1, X2, y).transform(X1).shape[1] == 5
+
+
+def test_learner_partial_fit_and_errors(pairs):
+    X1, X2, y = pairs
+    learner = ContrastiveLearner(partial_fit_epochs=2, random_state=0)
+    learner.partial_fit(X1[:200], X2[:200], y[:200]).partial_fit(X1[200:], X2[200:], y[200:])
+    assert learner.n_iter_ == 4
+    with pytest.raises(ValueError, match="same number of items"):
+        learner.fit(X1, X2[:-1], y)
+    with pytest.raises(ValueError, match="y has 399 entries"):
+        learner.fit(X1, X2, y[:-1])
+    with pytest.raises(ValueError, match="0/1 labels"):
+        learner.fit(X1, X2, y * 0.5)
+    with pytest.raises(ValueError, match="requires y"):
+        ContrastiveLearner().fit(X1, X2)
+    with pytest.raises(ValueError, match="NaN"):
+        learner.predict(np.full_like(X1, np.nan), X2)
+    with pytest.raises(ValueError, match="X1 has 3 features"):
+        learner.partial_fit(X1[:, :3], X2[:, :3], y)
+
+
+def test_learner_save_load_is_exact_and_atomic(pairs, tmp_path, monkeypatch):
+    X1, X2, y = pairs
+    learner = ContrastiveLearner(epochs=3, random_state=0).fit(X1, X2, y)
+    path = tmp_path / "learner.pt"
+    learner.save(path)
+    loaded = ContrastiveLearner.load(path)
+    assert np.array_equal(loaded.transform(X1), learner.transform(X1))
+    assert np.array_equal(loaded.predict(X1, X2), learner.predict(X1, X2))
+    assert loaded.get_params() == {**learner.get_params(), "device": None}
+
+    def broken_save(obj, f):
+        f.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        learner.save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["learner.pt"]  # no temp file left
+    monkeypatch.undo()
+    assert np.array_equal(ContrastiveLearner.load(path).transform(X1), learner.transform(X1))
+    (tmp_path / "other.pt").write_bytes(b"not a learner")
+    with pytest.raises(Exception):  # noqa: B017 - torch's unpickling error type varies
+        ContrastiveLearner.load(tmp_path / "other.pt")
+
+
+def test_learner_pickles_and_sets_output(pairs):
+    X1, X2, y = pairs
+    learner = ContrastiveLearner(epochs=2, random_state=0).fit(X1, X2, y)
+    again = pickle.loads(pickle.dumps(learner))
+    assert np.array_equal(again.transform(X1), learner.transform(X1))
+    out = learner.set_output(transform="pandas").transform(X1)
+    assert isinstance(out, pd.DataFrame) and out.columns[0] == "contrastivelearner0"
+
+
+# -- the calls from the fine-tuning guide users learned from --------------------------------------
+def test_guide_calls(tiny_model_path, corpus):
+    from embetter.text import SentenceEncoder
+
+    texts = corpus[:60]
+    labels = [int("dog" in t or "cat" in t) for t in texts]
+    X = SentenceEncoder(tiny_model_path).transform(texts)
+    tuner = FeedForwardTuner(n_epochs=500, learning_rate=0.01, hidden_dim=200)
+    assert tuner.fit(X, labels).transform(X).shape == (60, 200)
+    assert FeedForwardTuner(n_epochs=500, learning_rate=0.01, hidden_dim=10).fit(
+        X, labels).transform(X).shape == (60, 10)
+    pipe = make_pipeline(SentenceEncoder(tiny_model_path),
+                         FeedForwardTuner(n_epochs=50, learning_rate=0.01, hidden_dim=10), PCA())
+    assert pipe.fit(texts, labels).transform(texts).shape == (60, 10)
+    pipe = make_pipeline(SentenceEncoder(tiny_model_path), ContrastiveTuner())
+    assert pipe.fit(texts, labels).transform(texts).shape == (60, 32)
+
+    X1, X2 = X[:30], X[30:]
+    similar = np.array([a == b for a, b in zip(labels[:30], labels[30:])], dtype=float)
+    learner = ContrastiveLearner(epochs=50, batch_size=256, learning_rate=0.002, shape_out=32)
+    learner.fit(X1, X2, similar)
+    assert learner.transform(X).shape == (60, 32)
+    buffer = io.BytesIO()
+    joblib.dump(pipe, buffer)

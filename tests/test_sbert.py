@@ -1,0 +1,369 @@
+"""SbertLearner and SbertTuner: fine-tuning the sentence model itself (tiny BERT, and MiniLM)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+
+from embetter.finetune import SbertLearner, SbertTuner
+from embetter.text import SentenceEncoder
+from tests.conftest import SUBJECTS
+
+
+@pytest.fixture(scope="module")
+def pairs(corpus):
+    """256 text pairs with a 0/1 label: 1 when the subjects fall in the same (arbitrary) group,
+    which no word overlap gives away: the model has to learn it."""
+    rng = np.random.default_rng(0)
+    i = rng.integers(0, len(corpus), 256)
+    j = rng.integers(0, len(corpus), 256)
+    X1 = [corpus[k] for k in i]
+    X2 = [corpus[k] for k in j]
+    group = {s: n % 2 for n, s in enumerate(SUBJECTS)}
+    subject = [group[" ".join(t.split()[:2])] for t in X1 + X2]
+    y = (np.array(subject[:256]) == np.array(subject[256:])).astype(float)
+    return X1, X2, y
+
+
+def cosine(encoder, X1, X2):
+    a, b = encoder.transform(X1), encoder.transform(X2)
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def small(pairs, n=32):
+    X1, X2, y = pairs
+    return X1[:n], X2[:n], y[:n]
+
+
+def learner(path, **kw):
+    kw.setdefault("random_state", 0)
+    kw.setdefault("learning_rate", 1e-3)  # a random tiny model needs big steps to move at all
+    return SbertLearner(path, **kw)
+
+
+# -- SbertLearner ------------------------------------------------------------------------------
+def test_batch_size_sets_optimizer_steps(tiny_model_path, pairs):
+    fitted = learner(tiny_model_path, batch_size=64, epochs=2).fit(*pairs)
+    assert fitted.n_steps_ == 8  # 256 pairs / 64 = 4 steps per epoch
+    assert [h["step"] for h in fitted.history_] == [4, 8]
+    assert [h["epoch"] for h in fitted.history_] == [1, 2]
+    assert all(np.isfinite(h["train_loss"]) for h in fitted.history_)
+
+
+def test_same_seed_same_embeddings(tiny_model_path, pairs, corpus):
+    a = learner(tiny_model_path, random_state=3).fit(*small(pairs, 64)).transform(corpus)
+    b = learner(tiny_model_path, random_state=3).fit(*small(pairs, 64)).transform(corpus)
+    c = learner(tiny_model_path, random_state=4).fit(*small(pairs, 64)).transform(corpus)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+    base = SentenceEncoder(tiny_model_path).transform(corpus)
+    assert not np.allclose(a, base, atol=1e-4)  # training really changed the weights
+
+
+@pytest.mark.parametrize("loss", ["cosine", "cosent", "contrastive", "online_contrastive"])
+def test_pair_losses_train(tiny_model_path, pairs, loss):
+    fitted = learner(tiny_model_path, loss=loss, matryoshka_dims=[32, 8]).fit(*small(pairs))
+    X = fitted.transform(["the cat likes pizza", "a dog fixes old cars"])
+    assert X.shape == (2, 32) and X.dtype == np.float32 and np.isfinite(X).all()
+
+
+def test_mnrl_with_and_without_negatives(tiny_model_path, corpus):
+    anchors, positives, negatives = corpus[:24], corpus[1:25], corpus[30:54]
+    fitted = learner(tiny_model_path, loss="mnrl", batch_size=8).fit(anchors, positives)
+    assert fitted.n_steps_ >= 3
+    fitted = learner(tiny_model_path, loss="mnrl", batch_size=8).fit(
+        anchors, positives, np.ones(24), negatives=negatives
+    )
+    assert fitted.predict(anchors[:3], positives[:3]).shape == (3,)
+
+
+@pytest.mark.parametrize(
+    ("kw", "y", "match"),
+    [
+        ({"loss": "contrastive"}, [0.5, 1.0], "0/1 labels"),
+        ({"loss": "online_contrastive"}, [2, 0], "0/1 labels"),
+        ({"loss": "cosine"}, [5.0, 0.0], r"\[-1, 1\]"),
+        ({"loss": "mnrl"}, [1, 0], "positive pairs only"),
+        ({"loss": "cosine"}, None, "y is required"),
+        ({"loss": "nope"}, [1, 0], "'loss' parameter"),
+        ({"batch_size": 0}, [1, 0], "'batch_size' parameter"),
+        ({"warmup_ratio": 1.5}, [1, 0], "'warmup_ratio' parameter"),
+        ({"matryoshka_dims": [64]}, [1, 0], "matryoshka_dims"),
+        ({}, [1, 0, 1], "y has 3 entries"),
+    ],
+)
+def test_bad_input_is_a_clear_error(tiny_model_path, kw, y, match):
+    with pytest.raises(ValueError, match=match):
+        learner(tiny_model_path, **kw).fit(["a b", "c d"], ["e f", "g h"], y)
+
+
+def test_other_bad_inputs(tiny_model_path):
+    with pytest.raises(ValueError, match="only used by loss='mnrl'"):
+        learner(tiny_model_path).fit(["a"], ["b"], [1.0], negatives=["c"])
+    with pytest.raises(ValueError, match="one text per pair"):
+        learner(tiny_model_path, loss="mnrl").fit(["a", "b"], ["c", "d"], negatives=["e"])
+    with pytest.raises(ValueError, match="same number"):
+        learner(tiny_model_path).fit(["a", "b"], ["c"], [1.0, 0.0])
+    with pytest.raises(TypeError, match="sent_tfm must be"):
+        SbertLearner(sent_tfm=42).fit(["a"], ["b"], [1.0])
+    with pytest.raises(ValueError, match="eval_set must be a tuple"):
+        learner(tiny_model_path).fit(["a"], ["b"], [1.0], eval_set=(["a"], ["b"]))
+    with pytest.raises(ValueError, match="X1\\[1\\] is missing"):
+        learner(tiny_model_path).fit(["a", None], ["b", "c"], [1.0, 0.0])
+
+
+def test_eval_set_reports_spearman_per_epoch(tiny_model_path, pairs):
+    X1, X2, y = pairs
+    fitted = learner(tiny_model_path, epochs=3, batch_size=16, learning_rate=3e-3).fit(
+        X1[:128], X2[:128], y[:128], eval_set=(X1[128:], X2[128:], y[128:])
+    )
+    rho = [h["eval_spearman"] for h in fitted.history_]
+    assert len(rho) == 3 and all(-1 <= r <= 1 for r in rho)
+    # the label (same subject) is learnable: the held-out ranking beats the untrained model's
+    before = spearmanr(cosine(SentenceEncoder(tiny_model_path), X1[128:], X2[128:]), y[128:])
+    assert rho[0] < rho[-1] and rho[-1] > before.statistic + 0.2
+
+
+def test_predict_is_cosine_of_transform(tiny_model_path, pairs):
+    fitted = learner(tiny_model_path).fit(*small(pairs))
+    X1, X2, _ = small(pairs, 5)
+    a, b = fitted.transform(X1), fitted.transform(X2)
+    expected = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    sims = fitted.predict(X1, X2)
+    assert sims.dtype == np.float32 and np.allclose(sims, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="same number"):
+        fitted.predict(X1, X2[:2])
+
+
+def test_sentence_transformer_is_trained_in_place(tiny_model_path, pairs, corpus):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(tiny_model_path, device="cpu")
+    before = model.encode(corpus[:5])
+    fitted = learner(model).fit(*small(pairs))
+    assert fitted.model_ is model
+    assert not np.allclose(model.encode(corpus[:5]), before, atol=1e-4)
+    # pickling keeps the model and the parameter one object
+    again = pickle.loads(pickle.dumps(fitted))
+    assert again.model_ is again.sent_tfm
+    assert np.allclose(again.transform(corpus[:5]), fitted.transform(corpus[:5]), atol=1e-6)
+
+
+def test_name_or_encoder_loads_a_private_copy(tiny_model_path, pairs, corpus):
+    encoder = SentenceEncoder(tiny_model_path)
+    before = encoder.transform(corpus[:5])  # loads the shared instance
+    for source in (tiny_model_path, encoder):
+        fitted = learner(source).fit(*small(pairs))
+        assert fitted.model_ is not encoder.model_
+        assert not np.allclose(fitted.transform(corpus[:5]), before, atol=1e-4)
+    assert np.array_equal(encoder.transform(corpus[:5]), before)
+    assert np.array_equal(SentenceEncoder(tiny_model_path).transform(corpus[:5]), before)
+
+
+def test_no_files_left_in_the_working_directory(tiny_model_path, pairs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    learner(tiny_model_path).fit(*small(pairs))
+    assert os.listdir(tmp_path) == []
+
+
+def test_to_disk_loads_with_sentence_encoder(tiny_model_path, pairs, corpus, tmp_path):
+    fitted = learner(tiny_model_path).fit(*small(pairs))
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "stale.txt").write_text("old content is replaced")
+    assert fitted.to_disk(target) == str(target)
+    assert not (target / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temp dirs left
+    loaded = SentenceEncoder(str(target)).transform(corpus)
+    assert np.allclose(loaded, fitted.transform(corpus), atol=1e-5)
+    with pytest.raises(ValueError, match="must be a directory"):
+        fitted.to_disk(target / "config.json")
+
+
+def test_pickle_keeps_fine_tuned_weights(tiny_model_path, pairs, corpus):
+    fitted = learner(tiny_model_path).fit(*small(pairs))
+    again = pickle.loads(pickle.dumps(fitted))
+    assert np.array_equal(again.transform(corpus), fitted.transform(corpus))
+    assert again.history_ == fitted.history_
+
+
+def test_unfitted_learner_says_so(tiny_model_path):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        SbertLearner(tiny_model_path).transform(["a"])
+    assert pickle.loads(pickle.dumps(SbertLearner(tiny_model_path))).sent_tfm == tiny_model_path
+
+
+# -- SbertTuner --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def labelled(corpus):
+    """Texts labelled by their verb: learnable from the tokens."""
+    texts = corpus[::8]
+    return texts, np.array([t.split()[2] for t in texts])
+
+
+def tuner(path, **kw):
+    kw.setdefault("random_state", 0)
+    kw.setdefault("learning_rate", 1e-3)
+    return SbertTuner(path, **kw)
+
+
+def test_tuner_in_a_pipeline(tiny_model_path, labelled):
+    texts, y = labelled
+    pipe = make_pipeline(tuner(tiny_model_path, n_neg=2), LogisticRegression(max_iter=500))
+    pipe.fit(texts, y)
+    step = pipe[0]
+    assert step.n_pairs_ == len(texts) * 3  # n_pos + n_neg per text: linear, not quadratic
+    assert step.transform(texts).shape == (len(texts), 32)
+    assert list(step.get_feature_names_out()[:2]) == ["sberttuner0", "sberttuner1"]
+    assert pipe.score(texts, y) > 0.5
+
+
+def test_tuner_clone_pickle_and_seed(tiny_model_path, labelled):
+    texts, y = labelled
+    fitted = tuner(tiny_model_path).fit(texts, y)
+    again = pickle.loads(pickle.dumps(fitted))
+    assert np.array_equal(again.transform(texts), fitted.transform(texts))
+    fresh = clone(fitted)
+    assert not hasattr(fresh, "learner_") and fresh.get_params() == fitted.get_params()
+    assert np.array_equal(fresh.fit(texts, y).transform(texts), fitted.transform(texts))
+
+
+def test_tuner_grid_search(tiny_model_path, labelled):
+    texts, y = labelled
+    pipe = make_pipeline(tuner(tiny_model_path), LogisticRegression(max_iter=200))
+    grid = GridSearchCV(pipe, {"sberttuner__n_neg": [1, 2]}, cv=2).fit(texts, y)
+    assert grid.best_params_["sberttuner__n_neg"] in (1, 2)
+    assert grid.predict(texts[:3]).shape == (3,)
+
+
+def test_tuner_mnrl_and_multilabel(tiny_model_path, labelled):
+    texts, y = labelled
+    fitted = tuner(tiny_model_path, loss="mnrl", batch_size=8).fit(texts, y)
+    assert fitted.n_pairs_ == len(texts)  # positives only
+    Y = np.stack([y == "likes", y == "hates", np.char.startswith(y, "f")], axis=1).astype(int)
+    assert tuner(tiny_model_path, n_neg=1).fit(texts, Y).transform(texts[:2]).shape == (2, 32)
+
+
+def test_tuner_bad_input(tiny_model_path, labelled):
+    texts, y = labelled
+    with pytest.raises(ValueError, match="y is required"):
+        tuner(tiny_model_path).fit(texts, None)
+    with pytest.raises(ValueError, match="y has 2 entries"):
+        tuner(tiny_model_path).fit(texts, y[:2])
+    with pytest.raises(ValueError, match="only one class"):
+        tuner(tiny_model_path).fit(texts, np.zeros(len(texts)))
+    with pytest.raises(ValueError, match="'n_neg' parameter"):
+        tuner(tiny_model_path, n_neg=-1).fit(texts, y)
+
+
+# -- the real model ------------------------------------------------------------------------------
+JARGON = [
+    ("ooo", "out of the office"),
+    ("wfh", "working from home"),
+    ("eod", "the end of the day"),
+    ("pto", "paid time off"),
+    ("lgtm", "this looks good to me"),
+    ("asap", "as soon as possible"),
+]
+FRAMES = [
+    "{} says the manager",
+    "note: {} for the whole team",
+    "reminder {} this friday",
+    "she wrote {} in the chat",
+    "{} according to the email",
+    "my reply was simply {}",
+]
+
+
+def test_minilm_learns_paraphrases():
+    # jargon <-> plain-English paraphrases: train in some sentence frames, test in unseen ones
+    def make(frames):
+        X1, X2, y = [], [], []
+        for k, (short, plain) in enumerate(JARGON):
+            other = JARGON[(k + 1) % len(JARGON)][1]
+            for frame in frames:
+                X1 += [frame.format(short), frame.format(short)]
+                X2 += [frame.format(plain), frame.format(other)]
+                y += [1.0, 0.0]
+        return X1, X2, np.array(y)
+
+    X1, X2, y = make(FRAMES[:4])
+    positives = y == 1
+    fitted = SbertLearner(
+        "all-MiniLM-L6-v2", loss="mnrl", batch_size=8, learning_rate=2e-4, random_state=0
+    ).fit([x for x, p in zip(X1, positives) if p], [x for x, p in zip(X2, positives) if p])
+    X1, X2, y = make(FRAMES[4:])
+    pos = y == 1
+    after = fitted.predict(X1, X2)
+    before = cosine(SentenceEncoder("all-MiniLM-L6-v2"), X1, X2)  # the untouched shared model
+    assert after[pos].mean() > before[pos].mean() + 0.02
+    # and not by pulling every pair together: paraphrases stand out more from non-paraphrases
+    gap_after = after[pos].mean() - after[~pos].mean()
+    gap_before = before[pos].mean() - before[~pos].mean()
+    assert gap_after > gap_before + 0.03
+
+
+# -- hard-negative mining ------------------------------------------------------------------------
+def unit_rows(*rows):
+    X = np.array(rows, dtype=np.float32)
+    return X / np.linalg.norm(X, axis=1, keepdims=True)
+
+
+def test_mining_picks_the_closest_non_match():
+    from embetter.finetune import mine_hard_negatives
+
+    anchors = ["q0", "q1", "q2", "q0"]  # q0 has two positives: neither is its negative
+    positives = ["p0", "p1", "p2", "p0b"]
+    A = unit_rows([1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0])
+    P = unit_rows([1, 0.6, 0], [0.6, 1, 0.3], [0, 0.3, 1], [1, 0, 0.2])
+    a, p, n = mine_hard_negatives(anchors, positives, embeddings=(A, P), margin=None)
+    assert list(zip(a, p, n)) == [
+        ("q0", "p0", "p1"), ("q1", "p1", "p0"), ("q2", "p2", "p1"), ("q0", "p0b", "p1")
+    ]
+    a, p, n = mine_hard_negatives(anchors, positives, embeddings=(A, P), n_negatives=2,
+                                  margin=None)
+    assert [x for x, q in zip(n, a) if q == "q1"] == ["p0", "p2"]  # most similar first
+    # a margin skips candidates nearly as close as the positive (likely unlabelled matches)
+    a, p, n = mine_hard_negatives(anchors, positives, embeddings=(A, P), margin=0.5)
+    assert list(zip(a, n)) == [("q0", "p2"), ("q1", "p2"), ("q2", "p1"), ("q0", "p2")]
+
+
+def test_mining_with_models_feeds_mnrl(tiny_model_path, corpus):
+    from embetter.finetune import mine_hard_negatives
+
+    anchors, positives = corpus[0:40:2], corpus[1:41:2]
+    a, p, n = mine_hard_negatives(anchors, positives, tiny_model_path, margin=None)
+    assert len(a) == 20 and all(x != y for x, y in zip(p, n)) and set(n) <= set(positives)
+    fitted = learner(tiny_model_path, loss="mnrl", batch_size=8).fit(a, p, negatives=n)
+    # a fitted learner (or any transformer) can mine with its own, tuned embeddings
+    a2, _, n2 = mine_hard_negatives(anchors, positives, fitted, n_negatives=3, margin=None)
+    assert len(a2) == 60 and len(n2) == 60
+
+
+def test_mining_bad_input():
+    from embetter.finetune import mine_hard_negatives
+
+    A = unit_rows([1, 0], [0, 1])
+    with pytest.raises(ValueError, match="same number"):
+        mine_hard_negatives(["a", "b"], ["c"], embeddings=(A, A))
+    with pytest.raises(ValueError, match="at least 2"):
+        mine_hard_negatives(["a"], ["c"], embeddings=(A[:1], A[:1]))
+    with pytest.raises(ValueError, match="embeddings\\[1\\] has 3 rows"):
+        mine_hard_negatives(["a", "b"], ["c", "d"], embeddings=(A, unit_rows([1, 0], [0, 1],
+                                                                               [1, 1])))
+    with pytest.raises(ValueError, match="no hard negative"):
+        mine_hard_negatives(["a", "b"], ["c", "d"], embeddings=(A, A), margin=2.0)
+    with pytest.raises(ValueError, match="n_negatives"):
+        mine_hard_negatives(["a", "b"], ["c", "d"], embeddings=(A, A), n_negatives=0)
+    with pytest.raises(TypeError, match="model must be"):
+        mine_hard_negatives(["a", "b"], ["c", "d"], model=3)
