@@ -252,6 +252,9 @@ def test_verbose_shows_progress(data, capsys):
     assert "FeedForwardTuner" in captured.err + captured.out
     FeedForwardTuner(n_epochs=3, random_state=0).fit(X, y)
     assert capsys.readouterr().err == ""
+    ContrastiveTuner(epochs=2, verbose=1, random_state=0).fit(X, y)
+    captured = capsys.readouterr()
+    assert "ContrastiveTuner" in captured.err + captured.out
 
 
 def test_device_choice(data):
