@@ -68,6 +68,25 @@ def test_same_seed_same_embeddings(tiny_model_path, pairs, corpus):
     assert not np.allclose(a, base, atol=1e-4)  # training really changed the weights
 
 
+def test_max_seq_length_applies_while_training_only(tiny_model_path, pairs, corpus):
+    short = learner(tiny_model_path, max_seq_length=3).fit(*small(pairs))
+    full = learner(tiny_model_path).fit(*small(pairs))
+    assert short.model_.max_seq_length == full.model_.max_seq_length == 64
+    assert not np.allclose(short.transform(corpus[:5]), full.transform(corpus[:5]), atol=1e-5)
+
+
+def test_global_random_state_is_left_alone(tiny_model_path, pairs):
+    import random
+
+    import torch
+
+    np.random.seed(123), random.seed(123), torch.manual_seed(123)
+    expected = (np.random.rand(), random.random(), torch.rand(1).item())
+    np.random.seed(123), random.seed(123), torch.manual_seed(123)
+    learner(tiny_model_path).fit(*small(pairs, 16))
+    assert (np.random.rand(), random.random(), torch.rand(1).item()) == expected
+
+
 @pytest.mark.parametrize("loss", ["cosine", "cosent", "contrastive", "online_contrastive"])
 def test_pair_losses_train(tiny_model_path, pairs, loss):
     fitted = learner(tiny_model_path, loss=loss, matryoshka_dims=[32, 8]).fit(*small(pairs))

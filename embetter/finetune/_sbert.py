@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
@@ -100,6 +101,25 @@ def _save_atomic(model, path) -> str:
     return str(path)
 
 
+@contextlib.contextmanager
+def _global_rng_kept():
+    """The Trainer seeds python, numpy and torch globally; give the caller its state back."""
+    import random
+
+    import torch
+
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
 def _spearman(a, b) -> float:
     from scipy.stats import spearmanr
 
@@ -159,9 +179,10 @@ class SbertLearner(_SbertBase):
     hard negative per pair (`fit(X1, X2, negatives=...)`, see `mine_hard_negatives`).
 
     A name or path in `sent_tfm` is loaded (offline, like `SentenceEncoder`) in `fit`, as a
-    private copy. A `SentenceTransformer` instance is trained in place: afterwards the
-    caller's model holds the fine-tuned weights. A `SentenceEncoder` is unwrapped into the
-    name or model it holds.
+    private copy, so every `fit` starts from the pretrained weights. A `SentenceTransformer`
+    instance is trained in place: afterwards the caller's model holds the fine-tuned weights
+    (and a second `fit` continues from them). A `SentenceEncoder` is unwrapped into the name
+    or model it holds.
 
     Arguments:
         sent_tfm: a model name, a local path, a `SentenceTransformer` or a `SentenceEncoder`.
@@ -173,8 +194,8 @@ class SbertLearner(_SbertBase):
             linearly; it then decays linearly to zero.
         matryoshka_dims: optional list of leading dimensions (e.g. `[384, 128, 64]`) that are
             each trained to work on their own (`MatryoshkaLoss`).
-        max_seq_length: truncate texts to this many tokens (`None` keeps the model's limit);
-            it stays set on the model afterwards.
+        max_seq_length: truncate texts to this many tokens while training (`None`: the
+            model's own limit). Shorter is faster; encoding afterwards uses the model's limit.
         random_state: seed for the data order, dropout and any initialisation.
         device: `None` picks cuda, then mps, then cpu; or `"cpu"`, `"cuda"`, `"mps"`.
         show_progress_bar: show progress bars while training and encoding.
@@ -340,16 +361,20 @@ class SbertLearner(_SbertBase):
             eval_set = check_pairs(*eval_set, texts=True)
         model = self._load_model()
         dims = self._check_dims(model)
-        if self.max_seq_length is not None:
-            model.max_seq_length = int(self.max_seq_length)
         self.model_ = model
         self.history_ = []
-        self.n_steps_ = self._train(model, self._dataset(X1, X2, y, negatives), dims, eval_set)
+        limit = model.max_seq_length
+        if self.max_seq_length is not None and (limit is None or self.max_seq_length < limit):
+            model.max_seq_length = int(self.max_seq_length)
+        try:
+            self.n_steps_ = self._train(model, self._dataset(X1, X2, y, negatives), dims,
+                                        eval_set)
+        finally:
+            model.max_seq_length = limit
         self.n_features_out_ = _embedding_dim(model)
         return self
 
     def _train(self, model, dataset, dims, eval_set) -> int:
-        import torch
         from sentence_transformers import (
             SentenceTransformerTrainer,
             SentenceTransformerTrainingArguments,
@@ -367,10 +392,6 @@ class SbertLearner(_SbertBase):
                 pass
 
         class _History(TrainerCallback):
-            def on_log(self, args, state, control, logs=None, **kwargs):
-                if logs and "loss" in logs:
-                    self.loss = float(logs["loss"])
-
             def on_epoch_end(self, args, state, control, **kwargs):
                 entry = {"epoch": int(round(state.epoch or 0)), "step": int(state.global_step)}
                 if eval_set is not None:
@@ -385,8 +406,7 @@ class SbertLearner(_SbertBase):
         warmup = math.ceil(float(self.warmup_ratio) * steps_per_epoch * int(self.epochs))
         history = _History()
         device = resolve_device(self.device)
-        torch.manual_seed(seed)
-        with tempfile.TemporaryDirectory(prefix="embetter-sbert-") as tmp:
+        with _global_rng_kept(), tempfile.TemporaryDirectory(prefix="embetter-sbert-") as tmp:
             args = SentenceTransformerTrainingArguments(
                 output_dir=tmp,
                 num_train_epochs=int(self.epochs),
@@ -418,9 +438,7 @@ class SbertLearner(_SbertBase):
             trainer.train()
             steps = int(trainer.state.global_step)
             # the epoch loss is logged after on_epoch_end: attach the last one per epoch
-            losses = [
-                float(e["loss"]) for e in trainer.state.log_history if "loss" in e
-            ]
+            losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
             for entry, loss in zip(self.history_, losses):
                 entry["train_loss"] = loss
             del trainer
@@ -491,13 +509,21 @@ class SbertTuner(TransformerMixin, _SbertBase):
     for any classifier. A 2-D 0/1 `y` is read as multi-label. With `loss="mnrl"` only the
     positive pairs are used (other texts in the batch act as negatives).
 
+    The defaults are chosen for the few-shot case (a handful of labelled texts per class):
+    balanced pairs (2 positive, 2 negative per text), one epoch at a high learning rate, and
+    training on the first 32 tokens of each text (encoding afterwards uses the whole text).
+    With 8 texts per class of 6 classes that is 12 optimizer steps; see `benchmarks/sbert.py`.
+    With many labelled texts, lower `learning_rate` (e.g. 2e-5) and perhaps `n_pos`/`n_neg`.
+
     Arguments:
         sent_tfm: a model name, a local path, a `SentenceTransformer` (trained in place) or a
             `SentenceEncoder`.
         n_neg: pairs with a text of another class, per text.
         n_pos: pairs with another text of the same class, per text.
-        loss, batch_size, epochs, learning_rate, warmup_ratio, matryoshka_dims,
-            max_seq_length, device, show_progress_bar: as in `SbertLearner`.
+        loss, batch_size, epochs, learning_rate, warmup_ratio, matryoshka_dims, device,
+            show_progress_bar: as in `SbertLearner`.
+        max_seq_length: truncate texts to this many tokens while training (faster); `None`
+            keeps the model's limit.
         random_state: seed for the pairs, the data order and dropout.
 
     After `fit`: `learner_` (the fitted `SbertLearner`), `model_` (its model), `n_pairs_`.
@@ -527,15 +553,15 @@ class SbertTuner(TransformerMixin, _SbertBase):
     def __init__(
         self,
         sent_tfm="all-MiniLM-L6-v2",
-        n_neg=3,
-        n_pos=1,
+        n_neg=2,
+        n_pos=2,
         loss="cosine",
         batch_size=16,
         epochs=1,
-        learning_rate=2e-5,
+        learning_rate=2e-4,
         warmup_ratio=0.1,
         matryoshka_dims=None,
-        max_seq_length=None,
+        max_seq_length=32,
         random_state=None,
         device=None,
         show_progress_bar=False,
