@@ -88,6 +88,44 @@ def test_global_random_state_is_left_alone(tiny_model_path, pairs):
 
 
 @pytest.mark.parametrize("loss", ["cosine", "cosent", "contrastive", "online_contrastive"])
+def test_unique_texts_loss_equals_the_plain_loss(tiny_model_path, corpus, loss):
+    """Encoding each distinct text of a batch once changes the cost, not the loss or gradients."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from embetter.finetune._sbert import _unique_texts_loss
+
+    model = SentenceTransformer(tiny_model_path, device="cpu").eval()  # no dropout: exact
+    plain = SbertLearner(model, loss=loss)._make_loss(model, None)
+    assert type(plain).__name__ == "UniqueTextsLoss"
+    plain = plain.inner
+    texts = corpus[:6]
+    X1 = [texts[k] for k in (0, 1, 2, 0, 3, 1, 4, 5)]
+    X2 = [texts[k] for k in (1, 0, 0, 2, 5, 5, 4, 3)]
+    labels = torch.tensor([1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0])
+    features = [model.tokenize(X1), model.tokenize(X2)]
+    rows = []
+    hook = model.register_forward_pre_hook(lambda m, a: rows.append(a[0]["input_ids"].shape[0]))
+
+    def loss_and_grads(fn):
+        model.zero_grad()
+        value = fn([dict(f) for f in features], labels)
+        value.backward()
+        return value.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    expected, expected_grads = loss_and_grads(plain)
+    assert sum(rows) == 16
+    rows.clear()
+    got, grads = loss_and_grads(_unique_texts_loss(plain))
+    hook.remove()
+    assert rows == [6]  # six distinct texts, one forward pass
+    assert got == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert len(grads) == len(expected_grads)
+    for g, e in zip(grads, expected_grads):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["cosine", "cosent", "contrastive", "online_contrastive"])
 def test_pair_losses_train(tiny_model_path, pairs, loss):
     fitted = learner(tiny_model_path, loss=loss, matryoshka_dims=[32, 8]).fit(*small(pairs))
     X = fitted.transform(["the cat likes pizza", "a dog fixes old cars"])
@@ -238,7 +276,7 @@ def tuner(path, **kw):
 
 def test_tuner_in_a_pipeline(tiny_model_path, labelled):
     texts, y = labelled
-    pipe = make_pipeline(tuner(tiny_model_path, n_neg=2), LogisticRegression(max_iter=500))
+    pipe = make_pipeline(tuner(tiny_model_path, n_neg=2, n_pos=1), LogisticRegression(max_iter=500))
     pipe.fit(texts, y)
     step = pipe[0]
     assert step.n_pairs_ == len(texts) * 3  # n_pos + n_neg per text: linear, not quadratic
@@ -268,7 +306,7 @@ def test_tuner_grid_search(tiny_model_path, labelled):
 def test_tuner_mnrl_and_multilabel(tiny_model_path, labelled):
     texts, y = labelled
     fitted = tuner(tiny_model_path, loss="mnrl", batch_size=8).fit(texts, y)
-    assert fitted.n_pairs_ == len(texts)  # positives only
+    assert fitted.n_pairs_ == len(texts) * fitted.n_pos  # positives only
     Y = np.stack([y == "likes", y == "hates", np.char.startswith(y, "f")], axis=1).astype(int)
     assert tuner(tiny_model_path, n_neg=1).fit(texts, Y).transform(texts[:2]).shape == (2, 32)
 

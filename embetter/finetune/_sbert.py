@@ -102,6 +102,28 @@ def _save_atomic(model, path) -> str:
 
 
 @contextlib.contextmanager
+def _old_objects_frozen():
+    """Keep the objects that exist now out of the garbage collector's sweeps for a while.
+
+    The Trainer (through accelerate) runs a full `gc.collect()` when training ends, which walks
+    every object of the process: about 0.4 s with torch and transformers loaded, a large share
+    of a few-shot fit. Objects made before training are not garbage of the training, so they
+    are frozen (`gc.freeze`) and the sweep only visits what training made. A caller's own
+    freeze is left as it is.
+    """
+    import gc
+
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+@contextlib.contextmanager
 def _global_rng_kept():
     """The Trainer seeds python, numpy and torch globally; give the caller its state back."""
     import random
@@ -118,6 +140,60 @@ def _global_rng_kept():
         torch.set_rng_state(states[2])
         if cuda is not None:
             torch.cuda.set_rng_state_all(cuda)
+
+
+_TOKEN_KEYS = {"input_ids", "attention_mask", "token_type_ids"}
+
+
+def _unique_texts_loss(inner):
+    """Wrap a pair loss so each distinct text in a batch is encoded once.
+
+    Pairs built from labels reuse the same few texts over and over (16 texts make 64 pairs),
+    so a batch of pairs holds many copies of one text. The wrapper concatenates the columns,
+    runs the model once on the distinct rows and hands the per-column embeddings to the
+    inner loss: the same loss and gradients (duplicates share a dropout draw) for a fraction
+    of the compute. Inputs it does not recognise go to the inner loss unchanged.
+    """
+    import torch
+
+    class UniqueTextsLoss(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+            self.model = inner.model
+
+        def forward(self, sentence_features, labels):
+            columns = list(sentence_features)
+            first = columns[0]
+            tensors = sorted(k for k, v in first.items() if isinstance(v, torch.Tensor))
+            others = {k: v for k, v in first.items() if k not in tensors}
+            if not (
+                {"input_ids", "attention_mask"} <= set(tensors) <= _TOKEN_KEYS
+                and all(set(c) == set(first) for c in columns)
+                and all(all(c[k] == v for k, v in others.items()) for c in columns)
+                and all(c[k].ndim == 2 for c in columns for k in tensors)
+            ):
+                return self.inner(columns, labels)
+            width = max(c["input_ids"].shape[1] for c in columns)
+            stacked = {
+                k: torch.cat([torch.nn.functional.pad(c[k], (0, width - c[k].shape[1]))
+                              for c in columns])
+                for k in tensors
+            }
+            mask = stacked["attention_mask"]
+            key = torch.cat([stacked["input_ids"] * mask, mask], dim=1)
+            rows, inverse = torch.unique(key, dim=0, return_inverse=True)
+            pick = torch.full((len(rows),), key.shape[0], dtype=torch.long, device=key.device)
+            pick.scatter_reduce_(0, inverse, torch.arange(key.shape[0], device=key.device),
+                                 reduce="amin")
+            used = int(mask[pick].sum(dim=1).max())
+            unique = {k: v[pick, :used] for k, v in stacked.items()} | others
+            embedded = self.model(unique)["sentence_embedding"][inverse]
+            return self.inner.compute_loss_from_embeddings(
+                list(embedded.split(first["input_ids"].shape[0])), labels
+            )
+
+    return UniqueTextsLoss(inner)
 
 
 def _spearman(a, b) -> float:
@@ -333,6 +409,8 @@ class SbertLearner(_SbertBase):
             "mnrl": losses.MultipleNegativesRankingLoss,
         }[self.loss]
         loss = make(model)
+        if self.loss != "mnrl" and hasattr(loss, "compute_loss_from_embeddings"):
+            loss = _unique_texts_loss(loss)  # mnrl batches hold no duplicate texts
         if dims:
             loss = losses.MatryoshkaLoss(model, loss, matryoshka_dims=dims)
         return loss
@@ -406,7 +484,11 @@ class SbertLearner(_SbertBase):
         warmup = math.ceil(float(self.warmup_ratio) * steps_per_epoch * int(self.epochs))
         history = _History()
         device = resolve_device(self.device)
-        with _global_rng_kept(), tempfile.TemporaryDirectory(prefix="embetter-sbert-") as tmp:
+        with (
+            _global_rng_kept(),
+            _old_objects_frozen(),
+            tempfile.TemporaryDirectory(prefix="embetter-sbert-") as tmp,
+        ):
             args = SentenceTransformerTrainingArguments(
                 output_dir=tmp,
                 num_train_epochs=int(self.epochs),
