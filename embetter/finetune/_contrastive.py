@@ -308,8 +308,8 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         n_pos: similar pairs per item and epoch.
         epochs: passes (each with new pairs) in `fit`.
         max_steps: at most this many gradient steps in `fit` (`None`: no limit). Large data
-            shows the learner plenty of pairs in a few passes: the default (60 steps of 512
-            pairs, ten passes over 750 rows) keeps `fit` on thousands of rows under a second
+            shows the learner plenty of pairs in a few passes: the default (50 steps of 512
+            pairs, ten passes over 600 rows) keeps `fit` on thousands of rows under a second
             on a CPU.
         learning_rate: step size of the optimizer.
         batch_size: pairs per gradient step.
@@ -366,7 +366,7 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         n_neg=3,
         n_pos=1,
         epochs=10,
-        max_steps=60,
+        max_steps=50,
         learning_rate=3e-3,
         batch_size=512,
         loss="cosine",
