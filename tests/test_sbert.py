@@ -75,6 +75,32 @@ def test_max_seq_length_applies_while_training_only(tiny_model_path, pairs, corp
     assert not np.allclose(short.transform(corpus[:5]), full.transform(corpus[:5]), atol=1e-5)
 
 
+def test_freeze_embeddings_trains_everything_but_the_token_embeddings(tiny_model_path, pairs):
+    from sentence_transformers import SentenceTransformer
+
+    from embetter.finetune._sbert import _token_embeddings
+
+    model = SentenceTransformer(tiny_model_path, device="cpu")
+    (embedding,) = _token_embeddings(model)
+    assert embedding.shape[0] == model.tokenizer.vocab_size
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    learner(model, freeze_embeddings=True).fit(*small(pairs))
+    after = dict(model.named_parameters())
+    frozen = [n for n, p in after.items() if p is embedding]
+    changed = [n for n, p in after.items() if not torch_equal(p, before[n])]
+    assert frozen and not set(frozen) & set(changed)
+    assert len(changed) > len(after) // 2  # the rest of the network did train
+    assert all(p.requires_grad for p in model.parameters())  # handed back trainable
+    learner(model).fit(*small(pairs))  # the default trains the embeddings too
+    assert not torch_equal(embedding, before[frozen[0]])
+
+
+def torch_equal(a, b):
+    import torch
+
+    return torch.equal(a.detach(), b)
+
+
 def test_global_random_state_is_left_alone(tiny_model_path, pairs):
     import random
 
