@@ -162,6 +162,29 @@ def test_in_memory_model_is_shipped_not_reloaded(client, tiny_model_path, corpus
     assert set(client.run(_loads).values()) == {0}
 
 
+@pytest.mark.parametrize("tuner", ["feedforward", "contrastive", "sbert"])
+def test_fitted_tuners_run_on_the_cluster(client, tiny_model_path, frame, tuner):
+    """A pipeline with a tuner fitted here gives, on the workers, what it gives locally."""
+    from embetter.finetune import ContrastiveTuner, FeedForwardTuner, SbertTuner
+
+    texts = frame["text"].tolist()
+    y = np.array([t.split()[2] for t in texts])  # the verb: seven classes
+    if tuner == "sbert":  # fine-tunes the tiny model itself: its weights exist only here
+        pipe = make_pipeline(ColumnGrabber("text"),
+                             SbertTuner(tiny_model_path, learning_rate=1e-3, random_state=0))
+    else:
+        cls = FeedForwardTuner if tuner == "feedforward" else ContrastiveTuner
+        pipe = make_pipeline(ColumnGrabber("text"), SentenceEncoder(tiny_model_path),
+                             cls(random_state=0))
+    pipe.fit(frame[:120], y[:120])
+    expected = pipe.transform(frame)
+    got = client.compute(
+        transform(pipe, dd.from_pandas(frame, npartitions=4), client=client), sync=True
+    )
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, **TOL)
+
+
 def test_whole_dataframe_through_a_column_grabber(client, tiny_model_path, frame):
     pipe = make_pipeline(ColumnGrabber("text"), SentenceEncoder(tiny_model_path))
     ddf = dd.from_pandas(frame, npartitions=3)
