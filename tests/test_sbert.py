@@ -143,8 +143,13 @@ def test_unique_texts_loss_equals_the_plain_loss(tiny_model_path, corpus, loss):
     assert sum(rows) == 16
     rows.clear()
     got, grads = loss_and_grads(_unique_texts_loss(plain))
-    hook.remove()
     assert rows == [6]  # six distinct texts, one forward pass
+    rows.clear()
+    model.tokenizer.padding_side = "left"  # widening by padding would move tokens: not merged
+    assert loss_and_grads(_unique_texts_loss(plain))[0] == pytest.approx(expected, rel=1e-5)
+    assert sum(rows) == 16
+    model.tokenizer.padding_side = "right"
+    hook.remove()
     assert got == pytest.approx(expected, rel=1e-5, abs=1e-6)
     assert len(grads) == len(expected_grads)
     for g, e in zip(grads, expected_grads):

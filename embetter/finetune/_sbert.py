@@ -175,6 +175,12 @@ def _global_rng_kept():
 _TOKEN_KEYS = {"input_ids", "attention_mask", "token_type_ids"}
 
 
+def _same(a, b) -> bool:
+    """Equal plain values (such as `modality="text"`); anything else counts as different."""
+    plain = (str, int, float, bool, type(None))
+    return a is b or (isinstance(a, plain) and isinstance(b, plain) and a == b)
+
+
 def _unique_texts_loss(inner):
     """Wrap a pair loss so each distinct text in a batch is encoded once.
 
@@ -197,10 +203,12 @@ def _unique_texts_loss(inner):
             first = columns[0]
             tensors = sorted(k for k, v in first.items() if isinstance(v, torch.Tensor))
             others = {k: v for k, v in first.items() if k not in tensors}
+            tokenizer = getattr(self.model, "tokenizer", None)
             if not (
-                {"input_ids", "attention_mask"} <= set(tensors) <= _TOKEN_KEYS
+                getattr(tokenizer, "padding_side", None) == "right"  # widened by padding right
+                and {"input_ids", "attention_mask"} <= set(tensors) <= _TOKEN_KEYS
                 and all(set(c) == set(first) for c in columns)
-                and all(all(c[k] == v for k, v in others.items()) for c in columns)
+                and all(_same(c[k], v) for c in columns for k, v in others.items())
                 and all(c[k].ndim == 2 for c in columns for k in tensors)
             ):
                 return self.inner(columns, labels)
