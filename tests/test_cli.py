@@ -153,6 +153,17 @@ def test_finetune_contrastive_in_process_and_partial_labels(files, tiny_model_pa
     assert X.shape[0] == 1 and np.isfinite(X).all()
 
 
+def test_finetune_sbert_saves_grabber_and_tuned_model(files, tiny_model_path, tmp_path):
+    out = tmp_path / "sbert.joblib"
+    assert main(["finetune", str(files / "train.csv"), "--text-col", "text", "--label-col",
+                 "label", "--tuner", "sbert", "--model", tiny_model_path, "-p", "n_neg=1",
+                 "--out", str(out)]) == 0
+    pipe = joblib.load(out)
+    assert [name for name, _ in pipe.steps] == ["columngrabber", "sberttuner"]
+    X = pipe.transform(pd.DataFrame({"text": ["a dog likes pizza", "the market moves"]}))
+    assert X.shape == (2, 32) and np.isfinite(X).all()
+
+
 # -- error paths: one line on stderr, exit code 2, no traceback ----------------------------------
 @pytest.fixture(scope="module")
 def bad_files(files):

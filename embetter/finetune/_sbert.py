@@ -634,7 +634,9 @@ class SbertTuner(TransformerMixin, _SbertBase):
     `len(texts) * (n_pos + n_neg)` pairs, never all of them), fine-tunes the model on those
     pairs with an `SbertLearner`, and `transform` then returns the fine-tuned embeddings, ready
     for any classifier. A 2-D 0/1 `y` is read as multi-label. With `loss="mnrl"` only the
-    positive pairs are used (other texts in the batch act as negatives).
+    positive pairs are used (other texts in the batch act as negatives). The other arguments
+    (`loss`, `batch_size`, `epochs`, `learning_rate`, `warmup_ratio`, `matryoshka_dims`,
+    `device`, `show_progress_bar`) mean what they mean in `SbertLearner`.
 
     The defaults are chosen for the few-shot case (a handful of labelled texts per class):
     balanced pairs (2 positive, 2 negative per text), one epoch at a high learning rate, and
@@ -648,8 +650,6 @@ class SbertTuner(TransformerMixin, _SbertBase):
             `SentenceEncoder`.
         n_neg: pairs with a text of another class, per text.
         n_pos: pairs with another text of the same class, per text.
-        loss, batch_size, epochs, learning_rate, warmup_ratio, matryoshka_dims, device,
-            show_progress_bar: as in `SbertLearner`.
         max_seq_length: truncate texts to this many tokens while training (faster); `None`
             keeps the model's limit.
         freeze_embeddings: keep the token embedding matrix fixed (default here: faster, as
