@@ -31,28 +31,27 @@ def _needs_pyarrow(action: str):
         ) from None
 
 
+def _format_of(path, formats: dict, what: str) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in formats:
+        raise UsageError(
+            f"{path}: unsupported {what} format {suffix or '(no extension)'!r}; "
+            f"use one of {', '.join(formats)}"
+        )
+    return formats[suffix]
+
+
 def table_format(path) -> str:
     """The format of an input table, from its extension (`.csv`, `.jsonl`, `.parquet`)."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in TABLE_FORMATS:
-        raise UsageError(
-            f"{path}: unsupported input format {suffix or '(no extension)'!r}; "
-            f"use one of {', '.join(TABLE_FORMATS)}"
-        )
-    return TABLE_FORMATS[suffix]
+    return _format_of(path, TABLE_FORMATS, "input")
 
 
 def output_format(path) -> str:
     """The format of an output file, from its extension (`.npy` or `.parquet`)."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in OUTPUT_FORMATS:
-        raise UsageError(
-            f"{path}: unsupported output format {suffix or '(no extension)'!r}; "
-            f"use one of {', '.join(OUTPUT_FORMATS)}"
-        )
-    if OUTPUT_FORMATS[suffix] == "parquet":
+    fmt = _format_of(path, OUTPUT_FORMATS, "output")
+    if fmt == "parquet":
         _needs_pyarrow("Writing")
-    return OUTPUT_FORMATS[suffix]
+    return fmt
 
 
 def read_table(path, text_col: str | None = None):

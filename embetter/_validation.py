@@ -157,6 +157,20 @@ def as_labels(y, name: str = "y", n_samples: int | None = None) -> np.ndarray:
     return arr
 
 
+def encode_known_labels(y: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Positions of `y`'s labels in the sorted `classes` (int64); a clear error for labels not
+    among them (a stream's later batch with a label the first `partial_fit` did not declare)."""
+    codes = np.clip(np.searchsorted(classes, y), 0, len(classes) - 1)
+    unseen = classes[codes] != y
+    if unseen.any():
+        raise ValueError(
+            f"y contains labels not seen before: {sorted(set(y[unseen].tolist()))[:5]}; "
+            f"known classes are {classes.tolist()[:10]}. Pass every label to the "
+            "first partial_fit call with classes=..."
+        )
+    return codes.astype(np.int64)
+
+
 def check_pairs(X1, X2, y=None, *, texts: bool = False, n_features: int | None = None):
     """Validate the pair format `(X1, X2, y)` used by the learners.
 

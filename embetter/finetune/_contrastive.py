@@ -15,7 +15,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from embetter._torch import TorchHeadMixin, _Progress, train_threads
-from embetter._validation import as_labels, check_estimator_input, check_pairs, require_y
+from embetter._validation import (
+    as_labels,
+    check_estimator_input,
+    check_pairs,
+    encode_known_labels,
+    require_y,
+)
 from embetter.finetune._pairs import generate_pairs
 
 _F = torch.nn.functional
@@ -464,13 +470,7 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
             else:
                 self.classes_ = np.unique(y if classes is None else as_labels(classes, "classes"))
         if columns is None:
-            unseen = ~np.isin(y, self.classes_)
-            if unseen.any():
-                raise ValueError(
-                    f"y contains labels not seen before: {sorted(set(y[unseen].tolist()))[:5]};"
-                    f" known classes are {self.classes_.tolist()[:10]}. Pass every label to the "
-                    "first partial_fit call with classes=..."
-                )
+            encode_known_labels(y, self.classes_)
         elif y.shape[1] != self.classes_.size:
             raise ValueError(
                 f"y has {y.shape[1]} label columns, the first batch had {self.classes_.size}"

@@ -12,7 +12,12 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from embetter._torch import TorchHeadMixin, train_threads
-from embetter._validation import as_labels, check_estimator_input, require_y
+from embetter._validation import (
+    as_labels,
+    check_estimator_input,
+    encode_known_labels,
+    require_y,
+)
 
 _ACTIVATIONS = {
     "relu": torch.nn.ReLU,
@@ -173,18 +178,6 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
         return self.hidden_dim
 
     # -- training ----------------------------------------------------------------------------
-    def _encode_labels(self, y):
-        codes = np.searchsorted(self.classes_, y)
-        codes = np.clip(codes, 0, len(self.classes_) - 1)
-        unseen = self.classes_[codes] != y
-        if unseen.any():
-            raise ValueError(
-                f"y contains labels not seen before: {sorted(set(y[unseen].tolist()))[:5]}; "
-                f"known classes are {self.classes_.tolist()[:10]}. Pass every label to the "
-                "first partial_fit call with classes=..."
-            )
-        return codes.astype(np.int64)
-
     def fit(self, X, y):
         """Train a fresh network on `(X, y)`; returns `self`."""
         self._validate_params()
@@ -197,7 +190,7 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
                 f"y has only one class ({self.classes_[0]!r}); FeedForwardTuner needs at least "
                 "two classes to learn from"
             )
-        codes = self._encode_labels(y)
+        codes = encode_known_labels(y, self.classes_)
         with train_threads(self):
             return self._fit_arrays([X, codes], stratify=codes)
 
@@ -230,7 +223,7 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
                 f"classes={np.unique(classes).tolist()[:10]} differs from the classes of the "
                 f"first partial_fit call {self.classes_.tolist()[:10]}"
             )
-        codes = self._encode_labels(y)
+        codes = encode_known_labels(y, self.classes_)
         with train_threads(self):
             return self._partial_fit_arrays([X, codes])
 
