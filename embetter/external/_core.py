@@ -1,0 +1,344 @@
+"""The shared core of the hosted-API encoders: batching, ordering, concurrency, retries, errors.
+
+Each provider file only says how to build its client, send one batch and read one error; this
+module does the rest, the same way for every provider:
+
+- texts are split into batches by count (`batch_size`) and by an estimated token budget
+  (`max_tokens_per_request`), in input order;
+- at most `max_concurrency` batches are in flight; each reply lands in its batch's rows, so
+  the output is in input order whatever order the replies come back in;
+- a reply with the wrong number of rows or a different width is an error, and so is any
+  batch that still fails after the retries: nothing partial or misordered is ever returned;
+- the client is built lazily and cached on the instance, never pickled; an `api_key` given as
+  an argument is masked in every repr and dropped from pickles.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import numbers
+import random
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from embetter._validation import as_texts
+from embetter.base import EmbetterBase
+
+log = logging.getLogger("embetter.external")
+
+#: Our own backoff, for clients without retry machinery (Ollama) and for what a client does not
+#: retry (timeouts in Cohere's client): the same curve as openai's (0.5 s doubling to 8 s,
+#: minus up to 25% jitter).
+INITIAL_RETRY_DELAY = 0.5
+MAX_RETRY_DELAY = 8.0
+
+#: Statuses worth retrying: request timeout, lock conflict, rate limit, server errors.
+RETRY_STATUSES = frozenset({408, 409, 429})
+
+
+class MalformedReply(ValueError):
+    """A reply that parsed but does not fit the request (raised by a provider's
+    `_embed_batch`; the core adds which batch it was)."""
+
+
+class HostedAPIError(RuntimeError):
+    """A batch that the hosted API did not embed (after the retries, where the error was worth
+    retrying), or a reply that does not fit the request.
+
+    `batch` is the 0-based batch number, `texts` the `(start, stop)` range of input positions
+    it held, and `status` the HTTP status (`None` for a timeout, a lost connection or a
+    malformed reply).
+    """
+
+    def __init__(self, message, *, batch=None, texts=None, status=None):
+        super().__init__(message)
+        self.batch = batch
+        self.texts = texts
+        self.status = status
+
+
+def require(module: str, extra: str, owner: str):
+    """Import a provider's client package, or say which extra installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(
+            f"{owner} needs the `{module}` package, which is not installed. "
+            f"Install it with: pip install 'embetter[{extra}]'"
+        ) from e
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap upper estimate of a text's token count: UTF-8 bytes / 3, rounded up.
+
+    BPE tokenisers average about 4 bytes per token on English and about 3 on CJK scripts, so
+    this overestimates, which keeps a batch under a provider's per-request token limit
+    without shipping the provider's tokenizer.
+    """
+    return max(1, math.ceil(len(text.encode("utf-8")) / 3))
+
+
+def make_batches(texts: list[str], batch_size: int, max_tokens: int | None) -> list[range]:
+    """Consecutive ranges of positions: at most `batch_size` texts and (estimated)
+    `max_tokens` tokens each. A single text over the budget gets a batch of its own (the
+    provider truncates it or says it is too long)."""
+    batches, start, tokens = [], 0, 0
+    for i, text in enumerate(texts):
+        cost = estimate_tokens(text) if max_tokens is not None else 0
+        full = i - start >= batch_size or (max_tokens is not None and tokens + cost > max_tokens)
+        if full and i > start:
+            batches.append(range(start, i))
+            start, tokens = i, 0
+        tokens += cost
+    if start < len(texts):
+        batches.append(range(start, len(texts)))
+    return batches
+
+
+def backoff_delay(retry: int) -> float:
+    """Seconds to wait before retry number `retry` (0-based): exponential, with jitter."""
+    return min(INITIAL_RETRY_DELAY * 2.0**retry, MAX_RETRY_DELAY) * (1 - 0.25 * random.random())
+
+
+def _positive_int(value, name, upper=None, *, allow_none=False):
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+    if not ok or (upper is not None and value > upper):
+        bound = f" and at most {upper}" if upper is not None else ""
+        none = "None or " if allow_none else ""
+        raise ValueError(f"{name} must be {none}a positive int{bound}, got {value!r}")
+
+
+class HostedEncoder(EmbetterBase):
+    """Base class of the hosted-API encoders; subclasses set the class attributes below and
+    implement `_make_client`, `_embed_batch` and `_error_status`."""
+
+    #: name of the extra that installs the client, the provider's key variable
+    extra = ""
+    key_env = ""
+    #: the provider's hard cap on texts per request (None: no cap)
+    max_batch_size: int | None = None
+    #: output widths of well-known models, so empty input needs no request
+    known_dims: dict[str, int] = {}
+
+    # -- parameters --------------------------------------------------------------------------
+    def _check_params(self):
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError(f"model must be a non-empty str, got {self.model!r}")
+        _positive_int(self.batch_size, "batch_size", self.max_batch_size)
+        _positive_int(self.max_tokens_per_request, "max_tokens_per_request", allow_none=True)
+        _positive_int(self.max_concurrency, "max_concurrency")
+        _positive_int(self.dimensions, "dimensions", allow_none=True)
+        retries = self.max_retries
+        if not isinstance(retries, numbers.Integral) or isinstance(retries, bool) or retries < 0:
+            raise ValueError(f"max_retries must be a non-negative int, got {retries!r}")
+        t = self.timeout
+        if isinstance(t, bool) or not isinstance(t, numbers.Real) or not t > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {t!r}")
+        if self.api_key is not None and not isinstance(self.api_key, str):
+            raise TypeError(f"api_key must be None or a str, got {type(self.api_key).__name__}")
+
+    # -- the client: built lazily, cached on the instance, never pickled ---------------------
+    def _client_params(self) -> tuple:
+        """Everything the client is built from; a change (set_params) builds a new one."""
+        return (self.base_url, self.api_key, self.timeout, self.max_retries)
+
+    def _client(self):
+        params = self._client_params()
+        cached = self.__dict__.get("_client_cache")
+        if cached is not None and cached[0] == params:
+            return cached[1]
+        client = self._make_client()
+        self.__dict__["_client_cache"] = (params, client)
+        return client
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_client_cache", None)
+        state.pop("_dim_cache", None)
+        # A key given as an argument never travels: the unpickled encoder reads the provider's
+        # environment variable where it is loaded.
+        if "api_key" in state:
+            state["api_key"] = None
+        return state
+
+    def _masked(self):
+        twin = copy.copy(self)  # via __getstate__: no client, no key
+        if self.api_key is not None:
+            twin.api_key = "***"
+        return twin
+
+    def __repr__(self, N_CHAR_MAX=700):
+        return BaseEstimator.__repr__(self._masked(), N_CHAR_MAX)
+
+    def _get_params_html(self, deep=True, doc_link=""):
+        return BaseEstimator._get_params_html(self._masked(), deep, doc_link)
+
+    # -- output width ------------------------------------------------------------------------
+    def _dim_key(self):
+        return (self.model, self.dimensions, self.base_url)
+
+    def _known_dim(self) -> int | None:
+        if self.dimensions is not None:
+            return int(self.dimensions)
+        cached = self.__dict__.get("_dim_cache")
+        if cached is not None and cached[0] == self._dim_key():
+            return cached[1]
+        return self.known_dims.get(self.model)
+
+    def _output_dim(self) -> int:
+        """The width of the output. Without `dimensions`, a known model or an earlier reply,
+        one short probe text is embedded once to learn it."""
+        dim = self._known_dim()
+        if dim is None:
+            log.debug("%s: one probe request to learn the width of %r",
+                      type(self).__name__, self.model)
+            dim = self._encode(["dimension probe"]).shape[1]
+        return dim
+
+    def get_feature_names_out(self, input_features=None):
+        """Output column names: `<classname>0`, `<classname>1`, ..."""
+        self._check_params()
+        prefix = type(self).__name__.lower()
+        return np.asarray([f"{prefix}{i}" for i in range(self._output_dim())], dtype=object)
+
+    # -- transform ---------------------------------------------------------------------------
+    def transform(self, X):
+        """Embed texts into a float32 array of shape `(n_texts, dim)`, in input order."""
+        self._check_params()
+        texts = as_texts(X)
+        if not texts:
+            return np.zeros((0, self._output_dim()), dtype=np.float32)
+        return self._encode(texts)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        batches = make_batches(texts, int(self.batch_size), self.max_tokens_per_request)
+        client = self._client()
+        n = len(batches)
+        out: list[np.ndarray | None] = [None] * n
+
+        def run(k: int) -> None:
+            out[k] = self._checked_batch(client, texts, batches[k], k, n)
+
+        workers = min(int(self.max_concurrency), n)
+        if workers == 1:
+            for k in range(n):
+                run(k)
+        else:
+            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embetter-api")
+            try:
+                futures = [pool.submit(run, k) for k in range(n)]
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                failed = [f for f in futures if f in done and f.exception() is not None]
+                if failed:
+                    raise failed[0].exception()
+            finally:
+                # stop queued batches at the first failure; running ones end on their own
+                pool.shutdown(wait=False, cancel_futures=True)
+        emb = np.concatenate(out, axis=0)
+        self.__dict__["_dim_cache"] = (self._dim_key(), emb.shape[1])
+        return emb
+
+    def _checked_batch(self, client, texts, rows: range, k: int, n: int) -> np.ndarray:
+        where = f"batch {k + 1} of {n} (texts {rows.start} to {rows.stop - 1})"
+        chunk = texts[rows.start:rows.stop]
+        try:
+            emb = self._with_retries(lambda: self._embed_batch(client, chunk), where)
+        except HostedAPIError:
+            raise
+        except MalformedReply as e:
+            raise HostedAPIError(
+                f"{type(self).__name__}: {where}: {e}; nothing is returned rather than a "
+                "partial or misaligned array", batch=k, texts=(rows.start, rows.stop),
+            ) from None
+        except Exception as e:
+            status, what = self._error_status(e)
+            if status is None and what is None:
+                raise
+            label = f"status {status}" if status is not None else what
+            raise HostedAPIError(
+                f"{type(self).__name__}: {where} failed with {label} "
+                f"(max_retries={self.max_retries}): {_short(self._error_message(e))}",
+                batch=k, texts=(rows.start, rows.stop), status=status,
+            ) from e
+        emb = np.asarray(emb, dtype=np.float32)
+        expected = self.dimensions
+        if emb.ndim != 2 or emb.shape[0] != len(chunk) or (
+            expected is not None and emb.shape[1] != expected
+        ):
+            got = f"{emb.shape[0]} embeddings of width {emb.shape[1]}" if emb.ndim == 2 else (
+                f"an array of shape {emb.shape}")
+            want = f"{len(chunk)} of width {expected}" if expected else f"{len(chunk)}"
+            raise HostedAPIError(
+                f"{type(self).__name__}: {where}: the server returned {got}, expected {want}; "
+                "nothing is returned rather than a partial or misaligned array",
+                batch=k, texts=(rows.start, rows.stop),
+            )
+        if not np.isfinite(emb).all():
+            raise HostedAPIError(
+                f"{type(self).__name__}: {where}: the server returned NaN or infinite values",
+                batch=k, texts=(rows.start, rows.stop),
+            )
+        return emb
+
+    def _with_retries(self, call, where: str):
+        """Retry what the client itself does not (see `_retryable`), with backoff."""
+        retries = int(self.max_retries)
+        for attempt in range(retries + 1):
+            try:
+                return call()
+            except Exception as e:
+                if attempt == retries or not self._retryable(e):
+                    raise
+                delay = backoff_delay(attempt)
+                status, what = self._error_status(e)
+                log.info("%s: %s got %s; retry %d of %d in %.2f s", type(self).__name__, where,
+                         f"status {status}" if status is not None else what,
+                         attempt + 1, retries, delay)
+                time.sleep(delay)
+
+    # -- what a provider file implements -----------------------------------------------------
+    def _make_client(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _embed_batch(self, client, texts: list[str]):  # pragma: no cover - abstract
+        """Embed one batch; return its rows in the order of `texts`."""
+        raise NotImplementedError
+
+    def _error_status(self, error) -> tuple[int | None, str | None]:
+        """`(HTTP status, or None; a short description when there is no status)` of a failed
+        request, or `(None, None)` for an exception that is not the API's (a bug: re-raised)."""
+        return None, None
+
+    def _error_message(self, error) -> str:
+        """What the server said, for the error message."""
+        return str(error)
+
+    def _retryable(self, error) -> bool:
+        """Whether the core retries this error itself (False where the client already did)."""
+        return False
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.two_d_array = False
+        tags.input_tags.one_d_array = True
+        tags.non_deterministic = False
+        return tags
+
+
+def retryable_status(status: int | None) -> bool:
+    return status is not None and (status in RETRY_STATUSES or status >= 500)
+
+
+def _short(error, limit: int = 300) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,101 @@
+"""Ollama's native embed API (`/api/embed`), on the official `ollama` client."""
+
+from __future__ import annotations
+
+import os
+
+from embetter.external._core import HostedEncoder, require, retryable_status
+
+OLLAMA_DIMS = {
+    "nomic-embed-text": 768,
+    "mxbai-embed-large": 1024,
+    "all-minilm": 384,
+    "bge-m3": 1024,
+}
+
+
+class OllamaEncoder(HostedEncoder):
+    """Embed texts with a model served by Ollama (`/api/embed`).
+
+    Runs on the official `ollama` client (`pip install 'embetter[ollama]'`). That client has no
+    retry machinery, so 429s, 5xx replies, timeouts and lost connections are retried here,
+    with exponential backoff and jitter. Batching, ordering, the concurrency bound, errors and
+    key handling are those of `OpenAIEncoder`. (Ollama's OpenAI-compatible `/v1` endpoint
+    works with `OpenAIEncoder(base_url=...)` too.)
+
+    Arguments:
+        model: the embedding model, as Ollama names it (`ollama pull nomic-embed-text`).
+        base_url: the server; `None` reads `OLLAMA_HOST` (default `http://localhost:11434`).
+        api_key: a bearer token for a server behind authentication; `None` reads
+            `OLLAMA_API_KEY`, and none is sent when neither is set.
+        dimensions: shorten the output to this many dimensions (models that support it).
+        batch_size: at most this many texts per request.
+        max_tokens_per_request: at most this many estimated tokens per request; `None` for no
+            budget.
+        max_retries: retries per request on 429, 5xx, timeouts and connection errors.
+        max_concurrency: how many requests may be in flight at once.
+        timeout: seconds to wait for one reply.
+
+    Usage:
+
+    ```python
+    from embetter.external import OllamaEncoder
+
+    enc = OllamaEncoder("nomic-embed-text", base_url="http://localhost:11434")
+    assert enc.transform([]).shape == (0, 768)
+    ```
+    """
+
+    known_dims = OLLAMA_DIMS
+    key_env = "OLLAMA_API_KEY"
+
+    def __init__(
+        self,
+        model="nomic-embed-text",
+        base_url=None,
+        api_key=None,
+        dimensions=None,
+        batch_size=32,
+        max_tokens_per_request=None,
+        max_retries=5,
+        max_concurrency=4,
+        timeout=60.0,
+    ):
+        self.model = model
+        self.base_url = base_url
+        self.api_key = api_key
+        self.dimensions = dimensions
+        self.batch_size = batch_size
+        self.max_tokens_per_request = max_tokens_per_request
+        self.max_retries = max_retries
+        self.max_concurrency = max_concurrency
+        self.timeout = timeout
+
+    def _make_client(self):
+        ollama = require("ollama", "ollama", type(self).__name__)
+        key = self.api_key or os.environ.get(self.key_env)
+        headers = {"authorization": f"Bearer {key}"} if key else None
+        return ollama.Client(host=self.base_url, timeout=float(self.timeout), headers=headers)
+
+    def _embed_batch(self, client, texts):
+        extra = {"dimensions": int(self.dimensions)} if self.dimensions is not None else {}
+        return client.embed(model=self.model, input=texts, **extra).embeddings
+
+    def _error_status(self, error):
+        import httpx
+        from ollama import ResponseError
+
+        if isinstance(error, ResponseError):
+            return error.status_code, None
+        if isinstance(error, httpx.TimeoutException):
+            return None, "a timeout"
+        if isinstance(error, (ConnectionError, httpx.TransportError)):
+            return None, "a connection error"
+        return None, None
+
+    def _error_message(self, error):
+        return str(getattr(error, "error", None) or error)
+
+    def _retryable(self, error):
+        status, what = self._error_status(error)
+        return retryable_status(status) or what is not None

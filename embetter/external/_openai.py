@@ -1,0 +1,185 @@
+"""OpenAI embeddings, Azure OpenAI, and OpenAI-compatible servers (vLLM, Ollama's /v1, ...)."""
+
+from __future__ import annotations
+
+import os
+
+from embetter.external._core import HostedEncoder, MalformedReply, require
+
+OPENAI_DIMS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+
+
+class OpenAIEncoder(HostedEncoder):
+    """Embed texts with OpenAI's embeddings API or any OpenAI-compatible server.
+
+    Runs on the official `openai` client (`pip install 'embetter[openai]'`), whose own retry
+    machinery handles 429s (honouring `Retry-After`), 5xx replies, timeouts and lost
+    connections with exponential backoff and jitter. Texts are sent in batches of at most
+    `batch_size` texts and (estimated) `max_tokens_per_request` tokens, `max_concurrency`
+    batches at a time; the output is always in input order. A batch that still fails raises
+    `HostedAPIError`, naming the batch and the status: never a partial array.
+
+    The client is created on first use. The key comes from `api_key` or `OPENAI_API_KEY`; a
+    key given as an argument is shown as `'***'` in reprs and is not pickled (an unpickled
+    encoder reads `OPENAI_API_KEY` where it is loaded).
+
+    Arguments:
+        model: the embedding model (or the name a compatible server serves it under).
+        base_url: the API's address, e.g. `http://localhost:8000/v1` for a vLLM server;
+            `None` uses `OPENAI_BASE_URL` or OpenAI's own.
+        api_key: the key; `None` reads `OPENAI_API_KEY`. Servers that check no key accept
+            any non-empty string.
+        dimensions: shorten the output to this many dimensions (text-embedding-3 and later).
+        batch_size: at most this many texts per request (OpenAI's cap is 2048).
+        max_tokens_per_request: at most this many estimated tokens per request (OpenAI's cap
+            is 300,000); `None` for no budget.
+        max_retries: retries per request on 429, 5xx, timeouts and connection errors.
+        max_concurrency: how many requests may be in flight at once.
+        timeout: seconds to wait for one reply.
+
+    Usage:
+
+    ```python
+    from embetter.external import OpenAIEncoder
+
+    enc = OpenAIEncoder("text-embedding-3-small", api_key="sk-not-a-real-key", dimensions=256)
+    assert "sk-not" not in repr(enc)                # the key is masked
+    assert enc.transform([]).shape == (0, 256)      # no request for no texts
+    ```
+    """
+
+    max_batch_size = 2048
+    known_dims = OPENAI_DIMS
+    key_env = "OPENAI_API_KEY"
+
+    def __init__(
+        self,
+        model="text-embedding-3-small",
+        base_url=None,
+        api_key=None,
+        dimensions=None,
+        batch_size=256,
+        max_tokens_per_request=250_000,
+        max_retries=5,
+        max_concurrency=4,
+        timeout=60.0,
+    ):
+        self.model = model
+        self.base_url = base_url
+        self.api_key = api_key
+        self.dimensions = dimensions
+        self.batch_size = batch_size
+        self.max_tokens_per_request = max_tokens_per_request
+        self.max_retries = max_retries
+        self.max_concurrency = max_concurrency
+        self.timeout = timeout
+
+    def _make_client(self):
+        openai = require("openai", "openai", type(self).__name__)
+        key = self.api_key or os.environ.get(self.key_env)
+        if not key:
+            raise ValueError(
+                f"{type(self).__name__} needs an API key: pass api_key=... or set "
+                f"{self.key_env} (any non-empty string for a local server that checks none)"
+            )
+        return openai.OpenAI(api_key=key, base_url=self.base_url, timeout=float(self.timeout),
+                             max_retries=int(self.max_retries))
+
+    def _embed_batch(self, client, texts):
+        extra = {"dimensions": int(self.dimensions)} if self.dimensions is not None else {}
+        reply = client.embeddings.create(model=self.model, input=texts, **extra)
+        data = sorted(reply.data, key=lambda item: item.index)
+        if [item.index for item in data] != list(range(len(data))):
+            raise MalformedReply(
+                f"the reply's indices are {[item.index for item in reply.data][:10]}, "
+                f"expected 0 to {len(texts) - 1} once each"
+            )
+        return [item.embedding for item in data]
+
+    def _error_status(self, error):
+        import openai
+
+        if isinstance(error, openai.APIStatusError):
+            return error.status_code, None
+        if isinstance(error, openai.APITimeoutError):
+            return None, "a timeout"
+        if isinstance(error, openai.APIConnectionError):
+            return None, "a connection error"
+        return None, None
+
+
+class AzureOpenAIEncoder(OpenAIEncoder):
+    """`OpenAIEncoder` for an Azure OpenAI resource (the `openai` client's `AzureOpenAI`).
+
+    The other arguments mean what they mean in `OpenAIEncoder`; retries, batching,
+    concurrency and key handling are the same.
+
+    Arguments:
+        model: the name of your deployment of an embedding model.
+        azure_endpoint: the resource's address, e.g. `https://my-resource.openai.azure.com`;
+            `None` reads `AZURE_OPENAI_ENDPOINT`.
+        api_version: the Azure OpenAI API version; `None` reads `OPENAI_API_VERSION`.
+        api_key: the key; `None` reads `AZURE_OPENAI_API_KEY` (or `AZURE_OPENAI_AD_TOKEN`).
+
+    Usage:
+
+    ```python
+    from embetter.external import AzureOpenAIEncoder
+
+    enc = AzureOpenAIEncoder("my-embedding-deployment", dimensions=256,
+                             azure_endpoint="https://my-resource.openai.azure.com")
+    assert enc.transform([]).shape == (0, 256)
+    ```
+    """
+
+    key_env = "AZURE_OPENAI_API_KEY"
+
+    def __init__(
+        self,
+        model="text-embedding-3-small",
+        azure_endpoint=None,
+        api_version="2024-10-21",
+        api_key=None,
+        dimensions=None,
+        batch_size=256,
+        max_tokens_per_request=250_000,
+        max_retries=5,
+        max_concurrency=4,
+        timeout=60.0,
+    ):
+        self.model = model
+        self.azure_endpoint = azure_endpoint
+        self.api_version = api_version
+        self.api_key = api_key
+        self.dimensions = dimensions
+        self.batch_size = batch_size
+        self.max_tokens_per_request = max_tokens_per_request
+        self.max_retries = max_retries
+        self.max_concurrency = max_concurrency
+        self.timeout = timeout
+
+    @property
+    def base_url(self):
+        """Where requests go (the core keys its caches by it)."""
+        return self.azure_endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT")
+
+    def _client_params(self):
+        return (self.base_url, self.api_version, self.api_key, self.timeout, self.max_retries)
+
+    def _make_client(self):
+        openai = require("openai", "openai", type(self).__name__)
+        try:
+            return openai.AzureOpenAI(
+                api_key=self.api_key, azure_endpoint=self.base_url, api_version=self.api_version,
+                timeout=float(self.timeout), max_retries=int(self.max_retries),
+            )
+        except (openai.OpenAIError, ValueError) as e:
+            raise ValueError(
+                f"{type(self).__name__} cannot build its client: {e} (azure_endpoint= or "
+                "AZURE_OPENAI_ENDPOINT, api_version= or OPENAI_API_VERSION, api_key= or "
+                "AZURE_OPENAI_API_KEY)"
+            ) from None
