@@ -68,3 +68,30 @@ def tiny_model_path(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def corpus() -> list[str]:
     return tiny_corpus()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def docs_embedding_api():
+    """The local embedding API that docs/hosted-apis.md talks to (tests/_api_server.py), at
+    $EMBETTER_DOCS_API_URL. Starting it is instant; it loads the bundled all-MiniLM-L6-v2 on
+    its first request only, so sessions that never call it pay nothing."""
+    from tests._api_server import EmbeddingServer
+
+    model = []
+
+    def encode(texts):
+        if not model:
+            from embetter.text import SentenceEncoder
+
+            model.append(SentenceEncoder(device="cpu"))
+        return model[0].transform(texts)
+
+    server = EmbeddingServer(encode).start()
+    previous = os.environ.get("EMBETTER_DOCS_API_URL")
+    os.environ["EMBETTER_DOCS_API_URL"] = server.url
+    yield server
+    server.stop()
+    if previous is None:
+        os.environ.pop("EMBETTER_DOCS_API_URL", None)
+    else:
+        os.environ["EMBETTER_DOCS_API_URL"] = previous

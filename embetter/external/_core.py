@@ -24,7 +24,6 @@ import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 import numpy as np
-from sklearn.base import BaseEstimator
 
 from embetter._validation import as_texts
 from embetter.base import EmbetterBase
@@ -39,6 +38,15 @@ MAX_RETRY_DELAY = 8.0
 
 #: Statuses worth retrying: request timeout, lock conflict, rate limit, server errors.
 RETRY_STATUSES = frozenset({408, 409, 429})
+
+
+class Secret(str):
+    """An API key: a plain str to the clients, `'***'` in a repr."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return "'***'"
 
 
 class MalformedReply(ValueError):
@@ -160,27 +168,36 @@ class HostedEncoder(EmbetterBase):
         self.__dict__["_client_cache"] = (params, client)
         return client
 
+    # -- the key: masked in every repr, never pickled ------------------------------------------
+    @property
+    def api_key(self):
+        """The API key given as an argument (None: the provider's environment variable)."""
+        return self.__dict__.get("_api_key")
+
+    @api_key.setter
+    def api_key(self, value):
+        # a str that shows as '***' in any repr: the estimator's own, a pipeline's, a
+        # CachedEncoder's, a parameter table's; the clients still read the real value
+        if isinstance(value, str) and not isinstance(value, Secret):
+            value = Secret(value)
+        self.__dict__["_api_key"] = value
+
     def __getstate__(self):
-        state = self.__dict__.copy()
+        state = super().__getstate__().copy()
         state.pop("_client_cache", None)
         state.pop("_dim_cache", None)
         # A key given as an argument never travels: the unpickled encoder reads the provider's
         # environment variable where it is loaded.
-        if "api_key" in state:
-            state["api_key"] = None
+        state.pop("_api_key", None)
         return state
 
-    def _masked(self):
-        twin = copy.copy(self)  # via __getstate__: no client, no key
-        if self.api_key is not None:
-            twin.api_key = "***"
+    def __deepcopy__(self, memo):
+        # an in-memory copy keeps the key (only pickles drop it), never the client
+        twin = type(self).__new__(type(self))
+        memo[id(self)] = twin
+        twin.__dict__.update(copy.deepcopy(self.__getstate__(), memo))
+        twin.__dict__["_api_key"] = self.__dict__.get("_api_key")
         return twin
-
-    def __repr__(self, N_CHAR_MAX=700):
-        return BaseEstimator.__repr__(self._masked(), N_CHAR_MAX)
-
-    def _get_params_html(self, deep=True, doc_link=""):
-        return BaseEstimator._get_params_html(self._masked(), deep, doc_link)
 
     # -- output width ------------------------------------------------------------------------
     def _dim_key(self):
