@@ -68,11 +68,19 @@ class EmbeddingServer:
         self._httpd.server_close()
 
     def reset(self) -> None:
+        """Forget faults, requests and the in-flight record (requests still being answered
+        keep counting: see `wait_idle`)."""
         with self._lock:
             self.faults: list[Fault] = []
             self.requests: list[dict] = []
-            self.in_flight = 0
-            self.max_in_flight = 0
+            self.in_flight = getattr(self, "in_flight", 0)
+            self.max_in_flight = self.in_flight
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Wait until no request is being answered (slow replies a client gave up on)."""
+        end = time.monotonic() + timeout
+        while self.in_flight and time.monotonic() < end:
+            time.sleep(0.01)
 
     def inject(self, **kwargs) -> Fault:
         fault = Fault(**kwargs)

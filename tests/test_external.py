@@ -4,6 +4,7 @@ request shapes, and misbehaves on request."""
 
 import logging
 import pickle
+import subprocess
 import sys
 import time
 
@@ -56,11 +57,13 @@ def server(api, monkeypatch):
     for name in ENV_VARS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(core, "INITIAL_RETRY_DELAY", 0.005)  # our own backoff, for Ollama
+    api.wait_idle()
     api.reset()
     api.delay = 0.0
     yield api
-    api.reset()
     api.delay = 0.0
+    api.wait_idle()
+    api.reset()
 
 
 def make(kind, server, **kw):
@@ -259,6 +262,14 @@ def test_works_inside_cached_and_sends_only_unseen_texts(kind, server, tmp_path,
     assert joblib.hash(enc) == joblib.hash(make(kind, server, batch_size=4, api_key="other"))
 
 
+def test_import_needs_no_client():
+    code = ("import sys, embetter.external; "
+            "print(sorted({'openai', 'cohere', 'ollama'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr[-2000:]
+
+
 # -- faults ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("status", [429, 500, 503])
@@ -329,7 +340,7 @@ def test_reply_out_of_order_is_put_back_in_order(kind, server, local):
 @pytest.mark.parametrize("bound", [1, 3])
 def test_concurrency_bound(kind, bound, server, local):
     server.delay = 0.15  # each reply takes a while, so requests overlap when allowed
-    texts = texts_of(18)
+    texts = texts_of(12)
     X = make(kind, server, batch_size=2, max_concurrency=bound).transform(texts)
     np.testing.assert_allclose(X, local.transform(texts), atol=1e-5)
     assert server.max_in_flight == bound  # reached, never exceeded
