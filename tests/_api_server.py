@@ -4,7 +4,8 @@ the docs pages and benchmarks/external.py.
 It serves real embeddings from a local sentence model in the request shapes of OpenAI's
 `/v1/embeddings` (also Azure's `/openai/deployments/<name>/embeddings`), Cohere's `/v2/embed`
 and Ollama's `/api/embed`, and injects faults on request: a status code (429 with
-`Retry-After`, 500, ...), a slow reply, a reply one row short, a reply in shuffled order. It
+`Retry-After`, 500, ...), a slow reply, a reply one row short, a reply in shuffled order, rows
+of another width. It
 records every request and the largest number of requests in flight at once.
 
     server = EmbeddingServer(encode=SentenceEncoder(path).transform, api_key="k").start()
@@ -29,8 +30,8 @@ class Fault:
     """One injected misbehaviour: applies to the next `times` matching requests (None: all)."""
 
     def __init__(self, status=None, headers=None, slow=0.0, short=False, shuffle=False,
-                 times=1, match=None):
-        self.status, self.headers, self.slow = status, dict(headers or {}), slow
+                 width=None, times=1, match=None):
+        self.status, self.headers, self.slow, self.width = status, dict(headers or {}), slow, width
         self.short, self.shuffle, self.times, self.match = short, shuffle, times, match
 
     def matches(self, texts) -> bool:
@@ -138,6 +139,8 @@ class EmbeddingServer:
             time.sleep(self.delay)
         dims = body.get("dimensions") or body.get("output_dimension")
         emb = self._embed(texts, dims)
+        if fault is not None and fault.width:
+            emb = emb[:, : fault.width]
         order = list(range(len(texts)))
         if fault is not None and fault.short:
             order = order[:-1]

@@ -329,6 +329,13 @@ def test_wrong_length_reply_is_an_error_not_a_partial_array(kind, server):
         make(kind, server, batch_size=5, max_concurrency=1).transform(texts_of(10))
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_batches_of_different_widths_are_an_error(kind, server):
+    server.inject(width=16, times=1, match="text number 6")
+    with pytest.raises(HostedAPIError, match=r"different widths \[16, 32\] \(batch 1 vs batch 2"):
+        make(kind, server, batch_size=5, max_concurrency=2).transform(texts_of(10))
+
+
 @pytest.mark.parametrize("kind", ["openai", "azure"])
 def test_reply_out_of_order_is_put_back_in_order(kind, server, local):
     server.inject(shuffle=True, times=None)  # rows come back reversed, with their indices

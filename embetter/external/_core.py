@@ -260,6 +260,14 @@ class HostedEncoder(EmbetterBase):
             finally:
                 # stop queued batches at the first failure; running ones end on their own
                 pool.shutdown(wait=False, cancel_futures=True)
+        widths = sorted({part.shape[1] for part in out})
+        if len(widths) > 1:
+            k = next(k for k, part in enumerate(out) if part.shape[1] != out[0].shape[1])
+            raise HostedAPIError(
+                f"{type(self).__name__}: the server returned embeddings of different widths "
+                f"{widths} (batch 1 vs batch {k + 1}); nothing is returned",
+                batch=k, texts=(batches[k].start, batches[k].stop),
+            )
         emb = np.concatenate(out, axis=0)
         self.__dict__["_dim_cache"] = (self._dim_key(), emb.shape[1])
         return emb
@@ -286,7 +294,13 @@ class HostedEncoder(EmbetterBase):
                 f"(max_retries={self.max_retries}): {_short(self._error_message(e))}",
                 batch=k, texts=(rows.start, rows.stop), status=status,
             ) from e
-        emb = np.asarray(emb, dtype=np.float32)
+        try:
+            emb = np.asarray(emb, dtype=np.float32)
+        except (TypeError, ValueError) as e:  # ragged rows, non-numbers
+            raise HostedAPIError(
+                f"{type(self).__name__}: {where}: the reply is not a table of numbers ({e})",
+                batch=k, texts=(rows.start, rows.stop),
+            ) from None
         expected = self.dimensions
         if emb.ndim != 2 or emb.shape[0] != len(chunk) or (
             expected is not None and emb.shape[1] != expected
