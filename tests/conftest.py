@@ -75,7 +75,10 @@ def docs_embedding_api():
     """The local embedding API that docs/hosted-apis.md talks to (tests/_api_server.py), at
     $EMBETTER_DOCS_API_URL. Starting it is instant; it loads the bundled all-MiniLM-L6-v2 on
     its first request only, so sessions that never call it pay nothing."""
-    from tests._api_server import EmbeddingServer
+    try:
+        from tests._api_server import EmbeddingServer
+    except ImportError:  # pytest started without the repository root on sys.path
+        from _api_server import EmbeddingServer
 
     model = []
 
