@@ -269,9 +269,11 @@ def test_demo_with_a_missing_dataset_says_what_to_do(tmp_path):
     assert_one_line_error(run("demo", "--data", "nope.csv", cwd=tmp_path), "nope.csv")
 
 
-def test_the_bundled_demo_dataset_is_found_and_read():
-    from embetter._demo import dataset_path, load_dataset
+def test_the_demo_reads_a_csv_like_the_bundled_dataset(tmp_path):
+    from embetter._demo import load_dataset
+    from embetter.datasets import load_support_inbox
 
-    texts, labels = load_dataset(dataset_path())
-    assert len(texts) == len(labels) >= 600
-    assert len(set(labels)) >= 3 and all(isinstance(t, str) and t for t in texts)
+    load_support_inbox(as_frame=True).to_csv(tmp_path / "inbox.csv", index=False)
+    texts, labels = load_dataset(tmp_path / "inbox.csv")
+    bundled_texts, bundled_labels = load_support_inbox()
+    assert texts == bundled_texts and labels.tolist() == bundled_labels.tolist()
