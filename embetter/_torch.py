@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from sklearn.utils import check_random_state
 
+from embetter._skops import torch_state_from_bytes, torch_state_to_bytes
+
 
 def resolve_device(device=None) -> torch.device:
     """Pick the device: an explicit value wins; `None` means cuda, then mps, then cpu."""
@@ -313,14 +315,15 @@ class TorchHeadMixin:
         optimizer = state.pop("optimizer_", None)
         if module is not None:
             # Plain CPU tensors: the pickle loads on a machine without the training device.
-            state["_module_state"] = _to_cpu(module.state_dict())
-            state["_optimizer_state"] = _to_cpu(optimizer.state_dict())
+            # as bytes: data that skops can store, read back with torch.load(weights_only=True)
+            state["_module_state"] = torch_state_to_bytes(_to_cpu(module.state_dict()))
+            state["_optimizer_state"] = torch_state_to_bytes(_to_cpu(optimizer.state_dict()))
             state.pop("device_", None)
         return state
 
     def __setstate__(self, state):
-        module_state = state.pop("_module_state", None)
-        optimizer_state = state.pop("_optimizer_state", None)
+        module_state = torch_state_from_bytes(state.pop("_module_state", None))
+        optimizer_state = torch_state_from_bytes(state.pop("_optimizer_state", None))
         super().__setstate__(state)
         if module_state is not None:
             self._restore(module_state, optimizer_state)
