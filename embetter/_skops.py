@@ -151,3 +151,4 @@ def check_model_files(files: dict) -> dict:
             if not kind.startswith("sentence_transformers."):
                 raise ValueError(f"refusing the model module type {kind!r} in modules.json")
     return files
+
