@@ -322,8 +322,8 @@ class TorchHeadMixin:
         return state
 
     def __setstate__(self, state):
-        module_state = torch_state_from_bytes(state.pop("_module_state", None))
-        optimizer_state = torch_state_from_bytes(state.pop("_optimizer_state", None))
+        module_state = state.pop("_module_state", None)
+        optimizer_state = state.pop("_optimizer_state", None)
         super().__setstate__(state)
         if module_state is not None:
             self._restore(module_state, optimizer_state)
@@ -333,9 +333,9 @@ class TorchHeadMixin:
         device = resolve_device(self.device)
         self.device_ = device if _usable(device) else torch.device("cpu")
         module = self._build_module()
-        module.load_state_dict(module_state)
+        module.load_state_dict(torch_state_from_bytes(module_state))
         self.module_ = module.to(self.device_).eval()
         self.optimizer_ = self._make_optimizer(self.module_)
         if optimizer_state is not None:
-            self.optimizer_.load_state_dict(optimizer_state)
+            self.optimizer_.load_state_dict(torch_state_from_bytes(optimizer_state))
 
