@@ -14,21 +14,8 @@ import numpy as np
 
 from embetter._files import UsageError, atomic_path, column, read_table, text_column
 
-#: The bundled dataset (see datasets/README.md), found next to the package in a clone.
-DATASET_DIR = Path(__file__).resolve().parent.parent / "datasets"
-DATASET_CSV = "support_inbox.csv"
 TEST_SIZE = 0.5
-
-
-def dataset_path() -> Path:
-    """Where the bundled single-label CSV lives; a clear error when it is not there."""
-    path = DATASET_DIR / DATASET_CSV
-    if not path.is_file():
-        raise UsageError(
-            f"the demo dataset {path} was not found: run the demo from a clone of the "
-            "embetter repository (`make demo`), or pass --data with a CSV of text,label"
-        )
-    return path
+BUNDLED = "the bundled support inbox (embetter.datasets.load_support_inbox)"
 
 
 def load_dataset(path) -> tuple[list[str], np.ndarray]:
@@ -71,8 +58,14 @@ def run_demo(out_dir="demo-output", sbert=False, seed=0, data=None,
 
     _figure_class()  # fail in the first second, not after the training, when matplotlib is absent
     started = time.perf_counter()
-    path = Path(data) if data is not None else dataset_path()
-    texts, labels = load_dataset(path)
+    if data is None:
+        from embetter.datasets import load_support_inbox
+
+        path = BUNDLED
+        texts, labels = load_support_inbox()
+    else:
+        path = data
+        texts, labels = load_dataset(data)
     classes = sorted(set(labels))
     if len(classes) < 2:
         raise UsageError(f"{path}: the label column holds a single class; the demo needs two")

@@ -54,8 +54,11 @@ def output_format(path) -> str:
     return fmt
 
 
-def read_table(path, text_col: str | None = None):
-    """Read a CSV, JSONL or Parquet file into a DataFrame (text column kept as strings)."""
+def read_table(path, text_col: str | None = None, also_text: tuple = ()):
+    """Read a CSV, JSONL or Parquet file into a DataFrame (text column kept as strings).
+
+    `also_text` names more CSV columns to keep as written (labels such as `1` or `007`).
+    """
     import pandas as pd
 
     fmt = table_format(path)
@@ -67,7 +70,7 @@ def read_table(path, text_col: str | None = None):
     try:
         if fmt == "csv":
             # Keep texts as written: "42" or "NA" must not turn into a number or a missing value.
-            dtype = {text_col: str} if text_col else None
+            dtype = {col: str for col in (text_col, *also_text) if col} or None
             df = pd.read_csv(p, dtype=dtype, keep_default_na=False, na_values=[""])
         elif fmt == "jsonl":
             df = pd.read_json(p, lines=True, dtype=False)

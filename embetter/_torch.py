@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from sklearn.utils import check_random_state
 
+from embetter._skops import torch_state_from_bytes, torch_state_to_bytes
+
 
 def resolve_device(device=None) -> torch.device:
     """Pick the device: an explicit value wins; `None` means cuda, then mps, then cpu."""
@@ -313,8 +315,9 @@ class TorchHeadMixin:
         optimizer = state.pop("optimizer_", None)
         if module is not None:
             # Plain CPU tensors: the pickle loads on a machine without the training device.
-            state["_module_state"] = _to_cpu(module.state_dict())
-            state["_optimizer_state"] = _to_cpu(optimizer.state_dict())
+            # as bytes: data that skops can store, read back with torch.load(weights_only=True)
+            state["_module_state"] = torch_state_to_bytes(_to_cpu(module.state_dict()))
+            state["_optimizer_state"] = torch_state_to_bytes(_to_cpu(optimizer.state_dict()))
             state.pop("device_", None)
         return state
 
@@ -330,9 +333,9 @@ class TorchHeadMixin:
         device = resolve_device(self.device)
         self.device_ = device if _usable(device) else torch.device("cpu")
         module = self._build_module()
-        module.load_state_dict(module_state)
+        module.load_state_dict(torch_state_from_bytes(module_state))
         self.module_ = module.to(self.device_).eval()
         self.optimizer_ = self._make_optimizer(self.module_)
         if optimizer_state is not None:
-            self.optimizer_.load_state_dict(optimizer_state)
+            self.optimizer_.load_state_dict(torch_state_from_bytes(optimizer_state))
 

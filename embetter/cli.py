@@ -1,4 +1,4 @@
-"""The `embetter` command line: demo, embed, finetune and transform."""
+"""The `embetter` command line: demo, embed, finetune, transform and project."""
 
 from __future__ import annotations
 
@@ -11,16 +11,24 @@ import textwrap
 from embetter import __version__
 from embetter._files import (
     UsageError,
-    atomic_path,
     column,
     output_format,
     read_table,
     text_column,
     write_embeddings,
 )
+from embetter._pipelines import (
+    load_pipeline,
+    pipeline_format,
+    read_for_pipeline,
+    save_pipeline,
+    set_progress,
+    transform_texts,
+)
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 TUNERS = ("feedforward", "contrastive", "sbert")
+METHODS = ("umap", "pca", "tsne")
 
 DESCRIPTION = "scikit-learn compatible text embeddings, and fine-tuning them to your task."
 EPILOG = """\
@@ -109,6 +117,7 @@ def _make_tuner(kind: str, model: str, seed):
 
 
 def _finetune(args) -> int:
+    pipeline_format(args.out)  # refuse a bad --out before any work is done
     params = _parse_params(args.param)
     df = read_table(args.input, args.text_col)
     texts = text_column(df, args.text_col, args.input)
@@ -136,64 +145,40 @@ def _finetune(args) -> int:
     else:
         steps = [ColumnGrabber(args.text_col), SentenceEncoder(model), tuner]
     pipe = make_pipeline(*steps)
-    _set_progress(pipe, _progress())
+    set_progress(pipe, _progress())
     _info(f"fitting {type(tuner).__name__} on {len(texts)} labelled texts ...")
     pipe.fit(pd.DataFrame({args.text_col: texts}), y)
-    _set_progress(pipe, False)  # the saved pipeline stays quiet when used from Python
+    set_progress(pipe, False)  # the saved pipeline stays quiet when used from Python
 
-    import joblib
-
-    with atomic_path(args.out) as tmp:
-        joblib.dump(pipe, tmp)
+    save_pipeline(pipe, args.out)
     _info(f"saved the fitted pipeline ({' -> '.join(pipe.named_steps)}) to {args.out}")
     return 0
 
 
-def _set_progress(pipe, show: bool) -> None:
-    for _, step in pipe.steps:
-        if "show_progress_bar" in step.get_params(deep=False):
-            step.set_params(show_progress_bar=show)
-
-
 # -- transform -----------------------------------------------------------------------------------
-def _load_pipeline(path):
-    import joblib
-
-    if not os.path.isfile(path):
-        raise UsageError(f"{path}: no such file")
-    try:
-        pipe = joblib.load(path)
-    except Exception as e:  # a pickle can fail in many ways; all mean "not a pipeline file"
-        raise UsageError(
-            f"{path}: could not load a saved pipeline ({type(e).__name__}: {str(e)[:200]})"
-        ) from None
-    if not hasattr(pipe, "transform"):
-        raise UsageError(f"{path}: holds a {type(pipe).__name__}, not a pipeline with transform")
-    return pipe
-
-
 def _transform(args) -> int:
-    from embetter.grab import ColumnGrabber
-
     output_format(args.out)
-    pipe = _load_pipeline(args.pipeline)
-    steps = getattr(pipe, "steps", None)
-    grabber = steps[0][1] if steps and isinstance(steps[0][1], ColumnGrabber) else None
-    text_col = args.text_col or (grabber.colname if grabber is not None else None)
-    if text_col is None:
-        raise UsageError(
-            f"{args.pipeline}: the pipeline does not start with a ColumnGrabber; "
-            "pass --text-col to say which column holds the texts"
-        )
-    df = read_table(args.input, text_col)
-    texts = text_column(df, text_col, args.input)
-    encode = pipe[1:] if grabber is not None else pipe
-    if hasattr(encode, "steps"):
-        _set_progress(encode, _progress())
-    X = encode.transform(texts)
+    pipe = load_pipeline(args.pipeline, trust=args.trust)
+    df, texts, encode = read_for_pipeline(pipe, args.pipeline, args.input, args.text_col)
+    X = transform_texts(encode, texts, progress=_progress())
     write_embeddings(args.out, X, df)
     _info(f"wrote {X.shape[0]} embeddings of dimension {X.shape[1]} to {args.out}")
     return 0
+
+
+# -- project -------------------------------------------------------------------------------------
+def _project(args) -> int:
+    from embetter._project import run_project
+
+    return run_project(args.input, args.out, text_col=args.text_col, label_col=args.label_col,
+                       pipeline=args.pipeline, trust=args.trust, model=_model_arg(args.model),
+                       method=args.method, seed=args.seed, progress=_progress())
+
+
+def _trust_arg(parser) -> None:
+    parser.add_argument("--trust", action="store_true",
+                        help="load a .skops pipeline even if it holds types that are not trusted "
+                             "(only for files from a source you trust)")
 
 
 # -- demo ----------------------------------------------------------------------------------------
@@ -278,16 +263,17 @@ def build_parser() -> argparse.ArgumentParser:
     finetune = _sub(
         sub, "finetune", "fit an encoder + tuner pipeline on labelled texts and save it",
         "Fit a scikit-learn pipeline ColumnGrabber -> SentenceEncoder -> tuner on the labelled\n"
-        "rows of INPUT and save it with joblib. Load it in Python with joblib.load(PIPELINE)\n"
-        "(pipe.transform(dataframe), or pipe[1:].transform(list_of_texts)) or apply it with\n"
-        "`embetter transform`. With --tuner sbert the sentence model itself is fine-tuned and\n"
+        "rows of INPUT and save it: a .skops file is safe to share (it is loaded as data, see\n"
+        "embetter.utils.load_skops), a .joblib file is a pickle. Apply it with `embetter\n"
+        "transform` or, in Python, pipe.transform(dataframe) or pipe[1:].transform(texts).\n"
+        "With --tuner sbert the sentence model itself is fine-tuned and\n"
         "the pipeline is ColumnGrabber -> SbertTuner. For JSONL records with a `cats` dict of\n"
         "partial labels, --label-col cats.NAME trains on the records that carry NAME.",
         """
-        embetter finetune train.csv --text-col text --label-col label --out tuned.joblib
+        embetter finetune train.csv --text-col text --label-col label --out tuned.skops
         embetter finetune train.csv --text-col text --label-col label --tuner contrastive \\
-            --param hidden_dim=100 --seed 1 --out tuned.joblib
-        embetter finetune inbox.jsonl --text-col text --label-col cats.billing --out billing.joblib
+            --param hidden_dim=100 --seed 1 --out tuned.skops
+        embetter finetune inbox.jsonl --text-col text --label-col cats.billing --out billing.skops
         """,
     )
     finetune.add_argument("input", metavar="INPUT", help="a .csv, .jsonl or .parquet file")
@@ -304,18 +290,20 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--param", "-p", action="append", metavar="NAME=VALUE",
                           help="set a tuner parameter, e.g. -p hidden_dim=100 (repeatable)")
     finetune.add_argument("--out", required=True, metavar="PIPELINE",
-                          help="where to save the fitted pipeline (a joblib file)")
+                          help="where to save the fitted pipeline: a .skops (safe to share) "
+                               "or .joblib file")
     finetune.set_defaults(func=_finetune)
 
     transform = _sub(
         sub, "transform", "apply a saved pipeline to a text column",
-        "Load a pipeline saved by `embetter finetune` (or any joblib-saved text -> vector\n"
-        "pipeline) and write the embeddings of INPUT's texts. The text column defaults to the\n"
-        "one the pipeline was fitted on. Only load pipeline files you trust: joblib files can\n"
-        "run code when loaded.",
+        "Load a pipeline saved by `embetter finetune` (or any text -> vector pipeline saved\n"
+        "with skops or joblib) and write the embeddings of INPUT's texts. The text column\n"
+        "defaults to the one the pipeline was fitted on. A .skops file is refused when it\n"
+        "names types that neither skops nor embetter trusts (--trust accepts them); a .joblib\n"
+        "file can run any code when loaded: only load joblib files you trust.",
         """
-        embetter transform tuned.joblib new_messages.csv --out new_messages.npy
-        embetter transform tuned.joblib inbox.jsonl --text-col body --out inbox.parquet
+        embetter transform tuned.skops new_messages.csv --out new_messages.npy
+        embetter transform tuned.skops inbox.jsonl --text-col body --out inbox.parquet
         """,
     )
     transform.add_argument("pipeline", metavar="PIPELINE", help="a pipeline saved by finetune")
@@ -324,7 +312,41 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the column holding the texts (default: the pipeline's own)")
     transform.add_argument("--out", required=True, metavar="FILE",
                            help="where to write the embeddings: a .npy or .parquet file")
+    _trust_arg(transform)
     transform.set_defaults(func=_transform)
+
+    project = _sub(
+        sub, "project", "write a 2-D map of texts (text,x,y[,label]) for labelling tools",
+        "Encode the texts of INPUT (with --model, or with a pipeline saved by `embetter\n"
+        "finetune`) and project them to 2-D. The output CSV has the columns text,x,y and,\n"
+        "with --label-col, label (left empty where a row has none): the map that bulk-\n"
+        "labelling tools read. --method umap needs umap-learn (`pip install\n"
+        "'embetter[umap]'`) and falls back to PCA, saying so, when it is not installed.",
+        """
+        embetter project inbox.csv --text-col text --out map.csv
+        embetter project inbox.csv --text-col text --label-col label --method pca --out map.csv
+        embetter project inbox.csv --pipeline tuned.skops --label-col label --out tuned-map.csv
+        """,
+    )
+    project.add_argument("input", metavar="INPUT", help="a .csv, .jsonl or .parquet file")
+    project.add_argument("--text-col", metavar="COL",
+                         help="the column holding the texts (default with --pipeline: the "
+                              "pipeline's own; required otherwise)")
+    project.add_argument("--label-col", metavar="COL",
+                         help="a column of labels to copy into the map (may have empty cells)")
+    project.add_argument("--pipeline", metavar="PIPELINE",
+                         help="encode with a pipeline saved by finetune (.skops or .joblib) "
+                              "instead of --model")
+    project.add_argument("--model", default=DEFAULT_MODEL,
+                         help="sentence model name or local path (default: %(default)s, bundled)")
+    project.add_argument("--method", choices=METHODS, default="umap",
+                         help="the 2-D projection (default: %(default)s; PCA without umap-learn)")
+    project.add_argument("--seed", type=int, default=0,
+                         help="random_state of UMAP and t-SNE (default: %(default)s)")
+    project.add_argument("--out", required=True, metavar="FILE",
+                         help="where to write the map: a .csv file")
+    _trust_arg(project)
+    project.set_defaults(func=_project)
     return parser
 
 

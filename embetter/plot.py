@@ -1,16 +1,36 @@
 """Pictures of an embedding space: a 2-D projection coloured by label.
 
 matplotlib is an optional extra (`pip install 'embetter[plot]'`); it is imported only when a
-picture is drawn, so `import embetter.plot` always works.
+picture is drawn, so `import embetter.plot` always works. So is umap-learn
+(`pip install 'embetter[umap]'`): without it `method="umap"` projects with PCA, and says so once.
 """
 
 from __future__ import annotations
+
+import importlib.util
+import warnings
 
 import numpy as np
 
 from embetter._validation import as_labels, as_matrix
 
-METHODS = ("pca", "tsne")
+METHODS = ("pca", "tsne", "umap")
+_AXIS = {"pca": "PC", "tsne": "t-SNE ", "umap": "UMAP "}
+_said_no_umap = False
+
+
+def _method_to_use(method: str) -> str:
+    """`method`, or `"pca"` for `"umap"` when umap-learn is not installed (warned once)."""
+    global _said_no_umap
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    if method != "umap" or importlib.util.find_spec("umap") is not None:
+        return method
+    if not _said_no_umap:
+        _said_no_umap = True
+        warnings.warn("umap-learn is not installed, so the projection uses PCA instead; "
+                      "install it with `pip install 'embetter[umap]'`", UserWarning, stacklevel=3)
+    return "pca"
 
 
 def _figure_class():
@@ -25,13 +45,14 @@ def _figure_class():
 
 
 def project(X, method: str = "pca", random_state=0) -> np.ndarray:
-    """Project the rows of `X` to 2-D with PCA or t-SNE; returns a float32 `(n, 2)` array.
+    """Project the rows of `X` to 2-D with PCA, t-SNE or UMAP; returns a float32 `(n, 2)` array.
 
     Arguments:
         X: a 2-D array of embeddings, one row per item.
-        method: `"pca"` (fast, linear, shows the large-scale layout) or `"tsne"` (slower,
-            shows local neighbourhoods).
-        random_state: seed for t-SNE (PCA is deterministic).
+        method: `"pca"` (fast, linear, shows the large-scale layout), `"tsne"` (slower,
+            shows local neighbourhoods) or `"umap"` (local neighbourhoods and more of the
+            global layout, on cosine distance; needs umap-learn, else PCA with a warning).
+        random_state: seed for t-SNE and UMAP (PCA is deterministic).
 
     Usage:
 
@@ -43,8 +64,7 @@ def project(X, method: str = "pca", random_state=0) -> np.ndarray:
     assert project(X).shape == (5, 2)
     ```
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    method = _method_to_use(method)
     X = as_matrix(X)
     n, d = X.shape
     out = np.zeros((n, 2), dtype=np.float32)
@@ -56,6 +76,8 @@ def project(X, method: str = "pca", random_state=0) -> np.ndarray:
         from sklearn.decomposition import PCA
 
         out[:, :k] = PCA(n_components=k).fit_transform(X)
+    elif method == "umap":
+        out[:, :] = _umap(X, random_state)
     else:
         from sklearn.manifold import TSNE
 
@@ -65,6 +87,21 @@ def project(X, method: str = "pca", random_state=0) -> np.ndarray:
             n_components=2, perplexity=perplexity, init="pca", random_state=random_state
         ).fit_transform(X)
     return out
+
+
+def _umap(X: np.ndarray, random_state) -> np.ndarray:
+    import umap
+
+    n = X.shape[0]
+    with warnings.catch_warnings():
+        # a seed makes UMAP single-threaded; it says so on every call, and we chose it
+        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+        reducer = umap.UMAP(
+            n_components=2, metric="cosine", n_neighbors=max(2, min(15, n - 1)),
+            # the spectral start needs more points than dimensions to find its eigenvectors
+            init="spectral" if n > 10 else "random", random_state=random_state,
+        )
+        return reducer.fit_transform(X)
 
 
 def projection(
@@ -87,8 +124,8 @@ def projection(
         X: a 2-D array of embeddings, one row per item.
         y: optional labels, one per row (any hashable values); points are coloured by label.
         title: the figure's title.
-        method: `"pca"` or `"tsne"`, see `project`.
-        random_state: seed for t-SNE.
+        method: `"pca"`, `"tsne"` or `"umap"`, see `project`.
+        random_state: seed for t-SNE and UMAP.
         classes: the labels in legend order; pass the same list to several plots so that a
             label keeps its colour across them (default: the sorted labels present in `y`).
         figsize: the figure size in inches.
@@ -108,6 +145,7 @@ def projection(
     fig.savefig("space.png")
     ```
     """
+    method = _method_to_use(method)
     points = project(X, method=method, random_state=random_state)
     Figure = _figure_class()
     fig = Figure(figsize=figsize, layout="constrained")
@@ -129,7 +167,7 @@ def projection(
             ax.scatter(points[mask, 0], points[mask, 1], s=point_size, alpha=0.8,
                        linewidths=0, color=cmap(i), label=str(label))
         ax.legend(loc="best", fontsize="small", markerscale=1.5, framealpha=0.8)
-    axis = "PC" if method == "pca" else "t-SNE "
+    axis = _AXIS[method]
     ax.set_xlabel(f"{axis}1")
     ax.set_ylabel(f"{axis}2")
     if title:

@@ -1,4 +1,4 @@
-"""Utilities: a disk cache for embeddings, distance helpers and batching."""
+"""Utilities: a disk cache for embeddings, distance helpers, batching, and skops files."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.metrics import pairwise_distances
 
+from embetter._skops import UntrustedTypesError, load_skops, save_skops, trusted_types
 from embetter._validation import as_texts
+
+__all__ = [
+    "CachedEncoder", "cached", "calc_distances", "batched",
+    "save_skops", "load_skops", "trusted_types", "UntrustedTypesError",
+]
 
 
 class CachedEncoder(TransformerMixin, BaseEstimator):

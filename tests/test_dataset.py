@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-DATASETS = Path(__file__).resolve().parent.parent / "datasets"
+import embetter.datasets
+from embetter.datasets import _build_csv as build_csv
+from embetter.datasets import load_support_inbox, load_support_inbox_records
+
+DATASETS = Path(embetter.datasets.__file__).resolve().parent
 JSONL = DATASETS / "support_inbox.jsonl"
 CSV = DATASETS / "support_inbox.csv"
-
-
-def load_build_csv():
-    # datasets/ is not a package; load the builder by path so the test checks the real script.
-    spec = importlib.util.spec_from_file_location("build_csv", DATASETS / "build_csv.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +55,6 @@ def test_labels_and_partial_labels(records):
 
 
 def test_csv_matches_jsonl(records):
-    build_csv = load_build_csv()
     expected = build_csv.single_label_rows(JSONL)
     with open(CSV, encoding="utf-8", newline="") as f:
         reader = csv.reader(f)
@@ -69,3 +66,37 @@ def test_csv_matches_jsonl(records):
     assert min(counts.values()) >= 100
     # Partially labelled records really are left out of the single-label view.
     assert len(rows) < len(records)
+
+
+def test_loaders_read_the_packaged_files(records):
+    texts, labels = load_support_inbox()
+    with open(CSV, encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    assert texts == [t for t, _ in rows]
+    assert isinstance(labels, np.ndarray) and labels.tolist() == [lab for _, lab in rows]
+    df = load_support_inbox(as_frame=True)
+    assert list(df.columns) == ["text", "label"]
+    assert df["text"].tolist() == texts and df["label"].tolist() == labels.tolist()
+    assert load_support_inbox_records() == records
+
+
+def test_the_loader_keeps_texts_as_written(tmp_path, monkeypatch):
+    # "NA" or "42" are texts: the CSV reader must not turn them into missing values or numbers
+    (tmp_path / "support_inbox.csv").write_text('text,label\nNA,a\n42,b\n"a, b",a\n')
+    monkeypatch.setattr(embetter.datasets, "_open",
+                        lambda name: open(tmp_path / name, encoding="utf-8", newline=""))  # noqa: SIM115
+    texts, labels = load_support_inbox()
+    assert texts == ["NA", "42", "a, b"] and labels.tolist() == ["a", "b", "a"]
+    assert load_support_inbox(as_frame=True)["text"].tolist() == ["NA", "42", "a, b"]
+
+
+def test_our_datasets_never_shadow_hugging_face_datasets():
+    # sentence-transformers imports HF `datasets`; from the repository root (tests, `make
+    # demo`) that name must still resolve to the installed package, not to anything of ours.
+    root = Path(__file__).resolve().parent.parent
+    code = "import datasets, embetter.datasets; print(datasets.__file__); print(datasets.Dataset)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert "site-packages" in first and "embetter" not in first, first

@@ -172,6 +172,11 @@ def test_mkdocs_build_strict(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "index.html").is_file() and (tmp_path / "api" / "index.html").is_file()
+    # mkdocs-material, with search and copy buttons on code, and no link to anyone's repository
+    html = (tmp_path / "index.html").read_text()
+    assert "assets/stylesheets/main" in html and '"content.code.copy"' in html
+    assert (tmp_path / "search" / "search_index.json").is_file()
+    assert "md-source" not in html and "repo_url" not in (ROOT / "mkdocs.yml").read_text()
 
 
 def _update(paths) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -72,10 +73,40 @@ def test_pca_keeps_separated_blobs_apart_and_tsne_runs():
     assert project(small, method="tsne", random_state=0).shape == (len(small), 2)
 
 
+def test_umap_keeps_separated_blobs_apart_and_is_repeatable():
+    pytest.importorskip("umap", reason="umap-learn is the umap extra (in dev)")
+    X, y = blobs()
+    P = project(X, method="umap", random_state=0)
+    assert P.shape == (len(X), 2) and P.dtype == np.float32
+    centres = np.array([P[y == c].mean(axis=0) for c in "abc"])
+    spread = max(P[y == c].std(axis=0).max() for c in "abc")
+    assert min(np.linalg.norm(centres[i] - centres[j]) for i in range(3) for j in range(i)) > (
+        2 * spread
+    )
+    np.testing.assert_array_equal(P, project(X, method="umap", random_state=0))
+    assert projection(X, y, method="umap").axes[0].get_xlabel() == "UMAP 1"
+    assert project(X[:3], method="umap").shape == (3, 2)  # too few points for a spectral start
+
+
+def test_umap_falls_back_to_pca_and_says_so_once(monkeypatch):
+    import embetter.plot
+
+    monkeypatch.setitem(sys.modules, "umap", None)  # as without the umap extra
+    monkeypatch.setattr(embetter.plot, "_said_no_umap", False)
+    X, y = blobs()
+    with pytest.warns(UserWarning, match=r"umap-learn is not installed.*embetter\[umap\]"):
+        P = project(X, method="umap")
+    np.testing.assert_array_equal(P, project(X, method="pca"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second time stays quiet
+        fig = projection(X, y, method="umap")
+    assert fig.axes[0].get_xlabel() == "PC1"
+
+
 def test_bad_input_is_named():
     X, y = blobs()
     with pytest.raises(ValueError, match="method must be one of"):
-        projection(X, y, method="umap")
+        projection(X, y, method="mds")
     with pytest.raises(ValueError, match="y has 3 entries"):
         projection(X, y[:3])
     with pytest.raises(ValueError, match="NaN"):

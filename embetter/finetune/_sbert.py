@@ -71,8 +71,10 @@ def _model_to_bytes(model) -> dict[str, bytes]:
 def _model_from_bytes(files: dict[str, bytes], device: str):
     from sentence_transformers import SentenceTransformer
 
+    from embetter._skops import check_model_files
+
     with tempfile.TemporaryDirectory(prefix="embetter-unpickle-") as tmp:
-        for rel, data in files.items():
+        for rel, data in check_model_files(files).items():
             target = Path(tmp, rel)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)

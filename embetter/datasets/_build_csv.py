@@ -5,14 +5,14 @@ Reads `support_inbox.jsonl` next to this file and writes `support_inbox.csv` wit
 without a known positive topic (partially labelled) or with two topics are left out. The
 `urgent` key is a separate question and never becomes a CSV label. Order follows the JSONL.
 
-Usage: python datasets/build_csv.py
+Usage (from a clone, after editing the JSONL): python -m embetter.datasets._build_csv
 """
 
 import csv
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from embetter._files import atomic_path
 
 HERE = Path(__file__).resolve().parent
 TOPICS = ("shipping", "returns", "product", "account", "feedback")
@@ -34,16 +34,10 @@ def single_label_rows(jsonl_path):
 
 def write_csv(rows, csv_path):
     """Write rows atomically so a reader never sees a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=Path(csv_path).parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(["text", "label"])
-            writer.writerows(rows)
-        os.replace(tmp, csv_path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_path(csv_path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,54 @@
+"""`embetter project`: a 2-D map of texts (`text,x,y[,label]`) for bulk-labelling tools."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+from embetter._files import UsageError, _format_of, atomic_path, read_table, text_column
+from embetter._pipelines import load_pipeline, read_for_pipeline, transform_texts
+
+MAP_FORMATS = {".csv": "csv"}
+_NAMES = {"umap": "UMAP", "pca": "PCA", "tsne": "t-SNE"}
+
+
+def run_project(input_path, out, *, text_col=None, label_col=None, pipeline=None, trust=False,
+                model="all-MiniLM-L6-v2", method="umap", seed=0, progress=False) -> int:
+    """Encode (or apply a saved pipeline), project to 2-D and write the map; the exit code."""
+    from embetter.plot import _method_to_use, project
+
+    _format_of(out, MAP_FORMATS, "map")  # refuse a bad --out before any work is done
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", UserWarning)
+        method = _method_to_use(method)
+    for warning in said:  # "umap-learn is not installed ...": one line, before the long work
+        print(f"embetter project: note: {warning.message}", file=sys.stderr)
+
+    keep = (label_col,) if label_col else ()
+    if pipeline is not None:
+        pipe = load_pipeline(pipeline, trust=trust)
+        df, texts, encode = read_for_pipeline(pipe, pipeline, input_path, text_col, keep)
+    elif text_col is None:
+        raise UsageError("--text-col is required without --pipeline")
+    else:
+        from embetter.text import SentenceEncoder
+
+        df = read_table(input_path, text_col, also_text=keep)
+        texts = text_column(df, text_col, input_path)
+        encode = SentenceEncoder(model, show_progress_bar=progress)
+    if label_col is not None and label_col not in df.columns:
+        available = ", ".join(map(str, list(df.columns)[:20]))
+        raise UsageError(f"{input_path}: no label column {label_col!r}; "
+                         f"its columns are: {available}")
+    X = transform_texts(encode, texts, progress=progress)
+    points = project(X, method=method, random_state=seed)
+
+    import pandas as pd
+
+    table = pd.DataFrame({"text": texts, "x": points[:, 0], "y": points[:, 1]})
+    if label_col is not None:
+        table["label"] = df[label_col].to_numpy()  # empty cells stay empty: not labelled yet
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, index=False)
+    print(f"wrote a {_NAMES[method]} map of {len(table)} texts to {out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,154 @@
+"""Fitted pipelines as skops files: saved as data, loaded only when every type is trusted.
+
+A joblib (pickle) file runs whatever code it names when it is loaded. A skops file stores the
+state of each object as data; loading it first lists the types it would create, and refuses
+the ones nobody trusted. skops trusts scikit-learn, numpy and Python's builtins itself; this
+module adds embetter's own estimators (`TRUSTED`), whose `__setstate__` only rebuilds what
+their parameters describe. Torch weights travel as bytes and are read back with
+`torch.load(weights_only=True)`, which creates tensors and plain containers, never objects.
+A sentence model fine-tuned by `SbertTuner` travels as the files of its saved folder, which
+`check_model_files` checks before sentence-transformers reads them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import os
+
+from embetter._files import atomic_path
+
+#: The public classes trusted in a skops file by `load_skops` besides what skops trusts.
+TRUSTED = (
+    "embetter.grab.ColumnGrabber",
+    "embetter.grab.KeyGrabber",
+    "embetter.text.SentenceEncoder",
+    "embetter.text.MatryoshkaEncoder",
+    "embetter.text.LiteTextEncoder",
+    "embetter.finetune.FeedForwardTuner",
+    "embetter.finetune.ContrastiveTuner",
+    "embetter.finetune.ContrastiveLearner",
+    "embetter.finetune.SbertLearner",
+    "embetter.finetune.SbertTuner",
+    "embetter.model.DifferenceClassifier",
+)
+
+#: Files of a saved sentence model that are data (weights as safetensors, JSON configs,
+#: tokenizer vocabularies). Pickled weights (`.bin`, `.pt`) and code (`.py`) are refused.
+_MODEL_FILE_SUFFIXES = (".safetensors", ".json", ".txt", ".model", ".md")
+
+
+class UntrustedTypesError(ValueError):
+    """A skops file names types that are not trusted; `types` lists them."""
+
+    def __init__(self, path, types):
+        self.types = list(types)
+        super().__init__(
+            f"{path}: refusing to load types that are not trusted: {', '.join(self.types)}; "
+            "load it only if you trust where the file comes from (`--trust` on the command "
+            "line, trust=True in Python)"
+        )
+
+
+def trusted_types() -> list[str]:
+    """The type names (as skops writes them) of embetter's trusted classes."""
+    names = []
+    for public in TRUSTED:
+        module, _, name = public.rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+        names.append(f"{cls.__module__}.{cls.__qualname__}")
+    return names
+
+
+def save_skops(obj, path) -> str:
+    """Save a fitted estimator or pipeline to a skops file, atomically.
+
+    Arguments:
+        obj: the estimator or pipeline.
+        path: the file to write (by convention ending in `.skops`).
+
+    Usage:
+
+    ```python
+    from sklearn.pipeline import make_pipeline
+
+    from embetter.grab import ColumnGrabber
+    from embetter.text import SentenceEncoder
+    from embetter.utils import load_skops, save_skops
+
+    pipe = make_pipeline(ColumnGrabber("text"), SentenceEncoder())
+    save_skops(pipe, "encoder.skops")
+    assert load_skops("encoder.skops")[1].name == "all-MiniLM-L6-v2"
+    ```
+    """
+    import skops.io as sio
+
+    with atomic_path(path) as tmp:
+        try:
+            sio.dump(obj, tmp)
+        except Exception as e:
+            raise TypeError(
+                f"cannot save a {type(obj).__name__} as skops ({type(e).__name__}: {e}); "
+                "an object it holds is not one skops can store as data"
+            ) from e
+    return os.fspath(path)
+
+
+def load_skops(path, trust: bool = False):
+    """Load a skops file, refusing types that neither skops nor embetter trusts.
+
+    Arguments:
+        path: a file written by `save_skops` (or `skops.io.dump`).
+        trust: also accept the types that are not trusted. Only for files from a source you
+            trust: an unknown type can run code when it is rebuilt.
+
+    Raises `UntrustedTypesError` (a `ValueError`) naming the refused types.
+    """
+    import skops.io as sio
+
+    untrusted = sio.get_untrusted_types(file=path)
+    ours = set(trusted_types())
+    unknown = [t for t in untrusted if t not in ours]
+    if unknown and not trust:
+        raise UntrustedTypesError(path, unknown)
+    return sio.load(path, trusted=untrusted)
+
+
+# -- the skops-friendly state of torch-backed estimators --------------------------------------
+def torch_state_to_bytes(state) -> bytes:
+    """A (CPU) state dict as bytes: data for skops and pickle alike."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def torch_state_from_bytes(blob):
+    """The state dict back from `torch_state_to_bytes`; only tensors and containers load."""
+    if not isinstance(blob, (bytes, bytearray)):
+        return blob  # a pickle written before the state was stored as bytes
+    import torch
+
+    return torch.load(io.BytesIO(bytes(blob)), map_location="cpu", weights_only=True)
+
+
+def check_model_files(files: dict) -> dict:
+    """Refuse the files of a saved sentence model that could run code when it is loaded.
+
+    Only data files are accepted (see `_MODEL_FILE_SUFFIXES`), and `modules.json` may only
+    name sentence-transformers' own module classes.
+    """
+    for rel in files:
+        parts = rel.replace("\\", "/").split("/")
+        if ".." in parts or rel.startswith(("/", "\\")) or not rel.endswith(_MODEL_FILE_SUFFIXES):
+            raise ValueError(f"refusing the model file {rel!r}: only data files are accepted")
+    modules = files.get("modules.json")
+    if modules is not None:
+        for module in json.loads(modules):
+            kind = str(module.get("type", ""))
+            if not kind.startswith("sentence_transformers."):
+                raise ValueError(f"refusing the model module type {kind!r} in modules.json")
+    return files
+
