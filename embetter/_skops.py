@@ -32,6 +32,10 @@ TRUSTED = (
     "embetter.finetune.SbertLearner",
     "embetter.finetune.SbertTuner",
     "embetter.model.DifferenceClassifier",
+    "embetter.external.OpenAIEncoder",
+    "embetter.external.AzureOpenAIEncoder",
+    "embetter.external.CohereEncoder",
+    "embetter.external.OllamaEncoder",
 )
 
 #: Files of a saved sentence model that are data (weights as safetensors, JSON configs,

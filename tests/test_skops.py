@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import skops.io as sio
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import make_pipeline
 
+import embetter.external
 import embetter.finetune
 import embetter.grab
 import embetter.model
@@ -136,7 +138,9 @@ def test_the_trusted_list_covers_every_public_estimator():
     # state runs no code the file names), or this fails and says which one.
     names = set(trusted_types())
     assert len(names) == len(TRUSTED)
-    for module in (embetter.grab, embetter.text, embetter.finetune, embetter.model):
+    for module in (
+        embetter.grab, embetter.text, embetter.finetune, embetter.model, embetter.external
+    ):
         public = getattr(module, "__all__", None) or [
             name for name, obj in vars(module).items()
             if getattr(obj, "__module__", None) == module.__name__ and not name.startswith("_")
@@ -163,3 +167,14 @@ def test_a_saved_sentence_model_passes_the_check(tiny_model_path, tmp_path):
     model = SentenceEncoder(tiny_model_path).model_
     files = _model_to_bytes(model)
     assert check_model_files(files) is files and "modules.json" in files
+
+
+@pytest.mark.parametrize("name", ["OpenAIEncoder", "CohereEncoder", "OllamaEncoder"])
+def test_hosted_encoders_load_as_trusted_types_without_their_key(tmp_path, name):
+    # A hosted-API encoder in a shared skops file: trusted, and the key never travels.
+    encoder = getattr(embetter.external, name)(model="some-model", api_key="sk-secret-123")
+    path = save_skops(make_pipeline(ColumnGrabber("text"), encoder), tmp_path / "hosted.skops")
+    assert b"sk-secret-123" not in Path(path).read_bytes()
+    loaded = load_skops(path)[-1]
+    assert type(loaded) is type(encoder)
+    assert loaded.model == "some-model" and loaded.api_key is None
