@@ -10,9 +10,9 @@ Usage: python datasets/build_csv.py
 
 import csv
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from embetter._atomic import atomic_path
 
 HERE = Path(__file__).resolve().parent
 TOPICS = ("shipping", "returns", "product", "account", "feedback")
@@ -34,16 +34,10 @@ def single_label_rows(jsonl_path):
 
 def write_csv(rows, csv_path):
     """Write rows atomically so a reader never sees a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=Path(csv_path).parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(["text", "label"])
-            writer.writerows(rows)
-        os.replace(tmp, csv_path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_path(csv_path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
 
 
 if __name__ == "__main__":

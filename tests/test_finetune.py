@@ -80,17 +80,21 @@ def test_fit_resets_and_partial_fit_continues(cls, data):
     first = tuner.transform(X)
     assert np.array_equal(tuner.fit(X, y).transform(X), first)  # fit starts from scratch
 
-    stream = fast(cls, partial_fit_epochs=2)
+    stream = fast(cls, batch_size=16)
     stream.partial_fit(X[:60], y[:60], classes=np.unique(y))
     module = (stream.learner_ if cls is ContrastiveTuner else stream).module_
     optimizer = (stream.learner_ if cls is ContrastiveTuner else stream).optimizer_
     steps = [float(s["step"]) for s in optimizer.state.values()]
-    assert stream.n_iter_ == 2
+    # the budget follows the rows: fit's steps per row (epochs x items per row / batch_size),
+    # the fraction carried to the next call
+    per_row = 10 / 16 if cls is FeedForwardTuner else 3 * 4 / 16
+    assert stream.history_[-1]["step"] == int(60 * per_row) == steps[0]
     stream.partial_fit(X[60:], y[60:])
     same = stream.learner_ if cls is ContrastiveTuner else stream
     assert same.module_ is module and same.optimizer_ is optimizer
     assert all(float(s["step"]) > old for s, old in zip(optimizer.state.values(), steps))
-    assert stream.n_iter_ == 4 and len(stream.loss_curve_) == 4
+    assert stream.history_[-1]["step"] == int(120 * per_row)
+    assert stream.n_iter_ == len(stream.loss_curve_) == len(stream.history_) > 2
 
 
 @pytest.mark.parametrize("cls", TUNERS)
@@ -325,9 +329,10 @@ def test_learner_starts_from_the_identity(pairs):
 
 def test_learner_partial_fit_and_errors(pairs):
     X1, X2, y = pairs
-    learner = ContrastiveLearner(partial_fit_epochs=2, random_state=0)
+    learner = ContrastiveLearner(batch_size=50, epochs=2, random_state=0)
     learner.partial_fit(X1[:200], X2[:200], y[:200]).partial_fit(X1[200:], X2[200:], y[200:])
-    assert learner.n_iter_ == 4
+    # 2 epochs' worth of steps per pair: 2 x 400 / 50, as fit on all 400 pairs would take
+    assert learner.history_[-1]["step"] == 16 and learner.n_iter_ == 4
     with pytest.raises(ValueError, match="same number of items"):
         learner.fit(X1, X2[:-1], y)
     with pytest.raises(ValueError, match="y has 399 entries"):
