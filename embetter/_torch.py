@@ -126,57 +126,59 @@ class _Progress:
             self.bar.close()
 
 
-class ReplayMemory:
-    """A uniform sample (reservoir) of the rows a stream has shown, for `partial_fit` to replay.
+# -- replay for streams ---------------------------------------------------------------------
+# A stream seen once trains each batch while it is there; without replay, the gradient steps a
+# small batch earns pull the head towards that batch and away from the earlier ones. Mixing as
+# many remembered rows as new ones into each `partial_fit` call keeps the stream close to one
+# fit on everything it has seen. The memory is plain data (a dict of aligned numpy arrays and
+# a count), so estimators holding it pickle, and store in skops files, like any other state.
 
-    A stream seen once trains each batch while it is there; without replay, many gradient
-    steps on a small batch pull the head towards that batch and away from the earlier ones.
-    Mixing as many remembered rows as new ones into each call's training keeps the stream
-    close to one fit on everything it has seen. Rows are aligned numpy arrays (embeddings and
-    their labels); the memory holds at most `size` of them.
-    """
 
-    def __init__(self, size: int):
-        self.size = int(size)
-        self.arrays = None
-        self.seen = 0
+def new_replay() -> dict:
+    """An empty memory: `rows` (aligned arrays: embeddings, label codes...) and `seen`."""
+    return {"rows": None, "seen": 0}
 
-    def __len__(self):
-        return 0 if self.arrays is None else self.arrays[0].shape[0]
 
-    def pool(self, arrays):
-        """The new rows followed by the remembered ones, as one set of arrays."""
-        if not len(self):
-            return list(arrays)
-        return [np.concatenate([a, m]) for a, m in zip(arrays, self.arrays)]
+def replay_len(memory: dict) -> int:
+    return 0 if memory["rows"] is None else memory["rows"][0].shape[0]
 
-    def subsets(self, n_new: int, rng):
-        """A function drawing, on each call, the new rows plus as many remembered ones (fresh
-        ones each time), as indices into `pool`."""
-        stored = len(self)
-        new = np.arange(n_new)
-        if not stored:
-            return lambda: new
-        k = min(stored, n_new)
-        return lambda: np.concatenate([new, n_new + rng.choice(stored, k, replace=False)])
 
-    def add(self, arrays, rng):
-        """Remember the new rows: each row of the stream stays with probability size / seen."""
-        if self.size <= 0:
-            return
-        n = arrays[0].shape[0]
-        free = min(max(self.size - len(self), 0), n)
+def replay_pool(memory: dict, arrays) -> list:
+    """The new rows followed by the remembered ones, as one set of arrays."""
+    if not replay_len(memory):
+        return list(arrays)
+    return [np.concatenate([a, m]) for a, m in zip(arrays, memory["rows"])]
+
+
+def replay_subsets(memory: dict, n_new: int, rng):
+    """A function drawing, on each call, the new rows plus as many remembered ones (fresh ones
+    each time), as indices into `replay_pool`'s arrays."""
+    stored = replay_len(memory)
+    new = np.arange(n_new)
+    if not stored:
+        return lambda: new
+    k = min(stored, n_new)
+    return lambda: np.concatenate([new, n_new + rng.choice(stored, k, replace=False)])
+
+
+def replay_add(memory: dict, arrays, size: int, rng) -> None:
+    """Remember new rows as a reservoir sample: every row of the stream is kept with the same
+    probability, `size / seen`."""
+    size = int(size)
+    n = arrays[0].shape[0]
+    if size > 0:
+        free = min(max(size - replay_len(memory), 0), n)
         if free:
-            head = [a[:free] for a in arrays]
-            self.arrays = head if self.arrays is None else [
-                np.concatenate([m, h]) for m, h in zip(self.arrays, head)]
+            head = [np.array(a[:free]) for a in arrays]
+            memory["rows"] = head if memory["rows"] is None else [
+                np.concatenate([m, h]) for m, h in zip(memory["rows"], head)]
         rest = np.arange(free, n)
         if rest.size:
-            keep = rng.random_sample(rest.size) < self.size / (self.seen + rest + 1)
-            slots = rng.randint(0, self.size, size=int(keep.sum()))
-            for m, a in zip(self.arrays, arrays):
+            keep = rng.random_sample(rest.size) < size / (memory["seen"] + rest + 1)
+            slots = rng.randint(0, size, size=int(keep.sum()))
+            for m, a in zip(memory["rows"], arrays):
                 m[slots] = a[rest[keep]]
-        self.seen += n
+    memory["seen"] += n
 
 
 class TorchHeadMixin:
@@ -241,7 +243,7 @@ class TorchHeadMixin:
         self.n_iter_ = 0
         self._step_credit = 0.0
         self._n_steps = 0
-        self._replay = ReplayMemory(getattr(self, "replay_size", 0))
+        self._replay = new_replay()
 
     def _make_optimizer(self, module):
         kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[self.optimizer]
@@ -381,11 +383,11 @@ class TorchHeadMixin:
         if getattr(self, "module_", None) is None:
             self._check_engine_params()
             self._start_training()
-        memory = self._replay
-        return memory.pool(arrays), memory.subsets(arrays[0].shape[0], self._rng)
+        return (replay_pool(self._replay, arrays),
+                replay_subsets(self._replay, arrays[0].shape[0], self._rng))
 
     def _remember(self, arrays):
-        self._replay.add(arrays, self._rng)
+        replay_add(self._replay, arrays, self.replay_size, self._rng)
 
     def _partial_fit_items(self, table, draw, n_rows: int, steps_per_row=None):
         """`partial_fit`: the step budget of `n_rows` new rows, same network and optimizer.

@@ -14,7 +14,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from embetter._atomic import atomic_path
-from embetter._torch import ReplayMemory, TorchHeadMixin, train_threads
+from embetter._torch import TorchHeadMixin, train_threads
 from embetter._validation import (
     check_estimator_input,
     check_pairs,
@@ -297,8 +297,8 @@ class ContrastiveLearner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transf
             "fitted": fitted,
             "module": state["_module_state"],
             "optimizer": state["_optimizer_state"],
-            "replay": {"seen": memory.seen,
-                       "arrays": [torch.from_numpy(a) for a in memory.arrays or []]},
+            "replay": {"seen": memory["seen"],
+                       "rows": [torch.from_numpy(a) for a in memory["rows"] or []]},
         }
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             torch.save(payload, f)
@@ -316,9 +316,9 @@ class ContrastiveLearner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transf
             fitted["feature_names_in_"] = np.asarray(fitted["feature_names_in_"], dtype=object)
         learner.__dict__.update(fitted)
         learner._rng = check_random_state(learner.random_state)
-        learner._replay = ReplayMemory(learner.replay_size)
-        learner._replay.seen = payload["replay"]["seen"]
-        learner._replay.arrays = [t.numpy() for t in payload["replay"]["arrays"]] or None
+        replay = payload["replay"]
+        learner._replay = {"seen": replay["seen"], "rows": [t.numpy() for t in replay["rows"]]
+                           or None}
         learner._restore(payload["module"], payload["optimizer"])
         return learner
 

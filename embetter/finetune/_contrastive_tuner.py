@@ -12,7 +12,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from embetter._torch import ReplayMemory
+from embetter._torch import new_replay, replay_add, replay_pool, replay_subsets
 from embetter._validation import (
     as_labels,
     as_targets,
@@ -144,7 +144,7 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
 
     def _sampler(self, labels):
         return PairSampler(labels, n_neg=self.n_neg, n_pos=self.n_pos, strategy=self.strategy,
-                           random_state=self._pair_rng)
+                           random_state=self._rng)
 
     def _report(self):
         """The learner's training record, as this tuner's (sklearn names)."""
@@ -155,9 +155,10 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
 
     def _start(self, seed_source):
         rng = check_random_state(seed_source)
-        self._pair_rng = np.random.default_rng(rng.randint(0, 2**31 - 1))
-        self._replay_rng = np.random.RandomState(rng.randint(0, 2**31 - 1))
-        self._replay = ReplayMemory(self.replay_size)
+        # RandomState, not Generator: plain state for pickle and skops; each PairSampler
+        # draws its own seed from it
+        self._rng = np.random.RandomState(rng.randint(0, 2**31 - 1))
+        self._replay = new_replay()
         self.learner_ = self._new_learner(rng.randint(0, 2**31 - 1))
 
     def fit(self, X, y):
@@ -194,27 +195,25 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
             else:
                 known = labels if classes is None else as_labels(classes, "classes")
                 self.classes_ = np.unique(known)
-        if not multilabel:
-            encode_known_labels(labels, self.classes_)
-        elif labels.shape[1] != self.classes_.size:
+        if multilabel and labels.shape[1] != self.classes_.size:
             raise ValueError(
                 f"y has {labels.shape[1]} label columns, the first batch had {self.classes_.size}"
             )
-        memory = self._replay
-        (table, pool_labels) = memory.pool([X, labels])
-        rows = memory.subsets(X.shape[0], self._replay_rng)
+        codes = labels if multilabel else encode_known_labels(labels, self.classes_)
+        table, pool_codes = replay_pool(self._replay, [X, codes])
+        rows = replay_subsets(self._replay, X.shape[0], self._rng)
 
         def draw():  # pairs among the new rows and as many remembered ones, fresh each pass
             picked = rows()
             try:
-                i, j, similar = self._sampler(pool_labels[picked]).draw()
+                i, j, similar = self._sampler(pool_codes[picked]).draw()
             except ValueError:  # a single class: nothing to contrast in this pass
                 return [np.zeros(0, dtype=np.int64)] * 2 + [np.zeros(0, dtype=np.float32)]
             return [picked[i], picked[j], similar]
 
         per_row = int(self.epochs) * (self.n_pos + self.n_neg) / int(self.batch_size)
         self.learner_._partial_fit_sampler(table, draw, X.shape[0], per_row)
-        memory.add([X, labels], self._replay_rng)
+        replay_add(self._replay, [X, codes], self.replay_size, self._rng)
         return self._report()
 
     @property
