@@ -279,7 +279,8 @@ class TorchHeadMixin:
         module, optimizer = self.module_, self.optimizer_
         steps_left = np.inf if max_steps is None else int(max_steps)
         best, best_state, stale = np.inf, None, 0
-        progress = _Progress(epochs, self.verbose, type(self).__name__)
+        name = getattr(self, "_progress_name", type(self).__name__)
+        progress = _Progress(epochs, self.verbose, name)
         try:
             with seeded(seed, device):
                 for _ in range(epochs):

@@ -80,7 +80,8 @@ def test_fit_resets_and_partial_fit_continues(cls, data):
     first = tuner.transform(X)
     assert np.array_equal(tuner.fit(X, y).transform(X), first)  # fit starts from scratch
 
-    stream = fast(cls, batch_size=16)
+    # (max_steps=None: ContrastiveTuner's stream then earns exactly fit's steps per row)
+    stream = fast(cls, batch_size=16, **({"max_steps": None} if cls is ContrastiveTuner else {}))
     stream.partial_fit(X[:60], y[:60], classes=np.unique(y))
     module = (stream.learner_ if cls is ContrastiveTuner else stream).module_
     optimizer = (stream.learner_ if cls is ContrastiveTuner else stream).optimizer_

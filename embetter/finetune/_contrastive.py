@@ -246,14 +246,16 @@ class ContrastiveLearner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transf
         self._remember(batch)
         return self
 
-    def _fit_sampler(self, table, draw, *, epochs, max_steps=None):
+    def _fit_sampler(self, table, draw, *, epochs, max_steps=None, valid=None):
         """`fit` on pairs drawn by `draw()` each epoch, as index triples into `table` (already
-        checked): the path of `ContrastiveTuner`, which never copies pair rows."""
+        checked): the path of `ContrastiveTuner`, which never copies pair rows. With `valid`
+        (fixed index triples), stop early on their loss and keep the best epoch's weights."""
         self._check_engine_params()
         self.n_features_in_ = table.shape[1]
         self._start_training()
         with train_threads(self):
-            return self._run(table, draw, epochs=epochs, max_steps=max_steps)
+            return self._run(table, draw, epochs=epochs, max_steps=max_steps,
+                             stop_early=valid is not None, valid=valid)
 
     def _partial_fit_sampler(self, table, draw, n_rows, steps_per_row):
         if getattr(self, "module_", None) is None:

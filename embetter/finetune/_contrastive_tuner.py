@@ -34,10 +34,12 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
     learner far more of the label structure than one fixed sample. A 2-D 0/1 `y` is read as
     multi-label (items sharing a label are similar).
 
-    `partial_fit(X, y, classes=...)` continues the same learner and optimizer, with pairs formed
-    inside each batch, and trains as many gradient steps per row as `fit` does without
-    `max_steps` (`epochs * (n_pos + n_neg) / batch_size`, fractions carried to the next call):
-    a stream in batches of any size, each seen once, trains about as much as one `fit`.
+    `partial_fit(X, y, classes=...)` continues the same learner and optimizer. Its training
+    follows the rows it sees: a stream earns the steps `fit` would take on all rows seen so far
+    (`epochs` passes of `n_pos + n_neg` pairs per row, up to `max_steps`), then one pass per
+    new row; fractions of a step carry over to the next call. Each call draws its pairs among
+    the new rows and as many remembered ones (`replay_size`). So a stream in batches of any
+    size, each seen once, ends close to one `fit` on the same rows.
 
     Arguments:
         hidden_dim: output dimension; `None` keeps the input dimension (the projection then
@@ -58,6 +60,12 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
             bent the space harder and cost it up to 2 points on emotion.
         margin: see `ContrastiveLearner`.
         strategy: how negatives are drawn, see `generate_pairs`.
+        early_stopping: hold out `validation_fraction` of the rows, score each epoch on fixed
+            pairs among them (`history_` gets `valid_loss`), stop when that loss has not
+            improved by `tol` for `n_iter_no_change` epochs, and keep the best epoch.
+        validation_fraction: share of the rows held out for early stopping.
+        n_iter_no_change: epochs without improvement before stopping.
+        tol: minimum improvement of the validation loss that counts as progress.
         weight_decay: weight decay of the optimizer.
         replay_size: rows of earlier `partial_fit` batches remembered (a uniform sample of the
             stream); each call draws its pairs among the new rows and as many remembered ones,
@@ -93,6 +101,10 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         "loss": [StrOptions({"contrastive", "cosine"})],
         "margin": [Interval(Real, -1, 1, closed="both")],
         "strategy": [StrOptions({"random", "balanced"})],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "replay_size": [Interval(Integral, 0, None, closed="left")],
         "verbose": ["verbose"],
@@ -112,6 +124,10 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         loss="cosine",
         margin=0.1,
         strategy="random",
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=3,
+        tol=1e-4,
         weight_decay=0.0,
         replay_size=2048,
         verbose=False,
@@ -128,6 +144,10 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         self.loss = loss
         self.margin = margin
         self.strategy = strategy
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
         self.weight_decay = weight_decay
         self.replay_size = replay_size
         self.verbose = verbose
@@ -138,7 +158,8 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         return ContrastiveLearner(
             shape_out=self.hidden_dim, batch_size=self.batch_size, epochs=self.epochs,
             learning_rate=self.learning_rate, loss=self.loss, margin=self.margin,
-            weight_decay=self.weight_decay, replay_size=0, verbose=self.verbose,
+            weight_decay=self.weight_decay, n_iter_no_change=self.n_iter_no_change,
+            tol=self.tol, replay_size=0, verbose=self.verbose,
             random_state=seed, device=self.device,
         )
 
@@ -159,7 +180,9 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         # draws its own seed from it
         self._rng = np.random.RandomState(rng.randint(0, 2**31 - 1))
         self._replay = new_replay()
+        self._rows_seen = 0
         self.learner_ = self._new_learner(rng.randint(0, 2**31 - 1))
+        self.learner_._progress_name = type(self).__name__
 
     def fit(self, X, y):
         """Train a fresh learner on pairs drawn from `(X, y)`; returns `self`."""
@@ -168,11 +191,44 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         X = check_estimator_input(self, X, reset=True)
         labels, _ = as_targets(y, "y", n_samples=X.shape[0])
         self._start(self.random_state)
-        sampler = self._sampler(labels)
-        self.classes_ = sampler.classes
-        self.learner_._fit_sampler(X, sampler.draw, epochs=int(self.epochs),
-                                   max_steps=self.max_steps)
+        self.classes_ = self._sampler(labels).classes  # checks the labels once, clearly
+        train, valid = self._split(labels) if self.early_stopping else (None, None)
+        if valid is None:
+            draw = self._sampler(labels).draw
+        else:
+            sampler = self._sampler(labels[train])
+
+            def draw():
+                i, j, similar = sampler.draw()
+                return [train[i], train[j], similar]
+
+        self.learner_._fit_sampler(X, draw, epochs=int(self.epochs), max_steps=self.max_steps,
+                                   valid=valid)
         return self._report()
+
+    def _split(self, labels):
+        """Rows to train on, and fixed validation pairs: each held-out row with partners from
+        all rows (does a new row land near its class?), never trained on as an anchor or
+        partner."""
+        from sklearn.model_selection import train_test_split
+
+        n = labels.shape[0]
+        n_valid = int(np.ceil(self.validation_fraction * n))
+        if n_valid < 2 or n - n_valid < 2:
+            raise ValueError(
+                f"early_stopping needs at least 4 rows (validation_fraction="
+                f"{self.validation_fraction} of {n}); turn early_stopping off for tiny data"
+            )
+        rows = np.arange(n)
+        seed = self._rng.randint(0, 2**31 - 1)
+        try:
+            train, held = train_test_split(rows, test_size=n_valid, random_state=seed,
+                                           stratify=None if labels.ndim == 2 else labels)
+        except ValueError:  # a class too small to stratify: a plain split
+            train, held = train_test_split(rows, test_size=n_valid, random_state=seed)
+        i, j, similar = self._sampler(labels).draw()
+        mine = np.isin(i, held)
+        return train, [i[mine], j[mine], similar[mine]]
 
     def partial_fit(self, X, y, classes=None):
         """Train on pairs drawn from one batch, continuing the same learner.
@@ -211,10 +267,23 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
                 return [np.zeros(0, dtype=np.int64)] * 2 + [np.zeros(0, dtype=np.float32)]
             return [picked[i], picked[j], similar]
 
-        per_row = int(self.epochs) * (self.n_pos + self.n_neg) / int(self.batch_size)
-        self.learner_._partial_fit_sampler(table, draw, X.shape[0], per_row)
+        n = X.shape[0]
+        steps = self._stream_steps(self._rows_seen + n) - self._stream_steps(self._rows_seen)
+        self._rows_seen += n
+        self.learner_._partial_fit_sampler(table, draw, n, steps / n)
         replay_add(self._replay, [X, codes], self.replay_size, self._rng)
         return self._report()
+
+    def _stream_steps(self, n_rows):
+        """Gradient steps a stream has earned after `n_rows` rows: what `fit` on them would
+        take (`epochs` passes of `n_pos + n_neg` pairs per row) until `max_steps`; after that,
+        one pass per new row, so that later labels still count."""
+        per_pass = (self.n_pos + self.n_neg) / int(self.batch_size)
+        full = int(self.epochs) * per_pass * n_rows
+        if self.max_steps is None or full <= self.max_steps:
+            return full
+        covered = self.max_steps / (int(self.epochs) * per_pass)
+        return self.max_steps + per_pass * (n_rows - covered)
 
     @property
     def _n_features_out(self):
