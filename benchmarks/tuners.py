@@ -196,14 +196,13 @@ def quality(datasets, seeds, with_peer):
           "_knn = 5-NN (cosine), _lr = LogisticRegressionCV(Cs=[0.1, 1, 10, 100], cv=3), "
           "_s = fit seconds")
     table(rows, ["dataset"] + cols)
-    print("\nTargets:")
+    print("\nTargets (issue 11):")
     for kind in ("ff", "ct"):
-        beats = all(results[n][f"{kind}_knn"] > results[n]["raw_knn"] for n in results)
-        near = mean[f"{kind}_knn"] >= mean["raw_lr"] - 0.01
-        lr_ok = all(results[n][f"{kind}_lr"] >= results[n]["raw_lr"] - 0.01 for n in results)
-        print(f"  {kind}: tuned 5-NN > raw 5-NN everywhere: {beats}; mean tuned 5-NN "
-              f"{mean[f'{kind}_knn']:.3f} within 1 pt of raw LR-CV {mean['raw_lr']:.3f}: {near};"
-              f" LR on tuned never > 1 pt below raw: {lr_ok}")
+        lr_ok = all(results[n][f"{kind}_lr"] >= results[n]["raw_lr"] - 0.005 for n in results)
+        print(f"  {kind}: LR on tuned >= raw LR - 0.5 pt on every set: {lr_ok}")
+    best = np.mean([max(results[n]["ff_knn"], results[n]["ct_knn"]) for n in results])
+    print(f"  mean best tuned 5-NN {best:.3f} >= mean raw LR-CV {mean['raw_lr']:.3f}: "
+          f"{best >= mean['raw_lr']}; load average {os.getloadavg()[0]:.1f}")
     return results
 
 

@@ -6,12 +6,13 @@ table) raises `UsageError` with a one-line message; the CLI prints it and exits 
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from embetter._atomic import atomic_path
+
+__all__ = ["UsageError", "atomic_path", "read_table", "write_embeddings"]
 
 TABLE_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 OUTPUT_FORMATS = {".npy": "npy", ".parquet": "parquet"}
@@ -122,29 +123,6 @@ def text_column(df, name: str, path) -> list[str]:
 def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split())
     return (text[:300] + "...") if len(text) > 300 else text or type(error).__name__
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path next to `path`; on success move it over `path` in one step.
-
-    A reader never sees a half-written file, and a failure leaves any earlier file intact.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield tmp
-        # mkstemp creates the file private (0600); give the result the usual permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def write_embeddings(path, X: np.ndarray, df=None) -> None:

@@ -17,7 +17,7 @@ import io
 import json
 import os
 
-from embetter._files import atomic_path
+from embetter._atomic import atomic_path
 
 #: The public classes trusted in a skops file by `load_skops` besides what skops trusts.
 TRUSTED = (

@@ -128,26 +128,90 @@ class _Progress:
             self.bar.close()
 
 
+# -- replay for streams ---------------------------------------------------------------------
+# A stream seen once trains each batch while it is there; without replay, the gradient steps a
+# small batch earns pull the head towards that batch and away from the earlier ones. Mixing as
+# many remembered rows as new ones into each `partial_fit` call keeps the stream close to one
+# fit on everything it has seen. The memory is plain data (a dict of aligned numpy arrays and
+# a count), so estimators holding it pickle, and store in skops files, like any other state.
+
+
+def new_replay() -> dict:
+    """An empty memory: `rows` (aligned arrays: embeddings, label codes...) and `seen`."""
+    return {"rows": None, "seen": 0}
+
+
+def replay_len(memory: dict) -> int:
+    return 0 if memory["rows"] is None else memory["rows"][0].shape[0]
+
+
+def replay_pool(memory: dict, arrays) -> list:
+    """The new rows followed by the remembered ones, as one set of arrays."""
+    if not replay_len(memory):
+        return list(arrays)
+    return [np.concatenate([a, m]) for a, m in zip(arrays, memory["rows"])]
+
+
+def replay_subsets(memory: dict, n_new: int, rng):
+    """A function drawing, on each call, the new rows plus as many remembered ones (fresh ones
+    each time), as indices into `replay_pool`'s arrays."""
+    stored = replay_len(memory)
+    new = np.arange(n_new)
+    if not stored:
+        return lambda: new
+    k = min(stored, n_new)
+    return lambda: np.concatenate([new, n_new + rng.choice(stored, k, replace=False)])
+
+
+def replay_add(memory: dict, arrays, size: int, rng) -> None:
+    """Remember new rows as a reservoir sample: every row of the stream is kept with the same
+    probability, `size / seen`."""
+    size = int(size)
+    n = arrays[0].shape[0]
+    if size > 0:
+        free = min(max(size - replay_len(memory), 0), n)
+        if free:
+            head = [np.array(a[:free]) for a in arrays]
+            memory["rows"] = head if memory["rows"] is None else [
+                np.concatenate([m, h]) for m, h in zip(memory["rows"], head)]
+        rest = np.arange(free, n)
+        if rest.size:
+            keep = rng.random_sample(rest.size) < size / (memory["seen"] + rest + 1)
+            slots = rng.randint(0, size, size=int(keep.sum()))
+            for m, a in zip(memory["rows"], arrays):
+                m[slots] = a[rest[keep]]
+    memory["seen"] += n
+
+
 class TorchHeadMixin:
     """The training engine shared by the small torch heads.
 
-    A subclass provides `_build_module()` (a fresh `torch.nn.Module` built from its parameters
-    and the shapes seen by `fit`), `_batch_loss(module, *batch)` (a scalar loss for one
-    mini-batch of device tensors) and, optionally, `_valid_loss`. The engine owns everything
-    else, the same way for every head:
+    A head trains on *items*, rows of index arrays into one *table* (the embedding matrix):
+    `FeedForwardTuner` on `(row, class)`, `ContrastiveLearner` on `(i, j, similar)` pairs. The
+    table goes to the device once; each mini-batch is a slice of the items, and the head's
+    loss gathers the table rows it needs. A subclass provides `_build_module()` (a fresh
+    `torch.nn.Module` built from its parameters and the shapes seen by `fit`) and
+    `_batch_loss(module, table, *items)` (a scalar loss for one mini-batch of device tensors).
+    The engine owns everything else, the same way for every head:
 
     - the module is built lazily in `fit` (skorch style), so `clone`/`set_params` stay honest;
     - `fit` starts from scratch, `partial_fit` continues the same network *and* optimizer state;
-    - the data is moved to the device once, mini-batches are index slices of those tensors;
+    - the items of an epoch come from `draw()`, called once per pass: fixed rows, or fresh
+      pairs from a `PairSampler` every epoch;
+    - `partial_fit` trains a budget that follows the rows it sees, not a count of passes: as
+      many gradient steps per row as `fit` spends (`_steps_per_row`), fractions carried over
+      to the next call, so a stream in batches of any size trains about as much as one `fit`
+      on the same rows; the optimizer state (Adam's moments, step count) carries on;
     - `random_state` seeds initialisation, shuffling and dropout: two fits are bit-identical
       on CPU, and the global torch/numpy RNGs are left untouched;
     - `early_stopping`, `validation_fraction`, `n_iter_no_change` and `tol` mean what they mean
-      in sklearn's `MLPClassifier`; `loss_curve_`, `history_` and `n_iter_` record the epochs;
+      in sklearn's `MLPClassifier`; `loss_curve_`, `history_` (one record per pass: epoch,
+      step, train_loss and, with a validation set, valid_loss) and `n_iter_` record training;
     - pickling stores CPU state dicts (never a live module on a device) and rebuilds on load.
 
     Parameters read from the estimator: `learning_rate`, `batch_size`, `optimizer`,
     `weight_decay`, `early_stopping`, `validation_fraction`, `n_iter_no_change`, `tol`,
-    `partial_fit_epochs`, `verbose`, `random_state`, `device`.
+    `verbose`, `random_state`, `device`.
     """
 
     _EPOCHS_PARAM = "n_epochs"
@@ -156,8 +220,17 @@ class TorchHeadMixin:
     def _build_module(self) -> torch.nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _batch_loss(self, module, *batch) -> torch.Tensor:  # pragma: no cover - abstract
+    def _batch_loss(self, module, table, *items) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
+
+    def _items_per_row(self) -> float:
+        """Items one pass draws per table row (1 for rows, pairs per row for a sampler)."""
+        return 1.0
+
+    def _steps_per_row(self) -> float:
+        """Gradient steps `fit` spends per table row: the budget `partial_fit` follows."""
+        epochs = int(getattr(self, self._EPOCHS_PARAM))
+        return epochs * self._items_per_row() / int(self.batch_size)
 
     # -- state -------------------------------------------------------------------------------
     def _start_training(self):
@@ -170,6 +243,9 @@ class TorchHeadMixin:
         self.loss_curve_ = []
         self.history_ = []
         self.n_iter_ = 0
+        self._step_credit = 0.0
+        self._n_steps = 0
+        self._replay = new_replay()
 
     def _make_optimizer(self, module):
         kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[self.optimizer]
@@ -178,54 +254,65 @@ class TorchHeadMixin:
 
     def _check_engine_params(self):
         """Checks for the engine's parameters that `_parameter_constraints` cannot express."""
-        if self.early_stopping and not 0 < self.validation_fraction < 1:
+        if getattr(self, "early_stopping", False) and not 0 < self.validation_fraction < 1:
             raise ValueError(
                 "validation_fraction must be in (0, 1) when early_stopping=True, "
                 f"got {self.validation_fraction!r}"
             )
 
     # -- the loop ----------------------------------------------------------------------------
-    def _run(self, arrays, epochs: int, *, stop_early: bool, stratify=None):
-        """Train `self.module_` for up to `epochs` passes over `arrays` (numpy, same length).
+    def _run(self, table, draw, *, epochs: int, max_steps=None, stop_early: bool = False,
+             valid=None):
+        """Train `self.module_` for up to `epochs` passes and at most `max_steps` steps.
 
-        `stop_early` enables sklearn-style stopping: on the validation loss with
-        `early_stopping=True` (best weights restored), otherwise on the training loss.
+        `table` (numpy) goes to the device once; `draw()` gives the items of one pass (numpy
+        arrays of one length); `valid`, fixed items for the validation loss. `stop_early`
+        enables sklearn-style stopping: on the validation loss when `valid` is given (best
+        weights restored), otherwise on the training loss.
         """
         device = self.device_
         seed = self._rng.randint(0, 2**31 - 1)
-        valid = None
-        if stop_early and self.early_stopping:
-            arrays, valid = self._split_validation(arrays, stratify)
-        # One copy to the device; every mini-batch is an index slice of these tensors.
-        tensors = [torch.tensor(a, device=device) for a in arrays]
-        valid = None if valid is None else [torch.tensor(a, device=device) for a in valid]
-        n = tensors[0].shape[0]
-        batch_size = max(1, min(int(self.batch_size), n))
+        table = torch.as_tensor(table, device=device)
+        valid = None if valid is None else [torch.as_tensor(a, device=device) for a in valid]
         for group in self.optimizer_.param_groups:  # honour set_params between partial_fits
             group["lr"] = float(self.learning_rate)
             group["weight_decay"] = float(self.weight_decay)
 
         module, optimizer = self.module_, self.optimizer_
-        tol = self.tol
+        steps_left = np.inf if max_steps is None else int(max_steps)
         best, best_state, stale = np.inf, None, 0
-        progress = _Progress(epochs, self.verbose, type(self).__name__)
+        name = getattr(self, "_progress_name", type(self).__name__)
+        progress = _Progress(epochs, self.verbose, name)
         try:
             with seeded(seed, device):
                 for _ in range(epochs):
-                    module.train()
+                    if steps_left <= 0:
+                        break
+                    items = [torch.as_tensor(a, device=device) for a in draw()]
+                    n = items[0].shape[0]
+                    if n == 0:
+                        break
+                    batch_size = max(1, min(int(self.batch_size), n))
+                    n_steps = int(min(-(-n // batch_size), steps_left))
                     order = torch.as_tensor(self._rng.permutation(n), device=device)
+                    module.train()
                     total = torch.zeros((), device=device)
-                    for start in range(0, n, batch_size):
-                        index = order[start:start + batch_size]
-                        loss = self._batch_loss(module, *(t[index] for t in tensors))
+                    seen = 0
+                    for step in range(n_steps):
+                        index = order[step * batch_size:(step + 1) * batch_size]
+                        loss = self._batch_loss(module, table, *(t[index] for t in items))
                         optimizer.zero_grad(set_to_none=True)
                         loss.backward()
                         optimizer.step()
                         total += loss.detach() * index.shape[0]
-                    # one device sync per epoch, not per batch
-                    record = {"epoch": self.n_iter_ + 1, "train_loss": float(total) / n}
+                        seen += index.shape[0]
+                    steps_left -= n_steps
+                    self._n_steps += n_steps
+                    # one device sync per pass, not per step
+                    record = {"epoch": self.n_iter_ + 1, "step": self._n_steps,
+                              "train_loss": float(total) / seen}
                     if valid is not None:
-                        record["valid_loss"] = self._eval_loss(module, valid, batch_size)
+                        record["valid_loss"] = self._eval_loss(module, table, valid, batch_size)
                     self.n_iter_ += 1
                     self.loss_curve_.append(record["train_loss"])
                     self.history_.append(record)
@@ -239,7 +326,7 @@ class TorchHeadMixin:
                     if not stop_early:
                         continue
                     # sklearn MLP rule: an epoch counts as progress when it beats the best by tol
-                    stale = stale + 1 if watched > best - tol else 0
+                    stale = stale + 1 if watched > best - self.tol else 0
                     if watched < best:
                         best = watched
                         if valid is not None:
@@ -253,18 +340,19 @@ class TorchHeadMixin:
         module.eval()
         return self
 
-    def _eval_loss(self, module, tensors, batch_size) -> float:
+    def _eval_loss(self, module, table, items, batch_size) -> float:
         module.eval()
-        n = tensors[0].shape[0]
+        n = items[0].shape[0]
         total = 0.0
         with torch.no_grad():
             for start in range(0, n, batch_size):
-                batch = [t[start:start + batch_size] for t in tensors]
-                total += float(self._batch_loss(module, *batch)) * batch[0].shape[0]
+                batch = [t[start:start + batch_size] for t in items]
+                total += float(self._batch_loss(module, table, *batch)) * batch[0].shape[0]
         module.train()
         return total / n
 
-    def _split_validation(self, arrays, stratify):
+    def _split_validation(self, arrays, stratify=None):
+        """Hold out `validation_fraction` of the items (stratified when possible)."""
         from sklearn.model_selection import train_test_split
 
         n = arrays[0].shape[0]
@@ -282,18 +370,45 @@ class TorchHeadMixin:
                                      random_state=self._rng.randint(0, 2**31 - 1))
         return parts[0::2], parts[1::2]
 
-    def _fit_arrays(self, arrays, stratify=None):
-        """`fit`: a fresh network, trained for the epochs parameter (with stopping rules)."""
+    def _fit_items(self, table, items, stratify=None):
+        """`fit` on fixed items: a fresh network, the epochs parameter, stopping rules."""
         self._check_engine_params()
         self._start_training()
-        return self._run(arrays, int(getattr(self, self._EPOCHS_PARAM)), stop_early=True,
-                         stratify=stratify)
+        valid = None
+        if self.early_stopping:
+            items, valid = self._split_validation(items, stratify)
+        return self._run(table, lambda: items, epochs=int(getattr(self, self._EPOCHS_PARAM)),
+                         stop_early=True, valid=valid)
 
-    def _partial_fit_arrays(self, arrays):
-        """`partial_fit`: `partial_fit_epochs` passes over this batch, same network/optimizer."""
+    def _stream_pool(self, arrays):
+        """`partial_fit`'s data: the batch's rows plus the replay memory's, and a function
+        drawing each pass's rows (the new ones, as many remembered ones) as pool indices."""
         if getattr(self, "module_", None) is None:
+            self._check_engine_params()
             self._start_training()
-        return self._run(arrays, int(self.partial_fit_epochs), stop_early=False)
+        return (replay_pool(self._replay, arrays),
+                replay_subsets(self._replay, arrays[0].shape[0], self._rng))
+
+    def _remember(self, arrays):
+        replay_add(self._replay, arrays, self.replay_size, self._rng)
+
+    def _partial_fit_items(self, table, draw, n_rows: int, steps_per_row=None):
+        """`partial_fit`: the step budget of `n_rows` new rows, same network and optimizer.
+
+        `steps_per_row` defaults to `_steps_per_row()`; a tuner that draws its own items
+        passes its budget. Fractions of a step carry over to the next call.
+        """
+        if getattr(self, "module_", None) is None:
+            self._check_engine_params()
+            self._start_training()
+        per_row = self._steps_per_row() if steps_per_row is None else steps_per_row
+        self._step_credit += per_row * n_rows
+        steps = int(self._step_credit + 1e-9)
+        self._step_credit -= steps
+        if steps == 0:
+            return self
+        # every pass takes at least one step: `steps` passes is an upper bound
+        return self._run(table, draw, epochs=steps, max_steps=steps)
 
     def _forward(self, X: np.ndarray, fn, batch_size: int = 4096) -> np.ndarray:
         """Apply `fn(module, x)` to X in eval mode, in chunks, and return float32 numpy."""

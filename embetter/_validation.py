@@ -7,6 +7,7 @@ clear message everywhere: which argument, what was expected, and what came in.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 
 import numpy as np
@@ -155,6 +156,56 @@ def as_labels(y, name: str = "y", n_samples: int | None = None) -> np.ndarray:
                                      for v in arr):
         raise ValueError(f"{name} contains missing values (None/NaN)")
     return arr
+
+
+def check_int(value, name: str, minimum: int = 1, *, allow_none: bool = False):
+    """An int `>= minimum` (bools refused), returned as `int`; else a `ValueError` naming it.
+
+    Usage:
+
+    ```python
+    from embetter._validation import check_int
+    assert check_int(3, "n") == 3 and check_int(None, "dim", allow_none=True) is None
+    ```
+    """
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+        kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(
+            f"{name} must be {'None or ' if allow_none else ''}{kind}, got {value!r}"
+        )
+    return int(value)
+
+
+def as_targets(y, name: str = "y", n_samples: int | None = None):
+    """Read labels for pair building: 1-D labels, or a 2-D 0/1 indicator matrix (multi-label).
+
+    Returns `(labels, multilabel)`: the checked 1-D array (as `as_labels`) and `False`, or a
+    boolean `(n, n_labels)` matrix and `True`. A one-column 2-D `y` counts as 1-D.
+
+    Usage:
+
+    ```python
+    import numpy as np
+    from embetter._validation import as_targets
+    assert as_targets(["a", "b"])[1] is False
+    assert as_targets(np.eye(3, dtype=int))[0].dtype == bool
+    ```
+    """
+    if y is None:
+        raise ValueError(f"{name} is required, got None")
+    arr = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
+    if not (arr.ndim == 2 and arr.shape[1] > 1):
+        return as_labels(arr, name, n_samples=n_samples), False
+    if n_samples is not None and arr.shape[0] != n_samples:
+        raise ValueError(f"{name} has {arr.shape[0]} rows but X has {n_samples} rows")
+    if arr.dtype.kind not in "biuf" or not np.isin(arr, (0, 1)).all():
+        raise ValueError(
+            f"a 2-D {name} must be a 0/1 indicator matrix (multi-label), got values such as "
+            f"{np.unique(arr)[:5].tolist()}"
+        )
+    return arr.astype(bool), True
 
 
 def encode_known_labels(y: np.ndarray, classes: np.ndarray) -> np.ndarray:

@@ -15,6 +15,8 @@ import numbers
 
 import numpy as np
 
+from embetter._validation import check_int
+
 __all__ = ["transform"]
 
 _INSTALL_HINT = "pip install 'embetter[dask]'"
@@ -83,12 +85,6 @@ def _check_pipeline(pipeline):
             f"pipeline ({type(pipeline).__name__}) is not fitted: fit it locally on a sample, "
             "then ship it to the cluster"
         ) from e
-
-
-def _check_dim(dim):
-    if not isinstance(dim, numbers.Integral) or isinstance(dim, bool) or dim < 1:
-        raise ValueError(f"dim must be None or a positive int, got {dim!r}")
-    return int(dim)
 
 
 def _probe_dim(pipeline, data, kind: str) -> int:
@@ -269,7 +265,8 @@ def transform(pipeline, data, *, column=None, client=None, dim=None, lengths=Fal
         data, kind = data[column], "series"
     _check_pipeline(pipeline)
     client = _client(distributed, client)
-    dim = _probe_dim(pipeline, data, kind) if dim is None else _check_dim(dim)
+    dim = check_int(dim, "dim", allow_none=True)
+    dim = _probe_dim(pipeline, data, kind) if dim is None else dim
 
     parts = data.to_delayed()
     lengths = _check_lengths(lengths, len(parts))

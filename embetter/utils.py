@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import numbers
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -12,7 +11,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.metrics import pairwise_distances
 
 from embetter._skops import UntrustedTypesError, load_skops, save_skops, trusted_types
-from embetter._validation import as_texts
+from embetter._validation import as_texts, check_int
 
 __all__ = [
     "CachedEncoder", "cached", "calc_distances", "batched",
@@ -211,8 +210,7 @@ def batched(iterable: Iterable, n: int = 64) -> Iterator[list]:
     assert list(batched(range(5), 2)) == [[0, 1], [2, 3], [4]]
     ```
     """
-    if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    check_int(n, "n")
     iterator = iter(iterable)
     while batch := list(itertools.islice(iterator, n)):
         yield batch

@@ -80,17 +80,22 @@ def test_fit_resets_and_partial_fit_continues(cls, data):
     first = tuner.transform(X)
     assert np.array_equal(tuner.fit(X, y).transform(X), first)  # fit starts from scratch
 
-    stream = fast(cls, partial_fit_epochs=2)
+    # (max_steps=None: ContrastiveTuner's stream then earns exactly fit's steps per row)
+    stream = fast(cls, batch_size=16, **({"max_steps": None} if cls is ContrastiveTuner else {}))
     stream.partial_fit(X[:60], y[:60], classes=np.unique(y))
     module = (stream.learner_ if cls is ContrastiveTuner else stream).module_
     optimizer = (stream.learner_ if cls is ContrastiveTuner else stream).optimizer_
     steps = [float(s["step"]) for s in optimizer.state.values()]
-    assert stream.n_iter_ == 2
+    # the budget follows the rows: fit's steps per row (epochs x items per row / batch_size),
+    # the fraction carried to the next call
+    per_row = 10 / 16 if cls is FeedForwardTuner else 3 * 4 / 16
+    assert stream.history_[-1]["step"] == int(60 * per_row) == steps[0]
     stream.partial_fit(X[60:], y[60:])
     same = stream.learner_ if cls is ContrastiveTuner else stream
     assert same.module_ is module and same.optimizer_ is optimizer
     assert all(float(s["step"]) > old for s, old in zip(optimizer.state.values(), steps))
-    assert stream.n_iter_ == 4 and len(stream.loss_curve_) == 4
+    assert stream.history_[-1]["step"] == int(120 * per_row)
+    assert stream.n_iter_ == len(stream.loss_curve_) == len(stream.history_) > 2
 
 
 @pytest.mark.parametrize("cls", TUNERS)
@@ -210,8 +215,10 @@ def test_partial_fit_learns_classes_from_the_first_batch_when_not_given(data):
 
 
 @pytest.mark.parametrize("cls", TUNERS)
-def test_stream_seen_once_matches_one_fit(cls):
-    """10 batches, each seen once by partial_fit, get within 2 points of one fit on all."""
+@pytest.mark.parametrize("n_batches", [10, 40])
+def test_stream_seen_once_matches_one_fit(cls, n_batches):
+    """Batches of 200 or 50 rows, each seen once by partial_fit, get within 2 points of one fit
+    on all: the training follows the rows (the steps one fit takes), not the calls."""
     shape = {"n_classes": 6, "dim": 64, "informative": 4, "spread": 1.5}
     X, y = clustered(2000, 0, **shape)
     X_test, y_test = clustered(1000, 10, **shape)
@@ -222,11 +229,43 @@ def test_stream_seen_once_matches_one_fit(cls):
 
     full = cls(random_state=0).fit(X, y)
     stream = cls(random_state=0)
-    for batch in np.array_split(np.arange(len(y)), 10):
+    for batch in np.array_split(np.arange(len(y)), n_batches):
         stream.partial_fit(X[batch], y[batch], classes=np.arange(6))
     raw = KNeighborsClassifier(5, metric="cosine").fit(X, y).score(X_test, y_test)
     assert knn(full) > raw  # the tuner helps on this problem ...
     assert knn(stream) >= knn(full) - 0.02  # ... and a stream seen once keeps up
+    assert stream._replay["seen"] == 2000 and len(stream._replay["rows"][0]) == 2000
+    if cls is FeedForwardTuner:  # fit rounds each epoch's last step up
+        assert 0.95 * full.history_[-1]["step"] <= stream.history_[-1]["step"]
+        assert stream.history_[-1]["step"] <= full.history_[-1]["step"]
+
+
+def test_replay_memory_is_a_uniform_bounded_sample():
+    from embetter._torch import new_replay, replay_add
+
+    memory, rng = new_replay(), np.random.RandomState(0)
+    for start in range(0, 10_000, 100):
+        rows = np.arange(start, start + 100)
+        replay_add(memory, [rows, rows * 2], 500, rng)
+    kept = memory["rows"][0]
+    assert memory["seen"] == 10_000 and kept.shape == (500,)
+    assert (memory["rows"][1] == kept * 2).all()  # rows stay aligned
+    assert 3500 < kept.mean() < 6500  # early and late rows alike, not just the latest
+    replay_add(memory, [np.arange(5), np.arange(5)], 0, rng)  # replay_size=0: nothing kept
+    assert memory["seen"] == 10_005
+
+
+def test_contrastive_tuner_reports_training_and_stops_early(data):
+    X, y = data
+    tuner = ContrastiveTuner(epochs=40, max_steps=None, early_stopping=True, n_iter_no_change=2,
+                             tol=0.0, random_state=0).fit(X, y)
+    assert tuner.n_iter_ == len(tuner.loss_curve_) == len(tuner.history_) <= 40
+    assert all({"epoch", "step", "train_loss", "valid_loss"} <= set(h) for h in tuner.history_)
+    plain = fast(ContrastiveTuner).fit(X, y)
+    assert [h["epoch"] for h in plain.history_] == [1, 2, 3]
+    assert "valid_loss" not in plain.history_[0]
+    with pytest.raises(ValueError, match="early_stopping needs at least 4 rows"):
+        ContrastiveTuner(early_stopping=True).fit(X[:3], y[:3])
 
 
 # -- the engine --------------------------------------------------------------------------------
@@ -329,9 +368,10 @@ def test_learner_starts_from_the_identity(pairs):
 
 def test_learner_partial_fit_and_errors(pairs):
     X1, X2, y = pairs
-    learner = ContrastiveLearner(partial_fit_epochs=2, random_state=0)
+    learner = ContrastiveLearner(batch_size=50, epochs=2, random_state=0)
     learner.partial_fit(X1[:200], X2[:200], y[:200]).partial_fit(X1[200:], X2[200:], y[200:])
-    assert learner.n_iter_ == 4
+    # 2 epochs' worth of steps per pair: 2 x 400 / 50, as fit on all 400 pairs would take
+    assert learner.history_[-1]["step"] == 16 and learner.n_iter_ == len(learner.history_)
     with pytest.raises(ValueError, match="same number of items"):
         learner.fit(X1, X2[:-1], y)
     with pytest.raises(ValueError, match="y has 399 entries"):
@@ -355,6 +395,13 @@ def test_learner_save_load_is_exact_and_atomic(pairs, tmp_path, monkeypatch):
     assert np.array_equal(loaded.transform(X1), learner.transform(X1))
     assert np.array_equal(loaded.predict(X1, X2), learner.predict(X1, X2))
     assert loaded.get_params() == {**learner.get_params(), "device": None}
+    # a stream saved halfway keeps its replay memory and its carried fraction of a step
+    stream = ContrastiveLearner(epochs=3, batch_size=64, random_state=0)
+    stream.partial_fit(X1[:200], X2[:200], y[:200]).save(tmp_path / "stream.pt")
+    resumed = ContrastiveLearner.load(tmp_path / "stream.pt")
+    assert resumed._replay["seen"] == 200 and len(resumed._replay["rows"][0]) == 200
+    assert resumed._step_credit == stream._step_credit
+    (tmp_path / "stream.pt").unlink()
 
     def broken_save(obj, f):
         f.write(b"half")

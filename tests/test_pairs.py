@@ -41,3 +41,19 @@ def test_large_label_vector():
     i, j, sim = generate_pairs(y, n_neg=3, random_state=0)
     assert i.shape == (400_000,)
     assert ((y[i] == y[j]) == (sim == 1)).all()
+
+
+def test_pair_sampler_draws_fresh_index_pairs_each_epoch():
+    from embetter.finetune._pairs import PairSampler
+
+    y = np.repeat(["a", "b", "c"], 20)
+    sampler = PairSampler(y, n_neg=2, n_pos=1, random_state=0)
+    assert sampler.pairs_per_row == 3 and sampler.classes.tolist() == ["a", "b", "c"]
+    (i1, j1, s1), (i2, j2, s2) = sampler.draw(), sampler.draw()
+    assert i1.dtype == j1.dtype == np.int64 and s1.dtype == np.float32
+    assert ((y[i1] == y[j1]) == (s1 == 1)).all() and ((y[i2] == y[j2]) == (s2 == 1)).all()
+    assert not np.array_equal(j1, j2)  # new partners every epoch
+    again = PairSampler(y, n_neg=2, n_pos=1, random_state=0)
+    assert np.array_equal(again.draw()[1], j1)  # ... and repeatable from the seed
+    with pytest.raises(ValueError, match="n_neg must be an int >= 0"):
+        PairSampler(y, n_neg=-1)

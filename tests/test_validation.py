@@ -61,3 +61,64 @@ def test_labels_and_pairs():
     with pytest.raises(ValueError, match="fitted with 3"):
         check_pairs(np.ones((2, 3)), np.zeros((2, 4)))
     assert check_pairs(["a"], ["b"], texts=True)[0] == ["a"]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "3", None])
+def test_check_int_names_the_argument(bad):
+    from embetter._validation import check_int
+
+    with pytest.raises(ValueError, match=r"batch_size must be a positive int, got"):
+        check_int(bad, "batch_size")
+
+
+def test_check_int_minimum_and_none():
+    from embetter._validation import check_int
+
+    assert check_int(np.int64(0), "n_neg", 0) == 0
+    assert check_int(None, "dim", allow_none=True) is None
+    with pytest.raises(ValueError, match=r"n_neg must be an int >= 0, got -1"):
+        check_int(-1, "n_neg", 0)
+    with pytest.raises(ValueError, match=r"dim must be None or a positive int"):
+        check_int(0, "dim", allow_none=True)
+
+
+def test_as_targets_reads_single_and_multi_label():
+    from embetter._validation import as_targets
+
+    labels, multi = as_targets(pd.Series(["a", "b", "a"]), n_samples=3)
+    assert not multi and labels.tolist() == ["a", "b", "a"]
+    labels, multi = as_targets(np.array([[0], [1]]))  # one column: single-label
+    assert not multi and labels.tolist() == [0, 1]
+    Y, multi = as_targets(pd.DataFrame({"x": [1, 0], "y": [1, 1]}))
+    assert multi and Y.dtype == bool and Y.tolist() == [[True, True], [False, True]]
+    with pytest.raises(ValueError, match="0/1 indicator matrix"):
+        as_targets(np.array([[0, 2], [1, 0]]))
+    with pytest.raises(ValueError, match="y has 2 rows but X has 3"):
+        as_targets(np.eye(2), n_samples=3)
+    with pytest.raises(ValueError, match="y has 2 entries but X has 3"):
+        as_targets([1, 2], n_samples=3)
+    with pytest.raises(ValueError, match="y is required"):
+        as_targets(None)
+
+
+def test_atomic_path_files_and_folders(tmp_path):
+    from embetter._atomic import atomic_path
+
+    target = tmp_path / "sub" / "out.bin"
+    with atomic_path(target) as tmp, open(tmp, "wb") as f:
+        f.write(b"new")
+    assert target.read_bytes() == b"new"
+    with pytest.raises(OSError, match="disk full"), atomic_path(target) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(b"half")
+        raise OSError("disk full")
+    assert target.read_bytes() == b"new" and sorted(p.name for p in target.parent.iterdir()) == [
+        "out.bin"]
+    folder = tmp_path / "model"
+    for content in ("first", "second"):
+        with atomic_path(folder, folder=True) as tmp:
+            (tmp_path / tmp / "weights.txt").write_text(content)
+    assert (folder / "weights.txt").read_text() == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "sub"]  # nothing left over
+    with pytest.raises(ValueError, match="must be a directory"), atomic_path(target, folder=True):
+        pass

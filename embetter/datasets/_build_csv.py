@@ -12,7 +12,7 @@ import csv
 import json
 from pathlib import Path
 
-from embetter._files import atomic_path
+from embetter._atomic import atomic_path
 
 HERE = Path(__file__).resolve().parent
 TOPICS = ("shipping", "returns", "product", "account", "feedback")

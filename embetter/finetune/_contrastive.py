@@ -1,10 +1,9 @@
-"""ContrastiveLearner (learns from pairs of embeddings) and ContrastiveTuner (labels -> pairs ->
-learner), sharing one training engine with the other small heads."""
+"""ContrastiveLearner: learns a new embedding from pairs of embeddings, on the training engine
+shared by the small heads (embetter._torch)."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 from numbers import Integral, Real
 
 import numpy as np
@@ -14,15 +13,13 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from embetter._torch import TorchHeadMixin, _Progress, train_threads
+from embetter._atomic import atomic_path
+from embetter._torch import TorchHeadMixin, train_threads
 from embetter._validation import (
-    as_labels,
     check_estimator_input,
     check_pairs,
-    encode_known_labels,
     require_y,
 )
-from embetter.finetune._pairs import generate_pairs
 
 _F = torch.nn.functional
 _FORMAT = "embetter.ContrastiveLearner/1"
@@ -71,7 +68,6 @@ _ENGINE_CONSTRAINTS = {
     "temperature": [Interval(Real, 0, None, closed="neither")],
     "weight_decay": [Interval(Real, 0, None, closed="left")],
     "optimizer": [StrOptions({"adam", "adamw"})],
-    "partial_fit_epochs": [Interval(Integral, 1, None, closed="left")],
     "verbose": ["verbose"],
     "random_state": ["random_state"],
     "device": [None, str, torch.device],
@@ -105,7 +101,8 @@ class ContrastiveLearner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transf
         optimizer: `"adamw"` or `"adam"`.
         early_stopping, validation_fraction, n_iter_no_change, tol: as in sklearn's MLP: stop
             when the (validation) loss has not improved by `tol` for `n_iter_no_change` epochs.
-        partial_fit_epochs: passes over the pairs in each `partial_fit` call.
+        replay_size: pairs of earlier `partial_fit` batches remembered (a uniform sample) and
+            mixed, as many as new ones, into each call's training; 0 turns replay off.
         verbose: show a progress bar with the loss per epoch.
         random_state: seed for initialisation and shuffling (int for repeatable fits).
         device: `None` (cuda if available, else cpu), `"cpu"`, `"cuda"`, ...
@@ -134,6 +131,7 @@ class ContrastiveLearner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transf
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
+        "replay_size": [Interval(Integral, 0, None, closed="left")],
         **_ENGINE_CONSTRAINTS,
     }
 
@@ -152,7 +150,7 @@ class ContrastiveLearner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transf
         validation_fraction=0.1,
         n_iter_no_change=10,
         tol=1e-4,
-        partial_fit_epochs=1,
+        replay_size=2048,
         verbose=False,
         random_state=None,
         device=None,
@@ -170,7 +168,7 @@ class ContrastiveLearner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transf
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
-        self.partial_fit_epochs = partial_fit_epochs
+        self.replay_size = replay_size
         self.verbose = verbose
         self.random_state = random_state
         self.device = device
@@ -179,8 +177,9 @@ class ContrastiveLearner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transf
     def _build_module(self):
         return _Projection(self.n_features_in_, self._n_features_out)
 
-    def _batch_loss(self, module, x1, x2, y):
-        a, b = module(torch.cat([x1, x2])).split(x1.shape[0])  # one matmul for both sides
+    def _batch_loss(self, module, table, i, j, y):
+        # one gather and one matmul for both sides of the pairs
+        a, b = module(table[torch.cat([i, j])]).split(i.shape[0])
         if self.loss == "contrastive":
             return _contrastive_loss(a, b, y, float(self.margin))
         if self.loss == "cosine":
@@ -193,6 +192,7 @@ class ContrastiveLearner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transf
 
     # -- training ----------------------------------------------------------------------------
     def _pairs(self, X1, X2, y, reset):
+        """The checked pairs as one table (X1 rows, then X2 rows) and items `(i, j, y)`."""
         if self.loss != "infonce":
             require_y(self, y)
         checked = check_pairs(X1, X2, y, n_features=None if reset else self.n_features_in_)
@@ -216,18 +216,52 @@ class ContrastiveLearner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transf
     def fit(self, X1, X2, y=None):
         """Train a fresh projection on the pairs `(X1[i], X2[i])` with similarity `y[i]`."""
         self._validate_params()
-        arrays = self._pairs(X1, X2, y, reset=True)
+        X1, X2, y = self._pairs(X1, X2, y, reset=True)
+        n = X1.shape[0]
+        # one table (X1 rows, then X2 rows); the pairs are index triples into it
+        items = [np.arange(n), np.arange(n, 2 * n), y]
         with train_threads(self):
-            return self._fit_arrays(arrays)
+            return self._fit_items(np.concatenate([X1, X2]), items)
 
     def partial_fit(self, X1, X2, y=None):
-        """Train on one batch of pairs, continuing the current projection and optimizer."""
+        """Train on one batch of pairs, continuing the current projection and optimizer.
+
+        Each call trains as many gradient steps per pair as `fit` (`epochs / batch_size`,
+        fractions carried to the next call): a stream of pairs in batches of any size trains
+        about as much as one `fit` on all of them.
+        """
         first = getattr(self, "module_", None) is None
         if first:
             self._validate_params()
-        arrays = self._pairs(X1, X2, y, reset=first)
+        batch = self._pairs(X1, X2, y, reset=first)
+        (X1, X2, y), rows = self._stream_pool(batch)
+        n = X1.shape[0]
+
+        def draw():
+            picked = rows()
+            return [picked, n + picked, y[picked]]
+
         with train_threads(self):
-            return self._partial_fit_arrays(arrays)
+            self._partial_fit_items(np.concatenate([X1, X2]), draw, batch[0].shape[0])
+        self._remember(batch)
+        return self
+
+    def _fit_sampler(self, table, draw, *, epochs, max_steps=None, valid=None):
+        """`fit` on pairs drawn by `draw()` each epoch, as index triples into `table` (already
+        checked): the path of `ContrastiveTuner`, which never copies pair rows. With `valid`
+        (fixed index triples), stop early on their loss and keep the best epoch's weights."""
+        self._check_engine_params()
+        self.n_features_in_ = table.shape[1]
+        self._start_training()
+        with train_threads(self):
+            return self._run(table, draw, epochs=epochs, max_steps=max_steps,
+                             stop_early=valid is not None, valid=valid)
+
+    def _partial_fit_sampler(self, table, draw, n_rows, steps_per_row):
+        if getattr(self, "module_", None) is None:
+            self.n_features_in_ = table.shape[1]
+        with train_threads(self):
+            return self._partial_fit_items(table, draw, n_rows, steps_per_row)
 
     # -- output ------------------------------------------------------------------------------
     def transform(self, X):
@@ -253,7 +287,9 @@ class ContrastiveLearner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transf
         params.pop("device")  # chosen again on load
         if not isinstance(params["random_state"], (int, type(None))):
             params["random_state"] = None
-        fitted = {k: state[k] for k in ("n_features_in_", "n_iter_", "loss_curve_", "history_")}
+        fitted = {k: state[k] for k in ("n_features_in_", "n_iter_", "loss_curve_", "history_",
+                                        "_step_credit", "_n_steps")}
+        memory = state["_replay"]
         if "feature_names_in_" in state:
             fitted["feature_names_in_"] = [str(c) for c in state["feature_names_in_"]]
         # plain python values and tensors only: the file loads with torch's weights_only=True
@@ -263,17 +299,11 @@ class ContrastiveLearner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transf
             "fitted": fitted,
             "module": state["_module_state"],
             "optimizer": state["_optimizer_state"],
+            "replay": {"seen": memory["seen"],
+                       "rows": [torch.from_numpy(a) for a in memory["rows"] or []]},
         }
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(payload, f)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            torch.save(payload, f)
         return path
 
     @classmethod
@@ -288,208 +318,14 @@ class ContrastiveLearner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transf
             fitted["feature_names_in_"] = np.asarray(fitted["feature_names_in_"], dtype=object)
         learner.__dict__.update(fitted)
         learner._rng = check_random_state(learner.random_state)
+        replay = payload["replay"]
+        learner._replay = {"seen": replay["seen"], "rows": [t.numpy() for t in replay["rows"]]
+                           or None}
         learner._restore(payload["module"], payload["optimizer"])
         return learner
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
-        tags.transformer_tags.preserves_dtype = ["float32"]
-        return tags
-
-
-class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
-    """Fine-tune embeddings towards labels by contrasting pairs, as a pipeline step.
-
-    Each epoch draws fresh pairs from the labels with `generate_pairs` (every item with
-    `n_pos` items of its class and `n_neg` items of other classes) and trains a
-    `ContrastiveLearner`, built in `fit` from this tuner's parameters, on them. Fresh pairs
-    every epoch show the learner far more of the label structure than one fixed sample.
-    A 2-D 0/1 `y` is read as multi-label (items sharing a label are similar).
-
-    Arguments:
-        hidden_dim: output dimension; `None` keeps the input dimension (the projection then
-            starts as the identity: the pretrained geometry).
-        n_neg: dissimilar pairs per item and epoch.
-        n_pos: similar pairs per item and epoch.
-        epochs: passes (each with new pairs) in `fit`.
-        max_steps: at most this many gradient steps in `fit` (`None`: no limit). Large data
-            shows the learner plenty of pairs in a few passes: the default (50 steps of 512
-            pairs, ten passes over 600 rows) keeps `fit` on thousands of rows under a second
-            on a CPU.
-        learning_rate: step size of the optimizer.
-        batch_size: pairs per gradient step.
-        loss: `"cosine"` (default: the cosine similarity of a pair is regressed onto 1 for
-            the same class, 0 for different ones) or `"contrastive"` (margin); see
-            `ContrastiveLearner`. On benchmarks/tuners.py the cosine loss kept a logistic
-            regression on the tuned space as accurate as on the raw one; the margin loss
-            bent the space harder and cost it up to 2 points on emotion.
-        margin: see `ContrastiveLearner`.
-        strategy: how negatives are drawn, see `generate_pairs`.
-        partial_fit_epochs: passes (each with new pairs) over the batch in each `partial_fit`
-            call. One pass is the default: on 10-batch streams of 2,000 rows, more passes made
-            the learner chase the latest batch (benchmarks/tuners.py).
-        weight_decay: weight decay of the optimizer.
-        verbose: show a progress bar with the loss per epoch.
-        random_state: seed for pairs, initialisation and shuffling (int for repeatable fits).
-        device: `None` (cuda if available, else cpu), `"cpu"`, `"cuda"`, ...
-
-    Usage:
-
-    ```python
-    import numpy as np
-    from embetter.finetune import ContrastiveTuner
-
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(60, 8)).astype("float32")
-    y = (X[:, 0] > 0).astype(int)
-    tuner = ContrastiveTuner(epochs=5, random_state=0).fit(X, y)
-    assert tuner.transform(X).shape == (60, 8)
-    ```
-    """
-
-    _parameter_constraints: dict = {
-        "hidden_dim": [None, Interval(Integral, 1, None, closed="left")],
-        "n_neg": [Interval(Integral, 0, None, closed="left")],
-        "n_pos": [Interval(Integral, 0, None, closed="left")],
-        "epochs": [Interval(Integral, 1, None, closed="left")],
-        "max_steps": [None, Interval(Integral, 1, None, closed="left")],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "loss": [StrOptions({"contrastive", "cosine"})],
-        "margin": [Interval(Real, -1, 1, closed="both")],
-        "strategy": [StrOptions({"random", "balanced"})],
-        "partial_fit_epochs": [Interval(Integral, 1, None, closed="left")],
-        "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "verbose": ["verbose"],
-        "random_state": ["random_state"],
-        "device": [None, str, torch.device],
-    }
-
-    def __init__(
-        self,
-        hidden_dim=None,
-        n_neg=3,
-        n_pos=1,
-        epochs=10,
-        max_steps=50,
-        learning_rate=3e-3,
-        batch_size=512,
-        loss="cosine",
-        margin=0.1,
-        strategy="random",
-        partial_fit_epochs=1,
-        weight_decay=0.0,
-        verbose=False,
-        random_state=None,
-        device=None,
-    ):
-        self.hidden_dim = hidden_dim
-        self.n_neg = n_neg
-        self.n_pos = n_pos
-        self.epochs = epochs
-        self.max_steps = max_steps
-        self.learning_rate = learning_rate
-        self.batch_size = batch_size
-        self.loss = loss
-        self.margin = margin
-        self.strategy = strategy
-        self.partial_fit_epochs = partial_fit_epochs
-        self.weight_decay = weight_decay
-        self.verbose = verbose
-        self.random_state = random_state
-        self.device = device
-
-    def _new_learner(self, seed):
-        return ContrastiveLearner(
-            shape_out=self.hidden_dim, batch_size=self.batch_size, epochs=1,
-            learning_rate=self.learning_rate, loss=self.loss, margin=self.margin,
-            weight_decay=self.weight_decay, partial_fit_epochs=1, verbose=False,
-            random_state=seed, device=self.device,
-        )
-
-    def _labels(self, y, n):
-        arr = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
-        if arr.ndim == 2 and arr.shape[1] > 1:  # multi-label indicator matrix
-            if arr.shape[0] != n:
-                raise ValueError(f"y has {arr.shape[0]} rows but X has {n} rows")
-            return arr, np.arange(arr.shape[1])
-        arr = as_labels(arr, "y", n_samples=n)
-        return arr, None
-
-    def _train(self, X, y, passes, max_steps=None):
-        batch = int(self.batch_size)
-        steps_left = np.inf if max_steps is None else int(max_steps)
-        progress = _Progress(passes, self.verbose, type(self).__name__)
-        for _ in range(passes):
-            if steps_left <= 0:
-                break
-            i, j, similar = generate_pairs(y, n_neg=self.n_neg, n_pos=self.n_pos,
-                                           strategy=self.strategy, random_state=self._rng)
-            if i.size > steps_left * batch:  # the last pass within max_steps: fewer pairs
-                keep = self._rng.permutation(i.size)[: int(steps_left * batch)]
-                i, j, similar = i[keep], j[keep], similar[keep]
-            steps_left -= -(-i.size // batch)
-            self.learner_.partial_fit(X[i], X[j], similar)
-            progress.update(self.learner_.n_iter_, self.learner_.history_[-1])
-        progress.close()
-        self.n_iter_ = self.learner_.n_iter_
-        self.loss_curve_ = list(self.learner_.loss_curve_)
-        return self
-
-    def fit(self, X, y):
-        """Train a fresh learner on pairs drawn from `(X, y)`; returns `self`."""
-        self._validate_params()
-        require_y(self, y)
-        X = check_estimator_input(self, X, reset=True)
-        y, columns = self._labels(y, X.shape[0])
-        self.classes_ = columns if columns is not None else np.unique(y)
-        self._rng = check_random_state(self.random_state)
-        self.learner_ = self._new_learner(self._rng.randint(0, 2**31 - 1))
-        return self._train(X, y, int(self.epochs), self.max_steps)
-
-    def partial_fit(self, X, y, classes=None):
-        """Train on pairs drawn from one batch, continuing the same learner.
-
-        Arguments:
-            X: the batch of embeddings.
-            y: their labels (pairs are formed inside the batch).
-            classes: every label the stream will contain; later batches may only use these.
-        """
-        first = getattr(self, "learner_", None) is None
-        if first:
-            self._validate_params()
-        require_y(self, y)
-        X = check_estimator_input(self, X, reset=first)
-        y, columns = self._labels(y, X.shape[0])
-        if first:
-            self._rng = check_random_state(self.random_state)
-            self.learner_ = self._new_learner(self._rng.randint(0, 2**31 - 1))
-            if columns is not None:
-                self.classes_ = columns
-            else:
-                self.classes_ = np.unique(y if classes is None else as_labels(classes, "classes"))
-        if columns is None:
-            encode_known_labels(y, self.classes_)
-        elif y.shape[1] != self.classes_.size:
-            raise ValueError(
-                f"y has {y.shape[1]} label columns, the first batch had {self.classes_.size}"
-            )
-        return self._train(X, y, int(self.partial_fit_epochs))
-
-    @property
-    def _n_features_out(self):
-        return self.learner_._n_features_out
-
-    def transform(self, X):
-        """The tuned embedding of `X`: float32 `(n, hidden_dim)`, unit length."""
-        check_is_fitted(self)
-        X = check_estimator_input(self, X, reset=False, allow_empty=True)
-        return self.learner_.transform(X)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = True
         tags.input_tags.sparse = True
         tags.transformer_tags.preserves_dtype = ["float32"]
         return tags

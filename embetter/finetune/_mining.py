@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from embetter._validation import as_matrix, as_texts
+from embetter._validation import as_matrix, as_texts, check_int
 
 
 def _embed(model, texts, batch_size):
@@ -90,9 +90,7 @@ def mine_hard_negatives(
         raise ValueError(
             f"mining needs at least 2 (anchor, positive) pairs, got {len(anchors)}"
         )
-    if not isinstance(n_negatives, numbers.Integral) or isinstance(n_negatives, bool) \
-            or n_negatives < 1:
-        raise ValueError(f"n_negatives must be an int >= 1, got {n_negatives!r}")
+    check_int(n_negatives, "n_negatives")
     if margin is not None and (
         not isinstance(margin, numbers.Real) or isinstance(margin, bool) or not np.isfinite(margin)
     ):

@@ -1,19 +1,12 @@
-"""Pair generation: turn labels into (index1, index2, similar) training pairs, vectorised."""
+"""Pair generation: labels -> (index1, index2, similar) training pairs into one table, vectorised;
+`PairSampler` draws fresh ones every epoch."""
 
 from __future__ import annotations
-
-import numbers
 
 import numpy as np
 from sklearn.utils import check_random_state
 
-from embetter._validation import as_labels
-
-
-def _check_count(value, name, minimum=0):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
+from embetter._validation import as_targets, check_int
 
 
 def _single_label_pairs(codes, n_pos, n_neg, rng, strategy="random"):
@@ -101,6 +94,82 @@ def _rng_from(random_state) -> np.random.Generator:
     return np.random.default_rng(check_random_state(random_state).randint(0, 2**31 - 1))
 
 
+class PairSampler:
+    """Fresh index pairs `(i, j, similar)` into one table, drawn anew on every call.
+
+    The pair pipeline of `embetter.finetune`: labels are read and checked once, here; each
+    epoch a trainer calls `draw()` and gets new index triples into the rows of the table the
+    labels belong to (the embedding matrix for the small heads; for a text model, the unique
+    texts). Nothing but indices is produced: the trainer keeps the table once, on its device,
+    and gathers rows by index, so no pair row is ever copied.
+
+    Internal API (stable for the tuners in this package):
+
+    - `PairSampler(y, n_neg, n_pos, strategy, random_state)`: `y` as `generate_pairs` takes it
+      (1-D labels, or a 2-D 0/1 indicator matrix for multi-label data), one entry per table row.
+    - `draw() -> (idx1, idx2, similar)`: int64 row indices and float32 0/1 labels; every row
+      with `n_pos` members of its class and `n_neg` items of other classes.
+    - `pairs_per_row`: `n_pos + n_neg`, what one pass costs per row (a trainer's step budget).
+    - `classes`: the sorted labels (or label columns, multi-label); `codes`: each row's class
+      position (single-label only).
+
+    Usage:
+
+    ```python
+    from embetter.finetune._pairs import PairSampler
+
+    sampler = PairSampler(["a", "a", "b", "b"], n_neg=1, n_pos=1, random_state=0)
+    first, second = sampler.draw(), sampler.draw()  # new pairs each epoch
+    assert first[0].dtype == "int64" and len(first[2]) == 8
+    ```
+    """
+
+    def __init__(self, y, n_neg=3, n_pos=1, strategy="random", random_state=None):
+        self.n_neg = check_int(n_neg, "n_neg", 0)
+        self.n_pos = check_int(n_pos, "n_pos", 0)
+        if self.n_neg + self.n_pos == 0:
+            raise ValueError("n_neg and n_pos are both 0: no pairs would be generated")
+        if strategy not in ("random", "balanced"):
+            raise ValueError(f"strategy must be 'random' or 'balanced', got {strategy!r}")
+        self.strategy = strategy
+        self.rng = _rng_from(random_state)
+        labels, self.multilabel = as_targets(y, "y")
+        if self.multilabel:
+            if np.unique(labels, axis=0).shape[0] < 2:
+                raise ValueError("y has only one distinct label set; pairs need at least two")
+            if strategy != "random":
+                raise ValueError(
+                    "strategy='balanced' needs single-label y; use 'random' for 2-D y"
+                )
+            self.Y = labels
+            self.classes = np.arange(labels.shape[1])
+            self.codes = None
+        else:
+            self.classes, codes = np.unique(labels, return_inverse=True)
+            if self.classes.size < 2:
+                raise ValueError(
+                    f"y has only one class ({self.classes[0]!r} x {labels.size}); pairs need "
+                    "at least two" if self.classes.size
+                    else "y is empty; at least two classes are required"
+                )
+            self.codes = codes.ravel()
+
+    @property
+    def pairs_per_row(self) -> int:
+        return self.n_pos + self.n_neg
+
+    def draw(self):
+        """New pairs: `(idx1, idx2, similar)`, int64, int64, float32."""
+        if self.multilabel:
+            parts = _multi_label_pairs(self.Y, self.n_pos, self.n_neg, self.rng)
+        else:
+            parts = _single_label_pairs(self.codes, self.n_pos, self.n_neg, self.rng,
+                                        self.strategy)
+        firsts, seconds, labels = parts
+        return (np.concatenate(firsts).astype(np.int64),
+                np.concatenate(seconds).astype(np.int64), np.concatenate(labels))
+
+
 def generate_pairs(y, n_neg=3, n_pos=1, strategy="random", random_state=None):
     """Build training pairs from labels: same label -> similar (1), other label -> dissimilar (0).
 
@@ -131,36 +200,8 @@ def generate_pairs(y, n_neg=3, n_pos=1, strategy="random", random_state=None):
     assert ((sim == 1) == (np.array(list("aabbc"))[i] == np.array(list("aabbc"))[j])).all()
     ```
     """
-    n_neg = _check_count(n_neg, "n_neg")
-    n_pos = _check_count(n_pos, "n_pos")
-    if n_neg + n_pos == 0:
-        raise ValueError("n_neg and n_pos are both 0: no pairs would be generated")
-    if strategy not in ("random", "balanced"):
-        raise ValueError(f"strategy must be 'random' or 'balanced', got {strategy!r}")
-    rng = _rng_from(random_state)
-
-    arr = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
-    if arr.ndim == 2 and arr.shape[1] > 1:
-        if not np.isin(arr, (0, 1)).all():
-            raise ValueError("a 2-D y must be a 0/1 indicator matrix (multi-label)")
-        Y = arr.astype(bool)
-        if np.unique(Y, axis=0).shape[0] < 2:
-            raise ValueError("y has only one distinct label set; pairs need at least two")
-        if strategy != "random":
-            raise ValueError("strategy='balanced' needs single-label y; use 'random' for 2-D y")
-        firsts, seconds, labels = _multi_label_pairs(Y, n_pos, n_neg, rng)
-    else:
-        arr = as_labels(arr, "y")
-        classes, codes = np.unique(arr, return_inverse=True)
-        if classes.size < 2:
-            raise ValueError(
-                f"y has only one class ({classes[0]!r} x {arr.size}); pairs need at least two"
-                if classes.size else "y is empty; at least two classes are required"
-            )
-        firsts, seconds, labels = _single_label_pairs(codes.ravel(), n_pos, n_neg, rng, strategy)
-    idx1 = np.concatenate(firsts).astype(np.int64)
-    idx2 = np.concatenate(seconds).astype(np.int64)
-    return idx1, idx2, np.concatenate(labels)
+    return PairSampler(y, n_neg=n_neg, n_pos=n_pos, strategy=strategy,
+                       random_state=random_state).draw()
 
 
 def _read_records(records):
@@ -218,8 +259,8 @@ def pairs_from_records(records, n_neg=3, n_pos=1, labels=None, random_state=None
     assert len(t1) == len(t2) == len(sim) == 4
     ```
     """
-    n_neg = _check_count(n_neg, "n_neg")
-    n_pos = _check_count(n_pos, "n_pos")
+    n_neg = check_int(n_neg, "n_neg", 0)
+    n_pos = check_int(n_pos, "n_pos", 0)
     if n_neg + n_pos == 0:
         raise ValueError("n_neg and n_pos are both 0: no pairs would be generated")
     rng = _rng_from(random_state)
