@@ -25,7 +25,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 import numpy as np
 
-from embetter._validation import as_texts
+from embetter._validation import as_texts, check_int
 from embetter.base import EmbetterBase
 
 log = logging.getLogger("embetter.external")
@@ -116,13 +116,9 @@ def backoff_delay(retry: int) -> float:
 
 
 def _positive_int(value, name, upper=None, *, allow_none=False):
-    if value is None and allow_none:
-        return
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
-    if not ok or (upper is not None and value > upper):
-        bound = f" and at most {upper}" if upper is not None else ""
-        none = "None or " if allow_none else ""
-        raise ValueError(f"{name} must be {none}a positive int{bound}, got {value!r}")
+    value = check_int(value, name, allow_none=allow_none)
+    if upper is not None and value is not None and value > upper:
+        raise ValueError(f"{name} must be a positive int and at most {upper}, got {value!r}")
 
 
 class HostedEncoder(EmbetterBase):
@@ -145,9 +141,7 @@ class HostedEncoder(EmbetterBase):
         _positive_int(self.max_tokens_per_request, "max_tokens_per_request", allow_none=True)
         _positive_int(self.max_concurrency, "max_concurrency")
         _positive_int(self.dimensions, "dimensions", allow_none=True)
-        retries = self.max_retries
-        if not isinstance(retries, numbers.Integral) or isinstance(retries, bool) or retries < 0:
-            raise ValueError(f"max_retries must be a non-negative int, got {retries!r}")
+        check_int(self.max_retries, "max_retries", 0)
         t = self.timeout
         if isinstance(t, bool) or not isinstance(t, numbers.Real) or not t > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {t!r}")
