@@ -15,6 +15,29 @@ def _is_sentence_transformer(obj) -> bool:
     return hasattr(obj, "encode") and hasattr(obj, "tokenize") and not isinstance(obj, str)
 
 
+def _private_if_changed(model, device):
+    """The caller's model itself when we can run it as it is, else a private copy.
+
+    Moving it to another device or switching it from training to eval mode (which
+    `SentenceTransformer.encode` does) would change the user's object: those cases get a copy.
+    """
+    import copy
+
+    import torch
+
+    from embetter._torch import device_name
+
+    target = None if device is None else torch.device(device_name(device))
+    current = getattr(model, "device", None)
+    moves = target is not None and (current is None or torch.device(current) != target)
+    if not moves and not getattr(model, "training", False):
+        return model
+    model = copy.deepcopy(model)
+    if target is not None:
+        model.to(target)
+    return model.eval()
+
+
 class SentenceEncoder(EmbetterBase):
     """Encode texts with a pretrained sentence-transformers model.
 
@@ -24,6 +47,8 @@ class SentenceEncoder(EmbetterBase):
 
     Arguments:
         name: a model name, a local path to a saved model, or a `SentenceTransformer` instance.
+            An instance is never changed: when `device` asks for another device, or the
+            model is in training mode, the encoder runs a private copy of it.
         device: `None` picks cuda, then mps, then cpu; or a string such as `"cpu"`, `"cuda:1"`.
         batch_size: texts encoded per forward pass.
         normalize_embeddings: scale every output row to unit length.
@@ -93,9 +118,7 @@ class SentenceEncoder(EmbetterBase):
         from embetter._torch import device_name
 
         if _is_sentence_transformer(self.name):
-            model = self.name
-            if self.device is not None:
-                model.to(device_name(self.device))
+            model = _private_if_changed(self.name, self.device)
         else:
             model = shared_sentence_transformer(self.name, device_name(self.device))
         self.__dict__["_model"] = model
