@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from embetter.text._models import cache_root
+
 #: Bump when the export recipe changes, so old cache entries are not reused.
 EXPORT_VERSION = "1"
 PRECISIONS = {
@@ -50,15 +52,6 @@ PROBE_TEXTS = [
     "the market moves; our team predicts the weather, and a pilot follows the news",
     " ".join(f"word{i} and more text" for i in range(200)),
 ]
-
-
-def cache_root() -> Path:
-    """Where exported models are cached: `$EMBETTER_CACHE_DIR`, else `~/.cache/embetter`."""
-    env = os.environ.get("EMBETTER_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "embetter"
 
 
 # -- tokenisation ----------------------------------------------------------------------------
