@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from embetter.text import MatryoshkaEncoder, SentenceEncoder, _fast
+from embetter.text import MatryoshkaEncoder, SentenceEncoder
+from embetter.text._backends import _batching, _tokenize
 
 LONG = " ".join(["the market moves and our team predicts the weather"] * 12)
 
@@ -38,7 +39,7 @@ def texts(corpus):
 # -- the shared batching pipeline ---------------------------------------------------------------
 def test_bucketed_batches_cover_every_position_once_longest_first():
     lengths = [3, 9, 1, 9, 4, 7, 2]
-    batches = _fast.bucketed_batches(lengths, 3)
+    batches = _batching.bucketed_batches(lengths, 3)
     assert [len(b) for b in batches] == [3, 3, 1]
     flat = np.concatenate(batches)
     assert sorted(flat.tolist()) == list(range(7))
@@ -49,9 +50,9 @@ def test_iter_batches_keeps_order_across_windows_and_workers(tiny_model_path, te
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(tiny_model_path, device="cpu")
-    tok = _fast.TextTokenizer.from_sentence_transformer(model)
+    tok = _tokenize.TextTokenizer.from_sentence_transformer(model)
     seen = []
-    for positions, arrays in _fast.iter_batches(texts, tok, None, batch_size=4, window=7,
+    for positions, arrays in _batching.iter_batches(texts, tok, None, batch_size=4, window=7,
                                                 workers=3):
         mask = arrays["attention_mask"]
         assert arrays["input_ids"].shape == mask.shape and len(positions) == len(mask) <= 4
@@ -68,9 +69,9 @@ def test_tokenizer_matches_sentence_transformers_preprocess(tiny_model_path, tex
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(tiny_model_path, device="cpu")
-    tok = _fast.TextTokenizer.from_sentence_transformer(model)
+    tok = _tokenize.TextTokenizer.from_sentence_transformer(model)
     ref = model.preprocess(texts, prompt="query: ")
-    ours = _fast.pad_batch(tok.encode(texts, "query: "), tok.input_names, tok.pad_id)
+    ours = _tokenize.pad_batch(tok.encode(texts, "query: "), tok.input_names, tok.pad_id)
     for name in tok.input_names:
         np.testing.assert_array_equal(ours[name], ref[name].numpy())
 

@@ -11,8 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 
-from embetter.text import SentenceEncoder, TextEncoder
-from embetter.text import _distill
+from embetter.text import SentenceEncoder, TextEncoder, _distill
 
 
 def cosines(a, b):

@@ -125,21 +125,25 @@ class SentenceEncoder(EmbetterBase):
         self.__dict__["_loaded_for"] = self._model_key()
         return model
 
+    def _backend(self) -> tuple[str, str | None]:
+        """The `(backend, precision)` that runs, with `backend="auto"` resolved here."""
+        if self.backend != "auto":
+            return self.backend, self.precision
+        from embetter.text._backends import auto_backend
+
+        return auto_backend(self.device)
+
     def _fast_engine(self):
-        """The engine of the `"pipelined"` or `"onnx"` backend, built on first use."""
-        key = (self._model_key(), self.backend, self.precision)
+        """The engine of a fast backend (not `"torch"`), built on first use."""
+        backend, precision = self._backend()
+        key = (self._model_key(), backend, precision)
         cached = self.__dict__.get("_engine")
         if cached is not None and cached[0] == key:
             return cached[1]
         self._check_params()
-        from embetter.text import _fast
+        from embetter.text._backends import make_engine
 
-        if self.backend == "pipelined":
-            engine = _fast.PipelinedEngine(self.model_, self.model_.device, self.precision)
-        else:
-            precision = self.precision or "int8"
-            folder = _fast.onnx_model_folder(self.name, precision, lambda: self.model_)
-            engine = _fast.OnnxEngine(folder, precision)
+        engine = make_engine(backend, precision, self.name, lambda: self.model_)
         self.__dict__["_engine"] = (key, engine)
         return engine
 
@@ -157,7 +161,7 @@ class SentenceEncoder(EmbetterBase):
         return self.truncate_dim, "truncate_dim"
 
     def _output_dim(self) -> int:
-        if self.backend != "torch":
+        if self._backend()[0] != "torch":
             full = self._fast_engine().dim
         elif hasattr(self.model_, "get_embedding_dimension"):
             full = self.model_.get_embedding_dimension()
@@ -179,7 +183,7 @@ class SentenceEncoder(EmbetterBase):
             raise ValueError(f"batch_size must be a positive int, got {bs!r}")
         if self.prompt is not None and not isinstance(self.prompt, str):
             raise TypeError(f"prompt must be None or a str, got {type(self.prompt).__name__}")
-        from embetter.text._fast import PRECISIONS
+        from embetter.text._backends import PRECISIONS
 
         if not isinstance(self.backend, str) or self.backend not in PRECISIONS:
             raise ValueError(
@@ -190,9 +194,10 @@ class SentenceEncoder(EmbetterBase):
                 f"precision for backend={self.backend!r} must be one of "
                 f"{', '.join(map(repr, PRECISIONS[self.backend]))}, got {self.precision!r}"
             )
-        if self.backend == "onnx" and self.device is not None and str(self.device) != "cpu":
+        if (self.backend in ("onnx", "openvino") and self.device is not None
+                and str(self.device) != "cpu"):
             raise ValueError(
-                f"backend='onnx' runs on the CPU, got device={self.device!r}; "
+                f"backend={self.backend!r} runs on the CPU, got device={self.device!r}; "
                 "use backend='pipelined' on a GPU"
             )
 
@@ -204,7 +209,7 @@ class SentenceEncoder(EmbetterBase):
         dim = self._output_dim()
         if not texts:
             return np.zeros((0, dim), dtype=np.float32)
-        if self.backend != "torch":
+        if self._backend()[0] != "torch":
             emb = self._fast_engine().encode(
                 texts, int(self.batch_size), self.prompt, bool(self.show_progress_bar)
             )

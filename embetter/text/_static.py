@@ -1,4 +1,4 @@
-"""Static text embeddings (model2vec): one vector per token, averaged, no transformer at run time."""
+"""Static text embeddings (model2vec): a vector per token, averaged; no transformer at run time."""
 
 from __future__ import annotations
 
