@@ -165,6 +165,49 @@ def test_matryoshka_onnx_truncates_and_renormalises(tiny_model_path, corpus, cac
     np.testing.assert_allclose(got, ref, atol=1e-4)
 
 
+# -- the openvino backend and backend="auto" ---------------------------------------------------
+def test_openvino_runs_the_same_export(tiny_model_path, texts, cache_dir):
+    pytest.importorskip("openvino")
+    ref = SentenceEncoder(tiny_model_path, device="cpu").transform(texts)
+    fp32 = SentenceEncoder(tiny_model_path, backend="openvino", precision="float32")
+    np.testing.assert_allclose(fp32.transform(texts), ref, atol=1e-4)
+    int8 = SentenceEncoder(tiny_model_path, backend="openvino", batch_size=5).transform(texts)
+    assert int8.shape == ref.shape and int8.dtype == np.float32
+    assert cosines(int8, ref).mean() >= 0.99
+    # The same cached export as backend="onnx": one folder, no second export.
+    SentenceEncoder(tiny_model_path, backend="onnx").transform(texts[:2])
+    assert len(list(cache_dir.glob("onnx/*"))) == 1
+
+
+@pytest.mark.parametrize(
+    "flags, installed, device, expected",
+    [
+        ({"avx2", "fma"}, {"openvino", "onnxruntime", "onnx"}, "cpu", ("openvino", "int8")),
+        ({"avx2", "fma"}, {"onnxruntime", "onnx"}, "cpu", ("onnx", "int8")),
+        ({"avx2", "fma"}, set(), "cpu", ("torch", None)),
+        ({"avx512f", "amx_bf16"}, {"openvino"}, "cpu", ("pipelined", "bfloat16")),
+        ({"avx2"}, {"openvino"}, "cuda", ("pipelined", None)),
+    ],
+)
+def test_auto_backend_picks_the_path_this_machine_supports(monkeypatch, flags, installed,
+                                                           device, expected):
+    from embetter.text import _backends
+
+    monkeypatch.setattr(_backends, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(_backends, "_installed", lambda module: module in installed)
+    assert _backends.auto_backend(device) == expected
+
+
+def test_auto_backend_encodes_like_the_path_it_picks(tiny_model_path, texts, cache_dir):
+    from embetter.text._backends import auto_backend
+
+    backend, precision = auto_backend("cpu")
+    auto = SentenceEncoder(tiny_model_path, device="cpu", backend="auto")
+    assert auto.get_params()["backend"] == "auto"
+    same = SentenceEncoder(tiny_model_path, device="cpu", backend=backend, precision=precision)
+    np.testing.assert_allclose(auto.transform(texts), same.transform(texts), atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "kw, match",
     [
@@ -172,6 +215,8 @@ def test_matryoshka_onnx_truncates_and_renormalises(tiny_model_path, corpus, cac
         (dict(backend="onnx", precision="float16"), "precision for backend='onnx'"),
         (dict(backend="torch", precision="int8"), "precision for backend='torch'"),
         (dict(backend="onnx", device="cuda"), "runs on the CPU"),
+        (dict(backend="openvino", device="cuda"), "runs on the CPU"),
+        (dict(backend="auto", precision="int8"), "precision for backend='auto'"),
     ],
 )
 def test_bad_backend_parameters_are_named(tiny_model_path, kw, match):

@@ -56,17 +56,24 @@ class SentenceEncoder(EmbetterBase):
         show_progress_bar: show a progress bar while encoding.
         prompt: an optional text prepended to every input (for models trained with prompts,
             such as `"query: "`).
-        backend: how to run the model. `"torch"`: sentence-transformers' `encode`.
-            `"pipelined"`: the same torch model fed by a faster loop (tokenisation in worker
-            threads overlapped with the model, length-bucketed batches, pinned-memory copies,
-            float16 on CUDA); the one to use on a GPU. `"onnx"`: an int8-quantised ONNX export,
-            made locally on first use and cached under `$EMBETTER_CACHE_DIR` (default
-            `~/.cache/embetter`), run by onnxruntime on the CPU (needs `embetter[onnx]`).
+        backend: how to run the model (docs: "Fast encoding" has the measured table).
+            `"torch"`: sentence-transformers' `encode`. `"pipelined"`: the same torch model fed
+            by a faster loop (tokenisation in worker threads overlapped with the model,
+            length-bucketed batches, pinned-memory copies, float16 on CUDA); the one to use on
+            a GPU (not measured on a GPU in the session that wrote this: none was lent).
+            `"onnx"`: an int8-quantised ONNX export, made locally on first use and cached under
+            `$EMBETTER_CACHE_DIR` (default `~/.cache/embetter`), run by onnxruntime on the CPU
+            (needs `embetter[onnx]`). `"openvino"`: the same export run by the OpenVINO runtime
+            (needs `embetter[openvino]`). `"auto"`: the fastest of these that this machine
+            supports: `"pipelined"` on a GPU, `"pipelined"` in bfloat16 on CPUs with native
+            bfloat16 (AMX, AVX512-BF16), else int8 through OpenVINO, else through onnxruntime,
+            else `"torch"`.
         precision: `None` picks the backend's default (`"torch"`: float32; `"pipelined"`:
-            float16 on CUDA, float32 elsewhere; `"onnx"`: int8). `"pipelined"` also takes
-            `"float32"`, `"float16"` and `"bfloat16"` (on CPUs with native bfloat16, such as
-            AVX512-BF16 or AMX, about 3x float32 at cosine 0.9999); `"onnx"` takes `"int8"`
-            and `"float32"`.
+            float16 on CUDA, float32 elsewhere; `"onnx"`, `"openvino"`: int8). `"pipelined"`
+            also takes `"float32"`, `"float16"` and `"bfloat16"` (on CPUs with native bfloat16,
+            such as AVX512-BF16 or AMX, about 3x float32 at cosine 0.9999; slower than float32
+            elsewhere); `"onnx"` and `"openvino"` take `"int8"` and `"float32"`; `"auto"`
+            chooses its own.
 
     Usage:
 
@@ -77,8 +84,8 @@ class SentenceEncoder(EmbetterBase):
     X = enc.transform(["a happy dog", "a joyful puppy", "quarterly tax filings"])
     assert X.shape == (3, 384) and X.dtype == "float32"
 
-    # 2-4x the texts/s of backend="torch" on a 2-core CPU, mean cosine 0.995 to it
-    fast = SentenceEncoder("all-MiniLM-L6-v2", backend="onnx")
+    # int8 on the CPU: mean cosine >= 0.99 to backend="torch", several times its speed
+    fast = SentenceEncoder("all-MiniLM-L6-v2", backend="auto")
     assert fast.transform(["a happy dog"]).shape == (1, 384)
     ```
     """
