@@ -63,16 +63,15 @@ class SentenceEncoder(EmbetterBase):
             a GPU (not measured on a GPU in the session that wrote this: none was lent).
             `"onnx"`: an int8-quantised ONNX export, made locally on first use and cached under
             `$EMBETTER_CACHE_DIR` (default `~/.cache/embetter`), run by onnxruntime on the CPU
-            (needs `embetter[onnx]`). `"openvino"`: the same export run by the OpenVINO runtime
-            (needs `embetter[openvino]`). `"auto"`: the fastest of these that this machine
-            supports: `"pipelined"` on a GPU, `"pipelined"` in bfloat16 on CPUs with native
-            bfloat16 (AMX, AVX512-BF16), else int8 through OpenVINO, else through onnxruntime,
-            else `"torch"`.
+            (needs `embetter[onnx]`). `"openvino"`: the float32 export run by the OpenVINO
+            runtime (needs `embetter[openvino]`). `"auto"`: the fastest of these that this
+            machine supports: `"pipelined"` on a GPU, `"pipelined"` in bfloat16 on CPUs with
+            native bfloat16 (AMX, AVX512-BF16), else int8 through onnxruntime, else `"torch"`.
         precision: `None` picks the backend's default (`"torch"`: float32; `"pipelined"`:
-            float16 on CUDA, float32 elsewhere; `"onnx"`, `"openvino"`: int8). `"pipelined"`
-            also takes `"float32"`, `"float16"` and `"bfloat16"` (on CPUs with native bfloat16,
-            such as AVX512-BF16 or AMX, about 3x float32 at cosine 0.9999; slower than float32
-            elsewhere); `"onnx"` and `"openvino"` take `"int8"` and `"float32"`; `"auto"`
+            float16 on CUDA, float32 elsewhere; `"onnx"`: int8; `"openvino"`: float32).
+            `"pipelined"` also takes `"float32"`, `"float16"` and `"bfloat16"` (on CPUs with
+            native bfloat16, such as AVX512-BF16 or AMX, about 3x float32 at cosine 0.9999;
+            slower than float32 elsewhere); `"onnx"` takes `"int8"` and `"float32"`; `"auto"`
             chooses its own.
 
     Usage:

@@ -1,5 +1,6 @@
-"""`backend="openvino"`: the cached ONNX export (see `_export.py`) run by the OpenVINO runtime,
-which reads ONNX files directly and compiles them for the CPU it runs on."""
+"""`backend="openvino"`: the cached float32 ONNX export (see `_export.py`) run by the OpenVINO
+runtime, which reads ONNX files directly and compiles them for the CPU it runs on. (It cannot read
+the int8 export: onnxruntime's fused QAttention operators have no OpenVINO conversion.)"""
 
 from __future__ import annotations
 
