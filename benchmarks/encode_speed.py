@@ -51,12 +51,11 @@ PATHS = {
     "onnx-fp32": dict(backend="onnx", precision="float32"),
     "onnx-int8": dict(backend="onnx"),
     "openvino-fp32": dict(backend="openvino", precision="float32"),
-    "openvino-int8": dict(backend="openvino"),
     "auto": dict(backend="auto"),
     "textencoder": dict(backend="static"),
 }
 CPU_DEFAULT = ("torch,torch-qint8,pipelined,pipelined-bf16,onnx-fp32,onnx-int8,openvino-fp32,"
-               "openvino-int8,auto,textencoder")
+               "auto,textencoder")
 GPU_DEFAULT = "torch,pipelined,pipelined-fp16,pipelined-bf16"
 DESCRIBE = {
     "torch": "SentenceEncoder() = ST encode, fp32 (reference)",
@@ -68,7 +67,6 @@ DESCRIBE = {
     "onnx-fp32": "backend='onnx', precision='float32'",
     "onnx-int8": "backend='onnx' (int8, the default)",
     "openvino-fp32": "backend='openvino', precision='float32'",
-    "openvino-int8": "backend='openvino' (int8 ONNX export run by OpenVINO)",
     "auto": "backend='auto' (resolved for this CPU)",
     "textencoder": "TextEncoder() (static model2vec, not the same space)",
 }
