@@ -26,6 +26,7 @@ TRUSTED = (
     "embetter.text.SentenceEncoder",
     "embetter.text.MatryoshkaEncoder",
     "embetter.text.LiteTextEncoder",
+    "embetter.text.TextEncoder",
     "embetter.finetune.FeedForwardTuner",
     "embetter.finetune.ContrastiveTuner",
     "embetter.finetune.ContrastiveLearner",

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from embetter.text import MatryoshkaEncoder, SentenceEncoder, _fast
+from embetter.text import MatryoshkaEncoder, SentenceEncoder
+from embetter.text._backends import _batching, _tokenize
 
 LONG = " ".join(["the market moves and our team predicts the weather"] * 12)
 
@@ -38,7 +39,7 @@ def texts(corpus):
 # -- the shared batching pipeline ---------------------------------------------------------------
 def test_bucketed_batches_cover_every_position_once_longest_first():
     lengths = [3, 9, 1, 9, 4, 7, 2]
-    batches = _fast.bucketed_batches(lengths, 3)
+    batches = _batching.bucketed_batches(lengths, 3)
     assert [len(b) for b in batches] == [3, 3, 1]
     flat = np.concatenate(batches)
     assert sorted(flat.tolist()) == list(range(7))
@@ -49,9 +50,9 @@ def test_iter_batches_keeps_order_across_windows_and_workers(tiny_model_path, te
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(tiny_model_path, device="cpu")
-    tok = _fast.TextTokenizer.from_sentence_transformer(model)
+    tok = _tokenize.TextTokenizer.from_sentence_transformer(model)
     seen = []
-    for positions, arrays in _fast.iter_batches(texts, tok, None, batch_size=4, window=7,
+    for positions, arrays in _batching.iter_batches(texts, tok, None, batch_size=4, window=7,
                                                 workers=3):
         mask = arrays["attention_mask"]
         assert arrays["input_ids"].shape == mask.shape and len(positions) == len(mask) <= 4
@@ -68,9 +69,9 @@ def test_tokenizer_matches_sentence_transformers_preprocess(tiny_model_path, tex
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(tiny_model_path, device="cpu")
-    tok = _fast.TextTokenizer.from_sentence_transformer(model)
+    tok = _tokenize.TextTokenizer.from_sentence_transformer(model)
     ref = model.preprocess(texts, prompt="query: ")
-    ours = _fast.pad_batch(tok.encode(texts, "query: "), tok.input_names, tok.pad_id)
+    ours = _tokenize.pad_batch(tok.encode(texts, "query: "), tok.input_names, tok.pad_id)
     for name in tok.input_names:
         np.testing.assert_array_equal(ours[name], ref[name].numpy())
 
@@ -164,6 +165,47 @@ def test_matryoshka_onnx_truncates_and_renormalises(tiny_model_path, corpus, cac
     np.testing.assert_allclose(got, ref, atol=1e-4)
 
 
+# -- the openvino backend and backend="auto" ---------------------------------------------------
+def test_openvino_runs_the_same_export(tiny_model_path, texts, cache_dir):
+    pytest.importorskip("openvino")
+    ref = SentenceEncoder(tiny_model_path, device="cpu").transform(texts)
+    fp32 = SentenceEncoder(tiny_model_path, backend="openvino", precision="float32")
+    np.testing.assert_allclose(fp32.transform(texts), ref, atol=1e-4)
+    default = SentenceEncoder(tiny_model_path, backend="openvino", batch_size=5)
+    np.testing.assert_allclose(default.transform(texts), ref, atol=1e-4)  # float32 too
+    # The same cached export as backend="onnx": one folder, no second export.
+    SentenceEncoder(tiny_model_path, backend="onnx", precision="float32").transform(texts[:2])
+    assert len(list(cache_dir.glob("onnx/*"))) == 1
+
+
+@pytest.mark.parametrize(
+    "flags, installed, device, expected",
+    [
+        ({"avx2", "fma"}, {"openvino", "onnxruntime", "onnx"}, "cpu", ("onnx", "int8")),
+        ({"avx2", "fma"}, set(), "cpu", ("torch", None)),
+        ({"avx512f", "amx_bf16"}, {"openvino"}, "cpu", ("pipelined", "bfloat16")),
+        ({"avx2"}, {"openvino"}, "cuda", ("pipelined", None)),
+    ],
+)
+def test_auto_backend_picks_the_path_this_machine_supports(monkeypatch, flags, installed,
+                                                           device, expected):
+    from embetter.text import _backends
+
+    monkeypatch.setattr(_backends, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(_backends, "_installed", lambda module: module in installed)
+    assert _backends.auto_backend(device) == expected
+
+
+def test_auto_backend_encodes_like_the_path_it_picks(tiny_model_path, texts, cache_dir):
+    from embetter.text._backends import auto_backend
+
+    backend, precision = auto_backend("cpu")
+    auto = SentenceEncoder(tiny_model_path, device="cpu", backend="auto")
+    assert auto.get_params()["backend"] == "auto"
+    same = SentenceEncoder(tiny_model_path, device="cpu", backend=backend, precision=precision)
+    np.testing.assert_allclose(auto.transform(texts), same.transform(texts), atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "kw, match",
     [
@@ -171,6 +213,9 @@ def test_matryoshka_onnx_truncates_and_renormalises(tiny_model_path, corpus, cac
         (dict(backend="onnx", precision="float16"), "precision for backend='onnx'"),
         (dict(backend="torch", precision="int8"), "precision for backend='torch'"),
         (dict(backend="onnx", device="cuda"), "runs on the CPU"),
+        (dict(backend="openvino", device="cuda"), "runs on the CPU"),
+        (dict(backend="openvino", precision="int8"), "precision for backend='openvino'"),
+        (dict(backend="auto", precision="int8"), "precision for backend='auto'"),
     ],
 )
 def test_bad_backend_parameters_are_named(tiny_model_path, kw, match):

@@ -109,6 +109,41 @@ def test_instance_is_accepted_and_kept(tiny_model_path, corpus):
     np.testing.assert_allclose(enc.transform(corpus[:2]), model.encode(corpus[:2]), atol=1e-6)
 
 
+def test_instance_is_never_moved_or_switched_to_eval(tiny_model_path, corpus):
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(tiny_model_path, device="cpu")
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    enc = SentenceEncoder(model, device="cpu")
+    X = enc.transform(corpus[:4])
+    # The caller's model is still in training mode with the same weights; ours ran in eval mode.
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert enc.model_ is not model and not enc.model_.training
+    np.testing.assert_allclose(X, model.eval().encode(corpus[:4]), atol=1e-6)
+
+
+def test_instance_ready_to_run_is_used_as_it_is(tiny_model_path):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(tiny_model_path, device="cpu").eval()
+    assert SentenceEncoder(model, device="cpu").model_ is model  # no needless copy
+
+
+def test_clone_never_shares_the_callers_model(tiny_model_path, corpus):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(tiny_model_path, device="cpu")
+    enc = SentenceEncoder(model)
+    twin = clone(enc)
+    assert twin.name is not model
+    twin.name[0].auto_model.embeddings.word_embeddings.weight.data.zero_()
+    assert model[0].auto_model.embeddings.word_embeddings.weight.abs().sum() > 0
+    assert not np.allclose(twin.transform(corpus[:3]), enc.transform(corpus[:3]))
+
+
 def test_grid_search_over_encoder_params(tiny_model_path, corpus):
     y = np.array([i % 2 for i in range(len(corpus))])
     pipe = make_pipeline(SentenceEncoder(tiny_model_path, device="cpu"), LogisticRegression())

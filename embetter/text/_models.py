@@ -26,6 +26,16 @@ def bundled_model_path() -> Path | None:
     return path if (path / "modules.json").is_file() else None
 
 
+def cache_root() -> Path:
+    """Where models built locally are cached (ONNX exports, distilled static models):
+    `$EMBETTER_CACHE_DIR`, else `$XDG_CACHE_HOME/embetter`, else `~/.cache/embetter`."""
+    env = os.environ.get("EMBETTER_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "embetter"
+
+
 def resolve_model(name) -> str:
     """Map a model name to a local path when we have one; other names pass through unchanged.
 

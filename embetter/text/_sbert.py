@@ -15,6 +15,29 @@ def _is_sentence_transformer(obj) -> bool:
     return hasattr(obj, "encode") and hasattr(obj, "tokenize") and not isinstance(obj, str)
 
 
+def _private_if_changed(model, device):
+    """The caller's model itself when we can run it as it is, else a private copy.
+
+    Moving it to another device or switching it from training to eval mode (which
+    `SentenceTransformer.encode` does) would change the user's object: those cases get a copy.
+    """
+    import copy
+
+    import torch
+
+    from embetter._torch import device_name
+
+    target = None if device is None else torch.device(device_name(device))
+    current = getattr(model, "device", None)
+    moves = target is not None and (current is None or torch.device(current) != target)
+    if not moves and not getattr(model, "training", False):
+        return model
+    model = copy.deepcopy(model)
+    if target is not None:
+        model.to(target)
+    return model.eval()
+
+
 class SentenceEncoder(EmbetterBase):
     """Encode texts with a pretrained sentence-transformers model.
 
@@ -24,6 +47,8 @@ class SentenceEncoder(EmbetterBase):
 
     Arguments:
         name: a model name, a local path to a saved model, or a `SentenceTransformer` instance.
+            An instance is never changed: when `device` asks for another device, or the
+            model is in training mode, the encoder runs a private copy of it.
         device: `None` picks cuda, then mps, then cpu; or a string such as `"cpu"`, `"cuda:1"`.
         batch_size: texts encoded per forward pass.
         normalize_embeddings: scale every output row to unit length.
@@ -31,17 +56,23 @@ class SentenceEncoder(EmbetterBase):
         show_progress_bar: show a progress bar while encoding.
         prompt: an optional text prepended to every input (for models trained with prompts,
             such as `"query: "`).
-        backend: how to run the model. `"torch"`: sentence-transformers' `encode`.
-            `"pipelined"`: the same torch model fed by a faster loop (tokenisation in worker
-            threads overlapped with the model, length-bucketed batches, pinned-memory copies,
-            float16 on CUDA); the one to use on a GPU. `"onnx"`: an int8-quantised ONNX export,
-            made locally on first use and cached under `$EMBETTER_CACHE_DIR` (default
-            `~/.cache/embetter`), run by onnxruntime on the CPU (needs `embetter[onnx]`).
+        backend: how to run the model (docs: "Fast encoding" has the measured table).
+            `"torch"`: sentence-transformers' `encode`. `"pipelined"`: the same torch model fed
+            by a faster loop (tokenisation in worker threads overlapped with the model,
+            length-bucketed batches, pinned-memory copies, float16 on CUDA); the one to use on
+            a GPU (not measured on a GPU in the session that wrote this: none was lent).
+            `"onnx"`: an int8-quantised ONNX export, made locally on first use and cached under
+            `$EMBETTER_CACHE_DIR` (default `~/.cache/embetter`), run by onnxruntime on the CPU
+            (needs `embetter[onnx]`). `"openvino"`: the float32 export run by the OpenVINO
+            runtime (needs `embetter[openvino]`). `"auto"`: the fastest of these that this
+            machine supports: `"pipelined"` on a GPU, `"pipelined"` in bfloat16 on CPUs with
+            native bfloat16 (AMX, AVX512-BF16), else int8 through onnxruntime, else `"torch"`.
         precision: `None` picks the backend's default (`"torch"`: float32; `"pipelined"`:
-            float16 on CUDA, float32 elsewhere; `"onnx"`: int8). `"pipelined"` also takes
-            `"float32"`, `"float16"` and `"bfloat16"` (on CPUs with native bfloat16, such as
-            AVX512-BF16 or AMX, about 3x float32 at cosine 0.9999); `"onnx"` takes `"int8"`
-            and `"float32"`.
+            float16 on CUDA, float32 elsewhere; `"onnx"`: int8; `"openvino"`: float32).
+            `"pipelined"` also takes `"float32"`, `"float16"` and `"bfloat16"` (on CPUs with
+            native bfloat16, such as AVX512-BF16 or AMX, about 3x float32 at cosine 0.9999;
+            slower than float32 elsewhere); `"onnx"` takes `"int8"` and `"float32"`; `"auto"`
+            chooses its own.
 
     Usage:
 
@@ -52,8 +83,8 @@ class SentenceEncoder(EmbetterBase):
     X = enc.transform(["a happy dog", "a joyful puppy", "quarterly tax filings"])
     assert X.shape == (3, 384) and X.dtype == "float32"
 
-    # 2-4x the texts/s of backend="torch" on a 2-core CPU, mean cosine 0.995 to it
-    fast = SentenceEncoder("all-MiniLM-L6-v2", backend="onnx")
+    # int8 on the CPU: mean cosine >= 0.99 to backend="torch", several times its speed
+    fast = SentenceEncoder("all-MiniLM-L6-v2", backend="auto")
     assert fast.transform(["a happy dog"]).shape == (1, 384)
     ```
     """
@@ -93,30 +124,32 @@ class SentenceEncoder(EmbetterBase):
         from embetter._torch import device_name
 
         if _is_sentence_transformer(self.name):
-            model = self.name
-            if self.device is not None:
-                model.to(device_name(self.device))
+            model = _private_if_changed(self.name, self.device)
         else:
             model = shared_sentence_transformer(self.name, device_name(self.device))
         self.__dict__["_model"] = model
         self.__dict__["_loaded_for"] = self._model_key()
         return model
 
+    def _backend(self) -> tuple[str, str | None]:
+        """The `(backend, precision)` that runs, with `backend="auto"` resolved here."""
+        if self.backend != "auto":
+            return self.backend, self.precision
+        from embetter.text._backends import auto_backend
+
+        return auto_backend(self.device)
+
     def _fast_engine(self):
-        """The engine of the `"pipelined"` or `"onnx"` backend, built on first use."""
-        key = (self._model_key(), self.backend, self.precision)
+        """The engine of a fast backend (not `"torch"`), built on first use."""
+        backend, precision = self._backend()
+        key = (self._model_key(), backend, precision)
         cached = self.__dict__.get("_engine")
         if cached is not None and cached[0] == key:
             return cached[1]
         self._check_params()
-        from embetter.text import _fast
+        from embetter.text._backends import make_engine
 
-        if self.backend == "pipelined":
-            engine = _fast.PipelinedEngine(self.model_, self.model_.device, self.precision)
-        else:
-            precision = self.precision or "int8"
-            folder = _fast.onnx_model_folder(self.name, precision, lambda: self.model_)
-            engine = _fast.OnnxEngine(folder, precision)
+        engine = make_engine(backend, precision, self.name, lambda: self.model_)
         self.__dict__["_engine"] = (key, engine)
         return engine
 
@@ -134,7 +167,7 @@ class SentenceEncoder(EmbetterBase):
         return self.truncate_dim, "truncate_dim"
 
     def _output_dim(self) -> int:
-        if self.backend != "torch":
+        if self._backend()[0] != "torch":
             full = self._fast_engine().dim
         elif hasattr(self.model_, "get_embedding_dimension"):
             full = self.model_.get_embedding_dimension()
@@ -156,7 +189,7 @@ class SentenceEncoder(EmbetterBase):
             raise ValueError(f"batch_size must be a positive int, got {bs!r}")
         if self.prompt is not None and not isinstance(self.prompt, str):
             raise TypeError(f"prompt must be None or a str, got {type(self.prompt).__name__}")
-        from embetter.text._fast import PRECISIONS
+        from embetter.text._backends import PRECISIONS
 
         if not isinstance(self.backend, str) or self.backend not in PRECISIONS:
             raise ValueError(
@@ -167,9 +200,10 @@ class SentenceEncoder(EmbetterBase):
                 f"precision for backend={self.backend!r} must be one of "
                 f"{', '.join(map(repr, PRECISIONS[self.backend]))}, got {self.precision!r}"
             )
-        if self.backend == "onnx" and self.device is not None and str(self.device) != "cpu":
+        if (self.backend in ("onnx", "openvino") and self.device is not None
+                and str(self.device) != "cpu"):
             raise ValueError(
-                f"backend='onnx' runs on the CPU, got device={self.device!r}; "
+                f"backend={self.backend!r} runs on the CPU, got device={self.device!r}; "
                 "use backend='pipelined' on a GPU"
             )
 
@@ -181,7 +215,7 @@ class SentenceEncoder(EmbetterBase):
         dim = self._output_dim()
         if not texts:
             return np.zeros((0, dim), dtype=np.float32)
-        if self.backend != "torch":
+        if self._backend()[0] != "torch":
             emb = self._fast_engine().encode(
                 texts, int(self.batch_size), self.prompt, bool(self.show_progress_bar)
             )

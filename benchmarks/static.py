@@ -1,0 +1,192 @@
+"""TextEncoder (static model2vec) against the sentence model it comes from, side by side.
+
+Three tables:
+
+1. `--only select`: how the distillation settings were chosen, on TRAIN splits only: for each
+   (pca_dims, sif_coefficient), LogisticRegressionCV accuracy with 200 labels (8 per class for
+   banking77) drawn from the train split, scored on 1,000 *other train rows*, 3 seeds, as a
+   percentage of MiniLM's on the same rows. The test splits play no part in it.
+2. `--only quality`: benchmarks/tuners.py's protocol (200 labels, 1,000 test rows, 3 seeds) on
+   sst2, ag_news, emotion, banking77: MiniLM, TextEncoder() and, with `--train-texts N`,
+   TextEncoder(train_on_fit=True) fitted on N unlabelled train texts of that set.
+3. `--only speed`: texts/s on the 1,000 texts of benchmarks/encode_speed.py (half SST-2, half
+   AG News), best of several interleaved rounds, load average beside it.
+
+    python benchmarks/static.py
+    python benchmarks/static.py --only select --pca 128,256,None --sif 1e-4,1e-3,1e-2
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from tuners import DATA, DATASETS, N_TEST, PER_CLASS, lr_acc  # noqa: E402
+
+CACHE = os.environ.get("EMBETTER_BENCH_CACHE", "/tmp/embetter-bench-cache")
+
+
+def minilm():
+    from embetter.text import SentenceEncoder
+    from embetter.utils import cached
+
+    return cached(CACHE, SentenceEncoder("all-MiniLM-L6-v2"))
+
+
+def labelled(train: pd.DataFrame, name: str, seed: int) -> pd.DataFrame:
+    if name in PER_CLASS:
+        return train.groupby("label", group_keys=False).sample(PER_CLASS[name], random_state=seed)
+    return train.sample(200, random_state=seed)
+
+
+def mean_lr(encode, trains, test) -> float:
+    Xte = encode(test.text.tolist())
+    return 100 * float(np.mean([
+        lr_acc(encode(tr.text.tolist()), tr.label.to_numpy(), Xte, test.label.to_numpy())
+        for tr in trains
+    ]))
+
+
+def table(header, rows) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def load_avg() -> str:
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+# -- 1. choosing the settings on train splits ------------------------------------------------
+def select(args) -> None:
+    import model2vec.distill.distillation as distillation
+    from transformers import AutoModel, AutoTokenizer
+
+    from embetter.text._models import bundled_model_path
+
+    splits = {}
+    for name in args.datasets:
+        train = pd.read_csv(DATA / name / "train.csv")
+        val = train.sample(1000, random_state=0)
+        rest = train.drop(val.index)
+        splits[name] = ([labelled(rest, name, s) for s in range(3)], val)
+    enc = minilm()
+    ref = {n: mean_lr(enc.transform, *splits[n]) for n in args.datasets}
+    # The transformer pass over the vocabulary is the same for every setting: run it once.
+    source = str(bundled_model_path())
+    model, tok = AutoModel.from_pretrained(source), AutoTokenizer.from_pretrained(source)
+    original = distillation.create_embeddings
+    memo = {}
+
+    def once(**kw):
+        if "raw" not in memo:
+            memo["raw"] = original(**kw)
+        return memo["raw"].copy()
+
+    distillation.create_embeddings = once
+    rows = []
+    parse = lambda v, f: None if v == "None" else f(v)  # noqa: E731
+    for pca, sif in itertools.product(args.pca.split(","), args.sif.split(",")):
+        static = distillation.distill_from_model(
+            model, tok, pca_dims=parse(pca, int), sif_coefficient=parse(sif, float),
+            quantize_to="float32", device="cpu")
+        got = {n: mean_lr(static.encode, *splits[n]) for n in args.datasets}
+        ratio = {n: 100 * got[n] / ref[n] for n in args.datasets}
+        rows.append([pca, sif, *(f"{got[n]:.1f} ({ratio[n]:.0f}%)" for n in args.datasets),
+                     f"{min(ratio.values()):.1f}", f"{np.mean(list(ratio.values())):.1f}"])
+        print(f"[{time.strftime('%H:%M:%S')}] pca={pca} sif={sif} done", file=sys.stderr)
+    print("\n## Choosing the distillation settings on train splits (200 labels from train, "
+          "scored on 1,000 other train rows, 3 seeds; % of MiniLM on the same rows)\n")
+    print("MiniLM: " + ", ".join(f"{n} {ref[n]:.1f}" for n in args.datasets) + "\n")
+    print(table(["pca_dims", "sif", *args.datasets, "min %", "mean %"], rows))
+    print(f"\nload average {load_avg()}")
+
+
+# -- 2. quality on the test protocol ---------------------------------------------------------
+def quality(args) -> None:
+    from embetter.text import TextEncoder
+
+    enc, static = minilm(), TextEncoder()
+    rows = []
+    for name in args.datasets:
+        train = pd.read_csv(DATA / name / "train.csv")
+        test = pd.read_csv(DATA / name / "test.csv").sample(N_TEST, random_state=0)
+        trains = [labelled(train, name, s) for s in (0, 1, 2)]
+        ref = mean_lr(enc.transform, trains, test)
+        got = mean_lr(static.transform, trains, test)
+        row = [name, f"{ref:.1f}", f"{got:.1f}", f"{100 * got / ref:.1f}"]
+        if args.train_texts:
+            # Unlabelled texts of the same kind: train rows, never the test rows.
+            corpus = train.sample(min(args.train_texts, len(train)), random_state=7)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                start = time.perf_counter()
+                tuned = TextEncoder(train_on_fit=True, random_state=0).fit(corpus.text)
+                seconds = time.perf_counter() - start
+            got2 = mean_lr(tuned.transform, trains, test)
+            row += [f"{got2:.1f}", f"{100 * got2 / ref:.1f}", f"{seconds:.0f}"]
+        rows.append(row)
+        print(f"[{time.strftime('%H:%M:%S')}] {name} done", file=sys.stderr)
+    header = ["set", "MiniLM LR", "TextEncoder LR", "% of MiniLM"]
+    if args.train_texts:
+        header += [f"trained on {args.train_texts} texts", "% of MiniLM", "fit s"]
+    print(f"\n## LogisticRegressionCV accuracy, tuners.py protocol (200 labels, 8 per class for "
+          f"banking77; {N_TEST} test rows; seeds 0-2)\n")
+    print(table(header, rows))
+    print(f"\nload average {load_avg()}")
+
+
+# -- 3. speed ----------------------------------------------------------------------------------
+def speed(args) -> None:
+    from encode_speed import load_texts
+
+    from embetter.text import SentenceEncoder, TextEncoder
+
+    texts = load_texts(1000)
+    encoders = {"SentenceEncoder()": SentenceEncoder(), "TextEncoder()": TextEncoder()}
+    for enc in encoders.values():
+        enc.transform(texts[:10])
+    times = {k: [] for k in encoders}
+    for _ in range(args.rounds):
+        for k, enc in encoders.items():
+            start = time.perf_counter()
+            enc.transform(texts)
+            times[k].append(time.perf_counter() - start)
+    base = min(times["SentenceEncoder()"])
+    rows = [[k, f"{len(texts) / min(t):.0f}", f"{base / min(t):.0f}x"] for k, t in times.items()]
+    print(f"\n## Speed: {len(texts)} texts (half SST-2, half AG News), best of {args.rounds} "
+          "interleaved rounds\n")
+    print(table(["encoder", "texts/s", "vs SentenceEncoder()"], rows))
+    print(f"\nload average {load_avg()}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default="quality,speed")
+    ap.add_argument("--datasets", nargs="+", default=DATASETS)
+    ap.add_argument("--pca", default="128,256,None")
+    ap.add_argument("--sif", default="1e-4,1e-3,1e-2")
+    ap.add_argument("--train-texts", type=int, default=0,
+                    help="also fit TextEncoder(train_on_fit=True) on this many train texts")
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    print(f"# static: {os.cpu_count()} CPUs, load average {load_avg()} at start")
+    for part, fn in (("select", select), ("quality", quality), ("speed", speed)):
+        if part in args.only.split(","):
+            fn(args)
+
+
+if __name__ == "__main__":
+    main()

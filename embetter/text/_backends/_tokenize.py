@@ -1,0 +1,115 @@
+"""A sentence model's tokenisation, done by the Rust `tokenizers` library directly, and padding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+# Texts that exercise the tokenizer: case, accents, punctuation, numbers, unknown words,
+# an empty string, and one longer than any model's maximum length (truncation).
+PROBE_TEXTS = [
+    "A happy dog runs in the park.",
+    "QUARTERLY tax filings are due on 15 April 2024!",
+    "Café déjà vu: naïve façades, über-cool.",
+    "",
+    "short",
+    "emojis 🙂 and symbols #hashtag @user http://example.com/a?b=c",
+    "the market moves; our team predicts the weather, and a pilot follows the news",
+    " ".join(f"word{i} and more text" for i in range(200)),
+]
+
+
+class TextTokenizer:
+    """A sentence model's tokenisation done by the Rust `tokenizers` library directly.
+
+    Built from a loaded `SentenceTransformer` and checked against its own `preprocess` on probe
+    texts, so the fast paths feed the model exactly the token ids the reference path does.
+    """
+
+    def __init__(self, tokenizer, input_names, lowercase=False, pad_id=0):
+        self.tokenizer = tokenizer
+        self.input_names = tuple(input_names)
+        self.lowercase = bool(lowercase)
+        self.pad_id = int(pad_id)
+
+    @classmethod
+    def from_sentence_transformer(cls, model) -> TextTokenizer:
+        first = model[0]
+        hf_tok = getattr(first, "tokenizer", None)
+        backend = getattr(hf_tok, "backend_tokenizer", None)
+        max_len = getattr(first, "max_seq_length", None)
+        if backend is None or not isinstance(max_len, int):
+            raise ValueError(
+                "the fast backends need a sentence-transformers text model with a fast "
+                f"(Rust) tokenizer and a max_seq_length; got a first module "
+                f"{type(first).__name__} with tokenizer {type(hf_tok).__name__}. "
+                "Use backend='torch' for this model."
+            )
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_str(backend.to_str())
+        tok.no_padding()
+        tok.enable_truncation(max_length=max_len)
+        reference = model.preprocess(PROBE_TEXTS[:2])
+        names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in reference]
+        pad_id = hf_tok.pad_token_id if hf_tok.pad_token_id is not None else 0
+        fast = cls(tok, names, lowercase=bool(getattr(first, "do_lower_case", False)),
+                   pad_id=pad_id)
+        fast._check_against(model)
+        return fast
+
+    def _check_against(self, model) -> None:
+        """Raise unless we produce the same inputs as `model.preprocess`, prompts included."""
+        for prompt in (None, "query: "):
+            ref = model.preprocess(PROBE_TEXTS, prompt=prompt)
+            ours = pad_batch(self.encode(PROBE_TEXTS, prompt), self.input_names, self.pad_id)
+            for name in self.input_names:
+                theirs = ref[name].numpy()
+                width = max(theirs.shape[1], ours[name].shape[1])
+                if not np.array_equal(_widen(theirs, width), _widen(ours[name], width)):
+                    raise ValueError(
+                        "the fast backends could not reproduce this model's tokenisation "
+                        f"({name} differs from sentence-transformers' preprocess). "
+                        "Use backend='torch' for this model."
+                    )
+
+    def encode(self, texts, prompt=None) -> list:
+        if prompt:
+            texts = [prompt + t for t in texts]
+        if self.lowercase:
+            texts = [t.lower() for t in texts]
+        return self.tokenizer.encode_batch(texts, add_special_tokens=True)
+
+    def save(self, folder: Path) -> None:
+        self.tokenizer.save(str(folder / "tokenizer.json"))
+
+    @classmethod
+    def load(cls, folder: Path, meta: dict) -> TextTokenizer:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        return cls(tok, meta["input_names"], meta["lowercase"], meta["pad_id"])
+
+
+def _widen(a: np.ndarray, width: int) -> np.ndarray:
+    # Padding values differ between tokenizers' conventions only where the mask is 0; compare
+    # real tokens by zero-filling both sides to the same width.
+    out = np.zeros((a.shape[0], width), dtype=np.int64)
+    out[:, : a.shape[1]] = a
+    return out
+
+
+def pad_batch(encodings, input_names, pad_id: int) -> dict[str, np.ndarray]:
+    """Right-pad token encodings to the longest one: the model's int64 input arrays."""
+    width = max((len(e.ids) for e in encodings), default=0)
+    ids = np.full((len(encodings), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(encodings), width), dtype=np.int64)
+    types = np.zeros((len(encodings), width), dtype=np.int64)
+    for row, enc in enumerate(encodings):
+        n = len(enc.ids)
+        ids[row, :n] = enc.ids
+        mask[row, :n] = 1
+        types[row, :n] = enc.type_ids
+    arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    return {name: arrays[name] for name in input_names}

