@@ -78,21 +78,24 @@ def test_max_seq_length_applies_while_training_only(tiny_model_path, pairs, corp
 def test_freeze_embeddings_trains_everything_but_the_token_embeddings(tiny_model_path, pairs):
     from sentence_transformers import SentenceTransformer
 
-    from embetter.finetune._sbert import _token_embeddings
+    from embetter.finetune._sbert_model import token_embeddings
 
     model = SentenceTransformer(tiny_model_path, device="cpu")
-    (embedding,) = _token_embeddings(model)
+    (embedding,) = token_embeddings(model)
     assert embedding.shape[0] == model.tokenizer.vocab_size
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    learner(model, freeze_embeddings=True).fit(*small(pairs))
-    after = dict(model.named_parameters())
-    frozen = [n for n, p in after.items() if p is embedding]
+    fitted = learner(model, freeze_embeddings=True).fit(*small(pairs))
+    after = dict(fitted.model_.named_parameters())
+    (tuned_embedding,) = token_embeddings(fitted.model_)
+    frozen = [n for n, p in after.items() if p is tuned_embedding]
     changed = [n for n, p in after.items() if not torch_equal(p, before[n])]
     assert frozen and not set(frozen) & set(changed)
     assert len(changed) > len(after) // 2  # the rest of the network did train
-    assert all(p.requires_grad for p in model.parameters())  # handed back trainable
-    learner(model).fit(*small(pairs))  # the default trains the embeddings too
-    assert not torch_equal(embedding, before[frozen[0]])
+    assert all(p.requires_grad for p in fitted.model_.parameters())  # handed back trainable
+    default = learner(model).fit(*small(pairs))  # the default trains the embeddings too
+    assert not torch_equal(token_embeddings(default.model_)[0], before[frozen[0]])
+    # and the caller's model was never touched
+    assert all(torch_equal(p, before[n]) for n, p in model.named_parameters())
 
 
 def torch_equal(a, b):
@@ -119,10 +122,10 @@ def test_unique_texts_loss_equals_the_plain_loss(tiny_model_path, corpus, loss):
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from embetter.finetune._sbert import _unique_texts_loss
+    from embetter.finetune._losses import UniqueTextsLoss, pair_loss
 
     model = SentenceTransformer(tiny_model_path, device="cpu").eval()  # no dropout: exact
-    plain = SbertLearner(model, loss=loss)._make_loss(model, None)
+    plain = pair_loss(loss, model)
     assert type(plain).__name__ == "UniqueTextsLoss"
     plain = plain.inner
     texts = corpus[:6]
@@ -142,11 +145,11 @@ def test_unique_texts_loss_equals_the_plain_loss(tiny_model_path, corpus, loss):
     expected, expected_grads = loss_and_grads(plain)
     assert sum(rows) == 16
     rows.clear()
-    got, grads = loss_and_grads(_unique_texts_loss(plain))
+    got, grads = loss_and_grads(UniqueTextsLoss(plain))
     assert rows == [6]  # six distinct texts, one forward pass
     rows.clear()
     model.tokenizer.padding_side = "left"  # widening by padding would move tokens: not merged
-    assert loss_and_grads(_unique_texts_loss(plain))[0] == pytest.approx(expected, rel=1e-5)
+    assert loss_and_grads(UniqueTextsLoss(plain))[0] == pytest.approx(expected, rel=1e-5)
     assert sum(rows) == 16
     model.tokenizer.padding_side = "right"
     hook.remove()
@@ -231,18 +234,57 @@ def test_predict_is_cosine_of_transform(tiny_model_path, pairs):
         fitted.predict(X1, X2[:2])
 
 
-def test_sentence_transformer_is_trained_in_place(tiny_model_path, pairs, corpus):
+def test_callers_sentence_transformer_is_never_changed(tiny_model_path, pairs, corpus):
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(tiny_model_path, device="cpu")
     before = model.encode(corpus[:5])
     fitted = learner(model).fit(*small(pairs))
-    assert fitted.model_ is model
-    assert not np.allclose(model.encode(corpus[:5]), before, atol=1e-4)
-    # pickling keeps the model and the parameter one object
-    again = pickle.loads(pickle.dumps(fitted))
-    assert again.model_ is again.sent_tfm
-    assert np.allclose(again.transform(corpus[:5]), fitted.transform(corpus[:5]), atol=1e-6)
+    assert fitted.model_ is not model and fitted.sent_tfm is model
+    assert np.array_equal(model.encode(corpus[:5]), before)  # the caller's weights
+    assert str(model.device) == "cpu"
+    tuned = fitted.transform(corpus[:5])
+    assert not np.allclose(tuned, before, atol=1e-4)
+    # every fit starts from the weights it was given: the same seed gives the same model
+    again = learner(model).fit(*small(pairs)).transform(corpus[:5])
+    refit = fitted.fit(*small(pairs)).transform(corpus[:5])
+    assert np.array_equal(again, tuned) and np.array_equal(refit, tuned)
+    # pickling keeps the fine-tuned weights (the parameter stays the caller's model)
+    restored = pickle.loads(pickle.dumps(fitted))
+    assert np.allclose(restored.transform(corpus[:5]), tuned, atol=1e-6)
+
+
+def test_clone_and_grid_candidates_never_share_a_model(tiny_model_path, pairs, corpus):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(tiny_model_path, device="cpu")
+    before = model.encode(corpus[:5])
+    first = learner(model).fit(*small(pairs))
+    copy = clone(first)
+    assert copy.sent_tfm is not model and not hasattr(copy, "model_")
+    second = copy.set_params(learning_rate=5e-3).fit(*small(pairs))
+    assert second.model_ is not first.model_
+    assert not np.allclose(second.transform(corpus[:5]), first.transform(corpus[:5]), atol=1e-5)
+    assert np.array_equal(model.encode(corpus[:5]), before)
+
+
+def test_partial_fit_continues_and_records_training(tiny_model_path, pairs, corpus):
+    X1, X2, y = pairs
+    stream = learner(tiny_model_path, batch_size=16)
+    stream.partial_fit(X1[:32], X2[:32], y[:32])
+    model = stream.model_
+    after_one = stream.transform(corpus[:5])
+    stream.partial_fit(X1[32:64], X2[32:64], y[32:64], eval_set=(X1[64:], X2[64:], y[64:]))
+    assert stream.model_ is model  # the same model, trained further
+    assert not np.allclose(stream.transform(corpus[:5]), after_one, atol=1e-5)
+    assert stream.n_iter_ == 2 and stream.n_steps_ == 4
+    assert [h["epoch"] for h in stream.history_] == [1, 2]
+    assert [h["step"] for h in stream.history_] == [2, 4]
+    assert len(stream.loss_curve_) == 2 and all(np.isfinite(stream.loss_curve_))
+    assert "eval_spearman" in stream.history_[1] and "eval_spearman" not in stream.history_[0]
+    stream.fit(X1[:32], X2[:32], y[:32])  # fit starts over: a fresh copy, a fresh record
+    assert stream.model_ is not model and stream.n_iter_ == 1
+    assert np.array_equal(stream.transform(corpus[:5]), after_one)
 
 
 def test_name_or_encoder_loads_a_private_copy(tiny_model_path, pairs, corpus):
@@ -352,6 +394,91 @@ def test_tuner_bad_input(tiny_model_path, labelled):
         tuner(tiny_model_path).fit(texts, np.zeros(len(texts)))
     with pytest.raises(ValueError, match="'n_neg' parameter"):
         tuner(tiny_model_path, n_neg=-1).fit(texts, y)
+    with pytest.raises(ValueError, match="'loss' parameter"):
+        tuner(tiny_model_path, loss="triplet").fit(texts, y)
+    with pytest.raises(ValueError, match="label columns"):
+        Y = np.eye(3, dtype=int)[np.arange(len(texts)) % 3]
+        tuner(tiny_model_path).partial_fit(texts, Y).partial_fit(texts[:4], Y[:4, :2])
+
+
+def test_tuner_partial_fit_keeps_training_one_model(tiny_model_path, labelled):
+    texts, y = labelled
+    classes = np.unique(y)
+    stream = tuner(tiny_model_path, n_neg=2, n_pos=0)  # an exact count: every text has negatives
+    stream.partial_fit(texts[:12], y[:12], classes=classes)
+    model = stream.model_
+    first = stream.transform(texts)
+    assert stream.n_pairs_ == 12 * 2 and stream.n_iter_ == 1
+    stream.partial_fit(texts[12:], y[12:])
+    assert stream.model_ is model and not np.allclose(stream.transform(texts), first, atol=1e-5)
+    # pairs follow the rows a call brings: n_pos + n_neg per new text
+    assert stream.n_pairs_ == len(texts) * 2 and stream.n_iter_ == 2
+    assert len(stream.loss_curve_) == 2 and [h["epoch"] for h in stream.history_] == [1, 2]
+    with pytest.raises(ValueError, match="labels not seen before"):
+        stream.partial_fit(texts[:2], np.array(["flies", "unknown"]))
+    assert stream.fit(texts, y).n_iter_ == 1 and stream.model_ is not model  # fit starts over
+
+
+def test_tuner_partial_fit_mixes_old_rows_for_supcon(tiny_model_path, labelled):
+    texts, y = labelled
+    stream = tuner(tiny_model_path, loss="supcon", batch_size=8)
+    stream.partial_fit(texts[:12], y[:12])
+    stream.partial_fit(texts[12:16], y[12:16])
+    assert stream.n_pairs_ == 12 + 4 + 4  # 4 new rows, 4 replayed ones
+    assert stream.learner_.n_steps_ == 2 + 1  # 12 rows / 8, then 8 rows / 8
+
+
+def test_tuner_supcon_trains_on_labelled_texts(tiny_model_path, labelled):
+    texts, y = labelled
+    fitted = tuner(tiny_model_path, loss="supcon", batch_size=8, epochs=2).fit(texts, y)
+    assert fitted.n_iter_ == 2 and fitted.learner_.n_steps_ == 2 * int(np.ceil(len(texts) / 8))
+    assert all(np.isfinite(fitted.loss_curve_))
+    before = SentenceEncoder(tiny_model_path).transform(texts)
+    assert not np.allclose(fitted.transform(texts), before, atol=1e-4)
+    Y = np.stack([y == "likes", y == "hates", np.char.startswith(y, "f")], axis=1).astype(int)
+    assert tuner(tiny_model_path, loss="supcon").fit(texts, Y).transform(texts[:2]).shape == (2, 32)
+
+
+def test_supervised_contrastive_loss_values():
+    import torch
+
+    from embetter.finetune._losses import SupervisedContrastiveLoss
+
+    loss = SupervisedContrastiveLoss(model=None, scale=1.0)
+    z = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    same = loss.compute_loss_from_embeddings([z], torch.tensor([0, 0, 1, 1]))
+    crossed = loss.compute_loss_from_embeddings([z], torch.tensor([0, 1, 0, 1]))
+    # by hand: the positive has cosine 1, the two negatives cosine 0
+    assert same.item() == pytest.approx(-np.log(np.e / (np.e + 2)), rel=1e-5)
+    assert crossed.item() > same.item()
+    alone = loss.compute_loss_from_embeddings([z], torch.tensor([0, 1, 2, 3]))
+    assert alone.item() == 0.0  # nobody has a partner: nothing to learn, no NaN
+
+
+def test_tuner_and_learner_tune_a_static_model(tiny_model_path, labelled):
+    from sentence_transformers import SentenceTransformer
+    try:
+        from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.models import StaticEmbedding
+    from transformers import AutoTokenizer
+
+    texts, y = labelled
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    static = SentenceTransformer(
+        modules=[StaticEmbedding(tokenizer, embedding_dim=16)], device="cpu")
+    before = static.encode(texts)
+    for loss in ("cosine", "supcon"):
+        fitted = tuner(static, loss=loss, learning_rate=1e-2).fit(texts, y)
+        assert fitted.transform(texts).shape == (len(texts), 16)
+        assert not np.allclose(fitted.transform(texts), before, atol=1e-4)  # it trained
+    assert np.array_equal(static.encode(texts), before)  # on a copy
+    X1, X2 = texts[:10], texts[10:20]
+    learned = SbertLearner(static, learning_rate=1e-2, random_state=0).fit(
+        X1, X2, (y[:10] == y[10:20]).astype(float))
+    assert learned.n_iter_ == 1 and np.isfinite(learned.loss_curve_[0])
+    again = pickle.loads(pickle.dumps(fitted))
+    assert np.allclose(again.transform(texts), fitted.transform(texts), atol=1e-6)
 
 
 # -- the real model ------------------------------------------------------------------------------

@@ -162,10 +162,10 @@ def test_model_files_that_could_run_code_are_refused(files, needle):
 
 
 def test_a_saved_sentence_model_passes_the_check(tiny_model_path, tmp_path):
-    from embetter.finetune._sbert import _model_to_bytes
+    from embetter.finetune._sbert_model import model_to_bytes
 
     model = SentenceEncoder(tiny_model_path).model_
-    files = _model_to_bytes(model)
+    files = model_to_bytes(model)
     assert check_model_files(files) is files and "modules.json" in files
 
 

@@ -5,7 +5,8 @@ from embetter.finetune._contrastive_tuner import ContrastiveTuner
 from embetter.finetune._forward import FeedForwardTuner
 from embetter.finetune._mining import mine_hard_negatives
 from embetter.finetune._pairs import generate_pairs, pairs_from_records
-from embetter.finetune._sbert import SbertLearner, SbertTuner
+from embetter.finetune._sbert_learner import SbertLearner
+from embetter.finetune._sbert_tuner import SbertTuner
 
 __all__ = [
     "FeedForwardTuner",

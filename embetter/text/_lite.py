@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import TruncatedSVD
@@ -12,7 +10,7 @@ from sklearn.pipeline import FeatureUnion
 from sklearn.preprocessing import normalize
 from sklearn.utils.validation import check_is_fitted
 
-from embetter._validation import as_texts
+from embetter._validation import as_texts, check_int
 
 
 class LiteTextEncoder(TransformerMixin, BaseEstimator):
@@ -58,9 +56,7 @@ class LiteTextEncoder(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Learn the vocabulary, IDF weights and the SVD projection from texts."""
-        n = self.n_components
-        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n_components must be a positive int, got {n!r}")
+        n = check_int(self.n_components, "n_components")
         texts = as_texts(X)
         if len(texts) < 2:
             raise ValueError(f"X has {len(texts)} texts; LiteTextEncoder needs at least 2 to fit")

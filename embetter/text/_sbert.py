@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from embetter._validation import as_texts
+from embetter._validation import as_texts, check_int
 from embetter.base import EmbetterBase
 from embetter.text._models import shared_sentence_transformer
 
@@ -184,9 +184,7 @@ class SentenceEncoder(EmbetterBase):
         return int(dim)
 
     def _check_params(self):
-        bs = self.batch_size
-        if not isinstance(bs, numbers.Integral) or isinstance(bs, bool) or bs < 1:
-            raise ValueError(f"batch_size must be a positive int, got {bs!r}")
+        check_int(self.batch_size, "batch_size")
         if self.prompt is not None and not isinstance(self.prompt, str):
             raise TypeError(f"prompt must be None or a str, got {type(self.prompt).__name__}")
         from embetter.text._backends import PRECISIONS

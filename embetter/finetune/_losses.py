@@ -1,0 +1,157 @@
+"""Training losses, one per data format, the way sentence-transformers names them.
+
+Pair losses come from sentence-transformers; this module adds two things it does not have:
+`UniqueTextsLoss`, which encodes each distinct text of a batch once, and
+`SupervisedContrastiveLoss`, which trains on texts with class labels (every same-class text in
+a batch is a positive, every other text a negative).
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: Loss name -> the data it trains on (sentence-transformers' data formats).
+LOSSES = {
+    "cosine": "pairs with a float similarity score in [-1, 1]",
+    "cosent": "pairs with a float similarity score (only the order of the scores matters)",
+    "contrastive": "pairs with a 0/1 label (1 = similar)",
+    "online_contrastive": "pairs with a 0/1 label (1 = similar)",
+    "mnrl": "positive (anchor, positive) pairs, optionally with a hard negative each",
+}
+
+_TOKEN_KEYS = {"input_ids", "attention_mask", "token_type_ids"}
+
+
+def _st_losses():
+    try:  # sentence-transformers >= 6 moved the losses; older versions keep the old path
+        from sentence_transformers.sentence_transformer import losses
+    except ImportError:  # pragma: no cover
+        from sentence_transformers import losses
+    return losses
+
+
+def _same(a, b) -> bool:
+    """Equal plain values (such as `modality="text"`); anything else counts as different."""
+    plain = (str, int, float, bool, type(None))
+    return a is b or (isinstance(a, plain) and isinstance(b, plain) and a == b)
+
+
+class UniqueTextsLoss(torch.nn.Module):
+    """Wrap a pair loss so each distinct text in a batch is encoded once.
+
+    Pairs built from labels reuse the same few texts over and over (16 texts make 64 pairs),
+    so a batch of pairs holds many copies of one text. The wrapper concatenates the columns,
+    runs the model once on the distinct rows and hands the per-column embeddings to the
+    inner loss: the same loss and gradients (duplicates share a dropout draw) for a fraction
+    of the compute. Inputs it does not recognise go to the inner loss unchanged.
+    """
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.model = inner.model
+
+    def _can_merge(self, columns, tensors, others) -> bool:
+        first = columns[0]
+        tokenizer = getattr(self.model, "tokenizer", None)
+        return (
+            getattr(tokenizer, "padding_side", None) == "right"  # widened by padding right
+            and {"input_ids", "attention_mask"} <= set(tensors) <= _TOKEN_KEYS
+            and all(set(c) == set(first) for c in columns)
+            and all(_same(c[k], v) for c in columns for k, v in others.items())
+            and all(c[k].ndim == 2 for c in columns for k in tensors)
+        )
+
+    def forward(self, sentence_features, labels):
+        columns = list(sentence_features)
+        first = columns[0]
+        tensors = sorted(k for k, v in first.items() if isinstance(v, torch.Tensor))
+        others = {k: v for k, v in first.items() if k not in tensors}
+        if not self._can_merge(columns, tensors, others):
+            return self.inner(columns, labels)
+        width = max(c["input_ids"].shape[1] for c in columns)
+        stacked = {
+            k: torch.cat([torch.nn.functional.pad(c[k], (0, width - c[k].shape[1]))
+                          for c in columns])
+            for k in tensors
+        }
+        mask = stacked["attention_mask"]
+        key = torch.cat([stacked["input_ids"] * mask, mask], dim=1)
+        rows, inverse = torch.unique(key, dim=0, return_inverse=True)
+        pick = torch.full((len(rows),), key.shape[0], dtype=torch.long, device=key.device)
+        pick.scatter_reduce_(0, inverse, torch.arange(key.shape[0], device=key.device),
+                             reduce="amin")
+        used = int(mask[pick].sum(dim=1).max())
+        unique = {k: v[pick, :used] for k, v in stacked.items()} | others
+        embedded = self.model(unique)["sentence_embedding"][inverse]
+        return self.inner.compute_loss_from_embeddings(
+            list(embedded.split(first["input_ids"].shape[0])), labels
+        )
+
+
+def pair_loss(name: str, model, dims=None):
+    """The sentence-transformers loss for `name` (see `LOSSES`), Matryoshka-wrapped with `dims`."""
+    losses = _st_losses()
+    make = {
+        "cosine": losses.CosineSimilarityLoss,
+        "cosent": losses.CoSENTLoss,
+        "contrastive": losses.ContrastiveLoss,
+        "online_contrastive": losses.OnlineContrastiveLoss,
+        "mnrl": losses.MultipleNegativesRankingLoss,
+    }[name]
+    loss = make(model)
+    if name != "mnrl" and hasattr(loss, "compute_loss_from_embeddings"):
+        loss = UniqueTextsLoss(loss)  # mnrl batches hold no duplicate texts
+    return matryoshka(loss, model, dims)
+
+
+def matryoshka(loss, model, dims=None):
+    """`loss` trained on each of the leading `dims` dimensions too (`MatryoshkaLoss`)."""
+    if not dims:
+        return loss
+    return _st_losses().MatryoshkaLoss(model, loss, matryoshka_dims=dims)
+
+
+class SupervisedContrastiveLoss(torch.nn.Module):
+    """Texts with class labels; every other text of the batch is a negative or a positive.
+
+    The supervised contrastive loss (Khosla et al., 2020): for each text, the softmax over its
+    cosine similarities to the other texts of the batch (scaled by `scale`, i.e. divided by a
+    temperature of `1 / scale`) should put its mass on the texts that share its label. One
+    forward pass over `b` texts trains on all `b * (b - 1)` ordered pairs, which is why it
+    beats pair losses for the same compute. A label row of 0/1 values (multi-label) makes
+    texts that share any label positives. Data format: a single text column and a `label`.
+    """
+
+    def __init__(self, model, scale: float = 20.0):
+        super().__init__()
+        self.model = model
+        self.scale = scale
+
+    def forward(self, sentence_features, labels):
+        (features,) = list(sentence_features)
+        embeddings = self.model(features)["sentence_embedding"]
+        return self.compute_loss_from_embeddings([embeddings], labels)
+
+    def compute_loss_from_embeddings(self, embeddings, labels):
+        z = torch.nn.functional.normalize(embeddings[0], dim=1)
+        logits = self.scale * (z @ z.T)
+        n = logits.shape[0]
+        self_mask = torch.eye(n, dtype=torch.bool, device=logits.device)
+        logits = logits.masked_fill(self_mask, float("-inf"))
+        log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+        if labels.ndim == 2:  # multi-label rows: positives share at least one label
+            positive = (labels.float() @ labels.float().T) > 0
+        else:
+            positive = labels[:, None] == labels[None, :]
+        positive &= ~self_mask
+        counts = positive.sum(dim=1)
+        has = counts > 0
+        if not has.any():  # no text of the batch has a partner: nothing to pull together
+            return embeddings[0].sum() * 0.0
+        summed = log_prob.masked_fill(~positive, 0.0).sum(dim=1)
+        return -(summed[has] / counts[has]).mean()
+
+    @property
+    def citation(self) -> str:
+        return "Khosla et al., Supervised Contrastive Learning, NeurIPS 2020"

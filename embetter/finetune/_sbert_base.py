@@ -1,0 +1,122 @@
+"""What SbertLearner and SbertTuner share: parameters, the training record, encoding, pickling."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from embetter._validation import as_texts
+from embetter.finetune._sbert_model import embedding_dim, model_from_bytes, model_to_bytes
+
+#: Loss names (sentence-transformers' words); their data formats are in `_losses.LOSSES`.
+PAIR_LOSSES = ("cosine", "cosent", "contrastive", "online_contrastive", "mnrl")
+
+COMMON_CONSTRAINTS = {
+    "loss": [StrOptions(set(PAIR_LOSSES))],
+    "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+    "epochs": [Interval(numbers.Integral, 1, None, closed="left")],
+    "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
+    "warmup_ratio": [Interval(numbers.Real, 0, 1, closed="left")],
+    "max_seq_length": [Interval(numbers.Integral, 1, None, closed="left"), None],
+    "freeze_embeddings": ["boolean"],
+    "matryoshka_dims": ["array-like", None],
+    "random_state": ["random_state"],
+    "device": "no_validation",  # resolve_device gives the clear message
+    "show_progress_bar": ["boolean"],
+}
+
+
+class SbertBase(BaseEstimator):
+    """Shared parts: matryoshka checks, the training record, encoding, saving and pickling.
+
+    The training record follows scikit-learn's `MLPClassifier`: `n_iter_` (epochs trained),
+    `loss_curve_` (mean training loss per epoch) and `history_` (one dict per epoch: `epoch`,
+    `step`, `train_loss`, and validation scores where there is an eval set). `fit` starts it
+    afresh, `partial_fit` extends it.
+    """
+
+    def _check_dims(self, model):
+        if self.matryoshka_dims is None:
+            return None
+        full = embedding_dim(model)
+        dims = np.asarray(self.matryoshka_dims).ravel().tolist() if not isinstance(
+            self.matryoshka_dims, (str, bytes)) else None
+        if not dims or not all(
+            isinstance(d, numbers.Integral) and not isinstance(d, bool) and 1 <= d <= full
+            for d in dims
+        ):
+            raise ValueError(
+                "matryoshka_dims must be None or a non-empty list of ints between 1 and the "
+                f"model's dimension {full}, got {self.matryoshka_dims!r}"
+            )
+        return sorted({int(d) for d in dims}, reverse=True)
+
+    def _start_record(self):
+        self.history_, self.loss_curve_, self.n_iter_, self.n_steps_ = [], [], 0, 0
+
+    def _record(self, steps: int, epochs: list):
+        """Append one training call's epochs, numbered and stepped across calls."""
+        for entry in epochs:
+            entry["epoch"] += self.n_iter_
+            entry["step"] += self.n_steps_
+            self.history_.append(entry)
+            if "train_loss" in entry:
+                self.loss_curve_.append(entry["train_loss"])
+        self.n_iter_ += len(epochs)
+        self.n_steps_ += steps
+
+    def _encode(self, texts) -> np.ndarray:
+        model = self.model_
+        if not texts:
+            return np.zeros((0, embedding_dim(model)), dtype=np.float32)
+        emb = model.encode(
+            texts,
+            batch_size=int(self.batch_size),
+            show_progress_bar=bool(self.show_progress_bar),
+            convert_to_numpy=True,
+        )
+        return np.asarray(emb, dtype=np.float32)
+
+    def transform(self, X):
+        """Encode texts with the fine-tuned model: float32 array of shape `(n, dim)`."""
+        check_is_fitted(self, "model_")
+        return self._encode(as_texts(X))
+
+    def to_disk(self, path):
+        """Save the fine-tuned model; `SentenceEncoder(path)` loads it back.
+
+        The model is written to a temporary directory next to `path` and then renamed into
+        place, so `path` never holds a half-written model.
+        """
+        from embetter.finetune._sbert_model import save_atomic
+
+        check_is_fitted(self, "model_")
+        return save_atomic(self.model_, path)
+
+    # the fitted model is always private (never the caller's): pickle its saved files
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        model = state.pop("model_", None)
+        if model is not None:
+            state["_model_files"] = model_to_bytes(model)
+        return state
+
+    def __setstate__(self, state):
+        files = state.pop("_model_files", None)
+        self.__dict__.update(state)
+        if files is not None:
+            from embetter._torch import device_name
+
+            self.model_ = model_from_bytes(files, device_name(self.device))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.two_d_array = False
+        tags.input_tags.one_d_array = True
+        tags.non_deterministic = self.random_state is None
+        return tags

@@ -1,0 +1,292 @@
+"""SbertLearner: fine-tune a sentence-transformers model on text pairs `(X1, X2, y)`."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from embetter._validation import as_texts, check_pairs
+from embetter.finetune._sbert_base import COMMON_CONSTRAINTS, SbertBase
+
+
+def _spearman(a, b) -> float:
+    from scipy.stats import spearmanr
+
+    value = spearmanr(a, b).statistic
+    return float(value) if np.isfinite(value) else float("nan")
+
+
+class SbertLearner(SbertBase):
+    """Fine-tune a sentence-transformers model on text pairs `(X1, X2, y)`.
+
+    Trains with `SentenceTransformerTrainer`; checkpoints go to a temporary directory that is
+    removed afterwards, and nothing is saved during training. The `loss` names follow
+    sentence-transformers' data formats: `"cosine"` and `"cosent"` take a float score per pair
+    (`"cosine"` regresses the cosine similarity onto a score in [-1, 1]), `"contrastive"` and
+    `"online_contrastive"` take 0/1 labels, and `"mnrl"` (multiple negatives ranking) takes
+    positive pairs only and uses the other pairs in a batch as negatives, optionally with one
+    hard negative per pair (`fit(X1, X2, negatives=...)`, see `mine_hard_negatives`).
+
+    The caller's model is never changed: a `SentenceTransformer` in `sent_tfm` is deep-copied
+    in `fit` (its weights and device stay as they were), a name or path is loaded afresh, and
+    a `SentenceEncoder` is unwrapped into the name or model it holds. So every `fit` starts
+    from the weights it was given; `partial_fit` keeps training the fitted copy. A static
+    model (sentence-transformers' `StaticEmbedding`) trains the same way, in seconds.
+
+    Arguments:
+        sent_tfm: a model name, a local path, a `SentenceTransformer` or a `SentenceEncoder`.
+        loss: `"cosine"`, `"cosent"`, `"contrastive"`, `"online_contrastive"` or `"mnrl"`.
+        batch_size: pairs per optimizer step (also texts per forward pass when encoding).
+        epochs: passes over the pairs (per `partial_fit` call: over that call's pairs).
+        learning_rate: peak learning rate of AdamW.
+        warmup_ratio: fraction of the optimizer steps spent warming the learning rate up
+            linearly; it then decays linearly to zero.
+        matryoshka_dims: optional list of leading dimensions (e.g. `[384, 128, 64]`) that are
+            each trained to work on their own (`MatryoshkaLoss`).
+        max_seq_length: truncate texts to this many tokens while training (`None`: the
+            model's own limit). Shorter is faster; encoding afterwards uses the model's limit.
+        freeze_embeddings: keep the token embedding matrix of a transformer as it is while
+            training. It holds about half of a small model's weights (MiniLM: 11.7M of 22.7M)
+            and few-shot data touch only a few of its rows, so freezing it saves optimizer
+            time at no measured cost in accuracy (benchmarks/sbert.py); `False` (default)
+            trains every weight. A static model's embeddings are always trained.
+        random_state: seed for the data order, dropout and any initialisation.
+        device: `None` picks cuda, then mps, then cpu; or `"cpu"`, `"cuda"`, `"mps"`.
+        show_progress_bar: show progress bars while training and encoding.
+
+    After `fit`: `model_` (the fine-tuned `SentenceTransformer`), `n_iter_` (epochs trained),
+    `loss_curve_` (mean training loss per epoch), `history_` (one dict per epoch: `epoch`,
+    `step`, `train_loss` and, with `eval_set`, `eval_spearman`) and `n_steps_` (optimizer
+    steps taken).
+
+    Usage:
+
+    ```python
+    from embetter.finetune import SbertLearner
+
+    X1 = ["a happy dog", "a sad cat", "the stock market fell", "stocks dropped today"]
+    X2 = ["a joyful puppy", "an unhappy kitten", "prices of shares went down", "a cute dog"]
+    y = [1.0, 1.0, 1.0, 0.0]
+    learner = SbertLearner("all-MiniLM-L6-v2", epochs=1, random_state=0).fit(X1, X2, y)
+    sims = learner.predict(X1, X2)  # cosine similarity per pair
+    assert learner.transform(["hello"]).shape == (1, 384) and sims.shape == (4,)
+    assert learner.n_iter_ == 1 and len(learner.loss_curve_) == 1
+    ```
+    """
+
+    _parameter_constraints = {"sent_tfm": "no_validation", **COMMON_CONSTRAINTS}
+
+    def __init__(
+        self,
+        sent_tfm="all-MiniLM-L6-v2",
+        loss="cosine",
+        batch_size=16,
+        epochs=1,
+        learning_rate=2e-5,
+        warmup_ratio=0.1,
+        matryoshka_dims=None,
+        max_seq_length=None,
+        freeze_embeddings=False,
+        random_state=None,
+        device=None,
+        show_progress_bar=False,
+    ):
+        self.sent_tfm = sent_tfm
+        self.loss = loss
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+        self.warmup_ratio = warmup_ratio
+        self.matryoshka_dims = matryoshka_dims
+        self.max_seq_length = max_seq_length
+        self.freeze_embeddings = freeze_embeddings
+        self.random_state = random_state
+        self.device = device
+        self.show_progress_bar = show_progress_bar
+
+    # -- data --------------------------------------------------------------------------------
+    def _check_data(self, X1, X2, y, negatives):
+        from embetter.finetune._losses import LOSSES
+
+        loss = self.loss
+        X1, X2, y = check_pairs(X1, X2, y, texts=True)
+        if negatives is not None:
+            if loss != "mnrl":
+                raise ValueError(
+                    f"negatives are only used by loss='mnrl' (anchor, positive, negative "
+                    f"triplets), got loss={loss!r}; drop negatives or use loss='mnrl'"
+                )
+            negatives = as_texts(negatives, "negatives")
+            if len(negatives) != len(X1):
+                raise ValueError(
+                    f"negatives must hold one text per pair ({len(X1)}), got {len(negatives)}"
+                )
+        if loss == "mnrl":
+            if y is not None and not np.all(y == 1):
+                raise ValueError(
+                    "loss='mnrl' trains on positive pairs only (y all 1, or y=None); "
+                    f"y holds {int(np.sum(y != 1))} other values. Keep the pairs with y == 1, "
+                    "or use loss='contrastive' / 'cosine' for pairs labelled 0/1"
+                )
+            return X1, X2, None, negatives
+        if y is None:
+            raise ValueError(f"y is required for loss={loss!r}: {LOSSES[loss]}")
+        if loss in ("contrastive", "online_contrastive") and not np.isin(y, (0, 1)).all():
+            raise ValueError(
+                f"loss={loss!r} needs 0/1 labels, got values such as "
+                f"{np.unique(y[~np.isin(y, (0, 1))])[:5].tolist()}; use loss='cosine' or "
+                "'cosent' for graded similarity scores"
+            )
+        if loss == "cosine" and (y.min() < -1 or y.max() > 1):
+            raise ValueError(
+                f"loss='cosine' needs scores in [-1, 1] (it regresses the cosine similarity), "
+                f"got values from {y.min():g} to {y.max():g}; rescale them (e.g. y / 5 for STS "
+                "scores) or use loss='cosent', which only uses their order"
+            )
+        return X1, X2, y, None
+
+    @staticmethod
+    def _check_eval_set(eval_set):
+        if eval_set is None:
+            return None
+        if not isinstance(eval_set, (tuple, list)) or len(eval_set) != 3:
+            raise ValueError(
+                "eval_set must be a tuple (X1, X2, y) of texts and scores, got "
+                f"{type(eval_set).__name__}"
+                + (f" of length {len(eval_set)}" if isinstance(eval_set, (tuple, list)) else "")
+            )
+        return check_pairs(*eval_set, texts=True)
+
+    def _dataset(self, X1, X2, y, negatives):
+        from datasets import Dataset
+
+        if self.loss == "mnrl":
+            columns = {"anchor": X1, "positive": X2}
+            if negatives is not None:
+                columns["negative"] = negatives
+        elif self.loss in ("contrastive", "online_contrastive"):
+            columns = {"sentence1": X1, "sentence2": X2, "label": y.astype(np.int64).tolist()}
+        else:
+            columns = {"sentence1": X1, "sentence2": X2, "score": y.astype(np.float32).tolist()}
+        return Dataset.from_dict(columns)
+
+    # -- fit ---------------------------------------------------------------------------------
+    def fit(self, X1, X2, y=None, *, negatives=None, eval_set=None):
+        """Fine-tune a fresh copy of `sent_tfm` on pairs: `X1[i]`, `X2[i]`, target `y[i]`.
+
+        Arguments:
+            X1, X2: collections of texts of the same length.
+            y: a score or 0/1 label per pair; optional for `loss="mnrl"` (all positive).
+            negatives: with `loss="mnrl"`, one hard-negative text per pair.
+            eval_set: optional `(X1, X2, y)` pairs with a similarity score; their Spearman
+                correlation with the model's cosine similarity is recorded after every epoch
+                in `history_`.
+        """
+        for attr in ("model_", "n_features_out_"):
+            self.__dict__.pop(attr, None)
+        return self.partial_fit(X1, X2, y, negatives=negatives, eval_set=eval_set)
+
+    def partial_fit(self, X1, X2, y=None, *, negatives=None, eval_set=None):
+        """Keep fine-tuning the fitted model on more pairs (the first call starts a copy).
+
+        Each call trains `epochs` passes over its own pairs, with its own warm-up and decay,
+        so the training follows the pairs it is given. Arguments as in `fit`.
+        """
+        from embetter.finetune._losses import pair_loss
+
+        self._validate_params()
+        X1, X2, y, negatives = self._check_data(X1, X2, y, negatives)
+        eval_set = self._check_eval_set(eval_set)
+        model, dims = self._model_to_train()
+        self._train(
+            self._dataset(X1, X2, y, negatives),
+            pair_loss(self.loss, model, dims),
+            # in-batch negatives: a duplicate text in a batch would be a false negative
+            "no_duplicates" if self.loss == "mnrl" else "batch_sampler",
+            eval_set,
+        )
+        return self
+
+    def _partial_fit_labelled(self, texts, labels):
+        """Train on texts with class labels (`SupervisedContrastiveLoss`), for SbertTuner.
+
+        `labels` are int class codes, or 0/1 rows for multi-label data. The tuner has checked
+        the parameters (its `loss="supcon"` is no pair loss, so the learner's checks would not
+        accept it).
+        """
+        from datasets import Dataset
+
+        from embetter.finetune._losses import SupervisedContrastiveLoss, matryoshka
+
+        model, dims = self._model_to_train()
+        label_column = np.asarray(labels).astype(np.int64).tolist()
+        dataset = Dataset.from_dict({"sentence": list(texts), "label": label_column})
+        self._train(dataset, matryoshka(SupervisedContrastiveLoss(model), model, dims),
+                    "batch_sampler", None)
+        return self
+
+    def _model_to_train(self):
+        """The fitted model to continue, or a private copy of `sent_tfm` on the first call."""
+        from embetter.finetune._sbert_model import private_model
+
+        if hasattr(self, "model_"):
+            return self.model_, self._check_dims(self.model_)
+        model = private_model(self.sent_tfm, self.device)
+        dims = self._check_dims(model)  # before anything is recorded
+        self.model_ = model
+        self._start_record()
+        return model, dims
+
+    def _train(self, dataset, loss, batch_sampler, eval_set):
+        from embetter.finetune._sbert_model import embedding_dim, token_embeddings
+        from embetter.finetune._trainer import Schedule, seed_from, train
+
+        model = self.model_
+
+        def scores(_model):
+            if eval_set is None:
+                return {}
+            a, b, target = eval_set
+            return {"eval_spearman": _spearman(self._cosine(a, b), target)}
+
+        # a new seed per call: a stream of calls does not replay one dropout sequence
+        seed = (seed_from(self.random_state) + self.n_iter_) % (2**32)
+        schedule = Schedule(
+            epochs=int(self.epochs),
+            batch_size=int(self.batch_size),
+            learning_rate=float(self.learning_rate),
+            warmup_ratio=float(self.warmup_ratio),
+            seed=seed,
+            device=self.device,
+            batch_sampler=batch_sampler,
+            frozen=token_embeddings(model) if self.freeze_embeddings else [],
+            progress=bool(self.show_progress_bar),
+        )
+        limit = getattr(model, "max_seq_length", None)
+        truncated = False
+        if self.max_seq_length is not None and (limit is None or self.max_seq_length < limit):
+            try:
+                model.max_seq_length = int(self.max_seq_length)
+                truncated = True
+            except AttributeError:  # a static model reads every token: nothing to truncate
+                pass
+        try:
+            steps, epochs = train(model, dataset, loss, schedule, on_epoch_end=scores)
+        finally:
+            if truncated:
+                model.max_seq_length = limit
+        self._record(steps, epochs)
+        self.n_features_out_ = embedding_dim(model)
+
+    # -- use ---------------------------------------------------------------------------------
+    def _cosine(self, X1, X2) -> np.ndarray:
+        a, b = self._encode(X1), self._encode(X2)
+        a /= np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+        b /= np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+        return np.einsum("ij,ij->i", a, b).astype(np.float32)
+
+    def predict(self, X1, X2):
+        """Cosine similarity of each pair `(X1[i], X2[i])`, as a float32 array."""
+        check_is_fitted(self, "model_")
+        X1, X2, _ = check_pairs(X1, X2, texts=True)
+        return self._cosine(X1, X2)

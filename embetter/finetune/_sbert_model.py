@@ -1,0 +1,96 @@
+"""The sentence model an SBERT learner trains: a private copy in, bytes or a folder out."""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from pathlib import Path
+
+from embetter._atomic import atomic_path
+
+
+def is_sentence_transformer(obj) -> bool:
+    return hasattr(obj, "encode") and hasattr(obj, "tokenize") and not isinstance(obj, str)
+
+
+def embedding_dim(model) -> int:
+    get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(get())
+
+
+def private_model(source, device=None):
+    """A model the learner may train: never the caller's instance, never a shared cached one.
+
+    A `SentenceTransformer` is deep-copied (then moved to `device`), so the caller's model
+    keeps its weights and its device; a name or path is loaded afresh; a `SentenceEncoder` is
+    unwrapped into the name or model it holds.
+    """
+    from embetter._torch import device_name
+    from embetter.text._models import load_sentence_transformer
+    from embetter.text._sbert import SentenceEncoder
+
+    if isinstance(source, SentenceEncoder):
+        source = source.name
+    if is_sentence_transformer(source):
+        model = copy.deepcopy(source)
+        if device is not None:
+            model.to(device_name(device))
+        return model
+    if isinstance(source, (str, os.PathLike)):
+        return load_sentence_transformer(source, device_name(device))
+    raise TypeError(
+        "sent_tfm must be a model name, a local path, a SentenceTransformer or a "
+        f"SentenceEncoder, got {type(source).__name__}"
+    )
+
+
+def token_embeddings(model) -> list:
+    """The token embedding matrices of a model's transformer(s) (input embeddings).
+
+    A static model (`StaticEmbedding`) has none here: its embedding bag is all it has to train.
+    """
+    found = []
+    for module in model.modules():
+        get = getattr(module, "get_input_embeddings", None)
+        if callable(get) and hasattr(module, "config"):
+            try:
+                embedding = get()
+            except (NotImplementedError, AttributeError):
+                continue
+            weight = getattr(embedding, "weight", None)
+            if weight is not None and all(weight is not w for w in found):
+                found.append(weight)
+    return found
+
+
+def model_to_bytes(model) -> dict[str, bytes]:
+    """Every file of a saved model, keyed by relative path (for pickling fine-tuned weights)."""
+    with tempfile.TemporaryDirectory(prefix="embetter-pickle-") as tmp:
+        model.save(tmp, create_model_card=False)
+        root = Path(tmp)
+        return {
+            str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+        }
+
+
+def model_from_bytes(files: dict[str, bytes], device: str):
+    from sentence_transformers import SentenceTransformer
+
+    from embetter._skops import check_model_files
+
+    with tempfile.TemporaryDirectory(prefix="embetter-unpickle-") as tmp:
+        # only data files (weights, configs, vocabularies) are written back: never code
+        for rel, data in check_model_files(files).items():
+            target = Path(tmp, rel)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        return SentenceTransformer(tmp, device=device)
+
+
+def save_atomic(model, path) -> str:
+    """Save a model directory so that `path` is either the old content or the complete new one."""
+    path = Path(os.fspath(path)).expanduser()
+    with atomic_path(path, folder=True) as tmp:
+        model.save(tmp, create_model_card=False)
+    return str(path)

@@ -1,0 +1,270 @@
+"""SbertTuner: fine-tune the sentence model on labelled texts, as a pipeline step."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from sklearn.base import TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from embetter._validation import as_labels, as_targets, as_texts, encode_known_labels
+from embetter.finetune._sbert_base import COMMON_CONSTRAINTS, PAIR_LOSSES, SbertBase
+from embetter.finetune._sbert_learner import SbertLearner
+
+
+def pairs_for_new_rows(labels, n_old: int, n_pos: int, n_neg: int, random_state):
+    """Pairs whose first text is one of the rows from `n_old` on, partners drawn from all rows.
+
+    A stream's new batch gets as many pairs per text as one `fit` gives every text, and its
+    partners come from every labelled row so far (a batch of 50 texts over 77 classes holds
+    few positives on its own).
+    """
+    from embetter.finetune._pairs import generate_pairs
+
+    idx1, idx2, sim = generate_pairs(labels, n_neg=n_neg, n_pos=n_pos, random_state=random_state)
+    new = idx1 >= n_old
+    return idx1[new], idx2[new], sim[new]
+
+
+class SbertTuner(TransformerMixin, SbertBase):
+    """Fine-tune a sentence model on labelled texts, as a pipeline step (the SetFit idea).
+
+    `fit(texts, y)` turns the labels into text pairs with `generate_pairs` (each text is
+    paired with `n_pos` texts of its own class and `n_neg` of other classes: a bounded
+    `len(texts) * (n_pos + n_neg)` pairs, never all of them), fine-tunes the model on those
+    pairs with an `SbertLearner`, and `transform` then returns the fine-tuned embeddings, ready
+    for any classifier. A 2-D 0/1 `y` is read as multi-label. With `loss="mnrl"` only the
+    positive pairs are used (other texts in the batch act as negatives). The other arguments
+    (`loss`, `batch_size`, `epochs`, `learning_rate`, `warmup_ratio`, `matryoshka_dims`,
+    `device`, `show_progress_bar`) mean what they mean in `SbertLearner`.
+
+    `partial_fit(texts, y)` keeps fine-tuning the same model on each new batch of labels (a
+    labelling session): the new texts are paired with the texts seen so far, `n_pos + n_neg`
+    pairs each, so the training a call does follows the rows it brings.
+
+    The defaults are chosen for the few-shot case (a handful of labelled texts per class):
+    balanced pairs (2 positive, 2 negative per text), one epoch at a high learning rate, and
+    training on the first 32 tokens of each text (encoding afterwards uses the whole text),
+    with the token embedding matrix left as it is.
+    With 8 texts per class of 6 classes that is 12 optimizer steps; see `benchmarks/sbert.py`.
+    With many labelled texts, lower `learning_rate` (e.g. 2e-5) and perhaps `n_pos`/`n_neg`.
+
+    Arguments:
+        sent_tfm: a model name, a local path, a `SentenceTransformer` (copied, never changed),
+            a static model (`StaticEmbedding`) or a `SentenceEncoder`.
+        n_neg: pairs with a text of another class, per text.
+        n_pos: pairs with another text of the same class, per text.
+        max_seq_length: truncate texts to this many tokens while training (faster); `None`
+            keeps the model's limit.
+        freeze_embeddings: keep the token embedding matrix fixed (default here: faster, as
+            accurate on few-shot data); see `SbertLearner`.
+        random_state: seed for the pairs, the data order and dropout.
+
+    After `fit`: `learner_` (the fitted `SbertLearner`), `model_` (its model), `n_pairs_`
+    (pairs trained on, all calls), and the learner's training record: `n_iter_`,
+    `loss_curve_`, `history_`.
+
+    Usage:
+
+    ```python
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from embetter.finetune import SbertTuner
+
+    texts = ["great film", "loved it", "what a delight", "awful film", "hated it", "a bore"]
+    y = ["pos", "pos", "pos", "neg", "neg", "neg"]
+    pipe = make_pipeline(SbertTuner(random_state=0), LogisticRegression())
+    pipe.fit(texts, y)
+    assert pipe.predict(["a lovely film"]).shape == (1,)
+    ```
+    """
+
+    _parameter_constraints = {
+        "sent_tfm": "no_validation",
+        "n_neg": [Interval(numbers.Integral, 0, None, closed="left")],
+        "n_pos": [Interval(numbers.Integral, 0, None, closed="left")],
+        **COMMON_CONSTRAINTS,
+        "loss": [StrOptions({*PAIR_LOSSES, "supcon"})],
+    }
+
+    def __init__(
+        self,
+        sent_tfm="all-MiniLM-L6-v2",
+        n_neg=2,
+        n_pos=2,
+        loss="cosine",
+        batch_size=16,
+        epochs=1,
+        learning_rate=2e-4,
+        warmup_ratio=0.1,
+        matryoshka_dims=None,
+        max_seq_length=32,
+        freeze_embeddings=True,
+        random_state=None,
+        device=None,
+        show_progress_bar=False,
+    ):
+        self.sent_tfm = sent_tfm
+        self.n_neg = n_neg
+        self.n_pos = n_pos
+        self.loss = loss
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+        self.warmup_ratio = warmup_ratio
+        self.matryoshka_dims = matryoshka_dims
+        self.max_seq_length = max_seq_length
+        self.freeze_embeddings = freeze_embeddings
+        self.random_state = random_state
+        self.device = device
+        self.show_progress_bar = show_progress_bar
+
+    def _new_learner(self, seed) -> SbertLearner:
+        return SbertLearner(
+            sent_tfm=self.sent_tfm,
+            loss=self.loss,
+            batch_size=self.batch_size,
+            epochs=self.epochs,
+            learning_rate=self.learning_rate,
+            warmup_ratio=self.warmup_ratio,
+            matryoshka_dims=self.matryoshka_dims,
+            max_seq_length=self.max_seq_length,
+            freeze_embeddings=self.freeze_embeddings,
+            random_state=seed,
+            device=self.device,
+            show_progress_bar=self.show_progress_bar,
+        )
+
+    def fit(self, X, y):
+        """Build labelled pairs from `(X, y)` and fine-tune a fresh copy of the model on them."""
+        for attr in ("learner_", "classes_", "seen_texts_", "seen_y_"):
+            self.__dict__.pop(attr, None)
+        return self._learn(X, y, classes=None)
+
+    def partial_fit(self, X, y, classes=None):
+        """Keep fine-tuning the model on a new batch of labelled texts.
+
+        Arguments:
+            X: the new texts.
+            y: their labels (1-D), or a 0/1 indicator matrix (multi-label).
+            classes: on the first call, every label the stream will use (single-label); a
+                later batch with a label outside them is an error. Optional: without it any
+                label is accepted.
+        """
+        return self._learn(X, y, classes=classes)
+
+    def _learn(self, X, y, classes):
+        self._validate_params()
+        texts = as_texts(X)
+        labels, _ = as_targets(y, "y", n_samples=len(texts))
+        first = not hasattr(self, "learner_")
+        labels = self._check_stream_labels(labels, classes, first)
+        if first:
+            rng = check_random_state(self.random_state)
+            self._pair_seed, train_seed = (int(s) for s in rng.randint(0, 2**31 - 1, size=2))
+            self.seen_texts_, self.seen_y_, self.n_pairs_ = [], labels[:0], 0
+            learner = self._new_learner(train_seed)
+        else:
+            learner = self.learner_
+        n_old = len(self.seen_texts_)
+        all_texts = self.seen_texts_ + texts
+        all_labels = np.concatenate([self.seen_y_, labels]) if n_old else labels
+        if self.loss == "supcon":
+            trained = self._train_labelled(learner, all_texts, all_labels, n_old)
+        else:
+            trained = self._train_pairs(learner, all_texts, all_labels, n_old)
+        if not trained and first:
+            raise ValueError("no training pairs: n_pos and n_neg are both 0")
+        self.learner_ = learner
+        self.seen_texts_, self.seen_y_ = all_texts, all_labels
+        self.n_features_out_ = learner.n_features_out_
+        return self
+
+    def _train_pairs(self, learner, texts, labels, n_old) -> int:
+        mnrl = self.loss == "mnrl"
+        idx1, idx2, sim = pairs_for_new_rows(
+            labels, n_old, n_pos=self.n_pos, n_neg=0 if mnrl else self.n_neg,
+            random_state=self._pair_seed + n_old,
+        )
+        if mnrl and sim.size == 0:
+            raise ValueError("loss='mnrl' needs positive pairs, but no class has two texts")
+        if sim.size:
+            learner.partial_fit([texts[i] for i in idx1], [texts[j] for j in idx2],
+                                None if mnrl else sim)
+        self.n_pairs_ += int(sim.size)
+        return int(sim.size)
+
+    def _train_labelled(self, learner, texts, labels, n_old) -> int:
+        """Supervised contrastive training on the new rows, each batch mixed with old ones.
+
+        A stream's new rows are joined by as many rows replayed from earlier batches (so a
+        small batch still meets the classes it lacks), and `fit` trains on all rows.
+        """
+        if labels.ndim == 1:
+            codes = np.unique(labels, return_inverse=True)[1].ravel()
+        else:
+            codes = labels.astype(np.int64)
+        rows = np.arange(n_old, len(texts))
+        if n_old:
+            rng = np.random.default_rng(self._pair_seed + n_old)
+            replay = rng.choice(n_old, size=min(n_old, rows.size), replace=False)
+            rows = np.concatenate([rows, replay])
+        learner._partial_fit_labelled([texts[i] for i in rows], codes[rows])
+        self.n_pairs_ += int(rows.size)
+        return int(rows.size)
+
+    def _check_stream_labels(self, labels, classes, first):
+        if labels.ndim == 2:
+            if not first and labels.shape[1] != self.seen_y_.shape[1]:
+                raise ValueError(
+                    f"y has {labels.shape[1]} label columns but earlier batches had "
+                    f"{self.seen_y_.shape[1]}"
+                )
+            return labels
+        if first and classes is not None:
+            self.classes_ = np.unique(as_labels(classes, "classes"))
+        if getattr(self, "classes_", None) is not None:
+            self.classes_[encode_known_labels(labels, self.classes_)]  # the clear error
+        if not first and self.seen_y_.ndim == 2:
+            raise ValueError("y is 1-D but earlier batches were multi-label (2-D)")
+        return labels
+
+    # -- the fitted model --------------------------------------------------------------------
+    @property
+    def model_(self):
+        """The fine-tuned `SentenceTransformer` (after `fit`)."""
+        check_is_fitted(self, "learner_")
+        return self.learner_.model_
+
+    @property
+    def n_iter_(self):
+        check_is_fitted(self, "learner_")
+        return self.learner_.n_iter_
+
+    @property
+    def loss_curve_(self):
+        check_is_fitted(self, "learner_")
+        return self.learner_.loss_curve_
+
+    @property
+    def history_(self):
+        check_is_fitted(self, "learner_")
+        return self.learner_.history_
+
+    def transform(self, X):
+        """Encode texts with the fine-tuned model: float32 array of shape `(n, dim)`."""
+        check_is_fitted(self, "learner_")
+        return self.learner_.transform(X)
+
+    def to_disk(self, path):
+        """Save the fine-tuned model (atomically); `SentenceEncoder(path)` loads it back."""
+        check_is_fitted(self, "learner_")
+        return self.learner_.to_disk(path)
+
+    def get_feature_names_out(self, input_features=None):
+        """Output column names: `sberttuner0`, `sberttuner1`, ..."""
+        check_is_fitted(self, "learner_")
+        return np.asarray([f"sberttuner{i}" for i in range(self.n_features_out_)], dtype=object)
