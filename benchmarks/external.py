@@ -29,6 +29,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests/_api_server.py
 
+from embetter.datasets import load_support_inbox  # noqa: E402
 from embetter.external import CohereEncoder, OllamaEncoder, OpenAIEncoder  # noqa: E402
 from embetter.text import SentenceEncoder  # noqa: E402
 from tests._api_server import EmbeddingServer  # noqa: E402
@@ -52,7 +53,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,4,16")
     args = parser.parse_args()
 
-    texts = pd.read_csv(ROOT / "datasets" / "support_inbox.csv")["text"].tolist()
+    texts = list(load_support_inbox()[0])
     texts = (texts * (args.texts // len(texts) + 1))[: args.texts]
     texts = [f"{t} ({i})" for i, t in enumerate(texts)]  # all distinct
     model = SentenceEncoder(device="cpu")
