@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -68,3 +70,29 @@ def _check_prompt(prompt, needs_prompt_length: bool, backend: str) -> None:
             f"backend={backend!r} does not support a prompt with a model whose pooling excludes "
             "the prompt tokens (include_prompt=False); use backend='torch'"
         )
+
+
+class ExportedEngine:
+    """The part every engine over the cached ONNX export shares: the export's metadata and
+    tokenizer, and the batch loop. Subclasses set `backend` and implement `_run(arrays)`."""
+
+    backend = ""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        self.meta = json.loads((self.folder / "meta.json").read_text())
+        self.tokenizer = TextTokenizer.load(self.folder, self.meta)
+        self.dim = int(self.meta["dim"])
+        self.needs_prompt_length = bool(self.meta["needs_prompt_length"])
+
+    def _run(self, arrays: dict) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode(self, texts, batch_size: int, prompt=None, show_progress_bar=False) -> np.ndarray:
+        _check_prompt(prompt, self.needs_prompt_length, self.backend)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        batches = iter_batches(texts, self.tokenizer, prompt, batch_size, workers=1)
+        for positions, arrays in _progress(batches, -(-len(texts) // batch_size),
+                                           show_progress_bar):
+            out[positions] = self._run(arrays)
+        return out

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
-
-from embetter.text._backends._batching import _check_prompt, _progress, iter_batches
-from embetter.text._backends._tokenize import TextTokenizer
+from embetter.text._backends._batching import ExportedEngine
 
 
-class OnnxEngine:
+class OnnxEngine(ExportedEngine):
     """Run an exported (and usually int8-quantised) sentence model with onnxruntime."""
+
+    backend = "onnx"
 
     def __init__(self, folder: Path, precision: str):
         import onnxruntime as ort
 
-        self.folder = Path(folder)
-        self.meta = json.loads((self.folder / "meta.json").read_text())
-        self.tokenizer = TextTokenizer.load(self.folder, self.meta)
-        self.dim = int(self.meta["dim"])
-        self.needs_prompt_length = bool(self.meta["needs_prompt_length"])
+        super().__init__(folder)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Busy-waiting worker threads steal the cores other processes (and our tokenizer
@@ -32,11 +26,5 @@ class OnnxEngine:
             providers=["CPUExecutionProvider"],
         )
 
-    def encode(self, texts, batch_size: int, prompt=None, show_progress_bar=False) -> np.ndarray:
-        _check_prompt(prompt, self.needs_prompt_length, "onnx")
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        batches = iter_batches(texts, self.tokenizer, prompt, batch_size, workers=1)
-        for positions, arrays in _progress(batches, -(-len(texts) // batch_size),
-                                           show_progress_bar):
-            out[positions] = self.session.run(None, arrays)[0]
-        return out
+    def _run(self, arrays):
+        return self.session.run(None, arrays)[0]
