@@ -28,3 +28,11 @@ class EmbetterBase(TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.requires_fit = False
         return tags
+
+
+def text_input_tags(tags):
+    """Mark `tags` (from `__sklearn_tags__`) for an estimator that takes a 1-D list of texts."""
+    tags.input_tags.string = True
+    tags.input_tags.two_d_array = False
+    tags.input_tags.one_d_array = True
+    return tags

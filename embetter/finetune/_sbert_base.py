@@ -10,6 +10,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from embetter._validation import as_texts
+from embetter.base import text_input_tags
 from embetter.finetune._sbert_model import embedding_dim, model_from_bytes, model_to_bytes
 
 #: Loss names (sentence-transformers' words); their data formats are in `_losses.LOSSES`.
@@ -115,8 +116,6 @@ class SbertBase(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.string = True
-        tags.input_tags.two_d_array = False
-        tags.input_tags.one_d_array = True
+        text_input_tags(tags)
         tags.non_deterministic = self.random_state is None
         return tags

@@ -11,6 +11,7 @@ from sklearn.preprocessing import normalize
 from sklearn.utils.validation import check_is_fitted
 
 from embetter._validation import as_texts, check_int
+from embetter.base import text_input_tags
 
 
 class LiteTextEncoder(TransformerMixin, BaseEstimator):
@@ -93,7 +94,5 @@ class LiteTextEncoder(TransformerMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.string = True
-        tags.input_tags.two_d_array = False
-        tags.input_tags.one_d_array = True
+        text_input_tags(tags)
         return tags

@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 
 from embetter._validation import as_texts, check_int
-from embetter.base import EmbetterBase
+from embetter.base import EmbetterBase, text_input_tags
 from embetter.text._models import shared_sentence_transformer
 
 
@@ -244,9 +244,7 @@ class SentenceEncoder(EmbetterBase):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.string = True
-        tags.input_tags.two_d_array = False
-        tags.input_tags.one_d_array = True
+        text_input_tags(tags)
         tags.non_deterministic = False
         return tags
 

@@ -11,6 +11,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from embetter._validation import as_texts
+from embetter.base import text_input_tags
 
 
 class TextEncoder(TransformerMixin, BaseEstimator):
@@ -183,8 +184,6 @@ class TextEncoder(TransformerMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.requires_fit = bool(self.train_on_fit)
-        tags.input_tags.string = True
-        tags.input_tags.two_d_array = False
-        tags.input_tags.one_d_array = True
+        text_input_tags(tags)
         tags.non_deterministic = False
         return tags
