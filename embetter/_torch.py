@@ -152,14 +152,15 @@ def replay_pool(memory: dict, arrays) -> list:
     return [np.concatenate([a, m]) for a, m in zip(arrays, memory["rows"])]
 
 
-def replay_subsets(memory: dict, n_new: int, rng):
+def replay_subsets(memory: dict, n_new: int, rng, at_least: int = 0):
     """A function drawing, on each call, the new rows plus as many remembered ones (fresh ones
-    each time), as indices into `replay_pool`'s arrays."""
+    each time; with `at_least`, enough to make that many rows in all), as indices into
+    `replay_pool`'s arrays."""
     stored = replay_len(memory)
     new = np.arange(n_new)
     if not stored:
         return lambda: new
-    k = min(stored, n_new)
+    k = min(stored, max(n_new, at_least - n_new))
     return lambda: np.concatenate([new, n_new + rng.choice(stored, k, replace=False)])
 
 

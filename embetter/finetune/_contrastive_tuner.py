@@ -36,10 +36,12 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
 
     `partial_fit(X, y, classes=...)` continues the same learner and optimizer. Its training
     follows the rows it sees: a stream earns the steps `fit` would take on all rows seen so far
-    (`epochs` passes of `n_pos + n_neg` pairs per row, up to `max_steps`), then one pass per
-    new row; fractions of a step carry over to the next call. Each call draws its pairs among
-    the new rows and as many remembered ones (`replay_size`). So a stream in batches of any
-    size, each seen once, ends close to one `fit` on the same rows.
+    (`epochs` passes of `n_pos + n_neg` pairs per row, up to `max_steps`), then each new row
+    the share of `max_steps` a `fit` on all rows so far would give it; fractions of a step
+    carry over to the next call. Each pass pairs the new rows and at least as many remembered
+    ones (`replay_size`; enough to fill a gradient step) with partners from everything
+    remembered. So a stream in batches of any size, each seen once, ends close to one `fit`
+    on the same rows (benchmarks/streaming.py).
 
     Arguments:
         hidden_dim: output dimension; `None` keeps the input dimension (the projection then
@@ -257,15 +259,22 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
             )
         codes = labels if multilabel else encode_known_labels(labels, self.classes_)
         table, pool_codes = replay_pool(self._replay, [X, codes])
-        rows = replay_subsets(self._replay, X.shape[0], self._rng)
+        # each pass: pairs for the new rows and at least as many remembered ones, enough
+        # anchors to fill a gradient step; partners come from everything remembered, so a
+        # small batch neither trains on itself alone nor pulls the space towards itself
+        anchors = max(X.shape[0], -(-int(self.batch_size) // (self.n_pos + self.n_neg)))
+        rows = replay_subsets(self._replay, X.shape[0], self._rng, at_least=anchors)
+        try:
+            sampler = self._sampler(pool_codes)
+        except ValueError:  # a single class so far: nothing to contrast yet
+            sampler = None
 
-        def draw():  # pairs among the new rows and as many remembered ones, fresh each pass
-            picked = rows()
-            try:
-                i, j, similar = self._sampler(pool_codes[picked]).draw()
-            except ValueError:  # a single class: nothing to contrast in this pass
+        def draw():
+            if sampler is None:
                 return [np.zeros(0, dtype=np.int64)] * 2 + [np.zeros(0, dtype=np.float32)]
-            return [picked[i], picked[j], similar]
+            i, j, similar = sampler.draw()
+            mine = np.isin(i, rows())
+            return [i[mine], j[mine], similar[mine]]
 
         n = X.shape[0]
         steps = self._stream_steps(self._rows_seen + n) - self._stream_steps(self._rows_seen)
@@ -277,13 +286,15 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
     def _stream_steps(self, n_rows):
         """Gradient steps a stream has earned after `n_rows` rows: what `fit` on them would
         take (`epochs` passes of `n_pos + n_neg` pairs per row) until `max_steps`; after that,
-        one pass per new row, so that later labels still count."""
+        each new row earns the share of `max_steps` that `fit` on all rows so far gives a row
+        (`max_steps / n_rows` each: a logarithmic total), so later labels count as much as
+        the first ones did in a `fit` of that size."""
         per_pass = (self.n_pos + self.n_neg) / int(self.batch_size)
         full = int(self.epochs) * per_pass * n_rows
         if self.max_steps is None or full <= self.max_steps:
             return full
         covered = self.max_steps / (int(self.epochs) * per_pass)
-        return self.max_steps + per_pass * (n_rows - covered)
+        return self.max_steps * (1.0 + np.log(n_rows / covered))
 
     @property
     def _n_features_out(self):
