@@ -7,6 +7,7 @@ rows, 3 seeds, default parameters. Encodings are cached on disk (EMBETTER_BENCH_
 
     python benchmarks/tuners.py                      # quality, streaming and speed tables
     python benchmarks/tuners.py --only quality --datasets sst2 emotion
+    python benchmarks/tuners.py --only quality --sbert   # with an SbertTuner column
 
 The peer (PyPI embetter 0.9.1) is timed and scored in the same run when a Python with it
 installed is found (PEER_PYTHON, default /tmp/peer-venv/bin/python); it runs in a subprocess,
@@ -40,8 +41,8 @@ def _encoder():
     return cached(CACHE, SentenceEncoder("all-MiniLM-L6-v2"))
 
 
-def load(name: str, seed: int):
-    """Encoded (X_train, y_train, X_test, y_test) for one dataset and seed."""
+def load_texts(name: str, seed: int):
+    """The labelled training rows and the test rows of one dataset and seed (DataFrames)."""
     train = pd.read_csv(DATA / name / "train.csv")
     test = pd.read_csv(DATA / name / "test.csv").sample(N_TEST, random_state=0)
     if name in PER_CLASS:
@@ -49,6 +50,12 @@ def load(name: str, seed: int):
         train = train.sample(frac=1.0, random_state=seed)
     else:
         train = train.sample(N_TRAIN, random_state=seed)
+    return train, test
+
+
+def load(name: str, seed: int):
+    """Encoded (X_train, y_train, X_test, y_test) for one dataset and seed."""
+    train, test = load_texts(name, seed)
     enc = _encoder()
     return (enc.transform(train["text"]), train["label"].to_numpy(),
             enc.transform(test["text"]), test["label"].to_numpy())
@@ -162,8 +169,23 @@ def table(rows, columns):
         print(line(r))
 
 
-def quality(datasets, seeds, with_peer):
+def sbert_scores(name, seed):
+    """5-NN and LR-CV on the space of an SbertTuner (defaults) fitted on the same texts."""
+    from embetter.finetune import SbertTuner
+
+    train, test = load_texts(name, seed)
+    ytr, yte = train["label"].to_numpy(), test["label"].to_numpy()
+    start = time.perf_counter()
+    tuner = SbertTuner(random_state=seed).fit(train["text"].tolist(), ytr)
+    seconds = time.perf_counter() - start
+    Ztr, Zte = tuner.transform(train["text"].tolist()), tuner.transform(test["text"].tolist())
+    return knn_acc(Ztr, ytr, Zte, yte), lr_acc(Ztr, ytr, Zte, yte), seconds
+
+
+def quality(datasets, seeds, with_peer, with_sbert=False):
     cols = ["raw_lr", "raw_knn", "ff_knn", "ff_lr", "ff_s", "ct_knn", "ct_lr", "ct_s"]
+    if with_sbert:
+        cols += ["sbert_knn", "sbert_lr", "sbert_s"]
     if with_peer:
         cols += ["peer_ff_knn", "peer_ct_knn"]
     results = {}
@@ -179,6 +201,8 @@ def quality(datasets, seeds, with_peer):
                 r[f"{kind}_knn"] = knn_acc(Ztr, ytr, Zte, yte)
                 r[f"{kind}_lr"] = lr_acc(Ztr, ytr, Zte, yte)
                 r[f"{kind}_s"] = seconds
+            if with_sbert:
+                r["sbert_knn"], r["sbert_lr"], r["sbert_s"] = sbert_scores(name, seed)
             if with_peer:
                 for kind in ("ff", "ct"):
                     # one thread: the same results, without the peer's thread contention
@@ -200,6 +224,10 @@ def quality(datasets, seeds, with_peer):
     for kind in ("ff", "ct"):
         lr_ok = all(results[n][f"{kind}_lr"] >= results[n]["raw_lr"] - 0.005 for n in results)
         print(f"  {kind}: LR on tuned >= raw LR - 0.5 pt on every set: {lr_ok}")
+    if with_sbert:
+        gain = mean["sbert_lr"] - mean["raw_lr"]
+        print(f"  sbert: mean LR on tuned - mean raw LR-CV = {100 * gain:+.1f} pts (target >= +2):"
+              f" {gain >= 0.02}")
     best = np.mean([max(results[n]["ff_knn"], results[n]["ct_knn"]) for n in results])
     print(f"  mean best tuned 5-NN {best:.3f} >= mean raw LR-CV {mean['raw_lr']:.3f}: "
           f"{best >= mean['raw_lr']}; load average {os.getloadavg()[0]:.1f}")
@@ -297,12 +325,14 @@ def main():
     parser.add_argument("--datasets", nargs="*", default=DATASETS, choices=DATASETS)
     parser.add_argument("--seeds", nargs="*", type=int, default=SEEDS)
     parser.add_argument("--no-peer", action="store_true", help="skip the peer even if found")
+    parser.add_argument("--sbert", action="store_true",
+                        help="add SbertTuner (fine-tunes the sentence model: minutes per fit)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with_peer = peer_available() and not args.no_peer
     print(f"peer: {'found at ' + str(PEER_PYTHON) if with_peer else 'not used'}")
     if "quality" in args.only:
-        quality(args.datasets, args.seeds, with_peer)
+        quality(args.datasets, args.seeds, with_peer, args.sbert)
     if "streaming" in args.only:
         streaming(args.datasets, args.seeds)
     if "speed" in args.only:
