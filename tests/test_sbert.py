@@ -419,24 +419,32 @@ def test_tuner_partial_fit_keeps_training_one_model(tiny_model_path, labelled):
     assert stream.fit(texts, y).n_iter_ == 1 and stream.model_ is not model  # fit starts over
 
 
-def test_tuner_partial_fit_mixes_old_rows_for_supcon(tiny_model_path, labelled):
+def test_tuner_supcon_streams_positive_pairs_of_new_rows(tiny_model_path, labelled):
+    from embetter.finetune._sbert_tuner import pairs_for_new_rows
+
     texts, y = labelled
-    stream = tuner(tiny_model_path, loss="supcon", batch_size=8)
+    stream = tuner(tiny_model_path, loss="supcon", batch_size=8, n_pos=2)
     stream.partial_fit(texts[:12], y[:12])
+    first = stream.n_pairs_
     stream.partial_fit(texts[12:16], y[12:16])
-    assert stream.n_pairs_ == 12 + 4 + 4  # 4 new rows, 4 replayed ones
-    assert stream.learner_.n_steps_ == 2 + 1  # 12 rows / 8, then 8 rows / 8
+    # the same positive pairs the tuner draws: its new rows, partners from every row so far
+    expected = [pairs_for_new_rows(y[:n], n_old, 2, 0, stream._pair_seed + n_old)[2].size
+                for n_old, n in ((0, 12), (12, 16))]
+    assert (first, stream.n_pairs_ - first) == tuple(expected) and 0 < expected[1] <= 4 * 2
+    assert stream.learner_.n_steps_ == sum(-(-n // 8) for n in expected)
 
 
 def test_tuner_supcon_trains_on_labelled_texts(tiny_model_path, labelled):
     texts, y = labelled
     fitted = tuner(tiny_model_path, loss="supcon", batch_size=8, epochs=2).fit(texts, y)
-    assert fitted.n_iter_ == 2 and fitted.learner_.n_steps_ == 2 * int(np.ceil(len(texts) / 8))
+    assert fitted.n_iter_ == 2 and fitted.learner_.n_steps_ == 2 * -(-fitted.n_pairs_ // 8)
     assert all(np.isfinite(fitted.loss_curve_))
     before = SentenceEncoder(tiny_model_path).transform(texts)
     assert not np.allclose(fitted.transform(texts), before, atol=1e-4)
     Y = np.stack([y == "likes", y == "hates", np.char.startswith(y, "f")], axis=1).astype(int)
     assert tuner(tiny_model_path, loss="supcon").fit(texts, Y).transform(texts[:2]).shape == (2, 32)
+    with pytest.raises(ValueError, match="needs positive pairs"):
+        tuner(tiny_model_path, loss="supcon").fit(texts[:3], ["a", "b", "c"])
 
 
 def test_supervised_contrastive_loss_values():
@@ -582,3 +590,17 @@ def test_mining_bad_input():
         mine_hard_negatives(["a", "b"], ["c", "d"], embeddings=(A, A), n_negatives=0)
     with pytest.raises(TypeError, match="model must be"):
         mine_hard_negatives(["a", "b"], ["c", "d"], model=3)
+
+
+def test_tuner_auto_loss_follows_the_number_of_classes(tiny_model_path, labelled):
+    texts, y = labelled
+    n_classes = np.unique(y).size
+    few = tuner(tiny_model_path, batch_size=n_classes).fit(texts, y)
+    many = tuner(tiny_model_path, batch_size=n_classes - 1).fit(texts, y)
+    assert (few.loss, few.loss_, many.loss_) == ("auto", "cosine", "supcon")
+    # a stream decides on its first call, from `classes` when given
+    half = len(texts) // 2
+    stream = tuner(tiny_model_path, batch_size=2).partial_fit(texts[:half], y[:half], classes=y)
+    assert stream.loss_ == "supcon" and stream.partial_fit(texts[half:], y[half:]).loss_ == "supcon"
+    with pytest.raises(ValueError, match="loss"):
+        tuner(tiny_model_path, loss="triplet").fit(texts, y)

@@ -120,7 +120,8 @@ class SupervisedContrastiveLoss(torch.nn.Module):
     temperature of `1 / scale`) should put its mass on the texts that share its label. One
     forward pass over `b` texts trains on all `b * (b - 1)` ordered pairs, which is why it
     beats pair losses for the same compute. A label row of 0/1 values (multi-label) makes
-    texts that share any label positives. Data format: a single text column and a `label`.
+    texts that share any label positives. Data format: one or more text columns (such as an
+    anchor and a positive of its class, Khosla's two views) and a `label` shared by the row.
     """
 
     def __init__(self, model, scale: float = 20.0):
@@ -129,12 +130,14 @@ class SupervisedContrastiveLoss(torch.nn.Module):
         self.scale = scale
 
     def forward(self, sentence_features, labels):
-        (features,) = list(sentence_features)
-        embeddings = self.model(features)["sentence_embedding"]
-        return self.compute_loss_from_embeddings([embeddings], labels)
+        embeddings = [self.model(f)["sentence_embedding"] for f in sentence_features]
+        return self.compute_loss_from_embeddings(embeddings, labels)
 
     def compute_loss_from_embeddings(self, embeddings, labels):
-        z = torch.nn.functional.normalize(embeddings[0], dim=1)
+        """Columns of texts (e.g. anchor and positive) sharing one label per row."""
+        z = torch.nn.functional.normalize(torch.cat(list(embeddings)), dim=1)
+        k = len(embeddings)
+        labels = labels.repeat(k) if labels.ndim == 1 else labels.repeat(k, 1)
         logits = self.scale * (z @ z.T)
         n = logits.shape[0]
         self_mask = torch.eye(n, dtype=torch.bool, device=logits.device)

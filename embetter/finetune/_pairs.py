@@ -166,6 +166,8 @@ class PairSampler:
             parts = _single_label_pairs(self.codes, self.n_pos, self.n_neg, self.rng,
                                         self.strategy)
         firsts, seconds, labels = parts
+        if not firsts:  # e.g. n_neg=0 and no class with two members: no pairs at all
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
         return (np.concatenate(firsts).astype(np.int64),
                 np.concatenate(seconds).astype(np.int64), np.concatenate(labels))
 

@@ -207,8 +207,10 @@ class SbertLearner(SbertBase):
         )
         return self
 
-    def _partial_fit_labelled(self, texts, labels):
-        """Train on texts with class labels (`SupervisedContrastiveLoss`), for SbertTuner.
+    def _partial_fit_labelled(self, texts, positives, labels):
+        """Train on (text, positive, class) rows with `SupervisedContrastiveLoss`, for
+        SbertTuner: every text of a batch with the same class is a positive, every other one
+        a negative, whatever the number of classes.
 
         `labels` are int class codes, or 0/1 rows for multi-label data. The tuner has checked
         the parameters (its `loss="supcon"` is no pair loss, so the learner's checks would not
@@ -216,13 +218,18 @@ class SbertLearner(SbertBase):
         """
         from datasets import Dataset
 
-        from embetter.finetune._losses import SupervisedContrastiveLoss, matryoshka
+        from embetter.finetune._losses import (
+            SupervisedContrastiveLoss,
+            UniqueTextsLoss,
+            matryoshka,
+        )
 
         model, dims = self._model_to_train()
         label_column = np.asarray(labels).astype(np.int64).tolist()
-        dataset = Dataset.from_dict({"sentence": list(texts), "label": label_column})
-        self._train(dataset, matryoshka(SupervisedContrastiveLoss(model), model, dims),
-                    "batch_sampler", None)
+        dataset = Dataset.from_dict(
+            {"anchor": list(texts), "positive": list(positives), "label": label_column})
+        loss = UniqueTextsLoss(SupervisedContrastiveLoss(model))
+        self._train(dataset, matryoshka(loss, model, dims), "batch_sampler", None)
         return self
 
     def _model_to_train(self):
