@@ -131,8 +131,8 @@ class SbertTuner(TransformerMixin, SbertBase):
         self.show_progress_bar = show_progress_bar
 
     def _resolve_loss(self, labels, classes) -> str:
-        """`loss="auto"`: pairs with explicit negatives (`"cosine"`) while the classes are
-        fewer than the pairs of a batch; with more classes, a batch of random pairs rarely
+        """`loss="auto"`: pairs with explicit negatives (`"cosine"`) while there are no more
+        classes than pairs in a batch; with more classes, a batch of random pairs rarely
         holds two of one class, and in-batch contrast over positive pairs (`"supcon"`) sees
         far more classes per step."""
         if self.loss != "auto":
