@@ -262,7 +262,7 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         # each pass: pairs for the new rows and at least as many remembered ones, enough
         # anchors to fill a gradient step; partners come from everything remembered, so a
         # small batch neither trains on itself alone nor pulls the space towards itself
-        anchors = max(X.shape[0], -(-int(self.batch_size) // (self.n_pos + self.n_neg)))
+        anchors = -(-int(self.batch_size) // (self.n_pos + self.n_neg))
         rows = replay_subsets(self._replay, X.shape[0], self._rng, at_least=anchors)
         try:
             sampler = self._sampler(pool_codes)
