@@ -130,7 +130,7 @@ class SbertTuner(TransformerMixin, SbertBase):
         self.device = device
         self.show_progress_bar = show_progress_bar
 
-    def _resolve_loss(self, labels, classes) -> str:
+    def _resolve_loss(self, labels) -> str:
         """`loss="auto"`: pairs with explicit negatives (`"cosine"`) while there are no more
         classes than pairs in a batch; with more classes, a batch of random pairs rarely
         holds two of one class, and in-batch contrast over positive pairs (`"supcon"`) sees
@@ -139,8 +139,9 @@ class SbertTuner(TransformerMixin, SbertBase):
             return self.loss
         if labels.ndim == 2:
             n_classes = labels.shape[1]
-        else:
-            n_classes = np.unique(labels if classes is None else as_labels(classes, "classes")).size
+        else:  # `classes_`: the stream's classes, read by _check_stream_labels when given
+            known = getattr(self, "classes_", None)
+            n_classes = (np.unique(labels) if known is None else known).size
         return "supcon" if n_classes > int(self.batch_size) else "cosine"
 
     def _new_learner(self, seed) -> SbertLearner:
@@ -187,7 +188,7 @@ class SbertTuner(TransformerMixin, SbertBase):
             rng = check_random_state(self.random_state)
             self._pair_seed, train_seed = (int(s) for s in rng.randint(0, 2**31 - 1, size=2))
             self.seen_texts_, self.seen_y_, self.n_pairs_ = [], labels[:0], 0
-            self.loss_ = self._resolve_loss(labels, classes)
+            self.loss_ = self._resolve_loss(labels)
             learner = self._new_learner(train_seed)
         else:
             learner = self.learner_
