@@ -199,10 +199,11 @@ class TorchHeadMixin:
     - `fit` starts from scratch, `partial_fit` continues the same network *and* optimizer state;
     - the items of an epoch come from `draw()`, called once per pass: fixed rows, or fresh
       pairs from a `PairSampler` every epoch;
-    - `partial_fit` trains a budget that follows the rows it sees, not a count of passes: as
-      many gradient steps per row as `fit` spends (`_steps_per_row`), fractions carried over
-      to the next call, so a stream in batches of any size trains about as much as one `fit`
-      on the same rows; the optimizer state (Adam's moments, step count) carries on;
+    - `partial_fit` trains a budget that follows the rows it sees, not a count of passes: the
+      steps `fit` would spend on the rows seen so far, less those already trained
+      (`_fit_steps`), fractions carried over to the next call, so a stream in batches of any
+      size trains about as much as one `fit` on the same rows; the optimizer state (Adam's
+      moments, step count) carries on;
     - `random_state` seeds initialisation, shuffling and dropout: two fits are bit-identical
       on CPU, and the global torch/numpy RNGs are left untouched;
     - `early_stopping`, `validation_fraction`, `n_iter_no_change` and `tol` mean what they mean
@@ -228,10 +229,14 @@ class TorchHeadMixin:
         """Items one pass draws per table row (1 for rows, pairs per row for a sampler)."""
         return 1.0
 
-    def _steps_per_row(self) -> float:
-        """Gradient steps `fit` spends per table row: the budget `partial_fit` follows."""
-        epochs = int(getattr(self, self._EPOCHS_PARAM))
-        return epochs * self._items_per_row() / int(self.batch_size)
+    def _n_epochs(self, n_rows: int) -> float:
+        """Passes `fit` makes over `n_rows` rows: the epochs parameter (a tuner may resolve an
+        `"auto"` value from the rows; `fit` rounds it, a stream's budget does not)."""
+        return int(getattr(self, self._EPOCHS_PARAM))
+
+    def _fit_steps(self, n_rows: int) -> float:
+        """Gradient steps `fit` spends on `n_rows` rows: the budget a stream follows."""
+        return n_rows * self._n_epochs(n_rows) * self._items_per_row() / int(self.batch_size)
 
     # -- state -------------------------------------------------------------------------------
     def _start_training(self):
@@ -246,6 +251,7 @@ class TorchHeadMixin:
         self.n_iter_ = 0
         self._step_credit = 0.0
         self._n_steps = 0
+        self._n_streamed = 0
         self._replay = new_replay()
 
     def _make_optimizer(self, module):
@@ -378,7 +384,8 @@ class TorchHeadMixin:
         valid = None
         if self.early_stopping:
             items, valid = self._split_validation(items, stratify)
-        return self._run(table, lambda: items, epochs=int(getattr(self, self._EPOCHS_PARAM)),
+        return self._run(table, lambda: items,
+                         epochs=int(round(self._n_epochs(items[0].shape[0]))),
                          stop_early=True, valid=valid)
 
     def _stream_pool(self, arrays):
@@ -396,14 +403,21 @@ class TorchHeadMixin:
     def _partial_fit_items(self, table, draw, n_rows: int, steps_per_row=None):
         """`partial_fit`: the step budget of `n_rows` new rows, same network and optimizer.
 
-        `steps_per_row` defaults to `_steps_per_row()`; a tuner that draws its own items
-        passes its budget. Fractions of a step carry over to the next call.
+        By default a call earns the steps `fit` would spend on all rows streamed so far minus
+        those it would spend on the rows before this call (`_fit_steps`), so a whole stream
+        trains as much as one `fit` on its rows; a tuner that draws its own items passes its
+        `steps_per_row`. Fractions of a step carry over to the next call.
         """
         if getattr(self, "module_", None) is None:
             self._check_engine_params()
             self._start_training()
-        per_row = self._steps_per_row() if steps_per_row is None else steps_per_row
-        self._step_credit += per_row * n_rows
+        if steps_per_row is None:
+            before = getattr(self, "_n_streamed", 0)
+            self._n_streamed = before + n_rows
+            self._step_credit += max(
+                0.0, self._fit_steps(self._n_streamed) - self._fit_steps(before))
+        else:
+            self._step_credit += steps_per_row * n_rows
         steps = int(self._step_credit + 1e-9)
         self._step_credit -= steps
         if steps == 0:

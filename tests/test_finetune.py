@@ -240,6 +240,23 @@ def test_stream_seen_once_matches_one_fit(cls, n_batches):
         assert stream.history_[-1]["step"] <= full.history_[-1]["step"]
 
 
+def test_feed_forward_auto_epochs_follow_rows_per_class():
+    """n_epochs="auto": 15 passes with 50+ rows per class, sqrt(50 / rows per class) times as
+    many below (at most 30); a stream's budget is that of one fit on the rows seen so far."""
+    X, y = clustered(240, 0, n_classes=4)
+    assert FeedForwardTuner(random_state=0).fit(X, y).n_iter_ == 15  # 60 rows per class
+    X6, y6 = clustered(240, 0, n_classes=6)
+    assert FeedForwardTuner(random_state=0).fit(X6, y6).n_iter_ == 17  # 40: 15 * sqrt(1.25)
+    X_few, y_few = clustered(48, 0, n_classes=4)
+    few = FeedForwardTuner(random_state=0, batch_size=16).fit(X_few, y_few)
+    assert few.n_iter_ == 30 and few.history_[-1]["step"] == 90  # 12 per class: capped at 2x
+    assert FeedForwardTuner(n_epochs=7, random_state=0).fit(X_few, y_few).n_iter_ == 7
+    stream = FeedForwardTuner(random_state=0, batch_size=16)
+    for batch in np.array_split(np.arange(48), 6):  # the first batches hold 2 rows per class
+        stream.partial_fit(X_few[batch], y_few[batch], classes=np.arange(4))
+    assert stream.history_[-1]["step"] == 90  # 30 passes of 3 steps, as one fit
+
+
 def test_replay_memory_is_a_uniform_bounded_sample():
     from embetter._torch import new_replay, replay_add
 

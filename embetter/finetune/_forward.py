@@ -31,6 +31,12 @@ _ACTIVATIONS = {
 #: for the right class without the unbounded logits (and over-confidence) of a plain linear head.
 _LOGIT_SCALE = 10.0
 
+#: `n_epochs="auto"`: this many passes while classes hold at least `AUTO_ROWS_PER_CLASS` rows
+#: on average; with fewer, `sqrt(AUTO_ROWS_PER_CLASS / rows per class)` times as many, at
+#: most twice (see the class docstring).
+AUTO_EPOCHS = 15
+AUTO_ROWS_PER_CLASS = 50
+
 
 class _FeedForward(torch.nn.Module):
     """x -> activation(Wx + b) = the embedding -> dropout -> cosine classifier -> logits."""
@@ -64,21 +70,25 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
 
     `fit` starts from scratch; `partial_fit(X, y, classes=...)` keeps training the same network
     and optimizer on a stream of batches. Each call trains as many gradient steps per row as
-    `fit` does (`n_epochs / batch_size`, fractions carried to the next call), so a stream in
-    batches of any size, each seen once, trains about as much as one `fit` on all its rows.
+    `fit` on the rows seen so far does (`n_epochs / batch_size`, fractions carried to the next
+    call), so a stream in batches of any size, each seen once, trains about as much as one
+    `fit` on all its rows.
 
     The defaults come from benchmarks/tuners.py (200 labelled MiniLM embeddings per task): a
     wide hidden layer with strong dropout and a short, gentle training run keeps what the
     pretrained space knows; a narrow layer (the old default of 50) loses it on many classes.
-    15 epochs, not 30, and 768 hidden units (twice MiniLM's width: a ReLU layer as wide as its
-    input drops half of it for each row) were chosen on rows of the training splits that were
-    not labelled (benchmarks/tuner_defaults.py, never the test split): 30 epochs left a
-    logistic regression on the tuned space up to 0.9 points below the raw space; 15 epochs
-    lifted it on each set, by +0.3 to +1.2 points with 768 units (+0.1 to +0.8 with 384).
+    768 hidden units (twice MiniLM's width: a ReLU layer as wide as its input drops half of it
+    for each row) and `n_epochs="auto"` were chosen on rows of the training splits that were
+    not labelled (benchmarks/tuner_defaults.py, never the test split). `"auto"` trains 15
+    epochs while the classes hold 50 rows or more on average, and `sqrt(50 / rows per class)`
+    times as many below that, at most 30: on 200 labels, 30 epochs left a logistic regression
+    on the tuned space up to 1.2 points lower than 15 on 2 and 4 classes (100 and 50 rows per
+    class), while on 77 classes of 8 rows it lifted 5-NN by 2 points (0.798 to 0.818) and
+    the logistic regression by 0.3. A stream (`partial_fit`) counts the rows it has seen.
 
     Arguments:
         hidden_dim: size of the hidden layer, i.e. of the output embedding.
-        n_epochs: maximum passes over the data in `fit`.
+        n_epochs: maximum passes over the data in `fit`, or `"auto"` (see above).
         learning_rate: step size of the optimizer.
         batch_size: rows per gradient step.
         activation: `"relu"`, `"gelu"`, `"tanh"`, `"sigmoid"` or `"identity"`.
@@ -116,7 +126,7 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
 
     _parameter_constraints: dict = {
         "hidden_dim": [Interval(Integral, 1, None, closed="left")],
-        "n_epochs": [Interval(Integral, 1, None, closed="left")],
+        "n_epochs": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "activation": [StrOptions(set(_ACTIVATIONS))],
@@ -136,7 +146,7 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
     def __init__(
         self,
         hidden_dim=768,
-        n_epochs=15,
+        n_epochs="auto",
         learning_rate=8e-4,
         batch_size=128,
         activation="relu",
@@ -173,6 +183,13 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
     def _build_module(self):
         return _FeedForward(self.n_features_in_, self.hidden_dim, len(self.classes_),
                             self.activation, self.dropout)
+
+    def _n_epochs(self, n_rows: int) -> float:
+        """`n_epochs="auto"`: 15 passes, up to twice as many when classes have few rows."""
+        if self.n_epochs != "auto":
+            return int(self.n_epochs)
+        per_class = max(n_rows, 1) / len(self.classes_)
+        return AUTO_EPOCHS * float(np.clip(np.sqrt(AUTO_ROWS_PER_CLASS / per_class), 1, 2))
 
     def _batch_loss(self, module, table, rows, codes):
         return torch.nn.functional.cross_entropy(module(table[rows]), codes)
