@@ -87,14 +87,14 @@ def train_threads(estimator):
         torch.set_num_threads(before)
 
 
-def _to_cpu(obj):
+def to_cpu(obj):
     """Deep-copy a (nested) state dict with every tensor moved to the CPU."""
     if isinstance(obj, torch.Tensor):
         return obj.detach().to("cpu", copy=True)
     if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
+        return {k: to_cpu(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
+        return type(obj)(to_cpu(v) for v in obj)
     return copy.deepcopy(obj)
 
 
@@ -446,8 +446,8 @@ class TorchHeadMixin:
         if module is not None:
             # Plain CPU tensors: the pickle loads on a machine without the training device.
             # as bytes: data that skops can store, read back with torch.load(weights_only=True)
-            state["_module_state"] = torch_state_to_bytes(_to_cpu(module.state_dict()))
-            state["_optimizer_state"] = torch_state_to_bytes(_to_cpu(optimizer.state_dict()))
+            state["_module_state"] = torch_state_to_bytes(to_cpu(module.state_dict()))
+            state["_optimizer_state"] = torch_state_to_bytes(to_cpu(optimizer.state_dict()))
             state.pop("device_", None)
         return state
 

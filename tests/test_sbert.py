@@ -282,9 +282,14 @@ def test_partial_fit_continues_and_records_training(tiny_model_path, pairs, corp
     assert [h["step"] for h in stream.history_] == [2, 4]
     assert len(stream.loss_curve_) == 2 and all(np.isfinite(stream.loss_curve_))
     assert "eval_spearman" in stream.history_[1] and "eval_spearman" not in stream.history_[0]
+    # the optimizer carried on: AdamW counted all 4 steps, not the second call's 2
+    steps = {int(s["step"]) for s in stream._optimizer_state["state"].values()}
+    assert steps == {4}
+    assert "_optimizer_state" not in pickle.loads(pickle.dumps(stream)).__dict__
     stream.fit(X1[:32], X2[:32], y[:32])  # fit starts over: a fresh copy, a fresh record
     assert stream.model_ is not model and stream.n_iter_ == 1
     assert np.array_equal(stream.transform(corpus[:5]), after_one)
+    assert {int(s["step"]) for s in stream._optimizer_state["state"].values()} == {2}
 
 
 def test_name_or_encoder_loads_a_private_copy(tiny_model_path, pairs, corpus):

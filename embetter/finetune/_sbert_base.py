@@ -101,6 +101,7 @@ class SbertBase(BaseEstimator):
     # the fitted model is always private (never the caller's): pickle its saved files
     def __getstate__(self):
         state = self.__dict__.copy()
+        state.pop("_optimizer_state", None)  # twice the trained weights' size: not kept
         model = state.pop("model_", None)
         if model is not None:
             state["_model_files"] = model_to_bytes(model)

@@ -189,8 +189,11 @@ class SbertLearner(SbertBase):
     def partial_fit(self, X1, X2, y=None, *, negatives=None, eval_set=None):
         """Keep fine-tuning the fitted model on more pairs (the first call starts a copy).
 
-        Each call trains `epochs` passes over its own pairs, with its own warm-up and decay,
-        so the training follows the pairs it is given. Arguments as in `fit`.
+        Each call trains `epochs` passes over its own pairs, its learning rate decaying from
+        `learning_rate` to 0, so the training follows the pairs it is given; the optimizer
+        carries on from the previous call (AdamW's moments; the warm-up is the first call's
+        only). A pickled or saved learner keeps the weights but not the optimizer state, so
+        after loading, `partial_fit` starts it afresh. Arguments as in `fit`.
         """
         from embetter.finetune._losses import pair_loss
 
@@ -238,6 +241,7 @@ class SbertLearner(SbertBase):
 
         if hasattr(self, "model_"):
             return self.model_, self._check_dims(self.model_)
+        self.__dict__.pop("_optimizer_state", None)
         model = private_model(self.sent_tfm, self.device)
         dims = self._check_dims(model)  # before anything is recorded
         self.model_ = model
@@ -268,6 +272,7 @@ class SbertLearner(SbertBase):
             batch_sampler=batch_sampler,
             frozen=token_embeddings(model) if self.freeze_embeddings else [],
             progress=bool(self.show_progress_bar),
+            optimizer_state=getattr(self, "_optimizer_state", None),
         )
         limit = getattr(model, "max_seq_length", None)
         truncated = False
@@ -278,7 +283,8 @@ class SbertLearner(SbertBase):
             except AttributeError:  # a static model reads every token: nothing to truncate
                 pass
         try:
-            steps, epochs = train(model, dataset, loss, schedule, on_epoch_end=scores)
+            steps, epochs, self._optimizer_state = train(
+                model, dataset, loss, schedule, on_epoch_end=scores)
         finally:
             if truncated:
                 model.max_seq_length = limit

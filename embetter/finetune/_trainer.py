@@ -92,13 +92,19 @@ class Schedule:
     batch_sampler: str = "batch_sampler"
     frozen: list = field(default_factory=list)
     progress: bool = False
+    #: the optimizer state a previous call left (AdamW's moments): continue it, no warm-up
+    optimizer_state: dict | None = None
 
 
-def train(model, dataset, loss, schedule: Schedule, on_epoch_end=None) -> tuple[int, list]:
-    """Train `model` in place; return the optimizer steps taken and one dict per epoch.
+def train(model, dataset, loss, schedule: Schedule, on_epoch_end=None) -> tuple[int, list, dict]:
+    """Train `model` in place; return the optimizer steps taken, one dict per epoch and the
+    optimizer's final state (on the CPU), for a later call to continue.
 
     Each dict holds `epoch` (counted within this call), `step` and `train_loss` (the mean
     loss of the epoch), plus whatever `on_epoch_end(model)` returns (e.g. validation scores).
+    With `schedule.optimizer_state` the optimizer resumes from it (a stream of calls keeps
+    Adam's moments instead of restarting them with a full-size first step each call) and
+    skips the warm-up; a state that does not fit the trained parameters is ignored.
     """
     from sentence_transformers import (
         SentenceTransformerTrainer,
@@ -106,13 +112,18 @@ def train(model, dataset, loss, schedule: Schedule, on_epoch_end=None) -> tuple[
     )
     from transformers import PrinterCallback, TrainerCallback
 
-    from embetter._torch import resolve_device
+    from embetter._torch import resolve_device, to_cpu
 
     class _Trainer(SentenceTransformerTrainer):
         # The model card callback stores datasets and losses on the model (and tokenizes
         # samples for statistics); we save no card, so skip that work and those references.
         def add_model_card_callback(self, default_args_dict):
             pass
+
+        def create_optimizer(self, *args, **kwargs):
+            optimizer = super().create_optimizer(*args, **kwargs)
+            resume_optimizer(optimizer, schedule.optimizer_state, schedule.learning_rate)
+            return optimizer
 
     epochs = []
 
@@ -127,6 +138,8 @@ def train(model, dataset, loss, schedule: Schedule, on_epoch_end=None) -> tuple[
 
     steps_per_epoch = math.ceil(len(dataset) / schedule.batch_size)
     warmup = math.ceil(schedule.warmup_ratio * steps_per_epoch * schedule.epochs)
+    if schedule.optimizer_state is not None:
+        warmup = 0
     device = resolve_device(schedule.device)
     with (
         global_rng_kept(),
@@ -163,6 +176,21 @@ def train(model, dataset, loss, schedule: Schedule, on_epoch_end=None) -> tuple[
         losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
         for entry, value in zip(epochs, losses):
             entry["train_loss"] = value
+        state = to_cpu(trainer.optimizer.state_dict()) if trainer.optimizer else None
         del trainer
     model.eval()
-    return steps, epochs
+    return steps, epochs, state
+
+
+def resume_optimizer(optimizer, state, learning_rate: float) -> bool:
+    """Load `state` into `optimizer` when its parameter groups have the same sizes; the
+    learning rate stays `learning_rate` (a state saved at the end of a decay holds 0)."""
+    if state is None:
+        return False
+    sizes = [len(g["params"]) for g in optimizer.param_groups]
+    if sizes != [len(g["params"]) for g in state["param_groups"]]:
+        return False  # e.g. freeze_embeddings changed between calls: start afresh
+    optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] = float(learning_rate)
+    return True
