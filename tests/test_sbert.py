@@ -439,6 +439,20 @@ def test_tuner_supcon_streams_positive_pairs_of_new_rows(tiny_model_path, labell
     assert stream.learner_.n_steps_ == sum(-(-n // 8) for n in expected)
 
 
+def test_stream_pairs_replay_earlier_rows_within_the_new_rows_budget():
+    from embetter.finetune._pairs import generate_pairs
+    from embetter.finetune._sbert_tuner import pairs_for_new_rows
+
+    y = np.repeat(np.arange(4), 10)
+    fresh = pairs_for_new_rows(y[:20], 0, 2, 2, random_state=0)  # a first call: fit's pairs
+    expected = generate_pairs(y[:20], n_neg=2, n_pos=2, random_state=0)
+    assert all(np.array_equal(a, b) for a, b in zip(fresh, expected))
+    i, j, sim = pairs_for_new_rows(y, 20, 2, 2, random_state=0)
+    assert len(i) == 20 * 4  # the budget of the 20 new rows ...
+    assert (i < 20).any() and (i >= 20).any()  # ... spent on them and on replayed rows
+    assert np.array_equal(sim == 1, y[i] == y[j])  # partners from every row so far
+
+
 def test_tuner_supcon_trains_on_labelled_texts(tiny_model_path, labelled):
     texts, y = labelled
     fitted = tuner(tiny_model_path, loss="supcon", batch_size=8, epochs=2).fit(texts, y)

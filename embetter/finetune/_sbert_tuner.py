@@ -16,17 +16,29 @@ from embetter.finetune._sbert_learner import SbertLearner
 
 
 def pairs_for_new_rows(labels, n_old: int, n_pos: int, n_neg: int, random_state):
-    """Pairs whose first text is one of the rows from `n_old` on, partners drawn from all rows.
+    """A stream call's pairs: the budget of its new rows, spent on them and on earlier rows.
 
-    A stream's new batch gets as many pairs per text as one `fit` gives every text, and its
-    partners come from every labelled row so far (a batch of 50 texts over 77 classes holds
-    few positives on its own).
+    The rows from `n_old` on are new. The call gets as many pairs as one `fit` gives its new
+    rows (`n_pos + n_neg` per text), drawn from the pairs whose first text is a new row or one
+    of as many earlier rows picked at random (replay: without it, the last batches of a
+    stream would pull the model towards themselves alone), partners from every labelled row
+    so far (a batch of 50 texts over 77 classes holds few positives on its own). A single
+    call on fresh rows is exactly `fit`'s pairs.
     """
     from embetter.finetune._pairs import generate_pairs
 
-    idx1, idx2, sim = generate_pairs(labels, n_neg=n_neg, n_pos=n_pos, random_state=random_state)
-    new = idx1 >= n_old
-    return idx1[new], idx2[new], sim[new]
+    rng = np.random.RandomState(random_state)
+    idx1, idx2, sim = generate_pairs(labels, n_neg=n_neg, n_pos=n_pos, random_state=rng)
+    n_new = len(labels) - n_old
+    budget = int(np.sum(idx1 >= n_old))  # the pairs fit would give the new rows
+    if n_old == 0 or budget == 0:
+        keep = idx1 >= n_old
+        return idx1[keep], idx2[keep], sim[keep]
+    replayed = rng.choice(n_old, size=min(n_old, n_new), replace=False)
+    anchor = idx1 >= n_old
+    anchor[np.isin(idx1, replayed)] = True
+    picked = np.sort(rng.choice(np.flatnonzero(anchor), size=budget, replace=False))
+    return idx1[picked], idx2[picked], sim[picked]
 
 
 class SbertTuner(TransformerMixin, SbertBase):
@@ -44,8 +56,9 @@ class SbertTuner(TransformerMixin, SbertBase):
     what they mean in `SbertLearner`.
 
     `partial_fit(texts, y)` keeps fine-tuning the same model on each new batch of labels (a
-    labelling session): the new texts are paired with the texts seen so far, `n_pos + n_neg`
-    pairs each, so the training a call does follows the rows it brings.
+    labelling session): a call trains `n_pos + n_neg` pairs per new text, so the training it
+    does follows the rows it brings; they are drawn for the new texts and as many earlier ones
+    (replay), with partners from every text seen so far, and the optimizer carries on.
 
     The defaults are chosen for the few-shot case (a handful of labelled texts per class):
     balanced pairs (2 positive, 2 negative per text), one epoch at a high learning rate, and
