@@ -400,24 +400,21 @@ class TorchHeadMixin:
     def _remember(self, arrays):
         replay_add(self._replay, arrays, self.replay_size, self._rng)
 
-    def _partial_fit_items(self, table, draw, n_rows: int, steps_per_row=None):
+    def _partial_fit_items(self, table, draw, n_rows: int, budget=None):
         """`partial_fit`: the step budget of `n_rows` new rows, same network and optimizer.
 
-        By default a call earns the steps `fit` would spend on all rows streamed so far minus
-        those it would spend on the rows before this call (`_fit_steps`), so a whole stream
-        trains as much as one `fit` on its rows; a tuner that draws its own items passes its
-        `steps_per_row`. Fractions of a step carry over to the next call.
+        `budget(n)` is the total of gradient steps a stream has earned after `n` rows
+        (default `_fit_steps`: what `fit` would spend on them); a call earns the budget of all
+        rows streamed so far minus that of the rows before it, so a whole stream trains as
+        much as `budget` says for its rows. Fractions of a step carry over to the next call.
         """
         if getattr(self, "module_", None) is None:
             self._check_engine_params()
             self._start_training()
-        if steps_per_row is None:
-            before = getattr(self, "_n_streamed", 0)
-            self._n_streamed = before + n_rows
-            self._step_credit += max(
-                0.0, self._fit_steps(self._n_streamed) - self._fit_steps(before))
-        else:
-            self._step_credit += steps_per_row * n_rows
+        budget = self._fit_steps if budget is None else budget
+        before = getattr(self, "_n_streamed", 0)
+        self._n_streamed = before + n_rows
+        self._step_credit += max(0.0, budget(self._n_streamed) - budget(before))
         steps = int(self._step_credit + 1e-9)
         self._step_credit -= steps
         if steps == 0:

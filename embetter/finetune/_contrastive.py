@@ -257,11 +257,11 @@ class ContrastiveLearner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transf
             return self._run(table, draw, epochs=epochs, max_steps=max_steps,
                              stop_early=valid is not None, valid=valid)
 
-    def _partial_fit_sampler(self, table, draw, n_rows, steps_per_row):
+    def _partial_fit_sampler(self, table, draw, n_rows, budget):
         if getattr(self, "module_", None) is None:
             self.n_features_in_ = table.shape[1]
         with train_threads(self):
-            return self._partial_fit_items(table, draw, n_rows, steps_per_row)
+            return self._partial_fit_items(table, draw, n_rows, budget)
 
     # -- output ------------------------------------------------------------------------------
     def transform(self, X):

@@ -182,7 +182,6 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         # draws its own seed from it
         self._rng = np.random.RandomState(rng.randint(0, 2**31 - 1))
         self._replay = new_replay()
-        self._rows_seen = 0
         self.learner_ = self._new_learner(rng.randint(0, 2**31 - 1))
         self.learner_._progress_name = type(self).__name__
 
@@ -276,10 +275,7 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
             mine = np.isin(i, rows())
             return [i[mine], j[mine], similar[mine]]
 
-        n = X.shape[0]
-        steps = self._stream_steps(self._rows_seen + n) - self._stream_steps(self._rows_seen)
-        self._rows_seen += n
-        self.learner_._partial_fit_sampler(table, draw, n, steps / n)
+        self.learner_._partial_fit_sampler(table, draw, X.shape[0], self._stream_steps)
         replay_add(self._replay, [X, codes], self.replay_size, self._rng)
         return self._report()
 

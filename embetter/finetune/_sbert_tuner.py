@@ -29,14 +29,12 @@ def pairs_for_new_rows(labels, n_old: int, n_pos: int, n_neg: int, random_state)
 
     rng = np.random.RandomState(random_state)
     idx1, idx2, sim = generate_pairs(labels, n_neg=n_neg, n_pos=n_pos, random_state=rng)
-    n_new = len(labels) - n_old
-    budget = int(np.sum(idx1 >= n_old))  # the pairs fit would give the new rows
-    if n_old == 0 or budget == 0:
-        keep = idx1 >= n_old
-        return idx1[keep], idx2[keep], sim[keep]
-    replayed = rng.choice(n_old, size=min(n_old, n_new), replace=False)
     anchor = idx1 >= n_old
-    anchor[np.isin(idx1, replayed)] = True
+    budget = int(anchor.sum())  # the pairs fit would give the new rows
+    if n_old == 0 or budget == 0:
+        return idx1[anchor], idx2[anchor], sim[anchor]
+    replayed = rng.choice(n_old, size=min(n_old, len(labels) - n_old), replace=False)
+    anchor |= np.isin(idx1, replayed)
     picked = np.sort(rng.choice(np.flatnonzero(anchor), size=budget, replace=False))
     return idx1[picked], idx2[picked], sim[picked]
 

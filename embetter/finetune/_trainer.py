@@ -182,15 +182,14 @@ def train(model, dataset, loss, schedule: Schedule, on_epoch_end=None) -> tuple[
     return steps, epochs, state
 
 
-def resume_optimizer(optimizer, state, learning_rate: float) -> bool:
+def resume_optimizer(optimizer, state, learning_rate: float) -> None:
     """Load `state` into `optimizer` when its parameter groups have the same sizes; the
     learning rate stays `learning_rate` (a state saved at the end of a decay holds 0)."""
     if state is None:
-        return False
+        return
     sizes = [len(g["params"]) for g in optimizer.param_groups]
     if sizes != [len(g["params"]) for g in state["param_groups"]]:
-        return False  # e.g. freeze_embeddings changed between calls: start afresh
+        return  # e.g. freeze_embeddings changed between calls: start afresh
     optimizer.load_state_dict(state)
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] = float(learning_rate)
-    return True
