@@ -7,7 +7,8 @@ Protocol (issue 11): with each seed, 8 labelled texts per class drawn from the t
 - SetFit 1.2 (its defaults, batch 16, 1 epoch, its LR head) on the same model folder, run in
   its own virtual environment (`.bench-venvs/setfit`, made by `--setup-setfit`);
 - SbertTuner (defaults, or `--param`) followed by LR, and by 5-NN on cosine (both heads on one
-  tuner fit; the fit time is the tuner's);
+  tuner fit; the fit time is the tuner's); and, when the labels are words, the same without
+  label texts (`label_texts=None`: `plain_lr`), to show what the label names bring;
 - with `--static`, the same for a static model (MiniLM's own token embeddings, averaged: a
   `StaticEmbedding`): frozen static LR vs SbertTuner(static) + LR.
 
@@ -190,6 +191,9 @@ def few_shot(args, params):
             lr, knn, wall, cpu = tuned_scores(tuner, X, y, X_test, y_test)
             row |= {"tuned_lr": lr, "tuned_knn": knn, "tuned_s": wall, "tuned_cpu_s": cpu,
                     "steps": tuner.learner_.n_steps_}
+            if args.plain and tuner.label_texts_:  # what the label names bring
+                plain = SbertTuner(minilm, random_state=seed, **(params | {"label_texts": None}))
+                row["plain_lr"] = tuned_scores(plain, X, y, X_test, y_test)[0]
             if static is not None:
                 row["static_frozen_lr"] = frozen_lr(static, X, y, X_test, y_test)
                 tuner = SbertTuner(static, random_state=seed, **params)
@@ -203,6 +207,8 @@ def few_shot(args, params):
     acc = [c for c in table.columns if c not in ("data", "seed", "n_train", "load1")]
     summary = table.groupby("data", sort=False)[acc].mean()
     summary["tuned_gain"] = 100 * (summary.tuned_lr - summary.frozen_lr)
+    if "plain_lr" in summary:
+        summary["plain_gain"] = 100 * (summary.plain_lr - summary.frozen_lr)
     if "setfit" in summary:
         summary["setfit_gain"] = 100 * (summary.setfit - summary.frozen_lr)
         summary["tuned_vs_setfit"] = summary.tuned_gain - summary.setfit_gain
@@ -273,6 +279,8 @@ def main():
     parser.add_argument("--setup-setfit", action="store_true")
     parser.add_argument("--torch-wheel", default=TORCH_WHEEL)
     parser.add_argument("--static", action="store_true", help="add the static-model columns")
+    parser.add_argument("--no-plain", dest="plain", action="store_false",
+                        help="skip the SbertTuner(label_texts=None) column")
     parser.add_argument("--stream", action="store_true", help="run the partial_fit grid")
     parser.add_argument("--stream-rows", type=int, default=2000)
     parser.add_argument("--stream-batches", nargs="+", type=int, default=[50, 100, 500, 2000])

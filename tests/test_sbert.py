@@ -351,6 +351,7 @@ def labelled(corpus):
 def tuner(path, **kw):
     kw.setdefault("random_state", 0)
     kw.setdefault("learning_rate", 1e-3)
+    kw.setdefault("label_texts", None)  # the pair counts below are the texts' own
     return SbertTuner(path, **kw)
 
 
@@ -465,7 +466,12 @@ def test_tuner_supcon_trains_on_labelled_texts(tiny_model_path, labelled):
     Y = np.stack([y == "likes", y == "hates", np.char.startswith(y, "f")], axis=1).astype(int)
     assert tuner(tiny_model_path, loss="supcon").fit(texts, Y).transform(texts[:2]).shape == (2, 32)
     with pytest.raises(ValueError, match="needs positive pairs"):
-        tuner(tiny_model_path, loss="supcon").fit(texts[:3], ["a", "b", "c"])
+        tuner(tiny_model_path, loss="supcon").fit(texts[:3], ["cat", "dog", "owl"])
+    # one text per class: its label text is its positive
+    names = {"cat": "a cat", "dog": "a dog", "owl": "an owl"}
+    single = tuner(tiny_model_path, loss="supcon", label_texts=names).fit(
+        texts[:3], ["cat", "dog", "owl"])
+    assert single.n_pairs_ == 3 * single.n_pos
 
 
 def test_supervised_contrastive_loss_values():
@@ -625,3 +631,94 @@ def test_tuner_auto_loss_follows_the_number_of_classes(tiny_model_path, labelled
     assert stream.loss_ == "supcon" and stream.partial_fit(texts[half:], y[half:]).loss_ == "supcon"
     with pytest.raises(ValueError, match="loss"):
         tuner(tiny_model_path, loss="triplet").fit(texts, y)
+
+
+def test_label_texts_name_the_classes():
+    from embetter.finetune._label_texts import name_as_text, resolve_label_texts
+
+    assert name_as_text("card_arrival") == "card arrival"
+    assert name_as_text("Sci/Tech") == "Sci Tech"
+    assert name_as_text("42") is None and name_as_text(3) is None and name_as_text("_") is None
+    classes = np.array(["joy", "sad_news"])
+    assert resolve_label_texts("auto", classes, False) == {"joy": "joy", "sad_news": "sad news"}
+    assert resolve_label_texts("auto", np.array(["joy", "7"]), False) == {}  # all or nothing
+    assert resolve_label_texts("auto", np.arange(2), True) == {}  # multi-label columns
+    assert resolve_label_texts(None, classes, False) == {}
+    given = {"joy": "happy", "sad_news": "bad news", "other": "unused"}
+    assert resolve_label_texts(given, classes, False) == {"joy": "happy", "sad_news": "bad news"}
+    with pytest.raises(ValueError, match=r"no text for the labels \['sad_news'\]"):
+        resolve_label_texts({"joy": "happy"}, classes, False)
+    with pytest.raises(ValueError, match="non-empty str"):
+        resolve_label_texts({"joy": "happy", "sad_news": " "}, classes, False)
+
+
+def test_label_text_pairs_point_at_own_and_other_classes():
+    from embetter.finetune._label_texts import label_text_pairs
+
+    codes = np.repeat(np.arange(4), 5)
+    rows, named, sim = label_text_pairs(codes, np.arange(10, 20), 4, n_pos=2, n_neg=3, rng=0)
+    assert len(rows) == 10 * 5 and set(rows) == set(range(10, 20))
+    assert np.array_equal(sim == 1, codes[rows] == named)  # positives: own class only
+    assert (sim == 1).sum() == 20 and set(named[sim == 0]) == {0, 1, 2, 3}
+    Y = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0], [1, 1, 1]])
+    rows, named, sim = label_text_pairs(Y, np.arange(4), 3, n_pos=4, n_neg=4, rng=0)
+    assert np.array_equal(Y[rows, named] == 1, sim == 1)
+    # no labels: no positive; every label: no negative
+    assert 2 not in rows[sim == 1] and 3 not in rows[sim == 0]
+    assert (sim == 1).sum() == 3 * 4 and (sim == 0).sum() == 3 * 4
+
+
+def test_tuner_trains_towards_label_texts(tiny_model_path, labelled):
+    texts, y = labelled
+    classes = np.unique(y)
+    names = {c: f"it {c} things" for c in classes}
+    named = tuner(tiny_model_path, label_texts=names).fit(texts, y)
+    plain = tuner(tiny_model_path).fit(texts, y)
+    assert named.label_texts_ == names and plain.label_texts_ == {}
+    assert named.n_pairs_ == 2 * plain.n_pairs_  # n_pos + n_neg more per text
+    assert not np.allclose(named.transform(texts), plain.transform(texts), atol=1e-4)
+    codes = np.searchsorted(classes, y)
+    assert tuner(tiny_model_path, label_texts="auto").fit(texts, codes).label_texts_ == {}
+    with pytest.raises(ValueError, match="'label_texts' parameter"):
+        tuner(tiny_model_path, label_texts=["likes"]).fit(texts, y)
+    with pytest.raises(ValueError, match="no text for the labels"):
+        tuner(tiny_model_path, label_texts={classes[0]: "x"}).fit(texts, y)
+    # a stream pairs each new text with label texts once: as many pairs as one fit
+    half = len(texts) // 2
+    stream = tuner(tiny_model_path, n_pos=0, n_neg=2, label_texts=names)
+    stream.partial_fit(texts[:half], y[:half], classes=classes).partial_fit(texts[half:], y[half:])
+    once = tuner(tiny_model_path, n_pos=0, n_neg=2, label_texts=names).fit(texts, y)
+    assert stream.n_pairs_ == once.n_pairs_ == len(texts) * 2 * 2
+    Y = np.stack([y == "likes", y == "hates"], axis=1).astype(int)
+    multi = tuner(tiny_model_path, label_texts={0: "liking", 1: "hating"}).fit(texts, Y)
+    assert multi.label_texts_ == {0: "liking", 1: "hating"}
+
+
+TOPICS = {
+    "sports": ["the team won the final", "a late goal decided the match",
+               "she broke the sprint record", "the coach picked a new striker"],
+    "cooking": ["simmer the sauce for ten minutes", "knead the dough until smooth",
+                "season the soup with salt", "bake the bread at high heat"],
+    "weather": ["heavy rain is expected tonight", "a cold front brings snow",
+                "sunny skies and a light breeze", "storm warnings along the coast"],
+}
+
+
+def test_auto_label_texts_need_names_that_fit_the_texts():
+    from embetter.finetune._label_texts import names_fit_the_texts
+    from embetter.text._models import load_sentence_transformer
+
+    model = load_sentence_transformer("all-MiniLM-L6-v2", "cpu")
+    texts = [t for ts in TOPICS.values() for t in ts]
+    targets = np.repeat(np.arange(3), 4)
+    assert names_fit_the_texts(model, texts, targets, list(TOPICS), random_state=0)
+    assert not names_fit_the_texts(model, texts, targets, ["QZX", "VKB", "JWP"], random_state=0)
+    assert not names_fit_the_texts(model, texts, targets[::-1], list(TOPICS), random_state=0)
+    # in the tuner: names kept (and, in a stream, for labels met later), codes dropped
+    y = np.repeat(list(TOPICS), 4)
+    fast = dict(max_seq_length=8, learning_rate=1e-5, n_pos=1, n_neg=1, random_state=0)
+    kept = SbertTuner(**fast).partial_fit(texts[:8], y[:8])
+    assert kept.label_texts_ == {"cooking": "cooking", "sports": "sports"}
+    assert kept.partial_fit(texts[8:], y[8:]).label_texts_["weather"] == "weather"
+    codes = np.array(["QZX", "VKB", "JWP"])[targets]
+    assert SbertTuner(**fast).fit(texts, codes).label_texts_ == {}

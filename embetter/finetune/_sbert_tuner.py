@@ -11,6 +11,11 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from embetter._validation import as_labels, as_targets, as_texts, encode_known_labels
+from embetter.finetune._label_texts import (
+    label_text_pairs,
+    names_fit_the_texts,
+    resolve_label_texts,
+)
 from embetter.finetune._sbert_base import COMMON_CONSTRAINTS, PAIR_LOSSES, SbertBase
 from embetter.finetune._sbert_learner import SbertLearner
 
@@ -53,6 +58,15 @@ class SbertTuner(TransformerMixin, SbertBase):
     `learning_rate`, `warmup_ratio`, `matryoshka_dims`, `device`, `show_progress_bar`) mean
     what they mean in `SbertLearner`.
 
+    Labels that are words (`"sadness"`, `"card_arrival"`) name what a class is about: with
+    `label_texts="auto"` each text is also paired with its label's text (`n_pos` times,
+    similar) and with `n_neg` other labels' texts (dissimilar), so every class gathers
+    around its name; a dict `{label: text}` gives your own descriptions (for numeric labels,
+    or codes), `None` turns it off. Label texts are pair partners only: they never become
+    labelled rows, and `transform` is unchanged. On rows of the training splits (never the
+    test split) this lifted a logistic regression by 4-8 points more on sst2 and emotion
+    (see `benchmarks/sbert.py`).
+
     `partial_fit(texts, y)` keeps fine-tuning the same model on each new batch of labels (a
     labelling session): a call trains `n_pos + n_neg` pairs per new text, so the training it
     does follows the rows it brings; they are drawn for the new texts and as many earlier ones
@@ -79,10 +93,14 @@ class SbertTuner(TransformerMixin, SbertBase):
         freeze_embeddings: keep the token embedding matrix fixed (default here: faster, as
             accurate on few-shot data); see `SbertLearner`.
         loss: `"auto"` (see above), `"supcon"`, or a pair loss of `SbertLearner`.
+        label_texts: `"auto"` (string labels that hold a word are their own text; other
+            labels get none), `None`, or a dict of label -> text (for a 2-D `y`: column
+            number -> text) with a text for every label.
         random_state: seed for the pairs, the data order and dropout.
 
     After `fit`: `learner_` (the fitted `SbertLearner`), `model_` (its model), `loss_` (the
-    loss trained with, `"auto"` resolved on the first call), `n_pairs_`
+    loss trained with, `"auto"` resolved on the first call), `label_texts_` (the label texts
+    trained with, `{}` for none), `n_pairs_`
     (pairs trained on, all calls), and the learner's training record: `n_iter_`,
     `loss_curve_`, `history_`.
 
@@ -107,6 +125,7 @@ class SbertTuner(TransformerMixin, SbertBase):
         "n_pos": [Interval(numbers.Integral, 0, None, closed="left")],
         **COMMON_CONSTRAINTS,
         "loss": [StrOptions({*PAIR_LOSSES, "supcon", "auto"})],
+        "label_texts": [StrOptions({"auto"}), dict, None],
     }
 
     def __init__(
@@ -115,6 +134,7 @@ class SbertTuner(TransformerMixin, SbertBase):
         n_neg=2,
         n_pos=2,
         loss="auto",
+        label_texts="auto",
         batch_size=16,
         epochs=1,
         learning_rate=2e-4,
@@ -130,6 +150,7 @@ class SbertTuner(TransformerMixin, SbertBase):
         self.n_neg = n_neg
         self.n_pos = n_pos
         self.loss = loss
+        self.label_texts = label_texts
         self.batch_size = batch_size
         self.epochs = epochs
         self.learning_rate = learning_rate
@@ -173,7 +194,7 @@ class SbertTuner(TransformerMixin, SbertBase):
 
     def fit(self, X, y):
         """Build labelled pairs from `(X, y)` and fine-tune a fresh copy of the model on them."""
-        for attr in ("learner_", "classes_", "seen_texts_", "seen_y_", "loss_"):
+        for attr in ("learner_", "classes_", "seen_texts_", "seen_y_", "loss_", "label_texts_"):
             self.__dict__.pop(attr, None)
         return self._learn(X, y, classes=None)
 
@@ -206,7 +227,7 @@ class SbertTuner(TransformerMixin, SbertBase):
         n_old = len(self.seen_texts_)
         all_texts = self.seen_texts_ + texts
         all_labels = np.concatenate([self.seen_y_, labels]) if n_old else labels
-        trained = self._train_pairs(learner, all_texts, all_labels, n_old)
+        trained = self._train_pairs(learner, all_texts, all_labels, n_old, first)
         if not trained and first:
             raise ValueError("no training pairs: n_pos and n_neg are both 0")
         self.learner_ = learner
@@ -214,15 +235,29 @@ class SbertTuner(TransformerMixin, SbertBase):
         self.n_features_out_ = learner.n_features_out_
         return self
 
-    def _train_pairs(self, learner, texts, labels, n_old) -> int:
+    def _train_pairs(self, learner, texts, labels, n_old, first) -> int:
         positives_only = self.loss_ in ("mnrl", "supcon")
+        n_neg = 0 if positives_only else self.n_neg
         idx1, idx2, sim = pairs_for_new_rows(
-            labels, n_old, n_pos=self.n_pos, n_neg=0 if positives_only else self.n_neg,
-            random_state=self._pair_seed + n_old,
+            labels, n_old, n_pos=self.n_pos, n_neg=n_neg, random_state=self._pair_seed + n_old,
         )
-        if positives_only and sim.size == 0 and not hasattr(learner, "model_"):
+        classes = (np.arange(labels.shape[1]) if labels.ndim == 2
+                   else getattr(self, "classes_", None))
+        if classes is None:
+            classes = np.unique(labels)
+        targets = labels if labels.ndim == 2 else np.searchsorted(classes, labels)
+        self.label_texts_ = self._label_texts(learner, texts, targets, classes, first)
+        if self.label_texts_:  # each new text also meets its class's name and others'
+            rows, named, similar = label_text_pairs(
+                targets, np.arange(n_old, len(texts)), len(classes), self.n_pos, n_neg,
+                rng=[self._pair_seed, n_old])
+            idx1, sim = np.concatenate([idx1, rows]), np.concatenate([sim, similar])
+            idx2 = np.concatenate([idx2, len(texts) + named])
+            texts = texts + list(self.label_texts_.values())
+        if positives_only and sim.size == 0 and first:
             raise ValueError(
-                f"loss={self.loss_!r} needs positive pairs, but no class has two texts")
+                f"loss={self.loss_!r} needs positive pairs, but no class has two texts"
+                + ("" if self.label_texts_ else " (and there are no label_texts)"))
         if sim.size and self.loss_ == "supcon":
             codes = (labels.astype(np.int64) if labels.ndim == 2
                      else np.unique(labels, return_inverse=True)[1].ravel())
@@ -233,6 +268,21 @@ class SbertTuner(TransformerMixin, SbertBase):
                                 None if positives_only else sim)
         self.n_pairs_ += int(sim.size)
         return int(sim.size)
+
+    def _label_texts(self, learner, texts, targets, classes, first) -> dict:
+        """`{class: text}` for this call: `label_texts` resolved; `"auto"` keeps the names
+        when, on the first call, they fit the texts on the untrained model (see
+        `names_fit_the_texts`), and a stream sticks to that decision."""
+        auto = isinstance(self.label_texts, str)
+        if auto and not first and not self.label_texts_:
+            return {}
+        names = resolve_label_texts(self.label_texts, classes, targets.ndim == 2)
+        if names and auto and first:
+            model, _ = learner._model_to_train()  # the private copy, before any training
+            if not names_fit_the_texts(model, texts, targets, list(names.values()),
+                                       random_state=[self._pair_seed, 1]):
+                return {}
+        return names
 
     def _check_stream_labels(self, labels, classes, first):
         if labels.ndim == 2:

@@ -1,0 +1,113 @@
+"""Label names as texts: each class's name (or a description) joins the pairs as an anchor.
+
+A few labelled texts per class say little about what the classes *are*; their names often
+say a lot (`"card_arrival"`, `"sadness"`, `"Sci/Tech"`). SbertTuner pairs every labelled text
+with its class's label text (similar) and with other classes' label texts (dissimilar), so
+each class gathers around what its name means to the model (the idea of label-name
+anchoring in few-shot text classification, e.g. FastFit). Label texts are only pair
+partners: they are never labelled rows of their own and never reach a classifier.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import numpy as np
+
+
+def name_as_text(label) -> str | None:
+    """A string label made readable (`"card_arrival"` -> `"card arrival"`, `"Sci/Tech"` ->
+    `"Sci Tech"`); `None` for labels that are no words (numbers, codes without a letter)."""
+    if not isinstance(label, str):
+        return None
+    text = re.sub(r"[\W_]+", " ", label).strip()
+    return text if re.search(r"[^\W\d_]", text) else None
+
+
+def resolve_label_texts(label_texts, classes, multilabel: bool) -> dict:
+    """The text of every class under `label_texts` (`"auto"`, `None` or a mapping), as a
+    dict `{class: text}` in the order of `classes`; `{}` when there are none.
+
+    `"auto"` names the classes of 1-D string labels when every one of them holds a word, and
+    nothing otherwise (numeric labels, multi-label columns). A mapping must give a non-empty
+    text for every class (for a 2-D `y`, its keys are the column numbers).
+    """
+    if label_texts is None:
+        return {}
+    if isinstance(label_texts, str):  # "auto"; the parameter check allows nothing else
+        names = [None if multilabel else name_as_text(c) for c in classes]
+        return {} if None in names else dict(zip(classes.tolist(), names))
+    if not isinstance(label_texts, Mapping):
+        raise TypeError(
+            f"label_texts must be 'auto', None or a dict of label -> text, got "
+            f"{type(label_texts).__name__}")
+    missing = [c for c in classes.tolist() if c not in label_texts]
+    if missing:
+        what = "label columns" if multilabel else "labels"
+        raise ValueError(f"label_texts has no text for the {what} {missing[:10]}")
+    texts = {c: label_texts[c] for c in classes.tolist()}
+    bad = {c: t for c, t in texts.items() if not isinstance(t, str) or not t.strip()}
+    if bad:
+        raise ValueError(f"label_texts must map each label to a non-empty str, got {bad}")
+    return texts
+
+
+def label_text_pairs(targets, rows, n_classes: int, n_pos: int, n_neg: int, rng):
+    """Pairs of labelled rows with label texts: `(rows, classes, similar)`.
+
+    `targets` are each row's class position among `n_classes` (1-D ints) or 0/1 indicator
+    rows (2-D). Every row in `rows` is paired `n_pos` times with the text of one of its
+    classes (similar, 1) and `n_neg` times with the text of a class it does not have
+    (dissimilar, 0), drawn uniformly. The second index is a class position: the caller
+    places the label texts in its table.
+    """
+    rng = np.random.default_rng(rng)
+    rows = np.asarray(rows, dtype=np.int64)
+    firsts, seconds, similar = [], [], []
+    for n, value in ((n_pos, 1), (n_neg, 0)):
+        anchors = np.repeat(rows, n)
+        if targets.ndim == 1:
+            own = targets[anchors].astype(np.int64)
+            if value:
+                classes, keep = own, np.ones(anchors.size, dtype=bool)
+            else:  # any other class, uniformly: skip the own one
+                classes = (own + rng.integers(1, max(n_classes, 2), size=own.size)) % n_classes
+                keep = np.full(anchors.size, n_classes >= 2)
+        else:
+            allowed = targets[anchors].astype(bool) == bool(value)
+            scores = np.where(allowed, rng.random(allowed.shape), -1.0)
+            classes, keep = scores.argmax(axis=1), allowed.any(axis=1)
+        firsts.append(anchors[keep])
+        seconds.append(classes[keep].astype(np.int64))
+        similar.append(np.full(int(keep.sum()), value, dtype=np.float32))
+    return np.concatenate(firsts), np.concatenate(seconds), np.concatenate(similar)
+
+
+def names_fit_the_texts(model, texts, targets, names, random_state, max_texts=256,
+                        min_t=2.0) -> bool:
+    """Whether label names mean something to `model` for these labelled texts.
+
+    A name that is a code (`"QZX"`, `"c7"`) gives the model nothing to pull a class towards
+    but an arbitrary point, which on validation rows cost a binary set several points. So
+    `label_texts="auto"` keeps the names only when the labelled texts (a random sample of at
+    most `max_texts`) are closer, on the untrained model, to their own label's text than to
+    the others' on average: a one-sided t-test of that cosine margin, `t >= min_t`.
+    `targets` are class positions into `names` (1-D).
+    """
+    if len(names) < 2:
+        return False
+    rng = np.random.default_rng(random_state)
+    pick = np.arange(len(texts))
+    if pick.size > max_texts:
+        pick = np.sort(rng.choice(pick.size, size=max_texts, replace=False))
+    if pick.size < 3:
+        return False
+    encode = dict(normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    sims = model.encode([texts[i] for i in pick], **encode) @ model.encode(list(names), **encode).T
+    own = sims[np.arange(pick.size), targets[pick]]
+    margin = own - (sims.sum(axis=1) - own) / (len(names) - 1)
+    spread = margin.std(ddof=1)
+    if spread == 0:
+        return bool(margin.mean() > 0)
+    return bool(margin.mean() / (spread / np.sqrt(margin.size)) >= min_t)
