@@ -642,6 +642,7 @@ def test_label_texts_name_the_classes():
     classes = np.array(["joy", "sad_news"])
     assert resolve_label_texts("auto", classes, False) == {"joy": "joy", "sad_news": "sad news"}
     assert resolve_label_texts("auto", np.array(["joy", "7"]), False) == {}  # all or nothing
+    assert resolve_label_texts("auto", np.array(["a_b", "a-b"]), False) == {}  # one text
     assert resolve_label_texts("auto", np.arange(2), True) == {}  # multi-label columns
     assert resolve_label_texts(None, classes, False) == {}
     given = {"joy": "happy", "sad_news": "bad news", "other": "unused"}

@@ -37,7 +37,9 @@ def resolve_label_texts(label_texts, classes, multilabel: bool) -> dict:
         return {}
     if isinstance(label_texts, str):  # "auto"; the parameter check allows nothing else
         names = [None if multilabel else name_as_text(c) for c in classes]
-        return {} if None in names else dict(zip(classes.tolist(), names))
+        if None in names or len(set(names)) < len(names):  # "a_b" and "a-b" read alike
+            return {}
+        return dict(zip(classes.tolist(), names))
     if not isinstance(label_texts, Mapping):
         raise TypeError(
             f"label_texts must be 'auto', None or a dict of label -> text, got "

@@ -277,7 +277,7 @@ class SbertTuner(TransformerMixin, SbertBase):
         when, on the first call, they fit the texts on the untrained model (see
         `names_fit_the_texts`), and a stream sticks to that decision."""
         auto = isinstance(self.label_texts, str)
-        if auto and not first and not self.label_texts_:
+        if auto and not first and not getattr(self, "label_texts_", {}):
             return {}
         names = resolve_label_texts(self.label_texts, classes, targets.ndim == 2)
         if names and auto and first:
