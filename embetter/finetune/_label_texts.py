@@ -1,4 +1,4 @@
-"""Label names as texts: each class's name (or a description) joins the pairs as an anchor.
+"""Label names as texts: each class's name (or a description) joins the pairs as a partner.
 
 A few labelled texts per class say little about what the classes *are*; their names often
 say a lot (`"card_arrival"`, `"sadness"`, `"Sci/Tech"`). SbertTuner pairs every labelled text
