@@ -172,12 +172,15 @@ class SbertTuner(TransformerMixin, SbertBase):
         far more classes per step."""
         if self.loss != "auto":
             return self.loss
+        return "supcon" if self._classes(labels).size > int(self.batch_size) else "cosine"
+
+    def _classes(self, labels) -> np.ndarray:
+        """The classes: label columns (2-D `y`), else the stream's `classes_` when given (read
+        by _check_stream_labels), else the labels seen."""
         if labels.ndim == 2:
-            n_classes = labels.shape[1]
-        else:  # `classes_`: the stream's classes, read by _check_stream_labels when given
-            known = getattr(self, "classes_", None)
-            n_classes = (np.unique(labels) if known is None else known).size
-        return "supcon" if n_classes > int(self.batch_size) else "cosine"
+            return np.arange(labels.shape[1])
+        known = getattr(self, "classes_", None)
+        return np.unique(labels) if known is None else known
 
     def _new_learner(self, seed) -> SbertLearner:
         return SbertLearner(
@@ -244,10 +247,7 @@ class SbertTuner(TransformerMixin, SbertBase):
         idx1, idx2, sim = pairs_for_new_rows(
             labels, n_old, n_pos=self.n_pos, n_neg=n_neg, random_state=self._pair_seed + n_old,
         )
-        classes = (np.arange(labels.shape[1]) if labels.ndim == 2
-                   else getattr(self, "classes_", None))
-        if classes is None:
-            classes = np.unique(labels)
+        classes = self._classes(labels)
         targets = labels if labels.ndim == 2 else np.searchsorted(classes, labels)
         self.label_texts_ = self._label_texts(learner, texts, targets, classes, first)
         if self.label_texts_:  # each new text also meets its class's name and others'
@@ -262,10 +262,9 @@ class SbertTuner(TransformerMixin, SbertBase):
                 f"loss={self.loss_!r} needs positive pairs, but no class has two texts"
                 + ("" if self.label_texts_ else " (and there are no label_texts)"))
         if sim.size and self.loss_ == "supcon":
-            codes = (labels.astype(np.int64) if labels.ndim == 2
-                     else np.unique(labels, return_inverse=True)[1].ravel())
+            # class positions (or 0/1 rows): the loss only compares them
             learner._partial_fit_labelled([texts[i] for i in idx1], [texts[j] for j in idx2],
-                                          codes[idx1])
+                                          targets.astype(np.int64)[idx1])
         elif sim.size:
             learner.partial_fit([texts[i] for i in idx1], [texts[j] for j in idx2],
                                 None if positives_only else sim)
