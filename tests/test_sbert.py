@@ -427,6 +427,19 @@ def test_tuner_partial_fit_keeps_training_one_model(tiny_model_path, labelled):
     assert stream.fit(texts, y).n_iter_ == 1 and stream.model_ is not model  # fit starts over
 
 
+@pytest.mark.parametrize("loss", ["contrastive", "supcon"])
+def test_tuner_one_partial_fit_call_is_fit(tiny_model_path, labelled, loss):
+    """A stream whose first batch holds every row (batches of 2,000 over 1,000 rows in the
+    streaming grid) trains exactly what one fit trains, label texts included."""
+    texts, y = labelled
+    names = {label: f"they {label}" for label in np.unique(y)}
+    kw = dict(loss=loss, label_texts=names, batch_size=8)
+    fitted = tuner(tiny_model_path, **kw).fit(texts, y)
+    streamed = tuner(tiny_model_path, **kw).partial_fit(texts, y, classes=np.unique(y))
+    assert streamed.n_pairs_ == fitted.n_pairs_ > len(texts)
+    np.testing.assert_array_equal(streamed.transform(texts), fitted.transform(texts))
+
+
 def test_tuner_supcon_streams_positive_pairs_of_new_rows(tiny_model_path, labelled):
     from embetter.finetune._sbert_tuner import pairs_for_new_rows
 
