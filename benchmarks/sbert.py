@@ -23,6 +23,7 @@ protocol used to choose SbertTuner's defaults (never the test split).
     python benchmarks/sbert.py                     # all four sets, seeds 0-4, with SetFit
     python benchmarks/sbert.py --data emotion --seeds 0 --no-setfit --param epochs=10
     python benchmarks/sbert.py --stream            # partial_fit grid (batches of 50..2,000)
+    python benchmarks/sbert.py --stream --stream-seeds 0 1 2   # per seed, then their mean
 
 SetFit at its defaults trains on every pair of texts (oversampled): on banking77 (616 texts,
 77 classes) that is ~375,000 pairs, hours on 2 cores: `--setfit-timeout` stops a run, which is
@@ -229,12 +230,12 @@ def knn_acc(tuner, X, y, X_held, y_held):
     return knn.score(tuner.transform(X_held), y_held)
 
 
-def stream_one(X, y, X_held, y_held, classes, batches, params):
-    one, wall, cpu = timed(lambda: SbertTuner(random_state=0, **params).fit(X, y))
+def stream_one(X, y, X_held, y_held, classes, batches, params, seed=0):
+    one, wall, cpu = timed(lambda: SbertTuner(random_state=seed, **params).fit(X, y))
     fit_acc = knn_acc(one, X, y, X_held, y_held)
     row = {"rows": len(X), "fit": fit_acc, "fit_s": wall, "fit_cpu_s": cpu}
     for batch in batches:
-        tuner = SbertTuner(random_state=0, **params)
+        tuner = SbertTuner(random_state=seed, **params)
         cpu = time.process_time()
         for start in range(0, len(X), batch):
             tuner.partial_fit(X[start:start + batch], y[start:start + batch], classes=classes)
@@ -254,15 +255,22 @@ def stream(args, params):
         rest = train.drop(seen.index)
         # held out of the stream, from the train split (the test split is never used here)
         held = rest.sample(n=min(1000, len(rest)), random_state=1)
-        row = {"data": name} | stream_one(
-            seen.text.tolist(), seen.label.to_numpy(), held.text.tolist(),
-            held.label.to_numpy(), np.unique(train.label), args.stream_batches, params)
-        row["load1"] = os.getloadavg()[0]
-        rows.append(row)
-        print(pd.DataFrame([row]).round(3).to_string(index=False), flush=True)
+        for seed in args.stream_seeds:  # the rows stay; the tuner's random_state changes
+            row = {"data": name, "seed": seed} | stream_one(
+                seen.text.tolist(), seen.label.to_numpy(), held.text.tolist(),
+                held.label.to_numpy(), np.unique(train.label), args.stream_batches, params,
+                seed)
+            row["load1"] = os.getloadavg()[0]
+            rows.append(row)
+            print(pd.DataFrame([row]).round(3).to_string(index=False), flush=True)
     print(f"\nSbertTuner params: {params or 'defaults'}; 5-NN accuracy on 1,000 held-out train "
           f"rows; load average now {tuple(round(v, 2) for v in os.getloadavg())}")
-    print(pd.DataFrame(rows).round(3).T.to_string(header=False))
+    table = pd.DataFrame(rows)
+    print(table.round(3).T.to_string(header=False))
+    if len(args.stream_seeds) > 1:
+        print(f"\nmean over seeds {args.stream_seeds}:")
+        print(table.drop(columns="seed").groupby("data", sort=False).mean().round(3).T
+              .to_string())
 
 
 def main():
@@ -284,6 +292,8 @@ def main():
     parser.add_argument("--stream", action="store_true", help="run the partial_fit grid")
     parser.add_argument("--stream-rows", type=int, default=2000)
     parser.add_argument("--stream-batches", nargs="+", type=int, default=[50, 100, 500, 2000])
+    parser.add_argument("--stream-seeds", nargs="+", type=int, default=[0],
+                        help="SbertTuner random_state values for the grid (the rows stay)")
     args = parser.parse_args()
     params = parse_params(args.param)
     if args.setup_setfit:
