@@ -427,6 +427,62 @@ def test_tuner_partial_fit_keeps_training_one_model(tiny_model_path, labelled):
     assert stream.fit(texts, y).n_iter_ == 1 and stream.model_ is not model  # fit starts over
 
 
+def test_stream_average_trains_on_raw_weights_and_serves_their_tail_average():
+    import torch
+
+    from embetter.finetune._stream_average import StreamAverage
+
+    layer = torch.nn.Linear(2, 2)
+    params = dict(layer.named_parameters())
+
+    def values():
+        return {float(v) for p in params.values() for v in p.detach().ravel()}
+
+    def train_to(value):
+        with torch.no_grad():
+            for p in params.values():
+                p.fill_(value)
+
+    average = StreamAverage()
+    average.start(params)
+    train_to(1.0)
+    average.end(params, n_new=10, n_seen=10)  # one call: its weights are the model's
+    assert values() == {1.0}
+    average.start(params)
+    train_to(4.0)
+    average.end(params, n_new=10, n_seen=20)  # weights 10 * 10 and 10 * 20
+    assert values() == {3.0}  # (100 * 1 + 200 * 4) / 300: the model serves the average
+    average.start(params)
+    assert values() == {4.0}  # ... and the next call trains on from its own weights
+    average.end(params, n_new=0, n_seen=20)  # no new rows: no weight in the average
+    assert values() == {3.0}
+    restored = pickle.loads(pickle.dumps(average))
+    assert restored.weight == 300 and restored._raw is None  # the raw copy is not pickled
+    restored.start(params)  # after loading, training carries on from the average
+    assert values() == {3.0}
+
+
+def test_tuner_stream_serves_the_row_weighted_average_of_its_calls(tiny_model_path, labelled):
+    import torch
+
+    texts, y = labelled
+    stream = tuner(tiny_model_path)
+    stream.partial_fit(texts[:12], y[:12], classes=np.unique(y))
+    after_one = {k: p.detach().clone() for k, p in stream.model_.named_parameters()}
+    stream.partial_fit(texts[12:], y[12:])
+    raw, served = stream._average._raw, dict(stream.model_.named_parameters())
+    first, second = 12 * 12, (len(texts) - 12) * len(texts)  # new rows * rows seen
+    assert "embeddings.word_embeddings.weight" not in "".join(raw)  # frozen: not copied
+    for name, p in raw.items():
+        expected = (first * after_one[name] + second * p) / (first + second)
+        torch.testing.assert_close(served[name], expected)
+    assert any(not torch.equal(p, served[name]) for name, p in raw.items())
+    again = pickle.loads(pickle.dumps(stream))
+    np.testing.assert_allclose(again.transform(texts[:3]), stream.transform(texts[:3]),
+                               atol=1e-6)
+    assert again.partial_fit(texts[:4], y[:4]).n_iter_ == 3
+
+
 @pytest.mark.parametrize("loss", ["contrastive", "supcon"])
 def test_tuner_one_partial_fit_call_is_fit(tiny_model_path, labelled, loss):
     """A stream whose first batch holds every row (batches of 2,000 over 1,000 rows in the

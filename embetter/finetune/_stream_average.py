@@ -1,0 +1,58 @@
+"""The weights a stream of `partial_fit` calls serves: a running average of each call's end.
+
+Each call of a stream trains its own rows (and replayed ones) with a learning rate that
+decays from the peak to 0 within the call: a cyclic schedule. The weights at the end of the
+last call lean towards the last batch; averaging the ends of the cycles (Izmailov et al.,
+2018, "Averaging Weights Leads to Wider Optima and Better Generalization"), with later calls
+weighing more (polynomial-decay averaging, Shamir and Zhang, 2013), gives a model that holds
+the whole stream. Training carries on from the raw weights; the model holds the average.
+"""
+
+from __future__ import annotations
+
+
+class StreamAverage:
+    """Row-weighted tail average of a model's trained weights across stream calls.
+
+    Call `k` brings `n_k` new rows when `N_k` rows have been seen in all (its own included):
+    its end weights count `n_k * N_k` in the average. After one call the average is that
+    call's weights (one call is `fit`). `start(params)` puts the raw weights back into the
+    model before a call; `end(params, n_new, n_seen)` records the call's weights and loads
+    the average into the model. Pickling keeps the average (it is the model) and drops the
+    raw weights: after loading, training carries on from the average.
+    """
+
+    def __init__(self):
+        self.weight = 0.0
+        self._raw = None
+        self._average = None
+
+    def start(self, params: dict) -> None:
+        """Before a call: remember the average the model holds, give it the raw weights."""
+        import torch
+
+        if not self.weight:
+            return
+        self._average = {name: p.detach().clone() for name, p in params.items()}
+        if self._raw is not None and self._raw.keys() == params.keys():
+            with torch.no_grad():
+                for name, p in params.items():
+                    p.copy_(self._raw[name])
+
+    def end(self, params: dict, n_new: int, n_seen: int) -> None:
+        """After a call: keep its weights as the raw ones, load the new average."""
+        import torch
+
+        weight = float(n_new) * float(n_seen)
+        self.weight += weight
+        self._raw = {name: p.detach().clone() for name, p in params.items()}
+        average, self._average = self._average, None
+        if average is None or average.keys() != params.keys():
+            return  # the first call (or a model that changed shape): its weights are all
+        share = weight / self.weight
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(average[name].lerp_(self._raw[name], share))
+
+    def __getstate__(self):
+        return {"weight": self.weight, "_raw": None, "_average": None}
