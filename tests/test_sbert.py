@@ -468,6 +468,7 @@ def test_tuner_stream_serves_the_row_weighted_average_of_its_calls(tiny_model_pa
     texts, y = labelled
     stream = tuner(tiny_model_path)
     stream.partial_fit(texts[:12], y[:12], classes=np.unique(y))
+    assert stream._average._raw is None  # one call (a fit): no second copy of the weights
     after_one = {k: p.detach().clone() for k, p in stream.model_.named_parameters()}
     stream.partial_fit(texts[12:], y[12:])
     raw, served = stream._average._raw, dict(stream.model_.named_parameters())

@@ -79,8 +79,9 @@ class SbertTuner(TransformerMixin, SbertBase):
     average of the weights each call ended with, a call weighted by its new texts times the
     texts seen by then (see `StreamAverage`), while training carries on from the last call's
     own weights. Over the streaming grid of `benchmarks/sbert.py --stream` (four sets, 1,000
-    texts in batches of 50, 100 and 500, held-out train rows) the average halved the mean gap
-    to one fit (5-NN) against serving the last call's weights, -0.5 points against -1.1.
+    texts in batches of 50, 100 and 500, held-out train rows, seed 0) the average halved the
+    mean gap to one fit (5-NN) against serving the last call's weights: -0.5 points, not -1.1
+    (docs/streaming.md has the tables).
 
     The defaults are chosen for the few-shot case (a handful of labelled texts per class):
     balanced pairs (2 positive, 2 negative per text), one epoch at a high learning rate, and

@@ -19,7 +19,8 @@ class StreamAverage:
     call's weights (one call is `fit`). `start(params)` puts the raw weights back into the
     model before a call; `end(params, n_new, n_seen)` records the call's weights and loads
     the average into the model. Pickling keeps the average (it is the model) and drops the
-    raw weights: after loading, training carries on from the average.
+    raw weights: after loading, training carries on from the average. From the second call
+    on, the raw weights are one extra copy of the trained parameters in memory.
     """
 
     def __init__(self):
@@ -45,10 +46,13 @@ class StreamAverage:
 
         weight = float(n_new) * float(n_seen)
         self.weight += weight
-        self._raw = {name: p.detach().clone() for name, p in params.items()}
         average, self._average = self._average, None
         if average is None or average.keys() != params.keys():
-            return  # the first call (or a model that changed shape): its weights are all
+            # the first call (or a model that changed shape): its weights are the average,
+            # and the model holds them already (no copy kept: a `fit` costs no extra memory)
+            self._raw = None
+            return
+        self._raw = {name: p.detach().clone() for name, p in params.items()}
         share = weight / self.weight
         with torch.no_grad():
             for name, p in params.items():
