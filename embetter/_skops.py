@@ -19,7 +19,8 @@ import os
 
 from embetter._atomic import atomic_path
 
-#: The public classes trusted in a skops file by `load_skops` besides what skops trusts.
+#: The classes trusted in a skops file by `load_skops` besides what skops trusts: the public
+#: ones, and the private state a fitted one holds (a stream's weight average: one float).
 TRUSTED = (
     "embetter.grab.ColumnGrabber",
     "embetter.grab.KeyGrabber",
@@ -32,6 +33,7 @@ TRUSTED = (
     "embetter.finetune.ContrastiveLearner",
     "embetter.finetune.SbertLearner",
     "embetter.finetune.SbertTuner",
+    "embetter.finetune._stream_average.StreamAverage",
     "embetter.model.DifferenceClassifier",
     "embetter.external.OpenAIEncoder",
     "embetter.external.AzureOpenAIEncoder",

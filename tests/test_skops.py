@@ -87,6 +87,10 @@ def test_sbert_learner_and_fine_tuned_tuner_round_trip(tiny_model_path, corpus, 
     assert not np.allclose(tuner.transform(texts), before)  # really fine-tuned
     back = round_trip(tuner, tmp_path / "sbert.skops")
     np.testing.assert_array_equal(back.transform(texts), tuner.transform(texts))
+    tuner.partial_fit(texts[:6], labels[:6])  # a stream: the model is a weight average
+    back = round_trip(tuner, tmp_path / "stream.skops")
+    np.testing.assert_array_equal(back.transform(texts), tuner.transform(texts))
+    assert back._average.weight == tuner._average.weight > 0  # the stream goes on from it
 
     learner = SbertLearner(tiny_model_path, learning_rate=1e-3, random_state=0)
     learner.fit(texts[:8], texts[8:16], [1.0, 0.0] * 4)
