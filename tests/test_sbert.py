@@ -481,6 +481,19 @@ def test_tuner_stream_serves_the_row_weighted_average_of_its_calls(tiny_model_pa
     again = pickle.loads(pickle.dumps(stream))
     np.testing.assert_allclose(again.transform(texts[:3]), stream.transform(texts[:3]),
                                atol=1e-6)
+
+    def fail_midway(*args):  # a call that trains the raw weights, then fails
+        with torch.no_grad():
+            for p in raw:
+                served[p].fill_(0.5)
+        raise KeyboardInterrupt
+
+    before = stream.transform(texts[:3])
+    stream._train_pairs = fail_midway
+    with pytest.raises(KeyboardInterrupt):
+        stream.partial_fit(texts[:4], y[:4])
+    del stream._train_pairs
+    np.testing.assert_array_equal(stream.transform(texts[:3]), before)  # the average again
     assert again.partial_fit(texts[:4], y[:4]).n_iter_ == 3
 
 

@@ -246,7 +246,11 @@ class SbertTuner(TransformerMixin, SbertBase):
         average = StreamAverage() if first else self.__dict__.get("_average", StreamAverage())
         params = self._trained_parameters(learner)
         average.start(params)
-        trained = self._train_pairs(learner, all_texts, all_labels, n_old, first)
+        try:
+            trained = self._train_pairs(learner, all_texts, all_labels, n_old, first)
+        except BaseException:
+            average.undo(params)  # a failed (or interrupted) call leaves the served model
+            raise
         if not trained and first:
             raise ValueError("no training pairs: n_pos and n_neg are both 0")
         average.end(self._trained_parameters(learner), len(texts), len(all_texts))

@@ -58,5 +58,16 @@ class StreamAverage:
             for name, p in params.items():
                 p.copy_(average[name].lerp_(self._raw[name], share))
 
+    def undo(self, params: dict) -> None:
+        """A call that failed: the model gets back the average it held before the call (the
+        raw weights stay those of the previous call)."""
+        import torch
+
+        average, self._average = self._average, None
+        if average is not None and average.keys() == params.keys():
+            with torch.no_grad():
+                for name, p in params.items():
+                    p.copy_(average[name])
+
     def __getstate__(self):
         return {"weight": self.weight, "_raw": None, "_average": None}
