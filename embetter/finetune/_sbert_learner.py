@@ -248,8 +248,14 @@ class SbertLearner(SbertBase):
         self._start_record()
         return model, dims
 
+    def _frozen(self, model) -> list:
+        """The parameters of `model` that training leaves as they are."""
+        from embetter.finetune._sbert_model import token_embeddings
+
+        return token_embeddings(model) if self.freeze_embeddings else []
+
     def _train(self, dataset, loss, batch_sampler, eval_set):
-        from embetter.finetune._sbert_model import embedding_dim, token_embeddings
+        from embetter.finetune._sbert_model import embedding_dim
         from embetter.finetune._trainer import Schedule, seed_from, train
 
         model = self.model_
@@ -270,7 +276,7 @@ class SbertLearner(SbertBase):
             seed=seed,
             device=self.device,
             batch_sampler=batch_sampler,
-            frozen=token_embeddings(model) if self.freeze_embeddings else [],
+            frozen=self._frozen(model),
             progress=bool(self.show_progress_bar),
             optimizer_state=getattr(self, "_optimizer_state", None),
         )

@@ -259,15 +259,14 @@ class SbertTuner(TransformerMixin, SbertBase):
         self.n_features_out_ = learner.n_features_out_
         return self
 
-    def _trained_parameters(self, learner) -> dict:
-        """The model's parameters that training changes (by name); none before the first call
-        has made the learner's model."""
-        from embetter.finetune._sbert_model import token_embeddings
-
+    @staticmethod
+    def _trained_parameters(learner) -> dict:
+        """The parameters the learner trains (by name); none before the first call has made
+        the learner's model."""
         model = learner.__dict__.get("model_")
         if model is None:
             return {}
-        fixed = token_embeddings(model) if self.freeze_embeddings else []
+        fixed = learner._frozen(model)
         return {name: p for name, p in model.named_parameters()
                 if all(p is not f for f in fixed)}
 

@@ -30,20 +30,13 @@ class StreamAverage:
 
     def start(self, params: dict) -> None:
         """Before a call: remember the average the model holds, give it the raw weights."""
-        import torch
-
         if not self.weight:
             return
-        self._average = {name: p.detach().clone() for name, p in params.items()}
-        if self._raw is not None and self._raw.keys() == params.keys():
-            with torch.no_grad():
-                for name, p in params.items():
-                    p.copy_(self._raw[name])
+        self._average = _copy(params)
+        _load(params, self._raw)
 
     def end(self, params: dict, n_new: int, n_seen: int) -> None:
         """After a call: keep its weights as the raw ones, load the new average."""
-        import torch
-
         weight = float(n_new) * float(n_seen)
         self.weight += weight
         average, self._average = self._average, None
@@ -52,22 +45,31 @@ class StreamAverage:
             # and the model holds them already (no copy kept: a `fit` costs no extra memory)
             self._raw = None
             return
-        self._raw = {name: p.detach().clone() for name, p in params.items()}
+        self._raw = _copy(params)
         share = weight / self.weight
-        with torch.no_grad():
-            for name, p in params.items():
-                p.copy_(average[name].lerp_(self._raw[name], share))
+        _load(params, {name: average[name].lerp_(self._raw[name], share) for name in params})
 
     def undo(self, params: dict) -> None:
         """A call that failed: the model gets back the average it held before the call (the
         raw weights stay those of the previous call)."""
-        import torch
-
         average, self._average = self._average, None
-        if average is not None and average.keys() == params.keys():
-            with torch.no_grad():
-                for name, p in params.items():
-                    p.copy_(average[name])
+        _load(params, average)
 
     def __getstate__(self):
         return {"weight": self.weight, "_raw": None, "_average": None}
+
+
+def _copy(params: dict) -> dict:
+    return {name: p.detach().clone() for name, p in params.items()}
+
+
+def _load(params: dict, values) -> None:
+    """Copy `values` (name -> tensor) into the parameters; nothing when there are none, or
+    when they are not the same parameters (`freeze_embeddings` changed between calls)."""
+    import torch
+
+    if values is None or values.keys() != params.keys():
+        return
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(values[name])
