@@ -1,0 +1,186 @@
+"""LabellingLoop: label a pool in rounds, learning from each round with partial_fit."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.utils import check_random_state, get_tags
+
+from embetter.label._strategies import kcenter_greedy, weighted_kmeans_pick
+from embetter.label._suggest import (
+    as_space,
+    check_k,
+    check_positions,
+    check_strategy,
+    pick,
+    pool_size,
+)
+
+
+def _stateless(step) -> bool:
+    """A step that learns nothing (an encoder, a column grabber): its output can be cached."""
+    if step in (None, "passthrough"):
+        return True
+    try:
+        return get_tags(step).requires_fit is False
+    except Exception:  # an object without sklearn tags learns, as far as we know
+        return False
+
+
+class LabellingLoop:
+    """Label a pool in rounds: suggest the next rows, learn from their labels, suggest again.
+
+    The pipeline's leading stateless steps (grabbers, encoders) are applied to the pool once,
+    when the loop is made; their output (`embeddings_`) is reused by every round. Each
+    `update` then trains the rest of the pipeline with the new labels: every tuner
+    continues with `partial_fit` on the new rows (its replay memory keeps the earlier ones
+    in play), and the classifier continues with `partial_fit` on every label seen so far,
+    in the space the tuners give now (the tuners moved it); a classifier without
+    `partial_fit` is refitted on them instead. Other learned steps without `partial_fit`
+    are refitted on every label seen.
+
+    Arguments:
+        model: a classifier with `predict_proba`, or a pipeline ending in one (typically
+            encoder -> tuner -> SGDClassifier(loss="log_loss")). It is cloned: the loop
+            trains its own copy, `model_`.
+        X: the pool of texts or rows (whatever `model` takes).
+        classes: every label the rounds may bring.
+        strategy: how `suggest` picks (see `embetter.label.suggest`); before the first
+            labels `"auto"` and `"kcenter"` pick by diversity alone.
+        random_state: seed for the suggestions (set the tuners' own `random_state` too for
+            a repeatable run).
+
+    Usage:
+
+    ```python
+    from sklearn.linear_model import SGDClassifier
+    from embetter.label import LabellingLoop
+
+    X = [[0.0, 0.1], [0.2, 0.0], [5.0, 5.1], [5.2, 4.9], [2.5, 2.6], [0.1, 0.3], [4.8, 5.0]]
+    truth = ["a", "a", "b", "b", "b", "a", "b"]
+    loop = LabellingLoop(SGDClassifier(loss="log_loss", random_state=0), X,
+                         classes=["a", "b"], random_state=0)
+    for _ in range(2):
+        picks = loop.suggest(k=2)
+        loop.update(picks, [truth[i] for i in picks])
+    print(len(loop.labelled_), loop.model_.predict([[5.0, 5.0]]))
+    ```
+    """
+
+    def __init__(self, model, X, classes, *, strategy: str = "auto", random_state=None):
+        if not hasattr(model, "predict_proba") and not hasattr(model, "steps"):
+            raise TypeError(
+                f"model must be a classifier with predict_proba (or a pipeline ending in one), "
+                f"got {type(model).__name__}"
+            )
+        self.model = model
+        self.classes = classes
+        self.strategy = check_strategy(strategy)
+        self.random_state = random_state
+        self.classes_ = self._check_classes(classes)
+        self.model_ = clone(model)
+        steps = self.model_.steps if isinstance(self.model_, Pipeline) else [("model", self.model_)]
+        if not hasattr(steps[-1][1], "predict_proba"):
+            raise TypeError(
+                f"the last step of model must have predict_proba, got "
+                f"{type(steps[-1][1]).__name__}; e.g. SGDClassifier(loss='log_loss')"
+            )
+        n_frozen = 0
+        while n_frozen < len(steps) - 1 and _stateless(steps[n_frozen][1]):
+            n_frozen += 1
+        self._learned = [step for _, step in steps[n_frozen:]]
+        self.n_pool_ = pool_size(X)
+        if self.n_pool_ == 0:
+            raise ValueError("X (the pool to label) is empty")
+        frozen = [step for _, step in steps[:n_frozen] if step not in (None, "passthrough")]
+        self.embeddings_ = make_pipeline(*frozen).transform(X) if frozen else X
+        self.labelled_ = np.zeros(0, dtype=np.intp)
+        self.labels_ = np.zeros(0, dtype=self.classes_.dtype)
+        self.fitted_ = False
+        self._rng = check_random_state(random_state)
+
+    @staticmethod
+    def _check_classes(classes) -> np.ndarray:
+        arr = np.asarray(classes.to_numpy() if hasattr(classes, "to_numpy") else classes)
+        if arr.ndim != 1 or arr.size < 2:
+            raise ValueError(
+                f"classes must list every label the rounds may bring (at least two), got "
+                f"{arr.tolist()[:10] if arr.ndim == 1 else arr.shape}"
+            )
+        if np.unique(arr).size != arr.size:
+            raise ValueError(f"classes holds a label more than once: {arr.tolist()[:10]}")
+        return np.unique(arr)
+
+    def _head(self, Z):
+        """The pool (or some of its rows) in the space the classifier sees now."""
+        for step in self._learned[:-1]:
+            Z = step.transform(Z)
+        return Z
+
+    def _rows(self, positions):
+        Z = self.embeddings_
+        if hasattr(Z, "iloc"):
+            return Z.iloc[positions]
+        if isinstance(Z, (list, tuple)):
+            return [Z[i] for i in positions]
+        return Z[positions]
+
+    def suggest(self, k: int = 10) -> np.ndarray:
+        """The positions (into the pool) of the next `k` rows to label; never a labelled one."""
+        k = check_k(k)
+        candidates = np.setdiff1d(np.arange(self.n_pool_, dtype=np.intp), self.labelled_)
+        if k > candidates.size:
+            raise ValueError(
+                f"k={k} is larger than the rest of the pool: {candidates.size} of "
+                f"{self.n_pool_} rows are not labelled yet"
+            )
+        if not self.fitted_:  # nothing learned yet: no probabilities to read
+            if self.strategy in ("random", "margin", "entropy"):
+                return self._rng.choice(candidates, size=k, replace=False).astype(np.intp)
+            Z = as_space(self.embeddings_, self.strategy)
+            if self.strategy == "kcenter":
+                return kcenter_greedy(Z, candidates, self.labelled_, k, self._rng)
+            return weighted_kmeans_pick(Z, candidates, np.ones(self.n_pool_), k, self._rng)
+        Z = self._head(self.embeddings_)
+        proba = np.asarray(self._learned[-1].predict_proba(Z), dtype=np.float64)
+        return pick(self.strategy, proba, Z, k, candidates, self.labelled_, self._rng)
+
+    def update(self, positions, labels) -> LabellingLoop:
+        """Learn from one round of labels: `labels[i]` is the label of pool row `positions[i]`."""
+        positions = check_positions(positions, self.n_pool_, "positions")
+        labels = np.asarray(labels.to_numpy() if hasattr(labels, "to_numpy") else labels)
+        if labels.ndim != 1 or labels.shape[0] != positions.shape[0]:
+            raise ValueError(
+                f"labels must hold one label per position: {positions.shape[0]} positions, "
+                f"labels of shape {labels.shape}"
+            )
+        unknown = sorted({str(v) for v in labels[~np.isin(labels, self.classes_)]})
+        if unknown:
+            raise ValueError(
+                f"labels outside classes: {unknown[:5]}; classes are "
+                f"{self.classes_.tolist()[:10]}"
+            )
+        again = np.intersect1d(positions, self.labelled_)
+        if again.size:
+            raise ValueError(f"positions {again[:5].tolist()} are labelled already")
+        if positions.size == 0:
+            return self
+        self.labelled_ = np.concatenate([self.labelled_, positions])
+        self.labels_ = np.concatenate([self.labels_, labels.astype(self.labels_.dtype)])
+        new, seen = self._rows(positions), self._rows(self.labelled_)
+        for step in self._learned[:-1]:
+            if hasattr(step, "partial_fit"):
+                step.partial_fit(new, labels, classes=self.classes_)
+            else:
+                step.fit(seen, self.labels_)
+            new, seen = step.transform(new), step.transform(seen)
+        head = self._learned[-1]
+        if hasattr(head, "partial_fit"):
+            head.partial_fit(seen, self.labels_, classes=self.classes_)
+        elif np.unique(self.labels_).size < 2:
+            return self  # fit needs two classes; until then suggestions go by diversity
+        else:
+            head.fit(seen, self.labels_)
+        self.fitted_ = True
+        return self
