@@ -178,32 +178,17 @@ def test_openvino_runs_the_same_export(tiny_model_path, texts, cache_dir):
     assert len(list(cache_dir.glob("onnx/*"))) == 1
 
 
-@pytest.mark.parametrize(
-    "flags, installed, device, expected",
-    [
-        ({"avx2", "fma"}, {"openvino", "onnxruntime", "onnx"}, "cpu", ("onnx", "int8")),
-        ({"avx2", "fma"}, set(), "cpu", ("torch", None)),
-        ({"avx512f", "amx_bf16"}, {"openvino"}, "cpu", ("pipelined", "bfloat16")),
-        ({"avx2"}, {"openvino"}, "cuda", ("pipelined", None)),
-    ],
-)
-def test_auto_backend_picks_the_path_this_machine_supports(monkeypatch, flags, installed,
-                                                           device, expected):
-    from embetter.text import _backends
-
-    monkeypatch.setattr(_backends, "cpu_flags", lambda: frozenset(flags))
-    monkeypatch.setattr(_backends, "_installed", lambda module: module in installed)
-    assert _backends.auto_backend(device) == expected
-
-
 def test_auto_backend_encodes_like_the_path_it_picks(tiny_model_path, texts, cache_dir):
-    from embetter.text._backends import auto_backend
+    from embetter.text._backends import auto
 
-    backend, precision = auto_backend("cpu")
-    auto = SentenceEncoder(tiny_model_path, device="cpu", backend="auto")
-    assert auto.get_params()["backend"] == "auto"
-    same = SentenceEncoder(tiny_model_path, device="cpu", backend=backend, precision=precision)
-    np.testing.assert_allclose(auto.transform(texts), same.transform(texts), atol=1e-5)
+    enc = SentenceEncoder(tiny_model_path, device="cpu", backend="auto")
+    got = enc.transform(texts)
+    assert enc.get_params()["backend"] == "auto"
+    choice = auto.Plan.from_dict(enc.backend_probe_["choice"])
+    assert enc.backend_ == choice.backend
+    same = SentenceEncoder(tiny_model_path, device="cpu", backend=choice.backend,
+                           precision=choice.precision)
+    np.testing.assert_allclose(got, same.transform(texts), atol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,9 @@ from embetter._validation import as_texts, check_int
 from embetter.base import EmbetterBase, text_input_tags
 from embetter.text._models import shared_sentence_transformer
 
+#: Texts per batch when `batch_size` is None and no token budget applies.
+DEFAULT_BATCH_SIZE = 32
+
 
 def _is_sentence_transformer(obj) -> bool:
     return hasattr(obj, "encode") and hasattr(obj, "tokenize") and not isinstance(obj, str)
@@ -50,29 +53,43 @@ class SentenceEncoder(EmbetterBase):
             An instance is never changed: when `device` asks for another device, or the
             model is in training mode, the encoder runs a private copy of it.
         device: `None` picks cuda, then mps, then cpu; or a string such as `"cpu"`, `"cuda:1"`.
-        batch_size: texts encoded per forward pass.
+        batch_size: texts encoded per forward pass. `None` (default): 32 texts, except for the
+            pipelined loop on CUDA (the default there), which fills each batch with
+            length-sorted texts up to a budget of padded tokens (short texts in large batches,
+            long ones in small batches) instead of a fixed count.
         normalize_embeddings: scale every output row to unit length.
         truncate_dim: keep only the first `truncate_dim` dimensions (Matryoshka-style).
         show_progress_bar: show a progress bar while encoding.
         prompt: an optional text prepended to every input (for models trained with prompts,
             such as `"query: "`).
         backend: how to run the model (docs: "Fast encoding" has the measured table).
+            `None` (default): `"torch"` on CPUs and MPS; on CUDA `"pipelined"`, in float16 when
+            that keeps cosine >= 0.999 to float32 on check texts, batched by a token budget.
             `"torch"`: sentence-transformers' `encode`. `"pipelined"`: the same torch model fed
             by a faster loop (tokenisation in worker threads overlapped with the model,
-            length-bucketed batches, pinned-memory copies, float16 on CUDA); the one to use on
-            a GPU (not measured on a GPU in the session that wrote this: none was lent).
+            length-bucketed batches, pinned-memory copies, float16 on CUDA).
             `"onnx"`: an int8-quantised ONNX export, made locally on first use and cached under
             `$EMBETTER_CACHE_DIR` (default `~/.cache/embetter`), run by onnxruntime on the CPU
             (needs `embetter[onnx]`). `"openvino"`: the float32 export run by the OpenVINO
-            runtime (needs `embetter[openvino]`). `"auto"`: the fastest of these that this
-            machine supports: `"pipelined"` on a GPU, `"pipelined"` in bfloat16 on CPUs with
-            native bfloat16 (AMX, AVX512-BF16), else int8 through onnxruntime, else `"torch"`.
+            runtime (needs `embetter[openvino]`). `"auto"`: measures, at first use, the paths
+            this machine can run on a few hundred bundled texts, keeps those within mean
+            cosine 0.99 of float32 and runs the fastest (the default unless another is
+            clearly faster); the choice is cached per machine and model, and `backend_` /
+            `backend_probe_` say what was chosen, from which timings, at what cost.
         precision: `None` picks the backend's default (`"torch"`: float32; `"pipelined"`:
-            float16 on CUDA, float32 elsewhere; `"onnx"`: int8; `"openvino"`: float32).
+            float16 on CUDA when it holds cosine 0.999, float32 elsewhere; `"onnx"`: int8;
+            `"openvino"`: float32).
             `"pipelined"` also takes `"float32"`, `"float16"` and `"bfloat16"` (on CPUs with
             native bfloat16, such as AVX512-BF16 or AMX, about 3x float32 at cosine 0.9999;
             slower than float32 elsewhere); `"onnx"` takes `"int8"` and `"float32"`; `"auto"`
             chooses its own.
+
+    Attributes (after the first `transform` with `backend="auto"`; not pickled, as they
+    describe this machine):
+        backend_: the backend that runs.
+        backend_probe_: the probe's report: `choice` (backend, precision, token budget),
+            `texts_per_second` and `cosine_mean`/`cosine_min` of every candidate, `seconds`
+            spent timing, `setup_seconds` (loading, one-off exports), `cached`, `cache_file`.
 
     Usage:
 
@@ -83,9 +100,10 @@ class SentenceEncoder(EmbetterBase):
     X = enc.transform(["a happy dog", "a joyful puppy", "quarterly tax filings"])
     assert X.shape == (3, 384) and X.dtype == "float32"
 
-    # int8 on the CPU: mean cosine >= 0.99 to backend="torch", several times its speed
+    # the fastest path this machine runs at mean cosine >= 0.99 to float32 (measured once)
     fast = SentenceEncoder("all-MiniLM-L6-v2", backend="auto")
     assert fast.transform(["a happy dog"]).shape == (1, 384)
+    assert fast.backend_ in ("torch", "pipelined", "onnx", "openvino")
     ```
     """
 
@@ -93,12 +111,12 @@ class SentenceEncoder(EmbetterBase):
         self,
         name="all-MiniLM-L6-v2",
         device=None,
-        batch_size=32,
+        batch_size=None,
         normalize_embeddings=False,
         truncate_dim=None,
         show_progress_bar=False,
         prompt=None,
-        backend="torch",
+        backend=None,
         precision=None,
     ):
         self.name = name
@@ -131,27 +149,93 @@ class SentenceEncoder(EmbetterBase):
         self.__dict__["_loaded_for"] = self._model_key()
         return model
 
-    def _backend(self) -> tuple[str, str | None]:
-        """The `(backend, precision)` that runs, with `backend="auto"` resolved here."""
-        if self.backend != "auto":
-            return self.backend, self.precision
-        from embetter.text._backends import auto_backend
+    # -- which path runs ---------------------------------------------------------------------
+    def _device_kind(self) -> str:
+        from embetter._torch import device_name
 
-        return auto_backend(self.device)
+        return device_name(self.device).split(":")[0]
 
-    def _fast_engine(self):
+    def _plan(self):
+        """The `Plan` that runs (backend, precision, batching); `backend="auto"` is measured
+        here on first use (or read from its cache) and remembered."""
+        from embetter.text._backends.auto import Plan, default_plan
+
+        if self.backend in ("torch", "onnx", "openvino"):
+            return Plan(self.backend, self.precision)
+        if self.backend is None:
+            return default_plan(self._device_kind(), self.batch_size)
+        if self.backend == "pipelined":
+            plan = default_plan(self._device_kind(), self.batch_size)
+            return Plan("pipelined", self.precision, plan.max_tokens)
+        key = (self._model_key(), self.batch_size)
+        cached = self.__dict__.get("_auto")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        plan, report = self._measure()
+        self.__dict__["_auto"] = (key, plan)
+        self.__dict__["backend_"] = plan.backend
+        self.__dict__["backend_probe_"] = report
+        return plan
+
+    def _measure(self):
+        """`backend="auto"`: time the candidate paths here (or read the cached choice)."""
+        from embetter.text._backends import cpu_flags, installed_runtimes
+        from embetter.text._backends.auto import resolve
+
+        kind, gpu = self._device_kind(), None
+        if kind == "cuda":
+            import torch
+
+            from embetter._torch import device_name
+
+            gpu = torch.cuda.get_device_name(torch.device(device_name(self.device)))
+        engines = {}
+
+        def build(plan):
+            if plan.backend != "torch":
+                engines[plan] = self._fast_engine(plan, keep=False)
+            return lambda texts: self._encode(plan, texts, engines.get(plan), progress=False)
+
+        plan, report = resolve(self.name, kind, self.device, self.batch_size, build, gpu=gpu,
+                               flags=cpu_flags(), installed=installed_runtimes())
+        if plan in engines:  # keep the engine the probe built (an ONNX session, say)
+            self.__dict__["_engine"] = (self._engine_key(plan), engines[plan])
+        return plan, report
+
+    def _engine_key(self, plan):
+        return (self._model_key(), plan.backend, plan.precision)
+
+    def _fast_engine(self, plan, keep: bool = True):
         """The engine of a fast backend (not `"torch"`), built on first use."""
-        backend, precision = self._backend()
-        key = (self._model_key(), backend, precision)
+        key = self._engine_key(plan)
         cached = self.__dict__.get("_engine")
         if cached is not None and cached[0] == key:
             return cached[1]
-        self._check_params()
         from embetter.text._backends import make_engine
 
-        engine = make_engine(backend, precision, self.name, lambda: self.model_)
-        self.__dict__["_engine"] = (key, engine)
+        engine = make_engine(plan.backend, plan.precision, self.name, lambda: self.model_)
+        if keep:
+            self.__dict__["_engine"] = (key, engine)
         return engine
+
+    def _texts_per_batch(self, plan) -> int:
+        if self.batch_size is not None:
+            return int(self.batch_size)
+        # With a token budget the budget cuts batches; the count is only a (loose) cap.
+        return int(plan.max_tokens) if plan.max_tokens else DEFAULT_BATCH_SIZE
+
+    def _encode(self, plan, texts, engine=None, progress=None) -> np.ndarray:
+        """Run `plan` on a non-empty list of texts: float32 `(n, full dim)`."""
+        progress = bool(self.show_progress_bar) if progress is None else progress
+        batch = self._texts_per_batch(plan)
+        if plan.backend == "torch":
+            emb = self.model_.encode(texts, batch_size=batch, show_progress_bar=progress,
+                                     convert_to_numpy=True, normalize_embeddings=False,
+                                     prompt=self.prompt)
+            return np.asarray(emb, dtype=np.float32)
+        engine = engine or self._fast_engine(plan)
+        extra = {"max_tokens": plan.max_tokens} if plan.max_tokens else {}
+        return engine.encode(texts, batch, self.prompt, progress, **extra)
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -159,6 +243,9 @@ class SentenceEncoder(EmbetterBase):
         state.pop("_model", None)
         state.pop("_loaded_for", None)
         state.pop("_engine", None)
+        # What backend="auto" chose describes this machine: another one measures its own.
+        for name in ("_auto", "backend_", "backend_probe_"):
+            state.pop(name, None)
         return state
 
     # -- shape -------------------------------------------------------------------------------
@@ -167,8 +254,9 @@ class SentenceEncoder(EmbetterBase):
         return self.truncate_dim, "truncate_dim"
 
     def _output_dim(self) -> int:
-        if self._backend()[0] != "torch":
-            full = self._fast_engine().dim
+        plan = self._plan()
+        if plan.backend != "torch":
+            full = self._fast_engine(plan).dim
         elif hasattr(self.model_, "get_embedding_dimension"):
             full = self.model_.get_embedding_dimension()
         else:
@@ -184,12 +272,13 @@ class SentenceEncoder(EmbetterBase):
         return int(dim)
 
     def _check_params(self):
-        check_int(self.batch_size, "batch_size")
+        check_int(self.batch_size, "batch_size", allow_none=True)
         if self.prompt is not None and not isinstance(self.prompt, str):
             raise TypeError(f"prompt must be None or a str, got {type(self.prompt).__name__}")
         from embetter.text._backends import PRECISIONS
 
-        if not isinstance(self.backend, str) or self.backend not in PRECISIONS:
+        if not (self.backend is None or isinstance(self.backend, str)) or (
+                self.backend not in PRECISIONS):
             raise ValueError(
                 f"backend must be one of {', '.join(map(repr, PRECISIONS))}, got {self.backend!r}"
             )
@@ -213,20 +302,7 @@ class SentenceEncoder(EmbetterBase):
         dim = self._output_dim()
         if not texts:
             return np.zeros((0, dim), dtype=np.float32)
-        if self._backend()[0] != "torch":
-            emb = self._fast_engine().encode(
-                texts, int(self.batch_size), self.prompt, bool(self.show_progress_bar)
-            )
-            return self._finish(emb, dim)
-        emb = self.model_.encode(
-            texts,
-            batch_size=int(self.batch_size),
-            show_progress_bar=bool(self.show_progress_bar),
-            convert_to_numpy=True,
-            normalize_embeddings=False,
-            prompt=self.prompt,
-        )
-        return self._finish(np.asarray(emb, dtype=np.float32), dim)
+        return self._finish(self._encode(self._plan(), texts), dim)
 
     def _finish(self, emb: np.ndarray, dim: int) -> np.ndarray:
         """Truncate, then normalise (in that order: a truncated vector is re-normalised)."""
@@ -277,11 +353,11 @@ class MatryoshkaEncoder(SentenceEncoder):
         name="all-MiniLM-L6-v2",
         dim=128,
         device=None,
-        batch_size=32,
+        batch_size=None,
         normalize_embeddings=False,
         show_progress_bar=False,
         prompt=None,
-        backend="torch",
+        backend=None,
         precision=None,
     ):
         self.name = name

@@ -2,15 +2,18 @@
 
 - `pipelined.py`: the torch model fed by a pipelined, length-bucketed loop (GPUs);
 - `onnx.py`: an int8 ONNX export run by onnxruntime (`_export.py` makes and caches it);
-- `openvino.py`: the same export run by the OpenVINO runtime.
+- `openvino.py`: the same export run by the OpenVINO runtime;
+- `auto.py`: `backend="auto"`, the measured choice among these (cached per machine and model).
 
 All share the Rust tokenisation (`_tokenize.py`) and the batching pipeline (`_batching.py`).
 """
 
 from __future__ import annotations
 
-#: The precisions each backend accepts (None: the backend's default).
+#: The precisions each backend accepts (None: the backend's default). Backend None is the
+#: default: sentence-transformers on CPUs, the pipelined loop on CUDA.
 PRECISIONS = {
+    None: (None,),
     "torch": (None, "float32"),
     "pipelined": (None, "float32", "float16", "bfloat16"),
     "onnx": (None, "int8", "float32"),
@@ -59,21 +62,6 @@ def _installed(module: str) -> bool:
     return find_spec(module) is not None
 
 
-def auto_backend(device=None) -> tuple[str, str | None]:
-    """The fastest `(backend, precision)` this machine supports, from benchmarks/encode_speed.py.
-
-    A GPU gets the pipelined torch loop (float16). A CPU with native bfloat16 (AMX or
-    AVX512-BF16) gets the pipelined loop in bfloat16, about 3x float32 at cosine 0.9999. Any
-    other CPU gets the int8 ONNX export run by onnxruntime (it measured fastest on an AVX2 CPU,
-    ahead of OpenVINO in float32); without onnxruntime, plain torch.
-    """
-    from embetter._torch import device_name
-
-    kind = device_name(device).split(":")[0]
-    if kind != "cpu":
-        return "pipelined", None
-    if {"amx_bf16", "avx512_bf16"} & cpu_flags():
-        return "pipelined", "bfloat16"
-    if _installed("onnxruntime") and _installed("onnx"):
-        return "onnx", "int8"
-    return "torch", None
+def installed_runtimes() -> frozenset:
+    """The optional runtimes of the ONNX-based paths that are installed here."""
+    return frozenset(m for m in ("onnxruntime", "onnx", "openvino") if _installed(m))

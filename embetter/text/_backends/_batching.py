@@ -20,20 +20,60 @@ def bucketed_batches(lengths, batch_size: int) -> list[np.ndarray]:
     return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
 
 
+def token_budget_batches(lengths, max_tokens: int, max_texts: int | None = None
+                         ) -> list[np.ndarray]:
+    """Positions grouped, longest first, into batches whose padded size stays under a budget.
+
+    A batch is padded to its longest (first) text, so it costs `len(batch) * longest` tokens;
+    texts join a batch while that stays `<= max_tokens` (and, when given, `len(batch) <=
+    max_texts`). A text longer than the budget still gets a batch of its own. Short texts thus
+    travel in large batches and long ones in small batches: the GPU gets the same amount of
+    work per step whatever the lengths. Callers restore the input order from the positions.
+
+    Arguments:
+        lengths: the token count of every text.
+        max_tokens: the largest padded batch, in tokens.
+        max_texts: an optional cap on texts per batch.
+
+    Usage:
+
+    ```python
+    from embetter.text._backends._batching import token_budget_batches
+
+    batches = token_budget_batches([3, 9, 1, 9, 4], max_tokens=20)
+    assert [b.tolist() for b in batches] == [[1, 3], [4, 0, 2]]
+    ```
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(-lengths, kind="stable")
+    cap = len(order) if max_texts is None else max(1, int(max_texts))
+    batches, start = [], 0
+    while start < len(order):
+        longest = max(1, int(lengths[order[start]]))
+        size = max(1, min(cap, int(max_tokens) // longest))
+        batches.append(order[start : start + size])
+        start += size
+    return batches
+
+
 def iter_batches(texts, tokenizer: TextTokenizer, prompt, batch_size: int,
-                 window: int = 4096, workers: int = 2):
+                 window: int = 4096, workers: int = 2, max_tokens: int | None = None):
     """Yield `(positions, inputs)` batches while worker threads tokenise the next windows.
 
     Texts are cut into windows; a worker tokenises a whole window (the Rust tokenizer releases
     the GIL), buckets it by token length and pads each batch, while the caller runs the model
-    on the previous window. Positions index into `texts`.
+    on the previous window. Positions index into `texts`. With `max_tokens`, batches hold as
+    many texts as fit that padded token budget (`token_budget_batches`), at most `batch_size`.
     """
 
     def prepare(start: int):
         chunk = texts[start : start + window]
         encodings = tokenizer.encode(chunk, prompt)
+        lengths = [len(e.ids) for e in encodings]
+        groups = (bucketed_batches(lengths, batch_size) if max_tokens is None
+                  else token_budget_batches(lengths, max_tokens, batch_size))
         out = []
-        for idx in bucketed_batches([len(e.ids) for e in encodings], batch_size):
+        for idx in groups:
             arrays = pad_batch([encodings[i] for i in idx], tokenizer.input_names,
                                tokenizer.pad_id)
             out.append((idx + start, arrays))

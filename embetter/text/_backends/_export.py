@@ -107,6 +107,8 @@ def onnx_model_folder(name, precision: str, load_model) -> Path:
 def export_onnx(model, folder: Path, precision: str) -> None:
     """Export `model` into `folder` (`model-<precision>.onnx`, tokenizer, meta), atomically.
 
+    An int8 export also keeps the float32 graph it was quantised from (`model-float32.onnx`).
+
     Everything is written to a temporary folder next to the target and moved into place
     file by file, `meta.json` last, so a reader never sees a half-written export.
     """
@@ -129,8 +131,15 @@ def export_onnx(model, folder: Path, precision: str) -> None:
         tokenizer.save(tmp)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         _check_export(model, tmp, precision)
+        files = [f"model-{precision}.onnx"]
+        if precision != "float32":
+            # The float32 graph was made on the way: keep it too when it passes its own check,
+            # so the float32 paths (OpenVINO, backend="auto" timing both) need no second export.
+            with contextlib.suppress(RuntimeError):
+                _check_export(model, tmp, "float32")
+                files.append("model-float32.onnx")
         folder.mkdir(exist_ok=True)
-        for file in ("tokenizer.json", f"model-{precision}.onnx", "meta.json"):
+        for file in ("tokenizer.json", *files, "meta.json"):
             os.replace(tmp / file, folder / file)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -16,7 +16,14 @@ from embetter.text._backends._batching import (
     _progress,
     iter_batches,
 )
-from embetter.text._backends._tokenize import TextTokenizer
+from embetter.text._backends._tokenize import PROBE_TEXTS, TextTokenizer
+
+#: The cosine to float32 a half precision must keep on every check text to be the CUDA default.
+HALF_MIN_COSINE = 0.999
+#: The padded tokens per batch on CUDA when `batch_size` is None (not yet measured on a GPU).
+CUDA_MAX_TOKENS = 32768
+
+
 
 
 class PipelinedEngine:
@@ -29,22 +36,47 @@ class PipelinedEngine:
         self.device = torch.device(device)
         self.tokenizer = TextTokenizer.from_sentence_transformer(model)
         self.needs_prompt_length = _needs_prompt_length(model)
-        if precision is None:
-            # Half precision moves sentence embeddings by far less than cosine 0.999 on GPUs;
-            # on CPUs float32 is the safe default (bfloat16 is opt-in).
-            precision = "float16" if self.device.type == "cuda" else "float32"
-        self.precision = precision
-        self.dtype = getattr(torch, precision)
+        self.precision = "float32"
+        self.dtype = torch.float32
         dim = getattr(model, "get_embedding_dimension", None)
         self.dim = int((dim or model.get_sentence_embedding_dimension)())
+        #: min cosine of the half precision to float32 on the check texts (None: not checked)
+        self.half_cosine = None
+        if precision is None and self.device.type == "cuda":
+            # float16 on a GPU, but only for a model it leaves within HALF_MIN_COSINE of float32
+            # (checked once, on the check texts); on CPUs float32 (bfloat16 is opt-in).
+            precision = self.settle_half("float16")
+        self._set_precision(precision or "float32")
 
-    def encode(self, texts, batch_size: int, prompt=None, show_progress_bar=False) -> np.ndarray:
+    def _set_precision(self, precision: str) -> None:
+        import torch
+
+        self.precision, self.dtype = precision, getattr(torch, precision)
+
+    def settle_half(self, half: str, texts=None, min_cosine: float = HALF_MIN_COSINE) -> str:
+        """`half` when it keeps every check text within `min_cosine` of float32, else
+        `"float32"`; the min cosine it measured is kept in `half_cosine`."""
+        if texts is None:
+            from embetter.datasets import load_support_inbox
+
+            texts = PROBE_TEXTS + load_support_inbox()[0][:56]
+        was = self.precision
+        self._set_precision("float32")
+        ref = self.encode(texts, 16)
+        self._set_precision(half)
+        got = self.encode(texts, 16)
+        self._set_precision(was)
+        self.half_cosine = float(min_cosines(got, ref))
+        return half if self.half_cosine >= min_cosine else "float32"
+
+    def encode(self, texts, batch_size: int, prompt=None, show_progress_bar=False,
+               max_tokens=None) -> np.ndarray:
         import torch
 
         _check_prompt(prompt, self.needs_prompt_length, "pipelined")
         n = len(texts)
         cuda = self.device.type == "cuda"
-        n_batches = -(-n // batch_size)
+        n_batches = -(-n // batch_size) if max_tokens is None else None
         # Outputs are scattered into one device buffer and copied back once, so the host never
         # waits on the GPU between batches.
         out = torch.empty((n, self.dim), dtype=torch.float32, device=self.device)
@@ -52,7 +84,7 @@ class PipelinedEngine:
                                   enabled=self.dtype != torch.float32)
         self.model.eval()
         batches = iter_batches(texts, self.tokenizer, prompt, batch_size,
-                               workers=min(4, os.cpu_count() or 1))
+                               workers=min(4, os.cpu_count() or 1), max_tokens=max_tokens)
         with torch.inference_mode(), autocast:
             for positions, arrays in _progress(batches, n_batches, show_progress_bar):
                 features = {}
@@ -69,3 +101,12 @@ class PipelinedEngine:
         host.copy_(out, non_blocking=True)
         torch.cuda.synchronize(self.device)
         return host.numpy()
+
+
+def min_cosines(a: np.ndarray, b: np.ndarray) -> float:
+    """The smallest row-wise cosine between two embedding matrices (1.0 for no rows)."""
+    if len(a) == 0:
+        return 1.0
+    cos = np.sum(a * b, axis=1) / np.maximum(
+        np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    return float(cos.min())
