@@ -83,16 +83,14 @@ def test_fit_resets_and_partial_fit_continues(cls, data):
     # (max_steps=None: ContrastiveTuner's stream then earns exactly fit's steps per row)
     stream = fast(cls, batch_size=16, **({"max_steps": None} if cls is ContrastiveTuner else {}))
     stream.partial_fit(X[:60], y[:60], classes=np.unique(y))
-    module = (stream.learner_ if cls is ContrastiveTuner else stream).module_
-    optimizer = (stream.learner_ if cls is ContrastiveTuner else stream).optimizer_
+    module, optimizer = stream.module_, stream.optimizer_
     steps = [float(s["step"]) for s in optimizer.state.values()]
     # the budget follows the rows: fit's steps per row (epochs x items per row / batch_size),
     # the fraction carried to the next call
     per_row = 10 / 16 if cls is FeedForwardTuner else 3 * 4 / 16
     assert stream.history_[-1]["step"] == int(60 * per_row) == steps[0]
     stream.partial_fit(X[60:], y[60:])
-    same = stream.learner_ if cls is ContrastiveTuner else stream
-    assert same.module_ is module and same.optimizer_ is optimizer
+    assert stream.module_ is module and stream.optimizer_ is optimizer
     assert all(float(s["step"]) > old for s, old in zip(optimizer.state.values(), steps))
     assert stream.history_[-1]["step"] == int(120 * per_row)
     assert stream.n_iter_ == len(stream.loss_curve_) == len(stream.history_) > 2
@@ -135,11 +133,12 @@ def test_clone_and_set_params_reach_the_network(cls, data):
     dim_param = "hidden_dim"
     fresh.set_params(**{dim_param: 6})
     assert fresh.fit(X, y).transform(X).shape == (len(X), 6)
+    fresh.set_params(learning_rate=0.05)
+    assert fresh.fit(X, y).optimizer_.param_groups[0]["lr"] == 0.05
     if cls is ContrastiveTuner:
-        assert fresh.learner_.shape_out == 6
-        fresh.set_params(learning_rate=0.05, margin=0.5)
-        fresh.fit(X, y)
-        assert fresh.learner_.learning_rate == 0.05 and fresh.learner_.margin == 0.5
+        fresh.set_params(loss="cosine_margin", margin=0.5)
+        wide = fresh.fit(X, y).transform(X)
+        assert not np.array_equal(fresh.set_params(margin=-0.5).fit(X, y).transform(X), wide)
 
 
 @pytest.mark.parametrize("cls", TUNERS)
@@ -363,7 +362,7 @@ def pairs():
     return X[i], X[j], (y[i] == y[j]).astype(np.float32)
 
 
-@pytest.mark.parametrize("loss", ["contrastive", "cosine", "infonce"])
+@pytest.mark.parametrize("loss", ["cosine_margin", "cosine", "infonce"])
 def test_learner_losses_train_and_predict(pairs, loss):
     X1, X2, y = pairs
     learner = ContrastiveLearner(epochs=5, loss=loss, random_state=0).fit(X1, X2, y)
@@ -469,3 +468,45 @@ def test_guide_calls(tiny_model_path, corpus):
     assert learner.transform(X).shape == (60, 32)
     buffer = io.BytesIO()
     joblib.dump(pipe, buffer)
+
+
+def test_contrastive_loss_name_is_deprecated_for_cosine_margin(pairs, data):
+    """`loss="contrastive"` was our cosine-margin loss, not sentence-transformers'
+    ContrastiveLoss: it warns, names the new value, and trains exactly as "cosine_margin"."""
+    X1, X2, y = pairs
+    new = ContrastiveLearner(epochs=3, loss="cosine_margin", random_state=0).fit(X1, X2, y)
+    old = ContrastiveLearner(epochs=3, loss="contrastive", random_state=0)
+    with pytest.warns(FutureWarning, match="loss='cosine_margin' for the same training"):
+        old.fit(X1, X2, y)
+    assert np.array_equal(old.transform(X1), new.transform(X1))
+    assert ContrastiveLearner().loss == "cosine_margin"  # the default never warns
+    Xt, yt = data
+    tuner = ContrastiveTuner(epochs=2, loss="contrastive", random_state=0)
+    with pytest.warns(FutureWarning, match="ContrastiveTuner.*cosine_margin"):
+        tuner.fit(Xt, yt)
+    same = ContrastiveTuner(epochs=2, loss="cosine_margin", random_state=0).fit(Xt, yt)
+    assert np.array_equal(tuner.transform(Xt), same.transform(Xt))
+    with pytest.raises(ValueError, match="loss"):
+        ContrastiveLearner(loss="margin").fit(X1, X2, y)
+
+
+def test_cosine_margin_pushes_dissimilar_pairs_only_above_the_margin():
+    """The maths of "cosine_margin": similar pairs pulled to cos 1, dissimilar ones pushed only
+    while their cosine similarity is above `margin` (sentence-transformers' ContrastiveLoss
+    with distance 1 - cos and margin m is half of it with margin 1 - m)."""
+    import torch
+
+    from embetter.finetune._contrastive import _cosine_margin_loss
+
+    a = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]), dim=1)
+    b = torch.nn.functional.normalize(torch.tensor([[1.0, 1.0], [1.0, 1.0], [0.0, 1.0]]), dim=1)
+    cos = float((a[0] * b[0]).sum())  # 0.7071
+    similar = torch.tensor([1.0, 0.0, 0.0])
+    loss = float(_cosine_margin_loss(a, b, similar, margin=0.1))
+    expected = ((1 - cos) ** 2 + (cos - 0.1) ** 2 + 0.0) / 3  # cos 0 is below the margin
+    assert abs(loss - expected) < 1e-6
+    # sentence-transformers' ContrastiveLoss (losses/contrastive.py), written out: its default
+    # margin 0.5 on the distance would be a cosine margin of 0.5 here, not our default 0.1
+    d = 1 - (a * b).sum(dim=1)
+    st = 0.5 * (similar * d**2 + (1 - similar) * torch.relu(0.9 - d) ** 2)
+    assert abs(2 * float(st.mean()) - loss) < 1e-6

@@ -1,20 +1,21 @@
 """ContrastiveLearner: learns a new embedding from pairs of embeddings, on the training engine
-shared by the small heads (embetter._torch)."""
+shared by the small heads (embetter._torch); `PairHead`, the projection and pair losses it
+shares with ContrastiveTuner."""
 
 from __future__ import annotations
 
 import os
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from embetter._atomic import atomic_path
-from embetter._torch import TorchHeadMixin, train_threads
+from embetter._torch import TorchHeadMixin, seed_from
 from embetter._validation import (
     check_estimator_input,
     check_pairs,
@@ -43,7 +44,7 @@ class _Projection(torch.nn.Module):
         return _F.normalize(self.linear(x), dim=1)
 
 
-def _contrastive_loss(a, b, y, margin):
+def _cosine_margin_loss(a, b, y, margin):
     cos = (a * b).sum(dim=1)
     # similar pairs are pulled to cos = 1; dissimilar ones pushed only while cos > margin,
     # so unrelated items keep the geometry they already had
@@ -60,10 +61,57 @@ def _infonce_loss(a, b, temperature):
     return _F.cross_entropy(logits, torch.arange(a.shape[0], device=a.device))
 
 
+#: The old name of the "cosine_margin" loss: sentence-transformers' ContrastiveLoss, which users
+#: know by that name, is other maths (a distance margin of 0.5, `1 - cos`, halved).
+_DEPRECATED_LOSSES = {"contrastive": "cosine_margin"}
+
+
+def resolve_loss(estimator) -> str:
+    """The estimator's `loss`, with a FutureWarning for a deprecated name (during fit)."""
+    loss = estimator.loss
+    if loss in _DEPRECATED_LOSSES:
+        new = _DEPRECATED_LOSSES[loss]
+        warnings.warn(
+            f"{type(estimator).__name__}(loss={loss!r}) is deprecated and will be removed: it "
+            f"is a cosine-margin loss (dissimilar pairs are pushed until their cosine "
+            f"similarity is below `margin`), not sentence-transformers' ContrastiveLoss (a "
+            f"distance margin of 0.5). Use loss={new!r} for the same training.",
+            FutureWarning, stacklevel=4,
+        )
+        return new
+    return loss
+
+
+class PairHead(TorchHeadMixin):
+    """A head on the engine that trains a `_Projection` on index pairs `(i, j, similar)`:
+    `ContrastiveLearner` (pairs given) and `ContrastiveTuner` (pairs drawn from labels)."""
+
+    def _build_module(self):
+        return _Projection(self.n_features_in_, self._n_features_out)
+
+    def _batch_loss(self, module, table, i, j, y):
+        # one gather and one matmul for both sides of the pairs
+        a, b = module(table[torch.cat([i, j])]).split(i.shape[0])
+        loss = _DEPRECATED_LOSSES.get(self.loss, self.loss)
+        if loss == "cosine_margin":
+            return _cosine_margin_loss(a, b, y, float(self.margin))
+        if loss == "cosine":
+            return _cosine_loss(a, b, y)
+        return _infonce_loss(a, b, float(self.temperature))
+
+    def __setstate__(self, state):
+        # saved before the rename (embetter 0.10, where it was the learner's default): the
+        # same maths under its new name, so a loaded head carries on without a warning
+        if state.get("loss") in _DEPRECATED_LOSSES:
+            state["loss"] = _DEPRECATED_LOSSES[state["loss"]]
+        super().__setstate__(state)
+
+
 _ENGINE_CONSTRAINTS = {
     "learning_rate": [Interval(Real, 0, None, closed="neither")],
     "batch_size": [Interval(Integral, 1, None, closed="left")],
-    "loss": [StrOptions({"contrastive", "cosine", "infonce"})],
+    "loss": [StrOptions({"cosine_margin", "cosine", "infonce", "contrastive"},
+                        deprecated={"contrastive"})],
     "margin": [Interval(Real, -1, 1, closed="both")],
     "temperature": [Interval(Real, 0, None, closed="neither")],
     "weight_decay": [Interval(Real, 0, None, closed="left")],
@@ -74,7 +122,7 @@ _ENGINE_CONSTRAINTS = {
 }
 
 
-class ContrastiveLearner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin,
+class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMixin,
                          BaseEstimator):
     """Learn a new embedding from pairs of embeddings that should (not) be similar.
 
@@ -83,8 +131,11 @@ class ContrastiveLearner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transf
     identity, so the learner bends the pretrained space instead of replacing it. Losses, by
     the data they expect:
 
-    - `"contrastive"`: 0/1 labels; similar pairs are pulled together, dissimilar pairs pushed
-      apart until their cosine similarity is below `margin`.
+    - `"cosine_margin"`: 0/1 labels; similar pairs are pulled to a cosine similarity of 1,
+      dissimilar pairs pushed apart until their cosine similarity is below `margin`
+      (`y (1 - cos)^2 + (1 - y) max(0, cos - margin)^2`). It was called `"contrastive"`, which
+      still works with a FutureWarning; sentence-transformers' ContrastiveLoss is other maths
+      (a margin of 0.5 on the distance `1 - cos`: pushes only pairs with cos > 0.5).
     - `"cosine"`: float scores; the cosine similarity is regressed onto `y` (mean squared error).
     - `"infonce"`: positive pairs only (`y` may be omitted; pairs with `y == 0` are skipped);
       for each pair, the second items of the other pairs in the batch act as negatives.
@@ -94,7 +145,7 @@ class ContrastiveLearner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transf
         batch_size: pairs per gradient step.
         epochs: maximum passes over the pairs in `fit`.
         learning_rate: step size of the optimizer.
-        loss: `"contrastive"`, `"cosine"` or `"infonce"` (see above).
+        loss: `"cosine_margin"`, `"cosine"` or `"infonce"` (see above).
         margin: cosine similarity below which dissimilar pairs stop being pushed apart.
         temperature: softmax temperature of the `"infonce"` loss.
         weight_decay: weight decay of the optimizer.
@@ -141,7 +192,7 @@ class ContrastiveLearner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transf
         batch_size=512,
         epochs=10,
         learning_rate=3e-3,
-        loss="contrastive",
+        loss="cosine_margin",
         margin=0.1,
         temperature=0.05,
         weight_decay=0.0,
@@ -173,55 +224,25 @@ class ContrastiveLearner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transf
         self.random_state = random_state
         self.device = device
 
-    # -- the network -------------------------------------------------------------------------
-    def _build_module(self):
-        return _Projection(self.n_features_in_, self._n_features_out)
-
-    def _batch_loss(self, module, table, i, j, y):
-        # one gather and one matmul for both sides of the pairs
-        a, b = module(table[torch.cat([i, j])]).split(i.shape[0])
-        if self.loss == "contrastive":
-            return _contrastive_loss(a, b, y, float(self.margin))
-        if self.loss == "cosine":
-            return _cosine_loss(a, b, y)
-        return _infonce_loss(a, b, float(self.temperature))
-
     @property
     def _n_features_out(self):
         return self.n_features_in_ if self.shape_out is None else self.shape_out
 
-    # -- training ----------------------------------------------------------------------------
-    def _pairs(self, X1, X2, y, reset):
-        """The checked pairs as one table (X1 rows, then X2 rows) and items `(i, j, y)`."""
-        if self.loss != "infonce":
-            require_y(self, y)
-        checked = check_pairs(X1, X2, y, n_features=None if reset else self.n_features_in_)
-        # records n_features_in_ (and the column names of a DataFrame X1), or checks them
-        check_estimator_input(self, X1, reset=reset, name="X1")
-        X1, X2, y = checked
-        if self.loss == "contrastive" and not np.isin(y, (0, 1)).all():
-            raise ValueError(
-                "loss='contrastive' needs 0/1 labels in y (1 = similar); for float scores use "
-                f"loss='cosine'. Got values such as {np.unique(y)[:5].tolist()}"
-            )
-        if self.loss == "infonce":
-            if y is not None:
-                keep = y == 1
-                X1, X2 = X1[keep], X2[keep]
-            if X1.shape[0] == 0:
-                raise ValueError("loss='infonce' needs positive pairs (y == 1); got none")
-            y = np.ones(X1.shape[0], dtype=np.float32)
-        return [X1, X2, y]
+    def _items(self, rows, anchors, partners=None):
+        """Pairs `(i, j, y)` of the rows `anchors()` picks, over one table: X1 rows, then X2."""
+        X1, X2, y = rows
+        n = X1.shape[0]
 
+        def draw():
+            picked = anchors()
+            return [picked, n + picked, y[picked]]
+
+        return np.concatenate([X1, X2]), draw
+
+    # -- training ----------------------------------------------------------------------------
     def fit(self, X1, X2, y=None):
         """Train a fresh projection on the pairs `(X1[i], X2[i])` with similarity `y[i]`."""
-        self._validate_params()
-        X1, X2, y = self._pairs(X1, X2, y, reset=True)
-        n = X1.shape[0]
-        # one table (X1 rows, then X2 rows); the pairs are index triples into it
-        items = [np.arange(n), np.arange(n, 2 * n), y]
-        with train_threads(self):
-            return self._fit_items(np.concatenate([X1, X2]), items)
+        return self._fit(X1, X2, y, incremental=False)
 
     def partial_fit(self, X1, X2, y=None):
         """Train on one batch of pairs, continuing the current projection and optimizer.
@@ -230,38 +251,33 @@ class ContrastiveLearner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transf
         fractions carried to the next call): a stream of pairs in batches of any size trains
         about as much as one `fit` on all of them.
         """
-        first = getattr(self, "module_", None) is None
+        return self._fit(X1, X2, y, incremental=True)
+
+    def _fit(self, X1, X2, y, incremental):
+        """Check the pairs and train on them (see the engine)."""
+        first = not incremental or getattr(self, "module_", None) is None
         if first:
             self._validate_params()
-        batch = self._pairs(X1, X2, y, reset=first)
-        (X1, X2, y), rows = self._stream_pool(batch)
-        n = X1.shape[0]
-
-        def draw():
-            picked = rows()
-            return [picked, n + picked, y[picked]]
-
-        with train_threads(self):
-            self._partial_fit_items(np.concatenate([X1, X2]), draw, batch[0].shape[0])
-        self._remember(batch)
-        return self
-
-    def _fit_sampler(self, table, draw, *, epochs, max_steps=None, valid=None):
-        """`fit` on pairs drawn by `draw()` each epoch, as index triples into `table` (already
-        checked): the path of `ContrastiveTuner`, which never copies pair rows. With `valid`
-        (fixed index triples), stop early on their loss and keep the best epoch's weights."""
-        self._check_engine_params()
-        self.n_features_in_ = table.shape[1]
-        self._start_training()
-        with train_threads(self):
-            return self._run(table, draw, epochs=epochs, max_steps=max_steps,
-                             stop_early=valid is not None, valid=valid)
-
-    def _partial_fit_sampler(self, table, draw, n_rows, budget):
-        if getattr(self, "module_", None) is None:
-            self.n_features_in_ = table.shape[1]
-        with train_threads(self):
-            return self._partial_fit_items(table, draw, n_rows, budget)
+        loss = resolve_loss(self)
+        if loss != "infonce":
+            require_y(self, y)
+        checked = check_pairs(X1, X2, y, n_features=None if first else self.n_features_in_)
+        # records n_features_in_ (and the column names of a DataFrame X1), or checks them
+        check_estimator_input(self, X1, reset=first, name="X1")
+        X1, X2, y = checked
+        if loss == "cosine_margin" and not np.isin(y, (0, 1)).all():
+            raise ValueError(
+                f"loss={self.loss!r} needs 0/1 labels in y (1 = similar); for float scores use "
+                f"loss='cosine'. Got values such as {np.unique(y)[:5].tolist()}"
+            )
+        if loss == "infonce":
+            if y is not None:
+                keep = y == 1
+                X1, X2 = X1[keep], X2[keep]
+            if X1.shape[0] == 0:
+                raise ValueError("loss='infonce' needs positive pairs (y == 1); got none")
+            y = np.ones(X1.shape[0], dtype=np.float32)
+        return self._train([X1, X2, y], incremental)
 
     # -- output ------------------------------------------------------------------------------
     def transform(self, X):
@@ -288,7 +304,7 @@ class ContrastiveLearner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transf
         if not isinstance(params["random_state"], (int, type(None))):
             params["random_state"] = None
         fitted = {k: state[k] for k in ("n_features_in_", "n_iter_", "loss_curve_", "history_",
-                                        "_step_credit", "_n_steps")}
+                                        "_step_credit", "_n_steps", "_n_streamed") if k in state}
         memory = state["_replay"]
         if "feature_names_in_" in state:
             fitted["feature_names_in_"] = [str(c) for c in state["feature_names_in_"]]
@@ -312,12 +328,14 @@ class ContrastiveLearner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transf
         payload = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
             raise ValueError(f"{path!r} is not a file written by ContrastiveLearner.save")
-        learner = cls(**payload["params"], device=device)
+        params = payload["params"]
+        params["loss"] = _DEPRECATED_LOSSES.get(params["loss"], params["loss"])  # see __setstate__
+        learner = cls(**params, device=device)
         fitted = payload["fitted"]
         if "feature_names_in_" in fitted:
             fitted["feature_names_in_"] = np.asarray(fitted["feature_names_in_"], dtype=object)
         learner.__dict__.update(fitted)
-        learner._rng = check_random_state(learner.random_state)
+        learner._rng = np.random.RandomState(seed_from(learner.random_state))
         replay = payload["replay"]
         learner._replay = {"seen": replay["seen"], "rows": [t.numpy() for t in replay["rows"]]
                            or None}

@@ -1,5 +1,6 @@
-"""ContrastiveTuner: labels -> index pairs (PairSampler, fresh every epoch) -> the engine of a
-ContrastiveLearner, over one table: the embedding matrix, uploaded once."""
+"""ContrastiveTuner: labels -> index pairs (PairSampler, fresh every epoch) -> the projection and
+pair losses of ContrastiveLearner (`PairHead`) on the shared engine, over one table: the
+embedding matrix, uploaded once."""
 
 from __future__ import annotations
 
@@ -8,11 +9,9 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from embetter._torch import new_replay, replay_add, replay_pool, replay_subsets
 from embetter._validation import (
     as_labels,
     as_targets,
@@ -20,21 +19,22 @@ from embetter._validation import (
     encode_known_labels,
     require_y,
 )
-from embetter.finetune._contrastive import ContrastiveLearner
+from embetter.finetune._contrastive import PairHead, resolve_loss
 from embetter.finetune._pairs import PairSampler
 
 
-class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Fine-tune embeddings towards labels by contrasting pairs, as a pipeline step.
 
     Each epoch draws fresh pairs from the labels (every item with `n_pos` items of its class
-    and `n_neg` items of other classes, see `generate_pairs`) as index pairs into `X`, and a
-    `ContrastiveLearner`, built in `fit` from this tuner's parameters, trains on them: `X` is
-    handed over once, pairs are never copied out of it. Fresh pairs every epoch show the
-    learner far more of the label structure than one fixed sample. A 2-D 0/1 `y` is read as
-    multi-label (items sharing a label are similar).
+    and `n_neg` items of other classes, see `generate_pairs`) as index pairs into `X`, and
+    the projection of `ContrastiveLearner` (identity at the start, output scaled to unit
+    length) trains on them with its pair loss, on the engine every head shares: `X` goes to
+    the device once, pairs are never copied out of it. Fresh pairs every epoch show the
+    projection far more of the label structure than one fixed sample. A 2-D 0/1 `y` is read
+    as multi-label (items sharing a label are similar).
 
-    `partial_fit(X, y, classes=...)` continues the same learner and optimizer. Its training
+    `partial_fit(X, y, classes=...)` continues the same projection and optimizer. Its training
     follows the rows it sees: a stream earns the steps `fit` would take on all rows seen so far
     (`epochs` passes of `n_pos + n_neg` pairs per row, up to `max_steps`), then each new row
     the share of `max_steps` a `fit` on all rows so far would give it; fractions of a step
@@ -56,7 +56,8 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         learning_rate: step size of the optimizer.
         batch_size: pairs per gradient step.
         loss: `"cosine"` (default: the cosine similarity of a pair is regressed onto 1 for
-            the same class, 0 for different ones) or `"contrastive"` (margin); see
+            the same class, 0 for different ones) or `"cosine_margin"` (formerly
+            `"contrastive"`, which still works with a FutureWarning); see
             `ContrastiveLearner`. On benchmarks/tuners.py the cosine loss kept a logistic
             regression on the tuned space as accurate as on the raw one; the margin loss
             bent the space harder and cost it up to 2 points on emotion.
@@ -92,6 +93,10 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
     ```
     """
 
+    _EPOCHS_PARAM = "epochs"
+    _STOP_ON_TRAIN_LOSS = False  # fit runs its epochs (up to max_steps) unless early_stopping
+    _MIN_SPLIT_ROWS = 2  # validation pairs need two held-out rows, training pairs two rows
+
     _parameter_constraints: dict = {
         "hidden_dim": [None, Interval(Integral, 1, None, closed="left")],
         "n_neg": [Interval(Integral, 0, None, closed="left")],
@@ -100,7 +105,8 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         "max_steps": [None, Interval(Integral, 1, None, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "loss": [StrOptions({"contrastive", "cosine"})],
+        "loss": [StrOptions({"cosine", "cosine_margin", "contrastive"},
+                            deprecated={"contrastive"})],
         "margin": [Interval(Real, -1, 1, closed="both")],
         "strategy": [StrOptions({"random", "balanced"})],
         "early_stopping": ["boolean"],
@@ -156,97 +162,97 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         self.random_state = random_state
         self.device = device
 
-    def _new_learner(self, seed):
-        return ContrastiveLearner(
-            shape_out=self.hidden_dim, batch_size=self.batch_size, epochs=self.epochs,
-            learning_rate=self.learning_rate, loss=self.loss, margin=self.margin,
-            weight_decay=self.weight_decay, n_iter_no_change=self.n_iter_no_change,
-            tol=self.tol, replay_size=0, verbose=self.verbose,
-            random_state=seed, device=self.device,
-        )
+    # -- the head on the engine ---------------------------------------------------------------
+    @property
+    def _n_features_out(self):
+        return self.n_features_in_ if self.hidden_dim is None else self.hidden_dim
 
-    def _sampler(self, labels):
+    def _sampler(self, labels, random_state):
         return PairSampler(labels, n_neg=self.n_neg, n_pos=self.n_pos, strategy=self.strategy,
-                           random_state=self._rng)
+                           random_state=random_state)
 
-    def _report(self):
-        """The learner's training record, as this tuner's (sklearn names)."""
-        self.n_iter_ = self.learner_.n_iter_
-        self.loss_curve_ = list(self.learner_.loss_curve_)
-        self.history_ = list(self.learner_.history_)
-        return self
-
-    def _start(self, seed_source):
-        rng = check_random_state(seed_source)
-        # RandomState, not Generator: plain state for pickle and skops; each PairSampler
-        # draws its own seed from it
-        self._rng = np.random.RandomState(rng.randint(0, 2**31 - 1))
-        self._replay = new_replay()
-        self.learner_ = self._new_learner(rng.randint(0, 2**31 - 1))
-        self.learner_._progress_name = type(self).__name__
-
-    def fit(self, X, y):
-        """Train a fresh learner on pairs drawn from `(X, y)`; returns `self`."""
-        self._validate_params()
-        require_y(self, y)
-        X = check_estimator_input(self, X, reset=True)
-        labels, _ = as_targets(y, "y", n_samples=X.shape[0])
-        self._start(self.random_state)
-        self.classes_ = self._sampler(labels).classes  # checks the labels once, clearly
-        train, valid = self._split(labels) if self.early_stopping else (None, None)
-        if valid is None:
-            draw = self._sampler(labels).draw
-        else:
-            sampler = self._sampler(labels[train])
+    def _items(self, rows, anchors, partners=None):
+        """Fresh pairs every pass: those of the rows `anchors()` picks, with partners among
+        `partners` (fit, holding out a validation set) or among all rows (streams: the new
+        rows and the replay memory)."""
+        X, labels = rows
+        if partners is not None:  # fit: both sides among these rows
+            sampler = self._sampler(labels[partners], self._rng)
 
             def draw():
                 i, j, similar = sampler.draw()
-                return [train[i], train[j], similar]
+                return [partners[i], partners[j], similar]
 
-        self.learner_._fit_sampler(X, draw, epochs=int(self.epochs), max_steps=self.max_steps,
-                                   valid=valid)
-        return self._report()
-
-    def _split(self, labels):
-        """Rows to train on, and fixed validation pairs: each held-out row with partners from
-        all rows (does a new row land near its class?), never trained on as an anchor or
-        partner."""
-        from sklearn.model_selection import train_test_split
-
-        n = labels.shape[0]
-        n_valid = int(np.ceil(self.validation_fraction * n))
-        if n_valid < 2 or n - n_valid < 2:
-            raise ValueError(
-                f"early_stopping needs at least 4 rows (validation_fraction="
-                f"{self.validation_fraction} of {n}); turn early_stopping off for tiny data"
-            )
-        rows = np.arange(n)
-        seed = self._rng.randint(0, 2**31 - 1)
+            return X, draw
         try:
-            train, held = train_test_split(rows, test_size=n_valid, random_state=seed,
-                                           stratify=None if labels.ndim == 2 else labels)
-        except ValueError:  # a class too small to stratify: a plain split
-            train, held = train_test_split(rows, test_size=n_valid, random_state=seed)
-        i, j, similar = self._sampler(labels).draw()
-        mine = np.isin(i, held)
-        return train, [i[mine], j[mine], similar[mine]]
+            sampler = self._sampler(labels, self._rng)
+        except ValueError:  # a stream with a single class so far: nothing to contrast yet
+            sampler = None
+
+        def draw():
+            if sampler is None:
+                return [np.zeros(0, dtype=np.int64)] * 2 + [np.zeros(0, dtype=np.float32)]
+            i, j, similar = sampler.draw()
+            mine = np.isin(i, anchors())
+            return [i[mine], j[mine], similar[mine]]
+
+        return X, draw
+
+    def _stratify(self, rows):
+        return None if rows[1].ndim == 2 else rows[1]
+
+    def _items_per_row(self) -> float:
+        return self.n_pos + self.n_neg
+
+    def _max_steps(self):
+        return self.max_steps
+
+    def _replay_at_least(self) -> int:
+        # each pass: pairs for the new rows and at least as many remembered ones, enough
+        # anchors to fill a gradient step; partners come from everything remembered, so a
+        # small batch neither trains on itself alone nor pulls the space towards itself
+        return -(-int(self.batch_size) // (self.n_pos + self.n_neg))
+
+    def _stream_budget(self, n_rows):
+        """Gradient steps a stream has earned after `n_rows` rows: what `fit` on them would
+        take (`epochs` passes of `n_pos + n_neg` pairs per row) until `max_steps`; after that,
+        each new row earns the share of `max_steps` that `fit` on all rows so far gives a row
+        (`max_steps / n_rows` each: a logarithmic total), so later labels count as much as
+        the first ones did in a `fit` of that size."""
+        full = self._fit_steps(n_rows)
+        if self.max_steps is None or full <= self.max_steps:
+            return full
+        covered = self.max_steps / self._fit_steps(1)
+        return self.max_steps * (1.0 + np.log(n_rows / covered))
+
+    # -- training ----------------------------------------------------------------------------
+    def fit(self, X, y):
+        """Train a fresh projection on pairs drawn from `(X, y)`; returns `self`."""
+        return self._fit(X, y, incremental=False)
 
     def partial_fit(self, X, y, classes=None):
-        """Train on pairs drawn from one batch, continuing the same learner.
+        """Train on pairs drawn from one batch, continuing the same projection.
 
         Arguments:
             X: the batch of embeddings.
             y: their labels (pairs are formed inside the batch).
             classes: every label the stream will contain; later batches may only use these.
         """
-        first = getattr(self, "learner_", None) is None
+        return self._fit(X, y, incremental=True, classes=classes)
+
+    def _fit(self, X, y, incremental, classes=None):
+        """Check the input, set the classes on a fresh start, and train (see the engine)."""
+        first = not incremental or getattr(self, "module_", None) is None
         if first:
             self._validate_params()
+        resolve_loss(self)
         require_y(self, y)
         X = check_estimator_input(self, X, reset=first)
         labels, multilabel = as_targets(y, "y", n_samples=X.shape[0])
-        if first:
-            self._start(self.random_state)
+        if not incremental:
+            # checks the labels once, clearly, before anything is trained
+            self.classes_ = self._sampler(labels, random_state=0).classes
+        elif first:
             if multilabel:
                 self.classes_ = np.arange(labels.shape[1])
             else:
@@ -257,50 +263,24 @@ class ContrastiveTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
                 f"y has {labels.shape[1]} label columns, the first batch had {self.classes_.size}"
             )
         codes = labels if multilabel else encode_known_labels(labels, self.classes_)
-        table, pool_codes = replay_pool(self._replay, [X, codes])
-        # each pass: pairs for the new rows and at least as many remembered ones, enough
-        # anchors to fill a gradient step; partners come from everything remembered, so a
-        # small batch neither trains on itself alone nor pulls the space towards itself
-        anchors = -(-int(self.batch_size) // (self.n_pos + self.n_neg))
-        rows = replay_subsets(self._replay, X.shape[0], self._rng, at_least=anchors)
-        try:
-            sampler = self._sampler(pool_codes)
-        except ValueError:  # a single class so far: nothing to contrast yet
-            sampler = None
+        return self._train([X, codes], incremental)
 
-        def draw():
-            if sampler is None:
-                return [np.zeros(0, dtype=np.int64)] * 2 + [np.zeros(0, dtype=np.float32)]
-            i, j, similar = sampler.draw()
-            mine = np.isin(i, rows())
-            return [i[mine], j[mine], similar[mine]]
-
-        self.learner_._partial_fit_sampler(table, draw, X.shape[0], self._stream_steps)
-        replay_add(self._replay, [X, codes], self.replay_size, self._rng)
-        return self._report()
-
-    def _stream_steps(self, n_rows):
-        """Gradient steps a stream has earned after `n_rows` rows: what `fit` on them would
-        take (`epochs` passes of `n_pos + n_neg` pairs per row) until `max_steps`; after that,
-        each new row earns the share of `max_steps` that `fit` on all rows so far gives a row
-        (`max_steps / n_rows` each: a logarithmic total), so later labels count as much as
-        the first ones did in a `fit` of that size."""
-        per_pass = (self.n_pos + self.n_neg) / int(self.batch_size)
-        full = int(self.epochs) * per_pass * n_rows
-        if self.max_steps is None or full <= self.max_steps:
-            return full
-        covered = self.max_steps / (int(self.epochs) * per_pass)
-        return self.max_steps * (1.0 + np.log(n_rows / covered))
-
-    @property
-    def _n_features_out(self):
-        return self.learner_._n_features_out
+    def __setstate__(self, state):
+        learner = state.pop("learner_", None)
+        super().__setstate__(state)
+        if learner is not None:
+            # saved by embetter 0.10: the projection, its optimizer and the step counts lived
+            # in a ContrastiveLearner beside this tuner's RNG and replay memory
+            self.module_, self.optimizer_ = learner.module_, learner.optimizer_
+            self.device_ = learner.device_
+            for name in ("_step_credit", "_n_steps", "_n_streamed"):
+                setattr(self, name, getattr(learner, name, 0))
 
     def transform(self, X):
         """The tuned embedding of `X`: float32 `(n, hidden_dim)`, unit length."""
         check_is_fitted(self)
         X = check_estimator_input(self, X, reset=False, allow_empty=True)
-        return self.learner_.transform(X)
+        return self._forward(X, lambda m, x: m(x))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -11,7 +11,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from embetter._torch import TorchHeadMixin, train_threads
+from embetter._torch import TorchHeadMixin
 from embetter._validation import (
     as_labels,
     check_estimator_input,
@@ -198,22 +198,23 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
     def _n_features_out(self):
         return self.hidden_dim
 
+    def _stratify(self, rows):
+        return rows[1]
+
+    def _items(self, rows, anchors, partners=None):
+        """Items `(row, class code)` of the rows `anchors()` picks, over the table `X`."""
+        table, codes = rows
+
+        def draw():
+            picked = anchors()
+            return [picked, codes[picked]]
+
+        return table, draw
+
     # -- training ----------------------------------------------------------------------------
     def fit(self, X, y):
         """Train a fresh network on `(X, y)`; returns `self`."""
-        self._validate_params()
-        require_y(self, y)
-        X = check_estimator_input(self, X, reset=True)
-        y = as_labels(y, "y", n_samples=X.shape[0])
-        self.classes_ = np.unique(y)
-        if self.classes_.size < 2:
-            raise ValueError(
-                f"y has only one class ({self.classes_[0]!r}); FeedForwardTuner needs at least "
-                "two classes to learn from"
-            )
-        codes = encode_known_labels(y, self.classes_)
-        with train_threads(self):
-            return self._fit_items(X, [np.arange(X.shape[0]), codes], stratify=codes)
+        return self._fit(X, y, incremental=False)
 
     def partial_fit(self, X, y, classes=None):
         """Train on one batch, continuing the current network and optimizer state.
@@ -224,16 +225,23 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
             classes: every label the stream will contain. Needed on the first call unless
                 that batch already holds them all; later batches may only use these labels.
         """
-        first = getattr(self, "module_", None) is None
+        return self._fit(X, y, incremental=True, classes=classes)
+
+    def _fit(self, X, y, incremental, classes=None):
+        """Check the input, set the classes on a fresh start, and train (see the engine)."""
+        first = not incremental or getattr(self, "module_", None) is None
         if first:
             self._validate_params()
         require_y(self, y)
         X = check_estimator_input(self, X, reset=first)
         y = as_labels(y, "y", n_samples=X.shape[0])
         if first:
-            self.classes_ = np.unique(y if classes is None else as_labels(classes, "classes"))
+            known = y if classes is None else as_labels(classes, "classes")
+            self.classes_ = np.unique(known)
             if self.classes_.size < 2:
                 raise ValueError(
+                    f"y has only one class ({self.classes_[0]!r}); FeedForwardTuner needs at "
+                    "least two classes to learn from" if not incremental else
                     f"partial_fit needs at least two classes, got {self.classes_.tolist()}; "
                     "pass all labels of the stream with classes=..."
                 )
@@ -244,17 +252,7 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
                 f"classes={np.unique(classes).tolist()[:10]} differs from the classes of the "
                 f"first partial_fit call {self.classes_.tolist()[:10]}"
             )
-        batch = [X, encode_known_labels(y, self.classes_)]
-        (table, codes), rows = self._stream_pool(batch)
-
-        def draw():
-            picked = rows()
-            return [picked, codes[picked]]
-
-        with train_threads(self):
-            self._partial_fit_items(table, draw, X.shape[0])
-        self._remember(batch)
-        return self
+        return self._train([X, encode_known_labels(y, self.classes_)], incremental)
 
     # -- output ------------------------------------------------------------------------------
     def transform(self, X):

@@ -1,0 +1,34 @@
+"""Torch plumbing shared by every torch-backed estimator, one concern a module:
+
+- `device`: device choice, the one `seed_from`, seeded runs, CPU threads while training;
+- `replay`: the replay memory of a stream;
+- `progress`: the epoch progress bar;
+- `engine`: the one mini-batch training engine of the small heads (`TorchHeadMixin`).
+"""
+
+from embetter._torch.device import (
+    device_name,
+    resolve_device,
+    seed_from,
+    seeded,
+    to_cpu,
+    train_threads,
+    usable,
+)
+from embetter._torch.engine import TorchHeadMixin
+from embetter._torch.replay import new_replay, replay_add, replay_pool, replay_subsets
+
+__all__ = [
+    "TorchHeadMixin",
+    "device_name",
+    "new_replay",
+    "replay_add",
+    "replay_pool",
+    "replay_subsets",
+    "resolve_device",
+    "seed_from",
+    "seeded",
+    "to_cpu",
+    "train_threads",
+    "usable",
+]

@@ -1,0 +1,332 @@
+"""The one mini-batch training engine of the small torch heads (FeedForwardTuner,
+ContrastiveTuner, ContrastiveLearner): `fit` and `partial_fit` both run `_train`."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from embetter._skops import torch_state_from_bytes, torch_state_to_bytes
+from embetter._torch.device import resolve_device, seed_from, seeded, to_cpu, train_threads, usable
+from embetter._torch.progress import Progress
+from embetter._torch.replay import new_replay, replay_add, replay_pool, replay_subsets
+
+
+class TorchHeadMixin:
+    """The training engine shared by the small torch heads.
+
+    A head trains on *items*, rows of index arrays into one *table* (the embedding matrix):
+    `FeedForwardTuner` on `(row, class)`, `ContrastiveLearner` and `ContrastiveTuner` on
+    `(i, j, similar)` pairs. The table goes to the device once; each mini-batch is a slice of
+    the items, and the head's loss gathers the table rows it needs. A head checks its input,
+    turns it into aligned arrays of *rows* (`[X, codes]`, `[X1, X2, y]`) and calls
+    `_train(rows, incremental)`, as scikit-learn's MLP calls its `_fit`. It provides:
+
+    - `_build_module()`: a fresh `torch.nn.Module` from its parameters and fitted shapes;
+    - `_batch_loss(module, table, *items)`: a scalar loss for one mini-batch of device tensors;
+    - `_items(rows, anchors, partners=None)`: the table and a `draw()` giving the items of one
+      pass over the rows `anchors()` picks. In `fit`, `partners` holds the same rows (all, or
+      those not held out for validation) and a pair head draws both sides of its pairs among
+      them; in a stream (and for the fixed validation items) it is `None`, and partners may
+      be any row (new or remembered).
+
+    The engine owns everything else, the same way for every head:
+
+    - the module is built lazily (skorch style), so `clone`/`set_params` stay honest;
+    - `fit` starts from scratch, `partial_fit` continues the same network *and* optimizer state;
+    - `partial_fit` trains a budget that follows the rows it sees, not a count of passes: the
+      steps `fit` would spend on the rows seen so far, less those already trained
+      (`_stream_budget`), fractions carried over to the next call, so a stream in batches of
+      any size trains about as much as one `fit` on the same rows; each pass mixes as many
+      rows of the replay memory (a uniform sample of the stream) as new ones;
+    - one RandomState (`_rng`, from `random_state`) seeds initialisation, shuffling, dropout,
+      pairs and the replay memory: two fits are bit-identical on CPU, and the global
+      torch/numpy RNGs are left untouched;
+    - `early_stopping`, `validation_fraction`, `n_iter_no_change` and `tol` mean what they mean
+      in sklearn's `MLPClassifier`; `loss_curve_`, `history_` (one record per pass: epoch,
+      step, train_loss and, with a validation set, valid_loss) and `n_iter_` record training;
+    - torch's CPU thread count is lowered while training and put back afterwards;
+    - pickling stores CPU state dicts (never a live module on a device) and rebuilds on load.
+
+    Parameters read from the estimator: `learning_rate`, `batch_size`, `optimizer`,
+    `weight_decay`, `early_stopping`, `validation_fraction`, `n_iter_no_change`, `tol`,
+    `replay_size`, `verbose`, `random_state`, `device`.
+    """
+
+    _EPOCHS_PARAM = "n_epochs"
+    #: `fit` without a validation set also stops when the training loss stalls (sklearn MLP)
+    _STOP_ON_TRAIN_LOSS = True
+    #: rows each side of an early-stopping split needs at least
+    _MIN_SPLIT_ROWS = 1
+
+    # -- head hooks --------------------------------------------------------------------------
+    def _build_module(self) -> torch.nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _batch_loss(self, module, table, *items) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def _items(self, rows, anchors, partners=None):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _stratify(self, rows):
+        """Labels to stratify an early-stopping split by (`None`: a plain split)."""
+        return None
+
+    def _items_per_row(self) -> float:
+        """Items one pass draws per row (1 for rows, pairs per row for a sampler)."""
+        return 1.0
+
+    def _n_epochs(self, n_rows: int) -> float:
+        """Passes `fit` makes over `n_rows` rows: the epochs parameter (a tuner may resolve an
+        `"auto"` value from the rows; `fit` rounds it, a stream's budget does not)."""
+        return int(getattr(self, self._EPOCHS_PARAM))
+
+    def _max_steps(self):
+        """At most this many gradient steps in `fit` (`None`: no limit)."""
+        return None
+
+    def _fit_steps(self, n_rows: int) -> float:
+        """Gradient steps `fit` spends on `n_rows` rows."""
+        return n_rows * self._n_epochs(n_rows) * self._items_per_row() / int(self.batch_size)
+
+    def _stream_budget(self, n_rows: int) -> float:
+        """Gradient steps a stream has earned after `n_rows` rows (default: `_fit_steps`)."""
+        return self._fit_steps(n_rows)
+
+    def _replay_at_least(self) -> int:
+        """Rows (new and remembered) each stream pass needs at least."""
+        return 0
+
+    # -- the one entry point -----------------------------------------------------------------
+    def _train(self, rows, incremental: bool):
+        """Train on `rows` (aligned arrays, one entry per row): from scratch, or, when
+        `incremental`, continuing the current network, optimizer and replay memory."""
+        if not incremental or getattr(self, "module_", None) is None:
+            self._check_engine_params()
+            self._start_training()
+        with train_threads(self.device_):
+            if incremental:
+                self._stream(rows)
+            else:
+                self._fit_all(rows)
+        return self
+
+    def _start_training(self):
+        """A fresh network, optimizer, RNG and replay memory."""
+        self._rng = np.random.RandomState(seed_from(self.random_state))
+        self.device_ = resolve_device(self.device)
+        with seeded(self._rng.randint(0, 2**31 - 1), self.device_):
+            self.module_ = self._build_module().to(self.device_)
+        self.optimizer_ = self._make_optimizer(self.module_)
+        self.loss_curve_ = []
+        self.history_ = []
+        self.n_iter_ = 0
+        self._step_credit = 0.0
+        self._n_steps = 0
+        self._n_streamed = 0
+        self._replay = new_replay()
+
+    def _make_optimizer(self, module):
+        # a head without an `optimizer` parameter (ContrastiveTuner) trains with AdamW
+        kind = {"adam": torch.optim.Adam,
+                "adamw": torch.optim.AdamW}[getattr(self, "optimizer", "adamw")]
+        return kind(module.parameters(), lr=float(self.learning_rate),
+                    weight_decay=float(self.weight_decay))
+
+    def _check_engine_params(self):
+        """Checks for the engine's parameters that `_parameter_constraints` cannot express."""
+        if getattr(self, "early_stopping", False) and not 0 < self.validation_fraction < 1:
+            raise ValueError(
+                "validation_fraction must be in (0, 1) when early_stopping=True, "
+                f"got {self.validation_fraction!r}"
+            )
+
+    def _fit_all(self, rows):
+        """`fit`: the epochs parameter over all rows, with sklearn's stopping rules; with
+        `early_stopping`, on the rows not held out, watching the loss on the held-out ones."""
+        n = rows[0].shape[0]
+        train, valid = np.arange(n), None
+        if self.early_stopping:
+            train, held = self._split(n, self._stratify(rows))
+            valid = self._items(rows, lambda: held)[1]()
+        table, draw = self._items(rows, lambda: train, partners=train)
+        stop_early = valid is not None or self._STOP_ON_TRAIN_LOSS
+        self._run(table, draw, epochs=int(round(self._n_epochs(train.size))),
+                  max_steps=self._max_steps(), stop_early=stop_early, valid=valid)
+
+    def _split(self, n, stratify=None):
+        """Row indices to train on and to hold out (`validation_fraction`, stratified when
+        possible)."""
+        from sklearn.model_selection import train_test_split
+
+        n_valid = int(np.ceil(self.validation_fraction * n))
+        least = self._MIN_SPLIT_ROWS
+        if n_valid < least or n - n_valid < least:
+            raise ValueError(
+                f"early_stopping needs at least {2 * least} rows (validation_fraction="
+                f"{self.validation_fraction} of {n}); turn early_stopping off for tiny data"
+            )
+        seed = self._rng.randint(0, 2**31 - 1)
+        try:
+            train, held = train_test_split(np.arange(n), test_size=n_valid, stratify=stratify,
+                                           random_state=seed)
+        except ValueError:  # a class too small to stratify: a plain split
+            train, held = train_test_split(np.arange(n), test_size=n_valid,
+                                           random_state=self._rng.randint(0, 2**31 - 1))
+        return train, held
+
+    def _stream(self, rows):
+        """`partial_fit`: the new rows and as many remembered ones, for the steps the new rows
+        earn (`_stream_budget` of all rows seen, less that of the rows before them; fractions
+        of a step carry over to the next call); then the new rows join the memory."""
+        n_new = rows[0].shape[0]
+        pool = replay_pool(self._replay, rows)
+        anchors = replay_subsets(self._replay, n_new, self._rng, at_least=self._replay_at_least())
+        table, draw = self._items(pool, anchors)
+        before = getattr(self, "_n_streamed", 0)
+        self._n_streamed = before + n_new
+        self._step_credit += max(0.0, self._stream_budget(self._n_streamed)
+                                 - self._stream_budget(before))
+        steps = int(self._step_credit + 1e-9)
+        self._step_credit -= steps
+        if steps:
+            # every pass takes at least one step: `steps` passes is an upper bound
+            self._run(table, draw, epochs=steps, max_steps=steps)
+        replay_add(self._replay, rows, self.replay_size, self._rng)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _run(self, table, draw, *, epochs: int, max_steps=None, stop_early: bool = False,
+             valid=None):
+        """Train `self.module_` for up to `epochs` passes and at most `max_steps` steps.
+
+        `table` (numpy) goes to the device once; `draw()` gives the items of one pass (numpy
+        arrays of one length); `valid`, fixed items for the validation loss. `stop_early`
+        enables sklearn-style stopping: on the validation loss when `valid` is given (best
+        weights restored), otherwise on the training loss.
+        """
+        device = self.device_
+        seed = self._rng.randint(0, 2**31 - 1)
+        table = torch.as_tensor(table, device=device)
+        valid = None if valid is None else [torch.as_tensor(a, device=device) for a in valid]
+        for group in self.optimizer_.param_groups:  # honour set_params between partial_fits
+            group["lr"] = float(self.learning_rate)
+            group["weight_decay"] = float(self.weight_decay)
+
+        module, optimizer = self.module_, self.optimizer_
+        steps_left = np.inf if max_steps is None else int(max_steps)
+        best, best_state, stale = np.inf, None, 0
+        progress = Progress(epochs, self.verbose, type(self).__name__)
+        try:
+            with seeded(seed, device):
+                for _ in range(epochs):
+                    if steps_left <= 0:
+                        break
+                    items = [torch.as_tensor(a, device=device) for a in draw()]
+                    n = items[0].shape[0]
+                    if n == 0:
+                        break
+                    batch_size = max(1, min(int(self.batch_size), n))
+                    n_steps = int(min(-(-n // batch_size), steps_left))
+                    order = torch.as_tensor(self._rng.permutation(n), device=device)
+                    module.train()
+                    total = torch.zeros((), device=device)
+                    seen = 0
+                    for step in range(n_steps):
+                        index = order[step * batch_size:(step + 1) * batch_size]
+                        loss = self._batch_loss(module, table, *(t[index] for t in items))
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        optimizer.step()
+                        total += loss.detach() * index.shape[0]
+                        seen += index.shape[0]
+                    steps_left -= n_steps
+                    self._n_steps += n_steps
+                    # one device sync per pass, not per step
+                    record = {"epoch": self.n_iter_ + 1, "step": self._n_steps,
+                              "train_loss": float(total) / seen}
+                    if valid is not None:
+                        record["valid_loss"] = self._eval_loss(module, table, valid, batch_size)
+                    self.n_iter_ += 1
+                    self.loss_curve_.append(record["train_loss"])
+                    self.history_.append(record)
+                    progress.update(self.n_iter_, record)
+                    watched = record.get("valid_loss", record["train_loss"])
+                    if not np.isfinite(watched):
+                        raise FloatingPointError(
+                            f"{type(self).__name__}: the loss became {watched} at epoch "
+                            f"{self.n_iter_}; lower learning_rate"
+                        )
+                    if not stop_early:
+                        continue
+                    # sklearn MLP rule: an epoch counts as progress when it beats the best by tol
+                    stale = stale + 1 if watched > best - self.tol else 0
+                    if watched < best:
+                        best = watched
+                        if valid is not None:
+                            best_state = copy.deepcopy(module.state_dict())
+                    if stale >= self.n_iter_no_change:
+                        break
+        finally:
+            progress.close()
+        if best_state is not None:  # early stopping keeps the weights of the best epoch
+            module.load_state_dict(best_state)
+        module.eval()
+        return self
+
+    def _eval_loss(self, module, table, items, batch_size) -> float:
+        module.eval()
+        n = items[0].shape[0]
+        total = 0.0
+        with torch.no_grad():
+            for start in range(0, n, batch_size):
+                batch = [t[start:start + batch_size] for t in items]
+                total += float(self._batch_loss(module, table, *batch)) * batch[0].shape[0]
+        module.train()
+        return total / n
+
+    def _forward(self, X: np.ndarray, fn, batch_size: int = 4096) -> np.ndarray:
+        """Apply `fn(module, x)` to X in eval mode, in chunks, and return float32 numpy."""
+        module = self.module_
+        module.eval()
+        out = []
+        with torch.no_grad():
+            for start in range(0, X.shape[0], batch_size):
+                x = torch.tensor(X[start:start + batch_size], device=self.device_)
+                out.append(fn(module, x).float().cpu().numpy())
+        if not out:
+            return np.zeros((0, self._n_features_out), dtype=np.float32)
+        return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
+
+    # -- pickling ----------------------------------------------------------------------------
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: the default state is the live __dict__
+        module = state.pop("module_", None)
+        optimizer = state.pop("optimizer_", None)
+        if module is not None:
+            # Plain CPU tensors: the pickle loads on a machine without the training device.
+            # as bytes: data that skops can store, read back with torch.load(weights_only=True)
+            state["_module_state"] = torch_state_to_bytes(to_cpu(module.state_dict()))
+            state["_optimizer_state"] = torch_state_to_bytes(to_cpu(optimizer.state_dict()))
+            state.pop("device_", None)
+        return state
+
+    def __setstate__(self, state):
+        module_state = state.pop("_module_state", None)
+        optimizer_state = state.pop("_optimizer_state", None)
+        super().__setstate__(state)
+        if module_state is not None:
+            self._restore(module_state, optimizer_state)
+
+    def _restore(self, module_state, optimizer_state=None):
+        """Rebuild the module from the parameters and fitted shapes, then load its weights."""
+        device = resolve_device(self.device)
+        self.device_ = device if usable(device) else torch.device("cpu")
+        module = self._build_module()
+        module.load_state_dict(torch_state_from_bytes(module_state))
+        self.module_ = module.to(self.device_).eval()
+        self.optimizer_ = self._make_optimizer(self.module_)
+        if optimizer_state is not None:
+            self.optimizer_.load_state_dict(torch_state_from_bytes(optimizer_state))

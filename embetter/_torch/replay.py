@@ -1,0 +1,60 @@
+"""The replay memory of a stream: a uniform sample of the rows `partial_fit` has seen.
+
+A stream seen once trains each batch while it is there; without replay, the gradient steps a
+small batch earns pull the head towards that batch and away from the earlier ones. Mixing as
+many remembered rows as new ones into each `partial_fit` call keeps the stream close to one fit
+on everything it has seen. The memory is plain data (a dict of aligned numpy arrays and a
+count), so estimators holding it pickle, and store in skops files, like any other state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def new_replay() -> dict:
+    """An empty memory: `rows` (aligned arrays: embeddings, label codes...) and `seen`."""
+    return {"rows": None, "seen": 0}
+
+
+def replay_len(memory: dict) -> int:
+    return 0 if memory["rows"] is None else memory["rows"][0].shape[0]
+
+
+def replay_pool(memory: dict, arrays) -> list:
+    """The new rows followed by the remembered ones, as one set of arrays."""
+    if not replay_len(memory):
+        return list(arrays)
+    return [np.concatenate([a, m]) for a, m in zip(arrays, memory["rows"])]
+
+
+def replay_subsets(memory: dict, n_new: int, rng, at_least: int = 0):
+    """A function drawing, on each call, the new rows plus as many remembered ones (fresh ones
+    each time; with `at_least`, enough to make that many rows in all), as indices into
+    `replay_pool`'s arrays."""
+    stored = replay_len(memory)
+    new = np.arange(n_new)
+    if not stored:
+        return lambda: new
+    k = min(stored, max(n_new, at_least - n_new))
+    return lambda: np.concatenate([new, n_new + rng.choice(stored, k, replace=False)])
+
+
+def replay_add(memory: dict, arrays, size: int, rng) -> None:
+    """Remember new rows as a reservoir sample: every row of the stream is kept with the same
+    probability, `size / seen`."""
+    size = int(size)
+    n = arrays[0].shape[0]
+    if size > 0:
+        free = min(max(size - replay_len(memory), 0), n)
+        if free:
+            head = [np.array(a[:free]) for a in arrays]
+            memory["rows"] = head if memory["rows"] is None else [
+                np.concatenate([m, h]) for m, h in zip(memory["rows"], head)]
+        rest = np.arange(free, n)
+        if rest.size:
+            keep = rng.random_sample(rest.size) < size / (memory["seen"] + rest + 1)
+            slots = rng.randint(0, size, size=int(keep.sum()))
+            for m, a in zip(memory["rows"], arrays):
+                m[slots] = a[rest[keep]]
+    memory["seen"] += n
