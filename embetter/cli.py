@@ -17,6 +17,7 @@ from embetter._files import (
     text_column,
     write_embeddings,
 )
+from embetter._guest import env_default
 from embetter._pipelines import (
     load_pipeline,
     pipeline_format,
@@ -364,9 +365,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     # transformers draws a bar for every model load; on the command line it only hides the
     # output that matters (our own progress bars are sentence-transformers', not affected).
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
-        return args.func(args)
+        with env_default("HF_HUB_DISABLE_PROGRESS_BARS", "1"):
+            return args.func(args)
     except KeyboardInterrupt:
         _info("embetter: interrupted")
         return 130

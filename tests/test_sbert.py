@@ -78,7 +78,7 @@ def test_max_seq_length_applies_while_training_only(tiny_model_path, pairs, corp
 def test_freeze_embeddings_trains_everything_but_the_token_embeddings(tiny_model_path, pairs):
     from sentence_transformers import SentenceTransformer
 
-    from embetter.finetune._sbert_model import token_embeddings
+    from embetter._st import token_embeddings
 
     model = SentenceTransformer(tiny_model_path, device="cpu")
     (embedding,) = token_embeddings(model)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from embetter import _st
+
 #: Loss name -> the data it trains on (sentence-transformers' data formats).
 LOSSES = {
     "cosine": "pairs with a float similarity score in [-1, 1]",
@@ -20,14 +22,6 @@ LOSSES = {
 }
 
 _TOKEN_KEYS = {"input_ids", "attention_mask", "token_type_ids"}
-
-
-def _st_losses():
-    try:  # sentence-transformers >= 6 moved the losses; older versions keep the old path
-        from sentence_transformers.sentence_transformer import losses
-    except ImportError:  # pragma: no cover
-        from sentence_transformers import losses
-    return losses
 
 
 def _same(a, b) -> bool:
@@ -91,7 +85,7 @@ class UniqueTextsLoss(torch.nn.Module):
 
 def pair_loss(name: str, model, dims=None):
     """The sentence-transformers loss for `name` (see `LOSSES`), Matryoshka-wrapped with `dims`."""
-    losses = _st_losses()
+    losses = _st.losses()
     make = {
         "cosine": losses.CosineSimilarityLoss,
         "cosent": losses.CoSENTLoss,
@@ -109,7 +103,7 @@ def matryoshka(loss, model, dims=None):
     """`loss` trained on each of the leading `dims` dimensions too (`MatryoshkaLoss`)."""
     if not dims:
         return loss
-    return _st_losses().MatryoshkaLoss(model, loss, matryoshka_dims=dims)
+    return _st.losses().MatryoshkaLoss(model, loss, matryoshka_dims=dims)
 
 
 class SupervisedContrastiveLoss(torch.nn.Module):

@@ -9,9 +9,10 @@ from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from embetter._st import embedding_dim
 from embetter._validation import as_texts
 from embetter.base import text_input_tags
-from embetter.finetune._sbert_model import embedding_dim, model_from_bytes, model_to_bytes
+from embetter.finetune._sbert_model import model_from_bytes, model_to_bytes
 
 #: Loss names (sentence-transformers' words); their data formats are in `_losses.LOSSES`.
 PAIR_LOSSES = ("cosine", "cosent", "contrastive", "online_contrastive", "mnrl")

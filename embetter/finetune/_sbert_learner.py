@@ -250,13 +250,14 @@ class SbertLearner(SbertBase):
 
     def _frozen(self, model) -> list:
         """The parameters of `model` that training leaves as they are."""
-        from embetter.finetune._sbert_model import token_embeddings
+        from embetter._st import token_embeddings
 
         return token_embeddings(model) if self.freeze_embeddings else []
 
     def _train(self, dataset, loss, batch_sampler, eval_set):
-        from embetter.finetune._sbert_model import embedding_dim
-        from embetter.finetune._trainer import Schedule, seed_from, train
+        from embetter._st import embedding_dim
+        from embetter._torch import seed_from
+        from embetter.finetune._trainer import Schedule, train
 
         model = self.model_
 

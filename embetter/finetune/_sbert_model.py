@@ -7,16 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from embetter import _st
 from embetter._atomic import atomic_path
-
-
-def is_sentence_transformer(obj) -> bool:
-    return hasattr(obj, "encode") and hasattr(obj, "tokenize") and not isinstance(obj, str)
-
-
-def embedding_dim(model) -> int:
-    get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-    return int(get())
 
 
 def private_model(source, device=None):
@@ -32,7 +24,7 @@ def private_model(source, device=None):
 
     if isinstance(source, SentenceEncoder):
         source = source.name
-    if is_sentence_transformer(source):
+    if _st.is_sentence_model(source):
         model = copy.deepcopy(source)
         if device is not None:
             model.to(device_name(device))
@@ -45,29 +37,10 @@ def private_model(source, device=None):
     )
 
 
-def token_embeddings(model) -> list:
-    """The token embedding matrices of a model's transformer(s) (input embeddings).
-
-    A static model (`StaticEmbedding`) has none here: its embedding bag is all it has to train.
-    """
-    found = []
-    for module in model.modules():
-        get = getattr(module, "get_input_embeddings", None)
-        if callable(get) and hasattr(module, "config"):
-            try:
-                embedding = get()
-            except (NotImplementedError, AttributeError):
-                continue
-            weight = getattr(embedding, "weight", None)
-            if weight is not None and all(weight is not w for w in found):
-                found.append(weight)
-    return found
-
-
 def model_to_bytes(model) -> dict[str, bytes]:
     """Every file of a saved model, keyed by relative path (for pickling fine-tuned weights)."""
     with tempfile.TemporaryDirectory(prefix="embetter-pickle-") as tmp:
-        model.save(tmp, create_model_card=False)
+        _st.save(model, tmp)
         root = Path(tmp)
         return {
             str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
@@ -75,8 +48,6 @@ def model_to_bytes(model) -> dict[str, bytes]:
 
 
 def model_from_bytes(files: dict[str, bytes], device: str):
-    from sentence_transformers import SentenceTransformer
-
     from embetter._skops import check_model_files
 
     with tempfile.TemporaryDirectory(prefix="embetter-unpickle-") as tmp:
@@ -85,12 +56,12 @@ def model_from_bytes(files: dict[str, bytes], device: str):
             target = Path(tmp, rel)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-        return SentenceTransformer(tmp, device=device)
+        return _st.load(tmp, device)
 
 
 def save_atomic(model, path) -> str:
     """Save a model directory so that `path` is either the old content or the complete new one."""
     path = Path(os.fspath(path)).expanduser()
     with atomic_path(path, folder=True) as tmp:
-        model.save(tmp, create_model_card=False)
+        _st.save(model, tmp)
     return str(path)

@@ -10,19 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.utils import check_random_state
-
-
-def seed_from(random_state) -> int:
-    """An int seed for torch/transformers; `None` draws a fresh one, like sklearn does."""
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        return int(random_state) % (2**32)
-    return int(check_random_state(random_state).randint(0, 2**31 - 1))
 
 
 @contextlib.contextmanager
@@ -106,90 +97,26 @@ def train(model, dataset, loss, schedule: Schedule, on_epoch_end=None) -> tuple[
     Adam's moments instead of restarting them with a full-size first step each call) and
     skips the warm-up; a state that does not fit the trained parameters is ignored.
     """
-    from sentence_transformers import (
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-    )
-    from transformers import PrinterCallback, TrainerCallback
-
+    from embetter import _st
     from embetter._torch import resolve_device, to_cpu
-
-    class _Trainer(SentenceTransformerTrainer):
-        # The model card callback stores datasets and losses on the model (and tokenizes
-        # samples for statistics); we save no card, so skip that work and those references.
-        def add_model_card_callback(self, default_args_dict):
-            pass
-
-        def create_optimizer(self, *args, **kwargs):
-            optimizer = super().create_optimizer(*args, **kwargs)
-            resume_optimizer(optimizer, schedule.optimizer_state, schedule.learning_rate)
-            return optimizer
-
-    epochs = []
-
-    class _History(TrainerCallback):
-        def on_epoch_end(self, args, state, control, **kwargs):
-            entry = {"epoch": int(round(state.epoch or 0)), "step": int(state.global_step)}
-            if on_epoch_end is not None:
-                was_training = model.training
-                entry.update(on_epoch_end(model))
-                model.train(was_training)
-            epochs.append(entry)
 
     steps_per_epoch = math.ceil(len(dataset) / schedule.batch_size)
     warmup = math.ceil(schedule.warmup_ratio * steps_per_epoch * schedule.epochs)
     if schedule.optimizer_state is not None:
         warmup = 0
-    device = resolve_device(schedule.device)
     with (
         global_rng_kept(),
         old_objects_frozen(),
         tempfile.TemporaryDirectory(prefix="embetter-sbert-") as tmp,
+        frozen(schedule.frozen),
     ):
-        args = SentenceTransformerTrainingArguments(
-            output_dir=tmp,
-            num_train_epochs=schedule.epochs,
-            per_device_train_batch_size=schedule.batch_size,
-            learning_rate=schedule.learning_rate,
-            warmup_steps=warmup,
-            lr_scheduler_type="linear",
-            seed=schedule.seed,
-            data_seed=schedule.seed,
-            save_strategy="no",
-            eval_strategy="no",
-            logging_strategy="epoch",
-            report_to="none",
-            disable_tqdm=not schedule.progress,
-            use_cpu=device.type == "cpu",
-            dataloader_num_workers=0,
-            batch_sampler=schedule.batch_sampler,
+        run = _st.run_trainer(
+            model, dataset, loss, output_dir=tmp, device=resolve_device(schedule.device),
+            epochs=schedule.epochs, batch_size=schedule.batch_size,
+            learning_rate=schedule.learning_rate, warmup_steps=warmup, seed=schedule.seed,
+            batch_sampler=schedule.batch_sampler, progress=schedule.progress,
+            optimizer_state=schedule.optimizer_state, on_epoch_end=on_epoch_end,
         )
-        trainer = _Trainer(
-            model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[_History()]
-        )
-        # without progress bars, transformers prints every log dict to stdout instead
-        trainer.remove_callback(PrinterCallback)
-        with frozen(schedule.frozen):
-            trainer.train()
-        steps = int(trainer.state.global_step)
-        # the epoch loss is logged after on_epoch_end: attach the last one per epoch
-        losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
-        for entry, value in zip(epochs, losses):
-            entry["train_loss"] = value
-        state = to_cpu(trainer.optimizer.state_dict()) if trainer.optimizer else None
-        del trainer
     model.eval()
-    return steps, epochs, state
-
-
-def resume_optimizer(optimizer, state, learning_rate: float) -> None:
-    """Load `state` into `optimizer` when its parameter groups have the same sizes; the
-    learning rate stays `learning_rate` (a state saved at the end of a decay holds 0)."""
-    if state is None:
-        return
-    sizes = [len(g["params"]) for g in optimizer.param_groups]
-    if sizes != [len(g["params"]) for g in state["param_groups"]]:
-        return  # e.g. freeze_embeddings changed between calls: start afresh
-    optimizer.load_state_dict(state)
-    for group in optimizer.param_groups:
-        group["lr"] = group["initial_lr"] = float(learning_rate)
+    state = to_cpu(run.optimizer_state) if run.optimizer_state is not None else None
+    return run.steps, run.epochs, state

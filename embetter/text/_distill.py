@@ -80,18 +80,17 @@ def _is_model(folder: Path) -> bool:
 
 def distill(source, pca_dims=256, sif_coefficient=1e-4):
     """Distil a model2vec `StaticModel` from the transformer in the local folder `source`."""
-    import logging
-
     from model2vec.distill import distill_from_model
-    from transformers import AutoModel, AutoTokenizer
 
-    logging.getLogger("model2vec").setLevel(logging.ERROR)
-    model = AutoModel.from_pretrained(str(source))
-    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    from embetter import _st
+    from embetter._guest import quiet_loggers
+
+    model, tokenizer = _st.load_hf(source)
     # float32 vectors: numpy averages float16 ones several times slower.
-    return distill_from_model(model, tokenizer, pca_dims=pca_dims,
-                              sif_coefficient=sif_coefficient, quantize_to="float32",
-                              device="cpu")
+    with quiet_loggers("model2vec"):
+        return distill_from_model(model, tokenizer, pca_dims=pca_dims,
+                                  sif_coefficient=sif_coefficient, quantize_to="float32",
+                                  device="cpu")
 
 
 def train_to_mimic(static, texts, targets: np.ndarray, seed: int, show_progress_bar=False):
@@ -102,20 +101,20 @@ def train_to_mimic(static, texts, targets: np.ndarray, seed: int, show_progress_
     map) learn by mean squared error with early stopping on a held-out tenth of the texts;
     the map is dropped afterwards, so the result is again a plain static model.
     """
-    import logging
-
     import torch
     from model2vec.train import StaticModelForRegression
 
-    for name in ("model2vec", "lightning", "pytorch_lightning"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    from embetter._guest import quiet_loggers
+
     targets = np.asarray(targets, dtype=np.float32)
     trainer = StaticModelForRegression.from_static_model(
         model=static, n_layers=0, out_dim=targets.shape[1])
     threads = torch.get_num_threads()
     try:
-        trainer.fit(list(texts), torch.from_numpy(targets), random_seed=int(seed),
-                    device="cpu", early_stopping_patience=2)
+        with quiet_loggers("model2vec", "lightning", "pytorch_lightning",
+                           "lightning.pytorch", "lightning.fabric"):
+            trainer.fit(list(texts), torch.from_numpy(targets), random_seed=int(seed),
+                        device="cpu", early_stopping_patience=2)
     finally:
         torch.set_num_threads(threads)
     trained = trainer.to_static_model()

@@ -72,11 +72,11 @@ def _not_found(name: str, resolved: str, error: Exception) -> ModelNotFoundError
 
 def load_sentence_transformer(name, device: str, **kwargs):
     """Load a SentenceTransformer by name or path, with a clear error when it is missing."""
-    from sentence_transformers import SentenceTransformer
+    from embetter import _st
 
     resolved = resolve_model(name)
     try:
-        return SentenceTransformer(resolved, device=device, **kwargs)
+        return _st.load(resolved, device, **kwargs)
     except (OSError, ValueError) as e:
         raise _not_found(os.fspath(name), resolved, e) from e
 

@@ -6,16 +6,13 @@ import numbers
 
 import numpy as np
 
+from embetter._st import embedding_dim, is_sentence_model
 from embetter._validation import as_texts, check_int
 from embetter.base import EmbetterBase, text_input_tags
 from embetter.text._models import shared_sentence_transformer
 
 #: Texts per batch when `batch_size` is None and no token budget applies.
 DEFAULT_BATCH_SIZE = 32
-
-
-def _is_sentence_transformer(obj) -> bool:
-    return hasattr(obj, "encode") and hasattr(obj, "tokenize") and not isinstance(obj, str)
 
 
 def _private_if_changed(model, device):
@@ -131,7 +128,7 @@ class SentenceEncoder(EmbetterBase):
 
     # -- the model ---------------------------------------------------------------------------
     def _model_key(self):
-        return (id(self.name) if _is_sentence_transformer(self.name) else self.name, self.device)
+        return (id(self.name) if is_sentence_model(self.name) else self.name, self.device)
 
     @property
     def model_(self):
@@ -141,7 +138,7 @@ class SentenceEncoder(EmbetterBase):
             return cached
         from embetter._torch import device_name
 
-        if _is_sentence_transformer(self.name):
+        if is_sentence_model(self.name):
             model = _private_if_changed(self.name, self.device)
         else:
             model = shared_sentence_transformer(self.name, device_name(self.device))
@@ -257,10 +254,8 @@ class SentenceEncoder(EmbetterBase):
         plan = self._plan()
         if plan.backend != "torch":
             full = self._fast_engine(plan).dim
-        elif hasattr(self.model_, "get_embedding_dimension"):
-            full = self.model_.get_embedding_dimension()
         else:
-            full = self.model_.get_sentence_embedding_dimension()
+            full = embedding_dim(self.model_)
         dim, param = self._output_dim_param()
         if dim is None:
             return int(full)

@@ -99,11 +99,6 @@ def _progress(batches, total: int, show: bool):
     return tqdm(batches, total=total, desc="Batches")
 
 
-def _needs_prompt_length(model) -> bool:
-    """Pooling that leaves the prompt's tokens out needs their count, which we do not pass."""
-    return any(getattr(m, "include_prompt", True) is False for m in model)
-
-
 def _check_prompt(prompt, needs_prompt_length: bool, backend: str) -> None:
     if prompt and needs_prompt_length:
         raise ValueError(

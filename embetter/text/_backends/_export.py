@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from embetter.text._backends._batching import _needs_prompt_length
+from embetter import _st
+from embetter._guest import quiet_loggers
 from embetter.text._backends._tokenize import PROBE_TEXTS, TextTokenizer, pad_batch
 from embetter.text._models import cache_root
 
@@ -59,9 +60,8 @@ def model_fingerprint(model) -> str:
     """Content hash of a loaded SentenceTransformer: its weights, tokenizer and module layout."""
     h = hashlib.blake2b(digest_size=20)
     h.update(repr(model).encode())
-    backend = getattr(getattr(model[0], "tokenizer", None), "backend_tokenizer", None)
-    if backend is not None:
-        h.update(backend.to_str().encode())
+    with contextlib.suppress(ValueError):  # a model without a fast tokenizer
+        h.update(_st.tokenizer_spec(model).json.encode())
     for name, tensor in model.state_dict().items():
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -119,13 +119,12 @@ def export_onnx(model, folder: Path, precision: str) -> None:
         _export_graph(model, tokenizer, tmp / "model-float32.onnx")
         if precision == "int8":
             _quantize_int8(tmp / "model-float32.onnx", tmp / "model-int8.onnx")
-        dim = getattr(model, "get_embedding_dimension", None)
         meta = {
-            "dim": int((dim or model.get_sentence_embedding_dimension)()),
+            "dim": _st.embedding_dim(model),
             "input_names": list(tokenizer.input_names),
             "lowercase": tokenizer.lowercase,
             "pad_id": tokenizer.pad_id,
-            "needs_prompt_length": _needs_prompt_length(model),
+            "needs_prompt_length": _st.pooling_excludes_prompt(model),
             "export_version": EXPORT_VERSION,
         }
         tokenizer.save(tmp)
@@ -155,11 +154,8 @@ def _export_graph(model, tokenizer: TextTokenizer, path: Path) -> None:
     # A private CPU copy with plain ("eager") attention: it traces to the pattern that
     # onnxruntime fuses into its Attention kernel, and the caller's model is left untouched.
     model = copy.deepcopy(model).to("cpu").eval()
-    auto = getattr(model[0], "auto_model", None)
-    if auto is not None and hasattr(auto, "set_attn_implementation"):
-        # A model without eager attention still exports, just without the fused kernel.
-        with contextlib.suppress(ValueError, ImportError):
-            auto.set_attn_implementation("eager")
+    auto = _st.transformer(model)
+    _st.eager_attention(model)
 
     class SentenceGraph(torch.nn.Module):
         def __init__(self, inner, names):
@@ -189,15 +185,13 @@ def _fuse_transformer(path: Path, config) -> None:
     architecture (BERT-style encoders); other graphs keep onnxruntime's generic fusions."""
     if config is None or getattr(config, "model_type", None) not in ("bert",):
         return
-    import logging
-
     from onnxruntime.transformers.optimizer import optimize_model
 
-    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
     try:
-        fused = optimize_model(str(path), model_type="bert",
-                               num_heads=int(config.num_attention_heads),
-                               hidden_size=int(config.hidden_size))
+        with quiet_loggers("onnxruntime.transformers"):
+            fused = optimize_model(str(path), model_type="bert",
+                                   num_heads=int(config.num_attention_heads),
+                                   hidden_size=int(config.hidden_size))
     except Exception:  # an unfused graph is still correct, only slower
         return
     fused.save_model_to_file(str(path))
@@ -211,12 +205,9 @@ def _quantize_int8(src: Path, dst: Path) -> None:
     them in float32 lifts mean cosine to the fp32 model from 0.991 to 0.995 on SST-2/AG News
     texts for 1.4x the file size (see benchmarks/encode_speed.py).
     """
-    import logging
-
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
     graph = onnx.load(str(src)).graph
     weights = {init.name: init.dims for init in graph.initializer}
     down = []
@@ -226,11 +217,12 @@ def _quantize_int8(src: Path, dst: Path) -> None:
         dims = next((weights[i] for i in node.input if i in weights), None)
         if dims is not None and len(dims) == 2 and dims[0] > dims[1]:
             down.append(node.name)
-    quantize_dynamic(
-        str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-        nodes_to_exclude=down,
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    with quiet_loggers(""):  # the quantiser logs its progress on the root logger
+        quantize_dynamic(
+            str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+            nodes_to_exclude=down,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
 
 
 def _check_export(model, folder: Path, precision: str) -> None:

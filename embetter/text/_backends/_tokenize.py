@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from embetter import _st
+
 # Texts that exercise the tokenizer: case, accents, punctuation, numbers, unknown words,
 # an empty string, and one longer than any model's maximum length (truncation).
 PROBE_TEXTS = [
@@ -35,34 +37,22 @@ class TextTokenizer:
 
     @classmethod
     def from_sentence_transformer(cls, model) -> TextTokenizer:
-        first = model[0]
-        hf_tok = getattr(first, "tokenizer", None)
-        backend = getattr(hf_tok, "backend_tokenizer", None)
-        max_len = getattr(first, "max_seq_length", None)
-        if backend is None or not isinstance(max_len, int):
-            raise ValueError(
-                "the fast backends need a sentence-transformers text model with a fast "
-                f"(Rust) tokenizer and a max_seq_length; got a first module "
-                f"{type(first).__name__} with tokenizer {type(hf_tok).__name__}. "
-                "Use backend='torch' for this model."
-            )
         from tokenizers import Tokenizer
 
-        tok = Tokenizer.from_str(backend.to_str())
+        spec = _st.tokenizer_spec(model)
+        tok = Tokenizer.from_str(spec.json)
         tok.no_padding()
-        tok.enable_truncation(max_length=max_len)
-        reference = model.preprocess(PROBE_TEXTS[:2])
+        tok.enable_truncation(max_length=spec.max_length)
+        reference = _st.model_inputs(model, PROBE_TEXTS[:2])
         names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in reference]
-        pad_id = hf_tok.pad_token_id if hf_tok.pad_token_id is not None else 0
-        fast = cls(tok, names, lowercase=bool(getattr(first, "do_lower_case", False)),
-                   pad_id=pad_id)
+        fast = cls(tok, names, lowercase=spec.lowercase, pad_id=spec.pad_id)
         fast._check_against(model)
         return fast
 
     def _check_against(self, model) -> None:
         """Raise unless we produce the same inputs as `model.preprocess`, prompts included."""
         for prompt in (None, "query: "):
-            ref = model.preprocess(PROBE_TEXTS, prompt=prompt)
+            ref = _st.model_inputs(model, PROBE_TEXTS, prompt=prompt)
             ours = pad_batch(self.encode(PROBE_TEXTS, prompt), self.input_names, self.pad_id)
             for name in self.input_names:
                 theirs = ref[name].numpy()

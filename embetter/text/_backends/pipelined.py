@@ -10,9 +10,9 @@ import os
 
 import numpy as np
 
+from embetter import _st
 from embetter.text._backends._batching import (
     _check_prompt,
-    _needs_prompt_length,
     _progress,
     iter_batches,
 )
@@ -24,8 +24,6 @@ HALF_MIN_COSINE = 0.999
 CUDA_MAX_TOKENS = 32768
 
 
-
-
 class PipelinedEngine:
     """Run a loaded `SentenceTransformer`'s modules with our pipelined, bucketed loop."""
 
@@ -35,11 +33,11 @@ class PipelinedEngine:
         self.model = model
         self.device = torch.device(device)
         self.tokenizer = TextTokenizer.from_sentence_transformer(model)
-        self.needs_prompt_length = _needs_prompt_length(model)
+        # pooling that leaves the prompt's tokens out needs their count, which we do not pass
+        self.needs_prompt_length = _st.pooling_excludes_prompt(model)
         self.precision = "float32"
         self.dtype = torch.float32
-        dim = getattr(model, "get_embedding_dimension", None)
-        self.dim = int((dim or model.get_sentence_embedding_dimension)())
+        self.dim = _st.embedding_dim(model)
         #: min cosine of the half precision to float32 on the check texts (None: not checked)
         self.half_cosine = None
         if precision is None and self.device.type == "cuda":

@@ -1,0 +1,43 @@
+"""Quieting noisy libraries the way a guest does: change a setting for one call, put it back.
+
+A library runs inside its user's process. Whatever process-wide state a call has to change
+(a logger's level, an environment variable) is changed inside one of these contexts, which
+restore exactly what they found, also when the call fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+
+@contextlib.contextmanager
+def quiet_loggers(*names: str, level: int = logging.ERROR):
+    """Raise the named loggers (`""` is the root logger) to at least `level` for the call.
+
+    Only used around third-party code that logs through loggers we cannot otherwise reach
+    (onnxruntime's quantiser logs on the root logger).
+    """
+    loggers = [logging.getLogger(name or None) for name in names]
+    before = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            if logger.getEffectiveLevel() < level:
+                logger.setLevel(level)
+        yield
+    finally:
+        for logger, was in zip(loggers, before):
+            logger.setLevel(was)
+
+
+@contextlib.contextmanager
+def env_default(name: str, value: str):
+    """`os.environ.setdefault(name, value)` for the call; the environment is restored after."""
+    had = name in os.environ
+    os.environ.setdefault(name, value)
+    try:
+        yield
+    finally:
+        if not had:
+            os.environ.pop(name, None)

@@ -1,0 +1,246 @@
+"""The one boundary with sentence-transformers and transformers.
+
+Every place embetter touches those two libraries goes through this module: recognising a
+sentence model (by its type), loading and saving one, its embedding size, its tokenizer and its
+transformer, the training losses, and the Trainer with the device it trains on. Elsewhere the
+package uses a model only through these functions and the model's documented torch-module
+methods (`encode`, `to`, `eval`, `parameters`, `state_dict`, `max_seq_length`).
+`tests/test_boundary.py` enforces it, so a new release of either library is met here alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from dataclasses import dataclass
+
+
+def is_sentence_model(obj) -> bool:
+    """Whether `obj` is a loaded `SentenceTransformer` (by type, not by the methods it has).
+
+    Nothing is imported to answer for a name or path, or while sentence-transformers has not
+    been imported at all (then no such object can exist).
+    """
+    if isinstance(obj, (str, bytes, os.PathLike)) or "sentence_transformers" not in sys.modules:
+        return False
+    from sentence_transformers import SentenceTransformer
+
+    return isinstance(obj, SentenceTransformer)
+
+
+def load(path, device: str, **kwargs):
+    """`SentenceTransformer(path, device=device)`: the caller turns its errors into advice."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(os.fspath(path), device=device, **kwargs)
+
+
+def save(model, folder) -> None:
+    """Save `model` into `folder` (weights, configs, tokenizer; no model card)."""
+    model.save(os.fspath(folder), create_model_card=False)
+
+
+def embedding_dim(model) -> int:
+    """The size of the model's sentence embeddings."""
+    get = getattr(model, "get_embedding_dimension", None)  # sentence-transformers >= 6
+    if get is None:  # pragma: no cover - older releases
+        get = model.get_sentence_embedding_dimension
+    return int(get())
+
+
+def transformer(model):
+    """The Hugging Face `PreTrainedModel` inside `model`, or `None` (e.g. a static model)."""
+    found = getattr(model, "transformers_model", None)  # sentence-transformers >= 6
+    if found is None:  # pragma: no cover - older releases
+        found = getattr(model[0], "auto_model", None)
+    return found
+
+
+def pooling_excludes_prompt(model) -> bool:
+    """Whether a pooling module of `model` leaves the prompt's tokens out (`include_prompt`)."""
+    return any(getattr(m, "include_prompt", True) is False for m in model)
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """What the fast paths need to tokenise exactly as the model does."""
+
+    json: str  # the Rust tokenizer, serialised
+    max_length: int
+    lowercase: bool
+    pad_id: int
+
+
+def tokenizer_spec(model) -> TokenizerSpec:
+    """The model's fast (Rust) tokenizer and its settings; `ValueError` when it has none."""
+    hf_tok = getattr(model, "tokenizer", None)
+    backend = getattr(hf_tok, "backend_tokenizer", None)
+    max_len = getattr(model, "max_seq_length", None)
+    if backend is None or not isinstance(max_len, int):
+        raise ValueError(
+            "the fast backends need a sentence-transformers text model with a fast "
+            f"(Rust) tokenizer and a max_seq_length; got a first module "
+            f"{type(model[0]).__name__} with tokenizer {type(hf_tok).__name__}. "
+            "Use backend='torch' for this model."
+        )
+    pad_id = hf_tok.pad_token_id if hf_tok.pad_token_id is not None else 0
+    return TokenizerSpec(backend.to_str(), max_len,
+                         bool(getattr(model[0], "do_lower_case", False)), int(pad_id))
+
+
+def model_inputs(model, texts, prompt=None) -> dict:
+    """The model's own inputs for `texts` (torch tensors keyed by input name)."""
+    return model.preprocess(list(texts), prompt=prompt)
+
+
+def token_embeddings(model) -> list:
+    """The token embedding matrices of a model's transformer(s) (input embeddings).
+
+    A static model (`StaticEmbedding`) has none here: its embedding bag is all it has to train.
+    """
+    found = []
+    for module in model.modules():
+        get = getattr(module, "get_input_embeddings", None)
+        if callable(get) and hasattr(module, "config"):
+            try:
+                embedding = get()
+            except (NotImplementedError, AttributeError):
+                continue
+            weight = getattr(embedding, "weight", None)
+            if weight is not None and all(weight is not w for w in found):
+                found.append(weight)
+    return found
+
+
+def losses():
+    """sentence-transformers' `losses` module."""
+    try:  # sentence-transformers >= 6 moved the losses; older versions keep the old path
+        from sentence_transformers.sentence_transformer import losses as found
+    except ImportError:  # pragma: no cover - older releases
+        from sentence_transformers import losses as found
+    return found
+
+
+def load_hf(folder):
+    """The Hugging Face model and tokenizer saved in `folder` (for model2vec's distillation)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    return AutoModel.from_pretrained(str(folder)), AutoTokenizer.from_pretrained(str(folder))
+
+
+def device_scope(device):
+    """A context in which the Trainer's `cuda` means `device` (e.g. `cuda:1`, not `cuda:0`).
+
+    The Trainer (through accelerate) places the model on the current CUDA device; this makes
+    `device`'s index the current one for the call and restores the caller's afterwards.
+    """
+    if device.type == "cuda" and device.index is not None:
+        import torch
+
+        return torch.cuda.device(device.index)
+    return contextlib.nullcontext()
+
+
+@dataclass
+class TrainerRun:
+    """What one Trainer run did: optimizer steps, per-epoch entries and final optimizer state."""
+
+    steps: int
+    epochs: list
+    optimizer_state: dict | None
+
+
+def run_trainer(model, dataset, loss, *, output_dir, device, epochs: int, batch_size: int,
+                learning_rate: float, warmup_steps: int, seed: int, batch_sampler: str,
+                progress: bool, optimizer_state=None, on_epoch_end=None) -> TrainerRun:
+    """Train `model` in place with `SentenceTransformerTrainer` (linear decay, no saving).
+
+    `optimizer_state` (from an earlier run) continues AdamW's moments; `on_epoch_end(model)`
+    returns a dict added to that epoch's entry. Each entry holds `epoch`, `step` and
+    `train_loss` (the epoch's mean loss).
+    """
+    from sentence_transformers import (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from transformers import PrinterCallback, TrainerCallback
+
+    history = []
+
+    class _Trainer(SentenceTransformerTrainer):
+        # The model card callback stores datasets and losses on the model (and tokenizes
+        # samples for statistics); we save no card, so skip that work and those references.
+        def add_model_card_callback(self, default_args_dict):
+            pass
+
+        def create_optimizer(self, *args, **kwargs):
+            optimizer = super().create_optimizer(*args, **kwargs)
+            resume_optimizer(optimizer, optimizer_state)
+            return optimizer
+
+    class _History(TrainerCallback):
+        def on_epoch_end(self, args, state, control, **kwargs):
+            entry = {"epoch": int(round(state.epoch or 0)), "step": int(state.global_step)}
+            if on_epoch_end is not None:
+                was_training = model.training
+                entry.update(on_epoch_end(model))
+                model.train(was_training)
+            history.append(entry)
+
+    args = SentenceTransformerTrainingArguments(
+        output_dir=os.fspath(output_dir),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        warmup_steps=warmup_steps,
+        lr_scheduler_type="linear",
+        seed=seed,
+        data_seed=seed,
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="epoch",
+        report_to="none",
+        disable_tqdm=not progress,
+        use_cpu=device.type == "cpu",
+        dataloader_num_workers=0,
+        batch_sampler=batch_sampler,
+    )
+    with device_scope(device):
+        trainer = _Trainer(model=model, args=args, train_dataset=dataset, loss=loss,
+                           callbacks=[_History()])
+        # without progress bars, transformers prints every log dict to stdout instead
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
+    # the epoch loss is logged after on_epoch_end: attach the last one per epoch
+    losses_ = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
+    for entry, value in zip(history, losses_):
+        entry["train_loss"] = value
+    state = trainer.optimizer.state_dict() if trainer.optimizer is not None else None
+    return TrainerRun(int(trainer.state.global_step), history, state)
+
+
+def resume_optimizer(optimizer, state) -> None:
+    """Load the per-parameter state (AdamW's moments and step counts) of `state` into
+    `optimizer` when its parameter groups have the same sizes.
+
+    The groups' hyper-parameters (learning rate and the rest) stay the new optimizer's own:
+    a state saved at the end of a linear decay holds a learning rate of 0.
+    """
+    if state is None:
+        return
+    saved = state["param_groups"]
+    if [len(g["params"]) for g in optimizer.param_groups] != [len(g["params"]) for g in saved]:
+        return  # e.g. freeze_embeddings changed between calls: start afresh
+    groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": s["params"]}
+              for g, s in zip(optimizer.param_groups, saved)]
+    optimizer.load_state_dict({"state": state["state"], "param_groups": groups})
+
+
+def eager_attention(model) -> None:
+    """Switch `model`'s transformer to plain ("eager") attention where it supports that (it
+    traces to the pattern onnxruntime fuses); a model without it is left as it is."""
+    auto = transformer(model)
+    if auto is not None and hasattr(auto, "set_attn_implementation"):
+        with contextlib.suppress(ValueError, ImportError):
+            auto.set_attn_implementation("eager")
