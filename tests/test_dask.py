@@ -185,6 +185,34 @@ def test_fitted_tuners_run_on_the_cluster(client, tiny_model_path, frame, tuner)
     np.testing.assert_allclose(got, expected, **TOL)
 
 
+def test_parquet_files_to_npy_files_on_the_workers(client, fresh_model, corpus, tmp_path):
+    """The file-to-file recipe of docs/dask.md: the workers read Parquet and write .npy."""
+    import dask
+    import dask.array as da
+
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    parts = [corpus[i::3] for i in range(3)]
+    for i, part in enumerate(parts):
+        pd.DataFrame({"text": part, "id": range(len(part))}).to_parquet(
+            folder / f"part-{i}.parquet")
+    enc = SentenceEncoder(fresh_model)
+    client.run(_reset_loads)
+
+    texts = dd.read_parquet(str(folder / "*.parquet"), columns=["text"])
+    X = transform(enc, texts, column="text", client=client, lengths=True)
+    assert X.chunks[0] == tuple(len(p) for p in parts)
+    with dask.config.set(scheduler=client.get):  # the module's client is not the default
+        da.to_npy_stack(str(tmp_path / "out"), X)
+    assert sorted(f.name for f in (tmp_path / "out").iterdir()) == ["0.npy", "1.npy", "2.npy",
+                                                                      "info"]
+    got = da.from_npy_stack(str(tmp_path / "out")).compute()
+    expected = enc.transform([t for part in parts for t in part])
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, **TOL)
+    assert sorted(client.run(_loads).values()) in ([1, 1], [0, 1])  # one load per worker
+
+
 def test_whole_dataframe_through_a_column_grabber(client, tiny_model_path, frame):
     pipe = make_pipeline(ColumnGrabber("text"), SentenceEncoder(tiny_model_path))
     ddf = dd.from_pandas(frame, npartitions=3)
