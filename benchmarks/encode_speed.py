@@ -11,6 +11,9 @@ Prints three tables:
    sentences, interleaved, best and median (target: within 3 %).
 3. The disk cache: a second pass over seen texts vs the first pass, which encodes them
    (target: >= 50x faster).
+4. `backend="auto"`: which path the probe picked on this machine, from which timings, what the
+   probe cost (first use into an empty cache, then a cached second use), and auto vs the
+   default `SentenceEncoder()` in texts/s, side by side over the same texts.
 
 Timings on a shared machine are noisy: every comparison is interleaved in one run, so all paths
 see the same load. Data are read from ../shared/data (never copied into the repo).
@@ -18,6 +21,7 @@ see the same load. Data are read from ../shared/data (never copied into the repo
     python benchmarks/encode_speed.py            # the full run (tens of minutes on 2 cores)
     python benchmarks/encode_speed.py --quick    # a few minutes, smaller sizes
     python benchmarks/encode_speed.py --device cuda --paths torch,pipelined,pipelined-fp16
+    python benchmarks/encode_speed.py --only auto        # just the auto probe vs the default
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ DESCRIBE = {
     "onnx-fp32": "backend='onnx', precision='float32'",
     "onnx-int8": "backend='onnx' (int8, the default)",
     "openvino-fp32": "backend='openvino', precision='float32'",
-    "auto": "backend='auto' (resolved for this CPU)",
+    "auto": "backend='auto' (measured on this machine)",
     "textencoder": "TextEncoder() (static model2vec, not the same space)",
 }
 
@@ -343,6 +347,75 @@ def bench_cache(args) -> None:
     print(table(["pass", "seconds", "texts/s", "speed-up vs encoding"], rows))
 
 
+def bench_auto(args) -> None:
+    """The auto probe on this machine, its cost, and auto vs the default over the same texts."""
+    from embetter.text import SentenceEncoder
+
+    texts = load_texts(args.speed_texts, seed=4)
+    log("auto: first use (empty cache: the probe, plus one-off exports)")
+    auto = SentenceEncoder(MODEL, device=args.device, backend="auto")
+    t_first, _ = timed(lambda: auto.transform(texts[:2]))
+    probe = auto.backend_probe_
+    log("auto: second use (a new encoder in the same process reads the cached choice)")
+    again = SentenceEncoder(MODEL, device=args.device, backend="auto")
+    t_again, _ = timed(lambda: again.transform(texts[:2]))
+    default = SentenceEncoder(MODEL, device=args.device)
+    default.transform(texts[:2])
+    times = {"default": [], "auto": []}
+    out = {}
+    for r in range(args.rounds):
+        log(f"auto vs default, round {r + 1}/{args.rounds}")
+        pair = [("default", default), ("auto", auto)]
+        for name, enc in pair if r % 2 == 0 else pair[::-1]:
+            t, out[name] = timed(lambda enc=enc: enc.transform(texts))
+            times[name].append(t)
+    cos = cosines(out["auto"], out["default"])
+    cpu = _cpu_summary()
+    print(f"\n## backend='auto' on this machine: {cpu}\n")
+    rows = []
+    for label, speed in probe["texts_per_second"].items():
+        mark = " <- chosen" if label == _label(probe["choice"]) else ""
+        mark += " (default)" if label == _label(probe["default"]) else ""
+        rows.append([label + mark, f"{speed:.0f}", f"{probe['cosine_mean'][label]:.4f}",
+                     f"{probe['cosine_min'][label]:.4f}",
+                     f"{probe['setup_seconds'].get(label, 0):.1f}"])
+    for label, error in probe["errors"].items():
+        rows.append([label, "-", "-", "-", error[:60]])
+    print(f"probe: {probe['texts']} support-inbox texts, {probe['rounds']} interleaved rounds "
+          f"(best of each), {probe['seconds']:.1f} s timing + "
+          f"{sum(probe['setup_seconds'].values()):.1f} s setup (model loads, one-off ONNX "
+          f"exports); load average {probe['load_average']} during the probe\n")
+    print(table(["candidate", "texts/s (probe)", "cos mean", "cos min", "setup s"], rows))
+    print(f"\nfirst use (probe + setup + 2 texts): {t_first:.1f} s; a later encoder on this "
+          f"machine (cached choice): {t_again:.2f} s, cached={again.backend_probe_['cached']}")
+    rows = [[name, f"{len(texts) / np.median(t):.0f}", f"{len(texts) / min(t):.0f}",
+             f"{min(times['default']) / min(t):.2f}x"] for name, t in times.items()]
+    print(f"\nauto ({_label(probe['choice'])}) vs the default SentenceEncoder() on "
+          f"{len(texts)} texts (half SST-2, half AG News), {args.rounds} interleaved rounds; "
+          f"cosine auto to default: mean {cos.mean():.4f}, min {cos.min():.4f}; "
+          f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} after\n")
+    print(table(["path", "texts/s med", "best", "best vs default"], rows))
+
+
+def _label(plan: dict) -> str:
+    from embetter.text._backends.auto import Plan
+
+    return Plan.from_dict(plan).label
+
+
+def _cpu_summary() -> str:
+    """The CPU model and the instruction-set flags that decide the fast paths."""
+    from embetter.text._backends import cpu_flags
+    from embetter.text._backends.auto import cpu_model
+
+    wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
+              "amx_int8"]
+    flags = cpu_flags()
+    have = [f for f in wanted if f in flags]
+    return (f"{cpu_model()}, {os.cpu_count()} CPUs, flags: {' '.join(have) or 'none of'} "
+            f"(of {', '.join(wanted)})")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
@@ -357,7 +430,7 @@ def main(argv=None) -> None:
     ap.add_argument("--cache-texts", type=int, default=10000)
     ap.add_argument("--cache-plain-encode", action="store_true",
                     help="also time encoding the cache texts without the cache")
-    ap.add_argument("--only", default="paths,overhead,cache")
+    ap.add_argument("--only", default="paths,overhead,cache,auto")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-RSS subprocesses")
     ap.add_argument("--all-accuracy", action="store_true",
                     help="also measure accuracy for paths numerically equal to the reference")
@@ -389,6 +462,8 @@ def main(argv=None) -> None:
         bench_overhead(args)
     if "cache" in only:
         bench_cache(args)
+    if "auto" in only:
+        bench_auto(args)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
     cache.cleanup()
 
