@@ -2,8 +2,8 @@
 
 - `device`: device choice, the one `seed_from`, seeded runs, CPU threads while training;
 - `replay`: the replay memory of a stream;
-- `progress`: the epoch progress bar;
-- `engine`: the one mini-batch training engine of the small heads (`TorchHeadMixin`).
+- `engine`: the one mini-batch training engine of the small heads (`TorchHeadMixin`), with
+  its epoch progress bar and the parameter constraints every head shares.
 """
 
 from embetter._torch.device import (

@@ -4,14 +4,62 @@ ContrastiveTuner, ContrastiveLearner): `fit` and `partial_fit` both run `_train`
 from __future__ import annotations
 
 import copy
+from numbers import Integral, Real
 
 import numpy as np
 import torch
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from embetter._skops import torch_state_from_bytes, torch_state_to_bytes
 from embetter._torch.device import resolve_device, seed_from, seeded, to_cpu, train_threads, usable
-from embetter._torch.progress import Progress
 from embetter._torch.replay import new_replay, replay_add, replay_pool, replay_subsets
+
+
+class Progress:
+    """An epoch progress bar; silent unless `verbose`."""
+
+    def __init__(self, total: int, verbose, desc: str):
+        self.bar = None
+        self.verbose = bool(verbose)
+        self.desc = desc
+        if self.verbose:
+            try:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=total, desc=desc, leave=False)
+            except ImportError:  # pragma: no cover - tqdm ships with sentence-transformers
+                self.bar = None
+
+    def update(self, epoch: int, record: dict):
+        if not self.verbose:
+            return
+        shown = {k: f"{v:.4g}" for k, v in record.items() if k != "epoch"}
+        if self.bar is not None:
+            self.bar.set_postfix(shown, refresh=False)
+            self.bar.update(1)
+        else:
+            print(f"{self.desc} epoch {epoch}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+#: `_parameter_constraints` of the parameters the engine reads, the same for every head.
+ENGINE_CONSTRAINTS = {
+    "learning_rate": [Interval(Real, 0, None, closed="neither")],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "weight_decay": [Interval(Real, 0, None, closed="left")],
+    "optimizer": [StrOptions({"adam", "adamw"})],
+    "early_stopping": ["boolean"],
+    "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+    "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+    "tol": [Interval(Real, 0, None, closed="left")],
+    "replay_size": [Interval(Integral, 0, None, closed="left")],
+    "verbose": ["verbose"],
+    "random_state": ["random_state"],
+    "device": [None, str, torch.device],
+}
 
 
 class TorchHeadMixin:

@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from embetter._atomic import atomic_path
 from embetter._torch import TorchHeadMixin, seed_from
+from embetter._torch.engine import ENGINE_CONSTRAINTS
 from embetter._validation import (
     check_estimator_input,
     check_pairs,
@@ -107,18 +108,12 @@ class PairHead(TorchHeadMixin):
         super().__setstate__(state)
 
 
-_ENGINE_CONSTRAINTS = {
-    "learning_rate": [Interval(Real, 0, None, closed="neither")],
-    "batch_size": [Interval(Integral, 1, None, closed="left")],
+#: `_parameter_constraints` of the pair loss, shared with ContrastiveTuner
+LOSS_CONSTRAINTS = {
     "loss": [StrOptions({"cosine_margin", "cosine", "infonce", "contrastive"},
                         deprecated={"contrastive"})],
     "margin": [Interval(Real, -1, 1, closed="both")],
     "temperature": [Interval(Real, 0, None, closed="neither")],
-    "weight_decay": [Interval(Real, 0, None, closed="left")],
-    "optimizer": [StrOptions({"adam", "adamw"})],
-    "verbose": ["verbose"],
-    "random_state": ["random_state"],
-    "device": [None, str, torch.device],
 }
 
 
@@ -178,12 +173,8 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
     _parameter_constraints: dict = {
         "shape_out": [None, Interval(Integral, 1, None, closed="left")],
         "epochs": [Interval(Integral, 1, None, closed="left")],
-        "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "tol": [Interval(Real, 0, None, closed="left")],
-        "replay_size": [Interval(Integral, 0, None, closed="left")],
-        **_ENGINE_CONSTRAINTS,
+        **LOSS_CONSTRAINTS,
+        **ENGINE_CONSTRAINTS,
     }
 
     def __init__(

@@ -4,14 +4,14 @@ embedding matrix, uploaded once."""
 
 from __future__ import annotations
 
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
-import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from embetter._torch.engine import ENGINE_CONSTRAINTS
 from embetter._validation import (
     as_labels,
     as_targets,
@@ -19,7 +19,7 @@ from embetter._validation import (
     encode_known_labels,
     require_y,
 )
-from embetter.finetune._contrastive import PairHead, resolve_loss
+from embetter.finetune._contrastive import LOSS_CONSTRAINTS, PairHead, resolve_loss
 from embetter.finetune._pairs import PairSampler
 
 
@@ -103,21 +103,11 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
         "n_pos": [Interval(Integral, 0, None, closed="left")],
         "epochs": [Interval(Integral, 1, None, closed="left")],
         "max_steps": [None, Interval(Integral, 1, None, closed="left")],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
         "loss": [StrOptions({"cosine", "cosine_margin", "contrastive"},
                             deprecated={"contrastive"})],
-        "margin": [Interval(Real, -1, 1, closed="both")],
+        "margin": LOSS_CONSTRAINTS["margin"],
         "strategy": [StrOptions({"random", "balanced"})],
-        "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "tol": [Interval(Real, 0, None, closed="left")],
-        "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "replay_size": [Interval(Integral, 0, None, closed="left")],
-        "verbose": ["verbose"],
-        "random_state": ["random_state"],
-        "device": [None, str, torch.device],
+        **{k: v for k, v in ENGINE_CONSTRAINTS.items() if k != "optimizer"},
     }
 
     def __init__(

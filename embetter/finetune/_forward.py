@@ -12,6 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from embetter._torch import TorchHeadMixin
+from embetter._torch.engine import ENGINE_CONSTRAINTS
 from embetter._validation import (
     as_labels,
     check_estimator_input,
@@ -127,20 +128,9 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
     _parameter_constraints: dict = {
         "hidden_dim": [Interval(Integral, 1, None, closed="left")],
         "n_epochs": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
         "activation": [StrOptions(set(_ACTIVATIONS))],
         "dropout": [Interval(Real, 0, 1, closed="left")],
-        "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "optimizer": [StrOptions({"adam", "adamw"})],
-        "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "tol": [Interval(Real, 0, None, closed="left")],
-        "replay_size": [Interval(Integral, 0, None, closed="left")],
-        "verbose": ["verbose"],
-        "random_state": ["random_state"],
-        "device": [None, str, torch.device],
+        **ENGINE_CONSTRAINTS,
     }
 
     def __init__(
