@@ -47,6 +47,7 @@ MODEL = "all-MiniLM-L6-v2"
 # name -> SentenceEncoder keyword arguments (special cases handled in make_encoder)
 PATHS = {
     "torch": dict(backend="torch"),
+    "default": dict(),
     "torch-1thread": dict(backend="torch"),
     "torch-qint8": dict(backend="torch"),
     "pipelined": dict(backend="pipelined", precision="float32"),
@@ -60,9 +61,10 @@ PATHS = {
 }
 CPU_DEFAULT = ("torch,torch-qint8,pipelined,pipelined-bf16,onnx-fp32,onnx-int8,openvino-fp32,"
                "auto,textencoder")
-GPU_DEFAULT = "torch,pipelined,pipelined-fp16,pipelined-bf16"
+GPU_DEFAULT = "torch,default,pipelined-fp16,pipelined-bf16,auto"
 DESCRIBE = {
-    "torch": "SentenceEncoder() = ST encode, fp32 (reference)",
+    "torch": "backend='torch' = ST encode, fp32 (reference; SentenceEncoder() on CPUs)",
+    "default": "SentenceEncoder() with no arguments (CUDA: pipelined, token budget, fp16)",
     "torch-1thread": "same, torch.set_num_threads(1)",
     "torch-qint8": "torch.ao quantize_dynamic(Linear, qint8)",
     "pipelined": "backend='pipelined', fp32",
@@ -77,6 +79,7 @@ DESCRIBE = {
 
 
 BATCH_SIZE = [32]  # set from --batch-size
+EXPLICIT_BATCH = [False]  # --batch-size given: every path uses it, "default" and "auto" too
 
 
 class Threads:
@@ -103,6 +106,11 @@ def make_encoder(path: str, device: str):
     from embetter.text import SentenceEncoder
 
     kw = dict(PATHS[path], batch_size=BATCH_SIZE[0])
+    if path in ("default", "auto") and not EXPLICIT_BATCH[0]:
+        kw["batch_size"] = None  # their own batching (a token budget on CUDA)
+    if path == "default":
+        return SentenceEncoder(MODEL, device=device, **{k: v for k, v in kw.items()
+                                                        if k == "batch_size"}), None
     if kw["backend"] == "static":
         from embetter.text import TextEncoder
 
@@ -186,18 +194,26 @@ def memory_probe(path: str, device: str, n: int) -> None:
     enc, threads = make_encoder(path, device)
     with Threads(threads):
         enc.transform(load_texts(n))
-    print(json.dumps({"peak_mb": proc_status_mb("VmHWM") - before}))
+    out = {"peak_mb": proc_status_mb("VmHWM") - before}
+    if device.startswith("cuda"):
+        import torch
+
+        out["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    print(json.dumps(out))
 
 
-def peak_memory(path: str, device: str, n: int) -> float:
+def peak_memory(path: str, device: str, n: int) -> str:
+    """Peak host MB of a fresh process running the path (and peak GPU MB on CUDA)."""
     # Bucketed batches run longest first, so a few hundred texts already show the peak.
+    batch = ["--batch-size", str(BATCH_SIZE[0])] if EXPLICIT_BATCH[0] else []
     out = subprocess.run(
-        [sys.executable, __file__, "--memory-probe", path, "--device", device,
-         "--batch-size", str(BATCH_SIZE[0]),
+        [sys.executable, __file__, "--memory-probe", path, "--device", device, *batch,
          "--speed-texts", str(min(n, 500))],
         capture_output=True, text=True, check=True, env=os.environ.copy(),
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    gpu = f" / GPU {got['gpu_peak_mb']:.0f}" if "gpu_peak_mb" in got else ""
+    return f"{got['peak_mb']:.0f}{gpu}"
 
 
 def table(header, rows) -> str:
@@ -241,7 +257,7 @@ def bench_paths(args) -> None:
         else:
             acc = {name: f"{accuracy(enc, threads, task):.1f}" for name, task in tasks.items()}
             ref_acc = ref_acc or acc
-        mem = "-" if args.no_memory else f"{peak_memory(p, args.device, args.speed_texts):.0f}"
+        mem = "-" if args.no_memory else peak_memory(p, args.device, args.speed_texts)
         speed = len(texts) / np.median(times[p])
         rows.append([
             p, f"{speed:.0f}", f"{len(texts) / min(times[p]):.0f}",
@@ -444,6 +460,7 @@ def main(argv=None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     BATCH_SIZE[0] = args.batch_size
+    EXPLICIT_BATCH[0] = any(a.startswith("--batch-size") for a in argv)
     if args.memory_probe:
         return memory_probe(args.memory_probe, args.device, args.speed_texts)
     if args.paths is None:
