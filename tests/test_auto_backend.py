@@ -261,6 +261,8 @@ def test_encoder_probe_is_reported_cached_and_not_pickled(tiny_model_path, corpu
     restored = pickle.loads(pickle.dumps(enc))
     assert not hasattr(restored, "backend_") and not hasattr(restored, "backend_probe_")
     assert restored.get_params() == enc.get_params()
+    enc.set_params(backend="torch").transform(corpus[:2])  # the report no longer applies
+    assert not hasattr(enc, "backend_") and not hasattr(enc, "backend_probe_")
 
 
 def test_an_explicit_backend_wins_over_auto(tiny_model_path, corpus, cache_dir):

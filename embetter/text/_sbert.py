@@ -157,6 +157,9 @@ class SentenceEncoder(EmbetterBase):
         here on first use (or read from its cache) and remembered."""
         from embetter.text._backends.auto import Plan, default_plan
 
+        if self.backend != "auto":  # set_params away from "auto": its report no longer applies
+            self.__dict__.pop("backend_", None)
+            self.__dict__.pop("backend_probe_", None)
         if self.backend in ("torch", "onnx", "openvino"):
             return Plan(self.backend, self.precision)
         if self.backend is None:
