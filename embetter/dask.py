@@ -94,14 +94,14 @@ def _probe_dim(pipeline, data, kind: str) -> int:
         probe = texts
     else:
         import pandas as pd
-        from dask.dataframe.utils import meta_nonempty
+        from dask.dataframe.utils import make_meta, meta_nonempty
 
         # Dask's made-up rows hold a missing value in text columns: put texts there instead.
         def fill(s):
             is_text = s.dtype == object or pd.api.types.is_string_dtype(s.dtype)
             return pd.Series(texts, index=s.index, name=s.name, dtype=s.dtype) if is_text else s
 
-        probe = meta_nonempty(data._meta)
+        probe = meta_nonempty(make_meta(data))
         if hasattr(probe, "columns"):
             probe = pd.DataFrame({c: fill(probe[c]) for c in probe.columns}, index=probe.index)
         else:

@@ -23,7 +23,11 @@ class CachedEncoder(TransformerMixin, BaseEstimator):
     """Wrap an encoder with a disk cache of its embeddings (backed by `diskcache`).
 
     Every text is keyed by the encoder's identity (a hash of its parameters and fitted state)
-    plus the text itself, so two differently configured encoders never share entries. A batch
+    plus the text itself, so two differently configured encoders never share entries. The
+    identity is hashed once per state of the encoder: it is hashed again only when a parameter
+    or fitted attribute (of the encoder or of an estimator inside it) is replaced or a counter
+    such as `n_iter_` moves, as `fit`, `partial_fit` and `set_params` do. (Weights edited in
+    place by hand, outside those methods, are not noticed: call `fit` again.) A batch
     is looked up at once, and only the misses are encoded, in one call. The cache lives on
     disk: it survives restarts and can be shared by processes writing at the same time.
 
@@ -65,9 +69,15 @@ class CachedEncoder(TransformerMixin, BaseEstimator):
         return cache
 
     def _identity(self) -> str:
-        import joblib
+        """The encoder's fingerprint, re-hashed only when its state signature moved."""
+        signature = _state_signature(self.encoder)
+        memo = self.__dict__.get("_identity_memo")
+        if memo is None or memo[0] != signature:
+            import joblib
 
-        return joblib.hash(self.encoder)
+            memo = (signature, joblib.hash(self.encoder))
+            self.__dict__["_identity_memo"] = memo
+        return memo[1]
 
     def transform(self, X):
         """Embed texts, reading known ones from disk and encoding only the rest."""
@@ -101,6 +111,7 @@ class CachedEncoder(TransformerMixin, BaseEstimator):
     def __getstate__(self):
         state = self.__dict__.copy()
         state.pop("_cache_handle", None)
+        state.pop("_identity_memo", None)  # object ids mean nothing in another process
         return state
 
     def __sklearn_tags__(self):
@@ -122,6 +133,34 @@ class CachedEncoder(TransformerMixin, BaseEstimator):
         return True
 
 
+_PLAIN = (type(None), bool, int, float, complex, str, bytes, np.generic)
+
+
+def _state_signature(obj, depth: int = 4):
+    """A cheap summary of an estimator's state that changes whenever `fit`, `partial_fit` or
+    `set_params` changes the state: plain values by value, other objects by identity, and
+    estimators (and small containers) recursively through their attributes."""
+    if isinstance(obj, _PLAIN):
+        return obj
+    if depth <= 0:
+        return ("id", id(obj))
+    if isinstance(obj, np.ndarray):
+        return ("array", id(obj), obj.shape, obj.dtype.str)
+    if isinstance(obj, (list, tuple)):
+        if len(obj) > 64:  # e.g. every text seen: its identity and length stand for it
+            return ("seq", id(obj), len(obj))
+        return ("seq", id(obj), tuple(_state_signature(v, depth - 1) for v in obj))
+    if isinstance(obj, dict):
+        if len(obj) > 64:
+            return ("map", id(obj), len(obj))
+        return ("map", id(obj), tuple((k, _state_signature(v, depth - 1))
+                                      for k, v in obj.items() if isinstance(k, str)))
+    if isinstance(obj, BaseEstimator):
+        return ("est", id(obj), tuple((k, _state_signature(v, depth - 1))
+                                      for k, v in sorted(vars(obj).items())))
+    return ("id", id(obj))
+
+
 def _bulk_get(cache, keys: list[str], chunk: int = 500) -> dict[str, bytes]:
     """Fetch many cached rows in a few SQL queries instead of one `get` per key.
 
@@ -129,22 +168,29 @@ def _bulk_get(cache, keys: list[str], chunk: int = 500) -> dict[str, bytes]:
     warm-cache pass. Rows stored inline as raw bytes are read in bulk from its table; any
     other storage mode (or an unexpected schema) goes through the public `get`.
     """
+    import os
     import sqlite3
+    from contextlib import closing
 
-    from diskcache.core import MODE_RAW
+    from diskcache.core import DBNAME, MODE_RAW
 
     unique = list(dict.fromkeys(keys))
     found: dict[str, bytes] = {}
     try:
-        for start in range(0, len(unique), chunk):
-            part = unique[start : start + chunk]
-            marks = ",".join("?" * len(part))
-            rows = cache._sql(
-                f"SELECT key, mode, value FROM Cache WHERE raw = 1 AND key IN ({marks})", part
-            ).fetchall()
-            for key, mode, value in rows:
-                found[key] = bytes(value) if mode == MODE_RAW and value is not None else None
-    except (AttributeError, sqlite3.Error):
+        # a read-only connection of our own to the cache's database (a second reader is what
+        # SQLite's write-ahead log is for); diskcache's own connection stays its own
+        uri = "file:" + os.path.join(cache.directory, DBNAME) + "?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True, timeout=60)) as db:
+            for start in range(0, len(unique), chunk):
+                part = unique[start : start + chunk]
+                marks = ",".join("?" * len(part))
+                rows = db.execute(
+                    f"SELECT key, mode, value FROM Cache WHERE raw = 1 AND key IN ({marks})",
+                    part,
+                ).fetchall()
+                for key, mode, value in rows:
+                    found[key] = bytes(value) if mode == MODE_RAW and value is not None else None
+    except sqlite3.Error:
         found = {k: None for k in unique}  # schema not as expected: fall back to get()
     for key in [k for k, v in found.items() if v is None]:
         value = cache.get(key)

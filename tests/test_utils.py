@@ -44,6 +44,38 @@ def test_cache_survives_restart_and_separates_encoders(tiny_model_path, corpus, 
     assert clone(reopened).path == path
 
 
+def test_cache_key_is_hashed_once_per_state_of_the_encoder(corpus, tmp_path, monkeypatch):
+    import joblib
+
+    from embetter.finetune import FeedForwardTuner
+
+    hashed = []
+    real_hash = joblib.hash
+    monkeypatch.setattr(joblib, "hash", lambda obj, *a, **k: hashed.append(1) or real_hash(obj))
+    enc = cached(tmp_path / "c", LiteTextEncoder(n_components=8, random_state=0).fit(corpus))
+    first = enc.transform(corpus[:5])
+    enc.transform(corpus[:5])
+    enc.transform(corpus[5:9])
+    assert len(hashed) == 1  # three calls, one fitted state: one hash
+    enc.encoder.set_params(n_components=6).fit(corpus)  # set_params + refit: a new key
+    moved = enc.transform(corpus[:5])
+    assert len(hashed) == 2 and moved.shape == (5, 6) and first.shape == (5, 8)
+    enc.fit(corpus[:100])  # a refit through the wrapper, same parameters: new fitted state
+    enc.transform(corpus[:5])
+    assert len(hashed) == 3
+
+    # a stream: partial_fit moves counters (n_iter_, loss_curve_), so the key follows it
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 6)).astype(np.float32), np.arange(40) % 2
+    tuner = FeedForwardTuner(n_epochs=1, random_state=0).partial_fit(X, y, classes=[0, 1])
+    from embetter.utils import _state_signature
+
+    before = _state_signature(tuner)
+    assert _state_signature(tuner) == before
+    tuner.partial_fit(X, y)
+    assert _state_signature(tuner) != before
+
+
 def _write(args):
     path, model, texts = args
     return cached(path, SentenceEncoder(model, device="cpu")).transform(texts)

@@ -372,7 +372,8 @@ class TorchHeadMixin:
         """Rebuild the module from the parameters and fitted shapes, then load its weights."""
         device = resolve_device(self.device)
         self.device_ = device if usable(device) else torch.device("cpu")
-        module = self._build_module()
+        with torch.random.fork_rng(devices=[]):  # the weights are loaded: keep the caller's RNG
+            module = self._build_module()
         module.load_state_dict(torch_state_from_bytes(module_state))
         self.module_ = module.to(self.device_).eval()
         self.optimizer_ = self._make_optimizer(self.module_)
