@@ -136,6 +136,12 @@ def test_probe_skips_plans_that_cannot_run_but_not_the_default():
     plan, report = auto.run_probe(machine.build, [TORCH, ONNX], pool=["a"] * 40,
                                   clock=machine.clock)
     assert plan == TORCH and "not installed" in report["errors"]["onnx int8"]
+    # a default that cannot run here gives way to the float32 reference
+    cuda_default = Plan("pipelined", None, 32768)
+    machine = FakeMachine({TORCH: 0.02}, {}, fail={cuda_default})
+    plan, report = auto.run_probe(machine.build, [cuda_default, TORCH], pool=["a"] * 40,
+                                  clock=machine.clock)
+    assert plan == TORCH and report["default"] == TORCH.to_dict()
     broken = FakeMachine({TORCH: 0.02}, {}, fail={TORCH})
     with pytest.raises(RuntimeError, match="not installed"):
         auto.run_probe(broken.build, [TORCH, ONNX], pool=["a"] * 40, clock=broken.clock)
@@ -290,6 +296,20 @@ def test_default_plan_per_device(tiny_model_path, monkeypatch):
     assert enc._plan() == Plan("torch") and enc._texts_per_batch(enc._plan()) == 32
     enc.set_params(backend="pipelined", precision="float32")
     assert enc._plan() == Plan("pipelined", "float32", CUDA_MAX_TOKENS)
+
+
+def test_the_cuda_default_falls_back_to_torch_where_the_fast_path_cannot_run(
+        tiny_model_path, corpus, monkeypatch):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(tiny_model_path, device="cpu")
+    model[1].include_prompt = False  # pooling without the prompt's tokens
+    monkeypatch.setattr(SentenceEncoder, "_device_kind", lambda self: "cuda")
+    enc = SentenceEncoder(model, prompt="query: ")
+    assert enc._plan() == Plan("torch")
+    ref = SentenceEncoder(model, prompt="query: ", backend="torch").transform(corpus[:4])
+    np.testing.assert_allclose(enc.transform(corpus[:4]), ref, atol=1e-6)
+    assert enc.set_params(prompt=None)._plan().backend == "pipelined"  # without a prompt it can
 
 
 def test_token_budget_batches_cover_every_text_under_the_budget():

@@ -163,7 +163,8 @@ class SentenceEncoder(EmbetterBase):
         if self.backend in ("torch", "onnx", "openvino"):
             return Plan(self.backend, self.precision)
         if self.backend is None:
-            return default_plan(self._device_kind(), self.batch_size)
+            plan = default_plan(self._device_kind(), self.batch_size)
+            return plan if plan.backend == "torch" or self._runs(plan) else Plan("torch")
         if self.backend == "pipelined":
             plan = default_plan(self._device_kind(), self.batch_size)
             return Plan("pipelined", self.precision, plan.max_tokens)
@@ -176,6 +177,19 @@ class SentenceEncoder(EmbetterBase):
         self.__dict__["backend_"] = plan.backend
         self.__dict__["backend_probe_"] = report
         return plan
+
+    def _runs(self, plan) -> bool:
+        """Whether the default's fast path runs this model (a fast tokenizer; a prompt only
+        where the pooling keeps its tokens); if not, the default is sentence-transformers'."""
+        key = (self._model_key(), plan, self.prompt)
+        known = self.__dict__.get("_fast_ok")
+        if known is None or known[0] != key:
+            try:
+                ok = not (self.prompt and self._fast_engine(plan).needs_prompt_length)
+            except ValueError:
+                ok = False
+            known = self.__dict__["_fast_ok"] = (key, ok)
+        return known[1]
 
     def _measure(self):
         """`backend="auto"`: time the candidate paths here (or read the cached choice)."""
@@ -244,7 +258,7 @@ class SentenceEncoder(EmbetterBase):
         state.pop("_loaded_for", None)
         state.pop("_engine", None)
         # What backend="auto" chose describes this machine: another one measures its own.
-        for name in ("_auto", "backend_", "backend_probe_"):
+        for name in ("_auto", "_fast_ok", "backend_", "backend_probe_"):
             state.pop(name, None)
         return state
 
