@@ -131,6 +131,28 @@ def test_probe_chooses_measures_and_stays_in_budget():
     assert timed.count(TORCH) == report["rounds"] == timed.count(ONNX) >= 2
 
 
+def test_on_a_loaded_machine_the_budget_runs_out_on_the_slow_candidates():
+    # Every candidate is slow except onnx; the budget covers about three of the five rounds.
+    machine = FakeMachine({TORCH: 0.1, PIPE: 0.2, BF16: 0.2, OV: 0.15, ONNX: 0.01}, {})
+    plan, report = auto.run_probe(machine.build, [TORCH, PIPE, BF16, ONNX, OV], budget_s=4.0,
+                                  pool=["a"] * 40, clock=machine.clock)
+    assert plan == ONNX  # timed early: fastest warm-up first
+    assert report["texts"] == auto.MIN_TEXTS
+    assert "budget" in report["errors"]["pipelined bfloat16"]
+
+
+def test_an_incomplete_probe_is_not_cached(cache_dir):
+    machine = FakeMachine({TORCH: 0.1, PIPE: 0.2, ONNX: 0.01}, {})
+    args = ("another-model", "cpu", "cpu", None, machine.build)
+    kw = dict(flags=set(), installed={"onnxruntime", "onnx"}, budget_s=1.7,
+              clock=machine.clock)
+    plan, report = auto.resolve(*args, **kw)
+    assert plan == ONNX and "budget" in report["errors"]["pipelined float32"]
+    assert not (cache_dir / "auto").exists()
+    plan, report = auto.resolve(*args, **{**kw, "budget_s": 60.0})  # a complete probe
+    assert report["cached"] is False and len(list((cache_dir / "auto").glob("*.json"))) == 1
+
+
 def test_probe_skips_plans_that_cannot_run_but_not_the_default():
     machine = FakeMachine({TORCH: 0.02, ONNX: 0.005}, {}, fail={ONNX})
     plan, report = auto.run_probe(machine.build, [TORCH, ONNX], pool=["a"] * 40,
@@ -148,14 +170,14 @@ def test_probe_skips_plans_that_cannot_run_but_not_the_default():
 
 
 def test_probe_takes_the_best_round_so_a_noisy_neighbour_does_not_decide():
-    # Round one of the default (its third call, after warm-up and sizing) is slowed 3x by a
+    # Round one of the default (its second call, after the warm-up) is slowed 3x by a
     # neighbour: its best round still counts, and a candidate only 3 % faster than that best
     # does not replace it.
     calls = {TORCH: 0, PIPE: 0}
 
     def noise(plan):
         calls[plan] += 1
-        return 3.0 if plan == TORCH and calls[plan] == 3 else 1.0
+        return 3.0 if plan == TORCH and calls[plan] == 2 else 1.0
 
     machine = FakeMachine({TORCH: 0.01, PIPE: 0.0097}, {}, noise=noise)
     plan, report = auto.run_probe(machine.build, [TORCH, PIPE], pool=["a"] * 400,

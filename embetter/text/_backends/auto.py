@@ -191,12 +191,14 @@ def run_probe(build, plans, *, kind: str = "cpu", budget_s: float = BUDGET_S, po
     default = plans[0]
     pool = probe_pool() if pool is None else list(pool)
     report = {"setup_seconds": {}, "errors": {}}
-    runners = {}
+    runners, warm = {}, {}
     for plan in plans:
         t0 = clock()
         try:
             run = build(plan)
+            t1 = clock()
             run(pool[:8])  # first-call costs (sessions, thread pools) are setup, not speed
+            warm[plan] = clock() - t1
         except Exception as e:
             if plan == REFERENCE:
                 raise
@@ -207,18 +209,18 @@ def run_probe(build, plans, *, kind: str = "cpu", budget_s: float = BUDGET_S, po
         runners[plan] = run
     if default not in runners:  # e.g. no fast tokenizer for the pipelined CUDA default
         default = REFERENCE
-    # Size the probe from the default's speed: a first round of every plan should take about
-    # half the budget if all were as fast as the default.
-    t0 = clock()
-    runners[default](pool[:16])
-    rate = 16 / max(clock() - t0, 1e-6)
+    # Size the probe from the default's warm-up speed: a first round of every plan should
+    # take about half the budget if all were as fast as the default.
+    rate = 8 / max(warm[default], 1e-6)
     n = round(rate * budget_s / (2 * len(runners)))
     n = max(MIN_TEXTS, min(MAX_TEXTS.get(kind, MAX_TEXTS["cpu"]), n))
     texts = [pool[i % len(pool)] for i in range(n)]
 
     times: dict = {p: [] for p in runners}
     first: dict = {}
-    order = [default] + [p for p in runners if p != default]
+    # The first round goes fastest warm-up first (after the default and the reference): on a
+    # loaded machine, the budget then runs out on the slow candidates, not the fast ones.
+    order = list(dict.fromkeys([default, REFERENCE, *sorted(runners, key=warm.get)]))
     start = clock()
     for rnd in range(MAX_ROUNDS):
         # A later round runs whole or not at all (every plan in it gets the same number of
@@ -397,7 +399,14 @@ def resolve(name, kind: str, device, batch_size, build, *, gpu=None, flags=froze
         return plan, {**report, "cached": True, "cache_file": str(path)}
     budget_s = BUDGET_S if budget_s is None else budget_s
     plan, report = run_probe(build, plans, kind=kind, budget_s=budget_s, clock=clock)
-    write_choice(path, key, plan, report)
+    untimed = [label for label, error in report["errors"].items() if "budget" in error]
+    if untimed:
+        # A probe that could not time every candidate (a loaded machine, a slow model) is
+        # not remembered: the next process measures again.
+        log.info("backend='auto' did not time %s within its budget: choice not cached",
+                 ", ".join(untimed))
+    else:
+        write_choice(path, key, plan, report)
     speed = report["texts_per_second"]
     setup = sum(report["setup_seconds"].values())
     log.info(
