@@ -179,13 +179,14 @@ def run_probe(build, plans, *, kind: str = "cpu", budget_s: float = BUDGET_S, po
     """Time every plan on the probe texts and choose one; returns `(plan, report)`.
 
     `build(plan)` returns a function `texts -> embeddings` (building the engine: a one-off
-    export counts as setup, reported apart from the timing). The float32 reference must
-    build; another plan that fails to build is left out (its error is reported), the default
-    (`plans[0]`) too, which the reference then replaces. The number of texts is sized from
-    the default's speed so that timing stays within `budget_s`; after the first round only
-    the plans that could still win run again, and a later round runs only when it fits the
-    budget. Leaving the default needs two rounds of both: a confirming round of the two may
-    run past the budget.
+    export counts as setup, reported apart from the timing). The float32 reference
+    (`Plan("torch")`, what cosines compare to) must build; another plan that fails to build is
+    left out (its error is reported), the default (`plans[0]`) too, which the reference then
+    replaces. The number of texts is sized from the default's speed so that timing stays
+    within `budget_s`; the first round goes fastest warm-up first; after it only the plans
+    that could still win run again, and a later round runs only when it fits the budget.
+    Leaving the default needs two rounds of both: a confirming round of the two may run past
+    the budget.
     """
     plans = list(plans)
     default = plans[0]
@@ -209,6 +210,7 @@ def run_probe(build, plans, *, kind: str = "cpu", budget_s: float = BUDGET_S, po
         runners[plan] = run
     if default not in runners:  # e.g. no fast tokenizer for the pipelined CUDA default
         default = REFERENCE
+    reference = REFERENCE if REFERENCE in runners else default  # what cosines compare to
     # Size the probe from the default's warm-up speed: a first round of every plan should
     # take about half the budget if all were as fast as the default.
     rate = 8 / max(warm[default], 1e-6)
@@ -220,7 +222,7 @@ def run_probe(build, plans, *, kind: str = "cpu", budget_s: float = BUDGET_S, po
     first: dict = {}
     # The first round goes fastest warm-up first (after the default and the reference): on a
     # loaded machine, the budget then runs out on the slow candidates, not the fast ones.
-    order = list(dict.fromkeys([default, REFERENCE, *sorted(runners, key=warm.get)]))
+    order = list(dict.fromkeys([default, reference, *sorted(runners, key=warm.get)]))
     start = clock()
     for rnd in range(MAX_ROUNDS):
         # A later round runs whole or not at all (every plan in it gets the same number of
@@ -229,7 +231,7 @@ def run_probe(build, plans, *, kind: str = "cpu", budget_s: float = BUDGET_S, po
             break
         # Rotate who goes first, so no plan always runs right after the same neighbour.
         for plan in order[rnd % len(order):] + order[: rnd % len(order)]:
-            if rnd == 0 and plan not in (default, REFERENCE) and clock() - start > budget_s:
+            if rnd == 0 and plan not in (default, reference) and clock() - start > budget_s:
                 report["errors"][plan.label] = "not timed: the probe's budget was spent"
                 continue
             t0 = clock()
@@ -238,7 +240,7 @@ def run_probe(build, plans, *, kind: str = "cpu", budget_s: float = BUDGET_S, po
             if rnd == 0:
                 first[plan] = np.asarray(out, dtype=np.float32)
         best = {p: min(t) for p, t in times.items() if t}
-        ref = first.get(REFERENCE)
+        ref = first[reference]
         cosines = {p: float(_cosines(e, ref).mean()) for p, e in first.items()}
         mins = {p: float(_cosines(e, ref).min()) for p, e in first.items()}
         fastest = min([best[default]] + [s for p, s in best.items()
