@@ -112,10 +112,9 @@ def auto_pick(proba: np.ndarray, Z: np.ndarray, candidates: np.ndarray, k: int,
     whole pool: an untrained classifier's doubts are not worth much yet, coverage is."""
     uncertainty = margin_uncertainty(proba)
     m = beta * k
-    if n_labelled is not None and cold_per_class > 0:
-        need = cold_per_class * max(proba.shape[1], 2)
-        if n_labelled < need:
-            m *= need / max(n_labelled, 1)
+    need = cold_per_class * max(proba.shape[1], 2)
+    if n_labelled is not None and n_labelled < need:
+        m *= need / max(n_labelled, 1)
     m = int(min(candidates.size, max(k, round(m))))
     shortlist = top_k(uncertainty, candidates, m, rng)
     return weighted_kmeans_pick(Z, shortlist, uncertainty, k, rng)
