@@ -12,20 +12,21 @@ versions and the model's fingerprint; a corrupt or foreign file is ignored and m
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
+from embetter.text._backends import _choices
+from embetter.text._backends._choices import cache_file, cache_key, cpu_model, model_fingerprint
+
+__all__ = ["Plan", "candidates", "choose", "run_probe", "resolve", "read_choice",
+           "write_choice", "cache_file", "cache_key", "cpu_model", "model_fingerprint"]
+
 log = logging.getLogger("embetter")
 
-#: Bump when the probe or the candidates change, so older choices are measured again.
-AUTO_VERSION = "1"
 #: A candidate must keep this mean cosine to float32 on the probe texts.
 MIN_COSINE = 0.99
 #: A candidate replaces the default only when at least this much faster (probe noise).
@@ -38,8 +39,6 @@ MAX_TEXTS = {"cpu": 256, "mps": 1024, "cuda": 8192}
 MAX_ROUNDS = 3
 #: The padded-token budgets per batch the probe tries on CUDA (the default among them).
 CUDA_TOKEN_BUDGETS = (8192, 32768, 131072)
-#: Python modules whose versions change the speed of some path.
-LIBRARIES = ("torch", "sentence-transformers", "transformers", "onnxruntime", "onnx", "openvino")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,111 +274,24 @@ def run_probe(build, plans, *, kind: str = "cpu", budget_s: float = BUDGET_S, po
     return choice, report
 
 
-# -- the cache ------------------------------------------------------------------------------------
-def cpu_model() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), else what `platform` knows."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def library_versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in LIBRARIES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def model_fingerprint(name) -> str:
-    """A cheap fingerprint of a model: its resolved name or path plus a hash of its
-    configuration (every file under 1 MiB by content, larger ones, the weights, by size), or,
-    for a loaded `SentenceTransformer`, its module layout and transformer config."""
-    from embetter.text._models import resolve_model
-
-    h = hashlib.blake2b(digest_size=12)
-    if isinstance(name, (str, os.PathLike)):
-        resolved = Path(resolve_model(name))
-        h.update(str(resolved).encode())
-        if resolved.is_dir():
-            for file in sorted(p for p in resolved.rglob("*") if p.is_file()):
-                size = file.stat().st_size
-                h.update(f"{file.relative_to(resolved)}:{size}".encode())
-                if size < (1 << 20):
-                    h.update(file.read_bytes())
-        return h.hexdigest()
-    h.update(repr(name).encode())
-    config = getattr(getattr(name[0], "auto_model", None), "config", None)
-    if config is not None:
-        h.update(config.to_json_string().encode())
-    return h.hexdigest()
-
-
-def cache_key(kind: str, device, batch_size, fingerprint: str, gpu: str | None = None) -> dict:
-    """What the choice depends on: this machine, the libraries, the model, the batching."""
-    import torch
-
-    return {
-        "auto_version": AUTO_VERSION,
-        "device": kind,
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "gpu": gpu,
-        "versions": library_versions(),
-        "model": fingerprint,
-        "batch_size": batch_size,
-    }
-
-
-def cache_file(key: dict) -> Path:
-    from embetter.text._models import cache_root
-
-    digest = hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=12)
-    return cache_root() / "auto" / f"{digest.hexdigest()}.json"
-
-
+# -- the cache (embetter/text/_backends/_choices.py) ---------------------------------------------
 def read_choice(path: Path, key: dict, allowed) -> tuple[Plan, dict] | None:
     """The cached `(plan, report)` for `key`, or None when missing, unreadable, corrupt, made
     for another key, or naming a plan that is not a candidate here now."""
+    data = _choices.load(path, key)
+    if data is None:
+        return None
     try:
-        data = json.loads(Path(path).read_text())
-        if data.get("key") != key:
-            return None
-        plan = Plan.from_dict(data["choice"])
-        report = data["probe"]
-        if plan not in allowed or not isinstance(report, dict):
-            return None
-        return plan, report
-    except FileNotFoundError:
+        plan, report = Plan.from_dict(data["choice"]), data["probe"]
+    except (KeyError, ValueError) as e:
+        log.debug("backend='auto': ignoring the unusable choice cache %s: %s", path, e)
         return None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        log.debug("backend='auto': ignoring the unreadable choice cache %s: %s", path, e)
-        return None
+    return (plan, report) if plan in allowed and isinstance(report, dict) else None
 
 
 def write_choice(path: Path, key: dict, plan: Plan, report: dict) -> bool:
     """Save the choice atomically; False (and a warning) when the cache is not writable."""
-    from embetter._atomic import atomic_path
-
-    data = {"key": key, "choice": plan.to_dict(), "probe": report}
-    try:
-        with atomic_path(path) as tmp:
-            Path(tmp).write_text(json.dumps(data, indent=1, sort_keys=True))
-    except OSError as e:
-        log.warning("backend='auto' could not save its choice to %s (%s): it will measure "
-                    "again in the next process", path, e)
-        return False
-    return True
+    return _choices.save(path, {"key": key, "choice": plan.to_dict(), "probe": report})
 
 
 def resolve(name, kind: str, device, batch_size, build, *, gpu=None, flags=frozenset(),
