@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --progress-bar off
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-floors lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,21 @@ demo: $(VENV)/.installed-demo
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
+
+# The fast subset against the lowest versions pyproject.toml allows (.ci/floors.txt), in a venv
+# of its own so the main one keeps the newest releases.
+FLOOR_VENV ?= .venv-floors
+FLOOR_TESTS ?= tests/test_floors.py tests/test_boundary.py tests/test_text.py tests/test_sbert.py \
+	tests/test_validation.py tests/test_finetune_pairs.py
+
+$(FLOOR_VENV)/.installed: .ci/floors.txt pyproject.toml
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	@if [ -n "$(TORCH_SPEC)" ]; then $(FLOOR_VENV)/bin/python -m pip install --quiet --progress-bar off "$(TORCH_SPEC)"; fi
+	$(FLOOR_VENV)/bin/python -m pip install --quiet --progress-bar off -c .ci/floors.txt -e ".[model]" pytest
+	@touch $@
+
+test-floors: $(FLOOR_VENV)/.installed
+	$(FLOOR_VENV)/bin/python -m pytest -p no:cacheprovider $(FLOOR_TESTS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
