@@ -133,7 +133,7 @@ def test_probe_chooses_measures_and_stays_in_budget():
 
 def test_on_a_loaded_machine_the_budget_runs_out_on_the_slow_candidates():
     # Every candidate is slow except onnx; the budget covers about three of the five rounds.
-    machine = FakeMachine({TORCH: 0.1, PIPE: 0.2, BF16: 0.2, OV: 0.15, ONNX: 0.01}, {})
+    machine = FakeMachine({TORCH: 0.1, PIPE: 0.15, BF16: 0.15, OV: 0.15, ONNX: 0.01}, {})
     plan, report = auto.run_probe(machine.build, [TORCH, PIPE, BF16, ONNX, OV], budget_s=4.0,
                                   pool=["a"] * 40, clock=machine.clock)
     assert plan == ONNX  # timed early: fastest warm-up first
@@ -141,8 +141,16 @@ def test_on_a_loaded_machine_the_budget_runs_out_on_the_slow_candidates():
     assert "budget" in report["errors"]["pipelined bfloat16"]
 
 
+def test_a_candidate_much_slower_in_its_warm_up_is_not_timed():
+    machine = FakeMachine({TORCH: 0.02, BF16: 0.05, ONNX: 0.01}, {})
+    plan, report = auto.run_probe(machine.build, [TORCH, BF16, ONNX], pool=["a"] * 40,
+                                  clock=machine.clock)
+    assert plan == ONNX and "2.5x slower" in report["errors"]["pipelined bfloat16"]
+    assert BF16 not in [p for p, n in machine.calls if n == report["texts"]]
+
+
 def test_an_incomplete_probe_is_not_cached(cache_dir):
-    machine = FakeMachine({TORCH: 0.1, PIPE: 0.2, ONNX: 0.01}, {})
+    machine = FakeMachine({TORCH: 0.1, PIPE: 0.15, ONNX: 0.01}, {})
     args = ("another-model", "cpu", "cpu", None, machine.build)
     kw = dict(flags=set(), installed={"onnxruntime", "onnx"}, budget_s=1.7,
               clock=machine.clock)
