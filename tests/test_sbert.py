@@ -101,7 +101,7 @@ def test_freeze_embeddings_trains_everything_but_the_token_embeddings(tiny_model
 def torch_equal(a, b):
     import torch
 
-    return torch.equal(a.detach(), b)
+    return torch.equal(a.detach().cpu(), b.detach().cpu())  # the fitted model may be on a GPU
 
 
 def test_global_random_state_is_left_alone(tiny_model_path, pairs):
@@ -130,11 +130,17 @@ def test_unique_texts_loss_equals_the_plain_loss(tiny_model_path, corpus, loss):
     plain = pair_loss(loss, model)
     assert type(plain).__name__ == "UniqueTextsLoss"
     plain = plain.inner
+    if loss == "cosine":  # its MSE takes float32 labels (`labels.float()`): keep float64 throughout
+        class MSE64(torch.nn.MSELoss):
+            def forward(self, out, target):
+                return super().forward(out, target.to(out.dtype))
+
+        plain.loss_fct = MSE64()
     texts = corpus[:6]
     X1 = [texts[k] for k in (0, 1, 2, 0, 3, 1, 4, 5)]
     X2 = [texts[k] for k in (1, 0, 0, 2, 5, 5, 4, 3)]
     labels = torch.tensor([1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0])
-    features = [model.tokenize(X1), model.tokenize(X2)]
+    features = [model.preprocess(X1), model.preprocess(X2)]
     rows = []
     hook = model.register_forward_pre_hook(lambda m, a: rows.append(a[0]["input_ids"].shape[0]))
 
