@@ -339,7 +339,7 @@ def test_feed_forward_transform_is_the_unit_length_hidden_layer(data):
     Z = tuner.transform(X)
     assert Z.shape == (len(X), 12) and Z.dtype == np.float32
     assert np.allclose(np.linalg.norm(Z, axis=1), 1, atol=1e-5)
-    logits = tuner.module_(torch.tensor(X))
+    logits = tuner.module_(torch.tensor(X, device=tuner.device_))
     assert logits.shape == (len(X), 4)  # raw logits go into the cross-entropy, no squashing
 
 
