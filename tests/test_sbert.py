@@ -812,3 +812,50 @@ def test_auto_label_texts_need_names_that_fit_the_texts():
     assert kept.partial_fit(texts[8:], y[8:]).label_texts_["weather"] == "weather"
     codes = np.array(["QZX", "VKB", "JWP"])[targets]
     assert SbertTuner(**fast).fit(texts, codes).label_texts_ == {}
+
+
+# -- index pairs and supcon: the learner owns every loss the tuner trains with -------------------
+def test_partial_fit_indexed_trains_exactly_as_the_written_out_pairs(tiny_model_path, corpus):
+    texts = corpus[:12]
+    idx1, idx2 = np.array([0, 1, 2, 3, 4, 5, 0, 7]), np.array([1, 0, 3, 2, 5, 4, 9, 11])
+    y = np.array([1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+    by_index = learner(tiny_model_path, batch_size=4).partial_fit_indexed(texts, idx1, idx2, y)
+    written = learner(tiny_model_path, batch_size=4).partial_fit(
+        [texts[i] for i in idx1], [texts[j] for j in idx2], y)
+    np.testing.assert_array_equal(by_index.transform(texts), written.transform(texts))
+    with pytest.raises(ValueError, match="idx2 holds positions outside 0..11"):
+        learner(tiny_model_path).partial_fit_indexed(texts, idx1, idx2 + 5, y)
+    with pytest.raises(ValueError, match="idx1 must be a 1-D array of int positions"):
+        learner(tiny_model_path).partial_fit_indexed(texts, idx1.astype(float), idx2, y)
+    with pytest.raises(ValueError, match="same length"):
+        learner(tiny_model_path).partial_fit_indexed(texts, idx1[:3], idx2, y)
+
+
+def test_supcon_is_a_learner_loss_with_a_class_per_pair(tiny_model_path, labelled):
+    texts, verbs = labelled
+    classes = np.unique(verbs, return_inverse=True)[1]
+    order = np.argsort(classes, kind="stable")
+    anchors, positives = order[:-1], order[1:]
+    keep = classes[anchors] == classes[positives]  # positive pairs: same verb
+    X1 = [texts[i] for i in anchors[keep]]
+    X2 = [texts[j] for j in positives[keep]]
+    fitted = learner(tiny_model_path, loss="supcon", batch_size=8).fit(
+        X1, X2, classes[anchors[keep]])
+    assert fitted.n_iter_ == 1 and np.isfinite(fitted.loss_curve_).all()
+    with pytest.raises(ValueError, match="y is required for loss='supcon'"):
+        learner(tiny_model_path, loss="supcon").fit(X1, X2)
+    with pytest.raises(ValueError, match="int class codes"):
+        learner(tiny_model_path, loss="supcon").fit(X1, X2, np.full(len(X1), 0.5))
+    with pytest.raises(ValueError, match="one class per pair"):
+        learner(tiny_model_path, loss="supcon").fit(X1, X2, [0, 1])
+    with pytest.raises(ValueError, match="negatives are only used by loss='mnrl'"):
+        learner(tiny_model_path, loss="supcon").fit(X1, X2, classes[anchors[keep]],
+                                                    negatives=X1)
+
+
+def test_a_supcon_tuner_hands_its_learner_the_loss(tiny_model_path, labelled):
+    texts, verbs = labelled
+    tuner = SbertTuner(tiny_model_path, loss="supcon", epochs=1, batch_size=8,
+                       label_texts=None, random_state=0).fit(texts, verbs)
+    assert tuner.loss_ == "supcon" and tuner.learner_.loss == "supcon"
+    assert tuner.n_pairs_ > 0 and tuner.transform(texts[:3]).shape == (3, 32)

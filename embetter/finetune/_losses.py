@@ -19,6 +19,8 @@ LOSSES = {
     "contrastive": "pairs with a 0/1 label (1 = similar)",
     "online_contrastive": "pairs with a 0/1 label (1 = similar)",
     "mnrl": "positive (anchor, positive) pairs, optionally with a hard negative each",
+    "supcon": "positive (anchor, positive) pairs with an int class per pair (or a 0/1 row "
+              "of classes, multi-label); every same-class text in a batch is a positive",
 }
 
 _TOKEN_KEYS = {"input_ids", "attention_mask", "token_type_ids"}
@@ -97,6 +99,14 @@ def pair_loss(name: str, model, dims=None):
     if name != "mnrl" and hasattr(loss, "compute_loss_from_embeddings"):
         loss = UniqueTextsLoss(loss)  # mnrl batches hold no duplicate texts
     return matryoshka(loss, model, dims)
+
+
+def learner_loss(name: str, model, dims=None):
+    """The loss an `SbertLearner` trains with for `name`: a pair loss, or supervised
+    contrastive over labelled positive pairs; each distinct text of a batch is encoded once."""
+    if name != "supcon":
+        return pair_loss(name, model, dims)
+    return matryoshka(UniqueTextsLoss(SupervisedContrastiveLoss(model)), model, dims)
 
 
 def matryoshka(loss, model, dims=None):

@@ -9,6 +9,17 @@ from embetter._validation import as_texts, check_pairs
 from embetter.finetune._sbert_base import COMMON_CONSTRAINTS, SbertBase
 
 
+def _positions(idx, name: str, n: int) -> np.ndarray:
+    idx = np.asarray(idx)
+    if idx.ndim != 1 or (idx.size and idx.dtype.kind not in "iu"):
+        raise ValueError(f"{name} must be a 1-D array of int positions, got {idx.dtype} with "
+                         f"shape {idx.shape}")
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise ValueError(f"{name} holds positions outside 0..{n - 1} (the texts given): "
+                         f"{idx.min()}..{idx.max()}")
+    return idx.astype(np.int64)
+
+
 def _spearman(a, b) -> float:
     from scipy.stats import spearmanr
 
@@ -26,6 +37,12 @@ class SbertLearner(SbertBase):
     `"online_contrastive"` take 0/1 labels, and `"mnrl"` (multiple negatives ranking) takes
     positive pairs only and uses the other pairs in a batch as negatives, optionally with one
     hard negative per pair (`fit(X1, X2, negatives=...)`, see `mine_hard_negatives`).
+    `"supcon"` (supervised contrastive) takes positive pairs with the class of each pair as
+    `y` (an int, or a 0/1 row for multi-label data): every text of a batch with the same class
+    is a positive and every other one a negative, whatever the number of classes.
+
+    `partial_fit_indexed(texts, idx1, idx2, y)` trains on the pairs `(texts[idx1[k]],
+    texts[idx2[k]])` of a list of distinct texts: how `SbertTuner` hands over its pairs.
 
     The caller's model is never changed: a `SentenceTransformer` in `sent_tfm` is deep-copied
     in `fit` (its weights and device stay as they were), a name or path is loaded afresh, and
@@ -35,7 +52,8 @@ class SbertLearner(SbertBase):
 
     Arguments:
         sent_tfm: a model name, a local path, a `SentenceTransformer` or a `SentenceEncoder`.
-        loss: `"cosine"`, `"cosent"`, `"contrastive"`, `"online_contrastive"` or `"mnrl"`.
+        loss: `"cosine"`, `"cosent"`, `"contrastive"`, `"online_contrastive"`, `"mnrl"` or
+            `"supcon"`.
         batch_size: pairs per optimizer step (also texts per forward pass when encoding).
         epochs: passes over the pairs (per `partial_fit` call: over that call's pairs).
         learning_rate: peak learning rate of AdamW.
@@ -109,6 +127,8 @@ class SbertLearner(SbertBase):
         from embetter.finetune._losses import LOSSES
 
         loss = self.loss
+        if loss == "supcon":
+            return self._check_labelled_pairs(X1, X2, y, negatives)
         X1, X2, y = check_pairs(X1, X2, y, texts=True)
         if negatives is not None:
             if loss != "mnrl":
@@ -146,6 +166,28 @@ class SbertLearner(SbertBase):
         return X1, X2, y, None
 
     @staticmethod
+    def _check_labelled_pairs(X1, X2, y, negatives):
+        """loss='supcon': positive pairs and the class of each (ints, or 0/1 rows)."""
+        if negatives is not None:
+            raise ValueError("negatives are only used by loss='mnrl', got loss='supcon'")
+        from embetter.finetune._losses import LOSSES
+
+        if y is None:
+            raise ValueError("y is required for loss='supcon': " + LOSSES["supcon"])
+        classes = np.asarray(y)
+        X1, X2, _ = check_pairs(X1, X2, texts=True)
+        if classes.ndim not in (1, 2) or classes.shape[0] != len(X1):
+            raise ValueError(
+                f"y for loss='supcon' must hold one class per pair ({len(X1)}) as ints, or a "
+                f"0/1 row per pair, got shape {classes.shape}")
+        if classes.dtype.kind not in "iub" and not (
+                classes.dtype.kind == "f" and np.all(classes == np.round(classes))):
+            raise ValueError(
+                "y for loss='supcon' must be int class codes (or 0/1 rows), got values such "
+                f"as {classes.ravel()[:3].tolist()}")
+        return X1, X2, classes.astype(np.int64), None
+
+    @staticmethod
     def _check_eval_set(eval_set):
         if eval_set is None:
             return None
@@ -160,7 +202,9 @@ class SbertLearner(SbertBase):
     def _dataset(self, X1, X2, y, negatives):
         from datasets import Dataset
 
-        if self.loss == "mnrl":
+        if self.loss == "supcon":
+            columns = {"anchor": X1, "positive": X2, "label": y.tolist()}
+        elif self.loss == "mnrl":
             columns = {"anchor": X1, "positive": X2}
             if negatives is not None:
                 columns["negative"] = negatives
@@ -195,7 +239,7 @@ class SbertLearner(SbertBase):
         only). A pickled or saved learner keeps the weights but not the optimizer state, so
         after loading, `partial_fit` starts it afresh. Arguments as in `fit`.
         """
-        from embetter.finetune._losses import pair_loss
+        from embetter.finetune._losses import learner_loss
 
         self._validate_params()
         X1, X2, y, negatives = self._check_data(X1, X2, y, negatives)
@@ -203,37 +247,31 @@ class SbertLearner(SbertBase):
         model, dims = self._model_to_train()
         self._train(
             self._dataset(X1, X2, y, negatives),
-            pair_loss(self.loss, model, dims),
+            learner_loss(self.loss, model, dims),
             # in-batch negatives: a duplicate text in a batch would be a false negative
             "no_duplicates" if self.loss == "mnrl" else "batch_sampler",
             eval_set,
         )
         return self
 
-    def _partial_fit_labelled(self, texts, positives, labels):
-        """Train on (text, positive, class) rows with `SupervisedContrastiveLoss`, for
-        SbertTuner: every text of a batch with the same class is a positive, every other one
-        a negative, whatever the number of classes.
+    def partial_fit_indexed(self, texts, idx1, idx2, y=None):
+        """`partial_fit` on the pairs `(texts[idx1[k]], texts[idx2[k]])` with target `y[k]`.
 
-        `labels` are int class codes, or 0/1 rows for multi-label data. The tuner has checked
-        the parameters (its `loss="supcon"` is no pair loss, so the learner's checks would not
-        accept it).
+        The pairs index into `texts` (typically each distinct text once), so a caller with many
+        pairs over few texts (a tuner) hands them over without writing them out.
+
+        Arguments:
+            texts: the texts the pairs are drawn from.
+            idx1, idx2: int positions into `texts`, one of each per pair.
+            y: the pairs' targets, as `partial_fit` takes them for this `loss`.
         """
-        from datasets import Dataset
-
-        from embetter.finetune._losses import (
-            SupervisedContrastiveLoss,
-            UniqueTextsLoss,
-            matryoshka,
-        )
-
-        model, dims = self._model_to_train()
-        label_column = np.asarray(labels).astype(np.int64).tolist()
-        dataset = Dataset.from_dict(
-            {"anchor": list(texts), "positive": list(positives), "label": label_column})
-        loss = UniqueTextsLoss(SupervisedContrastiveLoss(model))
-        self._train(dataset, matryoshka(loss, model, dims), "batch_sampler", None)
-        return self
+        texts = as_texts(texts)
+        idx1, idx2 = (_positions(i, name, len(texts)) for i, name in ((idx1, "idx1"),
+                                                                        (idx2, "idx2")))
+        if idx1.shape != idx2.shape:
+            raise ValueError(f"idx1 and idx2 must have the same length, got {idx1.size} and "
+                             f"{idx2.size}")
+        return self.partial_fit([texts[i] for i in idx1], [texts[j] for j in idx2], y)
 
     def _model_to_train(self):
         """The fitted model to continue, or a private copy of `sent_tfm` on the first call."""

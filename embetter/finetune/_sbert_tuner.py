@@ -193,7 +193,7 @@ class SbertTuner(TransformerMixin, SbertBase):
     def _new_learner(self, seed) -> SbertLearner:
         return SbertLearner(
             sent_tfm=self.sent_tfm,
-            loss=self.loss_ if self.loss_ != "supcon" else "cosine",  # supcon: tuner-driven
+            loss=self.loss_,
             batch_size=self.batch_size,
             epochs=self.epochs,
             learning_rate=self.learning_rate,
@@ -240,6 +240,8 @@ class SbertTuner(TransformerMixin, SbertBase):
             learner = self._new_learner(train_seed)
         else:
             learner = self.learner_
+            if learner.loss != self.loss_:  # a 0.10.0 pickle: its learner held a stand-in loss
+                learner.set_params(loss=self.loss_)
         n_old = len(self.seen_texts_)
         all_texts = self.seen_texts_ + texts
         all_labels = np.concatenate([self.seen_y_, labels]) if n_old else labels
@@ -290,13 +292,11 @@ class SbertTuner(TransformerMixin, SbertBase):
             raise ValueError(
                 f"loss={self.loss_!r} needs positive pairs, but no class has two texts"
                 + ("" if self.label_texts_ else " (and there are no label_texts)"))
-        if sim.size and self.loss_ == "supcon":
-            # class positions (or 0/1 rows): the loss only compares them
-            learner._partial_fit_labelled([texts[i] for i in idx1], [texts[j] for j in idx2],
-                                          targets.astype(np.int64)[idx1])
-        elif sim.size:
-            learner.partial_fit([texts[i] for i in idx1], [texts[j] for j in idx2],
-                                None if positives_only else sim)
+        if sim.size:
+            # supcon: the anchors' classes (positions, or 0/1 rows); the loss only compares them
+            target = (targets.astype(np.int64)[idx1] if self.loss_ == "supcon"
+                      else None if positives_only else sim)
+            learner.partial_fit_indexed(texts, idx1, idx2, target)
         self.n_pairs_ += int(sim.size)
         return int(sim.size)
 
