@@ -250,6 +250,16 @@ def test_model_fingerprint_follows_the_model_files(tiny_model_path, tmp_path):
     before = auto.model_fingerprint(copy)
     config.write_text(config.read_text().replace("{", '{"changed": 1, ', 1))
     assert auto.model_fingerprint(copy) != before
+    # a loaded model: its module layout and transformer config
+    from sentence_transformers import SentenceTransformer
+
+    loaded = SentenceTransformer(tiny_model_path, device="cpu")
+    again = SentenceTransformer(tiny_model_path, device="cpu")
+    assert auto.model_fingerprint(loaded) == auto.model_fingerprint(again) != first
+    from embetter import _st
+
+    _st.transformer(again).config.hidden_dropout_prob = 0.5
+    assert auto.model_fingerprint(again) != auto.model_fingerprint(loaded)
 
 
 def test_resolve_measures_once_then_reads_the_cache(cache_dir, caplog):

@@ -60,7 +60,9 @@ def model_fingerprint(name) -> str:
                     h.update(file.read_bytes())
         return h.hexdigest()
     h.update(repr(name).encode())
-    config = getattr(getattr(name[0], "auto_model", None), "config", None)
+    from embetter import _st
+
+    config = getattr(_st.transformer(name), "config", None)
     if config is not None:
         h.update(config.to_json_string().encode())
     return h.hexdigest()
