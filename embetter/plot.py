@@ -52,7 +52,7 @@ def project(X, method: str = "pca", random_state=0) -> np.ndarray:
         method: `"pca"` (fast, linear, shows the large-scale layout), `"tsne"` (slower,
             shows local neighbourhoods) or `"umap"` (local neighbourhoods and more of the
             global layout, on cosine distance; needs umap-learn, else PCA with a warning).
-        random_state: seed for t-SNE and UMAP (PCA is deterministic).
+        random_state: seed for t-SNE, UMAP and PCA's randomized solver (used on larger inputs).
 
     Usage:
 
@@ -75,7 +75,8 @@ def project(X, method: str = "pca", random_state=0) -> np.ndarray:
     if method == "pca":
         from sklearn.decomposition import PCA
 
-        out[:, :k] = PCA(n_components=k).fit_transform(X)
+        # a seed for the randomized solver PCA picks on larger inputs (the global one otherwise)
+        out[:, :k] = PCA(n_components=k, random_state=random_state).fit_transform(X)
     elif method == "umap":
         out[:, :] = _umap(X, random_state)
     else:

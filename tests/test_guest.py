@@ -43,12 +43,24 @@ def _snapshot():
         "numpy random": np.random.get_state()[1].tobytes(),
         "torch random": torch.get_rng_state().numpy().tobytes(),
         "warnings": list(warnings.filters),
+        "matplotlib": _matplotlib_state(),
     }
+
+
+def _matplotlib_state():
+    import sys
+
+    if "matplotlib" not in sys.modules:
+        return None
+    import matplotlib
+
+    return (matplotlib.get_backend(), dict(matplotlib.rcParams))
 
 
 def _diff(before, after) -> list[str]:
     out = []
-    for key in ("gc", "torch", "python random", "numpy random", "torch random", "warnings"):
+    for key in ("gc", "torch", "python random", "numpy random", "torch random", "warnings",
+                "matplotlib"):
         if before[key] != after[key]:
             out.append(f"{key}: {before[key]!r:.150} -> {after[key]!r:.150}")
     env_keys = set(before["env"]) | set(after["env"])
@@ -190,6 +202,8 @@ OPERATIONS = {
     "cli-finetune-transform": _cli("finetune", "{DIR}/train.csv", "--text-col", "text",
                                    "--label-col", "label", "--model", "{MODEL}", "--out",
                                    "{DIR}/ff.skops"),
+    "cli-demo": _cli("demo", "--data", "{DIR}/train.csv", "--model", "{MODEL}", "--out",
+                     "{DIR}/plots", "--seed", "0"),
     "cli-project": _cli("project", "{DIR}/train.csv", "--text-col", "text", "--model",
                         "{MODEL}", "--out", "{DIR}/map.csv"),
 }
