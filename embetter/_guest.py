@@ -17,18 +17,21 @@ def quiet_loggers(*names: str, level: int = logging.ERROR):
     """Raise the named loggers (`""` is the root logger) to at least `level` for the call.
 
     Only used around third-party code that logs through loggers we cannot otherwise reach
-    (onnxruntime's quantiser logs on the root logger).
+    (onnxruntime's quantiser logs on the root logger). Handlers the call adds to them are
+    removed (`logging.warning(...)` adds a stderr handler to a root logger that has none).
     """
     loggers = [logging.getLogger(name or None) for name in names]
-    before = [logger.level for logger in loggers]
+    before = [(logger.level, list(logger.handlers)) for logger in loggers]
     try:
         for logger in loggers:
             if logger.getEffectiveLevel() < level:
                 logger.setLevel(level)
         yield
     finally:
-        for logger, was in zip(loggers, before):
+        for logger, (was, handlers) in zip(loggers, before):
             logger.setLevel(was)
+            for handler in [h for h in logger.handlers if h not in handlers]:
+                logger.removeHandler(handler)
 
 
 @contextlib.contextmanager

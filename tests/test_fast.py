@@ -156,6 +156,19 @@ def test_onnx_encoder_keeps_the_estimator_contract(tiny_model_path, corpus, cach
     assert list(enc.get_feature_names_out()[:2]) == ["sentenceencoder0", "sentenceencoder1"]
 
 
+def test_an_export_leaves_the_root_logger_as_it_found_it(tiny_model_path, cache_dir,
+                                                         monkeypatch):
+    # onnxruntime's quantiser calls logging.warning(...), which gives a root logger without
+    # handlers a stderr handler (basicConfig): a user's script must not find one afterwards.
+    import logging
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    level = root.level
+    SentenceEncoder(tiny_model_path, backend="onnx").transform(["a happy dog"])
+    assert root.handlers == [] and root.level == level
+
+
 def test_matryoshka_onnx_truncates_and_renormalises(tiny_model_path, corpus, cache_dir):
     kw = dict(dim=8, normalize_embeddings=True)
     ref = MatryoshkaEncoder(tiny_model_path, **kw).transform(corpus[:6])
