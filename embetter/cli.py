@@ -255,8 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the column holding the texts")
     embed.add_argument("--model", default=DEFAULT_MODEL,
                        help="sentence model name or local path (default: %(default)s, bundled)")
-    embed.add_argument("--batch-size", type=int, default=32, metavar="N",
-                       help="texts per forward pass (default: %(default)s)")
+    embed.add_argument("--batch-size", type=int, default=None, metavar="N",
+                       help="texts per forward pass (default: the encoder's own: 32 texts "
+                            "on a CPU, batches by a token budget on a GPU)")
     embed.add_argument("--out", required=True, metavar="FILE",
                        help="where to write the embeddings: a .npy or .parquet file")
     embed.set_defaults(func=_embed)

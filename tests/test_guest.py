@@ -186,6 +186,7 @@ OPERATIONS = {
     "encode-pipelined": _encode("pipelined"),
     "encode-onnx": _encode("onnx"),
     "encode-openvino": _encode("openvino"),
+    "encode-auto": _encode("auto"),
     "feedforward-fit": _head("ff", False),
     "feedforward-partial_fit": _head("ff", True),
     "contrastive-tuner-fit": _head("ct", False),
