@@ -250,6 +250,7 @@ def main():
     parser.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
     parser.add_argument("--strategies", nargs="+",
                         default=["random", "margin", "entropy", "kcenter", "auto"])
+    parser.add_argument("--json", type=Path, default=None, help="also write every curve here")
     parser.add_argument("--encode-only", action="store_true")
     parser.add_argument("--time-round", action="store_true")
     parser.add_argument("--plot", type=Path, default=None,
@@ -280,6 +281,10 @@ def main():
     print(f"\n{'dev (held-out train rows)' if args.dev else 'test'}: seeds {args.seeds}, "
           f"load average at end {os.getloadavg()}")
     print_table(results, args.datasets, strategies)
+    if args.json is not None:
+        import json
+
+        args.json.write_text(json.dumps({f"{n}|{s}": c for (n, s), c in results.items()}))
     plot = args.plot or (None if args.dev else IMG / "active-curves.png")
     if plot is not None and len(args.datasets) == 9:
         plot_curves(results, args.datasets, strategies, plot)
