@@ -1,9 +1,11 @@
 """Benchmark of the tuners: kNN / logistic accuracy on raw vs tuned embeddings, speed, streaming.
 
-Protocol (issue 3): sst2, ag_news, emotion, banking77 from ../shared/data, encoded with the
-bundled all-MiniLM-L6-v2; 200 labelled training rows (8 per class for banking77), 1,000 test
-rows, 3 seeds, default parameters. Encodings are cached on disk (EMBETTER_BENCH_CACHE, default
-/tmp/embetter-bench-cache) so that re-runs only train and score.
+Protocol (issue 3, widened by issue 23 to every classification set of ../shared/data): sst2,
+ag_news, emotion, banking77, mr, subj, clinc150, trec_fine, sms_spam, encoded with the bundled
+all-MiniLM-L6-v2; 200 labelled training rows (8 per class for banking77 and clinc150), 1,000 test
+rows (all of them where a test split is smaller), 3 seeds, default parameters. Encodings are
+cached on disk (EMBETTER_BENCH_CACHE, default /tmp/embetter-bench-cache) so that re-runs only
+train and score.
 
     python benchmarks/tuners.py                      # quality, streaming and speed tables
     python benchmarks/tuners.py --only quality --datasets sst2 emotion
@@ -29,9 +31,10 @@ DATA = Path(os.environ.get(
     "EMBETTER_BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
 ))
 CACHE = Path(os.environ.get("EMBETTER_BENCH_CACHE", "/tmp/embetter-bench-cache"))
-DATASETS = ["sst2", "ag_news", "emotion", "banking77"]
+DATASETS = ["sst2", "ag_news", "emotion", "banking77", "mr", "subj", "clinc150", "trec_fine",
+            "sms_spam"]
 SEEDS = [0, 1, 2]
-N_TRAIN, N_TEST, PER_CLASS = 200, 1000, {"banking77": 8}
+N_TRAIN, N_TEST, PER_CLASS = 200, 1000, {"banking77": 8, "clinc150": 8}
 
 
 def _encoder():
@@ -41,10 +44,16 @@ def _encoder():
     return cached(CACHE, SentenceEncoder("all-MiniLM-L6-v2"))
 
 
+def _test_rows(name: str):
+    """N_TEST rows of the test split (all of them when it is smaller, as for trec_fine)."""
+    test = pd.read_csv(DATA / name / "test.csv")
+    return test.sample(min(N_TEST, len(test)), random_state=0)
+
+
 def load_texts(name: str, seed: int):
     """The labelled training rows and the test rows of one dataset and seed (DataFrames)."""
     train = pd.read_csv(DATA / name / "train.csv")
-    test = pd.read_csv(DATA / name / "test.csv").sample(N_TEST, random_state=0)
+    test = _test_rows(name)
     if name in PER_CLASS:
         train = train.groupby("label", group_keys=False).sample(PER_CLASS[name], random_state=seed)
         train = train.sample(frac=1.0, random_state=seed)
@@ -64,7 +73,7 @@ def load(name: str, seed: int):
 def load_pool(name: str, n: int = 2000, seed: int = 100):
     """A larger encoded training pool (for the streaming and speed rows) and the test set."""
     train = pd.read_csv(DATA / name / "train.csv").sample(n, random_state=seed)
-    test = pd.read_csv(DATA / name / "test.csv").sample(N_TEST, random_state=0)
+    test = _test_rows(name)
     enc = _encoder()
     return (enc.transform(train["text"]), train["label"].to_numpy(),
             enc.transform(test["text"]), test["label"].to_numpy())

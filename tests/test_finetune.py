@@ -241,19 +241,21 @@ def test_stream_seen_once_matches_one_fit(cls, n_batches):
 
 def test_feed_forward_auto_epochs_follow_rows_per_class():
     """n_epochs="auto": 15 passes with 50+ rows per class, sqrt(50 / rows per class) times as
-    many below (at most 30); a stream's budget is that of one fit on the rows seen so far."""
+    many below (at most 1.5x: 22 epochs); a stream's budget is that of one fit on the rows seen
+    so far."""
     X, y = clustered(240, 0, n_classes=4)
     assert FeedForwardTuner(random_state=0).fit(X, y).n_iter_ == 15  # 60 rows per class
     X6, y6 = clustered(240, 0, n_classes=6)
     assert FeedForwardTuner(random_state=0).fit(X6, y6).n_iter_ == 17  # 40: 15 * sqrt(1.25)
     X_few, y_few = clustered(48, 0, n_classes=4)
     few = FeedForwardTuner(random_state=0, batch_size=16).fit(X_few, y_few)
-    assert few.n_iter_ == 30 and few.history_[-1]["step"] == 90  # 12 per class: capped at 2x
+    # 12 per class: capped at 1.5x (22.5 epochs, rounded to 22 by fit)
+    assert few.n_iter_ == 22 and few.history_[-1]["step"] == 66
     assert FeedForwardTuner(n_epochs=7, random_state=0).fit(X_few, y_few).n_iter_ == 7
     stream = FeedForwardTuner(random_state=0, batch_size=16)
     for batch in np.array_split(np.arange(48), 6):  # the first batches hold 2 rows per class
         stream.partial_fit(X_few[batch], y_few[batch], classes=np.arange(4))
-    assert stream.history_[-1]["step"] == 90  # 30 passes of 3 steps, as one fit
+    assert stream.history_[-1]["step"] == 67  # 48 rows x 22.5 epochs / 16, as one fit
 
 
 def test_replay_memory_is_a_uniform_bounded_sample():
@@ -510,3 +512,19 @@ def test_cosine_margin_pushes_dissimilar_pairs_only_above_the_margin():
     d = 1 - (a * b).sum(dim=1)
     st = 0.5 * (similar * d**2 + (1 - similar) * torch.relu(0.9 - d) ** 2)
     assert abs(2 * float(st.mean()) - loss) < 1e-6
+
+
+def test_contrastive_tuner_auto_learning_rate_follows_the_classes(data):
+    """learning_rate="auto": 1e-3 with two classes (the cosine loss would flatten the space
+    towards two directions), 3e-3 with more classes or multi-label y; a number is used as is."""
+    X, y = data
+    lr = lambda tuner: tuner.optimizer_.param_groups[0]["lr"]  # noqa: E731
+    assert lr(ContrastiveTuner(epochs=1, random_state=0).fit(X, y % 2)) == 1e-3
+    assert lr(ContrastiveTuner(epochs=1, random_state=0).fit(X, y)) == 3e-3
+    Y = np.stack([y % 2, (y // 2) % 2], axis=1)
+    assert lr(ContrastiveTuner(epochs=1, random_state=0).fit(X, Y)) == 3e-3
+    stream = ContrastiveTuner(random_state=0).partial_fit(X[:20], y[:20] % 2, classes=[0, 1])
+    assert lr(stream) == 1e-3
+    assert lr(ContrastiveTuner(epochs=1, learning_rate=0.02, random_state=0).fit(X, y % 2)) == 0.02
+    with pytest.raises(ValueError, match="learning_rate.*'auto'"):
+        ContrastiveTuner(learning_rate="fast").fit(X, y)

@@ -132,6 +132,11 @@ class TorchHeadMixin:
         `"auto"` value from the rows; `fit` rounds it, a stream's budget does not)."""
         return int(getattr(self, self._EPOCHS_PARAM))
 
+    def _learning_rate(self) -> float:
+        """The optimizer's step size: the `learning_rate` parameter (a head may resolve an
+        `"auto"` value from what `fit` saw)."""
+        return float(self.learning_rate)
+
     def _max_steps(self):
         """At most this many gradient steps in `fit` (`None`: no limit)."""
         return None
@@ -181,7 +186,7 @@ class TorchHeadMixin:
         # a head without an `optimizer` parameter (ContrastiveTuner) trains with AdamW
         kind = {"adam": torch.optim.Adam,
                 "adamw": torch.optim.AdamW}[getattr(self, "optimizer", "adamw")]
-        return kind(module.parameters(), lr=float(self.learning_rate),
+        return kind(module.parameters(), lr=self._learning_rate(),
                     weight_decay=float(self.weight_decay))
 
     def _check_engine_params(self):
@@ -260,7 +265,7 @@ class TorchHeadMixin:
         table = torch.as_tensor(table, device=device)
         valid = None if valid is None else [torch.as_tensor(a, device=device) for a in valid]
         for group in self.optimizer_.param_groups:  # honour set_params between partial_fits
-            group["lr"] = float(self.learning_rate)
+            group["lr"] = self._learning_rate()
             group["weight_decay"] = float(self.weight_decay)
 
         module, optimizer = self.module_, self.optimizer_
