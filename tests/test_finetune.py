@@ -528,3 +528,40 @@ def test_contrastive_tuner_auto_learning_rate_follows_the_classes(data):
     assert lr(ContrastiveTuner(epochs=1, learning_rate=0.02, random_state=0).fit(X, y % 2)) == 0.02
     with pytest.raises(ValueError, match="learning_rate.*'auto'"):
         ContrastiveTuner(learning_rate="fast").fit(X, y)
+
+
+@pytest.mark.parametrize("cls", TUNERS + [ContrastiveLearner])
+def test_training_threads_are_the_callers_again_afterwards(cls, data):
+    """A head trains with one CPU thread (private, not a module global to poke) and puts
+    torch's thread count back after fit and partial_fit, also when training fails."""
+    import torch
+
+    X, y = data
+    before = torch.get_num_threads()
+    seen = []
+    head = fast(cls) if cls is not ContrastiveLearner else ContrastiveLearner(epochs=2)
+    original = head._batch_loss
+
+    def spy(*args):
+        seen.append(torch.get_num_threads())
+        return original(*args)
+
+    head._batch_loss = spy
+    torch.set_num_threads(2)
+    try:
+        if cls is ContrastiveLearner:
+            head.fit(X[:60], X[60:], (y[:60] == y[60:]).astype(np.float32))
+            head.partial_fit(X[:60], X[60:], (y[:60] == y[60:]).astype(np.float32))
+        else:
+            head.fit(X, y).partial_fit(X, y)
+        assert torch.get_num_threads() == 2 and seen and set(seen) == {1}
+        head._batch_loss = lambda *args: torch.tensor(float("nan"), requires_grad=True)
+        with pytest.raises(FloatingPointError):
+            head.fit(*((X[:60], X[60:], np.ones(60, np.float32)) if cls is ContrastiveLearner
+                       else (X, y)))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    import embetter._torch as plumbing
+
+    assert not hasattr(plumbing, "CPU_TRAIN_THREADS")
