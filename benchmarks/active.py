@@ -273,8 +273,9 @@ def main():
         # cold starts that cluster the whole pool (up to 18 points lost early on sms_spam: no
         # spam among typical texts); on all nine sets with C=10: picking the most uncertain row
         # of each cluster instead of the one nearest its centre (-1.1 points at +100), a random
-        # shortlist while cold (-2.0) and a widening by the square of the shortfall (-0.7).
-        # All lost to beta=10, cold=4.
+        # shortlist while cold (-2.0), a widening by the square of the shortfall (-0.7) and
+        # BADGE (k-means++ on the head's gradient embeddings, -3.0), and cold 6 or 8 (-0.4,
+        # -0.8 points against cold 4 at +100). All lost to beta=10, cold=4.
         strategies = ["random", "margin"] + [f"auto:beta={b},cold={c}" for b, c in (
             (10, 4), (7, 4), (15, 4), (10, 2), (10, 0))]
     results = run_grid(args.datasets, strategies, args.seeds, dev=args.dev)
