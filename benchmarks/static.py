@@ -1,19 +1,27 @@
 """TextEncoder (static model2vec) against the sentence model it comes from, side by side.
 
-Three tables:
+Four tables:
 
 1. `--only select`: how the distillation settings were chosen, on TRAIN splits only: for each
    (pca_dims, sif_coefficient), LogisticRegressionCV accuracy with 200 labels (8 per class for
    banking77) drawn from the train split, scored on 1,000 *other train rows*, 3 seeds, as a
    percentage of MiniLM's on the same rows. The test splits play no part in it.
 2. `--only quality`: benchmarks/tuners.py's protocol (200 labels, 1,000 test rows, 3 seeds) on
-   sst2, ag_news, emotion, banking77: MiniLM, TextEncoder() and, with `--train-texts N`,
-   TextEncoder(train_on_fit=True) fitted on N unlabelled train texts of that set.
-3. `--only speed`: texts/s on the 1,000 texts of benchmarks/encode_speed.py (half SST-2, half
+   the sets named by --datasets (default: all nine): MiniLM, TextEncoder() and, with
+   `--train-texts N`, TextEncoder(train_on_fit=True) fitted on N unlabelled train texts of that set.
+3. `--only ratio`: issue 24's check on all nine sets of benchmarks/tuners.py, its exact
+   200-label rows (8 per class for banking77 and clinc150; `load_texts`, seeds 0-2) and MiniLM
+   embedding cache: LogisticRegressionCV accuracy of MiniLM and of TextEncoder() and the ratio,
+   on DEV rows (benchmarks/tuner_defaults.py's: the 2,000-row train pool minus the labelled
+   rows, where defaults are chosen) and on the test rows (reported, never chosen on). With
+   `--candidates pca:sif,...` each candidate distillation is scored on dev rows only. The LR
+   runs on one thread (threadpool_limits(1)).
+4. `--only speed`: texts/s on the 1,000 texts of benchmarks/encode_speed.py (half SST-2, half
    AG News), best of several interleaved rounds, load average beside it.
 
     python benchmarks/static.py
     python benchmarks/static.py --only select --pca 128,256,None --sif 1e-4,1e-3,1e-2
+    OMP_NUM_THREADS=1 python benchmarks/static.py --only ratio --candidates 256:None,None:1e-4
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from tuners import DATA, DATASETS, N_TEST, PER_CLASS, lr_acc  # noqa: E402
+from tuners import DATA, DATASETS, N_TEST, PER_CLASS, SEEDS, load_texts, lr_acc  # noqa: E402
 
 CACHE = os.environ.get("EMBETTER_BENCH_CACHE", "/tmp/embetter-bench-cache")
 
@@ -120,7 +128,8 @@ def quality(args) -> None:
     rows = []
     for name in args.datasets:
         train = pd.read_csv(DATA / name / "train.csv")
-        test = pd.read_csv(DATA / name / "test.csv").sample(N_TEST, random_state=0)
+        test = pd.read_csv(DATA / name / "test.csv")
+        test = test.sample(min(N_TEST, len(test)), random_state=0)  # trec_fine has 500
         trains = [labelled(train, name, s) for s in (0, 1, 2)]
         ref = mean_lr(enc.transform, trains, test)
         got = mean_lr(static.transform, trains, test)
@@ -146,7 +155,118 @@ def quality(args) -> None:
     print(f"\nload average {load_avg()}")
 
 
-# -- 3. speed ----------------------------------------------------------------------------------
+# -- 3. issue 24's ratio on all nine sets, dev and test rows -------------------------------------
+def _lr_dev_test(Xtr, ytr, Xdev, ydev, Xte, yte) -> tuple[float, float]:
+    """tuners.lr_acc's model, fitted once and scored on the dev and the test rows, one thread."""
+    from sklearn.linear_model import LogisticRegressionCV
+    from threadpoolctl import threadpool_limits
+
+    with warnings.catch_warnings(), threadpool_limits(1):
+        warnings.simplefilter("ignore")
+        model = LogisticRegressionCV(Cs=[0.1, 1, 10, 100], cv=3, max_iter=2000).fit(Xtr, ytr)
+        return 100 * model.score(Xdev, ydev), 100 * model.score(Xte, yte)
+
+
+def _ratio_splits(name: str):
+    """Per seed: (labelled rows, dev rows, test rows) as DataFrames. The labelled and test rows
+    are tuners.load_texts'; dev is tuner_defaults.dev_split's 2,000-row train pool (seed 100)
+    minus the texts labelled for that seed."""
+    pool = pd.read_csv(DATA / name / "train.csv").sample(2000, random_state=100)
+    out = []
+    for seed in SEEDS:
+        train, test = load_texts(name, seed)
+        out.append((train, pool[~pool.text.isin(set(train.text))], test))
+    return out
+
+
+def _candidate_models(specs: list[str]) -> dict:
+    """Distil one StaticModel per `pca:sif` spec from the bundled MiniLM (the transformer pass
+    over the vocabulary is shared, as in `select`)."""
+    if not specs:
+        return {}
+    import model2vec.distill.distillation as distillation
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from embetter.text._models import bundled_model_path
+
+    source = str(bundled_model_path())
+    model, tok = AutoModel.from_pretrained(source), AutoTokenizer.from_pretrained(source)
+    original, memo = distillation.create_embeddings, {}
+
+    def once(**kw):
+        if "raw" not in memo:
+            memo["raw"] = original(**kw)
+        return memo["raw"].copy()
+
+    parse = lambda v, f: None if v == "None" else f(v)  # noqa: E731
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    distillation.create_embeddings = once
+    try:
+        out = {}
+        for spec in specs:
+            pca, sif = spec.split(":")
+            start = time.perf_counter()
+            out[f"pca {pca}, sif {sif}"] = distillation.distill_from_model(
+                model, tok, pca_dims=parse(pca, int), sif_coefficient=parse(sif, float),
+                quantize_to="float32", device="cpu")
+            print(f"[{time.strftime('%H:%M:%S')}] distilled {spec} in "
+                  f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
+    finally:
+        distillation.create_embeddings = original
+        torch.set_num_threads(threads)
+    return out
+
+
+def ratio(args) -> None:
+    from embetter.text import TextEncoder
+    from embetter.text._distill import DEFAULT_SETTINGS
+
+    enc = minilm()
+    static = {"TextEncoder()": TextEncoder().transform}
+    for label, model in _candidate_models(args.candidates.split(",") if args.candidates
+                                          else []).items():
+        static[label] = model.encode
+    # acc[model][name] = (dev mean, test mean) over the seeds
+    acc = {k: {} for k in ["MiniLM", *static]}
+    for name in args.datasets:
+        scores = {k: [] for k in acc}
+        for train, dev, test in _ratio_splits(name):
+            for k, encode in [("MiniLM", enc.transform), *static.items()]:
+                scores[k].append(_lr_dev_test(
+                    encode(train.text.tolist()), train.label.to_numpy(),
+                    encode(dev.text.tolist()), dev.label.to_numpy(),
+                    encode(test.text.tolist()), test.label.to_numpy()))
+        for k in acc:
+            acc[k][name] = tuple(np.mean(scores[k], axis=0))
+        print(f"[{time.strftime('%H:%M:%S')}] {name} done (load {load_avg()})", file=sys.stderr)
+    names = args.datasets
+    pct = lambda k, i: {n: 100 * acc[k][n][i] / acc["MiniLM"][n][i] for n in names}  # noqa: E731
+    dev_pct, test_pct = pct("TextEncoder()", 0), pct("TextEncoder()", 1)
+    rows = [[n, f"{acc['MiniLM'][n][0]:.1f}", f"{acc['TextEncoder()'][n][0]:.1f}",
+             f"{dev_pct[n]:.1f} %", f"{acc['MiniLM'][n][1]:.1f}",
+             f"{acc['TextEncoder()'][n][1]:.1f}", f"{test_pct[n]:.1f} %"] for n in names]
+    rows.append(["min / mean", "", "", f"{min(dev_pct.values()):.1f} / "
+                 f"{np.mean(list(dev_pct.values())):.1f} %", "", "",
+                 f"{min(test_pct.values()):.1f} / {np.mean(list(test_pct.values())):.1f} %"])
+    print(f"\n## TextEncoder() ({DEFAULT_SETTINGS}) as a share of MiniLM, LogisticRegressionCV "
+          "accuracy, 200 labels (8 per class for banking77, clinc150), seeds 0-2; dev = train "
+          "rows not labelled, test = tuners.py's test rows\n")
+    print(table(["set", "dev MiniLM", "dev TextEncoder()", "dev %", "test MiniLM",
+                 "test TextEncoder()", "test %"], rows))
+    if len(static) > 1:
+        rows = []
+        for k in static:
+            p = pct(k, 0)
+            rows.append([k, *(f"{p[n]:.1f}" for n in names), f"{min(p.values()):.1f}",
+                         f"{np.mean(list(p.values())):.1f}"])
+        print("\n## Candidate distillations, DEV rows only: % of MiniLM's LR accuracy\n")
+        print(table(["model", *names, "min %", "mean %"], rows))
+    print(f"\nload average {load_avg()}")
+
+
+# -- 4. speed ----------------------------------------------------------------------------------
 def speed(args) -> None:
     from encode_speed import load_texts
 
@@ -179,11 +299,15 @@ def main() -> None:
     ap.add_argument("--train-texts", type=int, default=0,
                     help="also fit TextEncoder(train_on_fit=True) on this many train texts")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--candidates", default="",
+                    help="with --only ratio: pca:sif distillations to score on dev rows, "
+                         "e.g. 256:None,None:1e-4")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     print(f"# static: {os.cpu_count()} CPUs, load average {load_avg()} at start")
-    for part, fn in (("select", select), ("quality", quality), ("speed", speed)):
+    for part, fn in (("select", select), ("quality", quality), ("ratio", ratio),
+                     ("speed", speed)):
         if part in args.only.split(","):
             fn(args)
 

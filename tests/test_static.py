@@ -51,6 +51,25 @@ def test_default_model_is_distilled_once_and_cached(default_from_tiny, corpus):
     assert np.corrcoef((X @ X.T).ravel(), (teacher @ teacher.T).ravel())[0, 1] > 0.3
 
 
+def test_other_default_settings_distil_a_new_model_not_the_cached_one(default_from_tiny,
+                                                                      corpus, monkeypatch):
+    first, settings = TextEncoder().transform(corpus[:3]), dict(_distill.DEFAULT_SETTINGS)
+    monkeypatch.setitem(_distill.DEFAULT_SETTINGS, "pca_dims", 8)
+    eight = TextEncoder().transform(corpus[:3])
+    assert eight.shape == (3, 8)  # not the cached 16-dim model
+    monkeypatch.setitem(_distill.DEFAULT_SETTINGS, "sif_coefficient", None)  # no SIF weights
+    unweighted = TextEncoder().transform(corpus[:3])
+    assert unweighted.shape == (3, 8) and not np.allclose(unweighted, eight, atol=1e-3)
+    names = sorted(p.name for p in default_from_tiny.iterdir())
+    assert len(names) == 3 and not any(n.startswith(".") for n in names)
+    assert any("pca8-sifNone" in n for n in names)
+    # Back to the first settings: the first cached model is found again.
+    for key, value in settings.items():
+        monkeypatch.setitem(_distill.DEFAULT_SETTINGS, key, value)
+    np.testing.assert_allclose(TextEncoder().transform(corpus[:3]), first, atol=1e-6)
+    assert len(list(default_from_tiny.iterdir())) == 3
+
+
 def test_missing_bundled_model_names_the_fix(monkeypatch, tmp_path):
     monkeypatch.setenv("EMBETTER_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(_distill, "bundled_model_path", lambda: None)

@@ -70,8 +70,12 @@ def _folder_name(source: Path) -> str:
         package = version(BUNDLED_PACKAGE)
     except Exception:  # a source checkout without metadata: key on the weights' size instead
         package = str((source / "model.safetensors").stat().st_size)
-    pca, sif = DEFAULT_SETTINGS["pca_dims"], DEFAULT_SETTINGS["sif_coefficient"]
-    return f"all-MiniLM-L6-v2-{package}-pca{pca}-sif{sif:g}-v{RECIPE_VERSION}"
+    # Every setting is in the name, so a model distilled with other settings is never reused.
+    settings = dict(DEFAULT_SETTINGS)
+    pca, sif = settings.pop("pca_dims"), settings.pop("sif_coefficient")
+    key = f"pca{pca}-sif{'None' if sif is None else format(sif, 'g')}"
+    key += "".join(f"-{k}{v}" for k, v in sorted(settings.items()))
+    return f"all-MiniLM-L6-v2-{package}-{key}-v{RECIPE_VERSION}"
 
 
 def _is_model(folder: Path) -> bool:
