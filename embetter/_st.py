@@ -130,16 +130,41 @@ def load_hf(folder):
 
 
 def device_scope(device):
-    """A context in which the Trainer's `cuda` means `device` (e.g. `cuda:1`, not `cuda:0`).
+    """A context in which a bare `cuda` means `device` (e.g. `cuda:1`, not `cuda:0`).
 
-    The Trainer (through accelerate) places the model on the current CUDA device; this makes
-    `device`'s index the current one for the call and restores the caller's afterwards.
+    accelerate puts batches on `cuda` (the current CUDA device); this makes `device`'s index
+    the current one for the call and restores the caller's afterwards.
     """
     if device.type == "cuda" and device.index is not None:
         import torch
 
         return torch.cuda.device(device.index)
     return contextlib.nullcontext()
+
+
+def training_args(device, **kwargs):
+    """`SentenceTransformerTrainingArguments(**kwargs)` that train on `device`.
+
+    On its own, the Trainer trains on `cuda:0` (and on every GPU, through `DataParallel`) in a
+    process with several; for a CUDA device with an index, the arguments name that one GPU.
+    """
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    if device.type != "cuda" or device.index is None:
+        return SentenceTransformerTrainingArguments(**kwargs)
+
+    class _OneDevice(SentenceTransformerTrainingArguments):
+        @property
+        def device(self):
+            _ = super().device  # sets up the distributed state the Trainer reads beside it
+            return device
+
+        @property
+        def n_gpu(self):
+            _ = super().n_gpu
+            return 1
+
+    return _OneDevice(**kwargs)
 
 
 @dataclass
@@ -160,10 +185,7 @@ def run_trainer(model, dataset, loss, *, output_dir, device, epochs: int, batch_
     returns a dict added to that epoch's entry. Each entry holds `epoch`, `step` and
     `train_loss` (the epoch's mean loss).
     """
-    from sentence_transformers import (
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-    )
+    from sentence_transformers import SentenceTransformerTrainer
     from transformers import PrinterCallback, TrainerCallback
 
     history = []
@@ -188,7 +210,8 @@ def run_trainer(model, dataset, loss, *, output_dir, device, epochs: int, batch_
                 model.train(was_training)
             history.append(entry)
 
-    args = SentenceTransformerTrainingArguments(
+    args = training_args(
+        device,
         output_dir=os.fspath(output_dir),
         num_train_epochs=epochs,
         per_device_train_batch_size=batch_size,
