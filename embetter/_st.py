@@ -146,12 +146,17 @@ def training_args(device, **kwargs):
     """`SentenceTransformerTrainingArguments(**kwargs)` that train on `device`.
 
     On its own, the Trainer trains on `cuda:0` (and on every GPU, through `DataParallel`) in a
-    process with several; for a CUDA device with an index, the arguments name that one GPU.
+    process with several; for a CUDA device the arguments name one GPU: its index, or the
+    current one for a plain `cuda`.
     """
     from sentence_transformers import SentenceTransformerTrainingArguments
 
-    if device.type != "cuda" or device.index is None:
+    if device.type != "cuda":
         return SentenceTransformerTrainingArguments(**kwargs)
+    if device.index is None:  # plain "cuda": the current GPU, as torch reads it
+        import torch
+
+        device = torch.device("cuda", torch.cuda.current_device())
 
     class _OneDevice(SentenceTransformerTrainingArguments):
         @property
