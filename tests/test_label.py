@@ -95,14 +95,50 @@ def test_auto_is_uncertain_like_margin_and_spread_unlike_it():
     assert in_crowd[margin].sum() >= 5 and in_crowd[auto].sum() <= 2
 
 
-def test_auto_cold_start_widens_to_diversity(blobs):
-    """With 1 label per class known, auto's shortlist is wide (its picks cover more blobs);
-    with plenty known, it stays near the boundary between the classes."""
+def test_auto_first_rounds_ask_for_typical_rows_of_uncovered_clusters(blobs):
+    """With fewer labels known than 3 rounds of k, auto ignores the young classifier's doubts
+    and asks for typical rows (near a blob's centre, never an outlier) of the blobs no label
+    covers yet."""
     X, y, blob = blobs
     clf, idx = fitted(X, y, n=2)
-    torn = 1 - np.abs(np.diff(clf.predict_proba(X), axis=1)[:, 0])
-    cold = suggest(clf, X, k=4, strategy="auto", random_state=0, labelled=idx)
-    warm = suggest(clf, X, k=4, strategy="auto", random_state=0, labelled=np.arange(0, 400, 10))
+    picks = suggest(clf, X, k=4, strategy="auto", random_state=0, labelled=idx)
+    uncovered = np.setdiff1d(np.unique(blob), blob[idx])
+    assert np.isin(uncovered, blob[picks]).all()
+    for p in picks:
+        rows = X[blob == blob[p]]
+        to_centre = np.linalg.norm(rows - rows.mean(axis=0), axis=1)
+        assert np.linalg.norm(X[p] - rows.mean(axis=0)) < np.quantile(to_centre, 0.25)
+    # the classifier plays no part yet: another one on the same labels picks the same rows
+    other = LogisticRegression(C=1e-3).fit(X[idx], y[idx])
+    np.testing.assert_array_equal(
+        picks, suggest(other, X, k=4, strategy="auto", random_state=0, labelled=idx))
+    # from 3 rounds of k on, the classifier's doubts count
+    many = np.arange(0, 400, 33)  # 13 labels >= 3 * 4
+    clf_many = LogisticRegression().fit(X[many], y[many])
+    torn = 1 - np.abs(np.diff(clf_many.predict_proba(X), axis=1)[:, 0])
+    warm = suggest(clf_many, X, k=4, strategy="auto", random_state=0, labelled=many)
+    assert torn[warm].mean() > torn[picks].mean()
+
+
+def test_auto_cold_start_widens_to_diversity(blobs):
+    """Past its typical rounds, with 1 label per class known, auto's shortlist is wide (its
+    picks cover more blobs); with plenty known, it stays near the boundary between the
+    classes."""
+    from sklearn.utils import check_random_state
+
+    from embetter.label._strategies import auto_pick
+
+    X, y, blob = blobs
+    clf, idx = fitted(X, y, n=2)
+    proba = clf.predict_proba(X)
+    torn = 1 - np.abs(np.diff(proba, axis=1)[:, 0])
+
+    def auto(labelled):
+        candidates = np.setdiff1d(np.arange(len(X)), labelled)
+        return auto_pick(proba, X, candidates, 4, labelled, check_random_state(0),
+                         typical_rounds=0)
+
+    cold, warm = auto(idx), auto(np.arange(0, 400, 10))
     assert np.unique(blob[cold]).size > np.unique(blob[warm]).size
     assert torn[warm].mean() > torn[cold].mean() + 0.1
 

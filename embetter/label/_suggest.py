@@ -120,7 +120,7 @@ def pick(strategy: str, proba, Z, k: int, candidates: np.ndarray, labelled: np.n
     Z = as_space(Z, strategy)
     if strategy == "kcenter":
         return kcenter_greedy(Z, candidates, labelled, k, rng)
-    return auto_pick(proba, Z, candidates, k, labelled.size if labelled.size else None, rng)
+    return auto_pick(proba, Z, candidates, k, labelled, rng)
 
 
 def suggest(model, X, k: int = 10, strategy: str = "auto", random_state=None, *,
@@ -130,10 +130,11 @@ def suggest(model, X, k: int = 10, strategy: str = "auto", random_state=None, *,
     Strategies: `"margin"` (smallest gap between the two likeliest classes), `"entropy"`
     (most spread-out prediction), `"kcenter"` (k-center greedy: farthest from everything
     labelled, in the space the classifier sees), `"random"` (the baseline) and `"auto"`, the
-    default: uncertainty-weighted diversity, i.e. the `10 * k` rows with the smallest margin
-    clustered into `k` groups by k-means, the row nearest each centre taken, with a wider
-    shortlist (more diversity) while fewer than 4 labels per class are known. Measured on
-    nine public sets in docs/labelling.md.
+    default: while fewer labels are known than 3 rounds of `k`, typical rows of the clusters
+    no label covers yet (TypiClust); after that, uncertainty-weighted diversity, i.e. the
+    `10 * k` rows with the smallest margin clustered into `k` groups by k-means, the row
+    nearest each centre taken, with a wider shortlist (more diversity) while fewer than 4
+    labels per class are known. Measured on nine public sets in docs/labelling.md.
 
     For a Pipeline, the steps before the classifier are applied to `X` once per call; to
     reuse the pool's embeddings across rounds, wrap the encoder with `embetter.utils.cached`,
