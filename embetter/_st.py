@@ -43,18 +43,12 @@ def save(model, folder) -> None:
 
 def embedding_dim(model) -> int:
     """The size of the model's sentence embeddings."""
-    get = getattr(model, "get_embedding_dimension", None)  # sentence-transformers >= 6
-    if get is None:  # pragma: no cover - older releases
-        get = model.get_sentence_embedding_dimension
-    return int(get())
+    return int(model.get_embedding_dimension())
 
 
 def transformer(model):
     """The Hugging Face `PreTrainedModel` inside `model`, or `None` (e.g. a static model)."""
-    found = getattr(model, "transformers_model", None)  # sentence-transformers >= 6
-    if found is None:  # pragma: no cover - older releases
-        found = getattr(model[0], "auto_model", None)
-    return found
+    return getattr(model, "transformers_model", None)
 
 
 def pooling_excludes_prompt(model) -> bool:
@@ -115,10 +109,8 @@ def token_embeddings(model) -> list:
 
 def losses():
     """sentence-transformers' `losses` module."""
-    try:  # sentence-transformers >= 6 moved the losses; older versions keep the old path
-        from sentence_transformers.sentence_transformer import losses as found
-    except ImportError:  # pragma: no cover - older releases
-        from sentence_transformers import losses as found
+    from sentence_transformers.sentence_transformer import losses as found
+
     return found
 
 
