@@ -10,6 +10,8 @@ All share the Rust tokenisation (`_tokenize.py`) and the batching pipeline (`_ba
 
 from __future__ import annotations
 
+import numpy as np
+
 #: The precisions each backend accepts (None: the backend's default). Backend None is the
 #: default: sentence-transformers on CPUs, the pipelined loop on CUDA.
 PRECISIONS = {
@@ -44,16 +46,29 @@ def make_engine(backend: str, precision, name, load_model):
     return OpenVINOEngine(folder, precision)
 
 
-def cpu_flags() -> frozenset:
-    """The instruction-set flags of this CPU (Linux); empty where they cannot be read."""
+def row_cosines(a, b) -> np.ndarray:
+    """The cosine of each row of `a` with the same row of `b` (how close a path's embeddings
+    stay to the float32 reference's)."""
+    a, b = np.asarray(a), np.asarray(b)
+    return np.sum(a * b, axis=1) / np.maximum(
+        np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+
+
+def cpuinfo(field: str) -> str | None:
+    """The value of `field` for the first CPU in /proc/cpuinfo (Linux), else None."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
+                if line.startswith(field):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return frozenset()
+    return None
+
+
+def cpu_flags() -> frozenset:
+    """The instruction-set flags of this CPU (Linux); empty where they cannot be read."""
+    return frozenset((cpuinfo("flags") or "").split())
 
 
 def _installed(module: str) -> bool:

@@ -20,14 +20,9 @@ LIBRARIES = ("torch", "sentence-transformers", "transformers", "onnxruntime", "o
 
 def cpu_model() -> str:
     """The CPU's model name (Linux: /proc/cpuinfo), else what `platform` knows."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+    from embetter.text._backends import cpuinfo
+
+    return cpuinfo("model name") or platform.processor() or platform.machine() or "unknown"
 
 
 def library_versions() -> dict:

@@ -22,6 +22,7 @@ import numpy as np
 
 from embetter import _st
 from embetter._guest import quiet_loggers
+from embetter.text._backends import row_cosines
 from embetter.text._backends._tokenize import PROBE_TEXTS, TextTokenizer, pad_batch
 from embetter.text._models import cache_root
 
@@ -236,8 +237,7 @@ def _check_export(model, folder: Path, precision: str) -> None:
     with torch.inference_mode():
         ref = np.asarray(model.encode(PROBE_TEXTS, batch_size=4, convert_to_numpy=True,
                                       show_progress_bar=False), dtype=np.float32)
-    cos = np.sum(got * ref, axis=1) / np.maximum(
-        np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1), 1e-12)
+    cos = row_cosines(got, ref)
     if not np.all(np.isfinite(got)) or cos.mean() < EXPORT_MIN_COSINE[precision]:
         raise RuntimeError(
             f"the {precision} ONNX export drifted from the torch model (mean cosine "

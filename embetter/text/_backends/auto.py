@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embetter.text._backends import _choices
+from embetter.text._backends import _choices, row_cosines
 from embetter.text._backends._choices import cache_file, cache_key, cpu_model, model_fingerprint
 
 __all__ = ["Plan", "candidates", "choose", "run_probe", "resolve", "read_choice",
@@ -170,11 +170,6 @@ def probe_pool() -> list[str]:
     return list(load_support_inbox()[0])
 
 
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(a * b, axis=1) / np.maximum(
-        np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-
-
 def run_probe(build, plans, *, kind: str = "cpu", budget_s: float = BUDGET_S, pool=None,
               clock=time.perf_counter) -> tuple[Plan, dict]:
     """Time every plan on the probe texts and choose one; returns `(plan, report)`.
@@ -248,8 +243,9 @@ def run_probe(build, plans, *, kind: str = "cpu", budget_s: float = BUDGET_S, po
                 first[plan] = np.asarray(out, dtype=np.float32)
         best = {p: min(t) for p, t in times.items() if t}
         ref = first[reference]
-        cosines = {p: float(_cosines(e, ref).mean()) for p, e in first.items()}
-        mins = {p: float(_cosines(e, ref).min()) for p, e in first.items()}
+        rows = {p: row_cosines(e, ref) for p, e in first.items()}
+        cosines = {p: float(c.mean()) for p, c in rows.items()}
+        mins = {p: float(c.min()) for p, c in rows.items()}
         fastest = min([best[default]] + [s for p, s in best.items()
                                           if cosines.get(p, -1) >= MIN_COSINE])
         # Another round for the default and the plans that could still beat it.

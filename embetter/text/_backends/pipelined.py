@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from embetter import _st
+from embetter.text._backends import row_cosines
 from embetter.text._backends._batching import (
     _check_prompt,
     _progress,
@@ -64,7 +65,7 @@ class PipelinedEngine:
         self._set_precision(half)
         got = self.encode(texts, 16)
         self._set_precision(was)
-        self.half_cosine = float(min_cosines(got, ref))
+        self.half_cosine = float(row_cosines(got, ref).min()) if len(texts) else 1.0
         return half if self.half_cosine >= min_cosine else "float32"
 
     def encode(self, texts, batch_size: int, prompt=None, show_progress_bar=False,
@@ -99,12 +100,3 @@ class PipelinedEngine:
         host.copy_(out, non_blocking=True)
         torch.cuda.synchronize(self.device)
         return host.numpy()
-
-
-def min_cosines(a: np.ndarray, b: np.ndarray) -> float:
-    """The smallest row-wise cosine between two embedding matrices (1.0 for no rows)."""
-    if len(a) == 0:
-        return 1.0
-    cos = np.sum(a * b, axis=1) / np.maximum(
-        np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-    return float(cos.min())
