@@ -100,7 +100,6 @@ def weighted_kmeans_pick(Z: np.ndarray, candidates: np.ndarray, weights: np.ndar
     km = KMeans(n_clusters=k, n_init=1, random_state=rng.randint(2**31 - 1)).fit(
         Zc, sample_weight=w
     )
-    d = _sq_dist_to(Zc, km.cluster_centers_, block=k)  # only for the fallback order below
     picked: list[int] = []
     for c in range(k):
         members = np.flatnonzero(km.labels_ == c)
@@ -108,6 +107,7 @@ def weighted_kmeans_pick(Z: np.ndarray, candidates: np.ndarray, weights: np.ndar
             gap = ((Zc[members] - km.cluster_centers_[c]) ** 2).sum(axis=1)
             picked.append(int(members[np.argmin(gap)]))
     if len(picked) < k:  # an empty cluster: fill with the nearest-to-a-centre others
+        d = _sq_dist_to(Zc, km.cluster_centers_, block=k)
         rest = np.setdiff1d(np.argsort(d, kind="stable"), picked, assume_unique=True)
         picked.extend(rest[: k - len(picked)].tolist())
     return candidates[np.asarray(picked, dtype=np.intp)]
