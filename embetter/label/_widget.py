@@ -1,0 +1,226 @@
+"""A map to lasso in the notebook: label a selection of points, hand the labels back as a Series.
+
+Needs anywidget (`pip install 'embetter[notebook]'`); the drawing code ships with the package
+(`_widget.js`, plain JS on a canvas, nothing fetched from the web), so the map works offline in
+Jupyter, JupyterLab and VS Code.
+"""
+
+from __future__ import annotations
+
+import numbers
+from pathlib import Path
+
+import numpy as np
+
+try:
+    import anywidget
+    import traitlets
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "embetter.label.LabellingMap needs anywidget, which is not installed; "
+        "install it with `pip install 'embetter[notebook]'`"
+    ) from e
+
+from embetter._validation import as_matrix, as_texts
+
+_HERE = Path(__file__).parent
+
+
+def _is_missing(value) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # NaN, pd.NA and NaT are not equal to themselves
+    except (TypeError, ValueError):
+        return False
+
+
+def _as_label_list(values, n: int, name: str) -> list:
+    """Labels as a list of `str` (None where missing), one per point."""
+    if isinstance(values, (str, bytes)):
+        raise TypeError(
+            f"{name} must hold one label per point, got a single {type(values).__name__}"
+        )
+    if hasattr(values, "to_numpy"):
+        values = values.to_numpy()
+    arr = np.asarray(values, dtype=object)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one label per point), got shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise ValueError(f"{name} has {arr.shape[0]} entries but the map has {n} points")
+    out = []
+    for i, value in enumerate(arr):
+        if _is_missing(value):
+            out.append(None)
+        elif isinstance(value, (str, numbers.Integral, np.str_, np.integer)) \
+                and not isinstance(value, bool):
+            out.append(str(value))
+        else:
+            raise TypeError(
+                f"{name}[{i}] must be a label (a string or an integer) or None, "
+                f"got {type(value).__name__} {value!r}"
+            )
+    return out
+
+
+def _as_positions(positions, n: int, name: str) -> list[int]:
+    """Distinct positions into the points, in their order; errors name the bad ones."""
+    if isinstance(positions, (str, bytes)) or np.ndim(positions) != 1:
+        raise TypeError(f"{name} must be a 1-D sequence of positions (ints), got {positions!r:.80}")
+    arr = np.asarray(positions.to_numpy() if hasattr(positions, "to_numpy") else positions)
+    if arr.size == 0:
+        return []
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer positions, got dtype {arr.dtype}")
+    bad = arr[(arr < 0) | (arr >= n)]
+    if bad.size:
+        raise ValueError(
+            f"{name} must be positions in [0, {n}) (the map has {n} points), "
+            f"got {bad[:5].tolist()}"
+        )
+    return list(dict.fromkeys(int(i) for i in arr))
+
+
+class LabellingMap(anywidget.AnyWidget):
+    """A 2-D map of texts to lasso or box-select and label, in a notebook.
+
+    Points are coloured by their label, or faintly by a prediction while they have none; the
+    suggested next texts are ringed. Drag to lasso (or pick "box"), hold shift to add to the
+    selection, type a label and press "label selection". `labels` hands the labels back as a
+    pandas Series indexed like the input (None where unlabelled); `selected` is the selection.
+
+    Arguments:
+        X: embeddings, one row per text, projected to 2-D with `embetter.plot.project`;
+            leave it out when you give `coords`.
+        texts: the texts, shown when hovering and for the selection; a pandas Series (or a
+            DataFrame `X`) gives `labels` its index.
+        coords: a 2-D projection you made yourself, shape `(n, 2)`, instead of `X`.
+        labels: known labels per point (None/NaN where unlabelled); kept as text.
+        predictions: a predicted label per point, to colour the unlabelled ones.
+        suggested: positions of the texts to label next (e.g. `embetter.label.suggest`).
+        method: the projection of `X`: `"pca"`, `"tsne"` or `"umap"`.
+        random_state: seed for the projection.
+        height: the map's height in pixels.
+
+    Usage:
+
+    ```python
+    import numpy as np
+    from embetter.label import LabellingMap
+
+    X = np.array([[0.0, 0.1, 0.0], [0.1, 0.0, 0.1], [5.0, 5.0, 4.9], [5.1, 4.9, 5.0]])
+    widget = LabellingMap(X, texts=["hi", "hello", "refund", "money back"], suggested=[2])
+    widget.assign("greeting", [0, 1])  # what the button does for a lasso-selected pair
+    print(widget.labels.tolist())      # display `widget` in a notebook to draw it
+    ```
+    """
+
+    _esm = _HERE / "_widget.js"
+    _css = _HERE / "_widget.css"
+
+    x = traitlets.List().tag(sync=True)
+    y = traitlets.List().tag(sync=True)
+    texts = traitlets.List().tag(sync=True)
+    # Any, not List: the validators below take numpy arrays and pandas Series too (and store lists)
+    assigned = traitlets.Any([]).tag(sync=True)
+    predicted = traitlets.Any([]).tag(sync=True)
+    suggested = traitlets.Any([]).tag(sync=True)
+    selected = traitlets.Any([]).tag(sync=True)
+    height = traitlets.Int(420).tag(sync=True)
+
+    def __init__(self, X=None, texts=None, *, coords=None, labels=None, predictions=None,
+                 suggested=None, method: str = "pca", random_state=0, height: int = 420):
+        points = self._points(X, coords, method, random_state)
+        n = points.shape[0]
+        self._index = self._input_index(n, texts, X, labels)
+        if texts is None:
+            text_list = [f"row {i}" for i in range(n)]
+        else:
+            text_list = as_texts(texts, "texts")
+            if len(text_list) != n:
+                raise ValueError(f"texts has {len(text_list)} entries but the map has {n} points")
+        if isinstance(height, bool) or not isinstance(height, numbers.Integral) or height < 100:
+            raise ValueError(f"height must be an int of at least 100 (pixels), got {height!r}")
+        super().__init__(
+            x=[float(v) for v in points[:, 0]],
+            y=[float(v) for v in points[:, 1]],
+            texts=text_list,
+            assigned=[None] * n if labels is None else _as_label_list(labels, n, "labels"),
+            predicted=[None] * n if predictions is None
+            else _as_label_list(predictions, n, "predictions"),
+            suggested=[] if suggested is None else _as_positions(suggested, n, "suggested"),
+            height=int(height),
+        )
+
+    @staticmethod
+    def _points(X, coords, method, random_state) -> np.ndarray:
+        if (X is None) == (coords is None):
+            raise ValueError("give either X (embeddings to project) or coords (an (n, 2) "
+                             f"projection), got {'both' if X is not None else 'neither'}")
+        if coords is not None:
+            points = as_matrix(coords, "coords")
+            if points.shape[1] != 2:
+                raise ValueError(f"coords must have shape (n, 2), got {points.shape}")
+            return points
+        from embetter.plot import project
+
+        return project(as_matrix(X, "X"), method=method, random_state=random_state)
+
+    @staticmethod
+    def _input_index(n, *inputs):
+        import pandas as pd
+
+        for value in inputs:
+            if isinstance(value, (pd.Series, pd.DataFrame)) and len(value.index) == n:
+                return value.index
+        return pd.RangeIndex(n)
+
+    @traitlets.validate("selected", "suggested")
+    def _valid_positions(self, proposal):
+        return _as_positions(proposal["value"], len(self.x), proposal["trait"].name)
+
+    @traitlets.validate("assigned", "predicted")
+    def _valid_labels(self, proposal):
+        name = "labels" if proposal["trait"].name == "assigned" else "predictions"
+        return _as_label_list(proposal["value"], len(self.x), name)
+
+    @property
+    def labels(self):
+        """The labels so far, a pandas Series indexed like the input; None where unlabelled."""
+        import pandas as pd
+
+        return pd.Series(list(self.assigned), index=self._index, dtype=object, name="label")
+
+    def assign(self, label, positions=None) -> LabellingMap:
+        """Give `label` to the points at `positions` (default: the selection); None clears.
+
+        Arguments:
+            label: the label, a string (an integer is kept as its text), or None to unlabel.
+            positions: positions of the points; the current selection when left out.
+        """
+        if label is not None and (
+            isinstance(label, bool) or not isinstance(label, (str, numbers.Integral))
+        ):
+            raise TypeError(f"label must be a string, an integer or None, got "
+                            f"{type(label).__name__} {label!r}")
+        if isinstance(label, str) and not label.strip():
+            raise ValueError("label must not be empty; use None to remove labels")
+        chosen = self.selected if positions is None else _as_positions(positions, len(self.x),
+                                                                        "positions")
+        value = None if label is None else str(label).strip()
+        assigned = list(self.assigned)
+        for i in chosen:
+            assigned[i] = value
+        self.assigned = assigned
+        return self
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __repr__(self) -> str:
+        done = sum(v is not None for v in self.assigned)
+        return (f"LabellingMap({len(self.x)} points, {done} labelled, "
+                f"{len(self.selected)} selected, {len(self.suggested)} suggested)")
+
+
+__all__ = ["LabellingMap"]
