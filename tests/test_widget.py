@@ -60,6 +60,8 @@ def test_labels_come_back_as_a_series_indexed_like_the_texts():
     widget.assign(None, [0])
     assert widget.labels.isna().tolist() == [True, False, True, False, False]
     assert known.tolist()[0] == "greet"  # the caller's Series is untouched
+    nullable = pd.Series(["a", pd.NA, None, "b", "a"], dtype="string")
+    assert LabellingMap(X, labels=nullable).assigned == ["a", None, None, "b", "a"]
 
 
 def test_state_the_browser_sends_reaches_the_traits():

@@ -27,11 +27,12 @@ _HERE = Path(__file__).parent
 
 
 def _is_missing(value) -> bool:
-    if value is None:
-        return True
+    """None, NaN, pd.NA or NaT: an unlabelled point."""
+    import pandas as pd
+
     try:
-        return bool(value != value)  # NaN, pd.NA and NaT are not equal to themselves
-    except (TypeError, ValueError):
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # not a scalar: not missing (and refused as a label later)
         return False
 
 
