@@ -238,16 +238,17 @@ def clean_lasso(points):
     raise AssertionError("no lasso without a point on its edge")
 
 
-def drag(page, path, shift=False):
+def drag(page, path, shift=False, release=True):
     if shift:
         page.keyboard.down("Shift")
     page.mouse.move(*path[0])
     page.mouse.down()
     for point in path[1:]:
         page.mouse.move(*point, steps=2)
-    page.mouse.up()
-    if shift:
-        page.keyboard.up("Shift")
+    if release:
+        page.mouse.up()
+        if shift:
+            page.keyboard.up("Shift")
 
 
 def receive(comm, posted, page):
@@ -309,24 +310,40 @@ def test_lasso_box_and_label_reach_python(browser, tmp_path):
         assert (labels.iloc[in_box] == second).all() and (labels.iloc[expected] == first).all()
         assert labels.notna().sum() == len(expected) + len(in_box)
 
-        # lasso with shift held: adds to the selection
-        page.click("button.em-lasso")
-        drag(page, [tuple(p) for p in lasso] + [tuple(lasso[0])], shift=True)
+        # hovering a point shows its text
+        alone = np.argmax([np.sort(np.hypot(*(points - p).T))[1] for p in points])
+        page.mouse.move(*points[alone])
+        assert page.inner_text(".em-tip").startswith(series.iloc[alone])
+
+        # "select suggested" selects the suggestions
+        page.click("button.em-suggest-button")
         receive(comm, posted, page)
-        assert widget.selected == sorted(set(expected) | set(in_box))
+        assert widget.selected == sorted(widget.suggested)
 
-        # Python to the page: a label set in Python reaches the drawing
+        # Python to the page: labels set in Python reach the drawing (a kernel's comm message)
         comm.sent.clear()
-        widget.assign("billing", widget.suggested[:3])
-        assert [m["state"].keys() for m in comm.sent] == [{"assigned"}]
+        for i in widget.suggested[:3]:
+            widget.assign(truth[i], [i])
+        assert comm.sent and all(  # one per change (none where a point had that label already)
+            m["method"] == "update" and m["state"].keys() == {"assigned"} for m in comm.sent)
         page.evaluate("msgs => msgs.forEach(window.receive)", comm.sent)
-        assert "billing (3)" in page.inner_text(".em-legend")
-        n_labelled = int(widget.labels.notna().sum())
-        assert f"{n_labelled} of {len(series)} labelled" in page.inner_text(".em-status")
-        assert errors == []
+        counts = widget.labels.value_counts()
+        legend = page.inner_text(".em-legend")
+        assert all(f"{name} ({count})" in legend for name, count in counts.items())
+        assert f"{counts.sum()} of {len(series)} labelled" in page.inner_text(".em-status")
 
+        # lasso with shift held adds to the selection; the picture is taken mid-drag
+        page.click("button.em-lasso")
+        drag(page, [tuple(p) for p in lasso], shift=True, release=False)
         shot = tmp_path / "labelling-widget.png"
         page.locator(".em-map").screenshot(path=str(shot))
+        page.mouse.move(*lasso[0], steps=2)
+        page.mouse.up()
+        page.keyboard.up("Shift")
+        receive(comm, posted, page)
+        assert widget.selected == sorted(set(widget.suggested) | set(expected))
+        assert errors == []
+
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size < 200_000
         if os.environ.get("EMBETTER_UPDATE_SCREENSHOT"):
             shutil.copyfile(shot, SCREENSHOT)
