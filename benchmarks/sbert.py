@@ -49,10 +49,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from setfit_run import setfit_steps  # noqa: E402  (beside this script)
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
 
-from embetter.finetune import SbertTuner  # noqa: E402
+from embetter.finetune import FeedForwardTuner, SbertTuner  # noqa: E402
 from embetter.text._models import bundled_model_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,10 +107,12 @@ def setup_setfit(torch_wheel: str):
     print(f"SetFit environment ready: {SETFIT_VENV}")
 
 
-def run_setfit(X, y, X_test, y_test, seed, timeout):
-    """Accuracy, wall and CPU seconds of SetFit's fit, in its own venv (NaN on timeout)."""
+def run_setfit(X, y, X_test, y_test, seed, timeout, max_steps=None):
+    """Accuracy, wall and CPU seconds of SetFit's fit, in its own venv (NaN on timeout), and
+    its steps: with `max_steps` below the `full_steps` its defaults train, the run stops
+    there, its seconds are extrapolated to the full run and its accuracy is NaN."""
     classes = {c: i for i, c in enumerate(sorted(set(y)))}
-    job = {"model": str(bundled_model_path()), "seed": int(seed),
+    job = {"model": str(bundled_model_path()), "seed": int(seed), "max_steps": max_steps,
            "train": [[t, classes[c]] for t, c in zip(X, y)],
            "test": [[t, classes.get(c, -1)] for t, c in zip(X_test, y_test)]}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
@@ -119,13 +122,21 @@ def run_setfit(X, y, X_test, y_test, seed, timeout):
         done = subprocess.run(
             [str(SETFIT_VENV / "bin" / "python"), str(ROOT / "benchmarks" / "setfit_run.py"),
              f.name], capture_output=True, text=True, timeout=timeout, check=True)
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        out = json.loads(done.stdout.strip().splitlines()[-1])
     except subprocess.TimeoutExpired:
-        return {"acc": np.nan, "fit_s": time.perf_counter() - start, "cpu_s": np.nan}
+        return {"acc": np.nan, "fit_s": time.perf_counter() - start, "cpu_s": np.nan,
+                "extrapolated": False}
     except subprocess.CalledProcessError as error:
         raise RuntimeError(f"SetFit failed:\n{error.stderr[-3000:]}") from None
     finally:
         os.unlink(f.name)
+    capped = out["steps"] < out["full_steps"]
+    if capped:  # seconds per step of the capped run, times the steps of the full one
+        scale = out["full_steps"] / out["steps"]
+        out |= {"acc": np.nan, "fit_s": out["fit_s"] * scale, "cpu_s": out["cpu_s"] * scale}
+    return out | {"extrapolated": capped}
+
+
 
 
 def static_model():
@@ -162,10 +173,18 @@ def tuned_scores(tuner, X, y, X_test, y_test):
     return lr.score(Z_test, y_test), knn.score(Z_test, y_test), wall, cpu
 
 
-def frozen_lr(model, X, y, X_test, y_test):
+def frozen_lr(model, X, y, X_test, y_test, ff_seed=None):
+    """LR on the frozen model's embeddings; with `ff_seed`, also LR after a FeedForwardTuner
+    (defaults) on them: the head that tunes without touching the model."""
     emb = model.encode(X, convert_to_numpy=True)
-    return LogisticRegression(max_iter=1000).fit(emb, y).score(
-        model.encode(X_test, batch_size=64, convert_to_numpy=True), y_test)
+    emb_test = model.encode(X_test, batch_size=64, convert_to_numpy=True)
+    acc = LogisticRegression(max_iter=1000).fit(emb, y).score(emb_test, y_test)
+    if ff_seed is None:
+        return acc
+    ff = FeedForwardTuner(random_state=ff_seed).fit(emb, y)
+    ff_acc = LogisticRegression(max_iter=1000).fit(ff.transform(emb), y).score(
+        ff.transform(emb_test), y_test)
+    return acc, ff_acc
 
 
 def few_shot(args, params):
@@ -182,12 +201,17 @@ def few_shot(args, params):
     for name in args.data:
         for seed in args.seeds:
             X, y, X_test, y_test = load(args.data_dir, name, seed, validation=args.validation)
-            row = {"data": name, "seed": seed, "n_train": len(X),
-                   "frozen_lr": frozen_lr(minilm, X, y, X_test, y_test)}
-            if use_setfit and name not in args.skip_setfit:
-                out = run_setfit(X, y, X_test, y_test, seed, args.setfit_timeout)
+            frozen, ff = frozen_lr(minilm, X, y, X_test, y_test, ff_seed=seed)
+            row = {"data": name, "seed": seed, "n_train": len(X), "classes": len(set(y)),
+                   "frozen_lr": frozen, "ff_lr": ff}
+            # a capped run only gives SetFit's time (extrapolated): one seed tells it
+            capped = setfit_steps(y.tolist()) > args.setfit_max_steps
+            if (use_setfit and name not in args.skip_setfit
+                    and not (capped and seed != args.seeds[0])):
+                out = run_setfit(X, y, X_test, y_test, seed, args.setfit_timeout,
+                                 args.setfit_max_steps)
                 row |= {"setfit": out["acc"], "setfit_s": out["fit_s"],
-                        "setfit_cpu_s": out["cpu_s"]}
+                        "setfit_cpu_s": out["cpu_s"], "setfit_est": out["extrapolated"]}
             tuner = SbertTuner(minilm, random_state=seed, **params)
             lr, knn, wall, cpu = tuned_scores(tuner, X, y, X_test, y_test)
             row |= {"tuned_lr": lr, "tuned_knn": knn, "tuned_s": wall, "tuned_cpu_s": cpu,
@@ -195,6 +219,8 @@ def few_shot(args, params):
             if args.plain and tuner.label_texts_:  # what the label names bring
                 plain = SbertTuner(minilm, random_state=seed, **(params | {"label_texts": None}))
                 row["plain_lr"] = tuned_scores(plain, X, y, X_test, y_test)[0]
+            elif args.plain:  # no names were used: the run above is the plain one
+                row["plain_lr"] = lr
             if static is not None:
                 row["static_frozen_lr"] = frozen_lr(static, X, y, X_test, y_test)
                 tuner = SbertTuner(static, random_state=seed, **params)
@@ -205,7 +231,7 @@ def few_shot(args, params):
             rows.append(row)
             print(pd.DataFrame([row]).round(3).to_string(index=False), flush=True)
     table = pd.DataFrame(rows)
-    acc = [c for c in table.columns if c not in ("data", "seed", "n_train", "load1")]
+    acc = [c for c in table.columns if c not in ("data", "seed", "load1")]
     summary = table.groupby("data", sort=False)[acc].mean()
     summary["tuned_gain"] = 100 * (summary.tuned_lr - summary.frozen_lr)
     if "plain_lr" in summary:
@@ -223,6 +249,38 @@ def few_shot(args, params):
     print(f"\nmean over seeds {args.seeds}:\n{summary.round(3).to_string()}")
     means = summary.mean(numeric_only=True)
     print(f"\nmean over sets:\n{means.round(3).to_string()}")
+    targets(summary)
+
+
+def targets(summary):
+    """Issue 23's figures: few classes (<= 20) against SetFit, many classes against the
+    frozen model and FeedForwardTuner, and 5-NN in the tuned space against frozen LR."""
+    few, many = summary[summary.classes <= 20], summary[summary.classes > 20]
+    lines = []
+    if len(few) and "setfit_gain" in few and few.setfit_gain.notna().all():
+        lines += [
+            f"few classes ({', '.join(few.index)}): mean LR gain {few.tuned_gain.mean():+.1f} "
+            f"vs SetFit {few.setfit_gain.mean():+.1f} (ahead by "
+            f"{few.tuned_gain.mean() - few.setfit_gain.mean():+.1f}; target >= +2)",
+            f"  worst set vs SetFit: {few.tuned_vs_setfit.min():+.1f} "
+            f"({few.tuned_vs_setfit.idxmin()}; target >= -1)",
+            f"  fit time: {few.tuned_s.sum():.0f} s vs SetFit {few.setfit_s.sum():.0f} s "
+            f"({few.tuned_s.sum() / few.setfit_s.sum():.2f}; target <= 0.33)",
+        ]
+        if "plain_gain" in few:
+            lines.append(f"  label_texts=None: mean gain {few.plain_gain.mean():+.1f} vs SetFit "
+                         f"{few.setfit_gain.mean():+.1f} (target >=)")
+    for name, row in many.iterrows():
+        best = max(row.frozen_lr, row.ff_lr)
+        lines.append(f"{name}: SbertTuner LR {row.tuned_lr:.3f} vs max(frozen {row.frozen_lr:.3f}"
+                     f", FF {row.ff_lr:.3f}) {100 * (row.tuned_lr - best):+.1f} (target >= +2), "
+                     f"fit {row.tuned_s:.0f} s (target <= 180)"
+                     + (f"; SetFit {row.setfit_s:.0f} s (extrapolated from a capped run)"
+                        if "setfit_s" in row and row.get("setfit_est") else ""))
+    knn = 100 * (summary.tuned_knn.mean() - summary.frozen_lr.mean())
+    lines.append(f"5-NN in the tuned space vs frozen LR, mean over {len(summary)} sets: "
+                 f"{knn:+.1f} (target >= +3)")
+    print("\ntargets:\n" + "\n".join(lines))
 
 
 def knn_acc(tuner, X, y, X_held, y_held):
@@ -275,7 +333,8 @@ def stream(args, params):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", nargs="+", default=["sst2", "ag_news", "emotion", "banking77"])
+    parser.add_argument("--data", nargs="+", default=[
+        "sst2", "mr", "subj", "sms_spam", "ag_news", "emotion", "banking77", "clinc150"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--param", action="append", help="SbertTuner parameter, key=value")
@@ -284,6 +343,8 @@ def main():
     parser.add_argument("--no-setfit", dest="setfit", action="store_false")
     parser.add_argument("--skip-setfit", nargs="*", default=[], help="sets to run without SetFit")
     parser.add_argument("--setfit-timeout", type=float, default=1800.0)
+    parser.add_argument("--setfit-max-steps", type=int, default=400,
+                        help="cap SetFit's steps; a capped run's time is extrapolated")
     parser.add_argument("--setup-setfit", action="store_true")
     parser.add_argument("--torch-wheel", default=TORCH_WHEEL)
     parser.add_argument("--static", action="store_true", help="add the static-model columns")
