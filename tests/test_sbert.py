@@ -727,6 +727,8 @@ def test_label_texts_name_the_classes():
 
     assert name_as_text("card_arrival") == "card arrival"
     assert name_as_text("Sci/Tech") == "Sci Tech"
+    assert name_as_text("AddToPlaylist") == "Add To Playlist"
+    assert name_as_text("getWeather") == "get Weather" and name_as_text("HUM") == "HUM"
     assert name_as_text("42") is None and name_as_text(3) is None and name_as_text("_") is None
     classes = np.array(["joy", "sad_news"])
     assert resolve_label_texts("auto", classes, False) == {"joy": "joy", "sad_news": "sad news"}

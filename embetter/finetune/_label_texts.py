@@ -18,10 +18,12 @@ import numpy as np
 
 def name_as_text(label) -> str | None:
     """A string label made readable (`"card_arrival"` -> `"card arrival"`, `"Sci/Tech"` ->
-    `"Sci Tech"`); `None` for labels that are no words (numbers, codes without a letter)."""
+    `"Sci Tech"`, `"AddToPlaylist"` -> `"Add To Playlist"`: an uncased model's tokenizer
+    would read a camel-case name as one word); `None` for labels that are no words (numbers,
+    codes without a letter)."""
     if not isinstance(label, str):
         return None
-    text = re.sub(r"[\W_]+", " ", label).strip()
+    text = re.sub(r"(?<=[a-z])(?=[A-Z])|[\W_]+", " ", label).strip()
     return text if re.search(r"[^\W\d_]", text) else None
 
 
