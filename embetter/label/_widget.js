@@ -6,7 +6,7 @@ const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
                  "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#17becf"];
 const PAD = 14;          // pixels between the outermost points and the canvas edge
 const PICK_RADIUS = 8;   // a click or hover within this many pixels picks the nearest point
-const LIST_MAX = 12;     // texts listed under "selected"
+const LIST_MAX = 12;     // texts listed under "selected" (twice as many suggested ones)
 
 function h(tag, cls, text) {
   const node = document.createElement(tag);
@@ -211,7 +211,8 @@ function render({ model, el }) {
     selList.replaceChildren(...selected.slice(0, LIST_MAX).map(item));
     if (selected.length > LIST_MAX) selList.append(h("li", "em-more", `and ${selected.length - LIST_MAX} more`));
     sugHead.textContent = `suggested next (${suggested.length})`;
-    sugList.replaceChildren(...suggested.map(item));
+    sugList.replaceChildren(...suggested.slice(0, 2 * LIST_MAX).map(item));
+    if (suggested.length > 2 * LIST_MAX) sugList.append(h("li", "em-more", `and ${suggested.length - 2 * LIST_MAX} more`));
     const done = assigned.filter((v) => v != null).length;
     say(`${selected.length} selected · ${done} of ${n()} labelled`);
   }
