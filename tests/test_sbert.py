@@ -861,3 +861,44 @@ def test_a_supcon_tuner_hands_its_learner_the_loss(tiny_model_path, labelled):
                        label_texts=None, random_state=0).fit(texts, verbs)
     assert tuner.loss_ == "supcon" and tuner.learner_.loss == "supcon"
     assert tuner.n_pairs_ > 0 and tuner.transform(texts[:3]).shape == (3, 32)
+
+
+def test_supcon_class_texts_join_every_batch(tiny_model_path, labelled):
+    import torch
+
+    from embetter.finetune._losses import SupervisedContrastiveLoss
+
+    texts, verbs = labelled
+    classes, codes = np.unique(verbs, return_inverse=True)
+    X1, X2, y = texts[:-1], texts[1:], codes[:-1]
+    names = [f"a text about {c}" for c in classes]
+    fitted = learner(tiny_model_path, loss="supcon", batch_size=8).fit(
+        X1, X2, y, class_texts=names)
+    assert fitted.n_iter_ == 1 and np.isfinite(fitted.loss_curve_).all()
+    # the class texts change what is learned: the same data without them trains otherwise
+    plain = learner(tiny_model_path, loss="supcon", batch_size=8).fit(X1, X2, y)
+    assert not np.allclose(fitted.transform(texts[:4]), plain.transform(texts[:4]), atol=1e-5)
+    with pytest.raises(ValueError, match="only used by loss='supcon'"):
+        learner(tiny_model_path, loss="cosine").fit(X1, X2, np.ones(len(X1)), class_texts=names)
+    with pytest.raises(ValueError, match="a text for every class code"):
+        learner(tiny_model_path, loss="supcon").fit(X1, X2, y, class_texts=names[:1])
+    with pytest.raises(ValueError, match="non-empty"):
+        learner(tiny_model_path, loss="supcon").fit(X1, X2, y, class_texts=[""] * len(names))
+    # a batch with no pair of its own class still meets its class's text: a positive
+    loss = SupervisedContrastiveLoss(model=None, scale=1.0, class_texts=["x", "y"])
+    loss._encode_classes = lambda device: torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    aligned = loss.compute_loss_from_embeddings([z], torch.tensor([0, 1]))
+    crossed = loss.compute_loss_from_embeddings([z], torch.tensor([1, 0]))
+    assert float(aligned) < float(crossed)
+
+
+def test_a_supcon_tuner_with_label_texts_hands_them_to_the_loss(tiny_model_path, labelled):
+    texts, verbs = labelled
+    names = {v: f"they {v}" for v in np.unique(verbs)}
+    with_names = SbertTuner(tiny_model_path, loss="supcon", batch_size=8, label_texts=names,
+                            random_state=0).fit(texts, verbs)
+    without = SbertTuner(tiny_model_path, loss="supcon", batch_size=8, label_texts=None,
+                         random_state=0).fit(texts, verbs)
+    assert with_names.label_texts_ == names and with_names.n_pairs_ == without.n_pairs_
+    assert not np.allclose(with_names.transform(texts[:3]), without.transform(texts[:3]))

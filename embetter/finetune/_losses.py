@@ -101,12 +101,14 @@ def pair_loss(name: str, model, dims=None):
     return matryoshka(loss, model, dims)
 
 
-def learner_loss(name: str, model, dims=None):
+def learner_loss(name: str, model, dims=None, class_texts=None):
     """The loss an `SbertLearner` trains with for `name`: a pair loss, or supervised
-    contrastive over labelled positive pairs; each distinct text of a batch is encoded once."""
+    contrastive over labelled positive pairs (with `class_texts`, every class's text joins
+    each batch); each distinct text of a batch is encoded once."""
     if name != "supcon":
         return pair_loss(name, model, dims)
-    return matryoshka(UniqueTextsLoss(SupervisedContrastiveLoss(model)), model, dims)
+    inner = SupervisedContrastiveLoss(model, class_texts=class_texts)
+    return matryoshka(UniqueTextsLoss(inner), model, dims)
 
 
 def matryoshka(loss, model, dims=None):
@@ -126,12 +128,20 @@ class SupervisedContrastiveLoss(torch.nn.Module):
     beats pair losses for the same compute. A label row of 0/1 values (multi-label) makes
     texts that share any label positives. Data format: one or more text columns (such as an
     anchor and a positive of its class, Khosla's two views) and a `label` shared by the row.
+
+    `class_texts` (one text per class code, such as the label names) join every batch as
+    texts of their class: each text then meets every class at every step, not only the few
+    classes a batch happens to hold (with 77 classes, a batch of 32 texts holds under half),
+    and each class is pulled towards what its name means (as FastFit pairs texts with class
+    names in its batch contrastive loss). They are short, so encoding them costs little.
     """
 
-    def __init__(self, model, scale: float = 20.0):
+    def __init__(self, model, scale: float = 20.0, class_texts=None):
         super().__init__()
         self.model = model
         self.scale = scale
+        self.class_texts = list(class_texts) if class_texts else []
+        self._class_inputs = None
 
     def forward(self, sentence_features, labels):
         embeddings = [self.model(f)["sentence_embedding"] for f in sentence_features]
@@ -139,9 +149,17 @@ class SupervisedContrastiveLoss(torch.nn.Module):
 
     def compute_loss_from_embeddings(self, embeddings, labels):
         """Columns of texts (e.g. anchor and positive) sharing one label per row."""
-        z = torch.nn.functional.normalize(torch.cat(list(embeddings)), dim=1)
         k = len(embeddings)
         labels = labels.repeat(k) if labels.ndim == 1 else labels.repeat(k, 1)
+        embeddings = list(embeddings)
+        if self.class_texts:
+            embeddings.append(self._encode_classes(embeddings[0].device))
+            n = len(self.class_texts)
+            own = torch.arange(n, device=labels.device)
+            if labels.ndim == 2:
+                own = torch.nn.functional.one_hot(own, labels.shape[1]).to(labels.dtype)
+            labels = torch.cat([labels, own])
+        z = torch.nn.functional.normalize(torch.cat(embeddings), dim=1)
         logits = self.scale * (z @ z.T)
         n = logits.shape[0]
         self_mask = torch.eye(n, dtype=torch.bool, device=logits.device)
@@ -158,6 +176,14 @@ class SupervisedContrastiveLoss(torch.nn.Module):
             return embeddings[0].sum() * 0.0
         summed = log_prob.masked_fill(~positive, 0.0).sum(dim=1)
         return -(summed[has] / counts[has]).mean()
+
+    def _encode_classes(self, device):
+        """The class texts' embeddings (with gradients); tokenised once, on first use."""
+        if self._class_inputs is None:
+            self._class_inputs = {
+                k: v.to(device) if isinstance(v, torch.Tensor) else v
+                for k, v in _st.model_inputs(self.model, self.class_texts).items()}
+        return self.model(dict(self._class_inputs))["sentence_embedding"]
 
     @property
     def citation(self) -> str:

@@ -39,7 +39,9 @@ class SbertLearner(SbertBase):
     hard negative per pair (`fit(X1, X2, negatives=...)`, see `mine_hard_negatives`).
     `"supcon"` (supervised contrastive) takes positive pairs with the class of each pair as
     `y` (an int, or a 0/1 row for multi-label data): every text of a batch with the same class
-    is a positive and every other one a negative, whatever the number of classes.
+    is a positive and every other one a negative, whatever the number of classes; with
+    `class_texts` (a text per class code, such as its name) every class's text joins every
+    batch as a text of that class.
 
     `partial_fit_indexed(texts, idx1, idx2, y)` trains on the pairs `(texts[idx1[k]],
     texts[idx2[k]])` of a list of distinct texts: how `SbertTuner` hands over its pairs.
@@ -187,6 +189,24 @@ class SbertLearner(SbertBase):
                 f"as {classes.ravel()[:3].tolist()}")
         return X1, X2, classes.astype(np.int64), None
 
+    def _check_class_texts(self, class_texts, y):
+        """`class_texts` as a list of texts, one per class code of `y` (supcon only)."""
+        if class_texts is None:
+            return None
+        if self.loss != "supcon":
+            raise ValueError(f"class_texts are only used by loss='supcon', got loss={self.loss!r}")
+        texts = as_texts(class_texts, "class_texts")
+        needed = y.shape[1] if y.ndim == 2 else int(y.max()) + 1
+        if (len(texts) != needed) if y.ndim == 2 else (len(texts) < needed):
+            raise ValueError(
+                f"class_texts must hold a text for every class code of y (codes 0..{needed - 1}"
+                f"), got {len(texts)} texts")
+        if any(not t.strip() for t in texts):
+            raise ValueError("class_texts must be non-empty texts, got an empty one")
+        if y.ndim == 1 and y.min() < 0:
+            raise ValueError("with class_texts, y's class codes must be >= 0 (list positions)")
+        return texts
+
     @staticmethod
     def _check_eval_set(eval_set):
         if eval_set is None:
@@ -215,7 +235,7 @@ class SbertLearner(SbertBase):
         return Dataset.from_dict(columns)
 
     # -- fit ---------------------------------------------------------------------------------
-    def fit(self, X1, X2, y=None, *, negatives=None, eval_set=None):
+    def fit(self, X1, X2, y=None, *, negatives=None, eval_set=None, class_texts=None):
         """Fine-tune a fresh copy of `sent_tfm` on pairs: `X1[i]`, `X2[i]`, target `y[i]`.
 
         Arguments:
@@ -225,12 +245,16 @@ class SbertLearner(SbertBase):
             eval_set: optional `(X1, X2, y)` pairs with a similarity score; their Spearman
                 correlation with the model's cosine similarity is recorded after every epoch
                 in `history_`.
+            class_texts: with `loss="supcon"`, a text for every class code of `y` (list
+                index = code; for 0/1 rows, one per column), such as the class names: each
+                batch also holds every class's text, as a text of its class.
         """
         for attr in ("model_", "n_features_out_"):
             self.__dict__.pop(attr, None)
-        return self.partial_fit(X1, X2, y, negatives=negatives, eval_set=eval_set)
+        return self.partial_fit(X1, X2, y, negatives=negatives, eval_set=eval_set,
+                                class_texts=class_texts)
 
-    def partial_fit(self, X1, X2, y=None, *, negatives=None, eval_set=None):
+    def partial_fit(self, X1, X2, y=None, *, negatives=None, eval_set=None, class_texts=None):
         """Keep fine-tuning the fitted model on more pairs (the first call starts a copy).
 
         Each call trains `epochs` passes over its own pairs, its learning rate decaying from
@@ -243,18 +267,19 @@ class SbertLearner(SbertBase):
 
         self._validate_params()
         X1, X2, y, negatives = self._check_data(X1, X2, y, negatives)
+        class_texts = self._check_class_texts(class_texts, y)
         eval_set = self._check_eval_set(eval_set)
         model, dims = self._model_to_train()
         self._train(
             self._dataset(X1, X2, y, negatives),
-            learner_loss(self.loss, model, dims),
+            learner_loss(self.loss, model, dims, class_texts),
             # in-batch negatives: a duplicate text in a batch would be a false negative
             "no_duplicates" if self.loss == "mnrl" else "batch_sampler",
             eval_set,
         )
         return self
 
-    def partial_fit_indexed(self, texts, idx1, idx2, y=None):
+    def partial_fit_indexed(self, texts, idx1, idx2, y=None, class_texts=None):
         """`partial_fit` on the pairs `(texts[idx1[k]], texts[idx2[k]])` with target `y[k]`.
 
         The pairs index into `texts` (typically each distinct text once), so a caller with many
@@ -264,6 +289,7 @@ class SbertLearner(SbertBase):
             texts: the texts the pairs are drawn from.
             idx1, idx2: int positions into `texts`, one of each per pair.
             y: the pairs' targets, as `partial_fit` takes them for this `loss`.
+            class_texts: as in `fit` (`loss="supcon"` only).
         """
         texts = as_texts(texts)
         idx1, idx2 = (_positions(i, name, len(texts)) for i, name in ((idx1, "idx1"),
@@ -271,7 +297,8 @@ class SbertLearner(SbertBase):
         if idx1.shape != idx2.shape:
             raise ValueError(f"idx1 and idx2 must have the same length, got {idx1.size} and "
                              f"{idx2.size}")
-        return self.partial_fit([texts[i] for i in idx1], [texts[j] for j in idx2], y)
+        return self.partial_fit([texts[i] for i in idx1], [texts[j] for j in idx2], y,
+                                class_texts=class_texts)
 
     def _model_to_train(self):
         """The fitted model to continue, or a private copy of `sent_tfm` on the first call."""
