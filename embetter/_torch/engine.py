@@ -12,7 +12,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from embetter._skops import torch_state_from_bytes, torch_state_to_bytes
 from embetter._torch.device import resolve_device, seed_from, seeded, to_cpu, train_threads, usable
-from embetter._torch.replay import new_replay, replay_add, replay_pool, replay_subsets
+from embetter._torch.replay import (
+    new_replay,
+    replay_add,
+    replay_count,
+    replay_pool,
+    replay_subsets,
+)
 
 
 class Progress:
@@ -153,6 +159,11 @@ class TorchHeadMixin:
         """Rows (new and remembered) each stream pass needs at least."""
         return 0
 
+    def _replay_on_top(self) -> float:
+        """How much a stream call's remembered rows add to the budget its new rows earn, at
+        most (0: they share it, so the new rows get part of their share of `fit`'s steps)."""
+        return 0.0
+
     # -- the one entry point -----------------------------------------------------------------
     def _train(self, rows, incremental: bool):
         """Train on `rows` (aligned arrays, one entry per row): from scratch, or, when
@@ -237,12 +248,15 @@ class TorchHeadMixin:
         of a step carry over to the next call); then the new rows join the memory."""
         n_new = rows[0].shape[0]
         pool = replay_pool(self._replay, rows)
-        anchors = replay_subsets(self._replay, n_new, self._rng, at_least=self._replay_at_least())
+        at_least = self._replay_at_least()
+        anchors = replay_subsets(self._replay, n_new, self._rng, at_least=at_least)
         table, draw = self._items(pool, anchors)
         before = getattr(self, "_n_streamed", 0)
         self._n_streamed = before + n_new
-        self._step_credit += max(0.0, self._stream_budget(self._n_streamed)
-                                 - self._stream_budget(before))
+        earned = max(0.0, self._stream_budget(self._n_streamed) - self._stream_budget(before))
+        # remembered rows replayed on top of the new rows' own share (see `_replay_on_top`)
+        on_top = min(replay_count(self._replay, n_new, at_least), self._replay_on_top() * n_new)
+        self._step_credit += earned * (n_new + on_top) / n_new
         steps = int(self._step_credit + 1e-9)
         self._step_credit -= steps
         if steps:

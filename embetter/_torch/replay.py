@@ -28,15 +28,21 @@ def replay_pool(memory: dict, arrays) -> list:
     return [np.concatenate([a, m]) for a, m in zip(arrays, memory["rows"])]
 
 
+def replay_count(memory: dict, n_new: int, at_least: int = 0) -> int:
+    """Remembered rows `replay_subsets` adds to `n_new` new ones on each draw: as many as
+    new ones, or enough to make `at_least` rows in all, as far as the memory holds them."""
+    return min(replay_len(memory), max(n_new, at_least - n_new))
+
+
 def replay_subsets(memory: dict, n_new: int, rng, at_least: int = 0):
     """A function drawing, on each call, the new rows plus as many remembered ones (fresh ones
     each time; with `at_least`, enough to make that many rows in all), as indices into
     `replay_pool`'s arrays."""
-    stored = replay_len(memory)
     new = np.arange(n_new)
-    if not stored:
+    k = replay_count(memory, n_new, at_least)
+    if not k:
         return lambda: new
-    k = min(stored, max(n_new, at_least - n_new))
+    stored = replay_len(memory)
     return lambda: np.concatenate([new, n_new + rng.choice(stored, k, replace=False)])
 
 

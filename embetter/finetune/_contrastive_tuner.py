@@ -225,6 +225,14 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
         # small batch neither trains on itself alone nor pulls the space towards itself
         return -(-int(self.batch_size) // (self.n_pos + self.n_neg))
 
+    def _replay_on_top(self) -> float:
+        # each new row trains on as many pairs as its share of `fit` gives it, and as many
+        # remembered rows as new ones are rehearsed on top: when they shared the new rows'
+        # budget, the first batches of a stream were replayed again and again while the last
+        # ones got half their share, and a stream of batches of 50-100 ended up to 3 points
+        # under one fit on many classes (benchmarks/streaming.py --rows 600 --dev)
+        return 1.0
+
     def _stream_budget(self, n_rows):
         """Gradient steps a stream has earned after `n_rows` rows: what `fit` on them would
         take (`epochs` passes of `n_pos + n_neg` pairs per row) until `max_steps`; after that,
