@@ -892,13 +892,3 @@ def test_supcon_class_texts_join_every_batch(tiny_model_path, labelled):
     crossed = loss.compute_loss_from_embeddings([z], torch.tensor([1, 0]))
     assert float(aligned) < float(crossed)
 
-
-def test_a_supcon_tuner_with_label_texts_hands_them_to_the_loss(tiny_model_path, labelled):
-    texts, verbs = labelled
-    names = {v: f"they {v}" for v in np.unique(verbs)}
-    with_names = SbertTuner(tiny_model_path, loss="supcon", batch_size=8, label_texts=names,
-                            random_state=0).fit(texts, verbs)
-    without = SbertTuner(tiny_model_path, loss="supcon", batch_size=8, label_texts=None,
-                         random_state=0).fit(texts, verbs)
-    assert with_names.label_texts_ == names and with_names.n_pairs_ == without.n_pairs_
-    assert not np.allclose(with_names.transform(texts[:3]), without.transform(texts[:3]))

@@ -62,14 +62,12 @@ class SbertTuner(TransformerMixin, SbertBase):
     Labels that are words (`"sadness"`, `"card_arrival"`) name what a class is about: with
     `label_texts="auto"` each text is also paired with its label's text (`n_pos` times,
     similar) and with `n_neg` other labels' texts (dissimilar), so every class gathers
-    around its name (with `loss="supcon"` every label text instead joins every batch as a
-    text of its class, so each step contrasts a text with every class's name); a dict
-    `{label: text}` gives your own descriptions (for numeric labels, or codes), `None` turns
-    it off. Label texts are training partners only: they never become labelled rows, and
-    `transform` is unchanged. `"auto"` keeps the names only when, on the untrained model,
-    the labelled texts are closer to their own label's name than to the others' (a t-test,
-    `names_fit_the_texts`): codes such as `"QZX"` would pull a class towards an arbitrary
-    point. Chosen on rows of the training splits (never the test
+    around its name; a dict `{label: text}` gives your own descriptions (for numeric labels,
+    or codes), `None` turns it off. Label texts are pair partners only: they never become
+    labelled rows, and `transform` is unchanged. `"auto"` keeps the names only when, on the
+    untrained model, the labelled texts are closer to their own label's name than to the
+    others' (a t-test, `names_fit_the_texts`): codes such as `"QZX"` would pull a class
+    towards an arbitrary point. Chosen on rows of the training splits (never the test
     split): names added 2-8 points to a logistic regression's gain on sst2, emotion and
     banking77 and cost ag_news half a point (`benchmarks/sbert.py --validation`).
 
@@ -283,11 +281,7 @@ class SbertTuner(TransformerMixin, SbertBase):
         classes = self._classes(labels)
         targets = labels if labels.ndim == 2 else np.searchsorted(classes, labels)
         self.label_texts_ = self._label_texts(learner, texts, targets, classes, first)
-        # supcon: every class's label text joins every batch (while there are pairs of
-        # texts to contrast); pair losses: pairs of texts with label texts
-        class_texts = (list(self.label_texts_.values())
-                       if self.label_texts_ and self.loss_ == "supcon" and sim.size else None)
-        if self.label_texts_ and class_texts is None:  # each new text meets its class's name
+        if self.label_texts_:  # each new text also meets its class's name and others'
             rows, named, similar = label_text_pairs(
                 targets, np.arange(n_old, len(texts)), len(classes), self.n_pos, n_neg,
                 rng=[self._pair_seed, n_old])
@@ -302,7 +296,7 @@ class SbertTuner(TransformerMixin, SbertBase):
             # supcon: the anchors' classes (positions, or 0/1 rows); the loss only compares them
             target = (targets.astype(np.int64)[idx1] if self.loss_ == "supcon"
                       else None if positives_only else sim)
-            learner.partial_fit_indexed(texts, idx1, idx2, target, class_texts=class_texts)
+            learner.partial_fit_indexed(texts, idx1, idx2, target)
         self.n_pairs_ += int(sim.size)
         return int(sim.size)
 
