@@ -569,3 +569,28 @@ def test_training_threads_are_the_callers_again_afterwards(cls, data):
     import embetter._torch as plumbing
 
     assert not hasattr(plumbing, "CPU_TRAIN_THREADS")
+
+
+def test_contrastive_tuner_identity_penalty_keeps_the_projection_near_the_identity(data):
+    """identity_penalty adds `penalty * ||W - I||^2` to each step's loss (not to the recorded
+    losses): a stronger penalty ends nearer the identity (the raw space); 0 trains as before
+    the parameter existed; it does nothing to a projection that is not square."""
+    import torch
+
+    X, y = data
+
+    def distance(tuner):
+        weight = tuner.module_.linear.weight.detach()
+        return float((weight - torch.eye(weight.shape[0])).pow(2).sum())
+
+    free, default, strong = (ContrastiveTuner(epochs=5, identity_penalty=p, random_state=0)
+                             .fit(X, y) for p in (0.0, 3e-4, 0.1))
+    assert ContrastiveTuner().identity_penalty == 3e-4
+    assert distance(strong) < distance(default) < distance(free)
+    # the recorded loss is the pair loss alone: the identity term would add ~0.1 * distance
+    assert strong.history_[-1]["train_loss"] < 1.0
+    narrow = [ContrastiveTuner(hidden_dim=8, epochs=3, identity_penalty=p, random_state=0)
+              .fit(X, y).transform(X) for p in (0.0, 0.1)]
+    assert np.array_equal(*narrow)
+    with pytest.raises(ValueError, match=r"identity_penalty.*\[0.0, inf\).*Got -1"):
+        ContrastiveTuner(identity_penalty=-1).fit(X, y)

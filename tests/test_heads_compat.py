@@ -39,6 +39,8 @@ def test_saved_heads_load_and_transform_exactly(name, kind):
     # the stream state is in one place: the engine's module, optimizer, RNG and replay memory
     assert not hasattr(head, "learner_")
     assert head._replay["seen"] == 40 and head.module_ is not None
+    if name == "ct":  # saved before identity_penalty existed: it carries on without one
+        assert head.get_params()["identity_penalty"] == 0.0
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing deprecated in what the old release saved
         more(head, name)

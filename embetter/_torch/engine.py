@@ -159,6 +159,11 @@ class TorchHeadMixin:
         """Rows (new and remembered) each stream pass needs at least."""
         return 0
 
+    def _penalty(self, module):
+        """A regulariser added to each training step's loss (not to the recorded losses), or
+        `None` (default)."""
+        return None
+
     def _replay_on_top(self) -> float:
         """How much a stream call's remembered rows add to the budget its new rows earn, at
         most (0: they share it, so the new rows get part of their share of `fit`'s steps)."""
@@ -304,8 +309,9 @@ class TorchHeadMixin:
                     for step in range(n_steps):
                         index = order[step * batch_size:(step + 1) * batch_size]
                         loss = self._batch_loss(module, table, *(t[index] for t in items))
+                        penalty = self._penalty(module)
                         optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
+                        (loss if penalty is None else loss + penalty).backward()
                         optimizer.step()
                         total += loss.detach() * index.shape[0]
                         seen += index.shape[0]
