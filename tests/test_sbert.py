@@ -393,7 +393,7 @@ def test_tuner_grid_search(tiny_model_path, labelled):
 def test_tuner_mnrl_and_multilabel(tiny_model_path, labelled):
     texts, y = labelled
     fitted = tuner(tiny_model_path, loss="mnrl", batch_size=8).fit(texts, y)
-    assert fitted.n_pairs_ == len(texts) * fitted.n_pos  # positives only
+    assert fitted.n_pairs_ == len(texts) * fitted.n_pos_  # positives only
     Y = np.stack([y == "likes", y == "hates", np.char.startswith(y, "f")], axis=1).astype(int)
     assert tuner(tiny_model_path, n_neg=1).fit(texts, Y).transform(texts[:2]).shape == (2, 32)
 
@@ -560,7 +560,7 @@ def test_tuner_supcon_trains_on_labelled_texts(tiny_model_path, labelled):
     names = {"cat": "a cat", "dog": "a dog", "owl": "an owl"}
     single = tuner(tiny_model_path, loss="supcon", label_texts=names).fit(
         texts[:3], ["cat", "dog", "owl"])
-    assert single.n_pairs_ == 3 * single.n_pos
+    assert single.n_pairs_ == 3 * single.n_pos_
 
 
 def test_supervised_contrastive_loss_values():
@@ -892,3 +892,19 @@ def test_supcon_class_texts_join_every_batch(tiny_model_path, labelled):
     crossed = loss.compute_loss_from_embeddings([z], torch.tensor([1, 0]))
     assert float(aligned) < float(crossed)
 
+
+
+def test_auto_pairs_grow_with_the_classes(tiny_model_path, labelled):
+    texts, verbs = labelled
+    two = np.where(verbs == verbs[0], "a", "b")
+    assert tuner(tiny_model_path).fit(texts, two).n_pos_ == 2
+    many = tuner(tiny_model_path).fit(texts, verbs)
+    k = int(np.clip(np.unique(verbs).size, 2, 4))
+    assert (many.n_pos_, many.n_neg_) == (k, k) and many.loss_ == "cosine"
+    assert many.n_pairs_ == len(texts) * 2 * k
+    supcon = tuner(tiny_model_path, loss="supcon").fit(texts, verbs)
+    assert (supcon.n_pos_, supcon.n_neg_) == (2, 0)
+    fixed = tuner(tiny_model_path, n_pos=1, n_neg=3).fit(texts, verbs)
+    assert (fixed.n_pos_, fixed.n_neg_) == (1, 3)
+    with pytest.raises(ValueError, match="n_pos"):
+        tuner(tiny_model_path, n_pos="many").fit(texts, verbs)
