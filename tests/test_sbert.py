@@ -116,50 +116,54 @@ def test_global_random_state_is_left_alone(tiny_model_path, pairs):
     assert (np.random.rand(), random.random(), torch.rand(1).item()) == expected
 
 
-@pytest.mark.parametrize("loss", ["cosine", "cosent", "contrastive", "online_contrastive"])
-def test_unique_texts_loss_equals_the_plain_loss(tiny_model_path, corpus, loss):
-    """Encoding each distinct text of a batch once changes the cost, not the loss or gradients."""
+@pytest.mark.parametrize("loss", ["cosine", "cosent", "contrastive", "online_contrastive",
+                                  "mnrl"])
+def test_a_batch_of_positions_has_the_loss_of_its_written_out_pairs(tiny_model_path, corpus,
+                                                                    loss):
+    """Encoding each distinct text of a batch once (texts tokenised once, sliced per batch)
+    changes the cost, not the loss or the gradients of the plain pairwise loss."""
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from embetter.finetune._losses import UniqueTextsLoss, pair_loss
+    from embetter.finetune._losses import learner_loss
+    from embetter.finetune._trainer import Rows, Tokens, batch_loss
 
     # float64, no dropout: the merged and the plain passes sum in different orders, which in
     # float32 alone moves a gradient by ~1e-6 (seen once in a full run); the check is exactness
     model = SentenceTransformer(tiny_model_path, device="cpu").double().eval()
-    plain = pair_loss(loss, model)
-    assert type(plain).__name__ == "UniqueTextsLoss"
-    plain = plain.inner
+    plain = learner_loss(loss, model)
     if loss == "cosine":  # its MSE takes float32 labels (`labels.float()`): keep float64 throughout
         class MSE64(torch.nn.MSELoss):
             def forward(self, out, target):
                 return super().forward(out, target.to(out.dtype))
 
         plain.loss_fct = MSE64()
-    texts = corpus[:6]
-    X1 = [texts[k] for k in (0, 1, 2, 0, 3, 1, 4, 5)]
-    X2 = [texts[k] for k in (1, 0, 0, 2, 5, 5, 4, 3)]
-    labels = torch.tensor([1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0])
-    features = [model.preprocess(X1), model.preprocess(X2)]
+    texts = corpus[:8]
+    idx1, idx2 = np.array([0, 1, 2, 0, 3, 1, 4, 5]), np.array([1, 0, 0, 2, 5, 5, 4, 3])
+    if loss == "mnrl":  # no text twice in a batch
+        idx1, idx2 = np.array([0, 1, 2, 3]), np.array([4, 5, 6, 7])
+    labels = np.array([1, 1, 0, 0, 1, 0, 1, 0])[:len(idx1)]
+    targets = None if loss == "mnrl" else labels.astype(
+        np.int64 if "contrastive" in loss else np.float64)
+    features = [model.preprocess([texts[i] for i in idx]) for idx in (idx1, idx2)]
     rows = []
     hook = model.register_forward_pre_hook(lambda m, a: rows.append(a[0]["input_ids"].shape[0]))
 
     def loss_and_grads(fn):
         model.zero_grad()
-        value = fn([dict(f) for f in features], labels)
+        value = fn()
         value.backward()
         return value.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
-    expected, expected_grads = loss_and_grads(plain)
-    assert sum(rows) == 16
+    expected, expected_grads = loss_and_grads(lambda: plain(
+        [dict(f) for f in features], None if targets is None else torch.as_tensor(targets)))
+    assert sum(rows) == 2 * len(idx1)
     rows.clear()
-    got, grads = loss_and_grads(UniqueTextsLoss(plain))
-    assert rows == [6]  # six distinct texts, one forward pass
-    rows.clear()
-    model.tokenizer.padding_side = "left"  # widening by padding would move tokens: not merged
-    assert loss_and_grads(UniqueTextsLoss(plain))[0] == pytest.approx(expected, rel=1e-5)
-    assert sum(rows) == 16
-    model.tokenizer.padding_side = "right"
+    tokens = Tokens(model, texts, torch.device("cpu"))
+    assert tokens.all is not None  # tokenised once, sliced per batch
+    got, grads = loss_and_grads(lambda: batch_loss(
+        model, tokens, Rows(texts, [idx1, idx2], targets), np.arange(len(idx1)), plain))
+    assert rows == [len(set(idx1) | set(idx2))]  # the distinct texts, one forward pass
     hook.remove()
     assert got == pytest.approx(expected, rel=1e-5, abs=1e-6)
     assert len(grads) == len(expected_grads)
