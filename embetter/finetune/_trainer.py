@@ -106,7 +106,7 @@ class Tokens:
             tensors = {k for k, v in inputs.items() if isinstance(v, torch.Tensor)}
             if ({"input_ids", "attention_mask"} <= tensors <= _TOKEN_KEYS
                     and all(inputs[k].ndim == 2 for k in tensors)):
-                self.all = {k: v.to(device) if k in tensors else v for k, v in inputs.items()}
+                self.all = inputs  # kept on the CPU: a batch's rows go to the device
                 self.lengths = inputs["attention_mask"].sum(dim=1)
 
     def take(self, positions: np.ndarray) -> dict:
@@ -114,9 +114,9 @@ class Tokens:
             inputs = _st.model_inputs(self.model, [self.texts[i] for i in positions])
             return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v
                     for k, v in inputs.items()}
-        width = int(self.lengths[positions].max())
-        rows = torch.as_tensor(positions, device=self.device)
-        return {k: v[rows, :width] if isinstance(v, torch.Tensor) else v
+        rows = torch.as_tensor(positions)
+        width = int(self.lengths[rows].max())
+        return {k: v[rows, :width].to(self.device) if isinstance(v, torch.Tensor) else v
                 for k, v in self.all.items()}
 
 
