@@ -2,9 +2,10 @@
 
 Every place embetter touches those two libraries goes through this module: recognising a
 sentence model (by its type), loading and saving one, its embedding size, its tokenizer and its
-transformer, the training losses, and the Trainer with the device it trains on. Elsewhere the
-package uses a model only through these functions and the model's documented torch-module
-methods (`encode`, `to`, `eval`, `parameters`, `state_dict`, `max_seq_length`).
+transformer, and the training losses (the SBERT learners train in their own loop,
+`finetune/_trainer.py`). Elsewhere the package uses a model only through these functions
+and the model's documented torch-module methods (`encode`, `to`, `eval`, `parameters`,
+`state_dict`, `max_seq_length`).
 `tests/test_boundary.py` enforces it, so a new release of either library is met here alone.
 """
 
@@ -119,125 +120,6 @@ def load_hf(folder):
     from transformers import AutoModel, AutoTokenizer
 
     return AutoModel.from_pretrained(str(folder)), AutoTokenizer.from_pretrained(str(folder))
-
-
-def device_scope(device):
-    """A context in which a bare `cuda` means `device` (e.g. `cuda:1`, not `cuda:0`).
-
-    accelerate puts batches on `cuda` (the current CUDA device); this makes `device`'s index
-    the current one for the call and restores the caller's afterwards.
-    """
-    if device.type == "cuda" and device.index is not None:
-        import torch
-
-        return torch.cuda.device(device.index)
-    return contextlib.nullcontext()
-
-
-def training_args(device, **kwargs):
-    """`SentenceTransformerTrainingArguments(**kwargs)` that train on `device`.
-
-    On its own, the Trainer trains on `cuda:0` (and on every GPU, through `DataParallel`) in a
-    process with several; for a CUDA device the arguments name one GPU: its index, or the
-    current one for a plain `cuda`.
-    """
-    from sentence_transformers import SentenceTransformerTrainingArguments
-
-    if device.type != "cuda":
-        return SentenceTransformerTrainingArguments(**kwargs)
-    if device.index is None:  # plain "cuda": the current GPU, as torch reads it
-        import torch
-
-        device = torch.device("cuda", torch.cuda.current_device())
-
-    class _OneDevice(SentenceTransformerTrainingArguments):
-        @property
-        def device(self):
-            _ = super().device  # sets up the distributed state the Trainer reads beside it
-            return device
-
-        @property
-        def n_gpu(self):
-            _ = super().n_gpu
-            return 1
-
-    return _OneDevice(**kwargs)
-
-
-@dataclass
-class TrainerRun:
-    """What one Trainer run did: optimizer steps, per-epoch entries and final optimizer state."""
-
-    steps: int
-    epochs: list
-    optimizer_state: dict | None
-
-
-def run_trainer(model, dataset, loss, *, output_dir, device, epochs: int, batch_size: int,
-                learning_rate: float, warmup_steps: int, seed: int, batch_sampler: str,
-                progress: bool, optimizer_state=None, on_epoch_end=None) -> TrainerRun:
-    """Train `model` in place with `SentenceTransformerTrainer` (linear decay, no saving).
-
-    `optimizer_state` (from an earlier run) continues AdamW's moments; `on_epoch_end(model)`
-    returns a dict added to that epoch's entry. Each entry holds `epoch`, `step` and
-    `train_loss` (the epoch's mean loss).
-    """
-    from sentence_transformers import SentenceTransformerTrainer
-    from transformers import PrinterCallback, TrainerCallback
-
-    history = []
-
-    class _Trainer(SentenceTransformerTrainer):
-        # The model card callback stores datasets and losses on the model (and tokenizes
-        # samples for statistics); we save no card, so skip that work and those references.
-        def add_model_card_callback(self, default_args_dict):
-            pass
-
-        def create_optimizer(self, *args, **kwargs):
-            optimizer = super().create_optimizer(*args, **kwargs)
-            resume_optimizer(optimizer, optimizer_state)
-            return optimizer
-
-    class _History(TrainerCallback):
-        def on_epoch_end(self, args, state, control, **kwargs):
-            entry = {"epoch": int(round(state.epoch or 0)), "step": int(state.global_step)}
-            if on_epoch_end is not None:
-                was_training = model.training
-                entry.update(on_epoch_end(model))
-                model.train(was_training)
-            history.append(entry)
-
-    args = training_args(
-        device,
-        output_dir=os.fspath(output_dir),
-        num_train_epochs=epochs,
-        per_device_train_batch_size=batch_size,
-        learning_rate=learning_rate,
-        warmup_steps=warmup_steps,
-        lr_scheduler_type="linear",
-        seed=seed,
-        data_seed=seed,
-        save_strategy="no",
-        eval_strategy="no",
-        logging_strategy="epoch",
-        report_to="none",
-        disable_tqdm=not progress,
-        use_cpu=device.type == "cpu",
-        dataloader_num_workers=0,
-        batch_sampler=batch_sampler,
-    )
-    with device_scope(device):
-        trainer = _Trainer(model=model, args=args, train_dataset=dataset, loss=loss,
-                           callbacks=[_History()])
-        # without progress bars, transformers prints every log dict to stdout instead
-        trainer.remove_callback(PrinterCallback)
-        trainer.train()
-    # the epoch loss is logged after on_epoch_end: attach the last one per epoch
-    losses_ = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
-    for entry, value in zip(history, losses_):
-        entry["train_loss"] = value
-    state = trainer.optimizer.state_dict() if trainer.optimizer is not None else None
-    return TrainerRun(int(trainer.state.global_step), history, state)
 
 
 def resume_optimizer(optimizer, state) -> None:

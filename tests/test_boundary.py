@@ -133,32 +133,3 @@ def test_resume_optimizer_keeps_the_new_learning_rate_and_the_old_moments():
     other = torch.optim.AdamW([w, torch.nn.Parameter(torch.ones(2))], lr=1.0)
     resume_optimizer(other, state)  # groups of other sizes: start afresh
     assert not other.state
-
-
-def test_device_scope_is_a_no_op_off_cuda():
-    import torch
-
-    from embetter._st import device_scope
-
-    with device_scope(torch.device("cpu")):
-        pass
-    if torch.cuda.is_available():
-        before = torch.cuda.current_device()
-        last = torch.cuda.device_count() - 1
-        with device_scope(torch.device("cuda", last)):
-            assert torch.cuda.current_device() == last
-        assert torch.cuda.current_device() == before
-
-
-def test_training_args_name_the_one_device_asked_for(tmp_path):
-    """Without this the Trainer picks cuda:0 (and DataParallel over every GPU) for `cuda:1`."""
-    import torch
-
-    from embetter._st import training_args
-
-    args = training_args(torch.device("cuda", 1), output_dir=str(tmp_path), use_cpu=False,
-                         report_to="none")
-    assert args.device == torch.device("cuda", 1) and args.n_gpu == 1
-    plain = training_args(torch.device("cpu"), output_dir=str(tmp_path), use_cpu=True,
-                          report_to="none")
-    assert plain.device.type == "cpu"

@@ -76,6 +76,9 @@ def _run_as_guest(operation):
     import torch
 
     operation()  # imports, lazily built state, first-use caches
+    # garbage of earlier tests (a closed dask cluster removes its loggers' handlers when
+    # collected) is swept now, not during the operation
+    gc.collect()
     saved_levels = {lg.name: lg.level for lg in _loggers()}
     threads = torch.get_num_threads()
     try:

@@ -1,9 +1,10 @@
 """Training losses, one per data format, the way sentence-transformers names them.
 
-Pair losses come from sentence-transformers; this module adds two things it does not have:
-`UniqueTextsLoss`, which encodes each distinct text of a batch once, and
-`SupervisedContrastiveLoss`, which trains on texts with class labels (every same-class text in
-a batch is a positive, every other text a negative).
+Pair losses come from sentence-transformers; this module adds `SupervisedContrastiveLoss`,
+which trains on texts with class labels (every same-class text in a batch is a positive, every
+other text a negative), and a Matryoshka wrapper that works on embeddings. The training loop
+(`_trainer.train`) encodes each distinct text of a batch once and calls a loss's
+`compute_loss_from_embeddings` with the embeddings gathered per column.
 """
 
 from __future__ import annotations
@@ -23,70 +24,8 @@ LOSSES = {
               "of classes, multi-label); every same-class text in a batch is a positive",
 }
 
-_TOKEN_KEYS = {"input_ids", "attention_mask", "token_type_ids"}
-
-
-def _same(a, b) -> bool:
-    """Equal plain values (such as `modality="text"`); anything else counts as different."""
-    plain = (str, int, float, bool, type(None))
-    return a is b or (isinstance(a, plain) and isinstance(b, plain) and a == b)
-
-
-class UniqueTextsLoss(torch.nn.Module):
-    """Wrap a pair loss so each distinct text in a batch is encoded once.
-
-    Pairs built from labels reuse the same few texts over and over (16 texts make 64 pairs),
-    so a batch of pairs holds many copies of one text. The wrapper concatenates the columns,
-    runs the model once on the distinct rows and hands the per-column embeddings to the
-    inner loss: the same loss and gradients (duplicates share a dropout draw) for a fraction
-    of the compute. Inputs it does not recognise go to the inner loss unchanged.
-    """
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-        self.model = inner.model
-
-    def _can_merge(self, columns, tensors, others) -> bool:
-        first = columns[0]
-        tokenizer = getattr(self.model, "tokenizer", None)
-        return (
-            getattr(tokenizer, "padding_side", None) == "right"  # widened by padding right
-            and {"input_ids", "attention_mask"} <= set(tensors) <= _TOKEN_KEYS
-            and all(set(c) == set(first) for c in columns)
-            and all(_same(c[k], v) for c in columns for k, v in others.items())
-            and all(c[k].ndim == 2 for c in columns for k in tensors)
-        )
-
-    def forward(self, sentence_features, labels):
-        columns = list(sentence_features)
-        first = columns[0]
-        tensors = sorted(k for k, v in first.items() if isinstance(v, torch.Tensor))
-        others = {k: v for k, v in first.items() if k not in tensors}
-        if not self._can_merge(columns, tensors, others):
-            return self.inner(columns, labels)
-        width = max(c["input_ids"].shape[1] for c in columns)
-        stacked = {
-            k: torch.cat([torch.nn.functional.pad(c[k], (0, width - c[k].shape[1]))
-                          for c in columns])
-            for k in tensors
-        }
-        mask = stacked["attention_mask"]
-        key = torch.cat([stacked["input_ids"] * mask, mask], dim=1)
-        rows, inverse = torch.unique(key, dim=0, return_inverse=True)
-        pick = torch.full((len(rows),), key.shape[0], dtype=torch.long, device=key.device)
-        pick.scatter_reduce_(0, inverse, torch.arange(key.shape[0], device=key.device),
-                             reduce="amin")
-        used = int(mask[pick].sum(dim=1).max())
-        unique = {k: v[pick, :used] for k, v in stacked.items()} | others
-        embedded = self.model(unique)["sentence_embedding"][inverse]
-        return self.inner.compute_loss_from_embeddings(
-            list(embedded.split(first["input_ids"].shape[0])), labels
-        )
-
-
-def pair_loss(name: str, model, dims=None):
-    """The sentence-transformers loss for `name` (see `LOSSES`), Matryoshka-wrapped with `dims`."""
+def pair_loss(name: str, model):
+    """The sentence-transformers loss for `name` (see `LOSSES`; not `"supcon"`)."""
     losses = _st.losses()
     make = {
         "cosine": losses.CosineSimilarityLoss,
@@ -95,27 +34,35 @@ def pair_loss(name: str, model, dims=None):
         "online_contrastive": losses.OnlineContrastiveLoss,
         "mnrl": losses.MultipleNegativesRankingLoss,
     }[name]
-    loss = make(model)
-    if name != "mnrl" and hasattr(loss, "compute_loss_from_embeddings"):
-        loss = UniqueTextsLoss(loss)  # mnrl batches hold no duplicate texts
-    return matryoshka(loss, model, dims)
+    return make(model)
 
 
 def learner_loss(name: str, model, dims=None, class_texts=None):
     """The loss an `SbertLearner` trains with for `name`: a pair loss, or supervised
     contrastive over labelled positive pairs (with `class_texts`, every class's text joins
-    each batch); each distinct text of a batch is encoded once."""
-    if name != "supcon":
-        return pair_loss(name, model, dims)
-    inner = SupervisedContrastiveLoss(model, class_texts=class_texts)
-    return matryoshka(UniqueTextsLoss(inner), model, dims)
+    each batch); Matryoshka-wrapped with `dims`. The training loop calls its
+    `compute_loss_from_embeddings(columns, targets)` with one embedding tensor per column."""
+    if name == "supcon":
+        loss = SupervisedContrastiveLoss(model, class_texts=class_texts)
+    else:
+        loss = pair_loss(name, model)
+    return MatryoshkaLoss(loss, dims) if dims else loss
 
 
-def matryoshka(loss, model, dims=None):
-    """`loss` trained on each of the leading `dims` dimensions too (`MatryoshkaLoss`)."""
-    if not dims:
-        return loss
-    return _st.losses().MatryoshkaLoss(model, loss, matryoshka_dims=dims)
+class MatryoshkaLoss(torch.nn.Module):
+    """`inner` on each of the leading `dims` dimensions of the embeddings, summed (each cut
+    normalised), as sentence-transformers' `MatryoshkaLoss` with equal weights."""
+
+    def __init__(self, inner, dims):
+        super().__init__()
+        self.inner = inner
+        self.dims = sorted({int(d) for d in dims}, reverse=True)
+
+    def compute_loss_from_embeddings(self, embeddings, labels):
+        return sum(
+            self.inner.compute_loss_from_embeddings(
+                [torch.nn.functional.normalize(e[..., :d], dim=-1) for e in embeddings], labels)
+            for d in self.dims)
 
 
 class SupervisedContrastiveLoss(torch.nn.Module):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from embetter._validation import as_texts, check_pairs
+from embetter._validation import as_labels, as_texts, check_pairs
 from embetter.finetune._sbert_base import COMMON_CONSTRAINTS, SbertBase
+from embetter.finetune._trainer import Rows
 
 
 def _positions(idx, name: str, n: int) -> np.ndarray:
@@ -30,8 +31,8 @@ def _spearman(a, b) -> float:
 class SbertLearner(SbertBase):
     """Fine-tune a sentence-transformers model on text pairs `(X1, X2, y)`.
 
-    Trains with `SentenceTransformerTrainer`; checkpoints go to a temporary directory that is
-    removed afterwards, and nothing is saved during training. The `loss` names follow
+    Trains with AdamW on the distinct texts of the pairs: each batch encodes its distinct
+    texts once (`_trainer.train`), and nothing is saved during training. The `loss` names follow
     sentence-transformers' data formats: `"cosine"` and `"cosent"` take a float score per pair
     (`"cosine"` regresses the cosine similarity onto a score in [-1, 1]), `"contrastive"` and
     `"online_contrastive"` take 0/1 labels, and `"mnrl"` (multiple negatives ranking) takes
@@ -44,7 +45,8 @@ class SbertLearner(SbertBase):
     batch as a text of that class.
 
     `partial_fit_indexed(texts, idx1, idx2, y)` trains on the pairs `(texts[idx1[k]],
-    texts[idx2[k]])` of a list of distinct texts: how `SbertTuner` hands over its pairs.
+    texts[idx2[k]])` of a list of distinct texts: how `SbertTuner` hands over its pairs, and
+    the form `fit` turns its text pairs into (nothing is written out per pair).
 
     The caller's model is never changed: a `SentenceTransformer` in `sent_tfm` is deep-copied
     in `fit` (its weights and device stay as they were), a name or path is loaded afresh, and
@@ -125,24 +127,32 @@ class SbertLearner(SbertBase):
         self.show_progress_bar = show_progress_bar
 
     # -- data --------------------------------------------------------------------------------
-    def _check_data(self, X1, X2, y, negatives):
+    def _check_negatives(self, negatives, n: int):
+        if negatives is None:
+            return None
+        if self.loss != "mnrl":
+            raise ValueError(
+                f"negatives are only used by loss='mnrl' (anchor, positive, negative "
+                f"triplets), got loss={self.loss!r}; drop negatives or use loss='mnrl'"
+            )
+        negatives = as_texts(negatives, "negatives")
+        if len(negatives) != n:
+            raise ValueError(f"negatives must hold one text per pair ({n}), got {len(negatives)}")
+        return negatives
+
+    def _check_targets(self, y, n: int):
+        """The `n` pairs' targets as this loss trains on them: float32 scores, int64 0/1
+        labels or class codes (`"supcon"`), or `None` (`"mnrl"`)."""
         from embetter.finetune._losses import LOSSES
 
         loss = self.loss
         if loss == "supcon":
-            return self._check_labelled_pairs(X1, X2, y, negatives)
-        X1, X2, y = check_pairs(X1, X2, y, texts=True)
-        if negatives is not None:
-            if loss != "mnrl":
-                raise ValueError(
-                    f"negatives are only used by loss='mnrl' (anchor, positive, negative "
-                    f"triplets), got loss={loss!r}; drop negatives or use loss='mnrl'"
-                )
-            negatives = as_texts(negatives, "negatives")
-            if len(negatives) != len(X1):
-                raise ValueError(
-                    f"negatives must hold one text per pair ({len(X1)}), got {len(negatives)}"
-                )
+            return self._check_classes(y, n)
+        if y is not None:
+            y = as_labels(y, "y", n_samples=n)
+            if y.dtype.kind not in "biuf":
+                raise ValueError(f"y must hold numbers (scores or 0/1 labels), got dtype {y.dtype}")
+            y = y.astype(np.float32)
         if loss == "mnrl":
             if y is not None and not np.all(y == 1):
                 raise ValueError(
@@ -150,44 +160,43 @@ class SbertLearner(SbertBase):
                     f"y holds {int(np.sum(y != 1))} other values. Keep the pairs with y == 1, "
                     "or use loss='contrastive' / 'cosine' for pairs labelled 0/1"
                 )
-            return X1, X2, None, negatives
+            return None
         if y is None:
             raise ValueError(f"y is required for loss={loss!r}: {LOSSES[loss]}")
-        if loss in ("contrastive", "online_contrastive") and not np.isin(y, (0, 1)).all():
-            raise ValueError(
-                f"loss={loss!r} needs 0/1 labels, got values such as "
-                f"{np.unique(y[~np.isin(y, (0, 1))])[:5].tolist()}; use loss='cosine' or "
-                "'cosent' for graded similarity scores"
-            )
+        if loss in ("contrastive", "online_contrastive"):
+            if not np.isin(y, (0, 1)).all():
+                raise ValueError(
+                    f"loss={loss!r} needs 0/1 labels, got values such as "
+                    f"{np.unique(y[~np.isin(y, (0, 1))])[:5].tolist()}; use loss='cosine' or "
+                    "'cosent' for graded similarity scores"
+                )
+            return y.astype(np.int64)
         if loss == "cosine" and (y.min() < -1 or y.max() > 1):
             raise ValueError(
                 f"loss='cosine' needs scores in [-1, 1] (it regresses the cosine similarity), "
                 f"got values from {y.min():g} to {y.max():g}; rescale them (e.g. y / 5 for STS "
                 "scores) or use loss='cosent', which only uses their order"
             )
-        return X1, X2, y, None
+        return y
 
     @staticmethod
-    def _check_labelled_pairs(X1, X2, y, negatives):
-        """loss='supcon': positive pairs and the class of each (ints, or 0/1 rows)."""
-        if negatives is not None:
-            raise ValueError("negatives are only used by loss='mnrl', got loss='supcon'")
+    def _check_classes(y, n: int):
+        """loss='supcon': the class of each positive pair (ints, or 0/1 rows)."""
         from embetter.finetune._losses import LOSSES
 
         if y is None:
             raise ValueError("y is required for loss='supcon': " + LOSSES["supcon"])
         classes = np.asarray(y)
-        X1, X2, _ = check_pairs(X1, X2, texts=True)
-        if classes.ndim not in (1, 2) or classes.shape[0] != len(X1):
+        if classes.ndim not in (1, 2) or classes.shape[0] != n:
             raise ValueError(
-                f"y for loss='supcon' must hold one class per pair ({len(X1)}) as ints, or a "
+                f"y for loss='supcon' must hold one class per pair ({n}) as ints, or a "
                 f"0/1 row per pair, got shape {classes.shape}")
         if classes.dtype.kind not in "iub" and not (
                 classes.dtype.kind == "f" and np.all(classes == np.round(classes))):
             raise ValueError(
                 "y for loss='supcon' must be int class codes (or 0/1 rows), got values such "
                 f"as {classes.ravel()[:3].tolist()}")
-        return X1, X2, classes.astype(np.int64), None
+        return classes.astype(np.int64)
 
     def _check_class_texts(self, class_texts, y):
         """`class_texts` as a list of texts, one per class code of `y` (supcon only)."""
@@ -219,21 +228,6 @@ class SbertLearner(SbertBase):
             )
         return check_pairs(*eval_set, texts=True)
 
-    def _dataset(self, X1, X2, y, negatives):
-        from datasets import Dataset
-
-        if self.loss == "supcon":
-            columns = {"anchor": X1, "positive": X2, "label": y.tolist()}
-        elif self.loss == "mnrl":
-            columns = {"anchor": X1, "positive": X2}
-            if negatives is not None:
-                columns["negative"] = negatives
-        elif self.loss in ("contrastive", "online_contrastive"):
-            columns = {"sentence1": X1, "sentence2": X2, "label": y.astype(np.int64).tolist()}
-        else:
-            columns = {"sentence1": X1, "sentence2": X2, "score": y.astype(np.float32).tolist()}
-        return Dataset.from_dict(columns)
-
     # -- fit ---------------------------------------------------------------------------------
     def fit(self, X1, X2, y=None, *, negatives=None, eval_set=None, class_texts=None):
         """Fine-tune a fresh copy of `sent_tfm` on pairs: `X1[i]`, `X2[i]`, target `y[i]`.
@@ -263,21 +257,15 @@ class SbertLearner(SbertBase):
         only). A pickled or saved learner keeps the weights but not the optimizer state, so
         after loading, `partial_fit` starts it afresh. Arguments as in `fit`.
         """
-        from embetter.finetune._losses import learner_loss
-
         self._validate_params()
-        X1, X2, y, negatives = self._check_data(X1, X2, y, negatives)
-        class_texts = self._check_class_texts(class_texts, y)
-        eval_set = self._check_eval_set(eval_set)
-        model, dims = self._model_to_train()
-        self._train(
-            self._dataset(X1, X2, y, negatives),
-            learner_loss(self.loss, model, dims, class_texts),
-            # in-batch negatives: a duplicate text in a batch would be a false negative
-            "no_duplicates" if self.loss == "mnrl" else "batch_sampler",
-            eval_set,
-        )
-        return self
+        X1, X2, _ = check_pairs(X1, X2, texts=True)
+        negatives = self._check_negatives(negatives, len(X1))
+        y = self._check_targets(y, len(X1))
+        texts = list(dict.fromkeys([*X1, *X2, *(negatives or ())]))  # each distinct text once
+        where = {t: i for i, t in enumerate(texts)}
+        columns = [np.fromiter((where[t] for t in column), np.int64, len(column))
+                   for column in (X1, X2, negatives) if column is not None]
+        return self._fit_rows(Rows(texts, columns, y), class_texts, eval_set)
 
     def partial_fit_indexed(self, texts, idx1, idx2, y=None, class_texts=None):
         """`partial_fit` on the pairs `(texts[idx1[k]], texts[idx2[k]])` with target `y[k]`.
@@ -291,14 +279,33 @@ class SbertLearner(SbertBase):
             y: the pairs' targets, as `partial_fit` takes them for this `loss`.
             class_texts: as in `fit` (`loss="supcon"` only).
         """
+        self._validate_params()
         texts = as_texts(texts)
         idx1, idx2 = (_positions(i, name, len(texts)) for i, name in ((idx1, "idx1"),
                                                                         (idx2, "idx2")))
         if idx1.shape != idx2.shape:
             raise ValueError(f"idx1 and idx2 must have the same length, got {idx1.size} and "
                              f"{idx2.size}")
-        return self.partial_fit([texts[i] for i in idx1], [texts[j] for j in idx2], y,
-                                class_texts=class_texts)
+        if idx1.size == 0:
+            raise ValueError("idx1 and idx2 hold 0 pairs; at least 1 is required")
+        y = self._check_targets(y, idx1.size)
+        # a text given twice is one text (one encoding, and no false in-batch negative)
+        distinct = list(dict.fromkeys(texts))
+        if len(distinct) < len(texts):
+            where = {t: i for i, t in enumerate(distinct)}
+            remap = np.fromiter((where[t] for t in texts), np.int64, len(texts))
+            texts, idx1, idx2 = distinct, remap[idx1], remap[idx2]
+        return self._fit_rows(Rows(texts, [idx1, idx2], y), class_texts, None)
+
+    def _fit_rows(self, rows, class_texts, eval_set):
+        """Train on `rows` (positions into distinct texts): the one way into the training loop."""
+        from embetter.finetune._losses import learner_loss
+
+        class_texts = self._check_class_texts(class_texts, rows.targets)
+        eval_set = self._check_eval_set(eval_set)
+        model, dims = self._model_to_train()
+        self._train(rows, learner_loss(self.loss, model, dims, class_texts), eval_set)
+        return self
 
     def _model_to_train(self):
         """The fitted model to continue, or a private copy of `sent_tfm` on the first call."""
@@ -319,7 +326,7 @@ class SbertLearner(SbertBase):
 
         return token_embeddings(model) if self.freeze_embeddings else []
 
-    def _train(self, dataset, loss, batch_sampler, eval_set):
+    def _train(self, rows, loss, eval_set):
         from embetter._st import embedding_dim
         from embetter._torch import seed_from
         from embetter.finetune._trainer import Schedule, train
@@ -341,7 +348,8 @@ class SbertLearner(SbertBase):
             warmup_ratio=float(self.warmup_ratio),
             seed=seed,
             device=self.device,
-            batch_sampler=batch_sampler,
+            # in-batch negatives: a duplicate text in a batch would be a false negative
+            no_duplicates=self.loss == "mnrl",
             frozen=self._frozen(model),
             progress=bool(self.show_progress_bar),
             optimizer_state=getattr(self, "_optimizer_state", None),
@@ -356,7 +364,7 @@ class SbertLearner(SbertBase):
                 pass
         try:
             steps, epochs, self._optimizer_state = train(
-                model, dataset, loss, schedule, on_epoch_end=scores)
+                model, rows, loss, schedule, on_epoch_end=scores)
         finally:
             if truncated:
                 model.max_seq_length = limit
