@@ -39,7 +39,8 @@ def main():
     texts, labels = zip(*job["train"])
     test_texts, test_labels = zip(*job["test"])
     full_steps = setfit_steps(labels)
-    max_steps = int(job.get("max_steps") or -1)
+    cap = int(job.get("max_steps") or -1)
+    max_steps = cap if 0 < cap < full_steps else -1  # SetFit would train `cap` steps anyway
     model = SetFitModel.from_pretrained(job["model"], device="cpu")
     with tempfile.TemporaryDirectory(prefix="setfit-") as tmp:  # its checkpoints: not here
         args = TrainingArguments(output_dir=tmp, batch_size=16, num_epochs=1,
