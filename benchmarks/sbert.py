@@ -195,7 +195,7 @@ def few_shot(args, params):
     use_setfit = args.setfit and (SETFIT_VENV / "bin" / "python").exists()
     if args.setfit and not use_setfit:
         print(f"no SetFit environment at {SETFIT_VENV}: run --setup-setfit first; skipped")
-    # the first fit of a process pays one-off imports (trainer, accelerate): not timed
+    # the first fit of a process pays one-off imports (torch optimizers, tokenizer): not timed
     SbertTuner(random_state=0, **params).fit(["good", "fine", "bad", "awful"], [1, 1, 0, 0])
     rows = []
     for name in args.data:
