@@ -94,14 +94,21 @@ def setup_setfit(torch_wheel: str):
     SetFit 1.2 asks for sentence-transformers[train]>=3 and transformers>=4.41: no clash with
     our versions, which are pinned so that both tools run the same library code.
     """
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
     py = SETFIT_VENV / "bin" / "python"
     if not py.exists():
         subprocess.run([sys.executable, "-m", "venv", str(SETFIT_VENV)], check=True)
     torch = torch_wheel if Path(torch_wheel).exists() else "torch==2.13.0"
     subprocess.run([str(py), "-m", "pip", "install", "-q", torch], check=True)
-    pins = [f"{name}=={version(name)}" for name in SHARED_PINS]
+    def have(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    # ours where we have them (datasets/accelerate may be SetFit's own)
+    pins = [f"{name}=={have(name)}" for name in SHARED_PINS if have(name)]
     subprocess.run([str(py), "-m", "pip", "install", "-q", "setfit==1.2.0", "torch==2.13.0",
                     *pins], check=True)
     print(f"SetFit environment ready: {SETFIT_VENV}")
