@@ -21,6 +21,15 @@ def _positions(idx, name: str, n: int) -> np.ndarray:
     return idx.astype(np.int64)
 
 
+def _distinct(texts: list) -> tuple[list, np.ndarray]:
+    """Each distinct text once (first-seen order), and every given text's position among
+    them: a text given twice is one text (one encoding, and no false in-batch negative)."""
+    where = {}
+    positions = np.fromiter((where.setdefault(t, len(where)) for t in texts), np.int64,
+                            len(texts))
+    return list(where), positions
+
+
 def _spearman(a, b) -> float:
     from scipy.stats import spearmanr
 
@@ -261,10 +270,9 @@ class SbertLearner(SbertBase):
         X1, X2, _ = check_pairs(X1, X2, texts=True)
         negatives = self._check_negatives(negatives, len(X1))
         y = self._check_targets(y, len(X1))
-        texts = list(dict.fromkeys([*X1, *X2, *(negatives or ())]))  # each distinct text once
-        where = {t: i for i, t in enumerate(texts)}
-        columns = [np.fromiter((where[t] for t in column), np.int64, len(column))
-                   for column in (X1, X2, negatives) if column is not None]
+        given = [column for column in (X1, X2, negatives) if column is not None]
+        texts, where = _distinct([t for column in given for t in column])
+        columns = np.split(where, np.cumsum([len(column) for column in given])[:-1])
         return self._fit_rows(Rows(texts, columns, y), class_texts, eval_set)
 
     def partial_fit_indexed(self, texts, idx1, idx2, y=None, class_texts=None):
@@ -289,13 +297,8 @@ class SbertLearner(SbertBase):
         if idx1.size == 0:
             raise ValueError("idx1 and idx2 hold 0 pairs; at least 1 is required")
         y = self._check_targets(y, idx1.size)
-        # a text given twice is one text (one encoding, and no false in-batch negative)
-        distinct = list(dict.fromkeys(texts))
-        if len(distinct) < len(texts):
-            where = {t: i for i, t in enumerate(distinct)}
-            remap = np.fromiter((where[t] for t in texts), np.int64, len(texts))
-            texts, idx1, idx2 = distinct, remap[idx1], remap[idx2]
-        return self._fit_rows(Rows(texts, [idx1, idx2], y), class_texts, None)
+        texts, where = _distinct(texts)
+        return self._fit_rows(Rows(texts, [where[idx1], where[idx2]], y), class_texts, None)
 
     def _fit_rows(self, rows, class_texts, eval_set):
         """Train on `rows` (positions into distinct texts): the one way into the training loop."""

@@ -261,12 +261,13 @@ class SbertTuner(TransformerMixin, SbertBase):
             self._pair_seed, train_seed = (int(s) for s in rng.randint(0, 2**31 - 1, size=2))
             self.seen_texts_, self.seen_y_, self.n_pairs_ = [], labels[:0], 0
             self.loss_ = self._resolve_loss(labels)
-            self.n_pos_, self.n_neg_ = self._resolve_pairs(labels)
             learner = self._new_learner(train_seed)
         else:
             learner = self.learner_
             if learner.loss != self.loss_:  # a 0.10.0 pickle: its learner held a stand-in loss
                 learner.set_params(loss=self.loss_)
+        if "n_pos_" not in self.__dict__:  # the first call (or a 0.10.0 pickle: int counts)
+            self.n_pos_, self.n_neg_ = self._resolve_pairs(labels)
         n_old = len(self.seen_texts_)
         all_texts = self.seen_texts_ + texts
         all_labels = np.concatenate([self.seen_y_, labels]) if n_old else labels
@@ -299,8 +300,7 @@ class SbertTuner(TransformerMixin, SbertBase):
 
     def _train_pairs(self, learner, texts, labels, n_old, first) -> int:
         positives_only = self.loss_ in ("mnrl", "supcon")
-        n_pos, n_neg = self.__dict__.get("n_pos_", self.n_pos), 0 if positives_only else (
-            self.__dict__.get("n_neg_", self.n_neg))  # a 0.10.0 pickle has no n_pos_
+        n_pos, n_neg = self.n_pos_, self.n_neg_  # n_neg_ is 0 when positives_only
         idx1, idx2, sim = pairs_for_new_rows(
             labels, n_old, n_pos=n_pos, n_neg=n_neg, random_state=self._pair_seed + n_old,
         )

@@ -162,6 +162,8 @@ def train(model, rows: Rows, loss, schedule: Schedule, on_epoch_end=None) -> tup
     Adam's moments instead of restarting them with a full-size first step each call) and
     skips the warm-up; a state that does not fit the trained parameters is ignored.
     """
+    from tqdm.auto import tqdm
+
     from embetter._torch import resolve_device, seeded, to_cpu
 
     device = resolve_device(schedule.device)
@@ -178,9 +180,10 @@ def train(model, rows: Rows, loss, schedule: Schedule, on_epoch_end=None) -> tup
         _st.resume_optimizer(optimizer, schedule.optimizer_state)
         plan = [batches(rows, size, generator, schedule.no_duplicates)
                 for _ in range(schedule.epochs)]
-        scheduler = _schedule(optimizer, warmup, sum(len(p) for p in plan))
+        n_steps = sum(len(p) for p in plan)
+        scheduler = _schedule(optimizer, warmup, n_steps)
         tokens = Tokens(model, rows.texts, device)
-        progress = _progress(schedule.progress, sum(len(p) for p in plan))
+        progress = tqdm(total=n_steps, desc="Training", disable=not schedule.progress)
         for epoch, plan_epoch in enumerate(plan, start=1):
             model.train()
             total_loss = 0.0
@@ -204,18 +207,3 @@ def train(model, rows: Rows, loss, schedule: Schedule, on_epoch_end=None) -> tup
     model.eval()
     return steps, history, to_cpu(optimizer.state_dict())
 
-
-class _Silent:
-    def update(self, n):
-        pass
-
-    def close(self):
-        pass
-
-
-def _progress(show: bool, total: int):
-    if show:
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc="Training")
-    return _Silent()
