@@ -116,19 +116,17 @@ function render({ model, el }) {
       ctx.arc(px[i], py[i], 4, 0, 2 * Math.PI);
       ctx.fill();
     }
-    ctx.lineWidth = 2;
-    ctx.strokeStyle = "#111";
-    for (const i of get("suggested")) {
-      ctx.beginPath();
-      ctx.arc(px[i], py[i], 7, 0, 2 * Math.PI);
-      ctx.stroke();
-    }
-    ctx.lineWidth = 1.5;
-    ctx.strokeStyle = "#d62728";
-    for (const i of get("selected")) {
-      ctx.beginPath();
-      ctx.arc(px[i], py[i], 5, 0, 2 * Math.PI);
-      ctx.stroke();
+    rings(get("suggested"), 7, 2, "#111");
+    rings(get("selected"), 5, 1.5, "#d62728");
+
+    function rings(indices, radius, width, colour) {
+      ctx.lineWidth = width;
+      ctx.strokeStyle = colour;
+      for (const i of indices) {
+        ctx.beginPath();
+        ctx.arc(px[i], py[i], radius, 0, 2 * Math.PI);
+        ctx.stroke();
+      }
     }
   }
 
