@@ -89,6 +89,16 @@ def model_inputs(model, texts, prompt=None) -> dict:
     return model.preprocess(list(texts), prompt=prompt)
 
 
+def token_counts(model, texts):
+    """How many tokens the model's tokenizer makes of each text, special tokens included and
+    nothing truncated; `None` for a model without a text tokenizer (such as a static one)."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if not callable(tokenizer):
+        return None
+    ids = tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
+    return [len(row) for row in ids]
+
+
 def token_embeddings(model) -> list:
     """The token embedding matrices of a model's transformer(s) (input embeddings).
 

@@ -75,6 +75,35 @@ def test_max_seq_length_applies_while_training_only(tiny_model_path, pairs, corp
     assert not np.allclose(short.transform(corpus[:5]), full.transform(corpus[:5]), atol=1e-5)
 
 
+def test_auto_seq_length_covers_three_texts_in_four_in_steps_of_16():
+    from embetter.finetune._sbert_learner import auto_seq_length
+
+    assert auto_seq_length([10] * 8) == 32  # short texts: the floor
+    assert auto_seq_length([50] * 7 + [200]) == 64  # 75th percentile 50 -> 64
+    assert auto_seq_length([33, 40, 47, 48]) == 48
+    assert auto_seq_length(None) is None and auto_seq_length([]) is None
+
+
+def test_max_seq_length_auto_is_resolved_from_the_first_calls_texts(tiny_model_path, pairs):
+    from embetter._st import token_counts
+    from embetter.finetune._sbert_learner import auto_seq_length
+
+    X1, X2, y = small(pairs)
+    long1 = [" ".join([t] * 10) for t in X1]  # about 50 tokens each: past the floor of 32
+    fitted = learner(tiny_model_path, max_seq_length="auto").fit(long1, X2, y)
+    counts = token_counts(fitted.model_, list(dict.fromkeys(long1 + list(X2))))
+    assert fitted.max_seq_length_ == auto_seq_length(counts) > 32
+    assert fitted.model_.max_seq_length == 64  # the model's own limit is back after training
+    fitted.partial_fit(X1, X2, y)  # later calls keep the first call's length
+    assert fitted.max_seq_length_ == auto_seq_length(counts)
+    same = learner(tiny_model_path, max_seq_length=fitted.max_seq_length_).fit(long1, X2, y)
+    assert np.allclose(same.transform(X1[:4]),
+                       learner(tiny_model_path, max_seq_length="auto").fit(long1, X2, y)
+                       .transform(X1[:4]), atol=1e-6)
+    with pytest.raises(ValueError, match="max_seq_length"):
+        learner(tiny_model_path, max_seq_length="longest").fit(X1, X2, y)
+
+
 def test_freeze_embeddings_trains_everything_but_the_token_embeddings(tiny_model_path, pairs):
     from sentence_transformers import SentenceTransformer
 

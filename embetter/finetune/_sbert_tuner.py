@@ -87,7 +87,8 @@ class SbertTuner(TransformerMixin, SbertBase):
     balanced pairs, as many positive and negative pairs per text as there are classes,
     between 2 and 4 (`n_pos="auto"`, `n_neg="auto"`; under `"supcon"` 2 positives, whose
     batches contrast every text with every other), one epoch at a high learning rate, and
-    training on the first 32 tokens of each text (encoding afterwards uses the whole text),
+    training on the first tokens of each text, enough for three texts in four to be trained
+    whole, at least 32 (`max_seq_length="auto"`; encoding afterwards uses the whole text),
     with the token embedding matrix left as it is. With 8 texts per class of 6 classes that
     is 24 optimizer steps (48 with label texts). The pairs grow with the classes because a
     text's negatives cover more of the other classes that way: on rows of the training
@@ -112,7 +113,8 @@ class SbertTuner(TransformerMixin, SbertBase):
         n_pos: pairs with another text of the same class, per text; `"auto"`: the number of
             classes, between 2 and 4 (2 under `"supcon"`).
         max_seq_length: truncate texts to this many tokens while training (faster); `None`
-            keeps the model's limit.
+            keeps the model's limit; `"auto"`: the 75th percentile of the first call's token
+            counts, rounded up to a multiple of 16, at least 32 (see `SbertLearner`).
         freeze_embeddings: keep the token embedding matrix fixed (default here: faster, as
             accurate on few-shot data); see `SbertLearner`.
         loss: `"auto"` (see above), `"supcon"`, or a pair loss of `SbertLearner`.
@@ -164,7 +166,7 @@ class SbertTuner(TransformerMixin, SbertBase):
         learning_rate=2e-4,
         warmup_ratio=0.1,
         matryoshka_dims=None,
-        max_seq_length=32,
+        max_seq_length="auto",
         freeze_embeddings=True,
         random_state=None,
         device=None,
