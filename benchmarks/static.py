@@ -15,13 +15,26 @@ Four tables:
    on DEV rows (benchmarks/tuner_defaults.py's: the 2,000-row train pool minus the labelled
    rows, where defaults are chosen) and on the test rows (reported, never chosen on). With
    `--candidates pca:sif,...` each candidate distillation is scored on dev rows only. The LR
-   runs on one thread (threadpool_limits(1)).
+   runs on one thread (threadpool_limits(1)). With `--train-texts N`, also
+   TextEncoder(train_on_fit=True, random_state=0) fitted on N unlabelled train texts of each
+   set (all of them where the split is smaller; never a test row; the labelled and dev rows
+   may be among them, as a user's own texts would be). To save CPU, the teacher's (MiniLM's)
+   embeddings of those texts come from the benchmark's disk cache instead of a fresh
+   SentenceEncoder: the encoder is a subclass that overrides only `_teacher_embeddings`, so
+   the training (`_distill.train_to_mimic`) is the encoder's own. `--only fit-time` times the
+   real thing.
 4. `--only speed`: texts/s on the 1,000 texts of benchmarks/encode_speed.py (half SST-2, half
    AG News), best of several interleaved rounds, load average beside it.
+5. `--only fit-time`: one full `TextEncoder(train_on_fit=True, random_state=0).fit(texts)` on
+   `--train-texts` train texts of the `--datasets` (taken in order: every train text of the
+   first set, then the next, ...), nothing cached: seconds in all, of which the teacher's
+   encoding and the training, and the load average.
 
     python benchmarks/static.py
     python benchmarks/static.py --only select --pca 128,256,None --sif 1e-4,1e-3,1e-2
     OMP_NUM_THREADS=1 python benchmarks/static.py --only ratio --candidates 256:None,None:1e-4
+    OMP_NUM_THREADS=1 python benchmarks/static.py --only ratio --train-texts 10000
+    python benchmarks/static.py --only fit-time --train-texts 10000 --datasets ag_news subj
 """
 
 from __future__ import annotations
@@ -219,21 +232,76 @@ def _candidate_models(specs: list[str]) -> dict:
     return out
 
 
+def _cached_teacher_encoder():
+    """TextEncoder whose teacher embeddings come from the benchmark's MiniLM disk cache (the
+    same model, float32, as `SentenceEncoder("all-MiniLM-L6-v2")`); all else is the encoder's."""
+    from embetter.text import TextEncoder
+
+    class CachedTeacherTextEncoder(TextEncoder):
+        def _teacher_embeddings(self, texts):
+            assert self.teacher == "all-MiniLM-L6-v2", self.teacher
+            return minilm().transform(texts)
+
+    return CachedTeacherTextEncoder
+
+
+def _fit_corpus(name: str, n: int) -> list[str]:
+    """n unlabelled texts of the train split (all of them when it is smaller); no test row."""
+    train = pd.read_csv(DATA / name / "train.csv")
+    return train.sample(min(n, len(train)), random_state=7).text.tolist()
+
+
+def _parse_setting(kv: str):
+    key, value = kv.split("=")
+    if value == "None":
+        return key, None
+    try:
+        return key, float(value) if "." in value or "e" in value else int(value)
+    except ValueError:
+        return key, value
+
+
+def _seed(random_state) -> int:
+    """The training seed `TextEncoder(random_state=...)` derives (see TextEncoder._train)."""
+    from sklearn.utils import check_random_state
+
+    return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
 def ratio(args) -> None:
     from embetter.text import TextEncoder
-    from embetter.text._distill import DEFAULT_SETTINGS
+    from embetter.text._distill import DEFAULT_SETTINGS, train_to_mimic
 
     enc = minilm()
     static = {"TextEncoder()": TextEncoder().transform}
     for label, model in _candidate_models(args.candidates.split(",") if args.candidates
                                           else []).items():
         static[label] = model.encode
+    tuned_key = f"train_on_fit ({args.train_texts})"
+    recipes = {f"recipe {r}": dict(_parse_setting(kv) for kv in r.split(","))
+               for r in (args.recipes.split(";") if args.recipes else [])}
+    train_seconds = {}
     # acc[model][name] = (dev mean, test mean) over the seeds
-    acc = {k: {} for k in ["MiniLM", *static]}
+    fitted = [tuned_key, *recipes] if args.train_texts else []
+    acc = {k: {} for k in ["MiniLM", *static, *fitted]}
     for name in args.datasets:
+        per_set = {}
+        if args.train_texts:
+            corpus = _fit_corpus(name, args.train_texts)
+            targets = enc.transform(corpus)  # the teacher's embeddings, cached (not timed)
+            start = time.perf_counter()
+            tuned = _cached_teacher_encoder()(train_on_fit=True, random_state=0).fit(corpus)
+            train_seconds[name] = (len(corpus), time.perf_counter() - start)
+            per_set[tuned_key] = tuned.transform
+            for label, settings in recipes.items():
+                # The same start, texts, targets and seed as the encoder's own fit above.
+                model = train_to_mimic(TextEncoder()._base_model(), corpus, targets,
+                                       _seed(0), **settings)
+                per_set[label] = model.encode
+                print(f"[{time.strftime('%H:%M:%S')}] {name}: trained {label}", file=sys.stderr)
         scores = {k: [] for k in acc}
         for train, dev, test in _ratio_splits(name):
-            for k, encode in [("MiniLM", enc.transform), *static.items()]:
+            for k, encode in [("MiniLM", enc.transform), *static.items(), *per_set.items()]:
                 scores[k].append(_lr_dev_test(
                     encode(train.text.tolist()), train.label.to_numpy(),
                     encode(dev.text.tolist()), dev.label.to_numpy(),
@@ -255,15 +323,71 @@ def ratio(args) -> None:
           "rows not labelled, test = tuners.py's test rows\n")
     print(table(["set", "dev MiniLM", "dev TextEncoder()", "dev %", "test MiniLM",
                  "test TextEncoder()", "test %"], rows))
-    if len(static) > 1:
+    if args.train_texts:
+        tuned_dev, tuned_test = pct(tuned_key, 0), pct(tuned_key, 1)
+        rows = [[n, str(train_seconds[n][0]), f"{dev_pct[n]:.1f}", f"{acc[tuned_key][n][0]:.1f}",
+                 f"{tuned_dev[n]:.1f} %", f"{test_pct[n]:.1f}", f"{acc[tuned_key][n][1]:.1f}",
+                 f"{tuned_test[n]:.1f} %", f"{train_seconds[n][1]:.0f}"] for n in names]
+        summary = lambda p: f"{min(p.values()):.1f} / {np.mean(list(p.values())):.1f}"  # noqa: E731
+        rows.append(["min / mean", "", summary(dev_pct), "", summary(tuned_dev) + " %",
+                     summary(test_pct), "", summary(tuned_test) + " %", ""])
+        print(f"\n## TextEncoder(train_on_fit=True, random_state=0) fitted on up to "
+              f"{args.train_texts} unlabelled train texts of each set, % of MiniLM's LR accuracy "
+              "(same labels, dev and test rows as above; teacher embeddings from the disk cache, "
+              f"training on {torch_threads()} torch thread(s))\n")
+        print(table(["set", "fit texts", "dev % TextEncoder()", "dev fitted", "dev % fitted",
+                     "test % TextEncoder()", "test fitted", "test % fitted", "train s"], rows))
+    if len(static) + len(fitted) > 1:
         rows = []
-        for k in static:
+        for k in [*static, *fitted]:
             p = pct(k, 0)
             rows.append([k, *(f"{p[n]:.1f}" for n in names), f"{min(p.values()):.1f}",
                          f"{np.mean(list(p.values())):.1f}"])
-        print("\n## Candidate distillations, DEV rows only: % of MiniLM's LR accuracy\n")
+        print("\n## Candidate distillations and training recipes, DEV rows only: % of MiniLM's "
+              "LR accuracy\n")
         print(table(["model", *names, "min %", "mean %"], rows))
     print(f"\nload average {load_avg()}")
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+# -- 5. one full fit, timed --------------------------------------------------------------------
+def fit_time(args) -> None:
+    from embetter.text import TextEncoder
+
+    n = args.train_texts or 10_000
+    texts = []
+    for name in args.datasets:
+        texts += _fit_corpus(name, n - len(texts))
+        if len(texts) >= n:
+            break
+    words = np.mean([len(t.split()) for t in texts])
+    TextEncoder().transform(["warm"])  # the untrained static model, built/loaded beforehand
+    seconds = {}
+
+    class Timed(TextEncoder):  # the real encoder; only a stopwatch around the teacher
+        def _teacher_embeddings(self, texts):
+            start = time.perf_counter()
+            out = super()._teacher_embeddings(texts)
+            seconds["teacher"] = time.perf_counter() - start
+            return out
+
+    load_before = load_avg()
+    start = time.perf_counter()
+    Timed(train_on_fit=True, random_state=0).fit(texts)
+    total = time.perf_counter() - start
+    rows = [["teacher encoding (SentenceEncoder, float32)", f"{seconds['teacher']:.1f}"],
+            ["training (model2vec, early stopping)", f"{total - seconds['teacher']:.1f}"],
+            ["fit in all", f"{total:.1f}"]]
+    print(f"\n## TextEncoder(train_on_fit=True).fit on {len(texts)} train texts of "
+          f"{', '.join(args.datasets)} ({words:.1f} words on average), {torch_threads()} torch "
+          f"thread(s), {os.cpu_count()} CPUs\n")
+    print(table(["part", "seconds"], rows))
+    print(f"\nload average {load_before} before, {load_avg()} after")
 
 
 # -- 4. speed ----------------------------------------------------------------------------------
@@ -297,17 +421,22 @@ def main() -> None:
     ap.add_argument("--pca", default="128,256,None")
     ap.add_argument("--sif", default="1e-4,1e-3,1e-2")
     ap.add_argument("--train-texts", type=int, default=0,
-                    help="also fit TextEncoder(train_on_fit=True) on this many train texts")
+                    help="also fit TextEncoder(train_on_fit=True) on this many train texts "
+                         "(--only quality, ratio; fit-time: the texts timed)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--candidates", default="",
                     help="with --only ratio: pca:sif distillations to score on dev rows, "
                          "e.g. 256:None,None:1e-4")
+    ap.add_argument("--recipes", default="",
+                    help="with --only ratio --train-texts N: training settings of train_to_mimic "
+                         "to score on dev rows, ';' between recipes, e.g. "
+                         "'loss=cosine,learning_rate=0.01;loss=mse,patience=2,max_epochs=None'")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     print(f"# static: {os.cpu_count()} CPUs, load average {load_avg()} at start")
     for part, fn in (("select", select), ("quality", quality), ("ratio", ratio),
-                     ("speed", speed)):
+                     ("speed", speed), ("fit-time", fit_time)):
         if part in args.only.split(","):
             fn(args)
 

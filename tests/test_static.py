@@ -161,3 +161,32 @@ def test_train_on_fit_learns_to_mimic_the_teacher(static_path, tiny_model_path, 
     # partial_fit keeps training from where the model is.
     enc.partial_fit(corpus)
     assert not np.allclose(enc.transform(corpus), after)
+
+
+@pytest.mark.parametrize("loss", ["mse", "cosine", "contrastive"])
+def test_every_training_loss_moves_the_static_model_towards_the_teacher(static_path,
+                                                                        tiny_model_path,
+                                                                        corpus, loss):
+    from model2vec import StaticModel
+
+    start = StaticModel.from_pretrained(static_path)
+    vectors = start.embedding.copy()
+    teacher = SentenceEncoder(tiny_model_path).transform(corpus)
+    trained = _distill.train_to_mimic(start, corpus, teacher, seed=0, loss=loss, max_epochs=3)
+    np.testing.assert_array_equal(start.embedding, vectors)  # the start is not modified
+    assert trained.dim == start.dim and not np.allclose(trained.embedding, vectors)
+    sims = lambda Z: (Z @ Z.T)[np.triu_indices(len(Z), 1)]  # noqa: E731
+    unit = lambda Z: Z / np.linalg.norm(Z, axis=1, keepdims=True)  # noqa: E731
+    before, after = unit(start.encode(corpus)), unit(trained.encode(corpus))
+    t = unit(teacher)
+    assert np.corrcoef(sims(after), sims(t))[0, 1] > np.corrcoef(sims(before), sims(t))[0, 1]
+
+
+def test_bad_training_settings_are_named(static_path, corpus):
+    from model2vec import StaticModel
+
+    start, targets = StaticModel.from_pretrained(static_path), np.ones((len(corpus), 4))
+    with pytest.raises(TypeError, match=r"unknown training settings \['epochs'\]"):
+        _distill.train_to_mimic(start, corpus, targets, seed=0, epochs=3)
+    with pytest.raises(ValueError, match="loss must be one of .* got 'l1'"):
+        _distill.train_to_mimic(start, corpus, targets, seed=0, loss="l1")

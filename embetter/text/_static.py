@@ -29,9 +29,10 @@ class TextEncoder(TransformerMixin, BaseEstimator):
     With `train_on_fit=True`, `fit(texts)` goes one step further: it trains the static model on
     your own unlabelled texts to reproduce the teacher's sentence embeddings of them
     (tokenlearn's recipe, through model2vec's trainer). That costs one teacher encoding of the
-    texts plus a short training run, and lifts the static model close to the teacher on that
-    kind of text while keeping its speed. It is off by default, so that the encoder is
-    stateless in a pipeline.
+    texts plus a short training run (at most 15 passes), and lifts the static model close to
+    the teacher on that kind of text while keeping its speed: fitted on up to 10,000 train
+    texts of each of the nine sets above, 93-101 % of MiniLM's accuracy on test rows, mean
+    97.5 %. It is off by default, so that the encoder is stateless in a pipeline.
 
     Arguments:
         name: `None` for the model distilled from the embedded all-MiniLM-L6-v2, or the path
@@ -147,18 +148,24 @@ class TextEncoder(TransformerMixin, BaseEstimator):
         from sklearn.utils import check_random_state
 
         from embetter.text._distill import train_to_mimic
-        from embetter.text._sbert import SentenceEncoder
 
         if len(texts) < 20:
             raise ValueError(
                 "train_on_fit=True needs at least 20 texts to train on (a tenth is held out "
                 f"for early stopping), got {len(texts)}"
             )
-        targets = SentenceEncoder(self.teacher, show_progress_bar=self.show_progress_bar)
-        targets = targets.transform(texts)
+        targets = self._teacher_embeddings(texts)
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
         self.trained_model_ = train_to_mimic(start, texts, targets, seed)
         self.n_features_in_ = 1
+
+    def _teacher_embeddings(self, texts: list[str]) -> np.ndarray:
+        """The teacher's sentence embeddings of `texts`: what the static model learns to mimic.
+        (benchmarks/static.py overrides this to read them from its disk cache.)"""
+        from embetter.text._sbert import SentenceEncoder
+
+        encoder = SentenceEncoder(self.teacher, show_progress_bar=self.show_progress_bar)
+        return encoder.transform(texts)
 
     def __sklearn_is_fitted__(self):
         return not self.train_on_fit or "trained_model_" in self.__dict__
