@@ -24,11 +24,6 @@ AUTO_COLD_PER_CLASS = 4
 #: the first-round losses to random, -2.8 points on emotion, -2.8 on sst2, and had the best
 #: mean at +100)
 AUTO_TYPICAL_ROUNDS = 3
-#: auto's first rounds share their typical picks equally between the classes the classifier
-#: predicts (chosen on held-out TRAIN rows, benchmarks/active.py --dev, seeds 0-19: the
-#: smallest gain over random at any set and round rose from +0.1 points (sst2, +10) to +0.6
-#: (emotion, +10); the mean at +100 minus random at +200 was a tie, +0.34 against +0.39)
-AUTO_BALANCED = True
 #: TypiClust's neighbourhood: a row's typicality is 1 / its mean squared distance to this many
 #: nearest rows of its cluster
 TYPICAL_NEIGHBOURS = 20
@@ -138,15 +133,10 @@ def _typicality(Z: np.ndarray, members: np.ndarray, cluster: np.ndarray, rng,
 
 
 def typical_pick(Z: np.ndarray, candidates: np.ndarray, labelled: np.ndarray, k: int,
-                 rng, predicted: np.ndarray | None = None) -> np.ndarray:
+                 rng) -> np.ndarray:
     """TypiClust (Hacohen et al., 2022): the pool in `len(labelled) + k` k-means clusters; from
     the clusters with the fewest labelled rows, largest first, the most typical candidate
-    (densest among its cluster): representative rows, never outliers, spread over the pool.
-
-    With `predicted` (a predicted class per pool row), the `k` picks are shared equally
-    between the classes predicted among the candidates: a cluster gives its most typical
-    candidate of a class that still has picks left, so a class the typical rows would miss
-    (spam among ordinary messages, one sentiment of two) is asked about too."""
+    (densest among its cluster): representative rows, never outliers, spread over the pool."""
     from sklearn.cluster import KMeans
 
     n_clusters = min(Z.shape[0], labelled.size + k)
@@ -156,33 +146,16 @@ def typical_pick(Z: np.ndarray, candidates: np.ndarray, labelled: np.ndarray, k:
     size = np.bincount(lab, minlength=n_clusters)
     is_candidate = np.zeros(Z.shape[0], dtype=bool)
     is_candidate[candidates] = True
-    left = None
-    if predicted is not None:  # equal shares, the remainder to randomly chosen classes
-        classes = np.unique(predicted[candidates])
-        share = np.full(classes.size, k // classes.size)
-        share[rng.permutation(classes.size)[: k - share.sum()]] += 1
-        left = dict(zip(classes.tolist(), share.tolist()))
     picked: list[int] = []
     for c in np.lexsort((-size, covered)):  # fewest labels first, then the largest
         if len(picked) == k:
             break
         members = np.flatnonzero((lab == c) & is_candidate)
-        if not members.size:
-            continue
-        typical = _typicality(Z, members, np.flatnonzero(lab == c), rng)
-        if left is None:
+        if members.size:
+            typical = _typicality(Z, members, np.flatnonzero(lab == c), rng)
             picked.append(int(members[np.argmax(typical)]))
-            continue
-        for i in members[np.argsort(-typical, kind="stable")]:
-            if left[int(predicted[i])] > 0:
-                left[int(predicted[i])] -= 1
-                picked.append(int(i))
-                break
-    if len(picked) < k:  # shares no cluster could fill: typical rows of the rest
+    if len(picked) < k:  # fewer clusters with candidates than picks: fill at random
         rest = np.setdiff1d(candidates, picked)
-        if predicted is not None:
-            return np.concatenate([picked, typical_pick(Z, rest, labelled, k - len(picked),
-                                                        rng)]).astype(np.intp)
         picked.extend(rng.choice(rest, k - len(picked), replace=False).tolist())
     return np.asarray(picked, dtype=np.intp)
 
@@ -190,23 +163,20 @@ def typical_pick(Z: np.ndarray, candidates: np.ndarray, labelled: np.ndarray, k:
 def auto_pick(proba: np.ndarray, Z: np.ndarray, candidates: np.ndarray, k: int,
               labelled: np.ndarray | None, rng, *, beta: float = AUTO_BETA,
               cold_per_class: float = AUTO_COLD_PER_CLASS,
-              typical_rounds: float = AUTO_TYPICAL_ROUNDS,
-              balanced: bool = AUTO_BALANCED) -> np.ndarray:
+              typical_rounds: float = AUTO_TYPICAL_ROUNDS) -> np.ndarray:
     """Typical rows first, then uncertainty-weighted diversity.
 
     While fewer labels are known than `typical_rounds` rounds of `k`, the picks are
     `typical_pick`'s (the classifier's doubts are worth little on a handful of labels, and
-    typical rows are the ones a random draw would also favour), shared equally between the
-    classes the classifier predicts (`balanced`). After that (after Zhdanov, 2019): the
-    `beta * k` candidates with the smallest margin, clustered into `k` groups by k-means
-    weighted by their uncertainty, the one nearest each centre picked. While labels are few
-    (fewer than `cold_per_class` per class) the candidate set widens in proportion, towards
-    weighted k-means over the whole pool. `labelled=None` (or empty): labels are assumed not
-    scarce (no typical rounds, no widening)."""
+    typical rows are the ones a random draw would also favour). After that (after Zhdanov,
+    2019): the `beta * k` candidates with the smallest margin, clustered into `k` groups by
+    k-means weighted by their uncertainty, the one nearest each centre picked. While labels
+    are few (fewer than `cold_per_class` per class) the candidate set widens in proportion,
+    towards weighted k-means over the whole pool. `labelled=None` (or empty): labels are
+    assumed not scarce (no typical rounds, no widening)."""
     n_labelled = labelled.size if labelled is not None and labelled.size else None
     if n_labelled is not None and n_labelled < typical_rounds * k:
-        predicted = proba.argmax(axis=1) if balanced else None
-        return typical_pick(Z, candidates, labelled, k, rng, predicted)
+        return typical_pick(Z, candidates, labelled, k, rng)
     uncertainty = margin_uncertainty(proba)
     m = beta * k
     need = cold_per_class * max(proba.shape[1], 2)
