@@ -379,7 +379,8 @@ def main():
         # typical picks in every round (-0.17), beta 5/20 (+0.23/+0.16), the shortlist's
         # densest half or third (density-filtered margin, -0.15/-0.31, trec_fine -7), ALFA-Mix
         # (anchor interpolation flips, -0.09; capped at 10k: +0.22), 30 % random picks per
-        # round (-0.60), CAL (KL to labelled neighbours, -2.2 to -3.9) and k-means on
+        # round (-0.60), CAL (KL to labelled neighbours, -2.2 to -3.9), k-center greedy on
+        # the shortlist away from the labelled rows (-1.92: outliers again) and k-means on
         # [embedding, probabilities] (+0.20 against +0.51, seeds 0-9).
         strategies = ["random", "margin"] + [
             f"auto:beta={b},cold={c},typical={t}" for b, c, t in (
