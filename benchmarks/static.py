@@ -22,7 +22,8 @@ Four tables:
    embeddings of those texts come from the benchmark's disk cache instead of a fresh
    SentenceEncoder: the encoder is a subclass that overrides only `_teacher_embeddings`, so
    the training (`_distill.train_to_mimic`) is the encoder's own. `--only fit-time` times the
-   real thing.
+   real thing. `--teacher-backend onnx` trains on another SentenceEncoder backend's embeddings
+   (e.g. int8) to see what a faster teacher costs; `--recipes` scores training settings.
 4. `--only speed`: texts/s on the 1,000 texts of benchmarks/encode_speed.py (half SST-2, half
    AG News), best of several interleaved rounds, load average beside it.
 5. `--only fit-time`: one full `TextEncoder(train_on_fit=True, random_state=0).fit(texts)` on
@@ -57,11 +58,13 @@ from tuners import DATA, DATASETS, N_TEST, PER_CLASS, SEEDS, load_texts, lr_acc 
 CACHE = os.environ.get("EMBETTER_BENCH_CACHE", "/tmp/embetter-bench-cache")
 
 
-def minilm():
+def minilm(backend=None):
     from embetter.text import SentenceEncoder
     from embetter.utils import cached
 
-    return cached(CACHE, SentenceEncoder("all-MiniLM-L6-v2"))
+    if backend is None:
+        return cached(CACHE, SentenceEncoder("all-MiniLM-L6-v2"))
+    return cached(CACHE, SentenceEncoder("all-MiniLM-L6-v2", backend=backend))
 
 
 def labelled(train: pd.DataFrame, name: str, seed: int) -> pd.DataFrame:
@@ -232,15 +235,16 @@ def _candidate_models(specs: list[str]) -> dict:
     return out
 
 
-def _cached_teacher_encoder():
+def _cached_teacher_encoder(backend=None):
     """TextEncoder whose teacher embeddings come from the benchmark's MiniLM disk cache (the
-    same model, float32, as `SentenceEncoder("all-MiniLM-L6-v2")`); all else is the encoder's."""
+    same model, float32, as `SentenceEncoder("all-MiniLM-L6-v2")`, or run by `backend`); all
+    else is the encoder's."""
     from embetter.text import TextEncoder
 
     class CachedTeacherTextEncoder(TextEncoder):
         def _teacher_embeddings(self, texts):
             assert self.teacher == "all-MiniLM-L6-v2", self.teacher
-            return minilm().transform(texts)
+            return minilm(backend).transform(texts)
 
     return CachedTeacherTextEncoder
 
@@ -288,9 +292,11 @@ def ratio(args) -> None:
         per_set = {}
         if args.train_texts:
             corpus = _fit_corpus(name, args.train_texts)
-            targets = enc.transform(corpus)  # the teacher's embeddings, cached (not timed)
+            # the teacher's embeddings, cached (not timed)
+            targets = minilm(args.teacher_backend).transform(corpus)
             start = time.perf_counter()
-            tuned = _cached_teacher_encoder()(train_on_fit=True, random_state=0).fit(corpus)
+            tuned = _cached_teacher_encoder(args.teacher_backend)(
+                train_on_fit=True, random_state=0).fit(corpus)
             train_seconds[name] = (len(corpus), time.perf_counter() - start)
             per_set[tuned_key] = tuned.transform
             for label, settings in recipes.items():
@@ -332,7 +338,8 @@ def ratio(args) -> None:
         rows.append(["min / mean", "", summary(dev_pct), "", summary(tuned_dev) + " %",
                      summary(test_pct), "", summary(tuned_test) + " %", ""])
         print(f"\n## TextEncoder(train_on_fit=True, random_state=0) fitted on up to "
-              f"{args.train_texts} unlabelled train texts of each set, % of MiniLM's LR accuracy "
+              f"{args.train_texts} unlabelled train texts of each set (teacher backend "
+              f"{args.teacher_backend or 'torch, float32'}), % of MiniLM's LR accuracy "
               "(same labels, dev and test rows as above; teacher embeddings from the disk cache, "
               f"training on {torch_threads()} torch thread(s))\n")
         print(table(["set", "fit texts", "dev % TextEncoder()", "dev fitted", "dev % fitted",
@@ -431,6 +438,10 @@ def main() -> None:
                     help="with --only ratio --train-texts N: training settings of train_to_mimic "
                          "to score on dev rows, ';' between recipes, e.g. "
                          "'loss=cosine,learning_rate=0.01;loss=mse,patience=2,max_epochs=None'")
+    ap.add_argument("--teacher-backend", default=None,
+                    help="with --train-texts: the SentenceEncoder backend that embeds the fit "
+                         "texts for training (default: float32 torch); MiniLM's own LR column "
+                         "stays float32")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
