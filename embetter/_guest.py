@@ -44,3 +44,25 @@ def env_default(name: str, value: str):
     finally:
         if not had:
             os.environ.pop(name, None)
+
+
+@contextlib.contextmanager
+def quiet_stderr(enabled: bool = True):
+    """Swallow what the call writes to `sys.stderr` (a library's own progress bars, which no
+    argument turns off); the warnings it raises are recorded and raised again after it (also
+    when it fails), so nothing but the bars is lost. `enabled=False` changes nothing."""
+    if not enabled:
+        yield
+        return
+    import io
+    import warnings
+
+    caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with contextlib.redirect_stderr(io.StringIO()):
+                yield
+    finally:
+        for w in caught:  # outside catch_warnings: the user's own filters apply again
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

@@ -190,3 +190,30 @@ def test_bad_training_settings_are_named(static_path, corpus):
         _distill.train_to_mimic(start, corpus, targets, seed=0, epochs=3)
     with pytest.raises(ValueError, match="loss must be one of .* got 'l1'"):
         _distill.train_to_mimic(start, corpus, targets, seed=0, loss="l1")
+
+
+def test_train_on_fit_keeps_model2vecs_progress_bars_off_stderr_unless_asked(
+        static_path, tiny_model_path, corpus, capfd):
+    enc = TextEncoder(static_path, train_on_fit=True, teacher=tiny_model_path, random_state=0)
+    enc.fit(corpus)
+    assert "Epoch" not in capfd.readouterr().err  # model2vec draws a bar per epoch
+    enc.set_params(show_progress_bar=True).fit(corpus)
+    assert "Epoch" in capfd.readouterr().err
+
+
+def test_quiet_stderr_swallows_writes_but_raises_warnings_again():
+    import sys
+    import warnings
+
+    from embetter._guest import quiet_stderr
+
+    before = sys.stderr
+    with pytest.warns(UserWarning, match="kept"), quiet_stderr():
+        print("a bar", file=sys.stderr)
+        warnings.warn("kept", UserWarning, stacklevel=1)
+    assert sys.stderr is before
+    with (pytest.warns(UserWarning, match="also when it fails"), pytest.raises(KeyError),
+          quiet_stderr()):
+        warnings.warn("also when it fails", UserWarning, stacklevel=1)
+        raise KeyError("boom")
+    assert sys.stderr is before

@@ -123,7 +123,8 @@ def train_to_mimic(static, texts, targets: np.ndarray, seed: int, show_progress_
         texts: the texts to train on.
         targets: the teacher's embeddings of `texts`, shape `(len(texts), d)`.
         seed: the seed of the split and of the training.
-        show_progress_bar: accepted for symmetry; model2vec's trainer draws its own bars.
+        show_progress_bar: show model2vec's per-epoch progress bars (its trainer always
+            draws them; without this they are kept off the user's stderr).
         settings: override `TRAIN_SETTINGS`: `loss` ("mse": mean squared error, "cosine":
             1 - cosine, "contrastive": in-batch InfoNCE at temperature 0.07, tokenlearn's
             default), `patience` (validation checks without an improvement of 0.001, model2vec's
@@ -134,7 +135,7 @@ def train_to_mimic(static, texts, targets: np.ndarray, seed: int, show_progress_
     from model2vec.train import StaticModelForRegression
     from model2vec.train.similarity import StaticModelForSimilarity
 
-    from embetter._guest import quiet_loggers
+    from embetter._guest import quiet_loggers, quiet_stderr
 
     unknown = set(settings) - set(TRAIN_SETTINGS)
     if unknown:
@@ -151,7 +152,8 @@ def train_to_mimic(static, texts, targets: np.ndarray, seed: int, show_progress_
     threads = torch.get_num_threads()
     try:
         with quiet_loggers("model2vec", "lightning", "pytorch_lightning",
-                           "lightning.pytorch", "lightning.fabric"):
+                           "lightning.pytorch", "lightning.fabric"), \
+                quiet_stderr(not show_progress_bar):
             trainer.fit(list(texts), torch.from_numpy(targets), random_seed=int(seed),
                         device="cpu", early_stopping_patience=int(settings["patience"]),
                         learning_rate=float(settings["learning_rate"]),

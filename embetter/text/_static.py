@@ -156,7 +156,8 @@ class TextEncoder(TransformerMixin, BaseEstimator):
             )
         targets = self._teacher_embeddings(texts)
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
-        self.trained_model_ = train_to_mimic(start, texts, targets, seed)
+        self.trained_model_ = train_to_mimic(start, texts, targets, seed,
+                                             show_progress_bar=bool(self.show_progress_bar))
         self.n_features_in_ = 1
 
     def _teacher_embeddings(self, texts: list[str]) -> np.ndarray:
