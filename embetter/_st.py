@@ -95,7 +95,8 @@ def token_counts(model, texts):
     tokenizer = getattr(model, "tokenizer", None)
     if not callable(tokenizer):
         return None
-    ids = tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
+    ids = tokenizer(list(texts), add_special_tokens=True, truncation=False,
+                    verbose=False)["input_ids"]  # no "longer than the maximum" warning: we count
     return [len(row) for row in ids]
 
 
