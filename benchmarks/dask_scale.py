@@ -24,7 +24,9 @@ memory (VmHWM), and checks rows of the result against a local `transform`:
     python benchmarks/dask_scale.py --files --n 100000 --n-files 4      # a smoke run
 
 The 10M run, measured on the landed main in issue 24 (2 cores, 2 workers): 296 s, 978 MiB
-peak per worker; its targets: <= 10 minutes and <= 1 GiB per worker. (The same 1M texts as an
+peak per worker; its targets: <= 10 minutes and <= 1 GiB per worker. Re-measured (session 12,
+quiet, load 0.7): 359.8 s and 1,013 / 1,046 MiB, over the memory target, then 352.4 s and
+778 / 815 MiB once TextEncoder.transform encoded in chunks into one array. (The same 1M texts as an
 in-memory `dd.from_pandas` frame took 38-53 s but one worker peaked at 2.3 GB: the frame is
 built in the client and shipped into the workers' memory whole.)
 """

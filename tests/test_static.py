@@ -217,3 +217,14 @@ def test_quiet_stderr_swallows_writes_but_raises_warnings_again():
         warnings.warn("also when it fails", UserWarning, stacklevel=1)
         raise KeyError("boom")
     assert sys.stderr is before
+
+
+def test_transform_in_chunks_equals_one_encode(static_path, corpus, monkeypatch):
+    from embetter.text import _static
+
+    enc = TextEncoder(static_path)
+    whole = enc.model_.encode(list(corpus), use_multiprocessing=False)
+    monkeypatch.setattr(_static, "TRANSFORM_CHUNK", 7)  # several chunks and a ragged last one
+    chunked = enc.transform(corpus)
+    assert chunked.dtype == np.float32 and chunked.flags.c_contiguous
+    np.testing.assert_allclose(chunked, whole, rtol=1e-6, atol=1e-7)

@@ -13,6 +13,9 @@ from sklearn.utils.validation import check_is_fitted
 from embetter._validation import as_texts
 from embetter.base import text_input_tags
 
+#: texts per `StaticModel.encode` call in `transform` (its own batches are 1,024 texts)
+TRANSFORM_CHUNK = 16_384
+
 
 class TextEncoder(TransformerMixin, BaseEstimator):
     """Encode texts with a static model2vec model: a hundred times the speed of a transformer.
@@ -181,9 +184,15 @@ class TextEncoder(TransformerMixin, BaseEstimator):
         model = self.model_
         if not texts:
             return np.zeros((0, model.dim), dtype=np.float32)
-        emb = model.encode(texts, show_progress_bar=bool(self.show_progress_bar),
-                           use_multiprocessing=False)
-        return np.ascontiguousarray(emb, dtype=np.float32)
+        # Chunk by chunk into one float32 array: model2vec's encode concatenates its batches,
+        # which would briefly hold a large input's embeddings twice (a Dask worker's partition
+        # of 250,000 texts: 256 MB more at its peak).
+        out = np.empty((len(texts), model.dim), dtype=np.float32)
+        for start in range(0, len(texts), TRANSFORM_CHUNK):
+            chunk = texts[start:start + TRANSFORM_CHUNK]
+            out[start:start + len(chunk)] = model.encode(
+                chunk, show_progress_bar=bool(self.show_progress_bar), use_multiprocessing=False)
+        return out
 
     def get_feature_names_out(self, input_features=None):
         """Output column names: `textencoder0`, `textencoder1`, ..."""
