@@ -265,13 +265,6 @@ def _parse_setting(kv: str):
         return key, value
 
 
-def _seed(random_state) -> int:
-    """The training seed `TextEncoder(random_state=...)` derives (see TextEncoder._train)."""
-    from sklearn.utils import check_random_state
-
-    return int(check_random_state(random_state).randint(0, 2**31 - 1))
-
-
 def ratio(args) -> None:
     from embetter.text import TextEncoder
     from embetter.text._distill import DEFAULT_SETTINGS, train_to_mimic
@@ -302,7 +295,7 @@ def ratio(args) -> None:
             for label, settings in recipes.items():
                 # The same start, texts, targets and seed as the encoder's own fit above.
                 model = train_to_mimic(TextEncoder()._base_model(), corpus, targets,
-                                       _seed(0), **settings)
+                                       TextEncoder(random_state=0)._training_seed(), **settings)
                 per_set[label] = model.encode
                 print(f"[{time.strftime('%H:%M:%S')}] {name}: trained {label}", file=sys.stderr)
         scores = {k: [] for k in acc}

@@ -132,8 +132,6 @@ def train_to_mimic(static, texts, targets: np.ndarray, seed: int, show_progress_
             early stopping).
     """
     import torch
-    from model2vec.train import StaticModelForRegression
-    from model2vec.train.similarity import StaticModelForSimilarity
 
     from embetter._guest import quiet_loggers, quiet_stderr
 
@@ -142,12 +140,8 @@ def train_to_mimic(static, texts, targets: np.ndarray, seed: int, show_progress_
         raise TypeError(f"unknown training settings {sorted(unknown)}; "
                         f"expected some of {sorted(TRAIN_SETTINGS)}")
     settings = {**TRAIN_SETTINGS, **settings}
-    trainers = {"mse": StaticModelForRegression, "cosine": StaticModelForSimilarity,
-                "contrastive": _contrastive_trainer()}
-    if settings["loss"] not in trainers:
-        raise ValueError(f"loss must be one of {sorted(trainers)}, got {settings['loss']!r}")
     targets = np.asarray(targets, dtype=np.float32)
-    trainer = trainers[settings["loss"]].from_static_model(
+    trainer = _trainer_class(settings["loss"]).from_static_model(
         model=static, n_layers=0, out_dim=targets.shape[1])
     threads = torch.get_num_threads()
     try:
@@ -166,10 +160,25 @@ def train_to_mimic(static, texts, targets: np.ndarray, seed: int, show_progress_
     return trained
 
 
-def _contrastive_trainer():
-    """model2vec's similarity trainer with tokenlearn's in-batch contrastive loss."""
-    import torch
+#: `train_to_mimic`'s losses
+LOSSES = ("mse", "cosine", "contrastive")
+
+
+def _trainer_class(loss: str):
+    """model2vec's trainer for `loss`: its regression (MSE), its similarity trainer (1 -
+    cosine), or the similarity trainer with tokenlearn's in-batch contrastive loss (a class
+    made only when asked for)."""
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
+    if loss == "mse":
+        from model2vec.train import StaticModelForRegression
+
+        return StaticModelForRegression
     from model2vec.train.similarity import StaticModelForSimilarity
+
+    if loss == "cosine":
+        return StaticModelForSimilarity
+    import torch
 
     class InBatchContrastive(torch.nn.Module):
         def forward(self, x, y):

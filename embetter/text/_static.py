@@ -148,7 +148,6 @@ class TextEncoder(TransformerMixin, BaseEstimator):
         return self
 
     def _train(self, texts: list[str], start):
-        from sklearn.utils import check_random_state
 
         from embetter.text._distill import train_to_mimic
 
@@ -158,10 +157,15 @@ class TextEncoder(TransformerMixin, BaseEstimator):
                 f"for early stopping), got {len(texts)}"
             )
         targets = self._teacher_embeddings(texts)
-        seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
-        self.trained_model_ = train_to_mimic(start, texts, targets, seed,
+        self.trained_model_ = train_to_mimic(start, texts, targets, self._training_seed(),
                                              show_progress_bar=bool(self.show_progress_bar))
         self.n_features_in_ = 1
+
+    def _training_seed(self) -> int:
+        """The seed `train_on_fit` trains with, drawn from `random_state`."""
+        from sklearn.utils import check_random_state
+
+        return int(check_random_state(self.random_state).randint(0, 2**31 - 1))
 
     def _teacher_embeddings(self, texts: list[str]) -> np.ndarray:
         """The teacher's sentence embeddings of `texts`: what the static model learns to mimic.
