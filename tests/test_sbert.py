@@ -849,7 +849,8 @@ def test_tuner_trains_towards_label_texts(tiny_model_path, labelled):
     named = tuner(tiny_model_path, label_texts=names).fit(texts, y)
     plain = tuner(tiny_model_path).fit(texts, y)
     assert named.label_texts_ == names and plain.label_texts_ == {}
-    assert named.n_pairs_ == 2 * plain.n_pairs_  # n_pos + n_neg more per text
+    # n_pos + n_neg more per text with names; twice the auto counts without: one budget
+    assert named.n_pairs_ == plain.n_pairs_ and plain.n_pos_ == 2 * named.n_pos_
     assert not np.allclose(named.transform(texts), plain.transform(texts), atol=1e-4)
     codes = np.searchsorted(classes, y)
     assert tuner(tiny_model_path, label_texts="auto").fit(texts, codes).label_texts_ == {}
@@ -979,13 +980,21 @@ def test_supcon_class_texts_join_every_batch(tiny_model_path, labelled):
 def test_auto_pairs_grow_with_the_classes(tiny_model_path, labelled):
     texts, verbs = labelled
     two = np.where(verbs == verbs[0], "a", "b")
-    assert tuner(tiny_model_path).fit(texts, two).n_pos_ == 2
-    many = tuner(tiny_model_path).fit(texts, verbs)
+    named = {"a": "the first kind", "b": "the second kind"}
+    assert tuner(tiny_model_path, label_texts=named).fit(texts, two).n_pos_ == 2
+    # without label texts, the pairs they would have taken go to other texts
+    assert tuner(tiny_model_path).fit(texts, two).n_pos_ == 4
     k = int(np.clip(np.unique(verbs).size, 2, 4))
+    names = {v: f"it {v}" for v in np.unique(verbs)}
+    many = tuner(tiny_model_path, label_texts=names).fit(texts, verbs)
     assert (many.n_pos_, many.n_neg_) == (k, k) and many.loss_ == "cosine"
-    assert many.n_pairs_ == len(texts) * 2 * k
-    supcon = tuner(tiny_model_path, loss="supcon").fit(texts, verbs)
+    assert many.n_pairs_ == len(texts) * 2 * k * 2  # the texts' pairs and the names'
+    unnamed = tuner(tiny_model_path).fit(texts, verbs)
+    assert (unnamed.n_pos_, unnamed.n_neg_) == (2 * k, 2 * k)
+    assert unnamed.n_pairs_ == many.n_pairs_  # as many steps either way
+    supcon = tuner(tiny_model_path, loss="supcon", label_texts=names).fit(texts, verbs)
     assert (supcon.n_pos_, supcon.n_neg_) == (2, 0)
+    assert tuner(tiny_model_path, loss="supcon").fit(texts, verbs).n_pos_ == 4
     fixed = tuner(tiny_model_path, n_pos=1, n_neg=3).fit(texts, verbs)
     assert (fixed.n_pos_, fixed.n_neg_) == (1, 3)
     with pytest.raises(ValueError, match="n_pos"):
