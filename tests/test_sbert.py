@@ -599,7 +599,7 @@ def test_tuner_one_partial_fit_call_is_fit(tiny_model_path, labelled, loss):
 
 
 def test_tuner_supcon_streams_positive_pairs_of_new_rows(tiny_model_path, labelled):
-    from embetter.finetune._sbert_tuner import pairs_for_new_rows
+    from embetter.finetune._pairs import pairs_for_new_rows
 
     texts, y = labelled
     stream = tuner(tiny_model_path, loss="supcon", batch_size=8, n_pos=2)
@@ -614,8 +614,7 @@ def test_tuner_supcon_streams_positive_pairs_of_new_rows(tiny_model_path, labell
 
 
 def test_stream_pairs_replay_earlier_rows_within_the_new_rows_budget():
-    from embetter.finetune._pairs import generate_pairs
-    from embetter.finetune._sbert_tuner import pairs_for_new_rows
+    from embetter.finetune._pairs import generate_pairs, pairs_for_new_rows
 
     y = np.repeat(np.arange(4), 10)
     fresh = pairs_for_new_rows(y[:20], 0, 2, 2, random_state=0)  # a first call: fit's pairs

@@ -16,34 +16,10 @@ from embetter.finetune._label_texts import (
     names_fit_the_texts,
     resolve_label_texts,
 )
+from embetter.finetune._pairs import pairs_for_new_rows
 from embetter.finetune._sbert_base import COMMON_CONSTRAINTS, PAIR_LOSSES, SbertBase
 from embetter.finetune._sbert_learner import SbertLearner
 from embetter.finetune._stream_average import StreamAverage
-
-
-def pairs_for_new_rows(labels, n_old: int, n_pos: int, n_neg: int, random_state):
-    """A stream call's pairs: the budget of its new rows, spent on them and on earlier rows.
-
-    The rows from `n_old` on are new. The call gets as many pairs as one `fit` gives its new
-    rows (`n_pos + n_neg` per text), drawn from the pairs whose first text is a new row or one
-    of as many earlier rows picked at random (replay: without it, the last batches of a
-    stream would pull the model towards themselves alone), partners from every labelled row
-    so far (a batch of 50 texts over 77 classes holds few positives on its own). A single
-    call on fresh rows is exactly `fit`'s pairs.
-    """
-    from embetter.finetune._pairs import generate_pairs
-
-    rng = np.random.RandomState(random_state)
-    idx1, idx2, sim = generate_pairs(labels, n_neg=n_neg, n_pos=n_pos, random_state=rng)
-    anchor = idx1 >= n_old
-    budget = int(anchor.sum())  # the pairs fit would give the new rows
-    if n_old == 0 or budget == 0:
-        return idx1[anchor], idx2[anchor], sim[anchor]
-    replayed = rng.choice(n_old, size=min(n_old, len(labels) - n_old), replace=False)
-    anchor |= np.isin(idx1, replayed)
-    picked = np.sort(rng.choice(np.flatnonzero(anchor), size=budget, replace=False))
-    return idx1[picked], idx2[picked], sim[picked]
-
 
 #: `n_pos="auto"`/`n_neg="auto"` without label texts: this many times the pairs per text, so
 #: that a fit without names trains as many steps as one with them (each text's label-text
