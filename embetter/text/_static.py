@@ -148,7 +148,6 @@ class TextEncoder(TransformerMixin, BaseEstimator):
         return self
 
     def _train(self, texts: list[str], start):
-
         from embetter.text._distill import train_to_mimic
 
         if len(texts) < 20:
