@@ -1,14 +1,17 @@
 """Training losses, one per data format, the way sentence-transformers names them.
 
-Pair losses come from sentence-transformers; this module adds `SupervisedContrastiveLoss`,
-which trains on texts with class labels (every same-class text in a batch is a positive, every
-other text a negative), and a Matryoshka wrapper that works on embeddings. The training loop
+Pair losses come from sentence-transformers; this module adds two losses that train on texts
+with class labels: `SupervisedContrastiveLoss` (every same-class text in a batch is a positive,
+every other text a negative) and `PrototypeLoss` (each text against every class's mean
+embedding); and a Matryoshka wrapper that works on embeddings. The training loop
 (`_trainer.train`) encodes each distinct text of a batch once and calls a loss's
-`compute_loss_from_embeddings` with the embeddings gathered per column.
+`compute_loss_from_embeddings` with the embeddings gathered per column; before the first step
+it calls a loss's `prepare(embed, rows)`, where it has one.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from embetter import _st
@@ -22,7 +25,12 @@ LOSSES = {
     "mnrl": "positive (anchor, positive) pairs, optionally with a hard negative each",
     "supcon": "positive (anchor, positive) pairs with an int class per pair (or a 0/1 row "
               "of classes, multi-label); every same-class text in a batch is a positive",
+    "prototype": "positive (anchor, positive) pairs with an int class per pair; each text is "
+                 "classified against every class's mean embedding",
 }
+
+#: The losses that train on texts with a class each (positive pairs, a class per pair).
+CLASS_LOSSES = ("supcon", "prototype")
 
 def pair_loss(name: str, model):
     """The sentence-transformers loss for `name` (see `LOSSES`; not `"supcon"`)."""
@@ -44,6 +52,8 @@ def learner_loss(name: str, model, dims=None, class_texts=None):
     `compute_loss_from_embeddings(columns, targets)` with one embedding tensor per column."""
     if name == "supcon":
         loss = SupervisedContrastiveLoss(model, class_texts=class_texts)
+    elif name == "prototype":
+        loss = PrototypeLoss(model)
     else:
         loss = pair_loss(name, model)
     return MatryoshkaLoss(loss, dims) if dims else loss
@@ -57,6 +67,10 @@ class MatryoshkaLoss(torch.nn.Module):
         super().__init__()
         self.inner = inner
         self.dims = sorted({int(d) for d in dims}, reverse=True)
+
+    def prepare(self, embed, rows):
+        if hasattr(self.inner, "prepare"):
+            self.inner.prepare(embed, rows)
 
     def compute_loss_from_embeddings(self, embeddings, labels):
         return sum(
@@ -135,3 +149,57 @@ class SupervisedContrastiveLoss(torch.nn.Module):
     @property
     def citation(self) -> str:
         return "Khosla et al., Supervised Contrastive Learning, NeurIPS 2020"
+
+
+class PrototypeLoss(torch.nn.Module):
+    """Texts with class labels, each classified against every class's prototype.
+
+    A normalised softmax (cosine) classifier trained with the body, end to end: the logits of
+    a text are its cosine similarities to the prototypes, scaled by `scale`, and the loss is
+    their cross-entropy with its class. The prototypes are the classes' mean embeddings on
+    the model as it is before the call trains (`prepare`), normalised, and stay fixed while
+    it trains, so the body moves each text towards its class's centre and away from every
+    other class's, all classes at every step (a batch of in-batch negatives holds only a few
+    of 77 classes). This is the "differentiable head" SetFit trains with the body, with the
+    head's weights set to the class means as in prototypical networks (Snell et al., 2017).
+    Data format: one or more text columns (such as an anchor and a positive of its class)
+    and an int class code per row; classes no text of the call holds are left out.
+    """
+
+    def __init__(self, model, scale: float = 20.0):
+        super().__init__()
+        self.model = model
+        self.scale = scale
+        self.prototypes = None  # (classes, dim); rows of absent classes are zero
+        self.present = None
+
+    def prepare(self, embed, rows):
+        """The prototypes: the mean normalised embedding (`embed(positions)`, no gradients)
+        of each class's texts in `rows`."""
+        codes = np.full(len(rows.texts), -1, dtype=np.int64)
+        for column in rows.columns:
+            codes[column] = rows.targets
+        used = np.flatnonzero(codes >= 0)
+        z = torch.nn.functional.normalize(embed(used).float(), dim=1)
+        index = torch.as_tensor(codes[used], device=z.device)
+        sums = torch.zeros(int(codes.max()) + 1, z.shape[1], device=z.device)
+        sums.index_add_(0, index, z)
+        self.present = torch.bincount(index, minlength=sums.shape[0]) > 0
+        self.prototypes = torch.nn.functional.normalize(sums, dim=1)
+
+    def forward(self, sentence_features, labels):
+        embeddings = [self.model(f)["sentence_embedding"] for f in sentence_features]
+        return self.compute_loss_from_embeddings(embeddings, labels)
+
+    def compute_loss_from_embeddings(self, embeddings, labels):
+        if self.prototypes is None:
+            raise RuntimeError("PrototypeLoss.prepare must run before the loss is computed")
+        z = torch.nn.functional.normalize(torch.cat(list(embeddings)), dim=1)
+        prototypes = torch.nn.functional.normalize(self.prototypes[:, :z.shape[1]], dim=1)
+        logits = self.scale * (z @ prototypes.to(z.dtype).T)
+        logits = logits.masked_fill(~self.present, float("-inf"))
+        return torch.nn.functional.cross_entropy(logits, labels.repeat(len(embeddings)))
+
+    @property
+    def citation(self) -> str:
+        return "Snell et al., Prototypical Networks for Few-shot Learning, NeurIPS 2017"

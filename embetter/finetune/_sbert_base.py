@@ -14,9 +14,10 @@ from embetter._validation import as_texts
 from embetter.base import text_input_tags
 from embetter.finetune._sbert_model import model_from_bytes, model_to_bytes
 
-#: Loss names (sentence-transformers' words, and our "supcon"); their data formats are in
-#: `_losses.LOSSES`.
-PAIR_LOSSES = ("cosine", "cosent", "contrastive", "online_contrastive", "mnrl", "supcon")
+#: Loss names (sentence-transformers' words, and our "supcon" and "prototype"); their data
+#: formats are in `_losses.LOSSES`.
+PAIR_LOSSES = ("cosine", "cosent", "contrastive", "online_contrastive", "mnrl", "supcon",
+               "prototype")
 
 COMMON_CONSTRAINTS = {
     "loss": [StrOptions(set(PAIR_LOSSES))],

@@ -73,7 +73,10 @@ class SbertLearner(SbertBase):
     `y` (an int, or a 0/1 row for multi-label data): every text of a batch with the same class
     is a positive and every other one a negative, whatever the number of classes; with
     `class_texts` (a text per class code, such as its name) every class's text joins every
-    batch as a text of that class.
+    batch as a text of that class. `"prototype"` takes the same pairs with an int class each
+    and trains a cosine softmax classifier with the body: each text against the mean embedding
+    of every class (computed on the model before each call trains, then fixed), so every step
+    sees every class (`PrototypeLoss`).
 
     `partial_fit_indexed(texts, idx1, idx2, y)` trains on the pairs `(texts[idx1[k]],
     texts[idx2[k]])` of a list of distinct texts: how `SbertTuner` hands over its pairs, and
@@ -87,8 +90,8 @@ class SbertLearner(SbertBase):
 
     Arguments:
         sent_tfm: a model name, a local path, a `SentenceTransformer` or a `SentenceEncoder`.
-        loss: `"cosine"`, `"cosent"`, `"contrastive"`, `"online_contrastive"`, `"mnrl"` or
-            `"supcon"`.
+        loss: `"cosine"`, `"cosent"`, `"contrastive"`, `"online_contrastive"`, `"mnrl"`,
+            `"supcon"` or `"prototype"`.
         batch_size: pairs per optimizer step (also texts per forward pass when encoding).
         epochs: passes over the pairs (per `partial_fit` call: over that call's pairs).
         learning_rate: peak learning rate of AdamW.
@@ -175,12 +178,12 @@ class SbertLearner(SbertBase):
 
     def _check_targets(self, y, n: int):
         """The `n` pairs' targets as this loss trains on them: float32 scores, int64 0/1
-        labels or class codes (`"supcon"`), or `None` (`"mnrl"`)."""
-        from embetter.finetune._losses import LOSSES
+        labels or class codes (`"supcon"`, `"prototype"`), or `None` (`"mnrl"`)."""
+        from embetter.finetune._losses import CLASS_LOSSES, LOSSES
 
         loss = self.loss
-        if loss == "supcon":
-            return self._check_classes(y, n)
+        if loss in CLASS_LOSSES:
+            return self._check_classes(y, n, loss)
         if y is not None:
             y = as_labels(y, "y", n_samples=n)
             if y.dtype.kind not in "biuf":
@@ -213,22 +216,30 @@ class SbertLearner(SbertBase):
         return y
 
     @staticmethod
-    def _check_classes(y, n: int):
-        """loss='supcon': the class of each positive pair (ints, or 0/1 rows)."""
+    def _check_classes(y, n: int, loss: str):
+        """loss='supcon' or 'prototype': the class of each positive pair (ints; for
+        'supcon' also 0/1 rows, multi-label)."""
         from embetter.finetune._losses import LOSSES
 
         if y is None:
-            raise ValueError("y is required for loss='supcon': " + LOSSES["supcon"])
+            raise ValueError(f"y is required for loss={loss!r}: " + LOSSES[loss])
         classes = np.asarray(y)
-        if classes.ndim not in (1, 2) or classes.shape[0] != n:
+        rows = loss == "supcon"
+        if classes.ndim not in ((1, 2) if rows else (1,)) or classes.shape[0] != n:
             raise ValueError(
-                f"y for loss='supcon' must hold one class per pair ({n}) as ints, or a "
-                f"0/1 row per pair, got shape {classes.shape}")
+                f"y for loss={loss!r} must hold one class per pair ({n}) as ints"
+                + (", or a 0/1 row per pair" if rows else
+                   " (multi-label 0/1 rows need loss='supcon')")
+                + f", got shape {classes.shape}")
         if classes.dtype.kind not in "iub" and not (
                 classes.dtype.kind == "f" and np.all(classes == np.round(classes))):
             raise ValueError(
-                "y for loss='supcon' must be int class codes (or 0/1 rows), got values such "
-                f"as {classes.ravel()[:3].tolist()}")
+                f"y for loss={loss!r} must be int class codes"
+                + (" (or 0/1 rows)" if rows else "")
+                + f", got values such as {classes.ravel()[:3].tolist()}")
+        if not rows and classes.size and classes.min() < 0:
+            raise ValueError(f"y for loss={loss!r} must hold class codes >= 0, got "
+                             f"{int(classes.min())}")
         return classes.astype(np.int64)
 
     def _check_class_texts(self, class_texts, y):

@@ -16,6 +16,7 @@ from embetter.finetune._label_texts import (
     names_fit_the_texts,
     resolve_label_texts,
 )
+from embetter.finetune._losses import CLASS_LOSSES
 from embetter.finetune._pairs import pairs_for_new_rows
 from embetter.finetune._sbert_base import COMMON_CONSTRAINTS, PAIR_LOSSES, SbertBase
 from embetter.finetune._sbert_learner import SbertLearner
@@ -30,6 +31,10 @@ from embetter.finetune._stream_average import StreamAverage
 #: +2.1, emotion +3.0; sst2 -0.3, mr -0.4, ag_news -0.4).
 AUTO_UNNAMED_FACTOR = 2
 
+#: Losses trained on positive pairs only: the other texts of a batch, or the prototypes of
+#: the other classes, are the negatives.
+POSITIVES_ONLY = ("mnrl", *CLASS_LOSSES)
+
 
 class SbertTuner(TransformerMixin, SbertBase):
     """Fine-tune a sentence model on labelled texts, as a pipeline step (the SetFit idea).
@@ -38,12 +43,12 @@ class SbertTuner(TransformerMixin, SbertBase):
     paired with `n_pos` texts of its own class and `n_neg` of other classes: a bounded
     `len(texts) * (n_pos + n_neg)` pairs, never all of them), fine-tunes the model on those
     pairs with an `SbertLearner`, and `transform` then returns the fine-tuned embeddings, ready
-    for any classifier. A 2-D 0/1 `y` is read as multi-label. With `loss="mnrl"` or
-    `"supcon"` only the positive pairs are used: other texts in the batch act as negatives
-    (`"supcon"`, supervised contrastive, knows the labels, so a text of the same class in the
-    batch counts as a positive, not a negative). The other arguments (`batch_size`, `epochs`,
-    `learning_rate`, `warmup_ratio`, `matryoshka_dims`, `device`, `show_progress_bar`) mean
-    what they mean in `SbertLearner`.
+    for any classifier. A 2-D 0/1 `y` is read as multi-label. With `loss="mnrl"`, `"supcon"`
+    or `"prototype"` only the positive pairs are used: other texts in the batch act as
+    negatives (`"supcon"`, supervised contrastive, knows the labels, so a text of the same
+    class in the batch counts as a positive), or every other class's mean (`"prototype"`).
+    The other arguments (`batch_size`, `epochs`, `learning_rate`, `warmup_ratio`,
+    `matryoshka_dims`, `device`, `show_progress_bar`) mean what they mean in `SbertLearner`.
 
     Labels that are words (`"sadness"`, `"card_arrival"`) name what a class is about: with
     `label_texts="auto"` each text is also paired with its label's text (`n_pos` times,
@@ -71,45 +76,42 @@ class SbertTuner(TransformerMixin, SbertBase):
 
     The defaults are chosen for the few-shot case (a handful of labelled texts per class):
     balanced pairs, as many positive and negative pairs per text as there are classes,
-    between 2 and 4 (`n_pos="auto"`, `n_neg="auto"`; under `"supcon"` 2 positives, whose
-    batches contrast every text with every other), one epoch at a high learning rate, and
-    training on the first tokens of each text, enough for three texts in four to be trained
-    whole, at least 32 (`max_seq_length="auto"`; encoding afterwards uses the whole text),
-    with the token embedding matrix left as it is. With 8 texts per class of 6 classes that
-    is 48 optimizer steps, with label texts or without: label texts take half of each text's
-    pairs, and without them the auto counts double (`AUTO_UNNAMED_FACTOR`), so the budget
-    goes to pairs among the texts. On rows of the training splits (seeds 0-4, label texts
-    off) that lifted the mean gain over the frozen model on the six sets with at most 20
-    classes from +2.2 to +3.2 points, and on banking77 (seeds 0-1) a logistic regression by
-    1.1 and 5-NN by 2.7. The pairs grow with the classes because a
-    text's negatives cover more of the other classes that way: on rows of the training
-    splits (never the test split; `benchmarks/sbert.py --validation`, seeds 0-2), 4 pairs of
-    each kind instead of 2 lifted a logistic regression's gain over the frozen model on two
-    6-class sets by 3.9 points (emotion, label names) and 2.8 (question types, codes), and
-    5-NN's by 8.7 and 6.9; on 4 classes (ag_news) it was level, and 2-class sets, where SetFit
-    itself trains only a few steps, keep 2 (the cost doubles with the pairs).
+    between 2 and 4 (`n_pos="auto"`, `n_neg="auto"`; 2 positives under `"supcon"` and
+    `"prototype"`, whose batches or prototypes hold the negatives), one epoch at a high
+    learning rate, and training on the first tokens of each text, enough for three texts in
+    four to be trained whole, at least 32 (`max_seq_length="auto"`; encoding afterwards uses
+    the whole text), with the token embedding matrix left as it is. With 8 texts per class of
+    6 classes that is 48 optimizer steps, with label texts or without: label texts take half
+    of each text's pairs, and without them the auto counts double (`AUTO_UNNAMED_FACTOR`).
+    Each of these was chosen on rows of the training splits, never the test split
+    (`benchmarks/sbert.py --validation`); docs/sentence-models.md gives the figures.
 
     `loss="auto"` regresses the cosine of pairs (`"cosine"`) while there are at most
-    `batch_size` classes, and uses `"supcon"` over positive pairs with more: chosen on rows
-    of the training splits (never the test split), where on 77 intent classes the pair loss
-    cost a logistic regression 2.6 points and `"supcon"` gained 3.2, while on 2-6 classes
-    the pair loss gained more.
+    `batch_size` classes; with more, it trains a cosine softmax classifier with the body
+    (`"prototype"`: each text against every class's mean embedding, so every step meets every
+    class), or, for multi-label rows, `"supcon"` over positive pairs. Chosen on rows of the
+    training splits (never the test split; `benchmarks/sbert.py --validation`): on 77 intent
+    classes the pair loss cost a logistic regression 2.6 points and `"supcon"` gained 3.2,
+    while on 2-6 classes the pair loss gained more; `"prototype"` then beat `"supcon"` by 1.4
+    points on banking77 (0.844 vs 0.831, seeds 0-1) and 2.6 on clinc150 (0.938 vs 0.912).
     With many labelled texts, lower `learning_rate` (e.g. 2e-5) and perhaps `n_pos`/`n_neg`.
 
     Arguments:
         sent_tfm: a model name, a local path, a `SentenceTransformer` (copied, never changed),
             a static model (`StaticEmbedding`) or a `SentenceEncoder`.
         n_neg: pairs with a text of another class, per text; `"auto"`: the number of
-            classes, between 2 and 4, twice that without label texts (0 under `"supcon"`,
-            which needs no explicit negatives).
+            classes, between 2 and 4, twice that without label texts (0 under `"supcon"` and
+            `"prototype"`, which need no explicit negatives).
         n_pos: pairs with another text of the same class, per text; `"auto"`: the number of
-            classes, between 2 and 4 (2 under `"supcon"`), twice that without label texts.
+            classes, between 2 and 4 (2 under `"supcon"`/`"prototype"`), twice that without
+            label texts.
         max_seq_length: truncate texts to this many tokens while training (faster); `None`
             keeps the model's limit; `"auto"`: the 75th percentile of the first call's token
             counts, rounded up to a multiple of 16, at least 32 (see `SbertLearner`).
         freeze_embeddings: keep the token embedding matrix fixed (default here: faster, as
             accurate on few-shot data); see `SbertLearner`.
-        loss: `"auto"` (see above), `"supcon"`, or a pair loss of `SbertLearner`.
+        loss: `"auto"` (see above), `"prototype"`, `"supcon"`, or a pair loss of
+            `SbertLearner`.
         label_texts: `"auto"` (string labels that hold a word are their own text; other
             labels get none), `None`, or a dict of label -> text (for a 2-D `y`: column
             number -> text) with a text for every label.
@@ -142,7 +144,7 @@ class SbertTuner(TransformerMixin, SbertBase):
         "n_neg": [Interval(numbers.Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "n_pos": [Interval(numbers.Integral, 0, None, closed="left"), StrOptions({"auto"})],
         **COMMON_CONSTRAINTS,
-        "loss": [StrOptions({*PAIR_LOSSES, "supcon", "auto"})],
+        "loss": [StrOptions({*PAIR_LOSSES, "auto"})],
         "label_texts": [StrOptions({"auto"}), dict, None],
     }
 
@@ -183,19 +185,26 @@ class SbertTuner(TransformerMixin, SbertBase):
     def _resolve_loss(self, labels) -> str:
         """`loss="auto"`: pairs with explicit negatives (`"cosine"`) while there are no more
         classes than pairs in a batch; with more classes, a batch of random pairs rarely
-        holds two of one class, and in-batch contrast over positive pairs (`"supcon"`) sees
-        far more classes per step."""
+        holds two of one class, so each text is trained against every class's prototype
+        (`"prototype"`), or, for multi-label rows, contrasted in-batch (`"supcon"`)."""
         if self.loss != "auto":
+            if self.loss == "prototype" and labels.ndim == 2:
+                raise ValueError(
+                    "loss='prototype' needs one label per text, got a 2-D y (multi-label "
+                    "0/1 rows); use loss='supcon' or 'auto' for multi-label data")
             return self.loss
-        return "supcon" if self._classes(labels).size > int(self.batch_size) else "cosine"
+        if self._classes(labels).size <= int(self.batch_size):
+            return "cosine"
+        return "supcon" if labels.ndim == 2 else "prototype"
 
     def _resolve_pairs(self, labels, named: bool) -> tuple[int, int]:
         """`n_pos`/`n_neg` with `"auto"` resolved: the number of classes, between 2 and 4,
         for pair losses (more classes, more of them met per text); 2 positives and no
-        explicit negatives under `"mnrl"`/`"supcon"`, whose batches hold the negatives.
+        explicit negatives under `"mnrl"`/`"supcon"`/`"prototype"`, whose batches (or
+        prototypes) hold the negatives.
         Without label texts (`named` false) twice as many: the pairs the label texts would
         have taken go to other texts, so a fit trains as many steps either way."""
-        in_batch = self.loss_ in ("mnrl", "supcon")
+        in_batch = self.loss_ in POSITIVES_ONLY
         auto = 2 if in_batch else int(np.clip(self._classes(labels).size, 2, 4))
         auto *= 1 if named else AUTO_UNNAMED_FACTOR
         n_pos = auto if isinstance(self.n_pos, str) else int(self.n_pos)
@@ -229,8 +238,7 @@ class SbertTuner(TransformerMixin, SbertBase):
     def fit(self, X, y):
         """Build labelled pairs from `(X, y)` and fine-tune a fresh copy of the model on them."""
         for attr in ("learner_", "classes_", "seen_texts_", "seen_y_", "loss_", "label_texts_",
-                     "n_pos_", "n_neg_",
-                     "_average"):
+                     "n_pos_", "n_neg_", "_average"):
             self.__dict__.pop(attr, None)
         return self._learn(X, y, classes=None)
 
@@ -294,7 +302,7 @@ class SbertTuner(TransformerMixin, SbertBase):
                 if all(p is not f for f in fixed)}
 
     def _train_pairs(self, learner, texts, labels, n_old, first) -> int:
-        positives_only = self.loss_ in ("mnrl", "supcon")
+        positives_only = self.loss_ in POSITIVES_ONLY
         classes = self._classes(labels)
         targets = labels if labels.ndim == 2 else np.searchsorted(classes, labels)
         self.label_texts_ = self._label_texts(learner, texts, targets, classes, first)
@@ -316,8 +324,8 @@ class SbertTuner(TransformerMixin, SbertBase):
                 f"loss={self.loss_!r} needs positive pairs, but no class has two texts"
                 + ("" if self.label_texts_ else " (and there are no label_texts)"))
         if sim.size:
-            # supcon: the anchors' classes (positions, or 0/1 rows); the loss only compares them
-            target = (targets.astype(np.int64)[idx1] if self.loss_ == "supcon"
+            # supcon, prototype: the anchors' classes (positions, or 0/1 rows)
+            target = (targets.astype(np.int64)[idx1] if self.loss_ in CLASS_LOSSES
                       else None if positives_only else sim)
             learner.partial_fit_indexed(texts, idx1, idx2, target)
         self.n_pairs_ += int(sim.size)

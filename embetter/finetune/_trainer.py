@@ -151,9 +151,28 @@ def batch_loss(model, tokens: Tokens, rows: Rows, batch, loss):
     return loss.compute_loss_from_embeddings([embedded[w] for w in where], targets)
 
 
+#: Texts per forward pass when a loss's `prepare` encodes the rows (no gradients kept).
+PREPARE_BATCH = 64
+
+
+def embedder(model, tokens: Tokens):
+    """`embed(positions)`: the embeddings of those texts on `model` in eval mode, without
+    gradients, for a loss's `prepare` (such as `PrototypeLoss`'s class means)."""
+
+    def embed(positions) -> torch.Tensor:
+        model.eval()
+        with torch.no_grad():
+            return torch.cat([
+                model(tokens.take(positions[i:i + PREPARE_BATCH]))["sentence_embedding"]
+                for i in range(0, len(positions), PREPARE_BATCH)])
+
+    return embed
+
+
 def train(model, rows: Rows, loss, schedule: Schedule, on_epoch_end=None) -> tuple[int, list, dict]:
     """Train `model` in place on `rows` with `loss` (its `compute_loss_from_embeddings` takes
-    one embedding tensor per column and the targets); return the optimizer steps taken, one
+    one embedding tensor per column and the targets; its `prepare(embed, rows)`, if any, runs
+first); return the optimizer steps taken, one
     dict per epoch and the optimizer's final state (on the CPU), for a later call to continue.
 
     Each dict holds `epoch` (counted within this call), `step` and `train_loss` (the mean
@@ -183,6 +202,8 @@ def train(model, rows: Rows, loss, schedule: Schedule, on_epoch_end=None) -> tup
         n_steps = sum(len(p) for p in plan)
         scheduler = _schedule(optimizer, warmup, n_steps)
         tokens = Tokens(model, rows.texts, device)
+        if hasattr(loss, "prepare"):  # e.g. the prototypes: the model before this call trains
+            loss.prepare(embedder(model, tokens), rows)
         progress = tqdm(total=n_steps, desc="Training", disable=not schedule.progress)
         for epoch, plan_epoch in enumerate(plan, start=1):
             model.train()
