@@ -794,16 +794,12 @@ def test_tuner_auto_loss_follows_the_number_of_classes(tiny_model_path, labelled
     n_classes = np.unique(y).size
     few = tuner(tiny_model_path, batch_size=n_classes).fit(texts, y)
     many = tuner(tiny_model_path, batch_size=n_classes - 1).fit(texts, y)
-    assert (few.loss, few.loss_, many.loss_) == ("auto", "cosine", "prototype")
-    assert many.learner_.loss == "prototype"
-    # multi-label rows with many columns: in-batch contrast (prototypes need one class a text)
-    Y = (y[:, None] == np.unique(y)[None, :]).astype(int)
-    assert tuner(tiny_model_path, batch_size=2).fit(texts, Y).loss_ == "supcon"
+    assert (few.loss, few.loss_, many.loss_) == ("auto", "cosine", "supcon")
+    assert many.learner_.loss == "supcon"
     # a stream decides on its first call, from `classes` when given
     half = len(texts) // 2
     stream = tuner(tiny_model_path, batch_size=2).partial_fit(texts[:half], y[:half], classes=y)
-    assert stream.loss_ == "prototype"
-    assert stream.partial_fit(texts[half:], y[half:]).loss_ == "prototype"
+    assert stream.loss_ == "supcon" and stream.partial_fit(texts[half:], y[half:]).loss_ == "supcon"
     with pytest.raises(ValueError, match="loss"):
         tuner(tiny_model_path, loss="triplet").fit(texts, y)
 
