@@ -95,3 +95,20 @@ def test_a_prototype_tuner_streams_and_rejects_multi_label(tiny_model_path, labe
     Y = (verbs[:, None] == np.unique(verbs)[None, :]).astype(int)
     with pytest.raises(ValueError, match="loss='prototype' needs one label per text"):
         SbertTuner(tiny_model_path, **kw).fit(texts, Y)
+
+
+def test_a_failed_first_call_leaves_the_tuner_unfitted(tiny_model_path, labelled):
+    """A first `partial_fit` that fails (here: no class has two texts, so no positive pair)
+    records nothing: `check_is_fitted` says so and a retry resolves its own pair counts."""
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    texts, verbs = labelled
+    tuner = SbertTuner(tiny_model_path, loss="prototype", label_texts=None, random_state=0)
+    with pytest.raises(ValueError, match="needs positive pairs"):
+        tuner.partial_fit(texts[:3], ["cat", "dog", "owl"])
+    assert not [k for k in vars(tuner) if k.endswith("_") and not k.startswith("_")]
+    with pytest.raises(NotFittedError):
+        check_is_fitted(tuner)
+    tuner.set_params(n_pos=1).partial_fit(texts, verbs)
+    assert tuner.n_pos_ == 1 and len(tuner.seen_texts_) == len(texts)

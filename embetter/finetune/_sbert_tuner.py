@@ -58,9 +58,7 @@ class SbertTuner(TransformerMixin, SbertBase):
     labelled rows, and `transform` is unchanged. `"auto"` keeps the names only when, on the
     untrained model, the labelled texts are closer to their own label's name than to the
     others' (a t-test, `names_fit_the_texts`): codes such as `"QZX"` would pull a class
-    towards an arbitrary point. Chosen on rows of the training splits (never the test
-    split): names added 2-8 points to a logistic regression's gain on sst2, emotion and
-    banking77 and cost ag_news half a point (`benchmarks/sbert.py --validation`).
+    towards an arbitrary point (chosen on rows of the training splits; docs/sentence-models.md).
 
     `partial_fit(texts, y)` keeps fine-tuning the same model on each new batch of labels (a
     labelling session): a call trains `n_pos + n_neg` pairs per new text, so the training it
@@ -69,10 +67,8 @@ class SbertTuner(TransformerMixin, SbertBase):
     call's learning rate decays to 0 within the call; the model `transform` uses is the
     average of the weights each call ended with, a call weighted by its new texts times the
     texts seen by then (see `StreamAverage`), while training carries on from the last call's
-    own weights. Over the streaming grid of `benchmarks/sbert.py --stream` (four sets, 1,000
-    texts in batches of 50, 100 and 500, held-out train rows, seed 0) the average halved the
-    mean gap to one fit (5-NN) against serving the last call's weights: -0.5 points, not -1.1
-    (docs/streaming.md has the tables).
+    own weights: over `benchmarks/sbert.py --stream` it halved the mean gap to one fit
+    (5-NN) against serving the last call's weights (docs/streaming.md has the tables).
 
     The defaults are chosen for the few-shot case (a handful of labelled texts per class):
     balanced pairs, as many positive and negative pairs per text as there are classes,
@@ -83,17 +79,13 @@ class SbertTuner(TransformerMixin, SbertBase):
     the whole text), with the token embedding matrix left as it is. With 8 texts per class of
     6 classes that is 48 optimizer steps, with label texts or without: label texts take half
     of each text's pairs, and without them the auto counts double (`AUTO_UNNAMED_FACTOR`).
-    Each of these was chosen on rows of the training splits, never the test split
-    (`benchmarks/sbert.py --validation`); docs/sentence-models.md gives the figures.
 
     `loss="auto"` regresses the cosine of pairs (`"cosine"`) while there are at most
-    `batch_size` classes, and uses `"supcon"` over positive pairs with more: chosen on rows
-    of the training splits (never the test split), where on 77 intent classes the pair loss
-    cost a logistic regression 2.6 points and `"supcon"` gained 3.2, while on 2-6 classes
-    the pair loss gained more. `loss="prototype"` trains a cosine softmax classifier with the
-    body instead (each text against every class's mean embedding, so every step meets every
-    class): on those rows it beat `"supcon"` on banking77 (+1.4 points) and clinc150 (+2.6)
-    but lost 6 on question types (trec_fine), so it is an option, not the default.
+    `batch_size` classes, and uses `"supcon"` over positive pairs with more. `"prototype"`
+    trains a cosine softmax over the class means with the body: it beat `"supcon"` on
+    banking77 and clinc150 but lost 6 points on question types (trec_fine), so it is an
+    option. All defaults were chosen on rows of the training splits, never the test split
+    (`benchmarks/sbert.py --validation`); docs/sentence-models.md gives the figures.
     With many labelled texts, lower `learning_rate` (e.g. 2e-5) and perhaps `n_pos`/`n_neg`.
 
     Arguments:
@@ -235,10 +227,15 @@ class SbertTuner(TransformerMixin, SbertBase):
 
     def fit(self, X, y):
         """Build labelled pairs from `(X, y)` and fine-tune a fresh copy of the model on them."""
-        for attr in ("learner_", "classes_", "seen_texts_", "seen_y_", "loss_", "label_texts_",
-                     "n_pos_", "n_neg_", "_average"):
-            self.__dict__.pop(attr, None)
+        self._forget()
         return self._learn(X, y, classes=None)
+
+    def _forget(self):
+        """Back to unfitted: what a first call records (a failed one too) is dropped."""
+        for attr in ("learner_", "classes_", "seen_texts_", "seen_y_", "loss_", "label_texts_",
+                     "n_pos_", "n_neg_", "n_pairs_", "n_features_out_", "_average",
+                     "_pair_seed"):
+            self.__dict__.pop(attr, None)
 
     def partial_fit(self, X, y, classes=None):
         """Keep fine-tuning the model on a new batch of labelled texts; the model served is
@@ -254,10 +251,18 @@ class SbertTuner(TransformerMixin, SbertBase):
         return self._learn(X, y, classes=classes)
 
     def _learn(self, X, y, classes):
+        first = not hasattr(self, "learner_")
+        try:
+            return self._learn_batch(X, y, classes, first)
+        except BaseException:
+            if first:  # a failed first call leaves the tuner unfitted, not half-recorded
+                self._forget()
+            raise
+
+    def _learn_batch(self, X, y, classes, first):
         self._validate_params()
         texts = as_texts(X)
         labels, _ = as_targets(y, "y", n_samples=len(texts))
-        first = not hasattr(self, "learner_")
         labels = self._check_stream_labels(labels, classes, first)
         if first:
             rng = check_random_state(self.random_state)
