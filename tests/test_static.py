@@ -228,3 +228,36 @@ def test_transform_in_chunks_equals_one_encode(static_path, corpus, monkeypatch)
     chunked = enc.transform(corpus)
     assert chunked.dtype == np.float32 and chunked.flags.c_contiguous
     np.testing.assert_allclose(chunked, whole, rtol=1e-6, atol=1e-7)
+
+
+def test_chunked_transform_draws_one_progress_bar(static_path, corpus, monkeypatch):
+    """With several chunks, one bar counts every text; model2vec draws none per chunk. One
+    chunk keeps model2vec's own bar."""
+    from embetter.text import _static
+
+    enc = TextEncoder(static_path, show_progress_bar=True)
+    bars = []
+    encode = enc.model_.encode
+
+    def spy(texts, show_progress_bar=False, **kw):
+        bars.append(show_progress_bar)
+        return encode(texts, show_progress_bar=False, **kw)
+
+    monkeypatch.setattr(enc.model_, "encode", spy)
+    monkeypatch.setattr(_static, "TRANSFORM_CHUNK", 7)
+    counted = []
+    real_tqdm = __import__("tqdm.auto", fromlist=["tqdm"]).tqdm
+
+    class Counting(real_tqdm):
+        def update(self, n=1):
+            counted.append((self.disable, n))
+            return super().update(n)
+
+    monkeypatch.setattr("tqdm.auto.tqdm", Counting)
+    enc.transform(corpus)
+    assert bars and not any(bars)  # no per-chunk bars
+    assert sum(n for _, n in counted) == len(corpus) and not any(d for d, _ in counted)
+    bars.clear()
+    monkeypatch.setattr(_static, "TRANSFORM_CHUNK", len(corpus))
+    enc.transform(corpus)
+    assert bars == [True]  # one chunk: model2vec's bar
