@@ -32,8 +32,9 @@ LOSSES = {
 #: The losses that train on texts with a class each (positive pairs, a class per pair).
 CLASS_LOSSES = ("supcon", "prototype")
 
+
 def pair_loss(name: str, model):
-    """The sentence-transformers loss for `name` (see `LOSSES`; not `"supcon"`)."""
+    """The sentence-transformers loss for `name` (see `LOSSES`; not our class losses)."""
     losses = _st.losses()
     make = {
         "cosine": losses.CosineSimilarityLoss,
