@@ -70,6 +70,15 @@ def corpus() -> list[str]:
     return tiny_corpus()
 
 
+@pytest.fixture(scope="session")
+def labelled(corpus):
+    """Texts labelled by their verb: learnable from the tokens."""
+    import numpy as np
+
+    texts = corpus[::8]
+    return texts, np.array([t.split()[2] for t in texts])
+
+
 @pytest.fixture(scope="session", autouse=True)
 def docs_embedding_api():
     """The local embedding API that docs/hosted-apis.md talks to (tests/_api_server.py), at

@@ -9,13 +9,6 @@ from embetter.finetune._losses import MatryoshkaLoss, PrototypeLoss, learner_los
 from embetter.finetune._trainer import Rows
 
 
-@pytest.fixture
-def labelled(corpus):
-    """Texts labelled by their verb: learnable from the tokens."""
-    texts = corpus[::8]
-    return texts, np.array([t.split()[2] for t in texts])
-
-
 def same_class_pairs(texts, labels):
     codes = np.unique(labels, return_inverse=True)[1]
     order = np.argsort(codes, kind="stable")

@@ -429,13 +429,6 @@ def test_unfitted_learner_says_so(tiny_model_path):
 
 
 # -- SbertTuner --------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def labelled(corpus):
-    """Texts labelled by their verb: learnable from the tokens."""
-    texts = corpus[::8]
-    return texts, np.array([t.split()[2] for t in texts])
-
-
 def tuner(path, **kw):
     kw.setdefault("random_state", 0)
     kw.setdefault("learning_rate", 1e-3)

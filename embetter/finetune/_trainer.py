@@ -172,8 +172,8 @@ def embedder(model, tokens: Tokens):
 def train(model, rows: Rows, loss, schedule: Schedule, on_epoch_end=None) -> tuple[int, list, dict]:
     """Train `model` in place on `rows` with `loss` (its `compute_loss_from_embeddings` takes
     one embedding tensor per column and the targets; its `prepare(embed, rows)`, if any, runs
-first); return the optimizer steps taken, one
-    dict per epoch and the optimizer's final state (on the CPU), for a later call to continue.
+    first); return the optimizer steps taken, one dict per epoch and the optimizer's final
+    state (on the CPU), for a later call to continue.
 
     Each dict holds `epoch` (counted within this call), `step` and `train_loss` (the mean
     loss of the epoch), plus whatever `on_epoch_end(model)` returns (e.g. validation scores).

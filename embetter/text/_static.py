@@ -187,11 +187,11 @@ class TextEncoder(TransformerMixin, BaseEstimator):
         model = self.model_
         if not texts:
             return np.zeros((0, model.dim), dtype=np.float32)
+        from tqdm.auto import tqdm  # model2vec's own dependency
+
         # Chunk by chunk into one float32 array: model2vec's encode concatenates its batches,
         # which would briefly hold a large input's embeddings twice (a Dask worker's partition
         # of 250,000 texts: 256 MB more at its peak).
-        from tqdm.auto import tqdm  # model2vec's own dependency
-
         out = np.empty((len(texts), model.dim), dtype=np.float32)
         starts = range(0, len(texts), TRANSFORM_CHUNK)
         progress = bool(self.show_progress_bar)
