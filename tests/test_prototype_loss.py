@@ -105,3 +105,41 @@ def test_a_failed_first_call_leaves_the_tuner_unfitted(tiny_model_path, labelled
         check_is_fitted(tuner)
     tuner.set_params(n_pos=1).partial_fit(texts, verbs)
     assert tuner.n_pos_ == 1 and len(tuner.seen_texts_) == len(texts)
+
+
+def test_nearest_mean_accuracy_leaves_each_text_out_of_its_own_class():
+    from embetter.finetune._losses import nearest_mean_accuracy
+
+    def at(*degrees):
+        return np.array([[np.cos(np.radians(d)), np.sin(np.radians(d))] for d in degrees])
+
+    # class a at 0 and 10 degrees, b at 90 and 50, c alone at 45: b's text at 50 is nearer
+    # c (5 degrees) than the rest of b (90); c, alone in its class, is not scored
+    z, y = at(0, 10, 90, 50, 45), np.array(["a", "a", "b", "b", "c"])
+    assert nearest_mean_accuracy(z, y) == 0.75
+    assert nearest_mean_accuracy(3.0 * z, y) == 0.75  # cosine: lengths do not count
+    assert np.isnan(nearest_mean_accuracy(z[:3], np.array([0, 1, 2])))
+
+
+def test_auto_loss_anchors_on_the_class_means_only_where_they_fit_the_texts(
+        tiny_model_path, corpus):
+    """With more classes than a batch holds, loss="auto" trains the prototype loss when the
+    untrained model's class means classify the texts (prototypes_fit_the_texts), else supcon."""
+    from sentence_transformers import SentenceTransformer
+
+    from embetter.finetune._losses import prototypes_fit_the_texts
+
+    texts = corpus[::8]
+    nouns = np.array([t.split()[3] for t in texts])  # 5 classes the tiny model's means tell apart
+    shuffled = np.random.default_rng(0).permutation(nouns)  # the same classes, at random
+    kw = dict(batch_size=2, learning_rate=1e-3, label_texts=None, random_state=0)
+    anchored = SbertTuner(tiny_model_path, **kw).fit(texts, nouns)
+    assert anchored.loss_ == anchored.learner_.loss == "prototype"
+    loose = SbertTuner(tiny_model_path, **kw).fit(texts, shuffled)
+    assert loose.loss_ == loose.learner_.loss == "supcon"
+    assert SbertTuner(tiny_model_path, **kw, loss="supcon").fit(texts, nouns).loss_ == "supcon"
+    Y = (nouns[:, None] == np.unique(nouns)[None, :]).astype(int)  # multi-label: supcon
+    assert SbertTuner(tiny_model_path, **kw).fit(texts, Y).loss_ == "supcon"
+    model = SentenceTransformer(tiny_model_path, device="cpu")
+    assert prototypes_fit_the_texts(model, texts, nouns, random_state=0, max_texts=30)
+    assert not prototypes_fit_the_texts(model, texts, shuffled, random_state=0, max_texts=30)

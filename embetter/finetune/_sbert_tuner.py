@@ -16,7 +16,7 @@ from embetter.finetune._label_texts import (
     names_fit_the_texts,
     resolve_label_texts,
 )
-from embetter.finetune._losses import CLASS_LOSSES
+from embetter.finetune._losses import CLASS_LOSSES, prototypes_fit_the_texts
 from embetter.finetune._pairs import pairs_for_new_rows
 from embetter.finetune._sbert_base import COMMON_CONSTRAINTS, PAIR_LOSSES, SbertBase
 from embetter.finetune._sbert_learner import SbertLearner
@@ -81,12 +81,13 @@ class SbertTuner(TransformerMixin, SbertBase):
     of each text's pairs, and without them the auto counts double (`AUTO_UNNAMED_FACTOR`).
 
     `loss="auto"` regresses the cosine of pairs (`"cosine"`) while there are at most
-    `batch_size` classes, and uses `"supcon"` over positive pairs with more. `"prototype"`
-    trains a cosine softmax over the class means with the body: it beat `"supcon"` on
-    banking77 and clinc150 but lost 6 points on question types (trec_fine), so it is an
-    option. All defaults were chosen on rows of the training splits, never the test split
-    (`benchmarks/sbert.py --validation`); docs/sentence-models.md gives the figures.
-    With many labelled texts, lower `learning_rate` (e.g. 2e-5) and perhaps `n_pos`/`n_neg`.
+    `batch_size` classes. With more (and one label per text) it trains a cosine softmax over
+    the class means with the body (`"prototype"`) when those means, on the untrained model,
+    already classify the labelled texts (`prototypes_fit_the_texts`), and otherwise
+    `"supcon"` over positive pairs (also for multi-label `y`). All defaults were chosen on
+    rows of the training splits, never the test split (`benchmarks/sbert.py --validation`);
+    docs/sentence-models.md gives the figures. With many labelled texts, lower
+    `learning_rate` (e.g. 2e-5) and perhaps `n_pos`/`n_neg`.
 
     Arguments:
         sent_tfm: a model name, a local path, a `SentenceTransformer` (copied, never changed),
@@ -270,6 +271,11 @@ class SbertTuner(TransformerMixin, SbertBase):
             self.seen_texts_, self.seen_y_, self.n_pairs_ = [], labels[:0], 0
             self.loss_ = self._resolve_loss(labels)
             learner = self._new_learner(train_seed)
+            if self.loss == "auto" and self.loss_ == "supcon" and labels.ndim == 1:
+                model, _ = learner._model_to_train()  # the private copy, before any training
+                if prototypes_fit_the_texts(model, texts, labels, [self._pair_seed, 2]):
+                    self.loss_ = "prototype"
+                    learner.set_params(loss=self.loss_)
         else:
             learner = self.learner_
             if learner.loss != self.loss_:  # a 0.10.0 pickle: its learner held a stand-in loss
