@@ -179,7 +179,8 @@ class SbertTuner(TransformerMixin, SbertBase):
         """`loss="auto"`: pairs with explicit negatives (`"cosine"`) while there are no more
         classes than pairs in a batch; with more classes, a batch of random pairs rarely
         holds two of one class, and in-batch contrast over positive pairs (`"supcon"`) sees
-        far more classes per step."""
+        far more classes per step; the first call then trains `"prototype"` instead where the
+        untrained model's class means fit the texts (`prototypes_fit_the_texts`)."""
         if self.loss == "prototype" and labels.ndim == 2:
             raise ValueError(
                 "loss='prototype' needs one label per text, got a 2-D y (multi-label 0/1 "
