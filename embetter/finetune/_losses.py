@@ -208,7 +208,7 @@ class PrototypeLoss(torch.nn.Module):
 
 def nearest_mean_accuracy(embeddings: np.ndarray, targets: np.ndarray) -> float:
     """Leave-one-out accuracy of the nearest class mean (cosine) over `embeddings` (rows)
-    with int class codes `targets`: how well the classes' mean embeddings, the prototypes
+    with a class label each in `targets`: how well the classes' mean embeddings, the prototypes
     `PrototypeLoss` would anchor on, already tell the texts apart. Each text is left out of
     its own class's mean; texts alone in their class are not scored. NaN when none is."""
     z = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
