@@ -88,6 +88,22 @@ def label_text_pairs(targets, rows, n_classes: int, n_pos: int, n_neg: int, rng)
     return np.concatenate(firsts), np.concatenate(seconds), np.concatenate(similar)
 
 
+#: How the checks on the untrained model encode: unit-length numpy rows, no progress bar.
+UNIT_ENCODE = dict(normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+
+
+def encode_sample(model, texts, max_texts: int, random_state):
+    """A seeded random sample of at most `max_texts` positions into `texts` (in order) and
+    those texts' unit-length embeddings on `model`: what the checks made on the untrained
+    model before a first call trains read (`names_fit_the_texts`, and
+    `_losses.prototypes_fit_the_texts`)."""
+    rng = np.random.default_rng(random_state)
+    pick = np.arange(len(texts))
+    if pick.size > max_texts:
+        pick = np.sort(rng.choice(pick.size, size=max_texts, replace=False))
+    return pick, model.encode([texts[i] for i in pick], **UNIT_ENCODE)
+
+
 #: `names_fit_the_texts`: the t a cosine margin needs for label names to be kept. Chosen on
 #: rows of the training splits (8 texts per class, seeds 0-9, `benchmarks/sbert.py
 #: --validation` with the names forced on or off): with 16 texts of two classes the test is
@@ -112,14 +128,10 @@ def names_fit_the_texts(model, texts, targets, names, random_state, max_texts=25
     """
     if len(names) < 2:
         return False
-    rng = np.random.default_rng(random_state)
-    pick = np.arange(len(texts))
-    if pick.size > max_texts:
-        pick = np.sort(rng.choice(pick.size, size=max_texts, replace=False))
+    pick, embeddings = encode_sample(model, texts, max_texts, random_state)
     if pick.size < 3:
         return False
-    encode = dict(normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-    sims = model.encode([texts[i] for i in pick], **encode) @ model.encode(list(names), **encode).T
+    sims = embeddings @ model.encode(list(names), **UNIT_ENCODE).T
     own = sims[np.arange(pick.size), targets[pick]]
     margin = own - (sims.sum(axis=1) - own) / (len(names) - 1)
     spread = margin.std(ddof=1)

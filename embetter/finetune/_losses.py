@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from embetter import _st
+from embetter.finetune._label_texts import encode_sample
 
 #: Loss name -> the data it trains on (sentence-transformers' data formats).
 LOSSES = {
@@ -243,10 +244,5 @@ def prototypes_fit_the_texts(model, texts, labels, random_state, max_texts=2048,
     where the prototype loss beat supcon (+1.3 and +2.6 points of a logistic regression,
     seeds 0-1); question types (trec_fine) 0.58-0.63, where it lost 6.3.
     """
-    pick = np.arange(len(texts))
-    if pick.size > max_texts:
-        rng = np.random.default_rng(random_state)
-        pick = np.sort(rng.choice(pick.size, size=max_texts, replace=False))
-    embeddings = model.encode([texts[i] for i in pick], convert_to_numpy=True,
-                              normalize_embeddings=True, show_progress_bar=False)
+    pick, embeddings = encode_sample(model, texts, max_texts, random_state)
     return bool(nearest_mean_accuracy(embeddings, np.asarray(labels)[pick]) >= min_accuracy)
