@@ -382,6 +382,16 @@ def main():
         # round (-0.60), CAL (KL to labelled neighbours, -2.2 to -3.9), k-center greedy on
         # the shortlist away from the labelled rows (-1.92: outliers again) and k-means on
         # [embedding, probabilities] (+0.20 against +0.51, seeds 0-9).
+        # Later (seeds 0-4, auto +0.82 and worst -0.60 there), after the typical rounds:
+        # DropQuery (Gupta et al., 2023: the rows whose prediction flips under 2 of 3 feature
+        # dropouts at p=0.75, then the weighted k-means; +0.25, worst -0.60; its candidates
+        # cut to the 10 k smallest margins +0.68, -0.08; unweighted k-means +0.10, -2.44),
+        # greedy Fisher design on the shortlist (V-optimal: each pick most reduces the pool's
+        # variance under a Gini-weighted Fisher information; ridge 0.1/1/0.01: -0.19, +0.15,
+        # -0.02) and the margin smoothed over each row's 10 nearest pool rows (probabilities
+        # smoothed -0.34; uncertainty smoothed +0.79, on seeds 0-19 +0.64 against auto's
+        # +0.37, a difference of 0.27 +- 0.19 (one standard error over the seeds), but 3.7
+        # points below -0.5 in 5-seed draws against auto's 2.4; 20 neighbours +0.30).
         strategies = ["random", "margin"] + [
             f"auto:beta={b},cold={c},typical={t}" for b, c, t in (
                 (10, 4, 3), (10, 4, 0), (10, 4, 1.5), (10, 4, 2), (10, 4, 4), (7, 4, 2),
