@@ -158,6 +158,30 @@ def as_labels(y, name: str = "y", n_samples: int | None = None) -> np.ndarray:
     return arr
 
 
+def as_positions(positions, n: int, name: str, *, into: str = "X",
+                 unique: bool = True) -> np.ndarray:
+    """`positions` as a 1-D int array of positions into `n` rows (of `into`, named in the
+    errors): TypeError for anything but a 1-D collection of ints, ValueError for a position
+    out of range, or given twice where `unique`. `None` is no positions."""
+    if positions is None:
+        positions = []
+    if isinstance(positions, (str, bytes)) or np.ndim(positions) != 1:
+        raise TypeError(f"{name} must be a 1-D collection of int positions into {into}, got "
+                        f"{_describe(positions)}")
+    arr = np.asarray(positions.to_numpy() if hasattr(positions, "to_numpy") else positions)
+    if arr.size and arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be a 1-D collection of int positions into {into}, got "
+                        f"dtype {arr.dtype}")
+    arr = arr.astype(np.intp)
+    bad = arr[(arr < 0) | (arr >= n)]
+    if bad.size:
+        raise ValueError(f"{name} must be positions into {into} (0 to {n - 1}), got "
+                         f"{bad[:5].tolist()}")
+    if unique and np.unique(arr).size != arr.size:
+        raise ValueError(f"{name} holds the same position more than once")
+    return arr
+
+
 def check_int(value, name: str, minimum: int = 1, *, allow_none: bool = False):
     """An int `>= minimum` (bools refused), returned as `int`; else a `ValueError` naming it.
 

@@ -901,9 +901,9 @@ def test_partial_fit_indexed_trains_exactly_as_the_written_out_pairs(tiny_model_
     written = learner(tiny_model_path, batch_size=4).partial_fit(
         [texts[i] for i in idx1], [texts[j] for j in idx2], y)
     np.testing.assert_array_equal(by_index.transform(texts), written.transform(texts))
-    with pytest.raises(ValueError, match="idx2 holds positions outside 0..11"):
+    with pytest.raises(ValueError, match=r"idx2 must be positions into texts \(0 to 11\)"):
         learner(tiny_model_path).partial_fit_indexed(texts, idx1, idx2 + 5, y)
-    with pytest.raises(ValueError, match="idx1 must be a 1-D array of int positions"):
+    with pytest.raises(TypeError, match="idx1 must be a 1-D collection of int positions"):
         learner(tiny_model_path).partial_fit_indexed(texts, idx1.astype(float), idx2, y)
     with pytest.raises(ValueError, match="same length"):
         learner(tiny_model_path).partial_fit_indexed(texts, idx1[:3], idx2, y)

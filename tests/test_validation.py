@@ -3,7 +3,13 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from embetter._validation import as_labels, as_matrix, as_texts, check_pairs
+from embetter._validation import (
+    as_labels,
+    as_matrix,
+    as_positions,
+    as_texts,
+    check_pairs,
+)
 
 
 @pytest.mark.parametrize(
@@ -49,6 +55,20 @@ def test_as_matrix_converts_and_checks():
         as_matrix(np.ones((0, 3)))
     with pytest.raises(ValueError, match="fitted with 4"):
         as_matrix(np.ones((2, 3)), n_features=4)
+
+
+def test_as_positions_one_check_for_every_caller():
+    got = as_positions(pd.Series([3, 0], index=[7, 9]), 4, "picks")
+    assert got.tolist() == [3, 0] and got.dtype == np.intp
+    assert as_positions(None, 4, "picks").size == 0
+    assert as_positions([1, 1], 4, "idx1", unique=False).tolist() == [1, 1]
+    with pytest.raises(ValueError, match="picks holds the same position more than once"):
+        as_positions([1, 1], 4, "picks")
+    with pytest.raises(ValueError, match=r"into texts \(0 to 3\), got \[4, -1\]"):
+        as_positions([4, 2, -1], 4, "picks", into="texts")
+    for bad in ([0.5], [True, False], "01", [[0, 1]], 3):
+        with pytest.raises(TypeError, match="picks must be a 1-D collection of int positions"):
+            as_positions(bad, 4, "picks")
 
 
 def test_labels_and_pairs():

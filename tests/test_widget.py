@@ -101,10 +101,12 @@ def test_suggestions_from_suggest_are_accepted():
     ({"X": X, "labels": [["a"]] * 5}, ValueError, "labels must be 1-D"),
     ({"X": X, "labels": [1.5] * 5}, TypeError, "labels[0] must be a label"),
     ({"X": X, "predictions": ["a"] * 6}, ValueError, "predictions has 6 entries"),
-    ({"X": X, "suggested": [0, 5]}, ValueError, "suggested must be positions in [0, 5)"),
+    ({"X": X, "suggested": [0, 5]}, ValueError,
+     "suggested must be positions into the map's points (0 to 4), got [5]"),
     ({"X": X, "suggested": [-1]}, ValueError, "got [-1]"),
-    ({"X": X, "suggested": [0.5]}, TypeError, "suggested must hold integer positions"),
-    ({"X": X, "suggested": 3}, TypeError, "suggested must be a 1-D sequence"),
+    ({"X": X, "suggested": [0.5]}, TypeError,
+     "suggested must be a 1-D collection of int positions"),
+    ({"X": X, "suggested": 3}, TypeError, "suggested must be a 1-D collection of int positions"),
     ({"X": X, "method": "mds"}, ValueError, "method must be one of"),
     ({"X": X, "height": 20}, ValueError, "height must be an int of at least 100"),
 ])
@@ -116,7 +118,8 @@ def test_bad_input_is_refused_with_a_clear_message(kwargs, error, words):
 
 def test_bad_updates_are_refused_and_leave_the_state_alone():
     widget = LabellingMap(X, texts=TEXTS)
-    with pytest.raises(ValueError, match=r"selected must be positions in \[0, 5\)"):
+    with pytest.raises(ValueError, match=r"selected must be positions into the map's points "
+                                         r"\(0 to 4\), got \[7\]"):
         widget.selected = [7]
     with pytest.raises(ValueError, match="predictions has 2 entries"):
         widget.predicted = ["a", "b"]
@@ -124,6 +127,6 @@ def test_bad_updates_are_refused_and_leave_the_state_alone():
         widget.assign("  ", [0])
     with pytest.raises(TypeError, match="label must be a string, an integer or None"):
         widget.assign(1.5, [0])
-    with pytest.raises(ValueError, match="positions must be positions in"):
+    with pytest.raises(ValueError, match="positions must be positions into the map"):
         widget.assign("a", [10])
     assert widget.selected == [] and widget.labels.isna().all()

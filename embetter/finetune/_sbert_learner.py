@@ -5,20 +5,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from embetter._validation import as_labels, as_texts, check_pairs
+from embetter._validation import as_labels, as_positions, as_texts, check_pairs
 from embetter.finetune._sbert_base import COMMON_CONSTRAINTS, SbertBase
 from embetter.finetune._trainer import Rows
-
-
-def _positions(idx, name: str, n: int) -> np.ndarray:
-    idx = np.asarray(idx)
-    if idx.ndim != 1 or (idx.size and idx.dtype.kind not in "iu"):
-        raise ValueError(f"{name} must be a 1-D array of int positions, got {idx.dtype} with "
-                         f"shape {idx.shape}")
-    if idx.size and (idx.min() < 0 or idx.max() >= n):
-        raise ValueError(f"{name} holds positions outside 0..{n - 1} (the texts given): "
-                         f"{idx.min()}..{idx.max()}")
-    return idx.astype(np.int64)
 
 
 def _distinct(texts: list) -> tuple[list, np.ndarray]:
@@ -324,8 +313,8 @@ class SbertLearner(SbertBase):
         """
         self._validate_params()
         texts = as_texts(texts)
-        idx1, idx2 = (_positions(i, name, len(texts)) for i, name in ((idx1, "idx1"),
-                                                                        (idx2, "idx2")))
+        idx1, idx2 = (as_positions(i, len(texts), name, into="texts", unique=False)
+                      for i, name in ((idx1, "idx1"), (idx2, "idx2")))
         if idx1.shape != idx2.shape:
             raise ValueError(f"idx1 and idx2 must have the same length, got {idx1.size} and "
                              f"{idx2.size}")

@@ -7,11 +7,11 @@ from sklearn.base import clone
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.utils import check_random_state, get_tags
 
+from embetter._validation import as_positions
 from embetter.label._strategies import kcenter_greedy, weighted_kmeans_pick
 from embetter.label._suggest import (
     as_space,
     check_k,
-    check_positions,
     check_strategy,
     pick,
     pool_size,
@@ -148,7 +148,7 @@ class LabellingLoop:
 
     def update(self, positions, labels) -> LabellingLoop:
         """Learn from one round of labels: `labels[i]` is the label of pool row `positions[i]`."""
-        positions = check_positions(positions, self.n_pool_, "positions")
+        positions = as_positions(positions, self.n_pool_, "positions")
         labels = np.asarray(labels.to_numpy() if hasattr(labels, "to_numpy") else labels)
         if labels.ndim != 1 or labels.shape[0] != positions.shape[0]:
             raise ValueError(

@@ -10,6 +10,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from embetter._validation import as_positions
 from embetter.label._strategies import (
     auto_pick,
     entropy_uncertainty,
@@ -37,21 +38,6 @@ def check_k(k) -> int:
     if k < 1:
         raise ValueError(f"k must be a positive int (how many rows to suggest), got {k!r}")
     return int(k)
-
-
-def check_positions(positions, n: int, name: str) -> np.ndarray:
-    """Distinct int positions into a pool of `n` rows."""
-    arr = np.asarray([] if positions is None else positions)
-    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
-        raise TypeError(f"{name} must be a 1-D collection of int positions into X, got "
-                        f"{type(positions).__name__} of dtype {arr.dtype}")
-    arr = arr.astype(np.intp)
-    if arr.size and (arr.min() < 0 or arr.max() >= n):
-        raise ValueError(f"{name} must be positions into X (0 to {n - 1}), got values from "
-                         f"{arr.min()} to {arr.max()}")
-    if np.unique(arr).size != arr.size:
-        raise ValueError(f"{name} holds the same position more than once")
-    return arr
 
 
 def check_model(model) -> None:
@@ -168,7 +154,7 @@ def suggest(model, X, k: int = 10, strategy: str = "auto", random_state=None, *,
     n = pool_size(X)
     if n == 0:
         raise ValueError("X (the pool to suggest from) is empty")
-    labelled = check_positions(labelled, n, "labelled")
+    labelled = as_positions(labelled, n, "labelled")
     candidates = np.setdiff1d(np.arange(n, dtype=np.intp), labelled, assume_unique=True)
     if k > candidates.size:
         raise ValueError(

@@ -21,7 +21,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         "install it with `pip install 'embetter[notebook]'`"
     ) from e
 
-from embetter._validation import as_matrix, as_texts
+from embetter._validation import as_matrix, as_positions, as_texts
 
 _HERE = Path(__file__).parent
 
@@ -65,20 +65,8 @@ def _as_label_list(values, n: int, name: str) -> list:
 
 
 def _as_positions(positions, n: int, name: str) -> list[int]:
-    """Distinct positions into the points, in their order; errors name the bad ones."""
-    if isinstance(positions, (str, bytes)) or np.ndim(positions) != 1:
-        raise TypeError(f"{name} must be a 1-D sequence of positions (ints), got {positions!r:.80}")
-    arr = np.asarray(positions.to_numpy() if hasattr(positions, "to_numpy") else positions)
-    if arr.size == 0:
-        return []
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"{name} must hold integer positions, got dtype {arr.dtype}")
-    bad = arr[(arr < 0) | (arr >= n)]
-    if bad.size:
-        raise ValueError(
-            f"{name} must be positions in [0, {n}) (the map has {n} points), "
-            f"got {bad[:5].tolist()}"
-        )
+    """Distinct positions into the points, in their order (a repeat counts once)."""
+    arr = as_positions(positions, n, name, into="the map's points", unique=False)
     return list(dict.fromkeys(int(i) for i in arr))
 
 
