@@ -5,19 +5,16 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from embetter._validation import as_labels, as_positions, as_texts, check_pairs
+from embetter._validation import as_positions, as_texts, check_pairs
 from embetter.finetune._sbert_base import COMMON_CONSTRAINTS, SbertBase
+from embetter.finetune._sbert_inputs import (
+    check_class_texts,
+    check_eval_set,
+    check_negatives,
+    check_targets,
+    distinct,
+)
 from embetter.finetune._trainer import Rows
-
-
-def _distinct(texts: list) -> tuple[list, np.ndarray]:
-    """Each distinct text once (first-seen order), and every given text's position among
-    them: a text given twice is one text (one encoding, and no false in-batch negative)."""
-    where = {}
-    positions = np.fromiter((where.setdefault(t, len(where)) for t in texts), np.int64,
-                            len(texts))
-    return list(where), positions
-
 
 #: `max_seq_length="auto"`: train on this quantile of the texts' token counts (rounded up to a
 #: multiple of AUTO_LENGTH_STEP, at least AUTO_MIN_LENGTH), so that most texts are trained
@@ -151,116 +148,6 @@ class SbertLearner(SbertBase):
         self.device = device
         self.show_progress_bar = show_progress_bar
 
-    # -- data --------------------------------------------------------------------------------
-    def _check_negatives(self, negatives, n: int):
-        if negatives is None:
-            return None
-        if self.loss != "mnrl":
-            raise ValueError(
-                f"negatives are only used by loss='mnrl' (anchor, positive, negative "
-                f"triplets), got loss={self.loss!r}; drop negatives or use loss='mnrl'"
-            )
-        negatives = as_texts(negatives, "negatives")
-        if len(negatives) != n:
-            raise ValueError(f"negatives must hold one text per pair ({n}), got {len(negatives)}")
-        return negatives
-
-    def _check_targets(self, y, n: int):
-        """The `n` pairs' targets as this loss trains on them: float32 scores, int64 0/1
-        labels or class codes (`"supcon"`, `"prototype"`), or `None` (`"mnrl"`)."""
-        from embetter.finetune._losses import CLASS_LOSSES, LOSSES
-
-        loss = self.loss
-        if loss in CLASS_LOSSES:
-            return self._check_classes(y, n, loss)
-        if y is not None:
-            y = as_labels(y, "y", n_samples=n)
-            if y.dtype.kind not in "biuf":
-                raise ValueError(f"y must hold numbers (scores or 0/1 labels), got dtype {y.dtype}")
-            y = y.astype(np.float32)
-        if loss == "mnrl":
-            if y is not None and not np.all(y == 1):
-                raise ValueError(
-                    "loss='mnrl' trains on positive pairs only (y all 1, or y=None); "
-                    f"y holds {int(np.sum(y != 1))} other values. Keep the pairs with y == 1, "
-                    "or use loss='contrastive' / 'cosine' for pairs labelled 0/1"
-                )
-            return None
-        if y is None:
-            raise ValueError(f"y is required for loss={loss!r}: {LOSSES[loss]}")
-        if loss in ("contrastive", "online_contrastive"):
-            if not np.isin(y, (0, 1)).all():
-                raise ValueError(
-                    f"loss={loss!r} needs 0/1 labels, got values such as "
-                    f"{np.unique(y[~np.isin(y, (0, 1))])[:5].tolist()}; use loss='cosine' or "
-                    "'cosent' for graded similarity scores"
-                )
-            return y.astype(np.int64)
-        if loss == "cosine" and (y.min() < -1 or y.max() > 1):
-            raise ValueError(
-                f"loss='cosine' needs scores in [-1, 1] (it regresses the cosine similarity), "
-                f"got values from {y.min():g} to {y.max():g}; rescale them (e.g. y / 5 for STS "
-                "scores) or use loss='cosent', which only uses their order"
-            )
-        return y
-
-    @staticmethod
-    def _check_classes(y, n: int, loss: str):
-        """loss='supcon' or 'prototype': the class of each positive pair (ints; for
-        'supcon' also 0/1 rows, multi-label)."""
-        from embetter.finetune._losses import LOSSES
-
-        if y is None:
-            raise ValueError(f"y is required for loss={loss!r}: " + LOSSES[loss])
-        classes = np.asarray(y)
-        rows = loss == "supcon"
-        if classes.ndim not in ((1, 2) if rows else (1,)) or classes.shape[0] != n:
-            raise ValueError(
-                f"y for loss={loss!r} must hold one class per pair ({n}) as ints"
-                + (", or a 0/1 row per pair" if rows else
-                   " (multi-label 0/1 rows need loss='supcon')")
-                + f", got shape {classes.shape}")
-        if classes.dtype.kind not in "iub" and not (
-                classes.dtype.kind == "f" and np.all(classes == np.round(classes))):
-            raise ValueError(
-                f"y for loss={loss!r} must be int class codes"
-                + (" (or 0/1 rows)" if rows else "")
-                + f", got values such as {classes.ravel()[:3].tolist()}")
-        if not rows and classes.size and classes.min() < 0:
-            raise ValueError(f"y for loss={loss!r} must hold class codes >= 0, got "
-                             f"{int(classes.min())}")
-        return classes.astype(np.int64)
-
-    def _check_class_texts(self, class_texts, y):
-        """`class_texts` as a list of texts, one per class code of `y` (supcon only)."""
-        if class_texts is None:
-            return None
-        if self.loss != "supcon":
-            raise ValueError(f"class_texts are only used by loss='supcon', got loss={self.loss!r}")
-        texts = as_texts(class_texts, "class_texts")
-        needed = y.shape[1] if y.ndim == 2 else int(y.max()) + 1
-        if (len(texts) != needed) if y.ndim == 2 else (len(texts) < needed):
-            raise ValueError(
-                f"class_texts must hold a text for every class code of y (codes 0..{needed - 1}"
-                f"), got {len(texts)} texts")
-        if any(not t.strip() for t in texts):
-            raise ValueError("class_texts must be non-empty texts, got an empty one")
-        if y.ndim == 1 and y.min() < 0:
-            raise ValueError("with class_texts, y's class codes must be >= 0 (list positions)")
-        return texts
-
-    @staticmethod
-    def _check_eval_set(eval_set):
-        if eval_set is None:
-            return None
-        if not isinstance(eval_set, (tuple, list)) or len(eval_set) != 3:
-            raise ValueError(
-                "eval_set must be a tuple (X1, X2, y) of texts and scores, got "
-                f"{type(eval_set).__name__}"
-                + (f" of length {len(eval_set)}" if isinstance(eval_set, (tuple, list)) else "")
-            )
-        return check_pairs(*eval_set, texts=True)
-
     # -- fit ---------------------------------------------------------------------------------
     def fit(self, X1, X2, y=None, *, negatives=None, eval_set=None, class_texts=None):
         """Fine-tune a fresh copy of `sent_tfm` on pairs: `X1[i]`, `X2[i]`, target `y[i]`.
@@ -292,10 +179,10 @@ class SbertLearner(SbertBase):
         """
         self._validate_params()
         X1, X2, _ = check_pairs(X1, X2, texts=True)
-        negatives = self._check_negatives(negatives, len(X1))
-        y = self._check_targets(y, len(X1))
+        negatives = check_negatives(negatives, len(X1), self.loss)
+        y = check_targets(y, len(X1), self.loss)
         given = [column for column in (X1, X2, negatives) if column is not None]
-        texts, where = _distinct([t for column in given for t in column])
+        texts, where = distinct([t for column in given for t in column])
         columns = np.split(where, np.cumsum([len(column) for column in given])[:-1])
         return self._fit_rows(Rows(texts, columns, y), class_texts, eval_set)
 
@@ -320,16 +207,16 @@ class SbertLearner(SbertBase):
                              f"{idx2.size}")
         if idx1.size == 0:
             raise ValueError("idx1 and idx2 hold 0 pairs; at least 1 is required")
-        y = self._check_targets(y, idx1.size)
-        texts, where = _distinct(texts)
+        y = check_targets(y, idx1.size, self.loss)
+        texts, where = distinct(texts)
         return self._fit_rows(Rows(texts, [where[idx1], where[idx2]], y), class_texts, None)
 
     def _fit_rows(self, rows, class_texts, eval_set):
         """Train on `rows` (positions into distinct texts): the one way into the training loop."""
         from embetter.finetune._losses import learner_loss
 
-        class_texts = self._check_class_texts(class_texts, rows.targets)
-        eval_set = self._check_eval_set(eval_set)
+        class_texts = check_class_texts(class_texts, rows.targets, self.loss)
+        eval_set = check_eval_set(eval_set)
         model, dims = self._model_to_train()
         self._train(rows, learner_loss(self.loss, model, dims, class_texts), eval_set)
         return self

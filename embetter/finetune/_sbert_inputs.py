@@ -1,0 +1,133 @@
+"""SbertLearner's inputs: the pairs' texts made distinct, and each loss's targets checked.
+
+Every check raises a ValueError that names the argument and what the loss needs, before any
+model is loaded or trained.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from embetter._validation import as_labels, as_texts, check_pairs
+
+
+def distinct(texts: list) -> tuple[list, np.ndarray]:
+    """Each distinct text once (first-seen order), and every given text's position among
+    them: a text given twice is one text (one encoding, and no false in-batch negative)."""
+    where = {}
+    positions = np.fromiter((where.setdefault(t, len(where)) for t in texts), np.int64,
+                            len(texts))
+    return list(where), positions
+
+
+def check_negatives(negatives, n: int, loss: str):
+    """`negatives` (loss='mnrl' only) as a list of one hard-negative text per pair."""
+    if negatives is None:
+        return None
+    if loss != "mnrl":
+        raise ValueError(
+            f"negatives are only used by loss='mnrl' (anchor, positive, negative "
+            f"triplets), got loss={loss!r}; drop negatives or use loss='mnrl'"
+        )
+    negatives = as_texts(negatives, "negatives")
+    if len(negatives) != n:
+        raise ValueError(f"negatives must hold one text per pair ({n}), got {len(negatives)}")
+    return negatives
+
+
+def check_targets(y, n: int, loss: str):
+    """The `n` pairs' targets as this loss trains on them: float32 scores, int64 0/1
+    labels or class codes (`"supcon"`, `"prototype"`), or `None` (`"mnrl"`)."""
+    from embetter.finetune._losses import CLASS_LOSSES, LOSSES
+
+    if loss in CLASS_LOSSES:
+        return check_classes(y, n, loss)
+    if y is not None:
+        y = as_labels(y, "y", n_samples=n)
+        if y.dtype.kind not in "biuf":
+            raise ValueError(f"y must hold numbers (scores or 0/1 labels), got dtype {y.dtype}")
+        y = y.astype(np.float32)
+    if loss == "mnrl":
+        if y is not None and not np.all(y == 1):
+            raise ValueError(
+                "loss='mnrl' trains on positive pairs only (y all 1, or y=None); "
+                f"y holds {int(np.sum(y != 1))} other values. Keep the pairs with y == 1, "
+                "or use loss='contrastive' / 'cosine' for pairs labelled 0/1"
+            )
+        return None
+    if y is None:
+        raise ValueError(f"y is required for loss={loss!r}: {LOSSES[loss]}")
+    if loss in ("contrastive", "online_contrastive"):
+        if not np.isin(y, (0, 1)).all():
+            raise ValueError(
+                f"loss={loss!r} needs 0/1 labels, got values such as "
+                f"{np.unique(y[~np.isin(y, (0, 1))])[:5].tolist()}; use loss='cosine' or "
+                "'cosent' for graded similarity scores"
+            )
+        return y.astype(np.int64)
+    if loss == "cosine" and (y.min() < -1 or y.max() > 1):
+        raise ValueError(
+            f"loss='cosine' needs scores in [-1, 1] (it regresses the cosine similarity), "
+            f"got values from {y.min():g} to {y.max():g}; rescale them (e.g. y / 5 for STS "
+            "scores) or use loss='cosent', which only uses their order"
+        )
+    return y
+
+
+def check_classes(y, n: int, loss: str):
+    """loss='supcon' or 'prototype': the class of each positive pair (ints; for
+    'supcon' also 0/1 rows, multi-label)."""
+    from embetter.finetune._losses import LOSSES
+
+    if y is None:
+        raise ValueError(f"y is required for loss={loss!r}: " + LOSSES[loss])
+    classes = np.asarray(y)
+    rows = loss == "supcon"
+    if classes.ndim not in ((1, 2) if rows else (1,)) or classes.shape[0] != n:
+        raise ValueError(
+            f"y for loss={loss!r} must hold one class per pair ({n}) as ints"
+            + (", or a 0/1 row per pair" if rows else
+               " (multi-label 0/1 rows need loss='supcon')")
+            + f", got shape {classes.shape}")
+    if classes.dtype.kind not in "iub" and not (
+            classes.dtype.kind == "f" and np.all(classes == np.round(classes))):
+        raise ValueError(
+            f"y for loss={loss!r} must be int class codes"
+            + (" (or 0/1 rows)" if rows else "")
+            + f", got values such as {classes.ravel()[:3].tolist()}")
+    if not rows and classes.size and classes.min() < 0:
+        raise ValueError(f"y for loss={loss!r} must hold class codes >= 0, got "
+                         f"{int(classes.min())}")
+    return classes.astype(np.int64)
+
+
+def check_class_texts(class_texts, y, loss: str):
+    """`class_texts` as a list of texts, one per class code of `y` (supcon only)."""
+    if class_texts is None:
+        return None
+    if loss != "supcon":
+        raise ValueError(f"class_texts are only used by loss='supcon', got loss={loss!r}")
+    texts = as_texts(class_texts, "class_texts")
+    needed = y.shape[1] if y.ndim == 2 else int(y.max()) + 1
+    if (len(texts) != needed) if y.ndim == 2 else (len(texts) < needed):
+        raise ValueError(
+            f"class_texts must hold a text for every class code of y (codes 0..{needed - 1}"
+            f"), got {len(texts)} texts")
+    if any(not t.strip() for t in texts):
+        raise ValueError("class_texts must be non-empty texts, got an empty one")
+    if y.ndim == 1 and y.min() < 0:
+        raise ValueError("with class_texts, y's class codes must be >= 0 (list positions)")
+    return texts
+
+
+def check_eval_set(eval_set):
+    """`eval_set` as checked `(X1, X2, y)` pairs of texts and scores."""
+    if eval_set is None:
+        return None
+    if not isinstance(eval_set, (tuple, list)) or len(eval_set) != 3:
+        raise ValueError(
+            "eval_set must be a tuple (X1, X2, y) of texts and scores, got "
+            f"{type(eval_set).__name__}"
+            + (f" of length {len(eval_set)}" if isinstance(eval_set, (tuple, list)) else "")
+        )
+    return check_pairs(*eval_set, texts=True)
