@@ -225,6 +225,10 @@ class TorchHeadMixin:
         stop_early = valid is not None or self._STOP_ON_TRAIN_LOSS
         self._run(table, draw, epochs=int(round(self._n_epochs(train.size))),
                   max_steps=self._max_steps(), stop_early=stop_early, valid=valid)
+        # a later partial_fit continues this stream: the fitted rows are what it has seen,
+        # and they are remembered as a stream's would be
+        self._n_streamed = n
+        replay_add(self._replay, rows, self.replay_size, self._rng)
 
     def _split(self, n, stratify=None):
         """Row indices to train on and to hold out (`validation_fraction`, stratified when
@@ -292,7 +296,8 @@ class TorchHeadMixin:
         best, best_state, stale = np.inf, None, 0
         progress = Progress(epochs, self.verbose, type(self).__name__)
         try:
-            with seeded(seed, device):
+            # enable_grad: a caller's torch.no_grad() must not stop training (and is back after)
+            with seeded(seed, device), torch.enable_grad():
                 for _ in range(epochs):
                     if steps_left <= 0:
                         break

@@ -98,10 +98,10 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
             at most on the others, and kept 5-NN within 0.2 points; 1e-3 cost 5-NN 1.4 points
             on clinc150, 1e-2 up to 3.4 (banking77). 0 turns it off (and is what heads
             pickled before this parameter existed trained with).
-        replay_size: rows of earlier `partial_fit` batches remembered (a uniform sample of the
-            stream); each call draws its pairs among the new rows and as many remembered ones,
-            so a small batch still finds partners of its classes and does not pull the space
-            towards itself alone. 0 turns replay off.
+        replay_size: rows of `fit` and of earlier `partial_fit` batches remembered (a uniform
+            sample of the stream); each call draws its pairs among the new rows and as many
+            remembered ones, so a small batch still finds partners of its classes and does not
+            pull the space towards itself alone. 0 turns replay off.
         verbose: show a progress bar with the loss per epoch.
         random_state: seed for pairs, initialisation and shuffling (int for repeatable fits).
         device: `None` (cuda if available, else cpu), `"cpu"`, `"cuda"`, ...
@@ -291,8 +291,7 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
     def _fit(self, X, y, incremental, classes=None):
         """Check the input, set the classes on a fresh start, and train (see the engine)."""
         first = not incremental or getattr(self, "module_", None) is None
-        if first:
-            self._validate_params()
+        self._validate_params()  # every call: set_params may come between partial_fits
         resolve_loss(self)
         require_y(self, y)
         X = check_estimator_input(self, X, reset=first)
@@ -306,6 +305,13 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
             else:
                 known = labels if classes is None else as_labels(classes, "classes")
                 self.classes_ = np.unique(known)
+                if self.classes_.size < 2:  # later batches could never bring another
+                    raise ValueError(
+                        f"partial_fit needs at least two classes, got "
+                        f"{self.classes_.tolist()}; pass all labels of the stream with "
+                        "classes=...")
+        else:
+            self._check_later_batch(labels, multilabel, classes)
         if multilabel and labels.shape[1] != self.classes_.size:
             raise ValueError(
                 f"y has {labels.shape[1]} label columns, the first batch had {self.classes_.size}"
@@ -314,6 +320,20 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
             self._multilabel = multilabel
         codes = labels if multilabel else encode_known_labels(labels, self.classes_)
         return self._train([X, codes], incremental)
+
+    def _check_later_batch(self, labels, multilabel, classes):
+        """A later `partial_fit` batch: the same kind of `y` as the first, and `classes` (if
+        given again) the same."""
+        if multilabel != getattr(self, "_multilabel", multilabel):
+            raise ValueError(
+                f"y is {labels.ndim}-D but the first partial_fit call's was "
+                f"{1 if multilabel else 2}-D; a stream keeps one kind of label "
+                "(1-D classes, or 0/1 rows for multi-label)")
+        if classes is not None and not multilabel and not np.array_equal(
+                np.unique(as_labels(classes, "classes")), self.classes_):
+            raise ValueError(
+                f"classes={np.unique(classes).tolist()[:10]} differs from the classes of "
+                f"the first partial_fit call {self.classes_.tolist()[:10]}")
 
     def __setstate__(self, state):
         learner = state.pop("learner_", None)

@@ -107,9 +107,10 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
         validation_fraction: share of the data held out for early stopping.
         n_iter_no_change: epochs without improvement before stopping.
         tol: minimum improvement of the watched loss that counts as progress.
-        replay_size: rows of earlier `partial_fit` batches remembered (a uniform sample of the
-            stream) and mixed, as many as new ones, into each call's training; 0 turns replay
-            off. Without it, the steps a small batch earns pull the network towards that batch.
+        replay_size: rows of `fit` and of earlier `partial_fit` batches remembered (a uniform
+            sample of the stream) and mixed, as many as new ones, into each call's training; 0
+            turns replay off. Without it, the steps a small batch earns pull the network towards
+            that batch.
         verbose: show a progress bar with the loss per epoch.
         random_state: seed for initialisation, shuffling and dropout (int for repeatable fits).
         device: `None` (cuda if available, else cpu), `"cpu"`, `"cuda"`, ...
@@ -226,8 +227,7 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
     def _fit(self, X, y, incremental, classes=None):
         """Check the input, set the classes on a fresh start, and train (see the engine)."""
         first = not incremental or getattr(self, "module_", None) is None
-        if first:
-            self._validate_params()
+        self._validate_params()  # every call: set_params may come between partial_fits
         require_y(self, y)
         X = check_estimator_input(self, X, reset=first)
         y = as_labels(y, "y", n_samples=X.shape[0])

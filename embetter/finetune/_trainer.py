@@ -193,7 +193,8 @@ def train(model, rows: Rows, loss, schedule: Schedule, on_epoch_end=None) -> tup
     warmup = 0 if schedule.optimizer_state is not None else math.ceil(
         schedule.warmup_ratio * total)
     history, steps = [], 0
-    with frozen(schedule.frozen), seeded(schedule.seed, device):
+    # enable_grad: a caller's torch.no_grad() must not stop training (and is back after)
+    with frozen(schedule.frozen), seeded(schedule.seed, device), torch.enable_grad():
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = _adamw(params, schedule.learning_rate)
         _st.resume_optimizer(optimizer, schedule.optimizer_state)

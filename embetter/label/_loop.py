@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
+
 import numpy as np
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -26,6 +29,18 @@ def _stateless(step) -> bool:
         return get_tags(step).requires_fit is False
     except Exception:  # an object without sklearn tags learns, as far as we know
         return False
+
+
+def _params(step) -> dict:
+    return step.get_params(deep=False) if hasattr(step, "get_params") else {}
+
+
+def _learned_state(step) -> dict:
+    """A copy of what `step` learned (its attributes other than its parameters, which a
+    round never changes: a model handed in as a parameter is not copied)."""
+    params = _params(step)
+    return {name: copy.deepcopy(value) for name, value in step.__dict__.items()
+            if name not in params}
 
 
 class LabellingLoop:
@@ -166,21 +181,43 @@ class LabellingLoop:
             raise ValueError(f"positions {again[:5].tolist()} are labelled already")
         if positions.size == 0:
             return self
-        self.labelled_ = np.concatenate([self.labelled_, positions])
-        self.labels_ = np.concatenate([self.labels_, labels.astype(self.labels_.dtype)])
-        new, seen = self._rows(positions), self._rows(self.labelled_)
+        labelled = np.concatenate([self.labelled_, positions])
+        known = np.concatenate([self.labels_, labels.astype(self.labels_.dtype)])
+        before = [_learned_state(step) for step in self._learned]
+        try:
+            fitted = self._train(self._rows(positions), labels, self._rows(labelled), known)
+        except BaseException:  # a failed round leaves the loop as it was: retry it as it is
+            for step, state in zip(self._learned, before):
+                for name in set(step.__dict__) - set(_params(step)):
+                    del step.__dict__[name]
+                step.__dict__.update(state)
+            raise
+        self.labelled_, self.labels_ = labelled, known
+        self.fitted_ = self.fitted_ or fitted
+        return self
+
+    def _train(self, new, labels, seen, known) -> bool:
+        """One round's training (see `update`); whether the classifier could be fitted."""
         for step in self._learned[:-1]:
             if hasattr(step, "partial_fit"):
-                step.partial_fit(new, labels, classes=self.classes_)
+                step.partial_fit(new, labels, **self._classes_for(step))
             else:
-                step.fit(seen, self.labels_)
+                step.fit(seen, known)
             new, seen = step.transform(new), step.transform(seen)
         head = self._learned[-1]
         if hasattr(head, "partial_fit"):
-            head.partial_fit(seen, self.labels_, classes=self.classes_)
-        elif np.unique(self.labels_).size < 2:
-            return self  # fit needs two classes; until then suggestions go by diversity
+            head.partial_fit(seen, known, **self._classes_for(head))
+        elif np.unique(known).size < 2:
+            return False  # fit needs two classes; until then suggestions go by diversity
         else:
-            head.fit(seen, self.labels_)
-        self.fitted_ = True
-        return self
+            head.fit(seen, known)
+        return True
+
+    def _classes_for(self, step) -> dict:
+        """`classes=` for a `partial_fit` that takes it (tuners, classifiers); none for one
+        that does not (a StandardScaler, an IncrementalPCA)."""
+        try:
+            takes = "classes" in inspect.signature(step.partial_fit).parameters
+        except (TypeError, ValueError):  # no readable signature: assume the classifier kind
+            takes = True
+        return {"classes": self.classes_} if takes else {}
