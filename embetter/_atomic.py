@@ -5,16 +5,26 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
 
 
-def _usual_permissions(path: str, folder: bool) -> None:
-    # mkstemp/mkdtemp create private entries (0600/0700); give the result the usual ones
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, (0o777 if folder else 0o666) & ~umask)
+def _new_entry(parent: Path, prefix: str, folder: bool) -> str:
+    """A new, uniquely named file or folder in `parent`, made with the usual permissions (the
+    process's umask applies, as to any file it creates; mkstemp's would be private)."""
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(6)}"
+        try:
+            if folder:
+                os.mkdir(path, 0o777)
+            else:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        return str(path)
+    raise FileExistsError(f"no free temporary name {prefix}... in {str(parent)!r}")
 
 
 @contextlib.contextmanager
@@ -47,23 +57,22 @@ def atomic_path(path, *, folder: bool = False):
             f"path must be a directory (or not exist yet), got the file {str(target)!r}"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{target.name}.tmp-"
-    if folder:
-        tmp = tempfile.mkdtemp(prefix=prefix, dir=target.parent)
-    else:
-        fd, tmp = tempfile.mkstemp(prefix=prefix, dir=target.parent)
-        os.close(fd)
+    tmp = _new_entry(target.parent, f".{target.name}.tmp-", folder)
+    aside = None  # the folder that was at `path`, while the new one moves in
     try:
         yield tmp
-        _usual_permissions(tmp, folder)
         if folder and target.exists():
             old = tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent)
-            os.replace(target, Path(old, "previous"))
+            aside = Path(old, "previous")
+            os.replace(target, aside)
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
     except BaseException:
+        if aside is not None and aside.exists() and not target.exists():
+            os.replace(aside, target)  # the new folder did not move in: the old one goes back
+            shutil.rmtree(aside.parent, ignore_errors=True)
         if folder:
             shutil.rmtree(tmp, ignore_errors=True)
         else:

@@ -142,3 +142,45 @@ def test_atomic_path_files_and_folders(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "sub"]  # nothing left over
     with pytest.raises(ValueError, match="must be a directory"), atomic_path(target, folder=True):
         pass
+
+
+def test_atomic_folder_put_back_when_the_new_one_cannot_move_in(tmp_path, monkeypatch):
+    import os
+
+    from embetter import _atomic
+
+    folder = tmp_path / "model"
+    with _atomic.atomic_path(folder, folder=True) as tmp:
+        (tmp_path / tmp / "weights.txt").write_text("old")
+    calls, replace = [], os.replace
+
+    def second_fails(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError("rename failed")
+        replace(src, dst)
+
+    monkeypatch.setattr(_atomic.os, "replace", second_fails)
+    with pytest.raises(OSError, match="rename failed"), \
+            _atomic.atomic_path(folder, folder=True) as tmp:
+        (tmp_path / tmp / "weights.txt").write_text("new")
+    assert (folder / "weights.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # nothing left over
+
+
+def test_atomic_files_get_the_usual_permissions_without_touching_the_umask(tmp_path):
+    import os
+
+    from embetter._atomic import atomic_path
+
+    umask = os.umask(0o027)
+    try:
+        with atomic_path(tmp_path / "f.txt") as tmp, open(tmp, "w") as f:
+            f.write("x")
+        with atomic_path(tmp_path / "d", folder=True):
+            pass
+        assert os.umask(0o027) == 0o027  # still the caller's
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o750
