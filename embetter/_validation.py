@@ -100,6 +100,10 @@ def as_matrix(
         X = X.to_numpy()
     try:
         arr = np.asarray(X)
+        if arr.dtype.kind in "USO" and (arr.dtype.kind != "O" or any(
+                isinstance(v, (str, bytes)) for v in arr.flat)):
+            raise TypeError(f"{name} must be a 2-D array of numbers, got {_describe(X)} "
+                            f"holding strings (dtype {arr.dtype}); convert them first")
         if arr.dtype.kind == "c":
             raise ValueError(f"Complex data not supported: {name} holds complex numbers")
         arr = arr.astype(np.float32, copy=False)
@@ -155,7 +159,23 @@ def as_labels(y, name: str = "y", n_samples: int | None = None) -> np.ndarray:
     if arr.dtype.kind == "O" and any(v is None or (isinstance(v, float) and math.isnan(v))
                                      for v in arr):
         raise ValueError(f"{name} contains missing values (None/NaN)")
+    if arr.dtype.kind == "O":
+        _check_one_label_kind(arr, name)
     return arr
+
+
+def _check_one_label_kind(arr: np.ndarray, name: str) -> None:
+    """Labels of one kind: all strings, or all numbers (sorting a mix fails deep inside)."""
+    examples = {}
+    for v in arr:
+        kind = ("string" if isinstance(v, (str, bytes)) else
+                "number" if isinstance(v, numbers.Number) else type(v).__name__)
+        examples.setdefault(kind, v)
+    if len(examples) > 1:
+        raise TypeError(
+            f"{name} mixes kinds of labels ("
+            + ", ".join(f"{kind} such as {v!r}" for kind, v in examples.items())
+            + "); use one kind for every label, e.g. all strings")
 
 
 def as_positions(positions, n: int, name: str, *, into: str = "X",

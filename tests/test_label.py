@@ -284,3 +284,14 @@ def test_loop_on_texts_with_a_real_encoder(tiny_model_path, corpus):
     for strategy in STRATEGIES:
         got = suggest(fitted_pipe, corpus[:40], k=4, strategy=strategy, random_state=0)
         assert got.shape == (4,) and got.max() < 40
+
+
+def test_a_pool_with_nan_is_refused_before_any_pick():
+    from embetter.label import LabellingLoop
+
+    X = np.random.RandomState(0).normal(size=(20, 4))
+    X[5, 2] = np.nan
+    for strategy in ("kcenter", "auto"):
+        loop = LabellingLoop(LogisticRegression(), X, classes=[0, 1], strategy=strategy)
+        with pytest.raises(ValueError, match="contains NaN or infinity, first at row 5"):
+            loop.suggest(3)

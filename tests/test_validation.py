@@ -184,3 +184,14 @@ def test_atomic_files_get_the_usual_permissions_without_touching_the_umask(tmp_p
         os.umask(umask)
     assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o640
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o750
+
+
+def test_strings_are_not_numbers_and_labels_are_one_kind():
+    for bad in (np.array([["1", "2"], ["3", "4"]]), np.array([["1", 2.0]], dtype=object)):
+        with pytest.raises(TypeError, match="X must be a 2-D array of numbers.*holding strings"):
+            as_matrix(bad)
+    assert as_matrix(np.array([[1, 2.5]], dtype=object)).tolist() == [[1.0, 2.5]]
+    with pytest.raises(TypeError, match=r"y mixes kinds of labels \(string such as 'a', number "
+                                        r"such as 1\)"):
+        as_labels(np.array(["a", 1] * 3, dtype=object))
+    assert as_labels(np.array([1, 2.0, np.int64(3)], dtype=object)).size == 3

@@ -130,3 +130,12 @@ def test_bad_updates_are_refused_and_leave_the_state_alone():
     with pytest.raises(ValueError, match="positions must be positions into the map"):
         widget.assign("a", [10])
     assert widget.selected == [] and widget.labels.isna().all()
+
+
+def test_integer_labels_with_gaps_stay_integers():
+    for known in (pd.Series([1, None, 2, 3, None]), pd.Series([1, None, 2, 3, None],
+                                                               dtype="Int64")):
+        widget = LabellingMap(X, texts=TEXTS, labels=known)
+        assert widget.assigned == ["1", None, "2", "3", None]
+    with pytest.raises(TypeError, match=r"labels\[0\] must be a label"):
+        LabellingMap(X, texts=TEXTS, labels=[1.5, None, None, None, None])

@@ -91,7 +91,13 @@ def as_space(Z, strategy: str) -> np.ndarray:
             "which must be numeric; pass a pipeline whose steps before the classifier embed "
             "the texts, or the embeddings themselves as X"
         ) from None
-    return Z.reshape(Z.shape[0], -1)
+    Z = Z.reshape(Z.shape[0], -1)
+    if not np.isfinite(Z).all():
+        row = int(np.argwhere(~np.isfinite(Z))[0][0])
+        raise ValueError(
+            f"X (the pool, in the space the classifier sees) contains NaN or infinity, first "
+            f"at row {row}; impute or drop those rows before suggesting")
+    return Z
 
 
 def pick(strategy: str, proba, Z, k: int, candidates: np.ndarray, labelled: np.ndarray,

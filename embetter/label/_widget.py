@@ -37,7 +37,8 @@ def _is_missing(value) -> bool:
 
 
 def _as_label_list(values, n: int, name: str) -> list:
-    """Labels as a list of `str` (None where missing), one per point."""
+    """Labels as a list of `str` (None where missing), one per point; whole floats are the
+    integers pandas turns int labels with gaps into (`pd.Series([1, None, 2])`)."""
     if isinstance(values, (str, bytes)):
         raise TypeError(
             f"{name} must hold one label per point, got a single {type(values).__name__}"
@@ -56,6 +57,8 @@ def _as_label_list(values, n: int, name: str) -> list:
         elif isinstance(value, (str, numbers.Integral, np.str_, np.integer)) \
                 and not isinstance(value, bool):
             out.append(str(value))
+        elif isinstance(value, numbers.Real) and float(value).is_integer():
+            out.append(str(int(value)))  # an integer label in a column with gaps (float64)
         else:
             raise TypeError(
                 f"{name}[{i}] must be a label (a string or an integer) or None, "
