@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import inspect
 
 import numpy as np
@@ -29,18 +28,6 @@ def _stateless(step) -> bool:
         return get_tags(step).requires_fit is False
     except Exception:  # an object without sklearn tags learns, as far as we know
         return False
-
-
-def _params(step) -> dict:
-    return step.get_params(deep=False) if hasattr(step, "get_params") else {}
-
-
-def _learned_state(step) -> dict:
-    """A copy of what `step` learned (its attributes other than its parameters, which a
-    round never changes: a model handed in as a parameter is not copied)."""
-    params = _params(step)
-    return {name: copy.deepcopy(value) for name, value in step.__dict__.items()
-            if name not in params}
 
 
 class LabellingLoop:
@@ -162,7 +149,12 @@ class LabellingLoop:
         return pick(self.strategy, proba, Z, k, candidates, self.labelled_, self._rng)
 
     def update(self, positions, labels) -> LabellingLoop:
-        """Learn from one round of labels: `labels[i]` is the label of pool row `positions[i]`."""
+        """Learn from one round of labels: `labels[i]` is the label of pool row `positions[i]`.
+
+        The round's labels are recorded once its training succeeded: after an error they are
+        not, so the same round can be given again (steps that trained before the error keep
+        what they learned; undoing that would mean copying a fine-tuned sentence model every
+        round)."""
         positions = as_positions(positions, self.n_pool_, "positions")
         labels = np.asarray(labels.to_numpy() if hasattr(labels, "to_numpy") else labels)
         if labels.ndim != 1 or labels.shape[0] != positions.shape[0]:
@@ -183,15 +175,8 @@ class LabellingLoop:
             return self
         labelled = np.concatenate([self.labelled_, positions])
         known = np.concatenate([self.labels_, labels.astype(self.labels_.dtype)])
-        before = [_learned_state(step) for step in self._learned]
-        try:
-            fitted = self._train(self._rows(positions), labels, self._rows(labelled), known)
-        except BaseException:  # a failed round leaves the loop as it was: retry it as it is
-            for step, state in zip(self._learned, before):
-                for name in set(step.__dict__) - set(_params(step)):
-                    del step.__dict__[name]
-                step.__dict__.update(state)
-            raise
+        # recorded only once the round trained: a failed round can be retried as it is
+        fitted = self._train(self._rows(positions), labels, self._rows(labelled), known)
         self.labelled_, self.labels_ = labelled, known
         self.fitted_ = self.fitted_ or fitted
         return self
