@@ -12,6 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from embetter._skops import torch_state_from_bytes, torch_state_to_bytes
 from embetter._torch.device import resolve_device, seed_from, seeded, to_cpu, train_threads, usable
+from embetter._torch.progress import Progress
 from embetter._torch.replay import (
     new_replay,
     replay_add,
@@ -19,37 +20,6 @@ from embetter._torch.replay import (
     replay_pool,
     replay_subsets,
 )
-
-
-class Progress:
-    """An epoch progress bar; silent unless `verbose`."""
-
-    def __init__(self, total: int, verbose, desc: str):
-        self.bar = None
-        self.verbose = bool(verbose)
-        self.desc = desc
-        if self.verbose:
-            try:
-                from tqdm.auto import tqdm
-
-                self.bar = tqdm(total=total, desc=desc, leave=False)
-            except ImportError:  # pragma: no cover - tqdm ships with sentence-transformers
-                self.bar = None
-
-    def update(self, epoch: int, record: dict):
-        if not self.verbose:
-            return
-        shown = {k: f"{v:.4g}" for k, v in record.items() if k != "epoch"}
-        if self.bar is not None:
-            self.bar.set_postfix(shown, refresh=False)
-            self.bar.update(1)
-        else:
-            print(f"{self.desc} epoch {epoch}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
 
 #: `_parameter_constraints` of the parameters the engine reads, the same for every head.
 ENGINE_CONSTRAINTS = {
