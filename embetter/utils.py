@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -77,7 +78,7 @@ class CachedEncoder(TransformerMixin, BaseEstimator):
 
             memo = (signature, joblib.hash(self.encoder))
             self.__dict__["_identity_memo"] = memo
-        return memo[1]
+        return memo[1] + _model_folders(self.encoder)
 
     def transform(self, X):
         """Embed texts, reading known ones from disk and encoding only the rest."""
@@ -134,6 +135,25 @@ class CachedEncoder(TransformerMixin, BaseEstimator):
 
 
 _PLAIN = (type(None), bool, int, float, complex, str, bytes, np.generic)
+
+
+def _model_folders(encoder) -> str:
+    """Content hashes of the local model folders the encoder's `name` parameters point to: a
+    model saved again to the same folder (fine-tuned in place) gives other vectors, and its
+    parameters alone would not tell."""
+    if not hasattr(encoder, "get_params"):
+        return ""
+    from pathlib import Path
+
+    from embetter.text._models import folder_fingerprint, resolve_model
+
+    parts = []
+    for key, value in sorted(encoder.get_params(deep=True).items()):
+        if (key == "name" or key.endswith("__name")) and isinstance(value, (str, os.PathLike)):
+            folder = Path(resolve_model(value))
+            if folder.is_dir():
+                parts.append(folder_fingerprint(folder)[:16])
+    return "".join(parts)
 
 
 def _state_signature(obj, depth: int = 4):

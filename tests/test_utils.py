@@ -44,6 +44,27 @@ def test_cache_survives_restart_and_separates_encoders(tiny_model_path, corpus, 
     assert clone(reopened).path == path
 
 
+def test_a_model_saved_again_in_place_is_a_new_model(corpus, tmp_path):
+    import shutil
+
+    from conftest import build_tiny_model
+
+    folder = tmp_path / "model"
+    a = build_tiny_model(tmp_path / "a", seed=0)
+    b = build_tiny_model(tmp_path / "b", seed=1)
+    shutil.copytree(a, folder)
+    first = SentenceEncoder(str(folder), device="cpu")  # held: its model stays loaded
+    old = cached(tmp_path / "c", first).transform(corpus[:3])
+    np.testing.assert_array_equal(old, first.transform(corpus[:3]))
+    shutil.rmtree(folder)
+    shutil.copytree(b, folder)  # fine-tuned and saved over the same folder
+    fresh = SentenceEncoder(str(folder), device="cpu").transform(corpus[:3])
+    assert not np.allclose(fresh, old)  # not the old model, still loaded for `first`
+    np.testing.assert_array_equal(
+        cached(tmp_path / "c", SentenceEncoder(str(folder), device="cpu")).transform(
+            corpus[:3]), fresh)  # not the old model's cached rows
+
+
 def test_cache_key_is_hashed_once_per_state_of_the_encoder(corpus, tmp_path, monkeypatch):
     import joblib
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import weakref
@@ -81,6 +82,35 @@ def load_sentence_transformer(name, device: str, **kwargs):
         raise _not_found(os.fspath(name), resolved, e) from e
 
 
+def folder_state(path) -> tuple:
+    """Every file under a folder with its size and modification time: changes whenever a
+    model is saved there again (cheap: no file is read)."""
+    path = Path(path)
+    return tuple((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+                 for p in sorted(path.rglob("*")) if p.is_file())
+
+
+def _hash_folder(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=20)
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):  # noqa: B023
+                h.update(block)
+    return h.hexdigest()
+
+
+_folder_hashes: dict = {}
+
+
+def folder_fingerprint(path) -> str:
+    """Content hash of a model folder, remembered per (path, `folder_state`) in this process."""
+    key = (str(path), folder_state(path))
+    if key not in _folder_hashes:
+        _folder_hashes[key] = _hash_folder(Path(path))
+    return _folder_hashes[key]
+
+
 _shared: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 _shared_lock = threading.Lock()
 
@@ -89,7 +119,9 @@ def shared_sentence_transformer(name, device: str):
     """Like `load_sentence_transformer`, but encoders asking for the same model on the same
     device share one instance while any of them holds it (clones in a grid search, say).
     Callers must not change the weights of a shared model."""
-    key = (resolve_model(name), device)
+    resolved = resolve_model(name)
+    # a folder saved again (a model fine-tuned in place) is a different model
+    key = (resolved, device, folder_state(resolved) if Path(resolved).is_dir() else None)
     with _shared_lock:
         model = _shared.get(key)
         if model is None:

@@ -24,37 +24,12 @@ from embetter import _st
 from embetter._guest import quiet_loggers
 from embetter.text._backends import row_cosines
 from embetter.text._backends._tokenize import PROBE_TEXTS, TextTokenizer, pad_batch
-from embetter.text._models import cache_root
+from embetter.text._models import cache_root, folder_fingerprint
 
 #: Bump when the export recipe changes, so old cache entries are not reused.
 EXPORT_VERSION = "1"
 #: Mean cosine to the torch fp32 embeddings that an export must reach on the probe texts.
 EXPORT_MIN_COSINE = {"int8": 0.99, "float32": 0.9999}
-
-
-def _hash_folder(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=20)
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(str(file.relative_to(path)).encode())
-        with open(file, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):  # noqa: B023
-                h.update(block)
-    return h.hexdigest()
-
-
-_folder_hashes: dict = {}
-
-
-def _folder_fingerprint(path: Path) -> str:
-    """Content hash of a model folder, remembered per (path, sizes, mtimes) in this process."""
-    stats = tuple(
-        (str(p), p.stat().st_size, p.stat().st_mtime_ns)
-        for p in sorted(path.rglob("*")) if p.is_file()
-    )
-    key = hashlib.blake2b(repr(stats).encode(), digest_size=20).hexdigest()
-    if key not in _folder_hashes:
-        _folder_hashes[key] = _hash_folder(path)
-    return _folder_hashes[key]
 
 
 def model_fingerprint(model) -> str:
@@ -86,7 +61,7 @@ def onnx_model_folder(name, precision: str, load_model) -> Path:
     model = None
     if isinstance(name, (str, os.PathLike)) and Path(resolve_model(name)).is_dir():
         source = Path(resolve_model(name))
-        fingerprint = _folder_fingerprint(source)
+        fingerprint = folder_fingerprint(source)
         label = source.name if source.name != "model" else source.parent.name
     else:
         model = load_model()
