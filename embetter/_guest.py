@@ -66,3 +66,22 @@ def quiet_stderr(enabled: bool = True):
     finally:
         for w in caught:  # outside catch_warnings: the user's own filters apply again
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+@contextlib.contextmanager
+def kept_random_state():
+    """Put Python's, numpy's and torch's global random generators back as they were after
+    the block: for libraries that seed them globally (model2vec's trainer seeds all three)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)

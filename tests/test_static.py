@@ -136,6 +136,23 @@ def test_in_a_pipeline_and_grid_search(static_path, corpus):
     assert grid.predict(corpus[40:44]).shape == (4,)
 
 
+def test_train_on_fit_leaves_the_global_random_generators_alone(static_path, tiny_model_path,
+                                                                corpus):
+    import random
+
+    import torch
+
+    def draws():
+        return random.random(), np.random.rand(), torch.rand(1).item()
+
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)
+    expected = draws()
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)
+    TextEncoder(static_path, train_on_fit=True, teacher=tiny_model_path,
+                random_state=0).fit(corpus[:60])
+    assert draws() == expected  # model2vec's trainer seeds all three: put back after
+
+
 def test_train_on_fit_learns_to_mimic_the_teacher(static_path, tiny_model_path, corpus):
     teacher = SentenceEncoder(tiny_model_path).transform(corpus)
     before = TextEncoder(static_path).transform(corpus)

@@ -148,6 +148,7 @@ class TextEncoder(TransformerMixin, BaseEstimator):
         return self
 
     def _train(self, texts: list[str], start):
+        from embetter._guest import kept_random_state
         from embetter.text._distill import train_to_mimic
 
         if len(texts) < 20:
@@ -156,8 +157,10 @@ class TextEncoder(TransformerMixin, BaseEstimator):
                 f"for early stopping), got {len(texts)}"
             )
         targets = self._teacher_embeddings(texts)
-        self.trained_model_ = train_to_mimic(start, texts, targets, self._training_seed(),
-                                             show_progress_bar=bool(self.show_progress_bar))
+        # model2vec's trainer seeds Python's, numpy's and torch's global generators
+        with kept_random_state():
+            self.trained_model_ = train_to_mimic(start, texts, targets, self._training_seed(),
+                                                 show_progress_bar=bool(self.show_progress_bar))
         self.n_features_in_ = 1
 
     def _training_seed(self) -> int:
