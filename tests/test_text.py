@@ -132,6 +132,19 @@ def test_instance_ready_to_run_is_used_as_it_is(tiny_model_path):
     assert SentenceEncoder(model, device="cpu").model_ is model  # no needless copy
 
 
+def test_instance_switched_to_training_later_is_left_training(tiny_model_path, corpus):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(tiny_model_path, device="cpu").eval()
+    enc = SentenceEncoder(model, device="cpu")
+    first = enc.transform(corpus[:2])
+    model.train()  # the caller starts fine-tuning it
+    np.testing.assert_allclose(enc.transform(corpus[:2]), first, atol=1e-6)
+    assert model.training and enc.model_ is not model
+    model.eval()  # back to eval: the caller's model is used again, no stale copy
+    assert enc.model_ is model
+
+
 def test_clone_never_shares_the_callers_model(tiny_model_path, corpus):
     from sentence_transformers import SentenceTransformer
 

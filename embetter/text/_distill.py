@@ -90,11 +90,13 @@ def distill(source, pca_dims=256, sif_coefficient=1e-4):
     from model2vec.distill import distill_from_model
 
     from embetter import _st
-    from embetter._guest import quiet_loggers
+    from embetter._guest import kept_random_state, quiet_loggers
 
-    model, tokenizer = _st.load_hf(source)
+    # loading and distilling draw from torch's global generator: put it back afterwards
+    with kept_random_state():
+        model, tokenizer = _st.load_hf(source)
     # float32 vectors: numpy averages float16 ones several times slower.
-    with quiet_loggers("model2vec"):
+    with quiet_loggers("model2vec"), kept_random_state():
         return distill_from_model(model, tokenizer, pca_dims=pca_dims,
                                   sif_coefficient=sif_coefficient, quantize_to="float32",
                                   device="cpu")

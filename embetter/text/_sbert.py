@@ -15,14 +15,12 @@ from embetter.text._models import shared_sentence_transformer
 DEFAULT_BATCH_SIZE = 32
 
 
-def _private_if_changed(model, device):
-    """The caller's model itself when we can run it as it is, else a private copy.
+def _runs_as_is(model, device) -> bool:
+    """Whether the caller's model can encode as it is: on the asked device and in eval mode.
 
     Moving it to another device or switching it from training to eval mode (which
-    `SentenceTransformer.encode` does) would change the user's object: those cases get a copy.
+    `SentenceTransformer.encode` does) would change the user's object: those cases run a copy.
     """
-    import copy
-
     import torch
 
     from embetter._torch import device_name
@@ -30,11 +28,17 @@ def _private_if_changed(model, device):
     target = None if device is None else torch.device(device_name(device))
     current = getattr(model, "device", None)
     moves = target is not None and (current is None or torch.device(current) != target)
-    if not moves and not getattr(model, "training", False):
-        return model
+    return not moves and not getattr(model, "training", False)
+
+
+def _private_copy(model, device):
+    import copy
+
+    from embetter._torch import device_name
+
     model = copy.deepcopy(model)
-    if target is not None:
-        model.to(target)
+    if device is not None:
+        model.to(device_name(device))
     return model.eval()
 
 
@@ -134,13 +138,16 @@ class SentenceEncoder(EmbetterBase):
     def model_(self):
         """The underlying `SentenceTransformer`, loaded on first access."""
         cached = self.__dict__.get("_model")
-        if cached is not None and self.__dict__.get("_loaded_for") == self._model_key():
+        fresh = self.__dict__.get("_loaded_for") == self._model_key()
+        if is_sentence_model(self.name) and _runs_as_is(self.name, self.device):
+            model = self.name  # checked on every access: the caller may train it meanwhile
+        elif cached is not None and fresh and cached is not self.name:
             return cached
-        from embetter._torch import device_name
-
-        if is_sentence_model(self.name):
-            model = _private_if_changed(self.name, self.device)
+        elif is_sentence_model(self.name):
+            model = _private_copy(self.name, self.device)
         else:
+            from embetter._torch import device_name
+
             model = shared_sentence_transformer(self.name, device_name(self.device))
         self.__dict__["_model"] = model
         self.__dict__["_loaded_for"] = self._model_key()
