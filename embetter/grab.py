@@ -41,7 +41,17 @@ class ColumnGrabber(EmbetterBase):
             raise KeyError(
                 f"column {self.colname!r} not found; available columns: {available[:20]}"
             )
-        return list(X[self.colname])
+        column = X[self.colname]
+        if getattr(column, "ndim", 1) != 1:  # a DataFrame with the name twice gives a frame
+            raise ValueError(
+                f"column {self.colname!r} appears {column.shape[1]} times in X; "
+                "rename the duplicates first")
+        if isinstance(column, (str, bytes)) or not isinstance(column, Iterable):
+            raise TypeError(
+                f"column {self.colname!r} must hold one value per row (a list, array or "
+                f"Series), got a single {type(column).__name__}; for one record use "
+                "KeyGrabber, which takes a dict")
+        return list(column)
 
     def get_feature_names_out(self, input_features=None):
         import numpy as np

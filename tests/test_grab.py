@@ -17,6 +17,13 @@ def test_column_grabber():
         ColumnGrabber("missing").transform(df)
     with pytest.raises(TypeError, match="KeyGrabber"):
         ColumnGrabber("text").transform([{"text": "hi"}])
+    assert ColumnGrabber("text").transform({"text": ["a", "b"]}) == ["a", "b"]
+    for one_record in ({"text": "hello world"}, {"text": 5}):
+        with pytest.raises(TypeError, match="column 'text' must hold one value per row"):
+            ColumnGrabber("text").transform(one_record)
+    twice = pd.DataFrame([["a", "b"]], columns=["text", "text"])
+    with pytest.raises(ValueError, match="column 'text' appears 2 times"):
+        ColumnGrabber("text").transform(twice)
 
 
 def test_key_grabber():
