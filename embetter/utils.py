@@ -62,6 +62,11 @@ class CachedEncoder(TransformerMixin, BaseEstimator):
     def _cache(self):
         import diskcache
 
+        if not isinstance(self.path, (str, os.PathLike)):
+            raise TypeError(
+                f"path must be the cache's folder (a str or Path), got {type(self.path).__name__}")
+        if os.path.isfile(os.path.expanduser(os.fspath(self.path))):
+            raise ValueError(f"path must be a folder for the cache, got the file {self.path!r}")
         cache = self.__dict__.get("_cache_handle")
         if cache is None or cache.directory != str(self.path):
             # cull_limit=0: transform culls once per batch of writes, not on every set

@@ -44,6 +44,15 @@ def test_cache_survives_restart_and_separates_encoders(tiny_model_path, corpus, 
     assert clone(reopened).path == path
 
 
+def test_cache_path_must_be_a_folder(corpus, tmp_path):
+    enc = LiteTextEncoder(n_components=4, random_state=0).fit(corpus)
+    with pytest.raises(TypeError, match="path must be the cache's folder"):
+        cached(None, enc).transform(corpus[:2])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="path must be a folder for the cache, got the file"):
+        cached(tmp_path / "file", enc).transform(corpus[:2])
+
+
 def test_a_model_saved_again_in_place_is_a_new_model(corpus, tmp_path):
     import shutil
 
