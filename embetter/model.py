@@ -13,8 +13,9 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
     """Classify pairs `(x1, x2)` from `|enc(x1) - enc(x2)|`, for example "are these duplicates?".
 
     Arguments:
-        enc: any fitted or stateless transformer that turns one input into a vector
-            (a `SentenceEncoder`, a pipeline, ...).
+        enc: a transformer that turns one input into a vector (a `SentenceEncoder`, a
+            pipeline, ...). Used as it is when fitted or stateless; one that needs fitting
+            (after `clone`, in a grid search) is fitted, as a copy, on the texts of both sides.
         clf_head: the classifier trained on the absolute differences; default
             `LogisticRegression(class_weight="balanced")`, created in `fit`.
 
@@ -35,9 +36,9 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
         self.enc = enc
         self.clf_head = clf_head
 
-    def _features(self, X1, X2):
-        E1 = as_matrix(self.enc.transform(X1), "enc.transform(X1)", allow_empty=True)
-        E2 = as_matrix(self.enc.transform(X2), "enc.transform(X2)", allow_empty=True)
+    def _features(self, enc, X1, X2):
+        E1 = as_matrix(enc.transform(X1), "enc.transform(X1)", allow_empty=True)
+        E2 = as_matrix(enc.transform(X2), "enc.transform(X2)", allow_empty=True)
         if E1.shape != E2.shape:
             raise ValueError(
                 f"X1 and X2 must hold the same number of items, got {E1.shape[0]} and {E2.shape[0]}"
@@ -48,7 +49,9 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
         """Train the head on the absolute difference of the encoded pairs."""
         from sklearn.linear_model import LogisticRegression
 
-        features = self._features(X1, X2)
+        X1, X2 = _sized(X1), _sized(X2)
+        self.enc_ = _fitted(self.enc, X1, X2)
+        features = self._features(self.enc_, X1, X2)
         y = as_labels(y, "y", n_samples=features.shape[0])
         head = LogisticRegression(class_weight="balanced", max_iter=1000)
         self.clf_ = clone(self.clf_head) if self.clf_head is not None else head
@@ -56,10 +59,42 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = self.clf_.classes_
         return self
 
-    def predict(self, X1, X2):
+    def _encoder(self):
         check_is_fitted(self, "clf_")
-        return self.clf_.predict(self._features(X1, X2))
+        return self.__dict__.get("enc_", self.enc)  # a 0.10.0 pickle has no enc_
+
+    def predict(self, X1, X2):
+        features = self._features(self._encoder(), X1, X2)  # NotFittedError first
+        return self.clf_.predict(features)
 
     def predict_proba(self, X1, X2):
-        check_is_fitted(self, "clf_")
-        return self.clf_.predict_proba(self._features(X1, X2))
+        features = self._features(self._encoder(), X1, X2)
+        return self.clf_.predict_proba(features)
+
+    def score(self, X1, X2, y, sample_weight=None):
+        """Mean accuracy of `predict(X1, X2)` against `y`."""
+        from sklearn.metrics import accuracy_score
+
+        predicted = self.predict(X1, X2)
+        return accuracy_score(as_labels(y, "y", n_samples=len(predicted)), predicted,
+                              sample_weight=sample_weight)
+
+
+def _sized(X):
+    """A generator read once into a list (it is encoded, and maybe fitted on, twice)."""
+    return X if hasattr(X, "__len__") else list(X)
+
+
+def _fitted(enc, X1, X2):
+    """`enc` itself when it is fitted or learns nothing, else a copy fitted on both sides."""
+    from sklearn.exceptions import NotFittedError
+
+    try:
+        check_is_fitted(enc)
+        return enc
+    except NotFittedError:
+        both = (np.concatenate([np.asarray(X1), np.asarray(X2)]) if hasattr(X1, "shape")
+                else list(X1) + list(X2))
+        return clone(enc).fit(both)
+    except TypeError:  # not an estimator: used as it is
+        return enc

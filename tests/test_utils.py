@@ -3,6 +3,7 @@ import multiprocessing as mp
 import numpy as np
 import pytest
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 
 from embetter.model import DifferenceClassifier
 from embetter.text import LiteTextEncoder, SentenceEncoder
@@ -152,3 +153,9 @@ def test_difference_classifier(corpus):
     assert clf.predict_proba(X1, X2).shape == (40, 2)
     with pytest.raises(ValueError, match="same number"):
         clf.predict(X1, X2[:3])
+    assert clf.enc_ is enc and clf.score(X1, X2, y) > 0.9  # a fitted encoder: used as it is
+    with pytest.raises(NotFittedError):
+        DifferenceClassifier(enc).predict(X1, X2)
+    twin = clone(clf).fit(X1, X2, y)  # the clone's encoder is unfitted: fitted as a copy
+    assert twin.enc_ is not twin.enc and not hasattr(twin.enc, "svd_")
+    assert twin.score(X1, X2, y) > 0.9
