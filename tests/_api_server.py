@@ -30,8 +30,9 @@ class Fault:
     """One injected misbehaviour: applies to the next `times` matching requests (None: all)."""
 
     def __init__(self, status=None, headers=None, slow=0.0, short=False, shuffle=False,
-                 width=None, times=1, match=None):
+                 width=None, times=1, match=None, raw=None):
         self.status, self.headers, self.slow, self.width = status, dict(headers or {}), slow, width
+        self.raw = raw  # bytes sent as the whole reply, with status 200 (a proxy's page, say)
         self.short, self.shuffle, self.times, self.match = short, shuffle, times, match
 
     def matches(self, texts) -> bool:
@@ -135,11 +136,13 @@ class EmbeddingServer:
         if fault is not None and fault.status is not None:
             return fault.status, fault.headers, {"error": {"message": f"injected {fault.status}",
                                                            "type": "server_error"}}
+        if fault is not None and fault.raw is not None:
+            return 200, {"content-type": "text/html"}, fault.raw
         if self.delay:
             time.sleep(self.delay)
         dims = body.get("dimensions") or body.get("output_dimension")
         emb = self._embed(texts, dims)
-        if fault is not None and fault.width:
+        if fault is not None and fault.width is not None:
             emb = emb[:, : fault.width]
         order = list(range(len(texts)))
         if fault is not None and fault.short:
@@ -197,10 +200,11 @@ def _handler(server: EmbeddingServer):
             finally:
                 with server._lock:
                     server.in_flight -= 1
-            data = json.dumps(payload).encode()
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
             try:
                 self.send_response(status)
-                self.send_header("content-type", "application/json")
+                if "content-type" not in headers:
+                    self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
                 for name, value in headers.items():
                     self.send_header(name, value)

@@ -281,7 +281,15 @@ class HostedEncoder(EmbetterBase):
         except Exception as e:
             status, what = self._error_status(e)
             if status is None and what is None:
-                raise
+                if not isinstance(e, (ValueError, TypeError, AttributeError, KeyError)):
+                    raise
+                # the client could not read the reply (not JSON, fields missing: a pydantic
+                # ValidationError is a ValueError): say so, with the batch
+                raise HostedAPIError(
+                    f"{type(self).__name__}: {where}: the server's reply could not be read "
+                    f"({type(e).__name__}: {_short(str(e))}); nothing is returned rather than "
+                    "a partial or misaligned array", batch=k, texts=(rows.start, rows.stop),
+                ) from e
             label = f"status {status}" if status is not None else what
             raise HostedAPIError(
                 f"{type(self).__name__}: {where} failed with {label} "
@@ -296,7 +304,7 @@ class HostedEncoder(EmbetterBase):
                 batch=k, texts=(rows.start, rows.stop),
             ) from None
         expected = self.dimensions
-        if emb.ndim != 2 or emb.shape[0] != len(chunk) or (
+        if emb.ndim != 2 or emb.shape[0] != len(chunk) or emb.shape[1] == 0 or (
             expected is not None and emb.shape[1] != expected
         ):
             got = f"{emb.shape[0]} embeddings of width {emb.shape[1]}" if emb.ndim == 2 else (
