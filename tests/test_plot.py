@@ -58,6 +58,8 @@ def test_projection_without_labels_and_tiny_inputs():
     assert len(projection(X).axes[0].collections) == 1
     assert project(np.ones((1, 5))).shape == (1, 2)  # one point: nothing to project
     assert project(np.arange(6.0).reshape(3, 2)).shape == (3, 2)
+    two = project(np.random.RandomState(0).rand(2, 8), method="umap", random_state=0)
+    assert two.shape == (2, 2) and np.isfinite(two).all() and not (two[0] == two[1]).all()
     single_feature = project(np.arange(4.0).reshape(4, 1))
     assert single_feature.shape == (4, 2) and (single_feature[:, 1] == 0).all()
 
