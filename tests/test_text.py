@@ -58,6 +58,21 @@ def test_params_are_stored_verbatim_and_lazy(tiny_model_path):
     assert "_model" not in twin.__dict__ and twin.get_params() == enc.get_params()
 
 
+def test_flags_and_a_missing_device_are_refused_clearly(tiny_model_path):
+    import torch
+
+    for flag in ("normalize_embeddings", "show_progress_bar"):
+        with pytest.raises(TypeError, match=f"{flag} must be True or False, got 'no'"):
+            SentenceEncoder(tiny_model_path, **{flag: "no"}).transform(["a"])
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device='cuda', but torch has no cuda device"):
+            SentenceEncoder(tiny_model_path, device="cuda").transform(["a"])
+        from embetter.finetune import FeedForwardTuner
+
+        with pytest.raises(ValueError, match="device='cuda', but torch has no cuda device"):
+            FeedForwardTuner(device="cuda").fit(np.eye(4), [0, 1, 0, 1])
+
+
 def test_set_params_reloads(tiny_model_path, tmp_path):
     from tests.conftest import build_tiny_model
 
@@ -209,6 +224,9 @@ def test_lite_encoder(corpus, tmp_path):
     joblib.dump(enc, tmp_path / "lite.joblib")
     np.testing.assert_allclose(joblib.load(tmp_path / "lite.joblib").transform(corpus), X)
     assert LiteTextEncoder(n_components=500).fit(corpus[:10]).n_components_ <= 9
+    for bad in (3, (2, 1), (0, 2), (1.0, 2), "12"):
+        with pytest.raises(ValueError, match=r"word_ngram_range must be a pair of ints"):
+            LiteTextEncoder(word_ngram_range=bad).fit(corpus[:10])
     # shared words bring texts closer than disjoint ones
     a, b, c = enc.transform(
         ["the cat likes pizza", "the cat likes the rain", "a pilot fixes old cars"]

@@ -7,6 +7,7 @@
 """
 
 from embetter._torch.device import (
+    available_device,
     device_name,
     resolve_device,
     seed_from,
@@ -20,6 +21,7 @@ from embetter._torch.replay import new_replay, replay_add, replay_pool, replay_s
 
 __all__ = [
     "TorchHeadMixin",
+    "available_device",
     "device_name",
     "new_replay",
     "replay_add",

@@ -28,9 +28,21 @@ def resolve_device(device=None) -> torch.device:
         ) from e
 
 
-def device_name(device=None) -> str:
-    """The resolved device as a string, as sentence-transformers expects it."""
-    return str(resolve_device(device))
+def available_device(device=None) -> torch.device:
+    """`resolve_device`, refusing a device this machine does not have: a clear error where
+    torch would fail deep inside ("Torch not compiled with CUDA enabled")."""
+    resolved = resolve_device(device)
+    if not usable(resolved):
+        raise ValueError(
+            f"device={device!r}, but torch has no {resolved.type} device on this machine; "
+            "use device=None (the best one there is) or 'cpu'")
+    return resolved
+
+
+def device_name(device=None, *, check: bool = True) -> str:
+    """The resolved device as a string, as sentence-transformers expects it; `check`: refuse
+    one this machine lacks (off where a saved model is restored: it falls back to the CPU)."""
+    return str(available_device(device) if check else resolve_device(device))
 
 
 def usable(device: torch.device) -> bool:

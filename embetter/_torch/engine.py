@@ -11,7 +11,15 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from embetter._skops import torch_state_from_bytes, torch_state_to_bytes
-from embetter._torch.device import resolve_device, seed_from, seeded, to_cpu, train_threads, usable
+from embetter._torch.device import (
+    available_device,
+    resolve_device,
+    seed_from,
+    seeded,
+    to_cpu,
+    train_threads,
+    usable,
+)
 from embetter._torch.progress import Progress
 from embetter._torch.replay import (
     new_replay,
@@ -156,7 +164,7 @@ class TorchHeadMixin:
     def _start_training(self):
         """A fresh network, optimizer, RNG and replay memory."""
         self._rng = np.random.RandomState(seed_from(self.random_state))
-        self.device_ = resolve_device(self.device)
+        self.device_ = available_device(self.device)
         with seeded(self._rng.randint(0, 2**31 - 1), self.device_):
             self.module_ = self._build_module().to(self.device_)
         self.optimizer_ = self._make_optimizer(self.module_)

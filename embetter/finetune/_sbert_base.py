@@ -117,7 +117,7 @@ class SbertBase(BaseEstimator):
         if files is not None:
             from embetter._torch import device_name
 
-            self.model_ = model_from_bytes(files, device_name(self.device))
+            self.model_ = model_from_bytes(files, device_name(self.device, check=False))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -183,9 +183,9 @@ def train(model, rows: Rows, loss, schedule: Schedule, on_epoch_end=None) -> tup
     """
     from tqdm.auto import tqdm
 
-    from embetter._torch import resolve_device, seeded, to_cpu
+    from embetter._torch import available_device, seeded, to_cpu
 
-    device = resolve_device(schedule.device)
+    device = available_device(schedule.device)
     model.to(device)
     size = schedule.batch_size
     generator = torch.Generator().manual_seed(schedule.seed)

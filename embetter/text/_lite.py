@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import TruncatedSVD
@@ -58,6 +60,8 @@ class LiteTextEncoder(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         """Learn the vocabulary, IDF weights and the SVD projection from texts."""
         n = check_int(self.n_components, "n_components")
+        for name in ("word_ngram_range", "char_ngram_range"):
+            _check_range(getattr(self, name), name)
         texts = as_texts(X)
         if len(texts) < 2:
             raise ValueError(f"X has {len(texts)} texts; LiteTextEncoder needs at least 2 to fit")
@@ -96,3 +100,13 @@ class LiteTextEncoder(TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         text_input_tags(tags)
         return tags
+
+
+def _check_range(value, name: str) -> None:
+    """An n-gram range: a pair of ints (low, high) with 1 <= low <= high."""
+    ok = (isinstance(value, (tuple, list)) and len(value) == 2
+          and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value)
+          and 1 <= value[0] <= value[1])
+    if not ok:
+        raise ValueError(f"{name} must be a pair of ints (low, high) with 1 <= low <= high, "
+                         f"got {value!r}")

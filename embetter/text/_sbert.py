@@ -292,6 +292,9 @@ class SentenceEncoder(EmbetterBase):
 
     def _check_params(self):
         check_int(self.batch_size, "batch_size", allow_none=True)
+        for flag in ("normalize_embeddings", "show_progress_bar"):
+            if not isinstance(getattr(self, flag), (bool, np.bool_)):
+                raise TypeError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
         if self.prompt is not None and not isinstance(self.prompt, str):
             raise TypeError(f"prompt must be None or a str, got {type(self.prompt).__name__}")
         from embetter.text._backends import PRECISIONS
