@@ -159,3 +159,29 @@ def check_model_files(files: dict) -> dict:
                 raise ValueError(f"refusing the model module type {kind!r} in modules.json")
     return files
 
+
+def folder_to_bytes(save) -> dict[str, bytes]:
+    """Every file `save(folder)` writes, keyed by relative path: a saved model as plain bytes,
+    which pickles and skops files hold where they could not hold the model's own objects."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="embetter-pickle-") as tmp:
+        save(tmp)
+        root = Path(tmp)
+        return {str(p.relative_to(root)): p.read_bytes()
+                for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def folder_from_bytes(files: dict, load):
+    """`load(folder)` on a folder holding `files` (from `folder_to_bytes`); only data files
+    are written back, never code (`check_model_files`)."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="embetter-unpickle-") as tmp:
+        for rel, data in check_model_files(files).items():
+            target = Path(tmp, rel)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        return load(tmp)

@@ -153,7 +153,8 @@ def test_train_on_fit_leaves_the_global_random_generators_alone(static_path, tin
     assert draws() == expected  # model2vec's trainer seeds all three: put back after
 
 
-def test_train_on_fit_learns_to_mimic_the_teacher(static_path, tiny_model_path, corpus):
+def test_train_on_fit_learns_to_mimic_the_teacher(static_path, tiny_model_path, corpus,
+                                                  tmp_path):
     teacher = SentenceEncoder(tiny_model_path).transform(corpus)
     before = TextEncoder(static_path).transform(corpus)
     enc = TextEncoder(static_path, train_on_fit=True, teacher=tiny_model_path, random_state=0)
@@ -172,6 +173,11 @@ def test_train_on_fit_learns_to_mimic_the_teacher(static_path, tiny_model_path, 
     np.testing.assert_allclose(TextEncoder(static_path).transform(corpus), before, atol=1e-6)
     # A trained encoder pickles with its trained vectors, and clone drops them.
     np.testing.assert_allclose(pickle.loads(pickle.dumps(enc)).transform(corpus), after,
+                               atol=1e-6)
+    from embetter.utils import load_skops, save_skops  # and in a skops file, as files
+
+    save_skops(enc, tmp_path / "trained.skops")
+    np.testing.assert_allclose(load_skops(tmp_path / "trained.skops").transform(corpus), after,
                                atol=1e-6)
     with pytest.raises(NotFittedError):
         clone(enc).transform(corpus[:2])

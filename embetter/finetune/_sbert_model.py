@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 from pathlib import Path
 
 from embetter import _st
@@ -39,24 +38,15 @@ def private_model(source, device=None):
 
 def model_to_bytes(model) -> dict[str, bytes]:
     """Every file of a saved model, keyed by relative path (for pickling fine-tuned weights)."""
-    with tempfile.TemporaryDirectory(prefix="embetter-pickle-") as tmp:
-        _st.save(model, tmp)
-        root = Path(tmp)
-        return {
-            str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-        }
+    from embetter._skops import folder_to_bytes
+
+    return folder_to_bytes(lambda folder: _st.save(model, folder))
 
 
 def model_from_bytes(files: dict[str, bytes], device: str):
-    from embetter._skops import check_model_files
+    from embetter._skops import folder_from_bytes
 
-    with tempfile.TemporaryDirectory(prefix="embetter-unpickle-") as tmp:
-        # only data files (weights, configs, vocabularies) are written back: never code
-        for rel, data in check_model_files(files).items():
-            target = Path(tmp, rel)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-        return _st.load(tmp, device)
+    return folder_from_bytes(files, lambda folder: _st.load(folder, device))
 
 
 def save_atomic(model, path) -> str:

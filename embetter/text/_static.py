@@ -111,10 +111,27 @@ class TextEncoder(TransformerMixin, BaseEstimator):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        # The base model is re-loaded from its folder after unpickling; a trained one is kept.
+        # The base model is re-loaded from its folder after unpickling; a trained one is kept,
+        # as the files it saves (its tokenizer is a Rust object that skops cannot store)
         state.pop("_model", None)
         state.pop("_loaded_for", None)
+        trained = state.pop("trained_model_", None)
+        if trained is not None:
+            from embetter._skops import folder_to_bytes
+
+            state["_trained_files"] = folder_to_bytes(trained.save_pretrained)
         return state
+
+    def __setstate__(self, state):
+        files = state.pop("_trained_files", None)
+        self.__dict__.update(state)  # a 0.10.0 pickle holds trained_model_ itself
+        if files is not None:
+            from model2vec import StaticModel
+
+            from embetter._skops import folder_from_bytes
+
+            self.trained_model_ = folder_from_bytes(
+                files, lambda folder: StaticModel.from_pretrained(folder, force_download=False))
 
     # -- parameters --------------------------------------------------------------------------
     def _check_params(self):
