@@ -3,7 +3,8 @@
 - `device`: device choice, the one `seed_from`, seeded runs, CPU threads while training;
 - `replay`: the replay memory of a stream;
 - `engine`: the one mini-batch training engine of the small heads (`TorchHeadMixin`), with
-  its epoch progress bar and the parameter constraints every head shares.
+  the parameter constraints every head shares;
+- `progress`: the engine's epoch progress bar.
 """
 
 from embetter._torch.device import (

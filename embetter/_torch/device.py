@@ -39,6 +39,13 @@ def available_device(device=None) -> torch.device:
     return resolved
 
 
+def restored_device(device=None) -> torch.device:
+    """Where a saved model is restored: its device when this machine has it, else the CPU (a
+    model trained on a GPU loads on a CPU-only machine)."""
+    resolved = resolve_device(device)
+    return resolved if usable(resolved) else torch.device("cpu")
+
+
 def device_name(device=None, *, check: bool = True) -> str:
     """The resolved device as a string, as sentence-transformers expects it; `check`: refuse
     one this machine lacks (off where a saved model is restored: it falls back to the CPU)."""

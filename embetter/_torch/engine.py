@@ -13,12 +13,11 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from embetter._skops import torch_state_from_bytes, torch_state_to_bytes
 from embetter._torch.device import (
     available_device,
-    resolve_device,
+    restored_device,
     seed_from,
     seeded,
     to_cpu,
     train_threads,
-    usable,
 )
 from embetter._torch.progress import Progress
 from embetter._torch.replay import (
@@ -378,8 +377,7 @@ class TorchHeadMixin:
 
     def _restore(self, module_state, optimizer_state=None):
         """Rebuild the module from the parameters and fitted shapes, then load its weights."""
-        device = resolve_device(self.device)
-        self.device_ = device if usable(device) else torch.device("cpu")
+        self.device_ = restored_device(self.device)
         with torch.random.fork_rng(devices=[]):  # the weights are loaded: keep the caller's RNG
             module = self._build_module()
         module.load_state_dict(torch_state_from_bytes(module_state))
