@@ -381,3 +381,6 @@ def test_key_never_leaks(kind, server, caplog):
     assert KEY not in repr(enc) and "api_key='***'" in repr(enc)
     assert KEY not in repr(cached("x", enc)) and KEY not in enc._repr_html_()
     assert KEY not in str(pickle.dumps(enc)) and enc.get_params()["api_key"] == KEY
+    assert f"{enc.api_key} {enc.get_params()['api_key']}" == "*** ***"  # as text, too
+    logging.getLogger("embetter.test").warning("params %s", enc.api_key)
+    assert KEY not in caplog.text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from embetter.external._core import HostedEncoder, MalformedReply, require
+from embetter.external._core import HostedEncoder, MalformedReply, require, reveal
 
 COHERE_DIMS = {
     "embed-v4.0": 1536,
@@ -88,7 +88,8 @@ class CohereEncoder(HostedEncoder):
             raise ValueError(
                 f"{type(self).__name__} needs an API key: pass api_key=... or set CO_API_KEY"
             )
-        return cohere.ClientV2(api_key=key, base_url=self.base_url or os.environ.get("CO_API_URL"),
+        return cohere.ClientV2(api_key=reveal(key),
+                               base_url=self.base_url or os.environ.get("CO_API_URL"),
                                timeout=float(self.timeout), max_retries=int(self.max_retries))
 
     def _embed_batch(self, client, texts):

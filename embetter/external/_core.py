@@ -41,12 +41,24 @@ RETRY_STATUSES = frozenset({408, 409, 429})
 
 
 class Secret(str):
-    """An API key: a plain str to the clients, `'***'` in a repr."""
+    """An API key: `'***'` in a repr, `***` as text (`str()`, f-strings, a logger's `%s`, a
+    parameter table); the clients get the real value from `reveal`."""
 
     __slots__ = ()
 
     def __repr__(self):
         return "'***'"
+
+    def __str__(self):
+        return "***"
+
+    def __format__(self, spec):
+        return format("***", spec)
+
+
+def reveal(key):
+    """The real text of a key (a plain str for the provider's client), or None."""
+    return None if key is None else str.__str__(key) if isinstance(key, Secret) else key
 
 
 class MalformedReply(ValueError):

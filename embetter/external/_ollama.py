@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from embetter.external._core import HostedEncoder, require, retryable_status
+from embetter.external._core import HostedEncoder, require, retryable_status, reveal
 
 OLLAMA_DIMS = {
     "nomic-embed-text": 768,
@@ -74,7 +74,7 @@ class OllamaEncoder(HostedEncoder):
     def _make_client(self):
         ollama = require("ollama", "ollama", type(self).__name__)
         key = self.api_key or os.environ.get(self.key_env)
-        headers = {"authorization": f"Bearer {key}"} if key else None
+        headers = {"authorization": f"Bearer {reveal(key)}"} if key else None
         return ollama.Client(host=self.base_url, timeout=float(self.timeout), headers=headers)
 
     def _embed_batch(self, client, texts):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from embetter.external._core import HostedEncoder, MalformedReply, require
+from embetter.external._core import HostedEncoder, MalformedReply, require, reveal
 
 OPENAI_DIMS = {
     "text-embedding-3-small": 1536,
@@ -86,8 +86,8 @@ class OpenAIEncoder(HostedEncoder):
                 f"{type(self).__name__} needs an API key: pass api_key=... or set "
                 f"{self.key_env} (any non-empty string for a local server that checks none)"
             )
-        return openai.OpenAI(api_key=key, base_url=self.base_url, timeout=float(self.timeout),
-                             max_retries=int(self.max_retries))
+        return openai.OpenAI(api_key=reveal(key), base_url=self.base_url,
+                             timeout=float(self.timeout), max_retries=int(self.max_retries))
 
     def _embed_batch(self, client, texts):
         extra = {"dimensions": int(self.dimensions)} if self.dimensions is not None else {}
@@ -174,8 +174,9 @@ class AzureOpenAIEncoder(OpenAIEncoder):
         openai = require("openai", "openai", type(self).__name__)
         try:
             return openai.AzureOpenAI(
-                api_key=self.api_key, azure_endpoint=self.base_url, api_version=self.api_version,
-                timeout=float(self.timeout), max_retries=int(self.max_retries),
+                api_key=reveal(self.api_key), azure_endpoint=self.base_url,
+                api_version=self.api_version, timeout=float(self.timeout),
+                max_retries=int(self.max_retries),
             )
         except (openai.OpenAIError, ValueError) as e:
             raise ValueError(
