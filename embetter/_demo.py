@@ -15,12 +15,15 @@ import numpy as np
 from embetter._files import UsageError, atomic_path, column, read_table, text_column
 
 TEST_SIZE = 0.5
+#: rows per class the demo needs: half are held out, and the regression's C is chosen by
+#: 3-fold cross-validation on the other half
+MIN_PER_CLASS = 6
 BUNDLED = "the bundled support inbox (embetter.datasets.load_support_inbox)"
 
 
 def load_dataset(path) -> tuple[list[str], np.ndarray]:
     """The texts and labels of a `text,label` CSV."""
-    df = read_table(path, "text")
+    df = read_table(path, "text", also_text=("label",))  # "007" and "7" are two classes
     texts = text_column(df, "text", path)
     labels = np.asarray([str(v) for v in column(df, "label", path, "label")], dtype=object)
     return texts, labels
@@ -69,6 +72,14 @@ def run_demo(out_dir="demo-output", sbert=False, seed=0, data=None,
     classes = sorted(set(labels))
     if len(classes) < 2:
         raise UsageError(f"{path}: the label column holds a single class; the demo needs two")
+    counts = {c: int(np.sum(np.asarray(labels) == c)) for c in classes}
+    rare = min(counts, key=counts.get)
+    if counts[rare] < MIN_PER_CLASS:  # half is held out, and the regression is cross-validated
+        raise UsageError(
+            f"{path}: class {rare!r} has {counts[rare]} row(s); the demo needs at least "
+            f"{MIN_PER_CLASS} per class")
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise UsageError(f"{out_dir}: is a file; --out must name a folder for the plots")
 
     from sklearn.model_selection import train_test_split
 

@@ -42,6 +42,12 @@ def _format_of(path, formats: dict, what: str) -> str:
     return formats[suffix]
 
 
+def check_out_file(path) -> None:
+    """Refuse an output path that is an existing directory (before any work is done)."""
+    if Path(path).is_dir():
+        raise UsageError(f"{path}: is a directory; --out must name a file")
+
+
 def table_format(path) -> str:
     """The format of an input table, from its extension (`.csv`, `.jsonl`, `.parquet`)."""
     return _format_of(path, TABLE_FORMATS, "input")
@@ -50,6 +56,7 @@ def table_format(path) -> str:
 def output_format(path) -> str:
     """The format of an output file, from its extension (`.npy` or `.parquet`)."""
     fmt = _format_of(path, OUTPUT_FORMATS, "output")
+    check_out_file(path)
     if fmt == "parquet":
         _needs_pyarrow("Writing")
     return fmt

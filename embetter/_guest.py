@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 
 
 @contextlib.contextmanager
@@ -32,18 +31,6 @@ def quiet_loggers(*names: str, level: int = logging.ERROR):
             logger.setLevel(was)
             for handler in [h for h in logger.handlers if h not in handlers]:
                 logger.removeHandler(handler)
-
-
-@contextlib.contextmanager
-def env_default(name: str, value: str):
-    """`os.environ.setdefault(name, value)` for the call; the environment is restored after."""
-    had = name in os.environ
-    os.environ.setdefault(name, value)
-    try:
-        yield
-    finally:
-        if not had:
-            os.environ.pop(name, None)
 
 
 @contextlib.contextmanager
@@ -85,3 +72,24 @@ def kept_random_state():
     finally:
         random.setstate(python_state)
         np.random.set_state(numpy_state)
+
+
+@contextlib.contextmanager
+def progress_bars_off():
+    """transformers' and huggingface_hub's progress bars (one per model load) off for the
+    block, then as they were: both switches are process-wide."""
+    try:
+        from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - both ship with sentence-transformers
+        yield
+        return
+    was_on, hub_was_off = hf_logging.is_progress_bar_enabled(), are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()  # transformers' own switch, and the hub's
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+        if hub_was_off:
+            disable_progress_bars()

@@ -89,5 +89,7 @@ def transform_texts(encode, texts, progress: bool = False):
 def set_progress(pipe, show: bool) -> None:
     """Turn the progress bars of a pipeline's steps on or off."""
     for _, step in pipe.steps:
+        if not hasattr(step, "get_params"):  # None or "passthrough"
+            continue
         if "show_progress_bar" in step.get_params(deep=False):
             step.set_params(show_progress_bar=show)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import sys
 import warnings
 
-from embetter._files import UsageError, _format_of, atomic_path, read_table, text_column
+from embetter._files import (
+    UsageError,
+    _format_of,
+    atomic_path,
+    check_out_file,
+    read_table,
+    text_column,
+)
 from embetter._pipelines import load_pipeline, read_for_pipeline, transform_texts
 
 MAP_FORMATS = {".csv": "csv"}
@@ -18,6 +25,7 @@ def run_project(input_path, out, *, text_col=None, label_col=None, pipeline=None
     from embetter.plot import _method_to_use, project
 
     _format_of(out, MAP_FORMATS, "map")  # refuse a bad --out before any work is done
+    check_out_file(out)
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always", UserWarning)
         method = _method_to_use(method)

@@ -11,13 +11,14 @@ import textwrap
 from embetter import __version__
 from embetter._files import (
     UsageError,
+    check_out_file,
     column,
     output_format,
     read_table,
     text_column,
     write_embeddings,
 )
-from embetter._guest import env_default
+from embetter._guest import progress_bars_off
 from embetter._pipelines import (
     load_pipeline,
     pipeline_format,
@@ -82,6 +83,15 @@ def _parse_params(items) -> dict:
     return params
 
 
+def _missing(value) -> bool:
+    import pandas as pd
+
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # a list or array: present
+        return False
+
+
 def _labels(df, name: str, path):
     """The label column; `cats.NAME` reads one label from JSONL records' `cats` dicts."""
     if name in df.columns or "." not in name:
@@ -91,9 +101,12 @@ def _labels(df, name: str, path):
         column(df, name, path, "label")  # raises: no such column
     import numpy as np
 
-    cells = df[field].tolist()
-    if not all(isinstance(c, dict) for c in cells):
-        raise UsageError(f"{path}: column {field!r} does not hold records, cannot read {name!r}")
+    # a record that never got labels has no cell at all (NaN/None): it carries no label
+    cells = [c if isinstance(c, dict) else {} for c in df[field].tolist()]
+    bad = [c for c in df[field].tolist() if not isinstance(c, dict) and not _missing(c)]
+    if bad:
+        raise UsageError(f"{path}: column {field!r} does not hold records (e.g. {bad[0]!r}), "
+                         f"cannot read {name!r}")
     # Partial labels: records that do not carry this label are left out of training.
     keep = np.array([key in c and c[key] is not None for c in cells])
     if not keep.any():
@@ -119,8 +132,11 @@ def _make_tuner(kind: str, model: str, seed):
 
 def _finetune(args) -> int:
     pipeline_format(args.out)  # refuse a bad --out before any work is done
+    check_out_file(args.out)
     params = _parse_params(args.param)
-    df = read_table(args.input, args.text_col)
+    # labels kept as written: "007" and "7" are two classes
+    label_field = args.label_col if "." not in args.label_col else ""
+    df = read_table(args.input, args.text_col, also_text=(label_field,))
     texts = text_column(df, args.text_col, args.input)
     keep, y = _labels(df, args.label_col, args.input)
     if keep is not None:
@@ -367,7 +383,7 @@ def main(argv=None) -> int:
     # transformers draws a bar for every model load; on the command line it only hides the
     # output that matters (our own progress bars are sentence-transformers', not affected).
     try:
-        with env_default("HF_HUB_DISABLE_PROGRESS_BARS", "1"):
+        with progress_bars_off():
             return args.func(args)
     except KeyboardInterrupt:
         _info("embetter: interrupted")

@@ -153,6 +153,49 @@ def test_finetune_contrastive_in_process_and_partial_labels(files, tiny_model_pa
     assert X.shape[0] == 1 and np.isfinite(X).all()
 
 
+def test_labels_stay_as_written_and_unlabelled_records_are_skipped(files, tiny_model_path,
+                                                                   tmp_path):
+    df = labelled_frame()
+    df["label"] = np.where(df["label"] == "flies", "007", "7")  # two classes, not one
+    df.to_csv(tmp_path / "codes.csv", index=False)
+    out = tmp_path / "codes.joblib"
+    assert main(["finetune", str(tmp_path / "codes.csv"), "--text-col", "text", "--label-col",
+                 "label", "--model", tiny_model_path, "--out", str(out)]) == 0
+    assert sorted(joblib.load(out)[-1].classes_) == ["007", "7"]
+    # a record never labelled has no `cats` at all: it is skipped, not an error
+    records = [{"text": t} if i % 4 == 0 else {"text": t, "cats": {"flies": int(lab == "flies")}}
+               for i, (t, lab) in enumerate(labelled_frame().itertuples(index=False))]
+    path = tmp_path / "partial.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["finetune", str(path), "--text-col", "text", "--label-col", "cats.flies",
+                 "--model", tiny_model_path, "--out", str(tmp_path / "p.joblib")]) == 0
+
+
+def test_main_in_process_leaves_the_progress_bars_as_they_were(files, tiny_model_path,
+                                                               tmp_path):
+    from huggingface_hub.utils import are_progress_bars_disabled
+    from transformers.utils import logging as hf_logging
+
+    before = (are_progress_bars_disabled(), hf_logging.is_progress_bar_enabled())
+    assert main(["embed", str(files / "train.csv"), "--text-col", "text", "--model",
+                 tiny_model_path, "--out", str(tmp_path / "x.npy")]) == 0
+    assert (are_progress_bars_disabled(), hf_logging.is_progress_bar_enabled()) == before
+
+
+def test_transform_with_a_passthrough_step(files, tiny_model_path, tmp_path):
+    from sklearn.pipeline import Pipeline
+
+    from embetter.grab import ColumnGrabber
+    from embetter.text import SentenceEncoder
+
+    pipe = Pipeline([("grab", ColumnGrabber("text")), ("enc", SentenceEncoder(tiny_model_path)),
+                     ("id", "passthrough")])
+    joblib.dump(pipe, tmp_path / "pt.joblib")
+    assert main(["transform", str(tmp_path / "pt.joblib"), str(files / "train.csv"), "--out",
+                 str(tmp_path / "pt.npy")]) == 0
+    assert np.load(tmp_path / "pt.npy").shape[1] == 32
+
+
 def test_finetune_sbert_saves_grabber_and_tuned_model(files, tiny_model_path, tmp_path):
     out = tmp_path / "sbert.joblib"
     assert main(["finetune", str(files / "train.csv"), "--text-col", "text", "--label-col",
@@ -176,6 +219,11 @@ def bad_files(files):
     (files / "notes.txt").write_text("text\nhello\n")
     (files / "not_a_pipeline.joblib").write_text("this is not a pickle")
     (files / "not_a_pipeline.skops").write_text("this is not a zip file")
+    for folder in ("taken.npy", "taken.skops", "taken.csv"):
+        (files / folder).mkdir(exist_ok=True)
+    (files / "a_file").write_text("not a folder")
+    (files / "few.csv").write_text("text,label\n" + "".join(
+        f"text {i},{'a' if i < 8 else 'b'}\n" for i in range(12)))
     return files
 
 
@@ -222,6 +270,17 @@ ERROR_CASES = {
                                     ["--text-col is required"]),
     "project missing pipeline": (["project", "train.csv", "--pipeline", "nope.skops",
                                   "--out", "x.csv"], ["nope.skops", "no such file"]),
+    "out is a folder (embed)": (["embed", "train.csv", "--text-col", "text", "--out",
+                                 "taken.npy"], ["taken.npy: is a directory"]),
+    "out is a folder (finetune)": (["finetune", "train.csv", "--text-col", "text",
+                                    "--label-col", "label", "--out", "taken.skops"],
+                                   ["taken.skops: is a directory"]),
+    "out is a folder (project)": (["project", "train.csv", "--text-col", "text", "--out",
+                                   "taken.csv"], ["taken.csv: is a directory"]),
+    "demo out is a file": (["demo", "--data", "train.csv", "--out", "a_file"],
+                           ["a_file: is a file"]),
+    "demo class too small": (["demo", "--data", "few.csv", "--out", "plots"],
+                             ["class 'b' has 4 row(s)", "at least 6 per class"]),
 }
 
 
