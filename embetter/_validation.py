@@ -141,13 +141,22 @@ def as_matrix(
     return np.ascontiguousarray(arr)
 
 
+def _label_array(y, name: str) -> np.ndarray:
+    """`y` as an array; rows of different lengths (lists of label names) get a clear error."""
+    try:
+        return np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
+    except ValueError:
+        raise ValueError(
+            f"{name} must hold one label per row, or be a 0/1 indicator matrix (multi-label); "
+            "got rows of different lengths (lists of label names? sklearn's "
+            "MultiLabelBinarizer turns them into 0/1 columns)") from None
+
+
 def as_labels(y, name: str = "y", n_samples: int | None = None) -> np.ndarray:
     """Check a 1-D label or score vector: no missing values, the right length."""
     if y is None:
         raise ValueError(f"{name} is required, got None")
-    if hasattr(y, "to_numpy"):
-        y = y.to_numpy()
-    arr = np.asarray(y)
+    arr = _label_array(y, name)
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
     if arr.ndim != 1:
@@ -239,7 +248,7 @@ def as_targets(y, name: str = "y", n_samples: int | None = None):
     """
     if y is None:
         raise ValueError(f"{name} is required, got None")
-    arr = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
+    arr = _label_array(y, name)
     if not (arr.ndim == 2 and arr.shape[1] > 1):
         return as_labels(arr, name, n_samples=n_samples), False
     if n_samples is not None and arr.shape[0] != n_samples:

@@ -195,3 +195,7 @@ def test_strings_are_not_numbers_and_labels_are_one_kind():
                                         r"such as 1\)"):
         as_labels(np.array(["a", 1] * 3, dtype=object))
     assert as_labels(np.array([1, 2.0, np.int64(3)], dtype=object)).size == 3
+    from embetter._validation import as_targets
+
+    with pytest.raises(ValueError, match="y must hold one label per row.*MultiLabelBinarizer"):
+        as_targets([["a", "b"], ["b"], []])
