@@ -15,9 +15,9 @@ import numpy as np
 from embetter._files import UsageError, atomic_path, column, read_table, text_column
 
 TEST_SIZE = 0.5
-#: rows per class the demo needs: half are held out, and the regression's C is chosen by
-#: 3-fold cross-validation on the other half
-MIN_PER_CLASS = 6
+#: rows of its largest class the demo needs: half are held out, and the regression's C is
+#: chosen by 3-fold cross-validation on the other half
+MIN_LARGEST_CLASS = 6
 BUNDLED = "the bundled support inbox (embetter.datasets.load_support_inbox)"
 
 
@@ -74,10 +74,14 @@ def run_demo(out_dir="demo-output", sbert=False, seed=0, data=None,
         raise UsageError(f"{path}: the label column holds a single class; the demo needs two")
     counts = {c: int(np.sum(np.asarray(labels) == c)) for c in classes}
     rare = min(counts, key=counts.get)
-    if counts[rare] < MIN_PER_CLASS:  # half is held out, and the regression is cross-validated
+    if counts[rare] < 2:  # half of each class is held out
         raise UsageError(
-            f"{path}: class {rare!r} has {counts[rare]} row(s); the demo needs at least "
-            f"{MIN_PER_CLASS} per class")
+            f"{path}: class {rare!r} has {counts[rare]} row(s); the demo needs at least 2 per "
+            "class")
+    if max(counts.values()) < MIN_LARGEST_CLASS:  # the regression's C is cross-validated
+        raise UsageError(
+            f"{path}: every class has fewer than {MIN_LARGEST_CLASS} rows; the demo needs at "
+            "least one that large")
     if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise UsageError(f"{out_dir}: is a file; --out must name a folder for the plots")
 

@@ -157,3 +157,24 @@ def eager_attention(model) -> None:
     if auto is not None and hasattr(auto, "set_attn_implementation"):
         with contextlib.suppress(ValueError, ImportError):
             auto.set_attn_implementation("eager")
+
+
+@contextlib.contextmanager
+def progress_bars_off():
+    """transformers' and huggingface_hub's progress bars (one per model load) off for the
+    block, then as they were: both switches are process-wide."""
+    try:
+        from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - both ship with sentence-transformers
+        yield
+        return
+    was_on, hub_was_off = hf_logging.is_progress_bar_enabled(), are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()  # transformers' own switch, and the hub's
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+        if hub_was_off:
+            disable_progress_bars()

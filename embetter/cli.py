@@ -18,7 +18,6 @@ from embetter._files import (
     text_column,
     write_embeddings,
 )
-from embetter._guest import progress_bars_off
 from embetter._pipelines import (
     load_pipeline,
     pipeline_format,
@@ -27,6 +26,7 @@ from embetter._pipelines import (
     set_progress,
     transform_texts,
 )
+from embetter._st import progress_bars_off
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 TUNERS = ("feedforward", "contrastive", "sbert")

@@ -223,7 +223,9 @@ def bad_files(files):
         (files / folder).mkdir(exist_ok=True)
     (files / "a_file").write_text("not a folder")
     (files / "few.csv").write_text("text,label\n" + "".join(
-        f"text {i},{'a' if i < 8 else 'b'}\n" for i in range(12)))
+        f"text {i},{'a' if i < 8 else 'b'}\n" for i in range(9)))
+    (files / "tiny.csv").write_text("text,label\n" + "".join(
+        f"text {i},{'ab'[i % 2]}\n" for i in range(6)))
     return files
 
 
@@ -283,7 +285,9 @@ ERROR_CASES = {
     "demo out is a file": (["demo", "--data", "train.csv", "--out", "a_file"],
                            ["a_file: is a file"]),
     "demo class too small": (["demo", "--data", "few.csv", "--out", "plots"],
-                             ["class 'b' has 4 row(s)", "at least 6 per class"]),
+                             ["class 'b' has 1 row(s)", "at least 2 per class"]),
+    "demo data too small": (["demo", "--data", "tiny.csv", "--out", "plots"],
+                            ["every class has fewer than 6 rows"]),
 }
 
 
