@@ -8,6 +8,7 @@ of 5-nearest-neighbours on the raw and on the tuned embeddings; then draw both s
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,7 @@ def run_demo(out_dir="demo-output", sbert=False, seed=0, data=None,
     classes = sorted(set(labels))
     if len(classes) < 2:
         raise UsageError(f"{path}: the label column holds a single class; the demo needs two")
-    counts = {c: int(np.sum(np.asarray(labels) == c)) for c in classes}
+    counts = Counter(labels)
     rare = min(counts, key=counts.get)
     if counts[rare] < 2:  # half of each class is held out
         raise UsageError(

@@ -165,18 +165,18 @@ def as_labels(y, name: str = "y", n_samples: int | None = None) -> np.ndarray:
         raise ValueError(f"{name} has {arr.shape[0]} entries but X has {n_samples} rows")
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinity")
-    if arr.dtype.kind == "O" and any(v is None or (isinstance(v, float) and math.isnan(v))
-                                     for v in arr):
-        raise ValueError(f"{name} contains missing values (None/NaN)")
     if arr.dtype.kind == "O":
-        _check_one_label_kind(arr, name)
+        _check_object_labels(arr, name)
     return arr
 
 
-def _check_one_label_kind(arr: np.ndarray, name: str) -> None:
-    """Labels of one kind: all strings, or all numbers (sorting a mix fails deep inside)."""
+def _check_object_labels(arr: np.ndarray, name: str) -> None:
+    """Object labels: none missing, and all of one kind, strings or numbers (sorting a mix
+    fails deep inside)."""
     examples = {}
     for v in arr:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            raise ValueError(f"{name} contains missing values (None/NaN)")
         kind = ("string" if isinstance(v, (str, bytes)) else
                 "number" if isinstance(v, numbers.Number) else type(v).__name__)
         examples.setdefault(kind, v)
@@ -209,6 +209,31 @@ def as_positions(positions, n: int, name: str, *, into: str = "X",
     if unique and np.unique(arr).size != arr.size:
         raise ValueError(f"{name} holds the same position more than once")
     return arr
+
+
+def is_missing(value) -> bool:
+    """None, NaN, pd.NA or NaT: a missing cell (a list or array is present, not missing)."""
+    import pandas as pd
+
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # not a scalar
+        return False
+
+
+def check_bool(value, name: str) -> None:
+    """A flag parameter: True or False (a string such as "no" would count as True)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def check_stream_classes(classes, known: np.ndarray) -> None:
+    """`classes=` given again on a later `partial_fit` call: the first call's classes."""
+    if classes is not None and not np.array_equal(
+            np.unique(as_labels(classes, "classes")), known):
+        raise ValueError(
+            f"classes={np.unique(classes).tolist()[:10]} differs from the classes of the "
+            f"first partial_fit call {known.tolist()[:10]}")
 
 
 def check_int(value, name: str, minimum: int = 1, *, allow_none: bool = False):

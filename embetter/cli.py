@@ -27,6 +27,7 @@ from embetter._pipelines import (
     transform_texts,
 )
 from embetter._st import progress_bars_off
+from embetter._validation import is_missing
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 TUNERS = ("feedforward", "contrastive", "sbert")
@@ -83,15 +84,6 @@ def _parse_params(items) -> dict:
     return params
 
 
-def _missing(value) -> bool:
-    import pandas as pd
-
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):  # a list or array: present
-        return False
-
-
 def _labels(df, name: str, path):
     """The label column; `cats.NAME` reads one label from JSONL records' `cats` dicts."""
     if name in df.columns or "." not in name:
@@ -102,12 +94,13 @@ def _labels(df, name: str, path):
     import numpy as np
 
     # a record that never got labels has no cell at all (NaN/None): it carries no label
-    cells = [c if isinstance(c, dict) else {} for c in df[field].tolist()]
-    bad = [c for c in df[field].tolist() if not isinstance(c, dict) and not _missing(c)]
+    values = df[field].tolist()
+    bad = [c for c in values if not isinstance(c, dict) and not is_missing(c)]
     if bad:
         raise UsageError(f"{path}: column {field!r} does not hold records (e.g. {bad[0]!r}), "
                          f"cannot read {name!r}")
     # Partial labels: records that do not carry this label are left out of training.
+    cells = [c if isinstance(c, dict) else {} for c in values]
     keep = np.array([key in c and c[key] is not None for c in cells])
     if not keep.any():
         raise UsageError(f"{path}: no record carries the label {key!r} in {field!r}")

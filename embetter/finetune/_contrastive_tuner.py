@@ -17,6 +17,7 @@ from embetter._validation import (
     as_labels,
     as_targets,
     check_estimator_input,
+    check_stream_classes,
     encode_known_labels,
     require_y,
 )
@@ -329,11 +330,8 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
                 f"y is {labels.ndim}-D but the first partial_fit call's was "
                 f"{1 if multilabel else 2}-D; a stream keeps one kind of label "
                 "(1-D classes, or 0/1 rows for multi-label)")
-        if classes is not None and not multilabel and not np.array_equal(
-                np.unique(as_labels(classes, "classes")), self.classes_):
-            raise ValueError(
-                f"classes={np.unique(classes).tolist()[:10]} differs from the classes of "
-                f"the first partial_fit call {self.classes_.tolist()[:10]}")
+        if not multilabel:
+            check_stream_classes(classes, self.classes_)
 
     def __setstate__(self, state):
         learner = state.pop("learner_", None)

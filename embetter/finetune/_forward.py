@@ -16,6 +16,7 @@ from embetter._torch.engine import ENGINE_CONSTRAINTS
 from embetter._validation import (
     as_labels,
     check_estimator_input,
+    check_stream_classes,
     encode_known_labels,
     require_y,
 )
@@ -241,13 +242,8 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
                     f"partial_fit needs at least two classes, got {self.classes_.tolist()}; "
                     "pass all labels of the stream with classes=..."
                 )
-        elif classes is not None and not np.array_equal(
-            np.unique(as_labels(classes, "classes")), self.classes_
-        ):
-            raise ValueError(
-                f"classes={np.unique(classes).tolist()[:10]} differs from the classes of the "
-                f"first partial_fit call {self.classes_.tolist()[:10]}"
-            )
+        else:
+            check_stream_classes(classes, self.classes_)
         return self._train([X, encode_known_labels(y, self.classes_)], incremental)
 
     # -- output ------------------------------------------------------------------------------

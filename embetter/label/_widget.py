@@ -21,19 +21,9 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         "install it with `pip install 'embetter[notebook]'`"
     ) from e
 
-from embetter._validation import as_matrix, as_positions, as_texts
+from embetter._validation import as_matrix, as_positions, as_texts, is_missing
 
 _HERE = Path(__file__).parent
-
-
-def _is_missing(value) -> bool:
-    """None, NaN, pd.NA or NaT: an unlabelled point."""
-    import pandas as pd
-
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):  # not a scalar: not missing (and refused as a label later)
-        return False
 
 
 def _as_label_list(values, n: int, name: str) -> list:
@@ -52,7 +42,7 @@ def _as_label_list(values, n: int, name: str) -> list:
         raise ValueError(f"{name} has {arr.shape[0]} entries but the map has {n} points")
     out = []
     for i, value in enumerate(arr):
-        if _is_missing(value):
+        if is_missing(value):
             out.append(None)
         elif isinstance(value, (str, numbers.Integral, np.str_, np.integer)) \
                 and not isinstance(value, bool):

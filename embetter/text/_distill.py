@@ -93,10 +93,9 @@ def distill(source, pca_dims=256, sif_coefficient=1e-4):
     from embetter._guest import kept_random_state, quiet_loggers
 
     # loading and distilling draw from torch's global generator: put it back afterwards
-    with kept_random_state():
-        model, tokenizer = _st.load_hf(source)
-    # float32 vectors: numpy averages float16 ones several times slower.
     with quiet_loggers("model2vec"), kept_random_state():
+        model, tokenizer = _st.load_hf(source)
+        # float32 vectors: numpy averages float16 ones several times slower.
         return distill_from_model(model, tokenizer, pca_dims=pca_dims,
                                   sif_coefficient=sif_coefficient, quantize_to="float32",
                                   device="cpu")

@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 
 from embetter._st import embedding_dim, is_sentence_model
-from embetter._validation import as_texts, check_int
+from embetter._validation import as_texts, check_bool, check_int
 from embetter.base import EmbetterBase, text_input_tags
 from embetter.text._models import shared_sentence_transformer
 
@@ -293,8 +293,7 @@ class SentenceEncoder(EmbetterBase):
     def _check_params(self):
         check_int(self.batch_size, "batch_size", allow_none=True)
         for flag in ("normalize_embeddings", "show_progress_bar"):
-            if not isinstance(getattr(self, flag), (bool, np.bool_)):
-                raise TypeError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
+            check_bool(getattr(self, flag), flag)
         if self.prompt is not None and not isinstance(self.prompt, str):
             raise TypeError(f"prompt must be None or a str, got {type(self.prompt).__name__}")
         from embetter.text._backends import PRECISIONS

@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from embetter._validation import as_texts
+from embetter._validation import as_texts, check_bool
 from embetter.base import text_input_tags
 
 #: texts per `StaticModel.encode` call in `transform` (its own batches are 1,024 texts)
@@ -136,9 +136,7 @@ class TextEncoder(TransformerMixin, BaseEstimator):
     # -- parameters --------------------------------------------------------------------------
     def _check_params(self):
         for param in ("show_progress_bar", "train_on_fit"):
-            value = getattr(self, param)
-            if not isinstance(value, (bool, np.bool_)):
-                raise TypeError(f"{param} must be True or False, got {value!r}")
+            check_bool(getattr(self, param), param)
         rs = self.random_state
         if rs is not None and not isinstance(rs, (numbers.Integral, np.random.RandomState)):
             raise TypeError(
