@@ -493,7 +493,8 @@ def test_tuner_bad_input(tiny_model_path, labelled):
 def test_tuner_partial_fit_keeps_training_one_model(tiny_model_path, labelled):
     texts, y = labelled
     classes = np.unique(y)
-    stream = tuner(tiny_model_path, n_neg=2, n_pos=0)  # an exact count: every text has negatives
+    # an exact count: every text has negatives; no retrain, so one model trains on
+    stream = tuner(tiny_model_path, n_neg=2, n_pos=0, refit_growth=None)
     stream.partial_fit(texts[:12], y[:12], classes=classes)
     model = stream.model_
     first = stream.transform(texts)
@@ -547,7 +548,7 @@ def test_tuner_stream_serves_the_row_weighted_average_of_its_calls(tiny_model_pa
     import torch
 
     texts, y = labelled
-    stream = tuner(tiny_model_path)
+    stream = tuner(tiny_model_path, refit_growth=None)
     stream.partial_fit(texts[:12], y[:12], classes=np.unique(y))
     assert stream._average._raw is None  # one call (a fit): no second copy of the weights
     after_one = {k: p.detach().clone() for k, p in stream.model_.named_parameters()}
@@ -576,6 +577,53 @@ def test_tuner_stream_serves_the_row_weighted_average_of_its_calls(tiny_model_pa
     del stream._train_pairs
     np.testing.assert_array_equal(stream.transform(texts[:3]), before)  # the average again
     assert again.partial_fit(texts[:4], y[:4]).n_iter_ == 3
+
+
+def test_tuner_stream_retrains_when_the_texts_seen_have_grown(tiny_model_path, labelled):
+    """`refit_growth=2`: a call that brings the texts seen to twice those the model was last
+    trained from the start on retrains a fresh copy on all of them, which is exactly `fit` on
+    those texts; calls in between keep training the same model."""
+    import torch
+
+    texts, y = labelled
+    classes = np.unique(y)
+    stream = tuner(tiny_model_path, refit_growth=2.0)
+    stream.partial_fit(texts[:10], y[:10], classes=classes)
+    assert stream.refit_rows_ == 10
+    stream.partial_fit(texts[10:15], y[10:15])  # 15 < 2 * 10: the same model trains on
+    model, pairs = stream.model_, stream.n_pairs_
+    stream.partial_fit(texts[15:20], y[15:20])  # 20 texts: a fresh copy trains on all 20
+    assert stream.refit_rows_ == 20 and stream.model_ is not model
+    fitted = tuner(tiny_model_path, refit_growth=2.0).fit(texts[:20], y[:20])
+    np.testing.assert_array_equal(stream.transform(texts), fitted.transform(texts))
+    assert stream.n_pairs_ == pairs + fitted.n_pairs_ and stream.n_iter_ == fitted.n_iter_ == 1
+    stream.partial_fit(texts[20:30], y[20:30])  # 30 < 40: continues the retrained model
+    assert stream.refit_rows_ == 20 and len(stream.seen_texts_) == 30
+    with pytest.raises(ValueError, match="labels not seen before"):
+        stream.partial_fit(texts[:30], np.array(["unknown"] * 30))  # a retrain's batch is checked
+    with pytest.raises(ValueError, match="differs from the classes of the first"):
+        stream.partial_fit(texts[:30], y[:30], classes=classes[:2])
+
+    def fail_midway(*args):
+        raise KeyboardInterrupt
+
+    before, learner = stream.transform(texts[:3]), stream.learner_
+    stream._train_pairs = fail_midway
+    with pytest.raises(KeyboardInterrupt):  # a retrain that fails leaves the stream as it was
+        stream.partial_fit(texts[:30], y[:30])
+    del stream._train_pairs
+    assert stream.learner_ is learner and len(stream.seen_texts_) == 30
+    assert stream.refit_rows_ == 20 and stream.classes_ is not None
+    np.testing.assert_array_equal(stream.transform(texts[:3]), before)
+    # a tuner pickled before refit_growth existed streams on without retraining
+    old = pickle.loads(pickle.dumps(stream))
+    del old.__dict__["refit_growth"], old.__dict__["refit_rows_"]
+    assert old.refit_growth is None and not old._refit_due(10**6)
+    with pytest.raises(ValueError, match="refit_growth"):
+        tuner(tiny_model_path, refit_growth=1.0).fit(texts, y)
+    with pytest.raises(ValueError, match="refit_growth"):
+        tuner(tiny_model_path, refit_growth="2").fit(texts, y)
+    assert torch.is_grad_enabled()
 
 
 @pytest.mark.parametrize("loss", ["contrastive", "supcon"])
@@ -853,7 +901,7 @@ def test_tuner_trains_towards_label_texts(tiny_model_path, labelled):
         tuner(tiny_model_path, label_texts={classes[0]: "x"}).fit(texts, y)
     # a stream pairs each new text with label texts once: as many pairs as one fit
     half = len(texts) // 2
-    stream = tuner(tiny_model_path, n_pos=0, n_neg=2, label_texts=names)
+    stream = tuner(tiny_model_path, n_pos=0, n_neg=2, label_texts=names, refit_growth=None)
     stream.partial_fit(texts[:half], y[:half], classes=classes).partial_fit(texts[half:], y[half:])
     once = tuner(tiny_model_path, n_pos=0, n_neg=2, label_texts=names).fit(texts, y)
     assert stream.n_pairs_ == once.n_pairs_ == len(texts) * 2 * 2

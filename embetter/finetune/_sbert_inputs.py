@@ -1,4 +1,5 @@
-"""SbertLearner's inputs: the pairs' texts made distinct, and each loss's targets checked.
+"""SbertLearner's inputs: the pairs' texts made distinct, and each loss's targets checked;
+SbertTuner's stream labels checked against the earlier calls'.
 
 Every check raises a ValueError that names the argument and what the loss needs, before any
 model is loaded or trained.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from embetter._validation import as_labels, as_texts, check_pairs
+from embetter._validation import as_labels, as_texts, check_pairs, encode_known_labels
 
 
 def distinct(texts: list) -> tuple[list, np.ndarray]:
@@ -131,3 +132,21 @@ def check_eval_set(eval_set):
             + (f" of length {len(eval_set)}" if isinstance(eval_set, (tuple, list)) else "")
         )
     return check_pairs(*eval_set, texts=True)
+
+
+def check_stream_labels(labels: np.ndarray, seen_y, classes) -> None:
+    """A `partial_fit` batch's labels against the stream's: as many label columns as the
+    earlier batches (2-D), no 1-D batch after 2-D ones, and, when the stream knows its
+    `classes` (given on its first call), no label outside them. `seen_y` is `None` on the
+    first call."""
+    if labels.ndim == 2:
+        if seen_y is not None and labels.shape[1] != seen_y.shape[1]:
+            raise ValueError(
+                f"y has {labels.shape[1]} label columns but earlier batches had "
+                f"{seen_y.shape[1]}"
+            )
+        return
+    if classes is not None:
+        classes[encode_known_labels(labels, classes)]  # the clear error
+    if seen_y is not None and seen_y.ndim == 2:
+        raise ValueError("y is 1-D but earlier batches were multi-label (2-D)")

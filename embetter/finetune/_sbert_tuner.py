@@ -10,7 +10,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from embetter._validation import as_labels, as_targets, as_texts, encode_known_labels
+from embetter._validation import as_labels, as_targets, as_texts, check_stream_classes
 from embetter.finetune._label_texts import (
     label_text_pairs,
     names_fit_the_texts,
@@ -18,22 +18,11 @@ from embetter.finetune._label_texts import (
 )
 from embetter.finetune._losses import CLASS_LOSSES, prototypes_fit_the_texts
 from embetter.finetune._pairs import pairs_for_new_rows
+from embetter.finetune._sbert_auto import POSITIVES_ONLY, resolve_loss, resolve_pairs
 from embetter.finetune._sbert_base import COMMON_CONSTRAINTS, PAIR_LOSSES, SbertBase
+from embetter.finetune._sbert_inputs import check_stream_labels
 from embetter.finetune._sbert_learner import SbertLearner
 from embetter.finetune._stream_average import StreamAverage
-
-#: `n_pos="auto"`/`n_neg="auto"` without label texts: this many times the pairs per text, so
-#: that a fit without names trains as many steps as one with them (each text's label-text
-#: pairs become pairs with other texts). Chosen on rows of the training splits (never the test
-#: split; `benchmarks/sbert.py --validation --param label_texts=None`, 8 texts per class,
-#: seeds 0-4) of the six public sets with at most 20 classes: the mean gain of a logistic
-#: regression over the frozen model rose from +2.2 to +3.2 points (subj +1.8, sms_spam
-#: +2.1, emotion +3.0; sst2 -0.3, mr -0.4, ag_news -0.4).
-AUTO_UNNAMED_FACTOR = 2
-
-#: Losses trained on positive pairs only: the other texts of a batch, or the prototypes of
-#: the other classes, are the negatives.
-POSITIVES_ONLY = ("mnrl", *CLASS_LOSSES)
 
 
 class SbertTuner(TransformerMixin, SbertBase):
@@ -68,7 +57,18 @@ class SbertTuner(TransformerMixin, SbertBase):
     average of the weights each call ended with, a call weighted by its new texts times the
     texts seen by then (see `StreamAverage`), while training carries on from the last call's
     own weights: over `benchmarks/sbert.py --stream` it halved the mean gap to one fit
-    (5-NN) against serving the last call's weights (docs/streaming.md has the tables).
+    (5-NN) against serving the last call's weights (docs/streaming.md has the tables). A
+    call that brings the texts seen to `refit_growth` times those the model was last trained
+    from the start on (the first call's, at first) retrains instead: a fresh copy of the
+    model trains on every text seen so far, exactly as `fit` on them would, and `"auto"`
+    choices (loss, label texts, pair counts, sequence length) are made again on all of them.
+    With the default 1.5, a stream retrains at 1.5x, 2.25x, 3.4x ... its first batch: the
+    retrains together train at most about three times what one fit on the whole stream
+    trains (the calls between them train their own texts as before), and the model always
+    holds a fit on at least two thirds of the texts seen. Small batches over many classes
+    gain most: 50 texts over 150 intents are too few per class to train on alone, and a
+    stream of such batches ended 5.9 points of 5-NN behind one fit without retraining, 1.5
+    with it (clinc150; 2.6 when retraining at 2x; docs/streaming.md).
 
     The defaults are chosen for the few-shot case (a handful of labelled texts per class):
     balanced pairs, as many positive and negative pairs per text as there are classes,
@@ -78,7 +78,8 @@ class SbertTuner(TransformerMixin, SbertBase):
     four to be trained whole, at least 32 (`max_seq_length="auto"`; encoding afterwards uses
     the whole text), with the token embedding matrix left as it is. With 8 texts per class of
     6 classes that is 48 optimizer steps, with label texts or without: label texts take half
-    of each text's pairs, and without them the auto counts double (`AUTO_UNNAMED_FACTOR`).
+    of each text's pairs, and without them the auto counts double
+    (`_sbert_auto.AUTO_UNNAMED_FACTOR`).
 
     `loss="auto"` regresses the cosine of pairs (`"cosine"`) while there are at most
     `batch_size` classes. With more (and one label per text) it trains a cosine softmax over
@@ -108,14 +109,18 @@ class SbertTuner(TransformerMixin, SbertBase):
         label_texts: `"auto"` (string labels that hold a word are their own text; other
             labels get none), `None`, or a dict of label -> text (for a 2-D `y`: column
             number -> text) with a text for every label.
+        refit_growth: `partial_fit` retrains from the start when the texts seen reach this
+            many times the texts of the last start (a number above 1); `None` never retrains:
+            every call trains on from the last one.
         random_state: seed for the pairs, the data order and dropout.
 
     After `fit`: `learner_` (the fitted `SbertLearner`), `model_` (its model), `loss_` (the
     loss trained with, `"auto"` resolved on the first call), `n_pos_`/`n_neg_` (the pairs
     per text, `"auto"` resolved on the first call), `label_texts_` (the label texts
     trained with, `{}` for none), `n_pairs_`
-    (pairs trained on, all calls), and the learner's training record: `n_iter_`,
-    `loss_curve_`, `history_`.
+    (pairs trained on, all calls), `refit_rows_` (the texts of the last start: the first
+    call's, or the last retrain's), and the learner's training record (since the last start):
+    `n_iter_`, `loss_curve_`, `history_`.
 
     Usage:
 
@@ -139,7 +144,11 @@ class SbertTuner(TransformerMixin, SbertBase):
         **COMMON_CONSTRAINTS,
         "loss": [StrOptions({*PAIR_LOSSES, "auto"})],
         "label_texts": [StrOptions({"auto"}), dict, None],
+        "refit_growth": [None, Interval(numbers.Real, 1, None, closed="neither")],
     }
+
+    #: what a tuner pickled before `refit_growth` existed streamed with (instances set it)
+    refit_growth = None
 
     def __init__(
         self,
@@ -155,6 +164,7 @@ class SbertTuner(TransformerMixin, SbertBase):
         matryoshka_dims=None,
         max_seq_length="auto",
         freeze_embeddings=True,
+        refit_growth=1.5,
         random_state=None,
         device=None,
         show_progress_bar=False,
@@ -171,41 +181,14 @@ class SbertTuner(TransformerMixin, SbertBase):
         self.matryoshka_dims = matryoshka_dims
         self.max_seq_length = max_seq_length
         self.freeze_embeddings = freeze_embeddings
+        self.refit_growth = refit_growth
         self.random_state = random_state
         self.device = device
         self.show_progress_bar = show_progress_bar
 
-    def _resolve_loss(self, labels) -> str:
-        """`loss="auto"`: pairs with explicit negatives (`"cosine"`) while there are no more
-        classes than pairs in a batch; with more classes, a batch of random pairs rarely
-        holds two of one class, and in-batch contrast over positive pairs (`"supcon"`) sees
-        far more classes per step; the first call then trains `"prototype"` instead where the
-        untrained model's class means fit the texts (`prototypes_fit_the_texts`)."""
-        if self.loss == "prototype" and labels.ndim == 2:
-            raise ValueError(
-                "loss='prototype' needs one label per text, got a 2-D y (multi-label 0/1 "
-                "rows); use loss='supcon' or 'auto' for multi-label data")
-        if self.loss != "auto":
-            return self.loss
-        return "supcon" if self._classes(labels).size > int(self.batch_size) else "cosine"
-
-    def _resolve_pairs(self, labels, named: bool) -> tuple[int, int]:
-        """`n_pos`/`n_neg` with `"auto"` resolved: the number of classes, between 2 and 4,
-        for pair losses (more classes, more of them met per text); 2 positives and no
-        explicit negatives under `"mnrl"`/`"supcon"`/`"prototype"`, whose batches (or
-        prototypes) hold the negatives.
-        Without label texts (`named` false) twice as many: the pairs the label texts would
-        have taken go to other texts, so a fit trains as many steps either way."""
-        in_batch = self.loss_ in POSITIVES_ONLY
-        auto = 2 if in_batch else int(np.clip(self._classes(labels).size, 2, 4))
-        auto *= 1 if named else AUTO_UNNAMED_FACTOR
-        n_pos = auto if isinstance(self.n_pos, str) else int(self.n_pos)
-        n_neg = 0 if in_batch else auto if isinstance(self.n_neg, str) else int(self.n_neg)
-        return n_pos, n_neg
-
     def _classes(self, labels) -> np.ndarray:
         """The classes: label columns (2-D `y`), else the stream's `classes_` when given (read
-        by _check_stream_labels), else the labels seen."""
+        on the first call), else the labels seen."""
         if labels.ndim == 2:
             return np.arange(labels.shape[1])
         known = getattr(self, "classes_", None)
@@ -232,12 +215,13 @@ class SbertTuner(TransformerMixin, SbertBase):
         self._forget()
         return self._learn(X, y, classes=None)
 
-    def _forget(self):
+    def _forget(self, keep=()):
         """Back to unfitted: what a first call records (a failed one too) is dropped."""
         for attr in ("learner_", "classes_", "seen_texts_", "seen_y_", "loss_", "label_texts_",
                      "n_pos_", "n_neg_", "n_pairs_", "n_features_out_", "_average",
-                     "_pair_seed"):
-            self.__dict__.pop(attr, None)
+                     "_pair_seed", "refit_rows_"):
+            if attr not in keep:
+                self.__dict__.pop(attr, None)
 
     def partial_fit(self, X, y, classes=None):
         """Keep fine-tuning the model on a new batch of labelled texts; the model served is
@@ -254,23 +238,49 @@ class SbertTuner(TransformerMixin, SbertBase):
 
     def _learn(self, X, y, classes):
         first = not hasattr(self, "learner_")
+        before = None if first else dict(self.__dict__)
         try:
             return self._learn_batch(X, y, classes, first)
         except BaseException:
             if first:  # a failed first call leaves the tuner unfitted, not half-recorded
                 self._forget()
+            else:  # a failed later call (a retrain too) leaves the stream as it was
+                self.__dict__.clear()
+                self.__dict__.update(before)
             raise
+
+    def _refit_due(self, n_seen: int) -> bool:
+        """A stream retrains from the start once the texts seen have grown `refit_growth`
+        times since the model was last trained from the start (its first call)."""
+        if self.refit_growth is None:
+            return False
+        since = self.__dict__.get("refit_rows_", len(self.seen_texts_))
+        return n_seen >= float(self.refit_growth) * since
 
     def _learn_batch(self, X, y, classes, first):
         self._validate_params()
         texts = as_texts(X)
         labels, _ = as_targets(y, "y", n_samples=len(texts))
-        labels = self._check_stream_labels(labels, classes, first)
+        if first and labels.ndim == 1 and classes is not None:
+            self.classes_ = np.unique(as_labels(classes, "classes"))
+        elif not first and getattr(self, "classes_", None) is not None:
+            check_stream_classes(classes, self.classes_)
+        check_stream_labels(labels, None if first else self.seen_y_,
+                            getattr(self, "classes_", None))
+        n_pairs = 0
+        if not first and self._refit_due(len(self.seen_texts_) + len(texts)):
+            # retrain a fresh copy on everything seen: what `fit` on those texts would do
+            texts = self.seen_texts_ + texts
+            labels = np.concatenate([self.seen_y_, labels])
+            n_pairs, first = self.n_pairs_, True
+            self._forget(keep=("classes_",))
         if first:
             rng = check_random_state(self.random_state)
             self._pair_seed, train_seed = (int(s) for s in rng.randint(0, 2**31 - 1, size=2))
-            self.seen_texts_, self.seen_y_, self.n_pairs_ = [], labels[:0], 0
-            self.loss_ = self._resolve_loss(labels)
+            self.seen_texts_, self.seen_y_, self.n_pairs_ = [], labels[:0], n_pairs
+            self.refit_rows_ = len(texts)
+            self.loss_ = resolve_loss(self.loss, labels.ndim == 2,
+                                      self._classes(labels).size, self.batch_size)
             learner = self._new_learner(train_seed)
             if self.loss == "auto" and self.loss_ == "supcon" and labels.ndim == 1:
                 model, _ = learner._model_to_train()  # the private copy, before any training
@@ -317,7 +327,8 @@ class SbertTuner(TransformerMixin, SbertBase):
         targets = labels if labels.ndim == 2 else np.searchsorted(classes, labels)
         self.label_texts_ = self._label_texts(learner, texts, targets, classes, first)
         if "n_pos_" not in self.__dict__:  # the first call (or a 0.10.0 pickle: int counts)
-            self.n_pos_, self.n_neg_ = self._resolve_pairs(labels, bool(self.label_texts_))
+            self.n_pos_, self.n_neg_ = resolve_pairs(
+                self.n_pos, self.n_neg, self.loss_, classes.size, bool(self.label_texts_))
         n_pos, n_neg = self.n_pos_, self.n_neg_  # n_neg_ is 0 when positives_only
         idx1, idx2, sim = pairs_for_new_rows(
             labels, n_old, n_pos=n_pos, n_neg=n_neg, random_state=self._pair_seed + n_old,
@@ -355,22 +366,6 @@ class SbertTuner(TransformerMixin, SbertBase):
                                        random_state=[self._pair_seed, 1]):
                 return {}
         return names
-
-    def _check_stream_labels(self, labels, classes, first):
-        if labels.ndim == 2:
-            if not first and labels.shape[1] != self.seen_y_.shape[1]:
-                raise ValueError(
-                    f"y has {labels.shape[1]} label columns but earlier batches had "
-                    f"{self.seen_y_.shape[1]}"
-                )
-            return labels
-        if first and classes is not None:
-            self.classes_ = np.unique(as_labels(classes, "classes"))
-        if getattr(self, "classes_", None) is not None:
-            self.classes_[encode_known_labels(labels, self.classes_)]  # the clear error
-        if not first and self.seen_y_.ndim == 2:
-            raise ValueError("y is 1-D but earlier batches were multi-label (2-D)")
-        return labels
 
     # -- the fitted model --------------------------------------------------------------------
     @property
