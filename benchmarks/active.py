@@ -30,7 +30,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+from splits import read_split  # beside this script
 
 DATA = Path(os.environ.get(
     "EMBETTER_BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -56,11 +56,11 @@ def split(name: str):
     The pool and test rows are drawn as benchmarks/tuners.py draws them, so the two share the
     embedding cache; the dev rows are other train rows, never in the pool.
     """
-    train = pd.read_csv(DATA / name / "train.csv")
+    train = read_split(DATA, name, "train")
     pool = train.sample(min(N_POOL, len(train)), random_state=100)
     rest = train.drop(pool.index)
     dev = rest.sample(min(N_DEV, len(rest)), random_state=0)
-    test = pd.read_csv(DATA / name / "test.csv")
+    test = read_split(DATA, name, "test")
     return pool, dev, test.sample(min(N_TEST, len(test)), random_state=0)
 
 

@@ -52,6 +52,7 @@ import pandas as pd  # noqa: E402
 from setfit_run import setfit_steps  # noqa: E402  (beside this script)
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
+from splits import read_split  # noqa: E402  (beside this script)
 
 from embetter.finetune import FeedForwardTuner, SbertTuner  # noqa: E402
 from embetter.text._models import bundled_model_path  # noqa: E402
@@ -66,13 +67,17 @@ SHARED_PINS = ("sentence-transformers", "transformers", "datasets", "accelerate"
 
 def load(data_dir: Path, name: str, seed: int, per_class=8, n_test=1000, validation=False):
     """8 texts per class from train; test rows from test, or (validation) from the rest of train."""
-    train = pd.read_csv(data_dir / name / "train.csv")  # columns: text, label
-    few = train.groupby("label", group_keys=False).sample(n=per_class, random_state=seed)
+    train = read_split(data_dir, name, "train")  # columns: text, label
+    if train.label.value_counts().min() >= per_class:
+        few = train.groupby("label", group_keys=False).sample(n=per_class, random_state=seed)
+    else:  # a class with fewer rows (trec_fine) gives all it has
+        few = train.groupby("label").sample(frac=1.0, random_state=seed)
+        few = few.groupby("label").head(per_class)
     few = few.sample(frac=1.0, random_state=seed)  # no class-sorted order
     if validation:
         test = train.drop(few.index).sample(n=600, random_state=1000 + seed)
     else:
-        test = pd.read_csv(data_dir / name / "test.csv")
+        test = read_split(data_dir, name, "test")
         test = test.sample(n=min(n_test, len(test)), random_state=0)
     return few.text.tolist(), few.label.to_numpy(), test.text.tolist(), test.label.to_numpy()
 
@@ -315,7 +320,7 @@ def stream(args, params):
     """5-NN accuracy after one fit vs a partial_fit stream over the same rows, per batch size."""
     rows = []
     for name in args.data:
-        train = pd.read_csv(args.data_dir / name / "train.csv")
+        train = read_split(args.data_dir, name, "train")
         seen = train.sample(n=min(args.stream_rows, len(train)), random_state=0)
         rest = train.drop(seen.index)
         # held out of the stream, from the train split (the test split is never used here)

@@ -21,7 +21,7 @@ import os
 import time
 
 import numpy as np
-from tuners import DATASETS, knn_acc, load_pool, ours, table
+from tuners import DATASETS, DERIVED, knn_acc, load_pool, ours, table
 
 BATCHES = [50, 100, 500, 2000]
 
@@ -74,7 +74,7 @@ def grid(kinds, datasets, seeds, batches, rows=None, dev=False):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tuners", nargs="*", default=["ff", "ct"], choices=["ff", "ct"])
-    parser.add_argument("--datasets", nargs="*", default=DATASETS, choices=DATASETS)
+    parser.add_argument("--datasets", nargs="*", default=DATASETS, choices=DATASETS + list(DERIVED))
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--batches", nargs="*", type=int, default=BATCHES)
     parser.add_argument("--rows", type=int, default=None,

@@ -17,7 +17,7 @@ import json
 import os
 
 import numpy as np
-from tuners import DATASETS, SEEDS, knn_acc, load, load_pool, lr_acc, ours, table
+from tuners import DATASETS, DERIVED, SEEDS, knn_acc, load, load_pool, lr_acc, ours, table
 
 
 def dev_split(name, seed):
@@ -32,7 +32,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("kind", choices=["ff", "ct"])
     parser.add_argument("settings", nargs="+", help="JSON dicts of parameters")
-    parser.add_argument("--datasets", nargs="*", default=DATASETS, choices=DATASETS)
+    parser.add_argument("--datasets", nargs="*", default=DATASETS, choices=DATASETS + list(DERIVED))
     parser.add_argument("--seeds", nargs="*", type=int, default=SEEDS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+from splits import DERIVED, read_split  # beside this script
 
 DATA = Path(os.environ.get(
     "EMBETTER_BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -46,13 +46,13 @@ def _encoder():
 
 def _test_rows(name: str):
     """N_TEST rows of the test split (all of them when it is smaller, as for trec_fine)."""
-    test = pd.read_csv(DATA / name / "test.csv")
+    test = read_split(DATA, name, "test")
     return test.sample(min(N_TEST, len(test)), random_state=0)
 
 
 def load_texts(name: str, seed: int):
     """The labelled training rows and the test rows of one dataset and seed (DataFrames)."""
-    train = pd.read_csv(DATA / name / "train.csv")
+    train = read_split(DATA, name, "train")
     test = _test_rows(name)
     if name in PER_CLASS:
         train = train.groupby("label", group_keys=False).sample(PER_CLASS[name], random_state=seed)
@@ -72,7 +72,7 @@ def load(name: str, seed: int):
 
 def load_pool(name: str, n: int = 2000, seed: int = 100):
     """A larger encoded training pool (for the streaming and speed rows) and the test set."""
-    train = pd.read_csv(DATA / name / "train.csv").sample(n, random_state=seed)
+    train = read_split(DATA, name, "train").sample(n, random_state=seed)
     test = _test_rows(name)
     enc = _encoder()
     return (enc.transform(train["text"]), train["label"].to_numpy(),
@@ -331,7 +331,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=["quality", "streaming", "speed"],
                         choices=["quality", "streaming", "speed"])
-    parser.add_argument("--datasets", nargs="*", default=DATASETS, choices=DATASETS)
+    parser.add_argument("--datasets", nargs="*", default=DATASETS, choices=DATASETS + list(DERIVED))
     parser.add_argument("--seeds", nargs="*", type=int, default=SEEDS)
     parser.add_argument("--no-peer", action="store_true", help="skip the peer even if found")
     parser.add_argument("--sbert", action="store_true",

@@ -100,6 +100,16 @@ def token_counts(model, texts):
     return [len(row) for row in ids]
 
 
+def word_pieces(model, words):
+    """How many tokens the model's tokenizer makes of each word on its own (no special
+    tokens): 1 for a word in its vocabulary; `None` for a model without a text tokenizer."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if not callable(tokenizer):
+        return None
+    ids = tokenizer(list(words), add_special_tokens=False, verbose=False)["input_ids"]
+    return [len(row) for row in ids]
+
+
 def token_embeddings(model) -> list:
     """The token embedding matrices of a model's transformer(s) (input embeddings).
 

@@ -921,7 +921,7 @@ TOPICS = {
 
 
 def test_auto_label_texts_need_names_that_fit_the_texts():
-    from embetter.finetune._label_texts import names_fit_the_texts
+    from embetter.finetune._label_texts import names_are_words, names_fit_the_texts
     from embetter.text._models import load_sentence_transformer
 
     model = load_sentence_transformer("all-MiniLM-L6-v2", "cpu")
@@ -930,6 +930,16 @@ def test_auto_label_texts_need_names_that_fit_the_texts():
     assert names_fit_the_texts(model, texts, targets, list(TOPICS), random_state=0)
     assert not names_fit_the_texts(model, texts, targets, ["QZX", "VKB", "JWP"], random_state=0)
     assert not names_fit_the_texts(model, texts, targets[::-1], list(TOPICS), random_state=0)
+    # abbreviations are no words of the model's vocabulary, whatever the t-test says
+    fits = dict(random_state=0, min_t=-np.inf)
+    assert names_fit_the_texts(model, texts, targets, list(TOPICS), **fits)
+    assert not names_fit_the_texts(model, texts, targets, ["SPRT", "CKNG", "WTHR"], **fits)
+    assert names_fit_the_texts(model, texts, targets, ["SPRT", "CKNG", "WTHR"], **fits,
+                               min_words=0)
+    assert not names_are_words(model, ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"])
+    assert names_are_words(model, ["ham", "spam"])  # "spam" is two pieces: half the names
+    assert names_are_words(model, ["DESC manner", "LOC city", "NUM dist"])  # words in 2 of 3
+    assert not names_are_words(model, ["ham", "spam"], min_share=0.6)
     # in the tuner: names kept (and, in a stream, for labels met later), codes dropped
     y = np.repeat(list(TOPICS), 4)
     fast = dict(max_seq_length=8, learning_rate=1e-5, n_pos=1, n_neg=1, random_state=0)

@@ -44,10 +44,12 @@ class SbertTuner(TransformerMixin, SbertBase):
     similar) and with `n_neg` other labels' texts (dissimilar), so every class gathers
     around its name; a dict `{label: text}` gives your own descriptions (for numeric labels,
     or codes), `None` turns it off. Label texts are pair partners only: they never become
-    labelled rows, and `transform` is unchanged. `"auto"` keeps the names only when, on the
-    untrained model, the labelled texts are closer to their own label's name than to the
-    others' (a t-test, `names_fit_the_texts`): codes such as `"QZX"` would pull a class
-    towards an arbitrary point (chosen on rows of the training splits; docs/sentence-models.md).
+    labelled rows, and `transform` is unchanged. `"auto"` keeps the names only when most of
+    their words are words of the model's vocabulary and, on the untrained model, the
+    labelled texts are closer to their own label's name than to the others' (a t-test,
+    `names_fit_the_texts`): codes such as `"QZX"` or abbreviations such as `"ENTY"` would
+    pull a class towards an arbitrary point (chosen on rows of the training splits;
+    docs/sentence-models.md).
 
     `partial_fit(texts, y)` keeps fine-tuning the same model on each new batch of labels (a
     labelling session): a call trains `n_pos + n_neg` pairs per new text, so the training it
