@@ -44,8 +44,8 @@ class SbertTuner(TransformerMixin, SbertBase):
     similar) and with `n_neg` other labels' texts (dissimilar), so every class gathers
     around its name; a dict `{label: text}` gives your own descriptions (for numeric labels,
     or codes), `None` turns it off. Label texts are pair partners only: they never become
-    labelled rows, and `transform` is unchanged. `"auto"` keeps the names only when most of
-    their words are words of the model's vocabulary and, on the untrained model, the
+    labelled rows, and `transform` is unchanged. `"auto"` keeps the names only when at least
+    half of them hold a word of the model's vocabulary and, on the untrained model, the
     labelled texts are closer to their own label's name than to the others' (a t-test,
     `names_fit_the_texts`): codes such as `"QZX"` or abbreviations such as `"ENTY"` would
     pull a class towards an arbitrary point (chosen on rows of the training splits;
