@@ -309,10 +309,10 @@ def time_sbert_round(repeats: int = 8, n_pool: int = 1000):
     print("| round | labels after | retrained | round (s) | suggest (s) | update (s) |")
     print("|---|---|---|---|---|---|")
     short, long = [], []
+    tuner = loop.model_.steps[0][1]  # the stream's tuner: updated in place every round
     for r in range(1, repeats + 1):
-        before = loop.model_.steps[0][1].refit_rows_
+        before = tuner.refit_rows_
         (total,), (ask,), (upd,) = _time_rounds(loop, y, 1)
-        tuner = loop.model_.steps[0][1]
         retrained = tuner.refit_rows_ != before
         (long if retrained else short).append(total)
         print(f"| {r} | {tuner.refit_rows_ if retrained else len(tuner.seen_texts_)} | "

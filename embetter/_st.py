@@ -89,24 +89,15 @@ def model_inputs(model, texts, prompt=None) -> dict:
     return model.preprocess(list(texts), prompt=prompt)
 
 
-def token_counts(model, texts):
-    """How many tokens the model's tokenizer makes of each text, special tokens included and
-    nothing truncated; `None` for a model without a text tokenizer (such as a static one)."""
+def token_counts(model, texts, special_tokens=True):
+    """How many tokens the model's tokenizer makes of each text, nothing truncated, special
+    tokens included (`special_tokens=False`: without them, so a word in the vocabulary counts
+    1); `None` for a model without a text tokenizer (such as a static one)."""
     tokenizer = getattr(model, "tokenizer", None)
     if not callable(tokenizer):
         return None
-    ids = tokenizer(list(texts), add_special_tokens=True, truncation=False,
+    ids = tokenizer(list(texts), add_special_tokens=special_tokens, truncation=False,
                     verbose=False)["input_ids"]  # no "longer than the maximum" warning: we count
-    return [len(row) for row in ids]
-
-
-def word_pieces(model, words):
-    """How many tokens the model's tokenizer makes of each word on its own (no special
-    tokens): 1 for a word in its vocabulary; `None` for a model without a text tokenizer."""
-    tokenizer = getattr(model, "tokenizer", None)
-    if not callable(tokenizer):
-        return None
-    ids = tokenizer(list(words), add_special_tokens=False, verbose=False)["input_ids"]
     return [len(row) for row in ids]
 
 

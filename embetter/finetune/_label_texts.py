@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from embetter._st import word_pieces
+from embetter._st import token_counts
 
 
 def name_as_text(label) -> str | None:
@@ -134,7 +134,7 @@ def names_are_words(model, names, min_share=NAMES_MIN_WORDS) -> bool:
     """Whether at least `min_share` of `names` hold a word of the model's vocabulary (one
     token); true for a model without a text tokenizer."""
     words = [str(name).split() for name in names]
-    pieces = word_pieces(model, [w for ws in words for w in ws])
+    pieces = token_counts(model, [w for ws in words for w in ws], special_tokens=False)
     if pieces is None:
         return True
     known, at = [], 0

@@ -253,7 +253,8 @@ class SbertTuner(TransformerMixin, SbertBase):
 
     def _refit_due(self, n_seen: int) -> bool:
         """A stream retrains from the start once the texts seen have grown `refit_growth`
-        times since the model was last trained from the start (its first call)."""
+        times since the model was last trained from the start (the first call, or the last
+        retrain: `refit_rows_`)."""
         if self.refit_growth is None:
             return False
         since = self.__dict__.get("refit_rows_", len(self.seen_texts_))
