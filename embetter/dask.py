@@ -144,28 +144,60 @@ def _check_lengths(lengths, n_partitions: int):
     return tuple(int(n) for n in out)
 
 
-def _content_key(pipeline) -> str:
-    """A key that changes when the pipeline does (refit, set_params), from one pickling.
+def _pickled(pipeline) -> bytes:
+    """The pipeline as bytes, pickled once: plain pickle, or cloudpickle for what it cannot do.
 
-    (Dask's own `hash=True` would pickle and unpickle the pipeline twice or more: costly when
-    it carries a fine-tuned model's weights.)
+    Functions of a script or notebook (`__main__`) go by value, as Dask itself sends them: the
+    workers do not have that module.
     """
     import pickle
-    import uuid
 
     try:
         blob = pickle.dumps(pipeline, protocol=5)
-        if b"__main__" in blob:
-            # pickle names functions of a script or notebook; their code may have changed since
-            raise pickle.PicklingError("by value, please")
-    except Exception:  # lambdas, __main__ functions: pickled by value, as Dask will send them
-        try:
-            import cloudpickle
+        if b"__main__" not in blob:
+            return blob
+    except Exception:  # lambdas, local functions
+        pass
+    try:
+        import cloudpickle
 
-            blob = cloudpickle.dumps(pipeline, protocol=5)
-        except Exception:
-            return f"embetter-pipeline-{uuid.uuid4().hex}"
+        return cloudpickle.dumps(pipeline, protocol=5)
+    except Exception as e:
+        raise TypeError(
+            f"pipeline ({type(pipeline).__name__}) cannot be pickled to send it to the workers "
+            f"({type(e).__name__}: {str(e)[:200]})"
+        ) from e
+
+
+def _content_key(blob: bytes) -> str:
+    """A key that changes when the pipeline does (refit, set_params)."""
     return f"embetter-pipeline-{hashlib.blake2b(blob, digest_size=16).hexdigest()}"
+
+
+def _unpickle(blob: bytes):
+    """Runs on a worker: the pipeline, from the bytes the scheduler keeps in the task."""
+    import pickle
+
+    return pickle.loads(blob)
+
+
+def _ship(client, pipeline):
+    """A future of the pipeline on the cluster that survives the loss of any worker.
+
+    The pipeline is made by a task that unpickles bytes held in the task itself, so when the
+    workers holding its copies die, the scheduler runs the task again elsewhere. (A scattered
+    object cannot be remade: once the Active Memory Manager has dropped its spare copies, the
+    death of the one worker left holding it cancels every job that needs it.) Other workers
+    fetch their copy from a peer on their first partition, as they fetched scattered data.
+    """
+    import warnings
+
+    blob = _pickled(pipeline)
+    with warnings.catch_warnings():
+        # The bytes travel once, on purpose (a fine-tuned model's weights can exceed the
+        # 10 MiB at which distributed suggests scattering instead): silence that advice here.
+        warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+        return client.submit(_unpickle, blob, key=_content_key(blob), pure=False)
 
 
 def _count(part) -> int:
@@ -175,7 +207,7 @@ def _count(part) -> int:
 def _encode_partition(part, pipeline, dim: int, expected_rows):
     """Runs on a worker: embed one partition with the worker's copy of the pipeline.
 
-    `pipeline` is the scattered object held in the worker's memory, the same object for every
+    `pipeline` is the worker's copy of the shipped pipeline, the same object for every
     partition that worker runs: the sentence model it loads on first use stays attached to
     it, so each worker process loads the model once.
     """
@@ -204,8 +236,10 @@ def _encode_partition(part, pipeline, dim: int, expected_rows):
 def transform(pipeline, data, *, column=None, client=None, dim=None, lengths=False):
     """Embed a Dask collection of texts with a fitted pipeline, one partition per task.
 
-    The pipeline is scattered to every worker once (not once per task) and each worker
-    process loads its sentence model once, on its first partition. The result is a lazy Dask
+    The pipeline is pickled once and sent to the cluster once (not once per task); each
+    worker takes its copy on its first partition and loads its sentence model once. The
+    scheduler keeps the pickled pipeline while the result lives, so a worker that dies
+    mid-job costs its partitions, never the job. The result is a lazy Dask
     array of float32 embeddings, one row chunk per input partition (partitions known to be
     empty leave none), in the input's order, equal to what `pipeline.transform` gives locally
     (up to float32 rounding: partitions are batched differently).
@@ -276,8 +310,7 @@ def transform(pipeline, data, *, column=None, client=None, dim=None, lengths=Fal
         )
     # Keyed by content: transforming again with the same fitted pipeline while an earlier
     # result lives reuses the copies (and the models they loaded) already on the workers.
-    key = _content_key(pipeline)
-    remote = client.scatter({key: pipeline}, broadcast=True)[key]
+    remote = _ship(client, pipeline)
     encode = dask.delayed(_encode_partition, pure=True)
     blocks = [
         da.from_delayed(

@@ -66,6 +66,12 @@ def _loads():
     return _models._test_load_count
 
 
+def _first_columns(X, weights):
+    """Two columns of the rows; `weights` only makes the pipeline large to pickle."""
+    assert weights.size > 0
+    return np.asarray(X, dtype=np.float32)[:, :2]
+
+
 def _slow(X):
     """Identity, slowly: keeps partitions running long enough to kill a worker under them."""
     time.sleep(0.4)
@@ -286,7 +292,6 @@ def test_job_survives_a_worker_killed_mid_job(client, tiny_model_path, corpus):
     expected = SentenceEncoder(tiny_model_path).transform(corpus)
     bag = db.from_sequence(corpus, npartitions=12)  # ~0.4 s each: ~2.5 s on 2 workers
     X = transform(pipe, bag, client=client, dim=32)
-    held_before = {k for keys in client.has_what().values() for k in keys}  # the pipeline
     job = client.compute(X)
 
     # Kill a worker once it holds finished partitions and the job is still running, so both
@@ -295,7 +300,8 @@ def test_job_survives_a_worker_killed_mid_job(client, tiny_model_path, corpus):
     victim = None
     while victim is None and time.monotonic() < deadline:
         for worker, keys in client.has_what().items():
-            if set(keys) - held_before:  # a finished partition waiting to be concatenated
+            if any(not str(k).startswith("embetter-pipeline-") for k in keys):
+                # a finished partition waiting to be concatenated
                 victim = worker
                 break
         time.sleep(0.05)
@@ -306,3 +312,47 @@ def test_job_survives_a_worker_killed_mid_job(client, tiny_model_path, corpus):
     got = job.result(timeout=60)
     np.testing.assert_allclose(got, expected, **TOL)
     assert victim not in client.scheduler_info()["workers"]
+
+
+def _sole_pipeline_holder(client, timeout=30):
+    """The one worker holding a shipped pipeline, once exactly one does (spare copies of
+    data no task waits for are dropped by distributed's memory manager every 2 s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        holders = [w for w, keys in client.has_what().items()
+                   if any(str(k).startswith("embetter-pipeline-") for k in keys)]
+        if len(holders) == 1:
+            return holders[0]
+        time.sleep(0.05)
+    raise AssertionError(f"the pipeline is not held by exactly one worker: {holders}")
+
+
+def test_job_survives_losing_the_only_copy_of_the_pipeline(client, tiny_model_path, corpus):
+    # Distributed's memory manager drops spare copies of data nobody waits for; the worker left
+    # holding the one copy can then die. A scattered pipeline cannot be remade and the job
+    # would be cancelled ("already forgotten"); ours is remade from the bytes the scheduler keeps.
+    pipe = make_pipeline(SentenceEncoder(tiny_model_path), PCA(4, random_state=0)).fit(corpus)
+    expected = pipe.transform(corpus)
+    X = transform(pipe, db.from_sequence(corpus, npartitions=4), client=client, dim=4)
+    victim = _sole_pipeline_holder(client)
+    pid = client.run(os.getpid, workers=[victim])[victim]
+    os.kill(pid, signal.SIGKILL)
+
+    got = client.compute(X, sync=True)
+    np.testing.assert_allclose(got, expected, **TOL)
+    assert victim not in client.scheduler_info()["workers"]
+
+
+def test_a_large_pipeline_is_sent_without_distributed_s_size_warning(client, corpus):
+    import warnings
+
+    big = np.random.default_rng(0).standard_normal((4_000_000,)).astype(np.float32)  # 16 MB
+    pipe = make_pipeline(FunctionTransformer(_first_columns, kw_args={"weights": big}))
+    pipe.fit(np.ones((2, 3)))
+    rows = db.from_sequence([[1.0, 2.0, 3.0]] * 6, npartitions=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        X = transform(pipe, rows, client=client, dim=2)
+    assert [str(w.message) for w in caught] == []
+    got = client.compute(X, sync=True)
+    np.testing.assert_allclose(got, [[1.0, 2.0]] * 6)
