@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from embetter._removed import RemovedParams
 from embetter._validation import as_positions, as_texts, check_pairs
 from embetter.finetune._sbert_base import COMMON_CONSTRAINTS, SbertBase
 from embetter.finetune._sbert_inputs import (
@@ -45,7 +46,7 @@ def _spearman(a, b) -> float:
     return float(value) if np.isfinite(value) else float("nan")
 
 
-class SbertLearner(SbertBase):
+class SbertLearner(RemovedParams, SbertBase):
     """Fine-tune a sentence-transformers model on text pairs `(X1, X2, y)`.
 
     Trains with AdamW on the distinct texts of the pairs: each batch encodes its distinct
@@ -119,6 +120,11 @@ class SbertLearner(SbertBase):
     """
 
     _parameter_constraints = {"sent_tfm": "no_validation", **COMMON_CONSTRAINTS}
+
+    _removed_params = {
+        "warmup_steps": "pass warmup_ratio, the share of the training steps spent warming "
+        "up the learning rate (default 0.1)",
+    }
 
     def __init__(
         self,

@@ -6,6 +6,7 @@ import numbers
 
 import numpy as np
 
+from embetter._removed import RemovedParams
 from embetter._st import embedding_dim, is_sentence_model
 from embetter._validation import as_texts, check_bool, check_int
 from embetter.base import EmbetterBase, text_input_tags
@@ -42,7 +43,7 @@ def _private_copy(model, device):
     return model.eval()
 
 
-class SentenceEncoder(EmbetterBase):
+class SentenceEncoder(RemovedParams, EmbetterBase):
     """Encode texts with a pretrained sentence-transformers model.
 
     The model is loaded on first use, not in `__init__`, so `clone`, `set_params` and
@@ -107,6 +108,13 @@ class SentenceEncoder(EmbetterBase):
     assert fast.backend_ in ("torch", "pipelined", "onnx", "openvino")
     ```
     """
+
+    _removed_params = {
+        "quantize": "for an int8-quantised model pass backend='onnx' (embetter[onnx]), or "
+        "backend='auto' for the fastest path this machine runs at cosine >= 0.99",
+        "num_threads": "embetter leaves torch's process-wide thread count alone; call "
+        "torch.set_num_threads(n) yourself if you want to change it",
+    }
 
     def __init__(
         self,
