@@ -37,6 +37,14 @@ def load(path, device: str, **kwargs):
     return SentenceTransformer(os.fspath(path), device=device, **kwargs)
 
 
+def hub_endpoint() -> tuple[str, bool]:
+    """The Hugging Face Hub that models load from (`HF_ENDPOINT`), and whether
+    huggingface_hub was told to stay offline (`HF_HUB_OFFLINE`)."""
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT, bool(constants.HF_HUB_OFFLINE)
+
+
 def save(model, folder) -> None:
     """Save `model` into `folder` (weights, configs, tokenizer; no model card)."""
     model.save(os.fspath(folder), create_model_card=False)

