@@ -31,7 +31,8 @@ test: $(VENV)/.installed-dev
 # of its own so the main one keeps the newest releases.
 FLOOR_VENV ?= .venv-floors
 FLOOR_TESTS ?= tests/test_floors.py tests/test_boundary.py tests/test_text.py tests/test_sbert.py \
-	tests/test_validation.py tests/test_finetune_pairs.py
+	tests/test_sbert_batches.py tests/test_sbert_tuner.py tests/test_sbert_stream.py \
+	tests/test_mining.py tests/test_validation.py tests/test_finetune_pairs.py
 
 $(FLOOR_VENV)/.installed: .ci/floors.txt pyproject.toml
 	$(PYTHON) -m venv $(FLOOR_VENV)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
 # Tests never touch the network: the bundled model and the tiny models are local.
@@ -107,3 +108,18 @@ def docs_embedding_api():
         os.environ.pop("EMBETTER_DOCS_API_URL", None)
     else:
         os.environ["EMBETTER_DOCS_API_URL"] = previous
+
+
+@pytest.fixture(scope="module")
+def pairs(corpus):
+    """256 text pairs with a 0/1 label: 1 when the subjects fall in the same (arbitrary) group,
+    which no word overlap gives away: the model has to learn it."""
+    rng = np.random.default_rng(0)
+    i = rng.integers(0, len(corpus), 256)
+    j = rng.integers(0, len(corpus), 256)
+    X1 = [corpus[k] for k in i]
+    X2 = [corpus[k] for k in j]
+    group = {s: n % 2 for n, s in enumerate(SUBJECTS)}
+    subject = [group[" ".join(t.split()[:2])] for t in X1 + X2]
+    y = (np.array(subject[:256]) == np.array(subject[256:])).astype(float)
+    return X1, X2, y
