@@ -45,6 +45,17 @@ def hub_endpoint() -> tuple[str, bool]:
     return constants.ENDPOINT, bool(constants.HF_HUB_OFFLINE)
 
 
+def hub_cached_folder(repo_id: str, marker: str = "config.json"):
+    """The folder of the newest cached snapshot of a Hugging Face model that holds `marker`,
+    or None when the cache has none (huggingface_hub's own cache lookup; no network)."""
+    from pathlib import Path
+
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, marker)
+    return Path(found).parent if isinstance(found, str) else None
+
+
 def save(model, folder) -> None:
     """Save `model` into `folder` (weights, configs, tokenizer; no model card)."""
     model.save(os.fspath(folder), create_model_card=False)

@@ -123,3 +123,25 @@ def pairs(corpus):
     subject = [group[" ".join(t.split()[:2])] for t in X1 + X2]
     y = (np.array(subject[:256]) == np.array(subject[256:])).astype(float)
     return X1, X2, y
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """A machine that cannot resolve host names (and is not told HF_HUB_OFFLINE); returns the
+    host names asked for."""
+    import socket
+
+    from huggingface_hub import constants
+
+    asked = []
+
+    def fail(host, *args, **kwargs):
+        asked.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(socket, "getaddrinfo", fail)
+    return asked

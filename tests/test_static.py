@@ -110,12 +110,51 @@ def test_bad_parameters_are_named(static_path, tmp_path):
         TextEncoder(str(tmp_path / "nope")).transform(["a"])
     with pytest.raises(FileNotFoundError, match="has no config.json"):
         TextEncoder(str(tmp_path)).transform(["a"])
-    with pytest.raises(TypeError, match="name must be None or the path"):
+    with pytest.raises(FileNotFoundError, match="or a Hugging Face model id"):
+        TextEncoder("not/a/hub/id").transform(["a"])
+    with pytest.raises(TypeError, match="name must be None, the path"):
         TextEncoder(42).transform(["a"])
     with pytest.raises(TypeError, match="train_on_fit must be True or False"):
         TextEncoder(static_path, train_on_fit="yes").fit(["a"])
     with pytest.raises(ValueError, match="at least 20 texts"):
         TextEncoder(static_path, train_on_fit=True).fit(["a", "b"])
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch, static_path):
+    """A Hugging Face cache holding `static_path` as the model `someone/static-tiny`."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    repo = tmp_path / "hub" / "models--someone--static-tiny"
+    shutil.copytree(static_path, repo / "snapshots" / "abc123")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return "someone/static-tiny"
+
+
+def test_a_hugging_face_id_loads_from_the_cache_without_the_hub(hub_cache, static_path,
+                                                                corpus, no_network):
+    X = TextEncoder(hub_cache).transform(corpus[:5])
+    np.testing.assert_allclose(X, TextEncoder(static_path).transform(corpus[:5]))
+    assert no_network == []  # cached: not even the probe
+
+
+def test_a_hugging_face_id_not_cached_fails_at_once_without_network(no_network, tmp_path,
+                                                                    monkeypatch):
+    from huggingface_hub import constants
+
+    from embetter.text import ModelNotFoundError
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelNotFoundError, match="not in the Hugging Face cache.*no network"):
+        TextEncoder("minishlab/potion-base-8M").transform(["a"])
+    assert no_network == ["huggingface.co"]  # our probe only: model2vec never asked the Hub
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelNotFoundError, match="HF_HUB_OFFLINE is set"):
+        TextEncoder("minishlab/potion-base-8M").transform(["a"])
 
 
 def test_lazy_load_small_pickle_and_clone(static_path, corpus):

@@ -185,28 +185,6 @@ def test_missing_model_error_is_clear(tmp_path):
         SentenceEncoder("not-a-real-model-xyz", device="cpu").transform(["a"])
 
 
-@pytest.fixture
-def no_network(monkeypatch):
-    """A machine that cannot resolve host names (and is not told HF_HUB_OFFLINE); returns the
-    host names asked for."""
-    import socket
-
-    from huggingface_hub import constants
-
-    asked = []
-
-    def fail(host, *args, **kwargs):
-        asked.append(host)
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
-                "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(socket, "getaddrinfo", fail)
-    return asked
-
-
 def test_without_network_a_missing_model_fails_without_asking_the_hub(no_network):
     # huggingface_hub would retry the unresolvable host for over a minute, once per file
     with pytest.raises(ModelNotFoundError, match="cannot be resolved.*load it once on a machine"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,30 @@ from embetter.base import text_input_tags
 
 #: texts per `StaticModel.encode` call in `transform` (its own batches are 1,024 texts)
 TRANSFORM_CHUNK = 16_384
+
+
+#: a Hugging Face model id: `owner/name`
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def _hub_model(repo_id: str) -> Path | str:
+    """A cached snapshot's folder (no network), else the id itself for model2vec to download;
+    without network and without a cached copy, a `ModelNotFoundError` at once."""
+    from embetter import _st
+    from embetter.text._models import ModelNotFoundError, hub_unreachable
+
+    cached = _st.hub_cached_folder(repo_id)
+    if cached is not None:
+        return cached
+    _, told_offline = _st.hub_endpoint()
+    offline = "HF_HUB_OFFLINE is set" if told_offline else hub_unreachable()
+    if offline:
+        raise ModelNotFoundError(
+            f"Could not load model2vec model {repo_id!r}: it is not in the Hugging Face cache "
+            f"and the Hub cannot be asked ({offline}). To fix: load it once on a machine with "
+            "network access, or pass the path of a local model2vec model folder."
+        )
+    return repo_id
 
 
 class TextEncoder(TransformerMixin, BaseEstimator):
@@ -38,8 +63,12 @@ class TextEncoder(TransformerMixin, BaseEstimator):
     97.5 %. It is off by default, so that the encoder is stateless in a pipeline.
 
     Arguments:
-        name: `None` for the model distilled from the embedded all-MiniLM-L6-v2, or the path
-            of a local model2vec model folder (as written by `StaticModel.save_pretrained`).
+        name: `None` for the model distilled from the embedded all-MiniLM-L6-v2, the path of
+            a local model2vec model folder (as written by `StaticModel.save_pretrained`), or
+            the Hugging Face id of a model2vec model (`"minishlab/potion-base-8M"`):
+            downloaded once by model2vec, then loaded from the Hugging Face cache without
+            asking the Hub again. Without network a cached model still loads, and one that
+            is not cached fails at once with `ModelNotFoundError`.
         show_progress_bar: show progress bars while encoding, distilling and training.
         train_on_fit: when True, `fit(X)` trains the static model on the texts `X` to mimic
             `teacher`; `transform` then uses the trained model (and needs a `fit` first).
@@ -83,31 +112,35 @@ class TextEncoder(TransformerMixin, BaseEstimator):
             return cached
         from model2vec import StaticModel
 
-        folder = self._folder()
-        model = StaticModel.from_pretrained(str(folder), force_download=False)
+        source = self._source()
+        model = StaticModel.from_pretrained(str(source), force_download=False)
         self.__dict__["_model"] = model
         self.__dict__["_loaded_for"] = self.name
         return model
 
-    def _folder(self) -> Path:
+    def _source(self) -> Path | str:
+        """A local folder to load, or a Hugging Face model id for model2vec to download."""
         if self.name is None:
             from embetter.text._distill import default_model_folder
 
             return default_model_folder()
         if not isinstance(self.name, (str, os.PathLike)):
             raise TypeError(
-                "name must be None or the path of a model2vec model folder, "
-                f"got {type(self.name).__name__}"
+                "name must be None, the path of a model2vec model folder or a Hugging Face "
+                f"model id, got {type(self.name).__name__}"
             )
         folder = Path(self.name).expanduser()
-        if not (folder / "config.json").is_file():
-            what = "is not a folder" if not folder.is_dir() else "has no config.json"
-            raise FileNotFoundError(
-                f"name={os.fspath(self.name)!r} {what}: TextEncoder loads local model2vec "
-                "models only (a folder written by StaticModel.save_pretrained); pass "
-                "name=None for the model distilled from the embedded all-MiniLM-L6-v2"
-            )
-        return folder
+        if (folder / "config.json").is_file():
+            return folder
+        if isinstance(self.name, str) and not folder.exists() and HUB_ID.fullmatch(self.name):
+            return _hub_model(self.name)
+        what = "is not a folder" if not folder.is_dir() else "has no config.json"
+        raise FileNotFoundError(
+            f"name={os.fspath(self.name)!r} {what}: TextEncoder loads a local model2vec "
+            "model (a folder written by StaticModel.save_pretrained) or a Hugging Face model "
+            "id such as 'minishlab/potion-base-8M'; pass name=None for the model distilled "
+            "from the embedded all-MiniLM-L6-v2"
+        )
 
     def __getstate__(self):
         state = self.__dict__.copy()
