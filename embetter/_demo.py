@@ -33,12 +33,15 @@ def load_dataset(path) -> tuple[list[str], np.ndarray]:
 def _scores(X_train, y_train, X_test, y_test) -> tuple[float, float]:
     """Held-out accuracy of a (cross-validated) logistic regression and of cosine 5-NN."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GridSearchCV
+    from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
     from sklearn.neighbors import KNeighborsClassifier
 
     # A cross-validated C: plain C=1 under-fits unit-norm sentence embeddings and would
-    # flatter the tuned spaces.
-    logreg = GridSearchCV(LogisticRegression(max_iter=2000), {"C": [0.1, 1, 10, 100]}, cv=3)
+    # flatter the tuned spaces. Stratified 3-fold, or fewer folds when a class of the user's
+    # data has fewer rows (scikit-learn would warn), shuffled plain folds when one has one row.
+    rarest = int(np.unique(y_train, return_counts=True)[1].min())
+    cv = StratifiedKFold(min(3, rarest)) if rarest >= 2 else KFold(3, shuffle=True, random_state=0)
+    logreg = GridSearchCV(LogisticRegression(max_iter=2000), {"C": [0.1, 1, 10, 100]}, cv=cv)
     knn = KNeighborsClassifier(n_neighbors=5, metric="cosine")
     return tuple(
         float(np.mean(clf.fit(X_train, y_train).predict(X_test) == y_test))

@@ -347,6 +347,23 @@ def test_demo_runs_end_to_end_on_a_small_csv(tiny_model_path, tmp_path):
         assert str(Path("plots") / f"{name}.png") in out
 
 
+@pytest.mark.parametrize("rarest", [1, 2])
+def test_demo_scores_a_rare_class_without_scikit_learn_warnings(rarest):
+    # a user's CSV may hold a class with fewer rows than the 3 folds that choose C
+    import warnings
+
+    from embetter._demo import _scores
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 4))
+    y = np.array(["a"] * (30 - 8 - rarest) + ["b"] * 8 + ["c"] * rarest)
+    X[y == "b"] += 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lr, knn = _scores(X, y, X, y)
+    assert 0.5 < lr <= 1 and 0.5 < knn <= 1
+
+
 def test_demo_with_a_missing_dataset_says_what_to_do(tmp_path):
     assert_one_line_error(run("demo", "--data", "nope.csv", cwd=tmp_path), "nope.csv")
 
