@@ -112,7 +112,7 @@ def test_bad_parameters_are_named(static_path, tmp_path):
         TextEncoder(str(tmp_path)).transform(["a"])
     with pytest.raises(FileNotFoundError, match="or a Hugging Face model id"):
         TextEncoder("not/a/hub/id").transform(["a"])
-    with pytest.raises(TypeError, match="name must be None, the path"):
+    with pytest.raises(TypeError, match="name must be None, the path.*or a model2vec StaticModel"):
         TextEncoder(42).transform(["a"])
     with pytest.raises(TypeError, match="train_on_fit must be True or False"):
         TextEncoder(static_path, train_on_fit="yes").fit(["a"])
@@ -155,6 +155,28 @@ def test_a_hugging_face_id_not_cached_fails_at_once_without_network(no_network, 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ModelNotFoundError, match="HF_HUB_OFFLINE is set"):
         TextEncoder("minishlab/potion-base-8M").transform(["a"])
+
+
+def test_a_static_model_object_is_used_as_given_and_never_changed(static_path, corpus):
+    from model2vec import StaticModel
+
+    model = StaticModel.from_pretrained(static_path)
+    before = np.array(model.embedding, copy=True)
+    enc = TextEncoder(model)
+    expected = TextEncoder(static_path).transform(corpus[:5])
+    np.testing.assert_allclose(enc.transform(corpus[:5]), expected)
+    assert enc.model_ is model
+    trained = TextEncoder(model, train_on_fit=True, random_state=0).fit(corpus[:60])
+    assert trained.model_ is not model
+    np.testing.assert_array_equal(model.embedding, before)
+    again = pickle.loads(pickle.dumps(enc))
+    np.testing.assert_allclose(again.transform(corpus[:5]), enc.transform(corpus[:5]))
+    assert clone(enc).get_params()["name"] is not None
+
+
+def test_the_0_9_1_model_argument_says_what_replaces_it():
+    with pytest.raises(TypeError, match="got model=, a parameter of embetter 0.9.1.*first arg"):
+        TextEncoder(model="minishlab/potion-base-8M")
 
 
 def test_lazy_load_small_pickle_and_clone(static_path, corpus):

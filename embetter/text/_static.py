@@ -11,6 +11,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from embetter._removed import RemovedParams
 from embetter._validation import as_texts, check_bool
 from embetter.base import text_input_tags
 
@@ -42,7 +43,7 @@ def _hub_model(repo_id: str) -> Path | str:
     return repo_id
 
 
-class TextEncoder(TransformerMixin, BaseEstimator):
+class TextEncoder(RemovedParams, TransformerMixin, BaseEstimator):
     """Encode texts with a static model2vec model: a hundred times the speed of a transformer.
 
     A static model stores one vector per token and averages them, so encoding is a tokenizer
@@ -68,7 +69,9 @@ class TextEncoder(TransformerMixin, BaseEstimator):
             the Hugging Face id of a model2vec model (`"minishlab/potion-base-8M"`):
             downloaded once by model2vec, then loaded from the Hugging Face cache without
             asking the Hub again. Without network a cached model still loads, and one that
-            is not cached fails at once with `ModelNotFoundError`.
+            is not cached fails at once with `ModelNotFoundError`. Or a model2vec
+            `StaticModel` itself (read, never changed; a pipeline holding one pickles it,
+            but skops cannot store its tokenizer: save such a pipeline with joblib).
         show_progress_bar: show progress bars while encoding, distilling and training.
         train_on_fit: when True, `fit(X)` trains the static model on the texts `X` to mimic
             `teacher`; `transform` then uses the trained model (and needs a `fit` first).
@@ -87,6 +90,11 @@ class TextEncoder(TransformerMixin, BaseEstimator):
     assert X[0] @ X[1] > X[0] @ X[2]
     ```
     """
+
+    _removed_params = {
+        "model": "pass the model as the first argument, name= (a Hugging Face id such as "
+        "'minishlab/potion-base-8M', a local model2vec folder, or a StaticModel)",
+    }
 
     def __init__(self, name=None, show_progress_bar=False, train_on_fit=False,
                  teacher="all-MiniLM-L6-v2", random_state=None):
@@ -107,10 +115,13 @@ class TextEncoder(TransformerMixin, BaseEstimator):
         return self._base_model()
 
     def _base_model(self):
+        from model2vec import StaticModel
+
+        if isinstance(self.name, StaticModel):
+            return self.name  # the user's object: only read (encode), never changed
         cached = self.__dict__.get("_model")
         if cached is not None and self.__dict__.get("_loaded_for") == self.name:
             return cached
-        from model2vec import StaticModel
 
         source = self._source()
         model = StaticModel.from_pretrained(str(source), force_download=False)
@@ -126,8 +137,8 @@ class TextEncoder(TransformerMixin, BaseEstimator):
             return default_model_folder()
         if not isinstance(self.name, (str, os.PathLike)):
             raise TypeError(
-                "name must be None, the path of a model2vec model folder or a Hugging Face "
-                f"model id, got {type(self.name).__name__}"
+                "name must be None, the path of a model2vec model folder, a Hugging Face "
+                f"model id or a model2vec StaticModel, got {type(self.name).__name__}"
             )
         folder = Path(self.name).expanduser()
         if (folder / "config.json").is_file():
