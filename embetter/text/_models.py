@@ -119,14 +119,37 @@ def _not_found(name: str, resolved: str, error: Exception,
     )
 
 
+def _cached_hub_model(name: str, cache_folder=None):
+    """The cached snapshot folder of a Hub model name (a bare name is also looked up under
+    `sentence-transformers/`, as sentence-transformers does), or None."""
+    from embetter import _st
+
+    repos = [name] if "/" in name else [name, f"sentence-transformers/{name}"]
+    for repo in repos:
+        folder = _st.hub_cached_folder(repo, "config.json", cache_dir=cache_folder)
+        if folder is not None:
+            return folder
+    return None
+
+
 def load_sentence_transformer(name, device: str, **kwargs):
-    """Load a SentenceTransformer by name or path, with a clear error when it is missing."""
+    """Load a SentenceTransformer by name or path, with a clear error when it is missing.
+
+    Without network (`hub_unreachable`), a Hub name loads from its cached snapshot folder,
+    as a local path: no library below asks the Hub (transformers before 5.4 ignored
+    `local_files_only` for some files and retried them for minutes); an uncached name fails
+    at once.
+    """
     from embetter import _st
 
     resolved = resolve_model(name)
     offline = None if Path(resolved).is_dir() else hub_unreachable()
     if offline:
-        kwargs = {**kwargs, "local_files_only": True}  # the cache only, no minute of retries
+        cached = _cached_hub_model(resolved, kwargs.get("cache_folder"))
+        if cached is None:
+            error = OSError(f"{resolved!r} is not in the Hugging Face cache")
+            raise _not_found(os.fspath(name), resolved, error, offline)
+        resolved = str(cached)
     try:
         return _st.load(resolved, device, **kwargs)
     except (OSError, ValueError) as e:
