@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import numbers
+import threading
+from collections import OrderedDict
 
 import numpy as np
 
@@ -200,17 +202,37 @@ def _ship(client, pipeline):
         return client.submit(_unpickle, blob, key=_content_key(blob), pure=False)
 
 
+#: Per worker process: the pipelines its partitions ran with, newest last, by content key.
+#: Dask may drop a worker's copy between jobs (its memory manager keeps one copy of data no
+#: task waits for) and send it again later as a new object, whose model would load again;
+#: partitions run with the copy kept here instead. Two are kept: this job's and the last.
+_KEPT: OrderedDict = OrderedDict()
+_KEEP = 2
+_kept_lock = threading.Lock()
+
+
+def _worker_copy(key: str, pipeline):
+    """The copy of pipeline `key` this worker process already runs with, else `pipeline`."""
+    with _kept_lock:
+        kept = _KEPT.setdefault(key, pipeline)
+        _KEPT.move_to_end(key)
+        while len(_KEPT) > _KEEP:
+            _KEPT.popitem(last=False)
+    return kept
+
+
 def _count(part) -> int:
     return len(part) if hasattr(part, "__len__") else sum(1 for _ in part)
 
 
-def _encode_partition(part, pipeline, dim: int, expected_rows):
+def _encode_partition(part, pipeline, key: str, dim: int, expected_rows):
     """Runs on a worker: embed one partition with the worker's copy of the pipeline.
 
-    `pipeline` is the worker's copy of the shipped pipeline, the same object for every
-    partition that worker runs: the sentence model it loads on first use stays attached to
-    it, so each worker process loads the model once.
+    The worker runs every partition of pipeline `key` with one object (`_worker_copy`): the
+    sentence model it loads on first use stays attached to it, so each worker process loads
+    the model once, also when Dask hands it the pipeline again.
     """
+    pipeline = _worker_copy(key, pipeline)
     if not hasattr(part, "__len__"):  # a Bag partition can be a lazy iterator
         part = list(part)
     n = len(part)
@@ -237,7 +259,9 @@ def transform(pipeline, data, *, column=None, client=None, dim=None, lengths=Fal
     """Embed a Dask collection of texts with a fitted pipeline, one partition per task.
 
     The pipeline is pickled once and sent to the cluster once (not once per task); each
-    worker takes its copy on its first partition and loads its sentence model once. The
+    worker takes its copy on its first partition and loads its sentence model once, and
+    keeps that copy for the next job with the same fitted pipeline (the last two pipelines
+    are kept per worker process; with `processes=False` workers, in this process). The
     scheduler keeps the pickled pipeline while the result lives, so a worker that dies
     mid-job costs its partitions, never the job. The result is a lazy Dask
     array of float32 embeddings, one row chunk per input partition (partitions known to be
@@ -308,13 +332,13 @@ def transform(pipeline, data, *, column=None, client=None, dim=None, lengths=Fal
         lengths = tuple(
             int(n) for n in client.compute([dask.delayed(_count)(p) for p in parts], sync=True)
         )
-    # Keyed by content: transforming again with the same fitted pipeline while an earlier
-    # result lives reuses the copies (and the models they loaded) already on the workers.
+    # Keyed by content: transforming again with the same fitted pipeline reuses the copies
+    # (and the models they loaded) that the workers keep (`_worker_copy`).
     remote = _ship(client, pipeline)
     encode = dask.delayed(_encode_partition, pure=True)
     blocks = [
         da.from_delayed(
-            encode(part, remote, dim, None if lengths is None else lengths[i]),
+            encode(part, remote, remote.key, dim, None if lengths is None else lengths[i]),
             shape=(np.nan if lengths is None else lengths[i], dim),
             dtype=np.float32,
         )

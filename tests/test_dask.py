@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import shutil
@@ -125,7 +126,10 @@ def test_dataframe_column_with_pca_matches_local_and_loads_model_once_per_worker
     # 8 partitions on 2 workers: some worker ran several, and still loaded the model once.
     assert sorted(loads.values()) in ([1, 1], [0, 1]), loads
 
-    # Same fitted pipeline again, while X lives: the workers' copies (and models) are reused.
+    # Same fitted pipeline again: the workers' copies (and models) are reused, also after
+    # Dask's memory manager has dropped the spare copies and must send the pipeline again.
+    _sole_pipeline_holder(client)
+    client.run(gc.collect)  # what a dropped copy alone held is gone now, not at some later time
     again = transform(pipe, ddf, column="text", client=client, dim=8)
     np.testing.assert_allclose(client.compute(again, sync=True), expected, **TOL)
     assert client.run(_loads) == loads
