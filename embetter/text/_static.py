@@ -70,8 +70,7 @@ class TextEncoder(RemovedParams, TransformerMixin, BaseEstimator):
             downloaded once by model2vec, then loaded from the Hugging Face cache without
             asking the Hub again. Without network a cached model still loads, and one that
             is not cached fails at once with `ModelNotFoundError`. Or a model2vec
-            `StaticModel` itself (read, never changed; a pipeline holding one pickles it,
-            but skops cannot store its tokenizer: save such a pipeline with joblib).
+            `StaticModel` itself (read, never changed; pickled with the encoder).
         show_progress_bar: show progress bars while encoding, distilling and training.
         train_on_fit: when True, `fit(X)` trains the static model on the texts `X` to mimic
             `teacher`; `transform` then uses the trained model (and needs a `fit` first).
