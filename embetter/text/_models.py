@@ -119,14 +119,15 @@ def _not_found(name: str, resolved: str, error: Exception,
     )
 
 
-def _cached_hub_model(name: str, cache_folder=None):
+def cached_hub_model(name: str, cache_folder=None):
     """The cached snapshot folder of a Hub model name (a bare name is also looked up under
-    `sentence-transformers/`, as sentence-transformers does), or None."""
+    `sentence-transformers/`, as sentence-transformers does), or None. The one lookup of the
+    Hugging Face cache for sentence models and static (model2vec) ones."""
     from embetter import _st
 
     repos = [name] if "/" in name else [name, f"sentence-transformers/{name}"]
     for repo in repos:
-        folder = _st.hub_cached_folder(repo, "config.json", cache_dir=cache_folder)
+        folder = _st.hub_cached_folder(repo, cache_dir=cache_folder)
         if folder is not None:
             return folder
     return None
@@ -145,7 +146,7 @@ def load_sentence_transformer(name, device: str, **kwargs):
     resolved = resolve_model(name)
     offline = None if Path(resolved).is_dir() else hub_unreachable()
     if offline:
-        cached = _cached_hub_model(resolved, kwargs.get("cache_folder"))
+        cached = cached_hub_model(resolved, kwargs.get("cache_folder"))
         if cached is None:
             error = OSError(f"{resolved!r} is not in the Hugging Face cache")
             raise _not_found(os.fspath(name), resolved, error, offline)

@@ -27,9 +27,9 @@ def _hub_model(repo_id: str) -> Path | str:
     """A cached snapshot's folder (no network), else the id itself for model2vec to download;
     without network and without a cached copy, a `ModelNotFoundError` at once."""
     from embetter import _st
-    from embetter.text._models import ModelNotFoundError, hub_unreachable
+    from embetter.text._models import ModelNotFoundError, cached_hub_model, hub_unreachable
 
-    cached = _st.hub_cached_folder(repo_id)
+    cached = cached_hub_model(repo_id)
     if cached is not None:
         return cached
     _, told_offline = _st.hub_endpoint()
