@@ -1,8 +1,13 @@
-"""Synthetic embeddings for the head tests: unit-norm points around class centres."""
+"""Synthetic embeddings for the head tests (unit-norm points around class centres), and the
+heads with few epochs, for speed."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from embetter.finetune import ContrastiveTuner, FeedForwardTuner
+
+FAST = {FeedForwardTuner: {"n_epochs": 10}, ContrastiveTuner: {"epochs": 3}}
 
 
 def clustered(n, seed, n_classes=4, dim=16, informative=4, spread=1.5):
@@ -14,3 +19,8 @@ def clustered(n, seed, n_classes=4, dim=16, informative=4, spread=1.5):
     X[:, :informative] += centres[y]
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     return X.astype(np.float32), y
+
+
+def fast(cls, **params):
+    """A head of class `cls` that trains a few epochs, seeded."""
+    return cls(**{**FAST[cls], "random_state": 0, **params})
