@@ -61,16 +61,12 @@ class SbertTuner(TransformerMixin, SbertBase):
     own weights: over `benchmarks/sbert.py --stream` it halved the mean gap to one fit
     (5-NN) against serving the last call's weights (docs/streaming.md has the tables). A
     call that brings the texts seen to `refit_growth` times those the model was last trained
-    from the start on (the first call's, at first) retrains instead: a fresh copy of the
-    model trains on every text seen so far, exactly as `fit` on them would, and `"auto"`
-    choices (loss, label texts, pair counts, sequence length) are made again on all of them.
-    With the default 1.5, a stream retrains at 1.5x, 2.25x, 3.4x ... its first batch: the
-    retrains together train at most about three times what one fit on the whole stream
-    trains (the calls between them train their own texts as before), and the model always
-    holds a fit on at least two thirds of the texts seen. Small batches over many classes
-    gain most: 50 texts over 150 intents are too few per class to train on alone, and a
-    stream of such batches ended 5.9 points of 5-NN behind one fit without retraining, 1.5
-    with it (clinc150; 2.6 when retraining at 2x; docs/streaming.md).
+    from the start on retrains instead: a fresh copy of the model trains on every text seen so
+    far, exactly as `fit` on them would, and the `"auto"` choices are made again. With the
+    default 1.5 the retrains together train at most about three times what one fit on the
+    whole stream trains, and the model always holds a fit on at least two thirds of the texts
+    seen; small batches over many classes gain most (clinc150 in batches of 50: 5.9 points
+    of 5-NN behind one fit without retraining, 1.5 with it; docs/streaming.md).
 
     The defaults are chosen for the few-shot case (a handful of labelled texts per class):
     balanced pairs, as many positive and negative pairs per text as there are classes,
