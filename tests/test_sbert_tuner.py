@@ -310,3 +310,38 @@ def test_auto_pairs_grow_with_the_classes(tiny_model_path, labelled):
     assert (fixed.n_pos_, fixed.n_neg_) == (1, 3)
     with pytest.raises(ValueError, match="n_pos"):
         tuner(tiny_model_path, n_pos="many").fit(texts, verbs)
+
+
+def test_auto_learning_rate_is_smaller_for_the_pair_loss_over_three_classes(tiny_model_path,
+                                                                           labelled):
+    from embetter.finetune._sbert_auto import (
+        AUTO_LEARNING_RATE,
+        AUTO_MULTICLASS_PAIR_LEARNING_RATE,
+    )
+
+    texts, verbs = labelled
+    assert np.unique(verbs).size >= 3
+    two = np.where(verbs == verbs[0], "a", "b")
+    fast = dict(n_pos=1, n_neg=1, max_seq_length=8)
+    assert SbertTuner().learning_rate == "auto"
+    binary = tuner(tiny_model_path, learning_rate="auto", **fast).fit(texts, two)
+    assert binary.learning_rate_ == binary.learner_.learning_rate == AUTO_LEARNING_RATE
+    multi = tuner(tiny_model_path, learning_rate="auto", **fast).fit(texts, verbs)
+    assert multi.learning_rate_ == multi.learner_.learning_rate
+    assert multi.learning_rate_ == AUTO_MULTICLASS_PAIR_LEARNING_RATE < AUTO_LEARNING_RATE
+    # in-batch losses train fewer pairs per text: the full step
+    supcon = tuner(tiny_model_path, learning_rate="auto", loss="supcon", n_pos=1,
+                   max_seq_length=8).fit(texts, verbs)
+    assert supcon.learning_rate_ == AUTO_LEARNING_RATE
+    # a number is used as given; a stream keeps the first call's choice
+    assert tuner(tiny_model_path, learning_rate=3e-3, **fast).fit(texts, verbs).learning_rate_ \
+        == 3e-3
+    half = len(texts) // 2
+    stream = tuner(tiny_model_path, learning_rate="auto", refit_growth=None, **fast)
+    stream.partial_fit(texts[:half], verbs[:half], classes=np.unique(verbs))
+    assert stream.partial_fit(texts[half:], verbs[half:]).learning_rate_ \
+        == AUTO_MULTICLASS_PAIR_LEARNING_RATE
+    with pytest.raises(ValueError, match="'learning_rate' parameter"):
+        tuner(tiny_model_path, learning_rate="fast").fit(texts, verbs)
+    with pytest.raises(ValueError, match="'learning_rate' parameter"):
+        tuner(tiny_model_path, learning_rate=0).fit(texts, verbs)

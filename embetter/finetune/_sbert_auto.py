@@ -16,6 +16,15 @@ from embetter.finetune._losses import CLASS_LOSSES
 #: +2.1, emotion +3.0; sst2 -0.3, mr -0.4, ag_news -0.4).
 AUTO_UNNAMED_FACTOR = 2
 
+#: `learning_rate="auto"`: the peak step size, and the smaller one for the pair loss over three
+#: classes or more. There each text has 4 + 4 pairs (8 + 8 without label texts), so a fit
+#: takes 4 to 6 times the steps of a two-class one (32 steps for 4 classes of 8 texts, 48 for
+#: 6) and a full step at every one of them bends the model further than the labels pay for.
+#: Chosen on rows of the training splits (`benchmarks/sbert.py --validation --param
+#: learning_rate=1e-4`, 8 texts per class, seeds 0-4; docs/sentence-models.md has the table).
+AUTO_LEARNING_RATE = 2e-4
+AUTO_MULTICLASS_PAIR_LEARNING_RATE = 1e-4
+
 #: Losses trained on positive pairs only: the other texts of a batch, or the prototypes of
 #: the other classes, are the negatives.
 POSITIVES_ONLY = ("mnrl", *CLASS_LOSSES)
@@ -48,3 +57,15 @@ def resolve_pairs(n_pos, n_neg, loss: str, n_classes: int, named: bool) -> tuple
     n_pos = auto if isinstance(n_pos, str) else int(n_pos)
     n_neg = 0 if in_batch else auto if isinstance(n_neg, str) else int(n_neg)
     return n_pos, n_neg
+
+
+def resolve_learning_rate(learning_rate, loss: str, n_classes: int) -> float:
+    """`learning_rate="auto"` resolved: `AUTO_LEARNING_RATE`, and
+    `AUTO_MULTICLASS_PAIR_LEARNING_RATE` for a pair loss over three classes or more (label
+    columns, for multi-label rows). `"supcon"` and `"prototype"` (chosen with more classes
+    than a batch holds) train fewer pairs per text and keep the full step."""
+    if not isinstance(learning_rate, str):
+        return float(learning_rate)
+    if loss not in POSITIVES_ONLY and n_classes >= 3:
+        return AUTO_MULTICLASS_PAIR_LEARNING_RATE
+    return AUTO_LEARNING_RATE

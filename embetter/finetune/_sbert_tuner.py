@@ -18,7 +18,12 @@ from embetter.finetune._label_texts import (
 )
 from embetter.finetune._losses import CLASS_LOSSES, prototypes_fit_the_texts
 from embetter.finetune._pairs import pairs_for_new_rows
-from embetter.finetune._sbert_auto import POSITIVES_ONLY, resolve_loss, resolve_pairs
+from embetter.finetune._sbert_auto import (
+    POSITIVES_ONLY,
+    resolve_learning_rate,
+    resolve_loss,
+    resolve_pairs,
+)
 from embetter.finetune._sbert_base import COMMON_CONSTRAINTS, PAIR_LOSSES, SbertBase
 from embetter.finetune._sbert_inputs import check_stream_labels
 from embetter.finetune._sbert_learner import SbertLearner
@@ -36,7 +41,7 @@ class SbertTuner(TransformerMixin, SbertBase):
     or `"prototype"` only the positive pairs are used: other texts in the batch act as
     negatives (`"supcon"`, supervised contrastive, knows the labels, so a text of the same
     class in the batch counts as a positive), or every other class's mean (`"prototype"`).
-    The other arguments (`batch_size`, `epochs`, `learning_rate`, `warmup_ratio`,
+    The other arguments (`batch_size`, `epochs`, `learning_rate` when a number, `warmup_ratio`,
     `matryoshka_dims`, `device`, `show_progress_bar`) mean what they mean in `SbertLearner`.
 
     Labels that are words (`"sadness"`, `"card_arrival"`) name what a class is about: with
@@ -72,11 +77,13 @@ class SbertTuner(TransformerMixin, SbertBase):
     balanced pairs, as many positive and negative pairs per text as there are classes,
     between 2 and 4 (`n_pos="auto"`, `n_neg="auto"`; 2 positives under `"supcon"` and
     `"prototype"`, whose batches or prototypes hold the negatives), one epoch at a high
-    learning rate, and training on the first tokens of each text, enough for three texts in
-    four to be trained whole, at least 32 (`max_seq_length="auto"`; encoding afterwards uses
-    the whole text), with the token embedding matrix left as it is. With 8 texts per class of
-    6 classes that is 48 optimizer steps, with label texts or without: label texts take half
-    of each text's pairs, and without them the auto counts double
+    learning rate (`learning_rate="auto"`: 2e-4, and 1e-4 for the pair loss over three
+    classes or more, whose fits take several times the steps of a two-class one), and
+    training on the first tokens of each text, enough for three texts in four to be trained
+    whole, at least 32 (`max_seq_length="auto"`; encoding afterwards uses the whole text),
+    with the token embedding matrix left as it is. With 8 texts per class of 6 classes that
+    is 48 optimizer steps, with label texts or without: label texts take half of each text's
+    pairs, and without them the auto counts double
     (`_sbert_auto.AUTO_UNNAMED_FACTOR`).
 
     `loss="auto"` regresses the cosine of pairs (`"cosine"`) while there are at most
@@ -110,13 +117,15 @@ class SbertTuner(TransformerMixin, SbertBase):
         refit_growth: `partial_fit` retrains from the start when the texts seen reach this
             many times the texts of the last start (a number above 1); `None` never retrains:
             every call trains on from the last one.
+        learning_rate: the peak learning rate of AdamW, or `"auto"` (see above;
+            `learning_rate_` tells which).
         random_state: seed for the pairs, the data order and dropout.
 
     After `fit`: `learner_` (the fitted `SbertLearner`), `model_` (its model), `loss_` (the
     loss trained with, `"auto"` resolved on the first call), `n_pos_`/`n_neg_` (the pairs
-    per text, `"auto"` resolved on the first call), `label_texts_` (the label texts
-    trained with, `{}` for none), `n_pairs_`
-    (pairs trained on, all calls), `refit_rows_` (the texts of the last start: the first
+    per text, `"auto"` resolved on the first call), `learning_rate_` (likewise),
+    `label_texts_` (the label texts trained with, `{}` for none), `n_pairs_` (pairs trained
+    on, all calls), `refit_rows_` (the texts of the last start: the first
     call's, or the last retrain's), and the learner's training record (since the last start):
     `n_iter_`, `loss_curve_`, `history_`.
 
@@ -141,6 +150,8 @@ class SbertTuner(TransformerMixin, SbertBase):
         "n_pos": [Interval(numbers.Integral, 0, None, closed="left"), StrOptions({"auto"})],
         **COMMON_CONSTRAINTS,
         "loss": [StrOptions({*PAIR_LOSSES, "auto"})],
+        "learning_rate": [Interval(numbers.Real, 0, None, closed="neither"),
+                          StrOptions({"auto"})],
         "label_texts": [StrOptions({"auto"}), dict, None],
         "refit_growth": [None, Interval(numbers.Real, 1, None, closed="neither")],
     }
@@ -157,7 +168,7 @@ class SbertTuner(TransformerMixin, SbertBase):
         label_texts="auto",
         batch_size=16,
         epochs=1,
-        learning_rate=2e-4,
+        learning_rate="auto",
         warmup_ratio=0.1,
         matryoshka_dims=None,
         max_seq_length="auto",
@@ -198,7 +209,7 @@ class SbertTuner(TransformerMixin, SbertBase):
             loss=self.loss_,
             batch_size=self.batch_size,
             epochs=self.epochs,
-            learning_rate=self.learning_rate,
+            learning_rate=self.learning_rate_,
             warmup_ratio=self.warmup_ratio,
             matryoshka_dims=self.matryoshka_dims,
             max_seq_length=self.max_seq_length,
@@ -217,6 +228,7 @@ class SbertTuner(TransformerMixin, SbertBase):
         """Back to unfitted: what a first call records (a failed one too) is dropped."""
         for attr in ("learner_", "classes_", "seen_texts_", "seen_y_", "loss_", "label_texts_",
                      "n_pos_", "n_neg_", "n_pairs_", "n_features_out_", "_average",
+                     "learning_rate_",
                      "_pair_seed", "refit_rows_"):
             if attr not in keep:
                 self.__dict__.pop(attr, None)
@@ -280,6 +292,8 @@ class SbertTuner(TransformerMixin, SbertBase):
             self.refit_rows_ = len(texts)
             self.loss_ = resolve_loss(self.loss, labels.ndim == 2,
                                       self._classes(labels).size, self.batch_size)
+            self.learning_rate_ = resolve_learning_rate(self.learning_rate, self.loss_,
+                                                        self._classes(labels).size)
             learner = self._new_learner(train_seed)
             if self.loss == "auto" and self.loss_ == "supcon" and labels.ndim == 1:
                 model, _ = learner._model_to_train()  # the private copy, before any training
