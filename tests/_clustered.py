@@ -8,6 +8,8 @@ import numpy as np
 from embetter.finetune import ContrastiveTuner, FeedForwardTuner
 
 FAST = {FeedForwardTuner: {"n_epochs": 10}, ContrastiveTuner: {"epochs": 3}}
+#: the heads, for tests that run on each
+TUNERS = list(FAST)
 
 
 def clustered(n, seed, n_classes=4, dim=16, informative=4, spread=1.5):

@@ -20,9 +20,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from embetter.finetune import ContrastiveTuner, FeedForwardTuner
-from tests._clustered import clustered, fast
-
-TUNERS = [FeedForwardTuner, ContrastiveTuner]
+from tests._clustered import TUNERS, clustered, fast
 
 
 @pytest.fixture(scope="module")

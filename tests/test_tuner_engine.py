@@ -14,9 +14,7 @@ from sklearn.decomposition import PCA
 from sklearn.pipeline import make_pipeline
 
 from embetter.finetune import ContrastiveLearner, ContrastiveTuner, FeedForwardTuner
-from tests._clustered import clustered, fast
-
-TUNERS = [FeedForwardTuner, ContrastiveTuner]
+from tests._clustered import TUNERS, clustered, fast
 
 
 @pytest.fixture(scope="module")

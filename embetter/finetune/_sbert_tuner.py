@@ -290,10 +290,9 @@ class SbertTuner(TransformerMixin, SbertBase):
             self._pair_seed, train_seed = (int(s) for s in rng.randint(0, 2**31 - 1, size=2))
             self.seen_texts_, self.seen_y_, self.n_pairs_ = [], labels[:0], n_pairs
             self.refit_rows_ = len(texts)
-            self.loss_ = resolve_loss(self.loss, labels.ndim == 2,
-                                      self._classes(labels).size, self.batch_size)
-            self.learning_rate_ = resolve_learning_rate(self.learning_rate, self.loss_,
-                                                        self._classes(labels).size)
+            n_classes = self._classes(labels).size
+            self.loss_ = resolve_loss(self.loss, labels.ndim == 2, n_classes, self.batch_size)
+            self.learning_rate_ = resolve_learning_rate(self.learning_rate, self.loss_, n_classes)
             learner = self._new_learner(train_seed)
             if self.loss == "auto" and self.loss_ == "supcon" and labels.ndim == 1:
                 model, _ = learner._model_to_train()  # the private copy, before any training
