@@ -35,7 +35,6 @@ The data live outside the repository (`../shared/data`, or `--data-dir`).
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import subprocess
@@ -49,6 +48,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from params import parse_params  # noqa: E402  (beside this script)
 from setfit_run import setfit_steps  # noqa: E402  (beside this script)
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
@@ -80,17 +80,6 @@ def load(data_dir: Path, name: str, seed: int, per_class=8, n_test=1000, validat
         test = read_split(data_dir, name, "test")
         test = test.sample(n=min(n_test, len(test)), random_state=0)
     return few.text.tolist(), few.label.to_numpy(), test.text.tolist(), test.label.to_numpy()
-
-
-def parse_params(items):
-    params = {}
-    for item in items or []:
-        key, _, value = item.partition("=")
-        try:
-            params[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            params[key] = value
-    return params
 
 
 def setup_setfit(torch_wheel: str):

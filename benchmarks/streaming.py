@@ -21,13 +21,14 @@ import os
 import time
 
 import numpy as np
+from params import parse_params
 from tuners import DATASETS, DERIVED, knn_acc, load_pool, ours, table
 
 BATCHES = [50, 100, 500, 2000]
 
 
-def stream_fit(kind, seed, X, y, classes, batch):
-    tuner = ours(kind, seed)
+def stream_fit(kind, seed, X, y, classes, batch, params):
+    tuner = ours(kind, seed, **params)
     order = np.random.default_rng(seed).permutation(len(y))
     for start in range(0, len(y), batch):
         rows = order[start:start + batch]
@@ -45,7 +46,8 @@ def rows_of(name, rows=None, dev=False):
     return (Xtr, ytr, Xte, yte) if rows is None else (Xtr[:rows], ytr[:rows], Xte, yte)
 
 
-def grid(kinds, datasets, seeds, batches, rows=None, dev=False):
+def grid(kinds, datasets, seeds, batches, rows=None, dev=False, params=None):
+    params = params or {}
     results = {}
     for name in datasets:
         Xtr, ytr, Xte, yte = rows_of(name, rows, dev)
@@ -55,12 +57,12 @@ def grid(kinds, datasets, seeds, batches, rows=None, dev=False):
             seconds = {"fit": [], **{b: [] for b in batches}}
             for seed in seeds:
                 start = time.perf_counter()
-                full = ours(kind, seed).fit(Xtr, ytr)
+                full = ours(kind, seed, **params).fit(Xtr, ytr)
                 seconds["fit"].append(time.perf_counter() - start)
                 scores["fit"].append(knn_acc(full.transform(Xtr), ytr, full.transform(Xte), yte))
                 for b in batches:
                     start = time.perf_counter()
-                    tuner = stream_fit(kind, seed, Xtr, ytr, classes, b)
+                    tuner = stream_fit(kind, seed, Xtr, ytr, classes, b, params)
                     seconds[b].append(time.perf_counter() - start)
                     scores[b].append(knn_acc(tuner.transform(Xtr), ytr, tuner.transform(Xte),
                                              yte))
@@ -81,6 +83,8 @@ def main():
                         help="fit and stream the first ROWS rows of the 2,000-row pool")
     parser.add_argument("--dev", action="store_true",
                         help="score on the pool's other rows (training rows), not the test split")
+    parser.add_argument("--param", action="append", default=[],
+                        help="tuner parameter for the fit and the streams, key=value")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1: quiet on a shared machine)")
     args = parser.parse_args()
@@ -88,7 +92,9 @@ def main():
     import torch
 
     torch.set_num_threads(args.threads)
-    results = grid(args.tuners, args.datasets, args.seeds, args.batches, args.rows, args.dev)
+    params = parse_params(args.param)
+    results = grid(args.tuners, args.datasets, args.seeds, args.batches, args.rows, args.dev,
+                   params)
     rows, worst = [], {}
     for (name, kind), (mean, secs) in results.items():
         gaps = [mean[b] - mean["fit"] for b in args.batches]
@@ -98,6 +104,7 @@ def main():
                     + [f"{secs['fit']:.1f}"] + [f"{secs[b]:.1f}" for b in args.batches])
     scored = "the pool's other rows (train split)" if args.dev else "1,000 test rows"
     n_rows = args.rows or (1000 if args.dev else 2000)
+    print(f"\nparams: {params or 'defaults'}")
     print(f"\nStreaming grid: 5-NN on {scored}; one fit on {n_rows:,} rows vs "
           f"partial_fit over them in batches of {args.batches} (each seen once), mean of seeds "
           f"{args.seeds}; (gap to fit); then seconds (fit, each stream). load average "

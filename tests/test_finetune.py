@@ -64,7 +64,9 @@ def test_fit_resets_and_partial_fit_continues(cls, data):
     assert np.array_equal(tuner.fit(X, y).transform(X), first)  # fit starts from scratch
 
     # (max_steps=None: ContrastiveTuner's stream then earns exactly fit's steps per row)
-    stream = fast(cls, batch_size=16, **({"max_steps": None} if cls is ContrastiveTuner else {}))
+    # (refit_growth=None: the stream never retrains from the start, see test_tuner_engine.py)
+    stream = fast(cls, batch_size=16, refit_growth=None,
+                  **({"max_steps": None} if cls is ContrastiveTuner else {}))
     stream.partial_fit(X[:60], y[:60], classes=np.unique(y))
     module, optimizer = stream.module_, stream.optimizer_
     steps = [float(s["step"]) for s in optimizer.state.values()]
@@ -202,9 +204,11 @@ def test_partial_fit_learns_classes_from_the_first_batch_when_not_given(data):
 
 @pytest.mark.parametrize("cls", TUNERS)
 @pytest.mark.parametrize("n_batches", [10, 40])
-def test_stream_seen_once_matches_one_fit(cls, n_batches):
+@pytest.mark.parametrize("refit_growth", [None, 1.5])
+def test_stream_seen_once_matches_one_fit(cls, n_batches, refit_growth):
     """Batches of 200 or 50 rows, each seen once by partial_fit, get within 2 points of one fit
-    on all: the training follows the rows (the steps one fit takes), not the calls."""
+    on all: the training follows the rows (the steps one fit takes), not the calls; and so
+    does a stream that retrains from the start as it grows (the default)."""
     shape = {"n_classes": 6, "dim": 64, "informative": 4, "spread": 1.5}
     X, y = clustered(2000, 0, **shape)
     X_test, y_test = clustered(1000, 10, **shape)
@@ -214,14 +218,14 @@ def test_stream_seen_once_matches_one_fit(cls, n_batches):
             tuner.transform(X_test), y_test)
 
     full = cls(random_state=0).fit(X, y)
-    stream = cls(random_state=0)
+    stream = cls(random_state=0, refit_growth=refit_growth)
     for batch in np.array_split(np.arange(len(y)), n_batches):
         stream.partial_fit(X[batch], y[batch], classes=np.arange(6))
     raw = KNeighborsClassifier(5, metric="cosine").fit(X, y).score(X_test, y_test)
     assert knn(full) > raw  # the tuner helps on this problem ...
     assert knn(stream) >= knn(full) - 0.02  # ... and a stream seen once keeps up
     assert stream._replay["seen"] == 2000 and len(stream._replay["rows"][0]) == 2000
-    if cls is FeedForwardTuner:  # fit rounds each epoch's last step up
+    if cls is FeedForwardTuner and refit_growth is None:  # fit rounds each epoch's last step up
         assert 0.95 * full.history_[-1]["step"] <= stream.history_[-1]["step"]
         assert stream.history_[-1]["step"] <= full.history_[-1]["step"]
 
@@ -239,7 +243,7 @@ def test_feed_forward_auto_epochs_follow_rows_per_class():
     # 12 per class: capped at 1.5x (22.5 epochs, rounded to 22 by fit)
     assert few.n_iter_ == 22 and few.history_[-1]["step"] == 66
     assert FeedForwardTuner(n_epochs=7, random_state=0).fit(X_few, y_few).n_iter_ == 7
-    stream = FeedForwardTuner(random_state=0, batch_size=16)
+    stream = FeedForwardTuner(random_state=0, batch_size=16, refit_growth=None)
     for batch in np.array_split(np.arange(48), 6):  # the first batches hold 2 rows per class
         stream.partial_fit(X_few[batch], y_few[batch], classes=np.arange(4))
     assert stream.history_[-1]["step"] == 67  # 48 rows x 22.5 epochs / 16, as one fit

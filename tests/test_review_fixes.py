@@ -49,7 +49,7 @@ def test_training_ignores_the_callers_no_grad_and_leaves_it(tuner):
 
 @pytest.mark.parametrize("tuner", [FeedForwardTuner, ContrastiveTuner])
 def test_a_stream_after_fit_replays_the_fitted_rows(tuner):
-    t = tuner(random_state=0).fit(X, Y)
+    t = tuner(random_state=0, refit_growth=None).fit(X, Y)
     steps = t.n_iter_
     # one class per batch: only the fitted rows, remembered, give the pairs and the contrast
     for start in range(0, 30, 10):

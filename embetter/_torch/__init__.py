@@ -2,6 +2,7 @@
 
 - `device`: device choice, the one `seed_from`, seeded runs, CPU threads while training;
 - `replay`: the replay memory of a stream;
+- `stream`: how the heads' `partial_fit` trains (budget, replay, retraining as it grows);
 - `engine`: the one mini-batch training engine of the small heads (`TorchHeadMixin`), with
   the parameter constraints every head shares;
 - `progress`: the engine's epoch progress bar.

@@ -20,13 +20,8 @@ from embetter._torch.device import (
     train_threads,
 )
 from embetter._torch.progress import Progress
-from embetter._torch.replay import (
-    new_replay,
-    replay_add,
-    replay_count,
-    replay_pool,
-    replay_subsets,
-)
+from embetter._torch.replay import new_replay, replay_add
+from embetter._torch.stream import StreamTraining
 
 #: `_parameter_constraints` of the parameters the engine reads, the same for every head.
 ENGINE_CONSTRAINTS = {
@@ -39,13 +34,14 @@ ENGINE_CONSTRAINTS = {
     "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
     "tol": [Interval(Real, 0, None, closed="left")],
     "replay_size": [Interval(Integral, 0, None, closed="left")],
+    "refit_growth": [None, Interval(Real, 1, None, closed="neither")],
     "verbose": ["verbose"],
     "random_state": ["random_state"],
     "device": [None, str, torch.device],
 }
 
 
-class TorchHeadMixin:
+class TorchHeadMixin(StreamTraining):
     """The training engine shared by the small torch heads.
 
     A head trains on *items*, rows of index arrays into one *table* (the embedding matrix):
@@ -71,7 +67,9 @@ class TorchHeadMixin:
       steps `fit` would spend on the rows seen so far, less those already trained
       (`_stream_budget`), fractions carried over to the next call, so a stream in batches of
       any size trains about as much as one `fit` on the same rows; each pass mixes as many
-      rows of the replay memory (a uniform sample of the stream) as new ones;
+      rows of the replay memory (a uniform sample of the stream) as new ones, and a call that
+      brings the rows seen to `refit_growth` times those of the last start retrains from the
+      start as `fit` (`StreamTraining`, in stream.py);
     - one RandomState (`_rng`, from `random_state`) seeds initialisation, shuffling, dropout,
       pairs and the replay memory: two fits are bit-identical on CPU, and the global
       torch/numpy RNGs are left untouched;
@@ -128,23 +126,10 @@ class TorchHeadMixin:
         """Gradient steps `fit` spends on `n_rows` rows."""
         return n_rows * self._n_epochs(n_rows) * self._items_per_row() / int(self.batch_size)
 
-    def _stream_budget(self, n_rows: int) -> float:
-        """Gradient steps a stream has earned after `n_rows` rows (default: `_fit_steps`)."""
-        return self._fit_steps(n_rows)
-
-    def _replay_at_least(self) -> int:
-        """Rows (new and remembered) each stream pass needs at least."""
-        return 0
-
     def _penalty(self, module):
         """A regulariser added to each training step's loss (not to the recorded losses), or
         `None` (default)."""
         return None
-
-    def _replay_on_top(self) -> float:
-        """How much a stream call's remembered rows add to the budget its new rows earn, at
-        most (0: they share it, so the new rows get part of their share of `fit`'s steps)."""
-        return 0.0
 
     # -- the one entry point -----------------------------------------------------------------
     def _train(self, rows, incremental: bool):
@@ -174,6 +159,7 @@ class TorchHeadMixin:
         self._n_steps = 0
         self._n_streamed = 0
         self._replay = new_replay()
+        self.refit_rows_ = 0
 
     def _make_optimizer(self, module):
         # a head without an `optimizer` parameter (ContrastiveTuner) trains with AdamW
@@ -204,8 +190,13 @@ class TorchHeadMixin:
                   max_steps=self._max_steps(), stop_early=stop_early, valid=valid)
         # a later partial_fit continues this stream: the fitted rows are what it has seen,
         # and they are remembered as a stream's would be
-        self._n_streamed = n
+        self._n_streamed = self.refit_rows_ = n
         replay_add(self._replay, rows, self.replay_size, self._rng)
+
+    def _split_fits(self, n) -> bool:
+        """Whether `n` rows leave `_MIN_SPLIT_ROWS` on each side of an early-stopping split."""
+        n_valid = int(np.ceil(self.validation_fraction * n))
+        return n_valid >= self._MIN_SPLIT_ROWS and n - n_valid >= self._MIN_SPLIT_ROWS
 
     def _split(self, n, stratify=None):
         """Row indices to train on and to hold out (`validation_fraction`, stratified when
@@ -213,10 +204,10 @@ class TorchHeadMixin:
         from sklearn.model_selection import train_test_split
 
         n_valid = int(np.ceil(self.validation_fraction * n))
-        least = self._MIN_SPLIT_ROWS
-        if n_valid < least or n - n_valid < least:
+        if not self._split_fits(n):
             raise ValueError(
-                f"early_stopping needs at least {2 * least} rows (validation_fraction="
+                f"early_stopping needs at least {2 * self._MIN_SPLIT_ROWS} rows "
+                f"(validation_fraction="
                 f"{self.validation_fraction} of {n}); turn early_stopping off for tiny data"
             )
         seed = self._rng.randint(0, 2**31 - 1)
@@ -227,28 +218,6 @@ class TorchHeadMixin:
             train, held = train_test_split(np.arange(n), test_size=n_valid,
                                            random_state=self._rng.randint(0, 2**31 - 1))
         return train, held
-
-    def _stream(self, rows):
-        """`partial_fit`: the new rows and as many remembered ones, for the steps the new rows
-        earn (`_stream_budget` of all rows seen, less that of the rows before them; fractions
-        of a step carry over to the next call); then the new rows join the memory."""
-        n_new = rows[0].shape[0]
-        pool = replay_pool(self._replay, rows)
-        at_least = self._replay_at_least()
-        anchors = replay_subsets(self._replay, n_new, self._rng, at_least=at_least)
-        table, draw = self._items(pool, anchors)
-        before = getattr(self, "_n_streamed", 0)
-        self._n_streamed = before + n_new
-        earned = max(0.0, self._stream_budget(self._n_streamed) - self._stream_budget(before))
-        # remembered rows replayed on top of the new rows' own share (see `_replay_on_top`)
-        on_top = min(replay_count(self._replay, n_new, at_least), self._replay_on_top() * n_new)
-        self._step_credit += earned * (n_new + on_top) / n_new
-        steps = int(self._step_credit + 1e-9)
-        self._step_credit -= steps
-        if steps:
-            # every pass takes at least one step: `steps` passes is an upper bound
-            self._run(table, draw, epochs=steps, max_steps=steps)
-        replay_add(self._replay, rows, self.replay_size, self._rng)
 
     # -- the loop ----------------------------------------------------------------------------
     def _run(self, table, draw, *, epochs: int, max_steps=None, stop_early: bool = False,

@@ -1,0 +1,94 @@
+"""How a head's `partial_fit` trains: a budget that follows the rows seen, a replay memory
+mixed into every call, and a fresh start (as `fit` on every row seen) each time the stream has
+grown `refit_growth` times. Mixed into `TorchHeadMixin`, whose `_train` calls `_stream`."""
+
+from __future__ import annotations
+
+from embetter._torch.replay import (
+    replay_add,
+    replay_count,
+    replay_len,
+    replay_pool,
+    replay_subsets,
+)
+
+
+class StreamTraining:
+    """`partial_fit` for the engine's heads (see `TorchHeadMixin`): `_stream(rows)`.
+
+    Uses the engine's `_items`, `_run`, `_fit_steps`, `_start_training` and `_fit_all`;
+    heads tune it with the hooks below and `_can_refit`.
+    """
+
+    #: a head without the parameter (ContrastiveLearner), or pickled before it existed,
+    #: streams without retraining (instances of the tuners set it)
+    refit_growth = None
+    refit_rows_ = 0
+
+    # -- hooks -------------------------------------------------------------------------------
+    def _stream_budget(self, n_rows: int) -> float:
+        """Gradient steps a stream has earned after `n_rows` rows (default: `_fit_steps`)."""
+        return self._fit_steps(n_rows)
+
+    def _replay_at_least(self) -> int:
+        """Rows (new and remembered) each stream pass needs at least."""
+        return 0
+
+    def _replay_on_top(self) -> float:
+        """How much a stream call's remembered rows add to the budget its new rows earn, at
+        most (0: they share it, so the new rows get part of their share of `fit`'s steps)."""
+        return 0.0
+
+    # -- a stream call -----------------------------------------------------------------------
+    def _stream(self, rows):
+        """`partial_fit`: the new rows and as many remembered ones, for the steps the new rows
+        earn (`_stream_budget` of all rows seen, less that of the rows before them; fractions
+        of a step carry over to the next call); then the new rows join the memory. A call
+        that brings the rows seen to `refit_growth` times those of the last start retrains
+        from the start instead (`_refit_due`)."""
+        n_new = rows[0].shape[0]
+        pool = replay_pool(self._replay, rows)
+        if self._refit_due(pool):
+            # a fresh network and optimizer, trained as `fit` on every row seen
+            self._start_training()
+            self._fit_all(pool)
+            return
+        if not self.refit_rows_:  # the first call of a stream starts it
+            self.refit_rows_ = n_new
+        at_least = self._replay_at_least()
+        anchors = replay_subsets(self._replay, n_new, self._rng, at_least=at_least)
+        table, draw = self._items(pool, anchors)
+        before = getattr(self, "_n_streamed", 0)
+        self._n_streamed = before + n_new
+        earned = max(0.0, self._stream_budget(self._n_streamed) - self._stream_budget(before))
+        # remembered rows replayed on top of the new rows' own share (see `_replay_on_top`)
+        on_top = min(replay_count(self._replay, n_new, at_least), self._replay_on_top() * n_new)
+        self._step_credit += earned * (n_new + on_top) / n_new
+        steps = int(self._step_credit + 1e-9)
+        self._step_credit -= steps
+        if steps:
+            # every pass takes at least one step: `steps` passes is an upper bound
+            self._run(table, draw, epochs=steps, max_steps=steps)
+        replay_add(self._replay, rows, self.replay_size, self._rng)
+
+    def _refit_due(self, pool) -> bool:
+        """Retrain from the start on this call (`pool`: its rows, then the remembered ones):
+        the rows seen (these included) have grown to
+        `refit_growth` times those of the last start (`refit_rows_`: `fit`, the first
+        `partial_fit` call or the last retrain), the replay memory still holds every row seen
+        (a stream longer than `replay_size` carries on without retraining), and `fit` could
+        train on them (`_can_refit`)."""
+        memory = self._replay
+        seen = memory["seen"]
+        if self.refit_growth is None or not seen or replay_len(memory) < seen:
+            return False
+        n = pool[0].shape[0]
+        if n < float(self.refit_growth) * self.refit_rows_:
+            return False
+        if getattr(self, "early_stopping", False) and not self._split_fits(n):
+            return False
+        return self._can_refit(pool)
+
+    def _can_refit(self, rows) -> bool:
+        """Whether `fit` can train on `rows` (a pair head needs two classes)."""
+        return True
