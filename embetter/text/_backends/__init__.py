@@ -48,8 +48,8 @@ def make_engine(backend: str, precision, name, load_model):
 
 def row_cosines(a, b) -> np.ndarray:
     """The cosine of each row of `a` with the same row of `b` (how close a path's embeddings
-    stay to the float32 reference's)."""
-    a, b = np.asarray(a), np.asarray(b)
+    stay to the float32 reference's), in float64: a cosine a hair under 1 does not round to 1."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return np.sum(a * b, axis=1) / np.maximum(
         np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
 
