@@ -57,3 +57,22 @@ def test_pair_sampler_draws_fresh_index_pairs_each_epoch():
     assert np.array_equal(again.draw()[1], j1)  # ... and repeatable from the seed
     with pytest.raises(ValueError, match="n_neg must be an int >= 0"):
         PairSampler(y, n_neg=-1)
+
+
+def test_balanced_anchors_give_each_class_the_same_share_of_the_pairs():
+    from embetter.finetune._pairs import PairSampler
+
+    y = np.array([0] * 26 + [1] * 174)
+    every = PairSampler(y, n_neg=3, n_pos=1, random_state=0).draw()
+    assert np.bincount(y[every[0]]).tolist() == [26 * 4, 174 * 4]  # every row anchors
+    i, j, sim = PairSampler(y, n_neg=3, n_pos=1, random_state=0, anchors="balanced").draw()
+    assert np.bincount(y[i]).tolist() == [100 * 4, 100 * 4]  # as many pairs, half each
+    assert ((y[i] == y[j]) == (sim == 1)).all() and not (i == j).any()
+    assert np.unique(i[y[i] == 0]).size == 26  # the small class's rows, drawn again
+    y3 = np.array([0] * 5 + [1] * 3 + [2] * 7)
+    i3, _, _ = PairSampler(y3, n_neg=1, n_pos=0, random_state=0, anchors="balanced").draw()
+    assert np.bincount(y3[i3]).tolist() == [5, 5, 5]
+    with pytest.raises(ValueError, match="anchors must be 'all' or 'balanced'"):
+        PairSampler(y, anchors="equal")
+    with pytest.raises(ValueError, match="anchors='balanced' need single-label"):
+        PairSampler(np.eye(3, dtype=int)[[0, 1, 2, 0]], anchors="balanced")

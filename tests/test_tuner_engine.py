@@ -135,6 +135,26 @@ def test_contrastive_tuner_auto_learning_rate_follows_the_classes(data):
         ContrastiveTuner(learning_rate="fast").fit(X, y)
 
 
+def test_contrastive_tuner_auto_anchors_balance_two_classes(data):
+    """anchors="auto": each class anchors half the pairs when there are two (a small class is
+    not drowned by a large one), every row with more classes or multi-label y."""
+    X, y = data
+    binary = ContrastiveTuner(epochs=1, random_state=0).fit(X, y % 2)
+    assert binary._anchors() == "balanced"
+    assert ContrastiveTuner(epochs=1, random_state=0).fit(X, y)._anchors() == "all"
+    Y = np.stack([y % 2, (y // 2) % 2], axis=1)
+    assert ContrastiveTuner(epochs=1, random_state=0).fit(X, Y)._anchors() == "all"
+    forced = ContrastiveTuner(epochs=1, anchors="all", random_state=0).fit(X, y % 2)
+    assert not np.array_equal(forced.transform(X), binary.transform(X))
+    with pytest.raises(ValueError, match="anchors='balanced' needs single-label y"):
+        ContrastiveTuner(anchors="balanced").fit(X, Y)
+    with pytest.raises(ValueError, match="anchors"):
+        ContrastiveTuner(anchors="equal").fit(X, y)
+    old = ContrastiveTuner(epochs=1, random_state=0).fit(X, y % 2)
+    del old.__dict__["anchors"]  # a head pickled before `anchors` existed: every row anchors
+    assert old._anchors() == "all"
+
+
 @pytest.mark.parametrize("cls", TUNERS + [ContrastiveLearner])
 def test_training_threads_are_the_callers_again_afterwards(cls, data):
     """A head trains with one CPU thread (private, not a module global to poke) and puts

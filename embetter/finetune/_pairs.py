@@ -10,7 +10,7 @@ from sklearn.utils import check_random_state
 from embetter._validation import as_targets, check_int
 
 
-def _single_label_pairs(codes, n_pos, n_neg, rng, strategy="random"):
+def _single_label_pairs(codes, n_pos, n_neg, rng, strategy="random", anchors="all"):
     n = codes.shape[0]
     counts = np.bincount(codes)
     order = np.argsort(codes, kind="stable")  # members of each class, contiguous
@@ -19,8 +19,20 @@ def _single_label_pairs(codes, n_pos, n_neg, rng, strategy="random"):
     rank[order] = np.arange(n) - starts[codes[order]]  # position of i inside its class
     own = counts[codes]
 
+    rows = np.arange(n)
+    if anchors == "balanced":
+        # every class anchors the same share of the pairs, n / k rows: a small class's rows
+        # each as often as it takes (every one, then a sample without repeats for the rest),
+        # a sample of a large class's, so a small class is paired as often as a large one
+        k = counts.size
+        share = n // k + (np.arange(k) < n % k)
+        members = np.split(order, starts[1:])
+        rows = np.concatenate([
+            np.concatenate([np.tile(m, want // m.size),
+                            rng.choice(m, want % m.size, replace=False)])
+            for m, want in zip(members, share)])
     firsts, seconds, labels = [], [], []
-    can_pos = np.flatnonzero(own >= 2)
+    can_pos = rows[own[rows] >= 2]
     if n_pos and can_pos.size:
         anchors = np.repeat(can_pos, n_pos)
         r = rng.integers(0, own[anchors] - 1)  # any other member of the class: skip self
@@ -29,7 +41,7 @@ def _single_label_pairs(codes, n_pos, n_neg, rng, strategy="random"):
         seconds.append(order[starts[codes[anchors]] + r])
         labels.append(np.ones(anchors.size, dtype=np.float32))
     if n_neg:
-        anchors = np.repeat(np.arange(n), n_neg)
+        anchors = np.repeat(rows, n_neg)
         c = codes[anchors]
         if strategy == "balanced":
             # first a class other than the anchor's, uniformly, then one of its members: rare
@@ -106,10 +118,13 @@ class PairSampler:
 
     Internal API (stable for the tuners in this package):
 
-    - `PairSampler(y, n_neg, n_pos, strategy, random_state)`: `y` as `generate_pairs` takes it
-      (1-D labels, or a 2-D 0/1 indicator matrix for multi-label data), one entry per table row.
+    - `PairSampler(y, n_neg, n_pos, strategy, random_state, anchors)`: `y` as `generate_pairs`
+      takes it (1-D labels, or a 2-D 0/1 indicator matrix for multi-label data), one entry per
+      table row.
     - `draw() -> (idx1, idx2, similar)`: int64 row indices and float32 0/1 labels; every row
-      with `n_pos` members of its class and `n_neg` items of other classes.
+      with `n_pos` members of its class and `n_neg` items of other classes (`anchors="all"`),
+      or as many rows, each class drawing the same number of its own (`"balanced"`,
+      single-label only).
     - `pairs_per_row`: `n_pos + n_neg`, what one pass costs per row (a trainer's step budget).
     - `classes`: the sorted labels (or label columns, multi-label); `codes`: each row's class
       position (single-label only).
@@ -125,22 +140,26 @@ class PairSampler:
     ```
     """
 
-    def __init__(self, y, n_neg=3, n_pos=1, strategy="random", random_state=None):
+    def __init__(self, y, n_neg=3, n_pos=1, strategy="random", random_state=None,
+                 anchors="all"):
         self.n_neg = check_int(n_neg, "n_neg", 0)
         self.n_pos = check_int(n_pos, "n_pos", 0)
         if self.n_neg + self.n_pos == 0:
             raise ValueError("n_neg and n_pos are both 0: no pairs would be generated")
         if strategy not in ("random", "balanced"):
             raise ValueError(f"strategy must be 'random' or 'balanced', got {strategy!r}")
-        self.strategy = strategy
+        if anchors not in ("all", "balanced"):
+            raise ValueError(f"anchors must be 'all' or 'balanced', got {anchors!r}")
+        self.strategy, self.anchors = strategy, anchors
         self.rng = _rng_from(random_state)
         labels, self.multilabel = as_targets(y, "y")
         if self.multilabel:
             if np.unique(labels, axis=0).shape[0] < 2:
                 raise ValueError("y has only one distinct label set; pairs need at least two")
-            if strategy != "random":
+            if strategy != "random" or anchors != "all":
                 raise ValueError(
-                    "strategy='balanced' needs single-label y; use 'random' for 2-D y"
+                    "strategy='balanced' and anchors='balanced' need single-label y; use "
+                    "'random' and 'all' for 2-D y"
                 )
             self.Y = labels
             self.classes = np.arange(labels.shape[1])
@@ -165,7 +184,7 @@ class PairSampler:
             parts = _multi_label_pairs(self.Y, self.n_pos, self.n_neg, self.rng)
         else:
             parts = _single_label_pairs(self.codes, self.n_pos, self.n_neg, self.rng,
-                                        self.strategy)
+                                        self.strategy, self.anchors)
         firsts, seconds, labels = parts
         if not firsts:  # e.g. n_neg=0 and no class with two members: no pairs at all
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
