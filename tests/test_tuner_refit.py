@@ -41,11 +41,15 @@ def test_no_retraining_when_off_or_when_the_memory_holds_only_a_sample(cls, para
     assert stream.module_ is module and stream.refit_rows_ == 60
 
 
-def test_contrastive_tuner_retrains_once_two_classes_have_come():
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_contrastive_tuner_retrains_once_two_classes_have_come(multilabel):
     X, y = clustered(200, 0)
     ones, others = np.flatnonzero(y == 1), np.flatnonzero(y != 1)
+    if multilabel:  # 0/1 rows: a second label column set on class 3
+        y = np.stack([y == 1, y == 3], axis=1).astype(int)
+    first = {} if multilabel else {"classes": np.arange(4)}
     stream = fast(ContrastiveTuner)
-    stream.partial_fit(X[ones[:10]], y[ones[:10]], classes=np.arange(4))
+    stream.partial_fit(X[ones[:10]], y[ones[:10]], **first)
     stream.partial_fit(X[ones[10:20]], y[ones[10:20]])  # one class: nothing `fit` could pair
     assert stream.refit_rows_ == 10
     stream.partial_fit(X[others[:20]], y[others[:20]])

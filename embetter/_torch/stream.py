@@ -73,11 +73,10 @@ class StreamTraining:
 
     def _refit_due(self, pool) -> bool:
         """Retrain from the start on this call (`pool`: its rows, then the remembered ones):
-        the rows seen (these included) have grown to
-        `refit_growth` times those of the last start (`refit_rows_`: `fit`, the first
-        `partial_fit` call or the last retrain), the replay memory still holds every row seen
-        (a stream longer than `replay_size` carries on without retraining), and `fit` could
-        train on them (`_can_refit`)."""
+        the rows seen, these included, have grown to `refit_growth` times those of the last
+        start (`refit_rows_`: `fit`, the first `partial_fit` call or the last retrain), the
+        replay memory still holds every row seen (a stream longer than `replay_size` carries
+        on without retraining), and `fit` could train on them (`_can_refit`)."""
         memory = self._replay
         seen = memory["seen"]
         if self.refit_growth is None or not seen or replay_len(memory) < seen:

@@ -266,8 +266,9 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
         return None if rows[1].ndim == 2 else rows[1]
 
     def _can_refit(self, rows) -> bool:
-        # `fit` pairs rows of one class with rows of others: it needs two classes
-        return rows[1].ndim == 2 or np.unique(rows[1]).size >= 2
+        # `fit` pairs rows of one class with rows of others: it needs two classes (two
+        # distinct label sets, multi-label)
+        return np.unique(rows[1], axis=0).shape[0] >= 2
 
     def _items_per_row(self) -> float:
         return self.n_pos + self.n_neg
