@@ -116,15 +116,9 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
             sample of the stream); each call draws its pairs among the new rows and as many
             remembered ones, so a small batch still finds partners of its classes and does not
             pull the space towards itself alone. 0 turns replay off.
-        refit_growth: `partial_fit` retrains from the start when the rows seen reach this
-            many times those of the last start (`fit`, the first call or the last retrain:
-            `refit_rows_`): a fresh network trained as `fit` on every row seen, while the
-            replay memory holds them all (up to `replay_size`); `None` never retrains. 1.5
-            (default, as `SbertTuner`) was chosen on rows of the training splits
-            (benchmarks/streaming.py --dev, nine sets, seeds 0-2): it brought the mean gap of
-            a stream in batches of 50, 100 or 500 to one fit from -0.4 to -0.1 points for
-            both heads, none more than 1.3 behind (docs/streaming.md), for about three fits'
-            training.
+        refit_growth: when the rows seen reach this many times those of the last start,
+            `partial_fit` trains a fresh projection as `fit` on all of them (see
+            `FeedForwardTuner`, where the default 1.5 is explained); `None` never retrains.
         verbose: show a progress bar with the loss per epoch.
         random_state: seed for pairs, initialisation and shuffling (int for repeatable fits).
         device: `None` (cuda if available, else cpu), `"cpu"`, `"cuda"`, ...
