@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
-from embetter.finetune import ContrastiveTuner
+from embetter.finetune import ContrastiveLearner, ContrastiveTuner
 from tests._clustered import TUNERS, clustered, fast
 
 
@@ -69,3 +69,10 @@ def test_refit_growth_is_checked_and_old_pickles_stream_without_it(cls):
     module = old.module_
     old.partial_fit(X[40:], y[40:])
     assert old.refit_growth is None and old.module_ is module
+
+
+@pytest.mark.parametrize("cls", TUNERS + [ContrastiveLearner])
+def test_each_head_constrains_exactly_its_own_parameters(cls):
+    # scikit-learn's check_param_validation asks for this; ContrastiveLearner has no
+    # refit_growth, so the constraint lives with the tuners, not with the shared engine's
+    assert set(cls._parameter_constraints) == set(cls().get_params())

@@ -34,7 +34,6 @@ ENGINE_CONSTRAINTS = {
     "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
     "tol": [Interval(Real, 0, None, closed="left")],
     "replay_size": [Interval(Integral, 0, None, closed="left")],
-    "refit_growth": [None, Interval(Real, 1, None, closed="neither")],
     "verbose": ["verbose"],
     "random_state": ["random_state"],
     "device": [None, str, torch.device],

@@ -4,6 +4,10 @@ grown `refit_growth` times. Mixed into `TorchHeadMixin`, whose `_train` calls `_
 
 from __future__ import annotations
 
+from numbers import Real
+
+from sklearn.utils._param_validation import Interval
+
 from embetter._torch.replay import (
     replay_add,
     replay_count,
@@ -11,6 +15,10 @@ from embetter._torch.replay import (
     replay_pool,
     replay_subsets,
 )
+
+#: `_parameter_constraints` of `refit_growth`, for the heads that take it (the tuners; not
+#: ContrastiveLearner, which streams without retraining).
+REFIT_CONSTRAINTS = {"refit_growth": [None, Interval(Real, 1, None, closed="neither")]}
 
 
 class StreamTraining:

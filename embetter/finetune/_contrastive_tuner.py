@@ -13,6 +13,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from embetter._torch.engine import ENGINE_CONSTRAINTS
+from embetter._torch.stream import REFIT_CONSTRAINTS
 from embetter._validation import (
     as_labels,
     as_targets,
@@ -160,6 +161,7 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
         "anchors": [StrOptions({"auto", "all", "balanced"})],
         "identity_penalty": [Interval(Real, 0, None, closed="left")],
         **{k: v for k, v in ENGINE_CONSTRAINTS.items() if k not in ("optimizer", "learning_rate")},
+        **REFIT_CONSTRAINTS,
     }
 
     def __init__(

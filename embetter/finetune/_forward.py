@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from embetter._torch import TorchHeadMixin
 from embetter._torch.engine import ENGINE_CONSTRAINTS
+from embetter._torch.stream import REFIT_CONSTRAINTS
 from embetter._validation import (
     as_labels,
     check_estimator_input,
@@ -148,6 +149,7 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
         "activation": [StrOptions(set(_ACTIVATIONS))],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         **ENGINE_CONSTRAINTS,
+        **REFIT_CONSTRAINTS,
     }
 
     def __init__(
