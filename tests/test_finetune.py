@@ -64,7 +64,7 @@ def test_fit_resets_and_partial_fit_continues(cls, data):
     assert np.array_equal(tuner.fit(X, y).transform(X), first)  # fit starts from scratch
 
     # (max_steps=None: ContrastiveTuner's stream then earns exactly fit's steps per row)
-    # (refit_growth=None: the stream never retrains from the start, see test_tuner_engine.py)
+    # (refit_growth=None: the stream never retrains from the start, see test_tuner_refit.py)
     stream = fast(cls, batch_size=16, refit_growth=None,
                   **({"max_steps": None} if cls is ContrastiveTuner else {}))
     stream.partial_fit(X[:60], y[:60], classes=np.unique(y))
