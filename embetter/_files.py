@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from embetter._atomic import atomic_path
+from embetter._validation import is_missing
 
 __all__ = ["UsageError", "atomic_path", "read_table", "write_embeddings"]
 
@@ -125,6 +126,28 @@ def text_column(df, name: str, path) -> list[str]:
             f"(data row {bad[0] + 1}: {values[bad[0]]!r:.40})"
         )
     return values
+
+
+def label_column(df, name: str, path):
+    """The label column as `(keep, labels)`; `cats.NAME` reads one label from JSONL records'
+    `cats` dicts (`keep`: the rows that carry it; `None` for a plain column)."""
+    if name in df.columns or "." not in name:
+        return None, column(df, name, path, "label")
+    field, _, key = name.partition(".")
+    if field not in df.columns:
+        column(df, name, path, "label")  # raises: no such column
+    # a record that never got labels has no cell at all (NaN/None): it carries no label
+    values = df[field].tolist()
+    bad = [c for c in values if not isinstance(c, dict) and not is_missing(c)]
+    if bad:
+        raise UsageError(f"{path}: column {field!r} does not hold records (e.g. {bad[0]!r}), "
+                         f"cannot read {name!r}")
+    # Partial labels: records that do not carry this label are left out of training.
+    cells = [c if isinstance(c, dict) else {} for c in values]
+    keep = np.array([key in c and c[key] is not None for c in cells])
+    if not keep.any():
+        raise UsageError(f"{path}: no record carries the label {key!r} in {field!r}")
+    return keep, [c[key] for c in cells if key in c and c[key] is not None]
 
 
 def _one_line(error: BaseException) -> str:

@@ -12,7 +12,7 @@ from embetter import __version__
 from embetter._files import (
     UsageError,
     check_out_file,
-    column,
+    label_column,
     output_format,
     read_table,
     text_column,
@@ -27,7 +27,6 @@ from embetter._pipelines import (
     transform_texts,
 )
 from embetter._st import progress_bars_off
-from embetter._validation import is_missing
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 TUNERS = ("feedforward", "contrastive", "sbert")
@@ -84,29 +83,6 @@ def _parse_params(items) -> dict:
     return params
 
 
-def _labels(df, name: str, path):
-    """The label column; `cats.NAME` reads one label from JSONL records' `cats` dicts."""
-    if name in df.columns or "." not in name:
-        return None, column(df, name, path, "label")
-    field, _, key = name.partition(".")
-    if field not in df.columns:
-        column(df, name, path, "label")  # raises: no such column
-    import numpy as np
-
-    # a record that never got labels has no cell at all (NaN/None): it carries no label
-    values = df[field].tolist()
-    bad = [c for c in values if not isinstance(c, dict) and not is_missing(c)]
-    if bad:
-        raise UsageError(f"{path}: column {field!r} does not hold records (e.g. {bad[0]!r}), "
-                         f"cannot read {name!r}")
-    # Partial labels: records that do not carry this label are left out of training.
-    cells = [c if isinstance(c, dict) else {} for c in values]
-    keep = np.array([key in c and c[key] is not None for c in cells])
-    if not keep.any():
-        raise UsageError(f"{path}: no record carries the label {key!r} in {field!r}")
-    return keep, [c[key] for c in cells if key in c and c[key] is not None]
-
-
 def _make_tuner(kind: str, model: str, seed):
     if kind == "feedforward":
         from embetter.finetune import FeedForwardTuner
@@ -131,7 +107,7 @@ def _finetune(args) -> int:
     label_field = args.label_col if "." not in args.label_col else ""
     df = read_table(args.input, args.text_col, also_text=(label_field,))
     texts = text_column(df, args.text_col, args.input)
-    keep, y = _labels(df, args.label_col, args.input)
+    keep, y = label_column(df, args.label_col, args.input)
     if keep is not None:
         texts = [t for t, k in zip(texts, keep) if k]
     if len(set(map(str, y))) < 2:

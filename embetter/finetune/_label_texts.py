@@ -59,6 +59,24 @@ def resolve_label_texts(label_texts, classes, multilabel: bool) -> dict:
     return texts
 
 
+def choose_label_texts(label_texts, learner, texts, targets, classes, *, first: bool,
+                       kept: bool, seed: int) -> dict:
+    """`{class: text}` for one call of a tuner: `label_texts` resolved; `"auto"` keeps the
+    names when, on the first call, they fit the texts on the learner's untrained model (see
+    `names_fit_the_texts`), and a stream sticks to that decision (`kept`: the last call had
+    label texts)."""
+    auto = isinstance(label_texts, str)
+    if auto and not first and not kept:
+        return {}
+    names = resolve_label_texts(label_texts, classes, targets.ndim == 2)
+    if names and auto and first:
+        model, _ = learner._model_to_train()  # the private copy, before any training
+        if not names_fit_the_texts(model, texts, targets, list(names.values()),
+                                   random_state=[seed, 1]):
+            return {}
+    return names
+
+
 def label_text_pairs(targets, rows, n_classes: int, n_pos: int, n_neg: int, rng):
     """Pairs of labelled rows with label texts: `(rows, classes, similar)`.
 

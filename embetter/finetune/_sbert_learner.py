@@ -246,6 +246,16 @@ class SbertLearner(RemovedParams, SbertBase):
 
         return token_embeddings(model) if self.freeze_embeddings else []
 
+    def _trained_parameters(self) -> dict:
+        """The parameters training changes, by name; none before the first call has made the
+        model."""
+        model = self.__dict__.get("model_")
+        if model is None:
+            return {}
+        fixed = self._frozen(model)
+        return {name: p for name, p in model.named_parameters()
+                if all(p is not f for f in fixed)}
+
     def _train(self, rows, loss, eval_set):
         from embetter._st import embedding_dim
         from embetter._torch import seed_from

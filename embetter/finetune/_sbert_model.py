@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 
@@ -18,16 +17,13 @@ def private_model(source, device=None):
     unwrapped into the name or model it holds.
     """
     from embetter._torch import device_name
-    from embetter.text._models import load_sentence_transformer
+    from embetter.text._models import load_sentence_transformer, moved_copy
     from embetter.text._sbert import SentenceEncoder
 
     if isinstance(source, SentenceEncoder):
         source = source.name
     if _st.is_sentence_model(source):
-        model = copy.deepcopy(source)
-        if device is not None:
-            model.to(device_name(device))
-        return model
+        return moved_copy(source, device)
     if isinstance(source, (str, os.PathLike)):
         return load_sentence_transformer(source, device_name(device))
     raise TypeError(

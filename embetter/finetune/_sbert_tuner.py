@@ -11,11 +11,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from embetter._validation import as_labels, as_targets, as_texts, check_stream_classes
-from embetter.finetune._label_texts import (
-    label_text_pairs,
-    names_fit_the_texts,
-    resolve_label_texts,
-)
+from embetter.finetune._label_texts import choose_label_texts, label_text_pairs
 from embetter.finetune._losses import CLASS_LOSSES, prototypes_fit_the_texts
 from embetter.finetune._pairs import pairs_for_new_rows
 from embetter.finetune._sbert_auto import (
@@ -307,7 +303,7 @@ class SbertTuner(TransformerMixin, SbertBase):
         all_texts = self.seen_texts_ + texts
         all_labels = np.concatenate([self.seen_y_, labels]) if n_old else labels
         average = StreamAverage() if first else self.__dict__.get("_average", StreamAverage())
-        params = self._trained_parameters(learner)
+        params = learner._trained_parameters()
         average.start(params)
         try:
             trained = self._train_pairs(learner, all_texts, all_labels, n_old, first)
@@ -316,28 +312,19 @@ class SbertTuner(TransformerMixin, SbertBase):
             raise
         if not trained and first:
             raise ValueError("no training pairs: n_pos and n_neg are both 0")
-        average.end(self._trained_parameters(learner), len(texts), len(all_texts))
+        average.end(learner._trained_parameters(), len(texts), len(all_texts))
         self.learner_, self._average = learner, average
         self.seen_texts_, self.seen_y_ = all_texts, all_labels
         self.n_features_out_ = learner.n_features_out_
         return self
 
-    @staticmethod
-    def _trained_parameters(learner) -> dict:
-        """The parameters the learner trains (by name); none before the first call has made
-        the learner's model."""
-        model = learner.__dict__.get("model_")
-        if model is None:
-            return {}
-        fixed = learner._frozen(model)
-        return {name: p for name, p in model.named_parameters()
-                if all(p is not f for f in fixed)}
-
     def _train_pairs(self, learner, texts, labels, n_old, first) -> int:
         positives_only = self.loss_ in POSITIVES_ONLY
         classes = self._classes(labels)
         targets = labels if labels.ndim == 2 else np.searchsorted(classes, labels)
-        self.label_texts_ = self._label_texts(learner, texts, targets, classes, first)
+        self.label_texts_ = choose_label_texts(
+            self.label_texts, learner, texts, targets, classes, first=first,
+            kept=bool(getattr(self, "label_texts_", {})), seed=self._pair_seed)
         if "n_pos_" not in self.__dict__:  # the first call (or a 0.10.0 pickle: int counts)
             self.n_pos_, self.n_neg_ = resolve_pairs(
                 self.n_pos, self.n_neg, self.loss_, classes.size, bool(self.label_texts_))
@@ -363,21 +350,6 @@ class SbertTuner(TransformerMixin, SbertBase):
             learner.partial_fit_indexed(texts, idx1, idx2, target)
         self.n_pairs_ += int(sim.size)
         return int(sim.size)
-
-    def _label_texts(self, learner, texts, targets, classes, first) -> dict:
-        """`{class: text}` for this call: `label_texts` resolved; `"auto"` keeps the names
-        when, on the first call, they fit the texts on the untrained model (see
-        `names_fit_the_texts`), and a stream sticks to that decision."""
-        auto = isinstance(self.label_texts, str)
-        if auto and not first and not getattr(self, "label_texts_", {}):
-            return {}
-        names = resolve_label_texts(self.label_texts, classes, targets.ndim == 2)
-        if names and auto and first:
-            model, _ = learner._model_to_train()  # the private copy, before any training
-            if not names_fit_the_texts(model, texts, targets, list(names.values()),
-                                       random_state=[self._pair_seed, 1]):
-                return {}
-        return names
 
     # -- the fitted model --------------------------------------------------------------------
     @property

@@ -1,4 +1,5 @@
-"""Model-name resolution: turn `name` into something loadable, offline where possible."""
+"""Model-name resolution: turn `name` into something loadable, offline where possible; and
+the copies that keep a caller's model instance as it was."""
 
 from __future__ import annotations
 
@@ -203,3 +204,37 @@ def shared_sentence_transformer(name, device: str):
             model = load_sentence_transformer(name, device)
             _shared[key] = model
     return model
+
+
+def runs_as_is(model, device) -> bool:
+    """Whether the caller's model can encode as it is: on the asked device and in eval mode.
+
+    Moving it to another device or switching it from training to eval mode (which
+    `SentenceTransformer.encode` does) would change the user's object: those cases run a copy.
+    """
+    import torch
+
+    from embetter._torch import device_name
+
+    target = None if device is None else torch.device(device_name(device))
+    current = getattr(model, "device", None)
+    moves = target is not None and (current is None or torch.device(current) != target)
+    return not moves and not getattr(model, "training", False)
+
+
+def moved_copy(model, device):
+    """A deep copy of the caller's `SentenceTransformer`, moved to `device` (`None`: where it
+    is): the caller's object keeps its weights, device and mode."""
+    import copy
+
+    from embetter._torch import device_name
+
+    model = copy.deepcopy(model)
+    if device is not None:
+        model.to(device_name(device))
+    return model
+
+
+def private_copy(model, device):
+    """A copy of the caller's model, on `device` and in eval mode, for an encoder to run."""
+    return moved_copy(model, device).eval()

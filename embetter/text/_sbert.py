@@ -10,37 +10,10 @@ from embetter._removed import RemovedParams
 from embetter._st import embedding_dim, is_sentence_model
 from embetter._validation import as_texts, check_bool, check_int
 from embetter.base import EmbetterBase, text_input_tags
-from embetter.text._models import shared_sentence_transformer
+from embetter.text._models import private_copy, runs_as_is, shared_sentence_transformer
 
 #: Texts per batch when `batch_size` is None and no token budget applies.
 DEFAULT_BATCH_SIZE = 32
-
-
-def _runs_as_is(model, device) -> bool:
-    """Whether the caller's model can encode as it is: on the asked device and in eval mode.
-
-    Moving it to another device or switching it from training to eval mode (which
-    `SentenceTransformer.encode` does) would change the user's object: those cases run a copy.
-    """
-    import torch
-
-    from embetter._torch import device_name
-
-    target = None if device is None else torch.device(device_name(device))
-    current = getattr(model, "device", None)
-    moves = target is not None and (current is None or torch.device(current) != target)
-    return not moves and not getattr(model, "training", False)
-
-
-def _private_copy(model, device):
-    import copy
-
-    from embetter._torch import device_name
-
-    model = copy.deepcopy(model)
-    if device is not None:
-        model.to(device_name(device))
-    return model.eval()
 
 
 class SentenceEncoder(RemovedParams, EmbetterBase):
@@ -147,12 +120,12 @@ class SentenceEncoder(RemovedParams, EmbetterBase):
         """The underlying `SentenceTransformer`, loaded on first access."""
         cached = self.__dict__.get("_model")
         fresh = self.__dict__.get("_loaded_for") == self._model_key()
-        if is_sentence_model(self.name) and _runs_as_is(self.name, self.device):
+        if is_sentence_model(self.name) and runs_as_is(self.name, self.device):
             model = self.name  # checked on every access: the caller may train it meanwhile
         elif cached is not None and fresh and cached is not self.name:
             return cached
         elif is_sentence_model(self.name):
-            model = _private_copy(self.name, self.device)
+            model = private_copy(self.name, self.device)
         else:
             from embetter._torch import device_name
 
