@@ -280,158 +280,6 @@ def bench_paths(args) -> None:
                  "cos mean", "cos min", "SST-2 %", "AG News %", "what"], rows))
 
 
-def bench_overhead(args) -> None:
-    from embetter.text import SentenceEncoder
-
-    texts = load_texts(args.overhead_texts, seed=2)
-    enc = SentenceEncoder(MODEL, device=args.device, batch_size=args.batch_size)
-    model = enc.model_  # the very same SentenceTransformer instance
-    enc.transform(texts[:32])
-    ours, theirs = [], []
-    for r in range(args.overhead_rounds):
-        # Alternate who goes first, so neither side always runs on a warmer cache.
-        order = [("ours", enc.transform), ("theirs", lambda x: model.encode(
-            x, batch_size=args.batch_size, convert_to_numpy=True, show_progress_bar=False))]
-        for who, fn in order if r % 2 == 0 else order[::-1]:
-            t, _ = timed(lambda fn=fn: fn(texts))
-            (ours if who == "ours" else theirs).append(t)
-    rows = []
-    for label, stat in (("best", min), ("median", np.median)):
-        a, b = stat(ours), stat(theirs)
-        rows.append([label, f"{len(texts) / b:.1f}", f"{len(texts) / a:.1f}",
-                     f"{100 * (a / b - 1):+.2f} %"])
-    # On a loaded machine the end-to-end difference is mostly noise, so also time our wrapper
-    # alone: the same transform with a stand-in model whose encode returns the embeddings.
-    emb = model.encode(texts, batch_size=args.batch_size, show_progress_bar=False)
-    wrapper = SentenceEncoder(_ReplayModel(model, emb))
-    wrapper.transform(texts)
-    t_wrap = min(timed(lambda: wrapper.transform(texts))[0] for _ in range(5))
-    rows.append(["wrapper alone (best of 5)", "-", f"{t_wrap * 1000:.2f} ms per call",
-                 f"{100 * t_wrap / min(theirs):+.3f} %"])
-    print(f"\n## Overhead: SentenceEncoder vs SentenceTransformer.encode on the same "
-          f"{len(texts)} sentences, {args.overhead_rounds} interleaved rounds each "
-          "(target: within 3 %)\n")
-    print(table(["stat", "ST.encode sent/s", "SentenceEncoder sent/s", "overhead"], rows))
-
-
-class _ReplayModel:
-    """Stands in for a SentenceTransformer whose `encode` costs nothing: returns a copy of
-    precomputed embeddings, so timing SentenceEncoder around it times our code only."""
-
-    def __init__(self, model, emb):
-        self.model, self.emb = model, emb
-
-    def encode(self, texts, **kwargs):
-        return self.emb[: len(texts)].copy()
-
-    def tokenize(self, texts):
-        return self.model.preprocess(texts)
-
-    def get_embedding_dimension(self):
-        return self.emb.shape[1]
-
-
-def bench_cache(args) -> None:
-    from embetter.text import SentenceEncoder
-    from embetter.utils import cached
-
-    texts = load_texts(args.cache_texts, seed=3)
-    t_encode = None
-    if args.cache_plain_encode:
-        enc = SentenceEncoder(MODEL, device=args.device)
-        enc.transform(texts[:32])
-        t_encode, _ = timed(lambda: enc.transform(texts))
-    with tempfile.TemporaryDirectory() as folder:
-        wrapped = cached(folder, SentenceEncoder(MODEL, device=args.device))
-        t_first, first = timed(lambda: wrapped.transform(texts))
-        seconds = [timed(lambda: wrapped.transform(texts))[0] for _ in range(3)]
-        again = wrapped.transform(texts)
-        assert np.array_equal(first, again)
-    t_second = float(np.median(seconds))
-    # The first pass encodes every text (plus writing the rows), so it is the "encoding them"
-    # baseline; --cache-plain-encode also times a plain encode without the cache.
-    base = t_encode or t_first
-    rows = [["first pass: encode all + write", f"{t_first:.2f}", f"{len(texts) / t_first:.0f}",
-             f"{base / t_first:.2f}x"],
-            ["second pass (median of 3)", f"{t_second:.3f}", f"{len(texts) / t_second:.0f}",
-             f"{base / t_second:.0f}x"]]
-    if t_encode:
-        rows.insert(0, ["encode, no cache", f"{t_encode:.2f}", f"{len(texts) / t_encode:.0f}",
-                        "1x"])
-    print(f"\n## Cache: {len(texts)} texts, embetter.utils.cached around SentenceEncoder() "
-          "(target: second pass >= 50x faster than encoding)\n")
-    print(table(["pass", "seconds", "texts/s", "speed-up vs encoding"], rows))
-
-
-def bench_auto(args) -> None:
-    """The auto probe on this machine, its cost, and auto vs the default over the same texts."""
-    from embetter.text import SentenceEncoder
-
-    texts = load_texts(args.speed_texts, seed=4)
-    log("auto: first use (empty cache: the probe, plus one-off exports)")
-    auto = SentenceEncoder(MODEL, device=args.device, backend="auto")
-    t_first, _ = timed(lambda: auto.transform(texts[:2]))
-    probe = auto.backend_probe_
-    log("auto: second use (a new encoder in the same process reads the cached choice)")
-    again = SentenceEncoder(MODEL, device=args.device, backend="auto")
-    t_again, _ = timed(lambda: again.transform(texts[:2]))
-    default = SentenceEncoder(MODEL, device=args.device)
-    default.transform(texts[:2])
-    times = {"default": [], "auto": []}
-    out = {}
-    for r in range(args.rounds):
-        log(f"auto vs default, round {r + 1}/{args.rounds}")
-        pair = [("default", default), ("auto", auto)]
-        for name, enc in pair if r % 2 == 0 else pair[::-1]:
-            t, out[name] = timed(lambda enc=enc: enc.transform(texts))
-            times[name].append(t)
-    cos = cosines(out["auto"], out["default"])
-    cpu = _cpu_summary()
-    print(f"\n## backend='auto' on this machine: {cpu}\n")
-    rows = []
-    for label, speed in probe["texts_per_second"].items():
-        mark = " <- chosen" if label == _label(probe["choice"]) else ""
-        mark += " (default)" if label == _label(probe["default"]) else ""
-        rows.append([label + mark, f"{speed:.0f}", f"{probe['cosine_mean'][label]:.4f}",
-                     f"{probe['cosine_min'][label]:.4f}",
-                     f"{probe['setup_seconds'].get(label, 0):.1f}"])
-    for label, error in probe["errors"].items():
-        rows.append([label, "-", "-", "-", error[:60]])
-    print(f"probe: {probe['texts']} support-inbox texts, {probe['rounds']} interleaved rounds "
-          f"(best of each), {probe['seconds']:.1f} s timing + "
-          f"{sum(probe['setup_seconds'].values()):.1f} s setup (model loads, one-off ONNX "
-          f"exports); load average {probe['load_average']} during the probe\n")
-    print(table(["candidate", "texts/s (probe)", "cos mean", "cos min", "setup s"], rows))
-    print(f"\nfirst use (probe + setup + 2 texts): {t_first:.1f} s; a later encoder on this "
-          f"machine (cached choice): {t_again:.2f} s, cached={again.backend_probe_['cached']}")
-    rows = [[name, f"{len(texts) / np.median(t):.0f}", f"{len(texts) / min(t):.0f}",
-             f"{min(times['default']) / min(t):.2f}x"] for name, t in times.items()]
-    print(f"\nauto ({_label(probe['choice'])}) vs the default SentenceEncoder() on "
-          f"{len(texts)} texts (half SST-2, half AG News), {args.rounds} interleaved rounds; "
-          f"cosine auto to default: mean {cos.mean():.4f}, min {cos.min():.4f}; "
-          f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} after\n")
-    print(table(["path", "texts/s med", "best", "best vs default"], rows))
-
-
-def _label(plan: dict) -> str:
-    from embetter.text._backends.auto import Plan
-
-    return Plan.from_dict(plan).label
-
-
-def _cpu_summary() -> str:
-    """The CPU model and the instruction-set flags that decide the fast paths."""
-    from embetter.text._backends import cpu_flags
-    from embetter.text._backends.auto import cpu_model
-
-    wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
-              "amx_int8"]
-    flags = cpu_flags()
-    have = [f for f in wanted if f in flags]
-    return (f"{cpu_model()}, {os.cpu_count()} CPUs, flags: {' '.join(have) or 'none of'} "
-            f"(of {', '.join(wanted)})")
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
@@ -472,6 +320,9 @@ def main(argv=None) -> None:
 
     print(f"# encode_speed: {os.cpu_count()} CPUs, torch {torch.__version__} with "
           f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} at start")
+    from encode_auto import bench_auto  # beside this script
+    from encode_wrapper import bench_cache, bench_overhead
+
     only = args.only.split(",")
     if "paths" in only:
         bench_paths(args)
