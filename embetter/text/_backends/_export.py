@@ -122,14 +122,15 @@ def export_onnx(model, folder: Path, precision: str) -> None:
 
 def _export_graph(model, tokenizer: TextTokenizer, path: Path) -> None:
     """Trace the whole sentence pipeline (transformer + pooling + dense + normalise) to ONNX."""
-    import copy
     import warnings
 
     import torch
 
+    from embetter.text._models import private_copy
+
     # A private CPU copy with plain ("eager") attention: it traces to the pattern that
     # onnxruntime fuses into its Attention kernel, and the caller's model is left untouched.
-    model = copy.deepcopy(model).to("cpu").eval()
+    model = private_copy(model, "cpu")
     auto = _st.transformer(model)
     _st.eager_attention(model)
 
