@@ -293,6 +293,8 @@ def stream_one(X, y, X_held, y_held, classes, batches, params, seed=0):
     one, wall, cpu = timed(lambda: SbertTuner(random_state=seed, **params).fit(X, y))
     fit_acc = knn_acc(one, X, y, X_held, y_held)
     row = {"rows": len(X), "fit": fit_acc, "fit_s": wall, "fit_cpu_s": cpu}
+    # each result as it comes (a long stream killed half-way keeps what finished)
+    print(f"  seed {seed}: fit {fit_acc:.3f} ({cpu:.0f} CPU s)", flush=True)
     for batch in batches:
         tuner = SbertTuner(random_state=seed, **params)
         cpu = time.process_time()
@@ -302,6 +304,8 @@ def stream_one(X, y, X_held, y_held, classes, batches, params, seed=0):
         acc = knn_acc(tuner, X, y, X_held, y_held)
         row |= {f"b{batch}": acc, f"b{batch}_diff": 100 * (acc - fit_acc),
                 f"b{batch}_cpu_s": cpu}
+        print(f"  seed {seed}: stream of {batch}s {acc:.3f} ({100 * (acc - fit_acc):+.1f} "
+              f"points, {cpu:.0f} CPU s, load {os.getloadavg()[0]:.1f})", flush=True)
     return row
 
 
