@@ -6,6 +6,7 @@ clear message everywhere: which argument, what was expected, and what came in.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Iterable
@@ -346,3 +347,23 @@ def check_estimator_input(estimator, X, *, reset: bool, allow_empty: bool = Fals
     arr = as_matrix(X, name, allow_empty=allow_empty)
     validate_data(estimator, X, reset=reset, skip_check_array=True)
     return arr
+
+
+def all_or_nothing(method):
+    """Decorates an estimator's training call: one that raises (an input refused half-way
+    through its checks, a training interrupted) leaves the estimator's attributes as they were
+    before the call, unfitted or fitted, never half-recorded (a `classes_` without a model, a
+    new `n_features_in_` beside the old model). Weights a later `partial_fit` had already
+    trained in place before it was interrupted stay trained."""
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        before = dict(self.__dict__)
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+
+    return call

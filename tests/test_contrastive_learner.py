@@ -117,14 +117,16 @@ def test_contrastive_loss_name_is_deprecated_for_cosine_margin(pairs, data):
     X1, X2, y = pairs
     new = ContrastiveLearner(epochs=3, loss="cosine_margin", random_state=0).fit(X1, X2, y)
     old = ContrastiveLearner(epochs=3, loss="contrastive", random_state=0)
-    with pytest.warns(FutureWarning, match="loss='cosine_margin' for the same training"):
+    with pytest.warns(FutureWarning, match="loss='cosine_margin' for the same training") as w:
         old.fit(X1, X2, y)
+    assert w[0].filename == __file__  # the warning points at the caller's line
     assert np.array_equal(old.transform(X1), new.transform(X1))
     assert ContrastiveLearner().loss == "cosine_margin"  # the default never warns
     Xt, yt = data
     tuner = ContrastiveTuner(epochs=2, loss="contrastive", random_state=0)
-    with pytest.warns(FutureWarning, match="ContrastiveTuner.*cosine_margin"):
+    with pytest.warns(FutureWarning, match="ContrastiveTuner.*cosine_margin") as w:
         tuner.fit(Xt, yt)
+    assert w[0].filename == __file__
     same = ContrastiveTuner(epochs=2, loss="cosine_margin", random_state=0).fit(Xt, yt)
     assert np.array_equal(tuner.transform(Xt), same.transform(Xt))
     with pytest.raises(ValueError, match="loss"):

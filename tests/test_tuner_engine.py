@@ -215,3 +215,51 @@ def test_contrastive_tuner_identity_penalty_keeps_the_projection_near_the_identi
     assert np.array_equal(*narrow)
     with pytest.raises(ValueError, match=r"identity_penalty.*\[0.0, inf\).*Got -1"):
         ContrastiveTuner(identity_penalty=-1).fit(X, y)
+
+
+@pytest.mark.parametrize("cls", TUNERS)
+def test_a_refused_call_leaves_the_head_as_it_was(cls, data):
+    """Input refused after some checks have passed records nothing: an unfitted head stays
+    unfitted (check_is_fitted says so), a fitted one keeps its width, classes and network."""
+    from sklearn.exceptions import NotFittedError
+
+    X, y = data
+    head = fast(cls)
+    with pytest.raises(ValueError, match="class"):
+        head.fit(X, np.zeros(len(y), dtype=int))  # one class: refused after X was checked
+    with pytest.raises(NotFittedError):
+        head.transform(X)
+    assert not [k for k in vars(head) if k.endswith("_") and not k.startswith("__")]
+    stream = fast(cls)
+    with pytest.raises(ValueError):
+        stream.partial_fit(X, y, classes=[0, 1])  # labels 2 and 3 are outside classes
+    with pytest.raises(NotFittedError):
+        stream.transform(X)
+    expected = head.fit(X, y).transform(X)
+    with pytest.raises(ValueError, match="class"):
+        head.fit(X[:, :5], np.zeros(len(y), dtype=int))
+    assert head.n_features_in_ == X.shape[1] and list(head.classes_) == [0, 1, 2, 3]
+    np.testing.assert_array_equal(head.transform(X), expected)
+    with pytest.raises(ValueError):
+        head.partial_fit(X, y + 10)  # a later batch with unknown labels
+    np.testing.assert_array_equal(head.transform(X), expected)
+
+
+def test_contrastive_learner_refused_pairs_and_params_record_nothing(data):
+    """ContrastiveLearner: pairs refused after X1 was recorded leave it unfitted, and
+    `set_params` between partial_fit calls is checked on every call."""
+    from sklearn.exceptions import NotFittedError
+
+    X, y = data
+    X1, X2 = X[:60], X[60:]
+    learner = ContrastiveLearner(epochs=2, loss="cosine_margin", random_state=0)
+    with pytest.raises(ValueError, match="0/1 labels"):
+        learner.fit(X1, X2, np.full(60, 0.5, dtype=np.float32))
+    with pytest.raises(NotFittedError):
+        learner.transform(X1)
+    learner.partial_fit(X1, X2, (y[:60] == y[60:]).astype(np.float32))
+    good = learner.get_params()
+    for bad in ({"loss": "cosine_margni"}, {"learning_rate": -1.0}, {"batch_size": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            learner.set_params(**bad).partial_fit(X1, X2, (y[:60] == y[60:]).astype(np.float32))
+        learner.set_params(**good)

@@ -18,6 +18,7 @@ from embetter._atomic import atomic_path
 from embetter._torch import TorchHeadMixin, seed_from
 from embetter._torch.engine import ENGINE_CONSTRAINTS
 from embetter._validation import (
+    all_or_nothing,
     check_estimator_input,
     check_pairs,
     require_y,
@@ -68,7 +69,8 @@ _DEPRECATED_LOSSES = {"contrastive": "cosine_margin"}
 
 
 def resolve_loss(estimator) -> str:
-    """The estimator's `loss`, with a FutureWarning for a deprecated name (during fit)."""
+    """The estimator's `loss`, with a FutureWarning for a deprecated name (during fit;
+    `stacklevel` points at the caller of `fit`: fit, `all_or_nothing`, `_fit`, here)."""
     loss = estimator.loss
     if loss in _DEPRECATED_LOSSES:
         new = _DEPRECATED_LOSSES[loss]
@@ -77,7 +79,7 @@ def resolve_loss(estimator) -> str:
             f"is a cosine-margin loss (dissimilar pairs are pushed until their cosine "
             f"similarity is below `margin`), not sentence-transformers' ContrastiveLoss (a "
             f"distance margin of 0.5). Use loss={new!r} for the same training.",
-            FutureWarning, stacklevel=4,
+            FutureWarning, stacklevel=5,
         )
         return new
     return loss
@@ -244,11 +246,11 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
         """
         return self._fit(X1, X2, y, incremental=True)
 
+    @all_or_nothing
     def _fit(self, X1, X2, y, incremental):
         """Check the pairs and train on them (see the engine)."""
         first = not incremental or getattr(self, "module_", None) is None
-        if first:
-            self._validate_params()
+        self._validate_params()  # every call: set_params may come between partial_fits
         loss = resolve_loss(self)
         if loss != "infonce":
             require_y(self, y)

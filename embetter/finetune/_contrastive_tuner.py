@@ -15,6 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 from embetter._torch.engine import ENGINE_CONSTRAINTS
 from embetter._torch.stream import REFIT_CONSTRAINTS
 from embetter._validation import (
+    all_or_nothing,
     as_labels,
     as_targets,
     check_estimator_input,
@@ -328,6 +329,7 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
         """
         return self._fit(X, y, incremental=True, classes=classes)
 
+    @all_or_nothing
     def _fit(self, X, y, incremental, classes=None):
         """Check the input, set the classes on a fresh start, and train (see the engine)."""
         first = not incremental or getattr(self, "module_", None) is None

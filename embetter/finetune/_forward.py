@@ -15,6 +15,7 @@ from embetter._torch import TorchHeadMixin
 from embetter._torch.engine import ENGINE_CONSTRAINTS
 from embetter._torch.stream import REFIT_CONSTRAINTS
 from embetter._validation import (
+    all_or_nothing,
     as_labels,
     check_estimator_input,
     check_stream_classes,
@@ -239,6 +240,7 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
         """
         return self._fit(X, y, incremental=True, classes=classes)
 
+    @all_or_nothing
     def _fit(self, X, y, incremental, classes=None):
         """Check the input, set the classes on a fresh start, and train (see the engine)."""
         first = not incremental or getattr(self, "module_", None) is None

@@ -10,7 +10,13 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from embetter._validation import as_labels, as_targets, as_texts, check_stream_classes
+from embetter._validation import (
+    all_or_nothing,
+    as_labels,
+    as_targets,
+    as_texts,
+    check_stream_classes,
+)
 from embetter.finetune._label_texts import choose_label_texts, label_text_pairs
 from embetter.finetune._losses import CLASS_LOSSES, prototypes_fit_the_texts
 from embetter.finetune._pairs import pairs_for_new_rows
@@ -242,18 +248,9 @@ class SbertTuner(TransformerMixin, SbertBase):
         """
         return self._learn(X, y, classes=classes)
 
+    @all_or_nothing  # a failed call (a retrain too) leaves the tuner as it was before it
     def _learn(self, X, y, classes):
-        first = not hasattr(self, "learner_")
-        before = None if first else dict(self.__dict__)
-        try:
-            return self._learn_batch(X, y, classes, first)
-        except BaseException:
-            if first:  # a failed first call leaves the tuner unfitted, not half-recorded
-                self._forget()
-            else:  # a failed later call (a retrain too) leaves the stream as it was
-                self.__dict__.clear()
-                self.__dict__.update(before)
-            raise
+        return self._learn_batch(X, y, classes, first=not hasattr(self, "learner_"))
 
     def _refit_due(self, n_seen: int) -> bool:
         """A stream retrains from the start once the texts seen have grown `refit_growth`
