@@ -27,6 +27,12 @@ def _new_entry(parent: Path, prefix: str, folder: bool) -> str:
     raise FileExistsError(f"no free temporary name {prefix}... in {str(parent)!r}")
 
 
+def user_path(path) -> str:
+    """`path` (str or path-like) as the file system names it: `~` expanded, as a shell would.
+    Every save and load goes through it, so what a save returns loads back."""
+    return os.path.expanduser(os.fspath(path))
+
+
 @contextlib.contextmanager
 def atomic_path(path, *, folder: bool = False):
     """Yield a temporary path next to `path`; when the block succeeds, move it over `path`.
@@ -51,7 +57,7 @@ def atomic_path(path, *, folder: bool = False):
     assert target.read_text() == "done"
     ```
     """
-    target = Path(os.fspath(path)).expanduser()
+    target = Path(user_path(path))
     if folder and target.exists() and not target.is_dir():
         raise ValueError(
             f"path must be a directory (or not exist yet), got the file {str(target)!r}"

@@ -15,9 +15,8 @@ from __future__ import annotations
 import importlib
 import io
 import json
-import os
 
-from embetter._atomic import atomic_path
+from embetter._atomic import atomic_path, user_path
 
 #: The classes trusted in a skops file by `load_skops` besides what skops trusts: the public
 #: ones, and the private state a fitted one holds (a stream's weight average: one float).
@@ -91,15 +90,18 @@ def save_skops(obj, path) -> str:
     """
     import skops.io as sio
 
+    path = user_path(path)
     with atomic_path(path) as tmp:
         try:
             sio.dump(obj, tmp)
+        except OSError:  # the disk, not the object: full, read-only, no permission
+            raise
         except Exception as e:
             raise TypeError(
                 f"cannot save a {type(obj).__name__} as skops ({type(e).__name__}: {e}); "
                 "an object it holds is not one skops can store as data"
             ) from e
-    return os.fspath(path)
+    return path
 
 
 def load_skops(path, trust: bool = False):
@@ -114,6 +116,7 @@ def load_skops(path, trust: bool = False):
     """
     import skops.io as sio
 
+    path = user_path(path)
     untrusted = sio.get_untrusted_types(file=path)
     ours = set(trusted_types())
     unknown = [t for t in untrusted if t not in ours]

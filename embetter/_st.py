@@ -185,7 +185,11 @@ def progress_bars_off():
     """transformers' and huggingface_hub's progress bars (one per model load) off for the
     block, then as they were: both switches are process-wide."""
     try:
-        from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
+        from huggingface_hub.utils import (
+            are_progress_bars_disabled,
+            disable_progress_bars,
+            enable_progress_bars,
+        )
         from transformers.utils import logging as hf_logging
     except ImportError:  # pragma: no cover - both ship with sentence-transformers
         yield
@@ -196,6 +200,8 @@ def progress_bars_off():
         yield
     finally:
         if was_on:
-            hf_logging.enable_progress_bar()
+            hf_logging.enable_progress_bar()  # turns the hub's on too: set it after
         if hub_was_off:
             disable_progress_bars()
+        else:
+            enable_progress_bars()

@@ -153,3 +153,18 @@ def test_cosine_margin_pushes_dissimilar_pairs_only_above_the_margin():
     d = 1 - (a * b).sum(dim=1)
     st = 0.5 * (similar * d**2 + (1 - similar) * torch.relu(0.9 - d) ** 2)
     assert abs(2 * float(st.mean()) - loss) < 1e-6
+
+
+def test_learner_save_returns_a_path_load_reads_and_keeps_a_numpy_seed(pairs, tmp_path,
+                                                                         monkeypatch):
+    """`~` is expanded on save and on load (what save returns loads back), and a numpy
+    integer random_state survives the file (it was dropped to None)."""
+    X1, X2, y = pairs
+    monkeypatch.setenv("HOME", str(tmp_path))
+    learner = ContrastiveLearner(epochs=2, random_state=np.int64(7)).fit(X1, X2, y)
+    written = learner.save("~/learner.pt")
+    assert written == str(tmp_path / "learner.pt") and (tmp_path / "learner.pt").is_file()
+    for path in (written, "~/learner.pt"):
+        back = ContrastiveLearner.load(path)
+        assert back.random_state == 7
+        assert np.array_equal(back.transform(X1), learner.transform(X1))

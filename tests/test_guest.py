@@ -233,3 +233,26 @@ def test_the_check_sees_a_logger_left_changed():
     logging.getLogger("some.library")
     assert any("some.library" in d for d in _run_as_guest(rude))
     assert any("torch" in d for d in _run_as_guest(lambda: __import__("torch").set_num_threads(1)))
+
+
+@pytest.mark.parametrize("transformers_on", [True, False])
+@pytest.mark.parametrize("hub_on", [True, False])
+def test_progress_bars_off_puts_both_switches_back_as_they_were(transformers_on, hub_on):
+    """transformers' switch also flips huggingface_hub's: each comes back to its own state,
+    whatever the combination was (the hub's stayed off when only transformers' was off)."""
+    from huggingface_hub import utils as hub
+    from transformers.utils import logging as hf_logging
+
+    from embetter._st import progress_bars_off
+
+    was = hf_logging.is_progress_bar_enabled(), hub.are_progress_bars_disabled()
+    try:
+        (hf_logging.enable_progress_bar if transformers_on else hf_logging.disable_progress_bar)()
+        (hub.enable_progress_bars if hub_on else hub.disable_progress_bars)()
+        with progress_bars_off():
+            assert not hf_logging.is_progress_bar_enabled() and hub.are_progress_bars_disabled()
+        assert hf_logging.is_progress_bar_enabled() == transformers_on
+        assert hub.are_progress_bars_disabled() == (not hub_on)
+    finally:
+        (hf_logging.enable_progress_bar if was[0] else hf_logging.disable_progress_bar)()
+        (hub.disable_progress_bars if was[1] else hub.enable_progress_bars)()

@@ -137,6 +137,22 @@ def test_saving_is_atomic_and_unsupported_objects_get_a_clear_error(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.skops"]
 
 
+def test_a_disk_error_is_not_called_a_data_problem_and_tilde_paths_round_trip(tmp_path,
+                                                                               monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    written = save_skops(ColumnGrabber("text"), "~/grab.skops")
+    assert written == str(tmp_path / "grab.skops")
+    assert load_skops("~/grab.skops").colname == "text"
+
+    def full(obj, file):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sio, "dump", full)
+    with pytest.raises(OSError, match="No space left"):
+        save_skops(ColumnGrabber("text"), "~/grab.skops")
+    assert load_skops(written).colname == "text"  # the old file is intact
+
+
 def test_the_trusted_list_covers_every_public_estimator():
     # A new estimator must be added to TRUSTED (after checking that rebuilding it from its
     # state runs no code the file names), or this fails and says which one.

@@ -4,7 +4,6 @@ shares with ContrastiveTuner."""
 
 from __future__ import annotations
 
-import os
 import warnings
 from numbers import Integral, Real
 
@@ -14,7 +13,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from embetter._atomic import atomic_path
+from embetter._atomic import atomic_path, user_path
 from embetter._torch import TorchHeadMixin, seed_from
 from embetter._torch.engine import ENGINE_CONSTRAINTS
 from embetter._validation import (
@@ -290,11 +289,13 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
     def save(self, path):
         """Write the fitted learner to `path` (atomically: never a half-written file)."""
         check_is_fitted(self)
-        path = os.fspath(path)
+        path = user_path(path)
         state = self.__getstate__()
         params = self.get_params()
         params.pop("device")  # chosen again on load
-        if not isinstance(params["random_state"], (int, type(None))):
+        if isinstance(params["random_state"], Integral):  # numpy's ints too
+            params["random_state"] = int(params["random_state"])
+        elif params["random_state"] is not None:  # a RandomState: not plain data
             params["random_state"] = None
         fitted = {k: state[k] for k in ("n_features_in_", "n_iter_", "loss_curve_", "history_",
                                         "_step_credit", "_n_steps", "_n_streamed") if k in state}
@@ -318,7 +319,7 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
     @classmethod
     def load(cls, path, device=None):
         """Read a learner written by `save`; it transforms exactly as the saved one did."""
-        payload = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        payload = torch.load(user_path(path), map_location="cpu", weights_only=True)
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
             raise ValueError(f"{path!r} is not a file written by ContrastiveLearner.save")
         params = payload["params"]
