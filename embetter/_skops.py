@@ -57,6 +57,51 @@ class UntrustedTypesError(ValueError):
         )
 
 
+class UntrustedAddressError(UntrustedTypesError):
+    """A skops file holding a hosted-API encoder pointed at an address the file names: the
+    API key read from your environment at `transform` would be sent there. `addresses` lists
+    them."""
+
+    def __init__(self, path, addresses):
+        self.types, self.addresses = [], list(addresses)
+        ValueError.__init__(
+            self,
+            f"{path}: refusing to load hosted-API encoders sent to addresses the file names "
+            f"({', '.join(self.addresses)}): your API key from the environment would go there; "
+            "load it only if you trust where the file comes from (`--trust` on the command "
+            "line, trust=True in Python)",
+        )
+
+
+#: The parameters of a hosted-API encoder that name the server its requests (and key) go to.
+_ADDRESS_PARAMS = ("base_url", "azure_endpoint")
+
+
+def _stored_addresses(obj, seen=None) -> list[str]:
+    """The server addresses of the hosted-API encoders anywhere in `obj` (an estimator, a
+    pipeline, nested parameters, lists and dicts of them), as `Encoder(param=address)`."""
+    from sklearn.base import BaseEstimator
+
+    from embetter.external._core import HostedEncoder
+
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return []
+    seen.add(id(obj))
+    if isinstance(obj, HostedEncoder):
+        return [f"{type(obj).__name__}({p}={getattr(obj, p)!r})" for p in _ADDRESS_PARAMS
+                if getattr(obj, p, None) is not None]
+    if isinstance(obj, BaseEstimator):
+        children = list(obj.get_params(deep=False).values())
+    elif isinstance(obj, (list, tuple)):
+        children = list(obj)
+    elif isinstance(obj, dict):
+        children = list(obj.values())
+    else:
+        return []
+    return [a for child in children for a in _stored_addresses(child, seen)]
+
+
 def trusted_types() -> list[str]:
     """The type names (as skops writes them) of embetter's trusted classes."""
     names = []
@@ -109,10 +154,14 @@ def load_skops(path, trust: bool = False):
 
     Arguments:
         path: a file written by `save_skops` (or `skops.io.dump`).
-        trust: also accept the types that are not trusted. Only for files from a source you
-            trust: an unknown type can run code when it is rebuilt.
+        trust: also accept the types that are not trusted, and hosted-API encoders with a
+            server address of the file's. Only for files from a source you trust: an unknown
+            type can run code when it is rebuilt.
 
-    Raises `UntrustedTypesError` (a `ValueError`) naming the refused types.
+    Raises `UntrustedTypesError` (a `ValueError`) naming the refused types, and its subclass
+    `UntrustedAddressError` for a hosted-API encoder whose server address (`base_url`,
+    `azure_endpoint`) the file sets: the key would go where the file says. Without an address
+    such an encoder loads, and reads its key and address from the environment as usual.
     """
     import skops.io as sio
 
@@ -122,7 +171,11 @@ def load_skops(path, trust: bool = False):
     unknown = [t for t in untrusted if t not in ours]
     if unknown and not trust:
         raise UntrustedTypesError(path, unknown)
-    return sio.load(path, trusted=untrusted)
+    obj = sio.load(path, trusted=untrusted)
+    addresses = [] if trust else _stored_addresses(obj)
+    if addresses:
+        raise UntrustedAddressError(path, addresses)
+    return obj
 
 
 # -- the skops-friendly state of torch-backed estimators --------------------------------------

@@ -11,12 +11,18 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.metrics import pairwise_distances
 
-from embetter._skops import UntrustedTypesError, load_skops, save_skops, trusted_types
+from embetter._skops import (
+    UntrustedAddressError,
+    UntrustedTypesError,
+    load_skops,
+    save_skops,
+    trusted_types,
+)
 from embetter._validation import as_texts, check_int
 
 __all__ = [
     "CachedEncoder", "cached", "calc_distances", "batched",
-    "save_skops", "load_skops", "trusted_types", "UntrustedTypesError",
+    "save_skops", "load_skops", "trusted_types", "UntrustedTypesError", "UntrustedAddressError",
 ]
 
 

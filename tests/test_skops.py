@@ -198,3 +198,22 @@ def test_hosted_encoders_load_as_trusted_types_without_their_key(tmp_path, name)
     loaded = load_skops(path)[-1]
     assert type(loaded) is type(encoder)
     assert loaded.model == "some-model" and loaded.api_key is None
+
+
+@pytest.mark.parametrize("name, param", [("OpenAIEncoder", "base_url"),
+                                         ("CohereEncoder", "base_url"),
+                                         ("OllamaEncoder", "base_url"),
+                                         ("AzureOpenAIEncoder", "azure_endpoint")])
+def test_a_file_cannot_send_your_key_to_an_address_it_chose(tmp_path, name, param):
+    """The key never travels, but the address does: an encoder whose server the file names
+    would send the key from your environment there, so loading one needs trust."""
+    from embetter.utils import UntrustedAddressError
+
+    address = "http://127.0.0.1:9/v1"
+    encoder = getattr(embetter.external, name)(model="some-model", **{param: address})
+    pipe = make_pipeline(ColumnGrabber("text"), make_pipeline(encoder))  # nested, too
+    path = save_skops(pipe, tmp_path / "hosted.skops")
+    with pytest.raises(UntrustedAddressError, match=f"{name}\\({param}='{address}'\\)") as e:
+        load_skops(path)
+    assert isinstance(e.value, ValueError) and e.value.addresses
+    assert getattr(load_skops(path, trust=True)[-1][-1], param) == address
