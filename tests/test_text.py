@@ -160,6 +160,27 @@ def test_instance_switched_to_training_later_is_left_training(tiny_model_path, c
     assert enc.model_ is model
 
 
+@pytest.mark.parametrize("backend", [None, "pipelined"])
+def test_a_training_model_is_encoded_with_its_current_weights_and_left_training(
+        tiny_model_path, corpus, backend):
+    """The private copy a training model runs through takes the caller's weights on every
+    transform (it gave the first epoch's embeddings forever), and no path (the pipelined
+    engine built while the model was in eval mode, say) switches the caller's model to eval."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(tiny_model_path, device="cpu").eval()
+    enc = SentenceEncoder(model, device="cpu", backend=backend)
+    enc.transform(corpus[:2])
+    model.train()
+    first = enc.transform(corpus[:2])
+    assert model.training
+    weight = model[0].auto_model.embeddings.word_embeddings.weight
+    weight.data.mul_(-1.0)  # a training step, as far as the encoder can tell
+    after = enc.transform(corpus[:2])
+    assert model.training and not np.allclose(after, first, atol=1e-3)
+    np.testing.assert_allclose(after, model.eval().encode(corpus[:2]), atol=1e-5)
+
+
 def test_clone_never_shares_the_callers_model(tiny_model_path, corpus):
     from sentence_transformers import SentenceTransformer
 

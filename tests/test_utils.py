@@ -70,6 +70,11 @@ def test_a_model_saved_again_in_place_is_a_new_model(corpus, tmp_path):
     shutil.copytree(b, folder)  # fine-tuned and saved over the same folder
     fresh = SentenceEncoder(str(folder), device="cpu").transform(corpus[:3])
     assert not np.allclose(fresh, old)  # not the old model, still loaded for `first`
+    # the encoder that had loaded the old model loads the new one: its cache never mixes them
+    np.testing.assert_array_equal(cached(tmp_path / "c", first).transform(corpus[3:5]),
+                                  SentenceEncoder(str(folder), device="cpu").transform(
+                                      corpus[3:5]))
+    np.testing.assert_array_equal(first.transform(corpus[:3]), fresh)
     np.testing.assert_array_equal(
         cached(tmp_path / "c", SentenceEncoder(str(folder), device="cpu")).transform(
             corpus[:3]), fresh)  # not the old model's cached rows

@@ -222,6 +222,28 @@ def runs_as_is(model, device) -> bool:
     return not moves and not getattr(model, "training", False)
 
 
+def model_state_key(name, device) -> tuple:
+    """What an encoder's loaded model depends on, to know when to load or copy it again: a
+    caller's model object and whether it can run as it is (switched to training mode or moved,
+    it runs through a private copy instead); or a name, with the sizes and times of a local
+    folder's files (a folder saved again holds another model)."""
+    from embetter._st import is_sentence_model
+
+    if is_sentence_model(name):
+        return (id(name), device, runs_as_is(name, device))
+    resolved = resolve_model(name)
+    return (resolved, device, folder_state(resolved) if Path(resolved).is_dir() else None)
+
+
+def sync_weights(copy, model) -> None:
+    """Give a private copy the caller's model's current weights (and buffers), in place: a
+    model that trains on between two encodes is encoded with the weights it has now."""
+    import torch
+
+    with torch.no_grad():
+        copy.load_state_dict(model.state_dict())
+
+
 def moved_copy(model, device):
     """A deep copy of the caller's `SentenceTransformer`, moved to `device` (`None`: where it
     is): the caller's object keeps its weights, device and mode."""

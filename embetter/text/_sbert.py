@@ -10,7 +10,12 @@ from embetter._removed import RemovedParams
 from embetter._st import embedding_dim, is_sentence_model
 from embetter._validation import as_texts, check_bool, check_int
 from embetter.base import EmbetterBase, text_input_tags
-from embetter.text._models import private_copy, runs_as_is, shared_sentence_transformer
+from embetter.text._models import (
+    model_state_key,
+    private_copy,
+    shared_sentence_transformer,
+    sync_weights,
+)
 
 #: Texts per batch when `batch_size` is None and no token budget applies.
 DEFAULT_BATCH_SIZE = 32
@@ -113,16 +118,18 @@ class SentenceEncoder(RemovedParams, EmbetterBase):
 
     # -- the model ---------------------------------------------------------------------------
     def _model_key(self):
-        return (id(self.name) if is_sentence_model(self.name) else self.name, self.device)
+        return model_state_key(self.name, self.device)
 
     @property
     def model_(self):
-        """The underlying `SentenceTransformer`, loaded on first access."""
+        """The underlying `SentenceTransformer`, loaded on first access (and again when the
+        folder it came from is saved again)."""
         cached = self.__dict__.get("_model")
-        fresh = self.__dict__.get("_loaded_for") == self._model_key()
-        if is_sentence_model(self.name) and runs_as_is(self.name, self.device):
+        key = self._model_key()
+        fresh = self.__dict__.get("_loaded_for") == key
+        if is_sentence_model(self.name) and key[2]:  # the caller's model runs as it is
             model = self.name  # checked on every access: the caller may train it meanwhile
-        elif cached is not None and fresh and cached is not self.name:
+        elif cached is not None and fresh:
             return cached
         elif is_sentence_model(self.name):
             model = private_copy(self.name, self.device)
@@ -131,8 +138,17 @@ class SentenceEncoder(RemovedParams, EmbetterBase):
 
             model = shared_sentence_transformer(self.name, device_name(self.device))
         self.__dict__["_model"] = model
-        self.__dict__["_loaded_for"] = self._model_key()
+        self.__dict__["_loaded_for"] = key
         return model
+
+    def _sync_private_copy(self):
+        """A caller's model that encodes through a private copy (it is training, or on
+        another device) may have trained on since the copy was made: the copy takes its
+        current weights before each transform."""
+        copy = self.__dict__.get("_model")
+        if (copy is not None and copy is not self.name and is_sentence_model(self.name)
+                and self.__dict__.get("_loaded_for") == self._model_key()):
+            sync_weights(copy, self.name)
 
     # -- which path runs ---------------------------------------------------------------------
     def _device_kind(self) -> str:
@@ -301,6 +317,7 @@ class SentenceEncoder(RemovedParams, EmbetterBase):
         """Encode texts into a float32 array of shape `(n_texts, dim)`."""
         self._check_params()
         texts = as_texts(X)
+        self._sync_private_copy()
         dim = self._output_dim()
         if not texts:
             return np.zeros((0, dim), dtype=np.float32)
