@@ -92,6 +92,18 @@ def test_loads_a_local_model_folder_and_accepts_every_input_form(static_path, co
     assert list(enc.get_feature_names_out()[:2]) == ["textencoder0", "textencoder1"]
 
 
+def test_a_model_folder_saved_again_is_loaded_again(tiny_model_path, corpus, tmp_path):
+    import shutil
+
+    folder = tmp_path / "m2v"
+    _distill.distill(tiny_model_path, pca_dims=16).save_pretrained(str(folder))
+    enc = TextEncoder(str(folder))
+    old = enc.transform(corpus[:3])
+    shutil.rmtree(folder)
+    _distill.distill(tiny_model_path, pca_dims=8).save_pretrained(str(folder))  # saved over it
+    assert enc.transform(corpus[:3]).shape == (3, 8) and old.shape == (3, 16)
+
+
 @pytest.mark.parametrize(
     "X, error, match",
     [

@@ -119,14 +119,26 @@ class TextEncoder(RemovedParams, TransformerMixin, BaseEstimator):
         if isinstance(self.name, StaticModel):
             return self.name  # the user's object: only read (encode), never changed
         cached = self.__dict__.get("_model")
-        if cached is not None and self.__dict__.get("_loaded_for") == self.name:
+        key = self._load_key()
+        if cached is not None and self.__dict__.get("_loaded_for") == key:
             return cached
 
         source = self._source()
         model = StaticModel.from_pretrained(str(source), force_download=False)
         self.__dict__["_model"] = model
-        self.__dict__["_loaded_for"] = self.name
+        self.__dict__["_loaded_for"] = key
         return model
+
+    def _load_key(self) -> tuple:
+        """What the loaded base model depends on: the name, and for a local folder the sizes
+        and times of its files (a model saved there again is loaded again)."""
+        from embetter.text._models import folder_state
+
+        if isinstance(self.name, (str, os.PathLike)):
+            folder = Path(self.name).expanduser()
+            if folder.is_dir():
+                return (self.name, folder_state(folder))
+        return (self.name, None)
 
     def _source(self) -> Path | str:
         """A local folder to load, or a Hugging Face model id for model2vec to download."""
