@@ -384,3 +384,7 @@ def test_key_never_leaks(kind, server, caplog):
     assert f"{enc.api_key} {enc.get_params()['api_key']}" == "*** ***"  # as text, too
     logging.getLogger("embetter.test").warning("params %s", enc.api_key)
     assert KEY not in caplog.text
+    import copy
+
+    for twin in (copy.copy(enc), copy.deepcopy(enc)):  # in-memory copies keep the key
+        assert twin.get_params()["api_key"] == KEY and "_client_cache" not in vars(twin)

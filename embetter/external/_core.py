@@ -197,6 +197,13 @@ class HostedEncoder(EmbetterBase):
         state.pop("_api_key", None)
         return state
 
+    def __copy__(self):
+        # a shallow copy keeps the key too (copy.copy went through the pickle protocol)
+        twin = type(self).__new__(type(self))
+        twin.__dict__.update(self.__getstate__())
+        twin.__dict__["_api_key"] = self.__dict__.get("_api_key")
+        return twin
+
     def __deepcopy__(self, memo):
         # an in-memory copy keeps the key (only pickles drop it), never the client
         twin = type(self).__new__(type(self))
