@@ -11,6 +11,7 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 from sklearn.base import clone
 
 from embetter.text import MatryoshkaEncoder, SentenceEncoder
@@ -140,6 +141,23 @@ def test_onnx_export_is_cached_and_keyed_by_content(tiny_model_path, tmp_path, c
     a = SentenceEncoder(other, backend="onnx", precision="float32").transform(corpus[:3])
     assert len(list(cache_dir.glob("onnx/*"))) == 2
     np.testing.assert_allclose(a, SentenceEncoder(other).transform(corpus[:3]), atol=1e-4)
+
+
+def test_an_export_of_a_callers_model_follows_its_training(tiny_model_path, corpus,
+                                                            cache_dir):
+    """An ONNX export of a model object is a snapshot: after a training step the encoder
+    exports the new weights instead of serving the old ones."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(tiny_model_path, device="cpu").eval()
+    enc = SentenceEncoder(model, backend="onnx", precision="float32", device="cpu")
+    before = enc.transform(corpus[:3])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # an optimizer step, as the encoder sees it
+    after = enc.transform(corpus[:3])
+    assert not np.allclose(after, before, atol=1e-3)
+    np.testing.assert_allclose(after, model.encode(corpus[:3]), atol=1e-4)
 
 
 def test_onnx_encoder_keeps_the_estimator_contract(tiny_model_path, corpus, cache_dir):

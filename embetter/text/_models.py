@@ -235,6 +235,19 @@ def model_state_key(name, device) -> tuple:
     return (resolved, device, folder_state(resolved) if Path(resolved).is_dir() else None)
 
 
+def weights_signature(model) -> str:
+    """A cheap signature of a caller's model's current weights (every 1009th value of each
+    parameter): a training step moves it. An exported copy (ONNX, OpenVINO) of the model is
+    exported again when it moves."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for name, p in model.named_parameters():
+        h.update(name.encode())
+        h.update(p.detach().reshape(-1)[::1009].float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
 def sync_weights(copy, model) -> None:
     """Give a private copy the caller's model's current weights (and buffers), in place: a
     model that trains on between two encodes is encoded with the weights it has now."""

@@ -15,6 +15,7 @@ from embetter.text._models import (
     private_copy,
     shared_sentence_transformer,
     sync_weights,
+    weights_signature,
 )
 
 #: Texts per batch when `batch_size` is None and no token budget applies.
@@ -221,7 +222,11 @@ class SentenceEncoder(RemovedParams, EmbetterBase):
         return plan, report
 
     def _engine_key(self, plan):
-        return (self._model_key(), plan.backend, plan.precision)
+        key = (self._model_key(), plan.backend, plan.precision)
+        if plan.backend in ("onnx", "openvino") and is_sentence_model(self.name):
+            # an export is a snapshot: a caller's model that trained on is exported again
+            key += (weights_signature(self.name),)
+        return key
 
     def _fast_engine(self, plan, keep: bool = True):
         """The engine of a fast backend (not `"torch"`), built on first use."""
