@@ -135,6 +135,9 @@ def test_tuner_stream_retrains_when_the_texts_seen_have_grown(tiny_model_path, l
     assert stream.learner_ is learner and len(stream.seen_texts_) == 30
     assert stream.refit_rows_ == 20 and stream.classes_ is not None
     np.testing.assert_array_equal(stream.transform(texts[:3]), before)
+    with pytest.raises(ValueError, match="y has 29 entries"):  # a refused fit keeps it too
+        stream.fit(texts[:30], y[:29])
+    assert stream.learner_ is learner and len(stream.seen_texts_) == 30
     # a tuner pickled before refit_growth existed streams on without retraining
     old = pickle.loads(pickle.dumps(stream))
     del old.__dict__["refit_growth"], old.__dict__["refit_rows_"]

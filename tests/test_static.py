@@ -254,6 +254,10 @@ def test_train_on_fit_learns_to_mimic_the_teacher(static_path, tiny_model_path, 
                                atol=1e-6)
     with pytest.raises(NotFittedError):
         clone(enc).transform(corpus[:2])
+    # a fit refused (too few texts) keeps the trained model
+    with pytest.raises(ValueError, match="at least 20 texts"):
+        enc.fit(corpus[:5])
+    np.testing.assert_allclose(enc.transform(corpus), after, atol=1e-6)
     # partial_fit keeps training from where the model is.
     enc.partial_fit(corpus)
     assert not np.allclose(enc.transform(corpus), after)

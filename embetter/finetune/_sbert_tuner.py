@@ -221,13 +221,14 @@ class SbertTuner(TransformerMixin, SbertBase):
             show_progress_bar=self.show_progress_bar,
         )
 
+    @all_or_nothing  # a failed fit keeps the previous one, as the heads' do
     def fit(self, X, y):
         """Build labelled pairs from `(X, y)` and fine-tune a fresh copy of the model on them."""
         self._forget()
         return self._learn(X, y, classes=None)
 
     def _forget(self, keep=()):
-        """Back to unfitted: what a first call records (a failed one too) is dropped."""
+        """Back to unfitted (`fit` starts here; a retrain keeps `classes_`)."""
         for attr in ("learner_", "classes_", "seen_texts_", "seen_y_", "loss_", "label_texts_",
                      "n_pos_", "n_neg_", "n_pairs_", "n_features_out_", "_average",
                      "learning_rate_",

@@ -12,7 +12,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from embetter._removed import RemovedParams
-from embetter._validation import as_texts, check_bool
+from embetter._validation import all_or_nothing, as_texts, check_bool
 from embetter.base import text_input_tags
 
 #: texts per `StaticModel.encode` call in `transform` (its own batches are 1,024 texts)
@@ -199,6 +199,7 @@ class TextEncoder(RemovedParams, TransformerMixin, BaseEstimator):
             )
 
     # -- fit -----------------------------------------------------------------------------------
+    @all_or_nothing  # a failed fit (too few texts, say) keeps the previous one
     def fit(self, X, y=None):
         """Nothing to learn unless `train_on_fit=True`: then train the static model on the
         texts `X` to mimic `teacher` (`y` is ignored)."""
@@ -208,6 +209,7 @@ class TextEncoder(RemovedParams, TransformerMixin, BaseEstimator):
             self._train(as_texts(X), self._base_model())
         return self
 
+    @all_or_nothing
     def partial_fit(self, X, y=None, classes=None):
         """With `train_on_fit=True`, continue training the static model on the texts `X`
         (the first call starts from the untrained model); otherwise nothing to learn."""
