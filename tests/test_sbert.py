@@ -283,6 +283,27 @@ def test_unfitted_learner_says_so(tiny_model_path):
     assert pickle.loads(pickle.dumps(SbertLearner(tiny_model_path))).sent_tfm == tiny_model_path
 
 
+def test_a_failed_call_leaves_the_learner_as_it_was(tiny_model_path, pairs, corpus):
+    """Training that fails half-way (here: interrupted) records nothing: a first call leaves
+    the learner unfitted (no half-trained model_), a later fit keeps the previous model."""
+    from sklearn.exceptions import NotFittedError
+
+    X1, X2, y = pairs
+    fresh = learner(tiny_model_path)
+    fresh._train = lambda *args: (_ for _ in ()).throw(KeyboardInterrupt)
+    with pytest.raises(KeyboardInterrupt):
+        fresh.fit(X1[:16], X2[:16], y[:16])
+    del fresh._train
+    with pytest.raises(NotFittedError):
+        fresh.transform(corpus[:2])
+    fitted = learner(tiny_model_path).fit(X1[:16], X2[:16], y[:16])
+    before, model = fitted.transform(corpus[:3]), fitted.model_
+    with pytest.raises(ValueError):
+        fitted.fit(X1[:16], X2[:15], y[:16])
+    assert fitted.model_ is model
+    np.testing.assert_array_equal(fitted.transform(corpus[:3]), before)
+
+
 JARGON = [
     ("ooo", "out of the office"),
     ("wfh", "working from home"),

@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from embetter._removed import RemovedParams
-from embetter._validation import as_positions, as_texts, check_pairs
+from embetter._validation import all_or_nothing, as_positions, as_texts, check_pairs
 from embetter.finetune._sbert_base import COMMON_CONSTRAINTS, SbertBase
 from embetter.finetune._sbert_inputs import (
     check_class_texts,
@@ -155,6 +155,7 @@ class SbertLearner(RemovedParams, SbertBase):
         self.show_progress_bar = show_progress_bar
 
     # -- fit ---------------------------------------------------------------------------------
+    @all_or_nothing
     def fit(self, X1, X2, y=None, *, negatives=None, eval_set=None, class_texts=None):
         """Fine-tune a fresh copy of `sent_tfm` on pairs: `X1[i]`, `X2[i]`, target `y[i]`.
 
@@ -174,6 +175,7 @@ class SbertLearner(RemovedParams, SbertBase):
         return self.partial_fit(X1, X2, y, negatives=negatives, eval_set=eval_set,
                                 class_texts=class_texts)
 
+    @all_or_nothing
     def partial_fit(self, X1, X2, y=None, *, negatives=None, eval_set=None, class_texts=None):
         """Keep fine-tuning the fitted model on more pairs (the first call starts a copy).
 
@@ -192,6 +194,7 @@ class SbertLearner(RemovedParams, SbertBase):
         columns = np.split(where, np.cumsum([len(column) for column in given])[:-1])
         return self._fit_rows(Rows(texts, columns, y), class_texts, eval_set)
 
+    @all_or_nothing
     def partial_fit_indexed(self, texts, idx1, idx2, y=None, class_texts=None):
         """`partial_fit` on the pairs `(texts[idx1[k]], texts[idx2[k]])` with target `y[k]`.
 
