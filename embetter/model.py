@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from embetter._validation import as_labels, as_matrix
+from embetter._validation import all_or_nothing, as_labels, as_matrix
 
 
 class DifferenceClassifier(ClassifierMixin, BaseEstimator):
@@ -45,6 +45,7 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
             )
         return np.abs(E1 - E2)
 
+    @all_or_nothing
     def fit(self, X1, X2, y):
         """Train the head on the absolute difference of the encoded pairs."""
         from sklearn.linear_model import LogisticRegression

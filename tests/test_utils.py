@@ -164,3 +164,14 @@ def test_difference_classifier(corpus):
     twin = clone(clf).fit(X1, X2, y)  # the clone's encoder is unfitted: fitted as a copy
     assert twin.enc_ is not twin.enc and not hasattr(twin.enc, "svd_")
     assert twin.score(X1, X2, y) > 0.9
+    # a refit refused half-way (its encoder fitted, y then refused) keeps the previous fit
+    before, encoder = twin.predict_proba(X1, X2), twin.enc_
+    with pytest.raises(ValueError, match="y"):
+        twin.fit(X1, X2, y[:-1])
+    assert twin.enc_ is encoder
+    np.testing.assert_array_equal(twin.predict_proba(X1, X2), before)
+    lite = LiteTextEncoder(n_components=8, random_state=0).fit(corpus)
+    before = lite.transform(corpus[:3])
+    with pytest.raises(ValueError, match="vocabulary"):
+        lite.fit(["", " "])  # the vocabulary is refused after the vectorizer was recorded
+    np.testing.assert_array_equal(lite.transform(corpus[:3]), before)

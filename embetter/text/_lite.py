@@ -12,7 +12,7 @@ from sklearn.pipeline import FeatureUnion
 from sklearn.preprocessing import normalize
 from sklearn.utils.validation import check_is_fitted
 
-from embetter._validation import as_texts, check_int
+from embetter._validation import all_or_nothing, as_texts, check_int
 from embetter.base import text_input_tags
 
 
@@ -57,6 +57,7 @@ class LiteTextEncoder(TransformerMixin, BaseEstimator):
         self.normalize = normalize
         self.random_state = random_state
 
+    @all_or_nothing
     def fit(self, X, y=None):
         """Learn the vocabulary, IDF weights and the SVD projection from texts."""
         n = check_int(self.n_components, "n_components")
