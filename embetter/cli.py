@@ -103,9 +103,9 @@ def _finetune(args) -> int:
     pipeline_format(args.out)  # refuse a bad --out before any work is done
     check_out_file(args.out)
     params = _parse_params(args.param)
-    # labels kept as written: "007" and "7" are two classes
-    label_field = args.label_col if "." not in args.label_col else ""
-    df = read_table(args.input, args.text_col, also_text=(label_field,))
+    # labels kept as written: "007" and "7" are two classes (a CSV column "label.v2" too; a
+    # JSONL "cats.NAME" path names no column, and a dtype for a missing column is ignored)
+    df = read_table(args.input, args.text_col, also_text=(args.label_col,))
     texts = text_column(df, args.text_col, args.input)
     keep, y = label_column(df, args.label_col, args.input)
     if keep is not None:

@@ -125,6 +125,10 @@ def test_labels_stay_as_written_and_unlabelled_records_are_skipped(files, tiny_m
     assert main(["finetune", str(tmp_path / "codes.csv"), "--text-col", "text", "--label-col",
                  "label", "--model", tiny_model_path, "--out", str(out)]) == 0
     assert sorted(joblib.load(out)[-1].classes_) == ["007", "7"]
+    df.rename(columns={"label": "label.v2"}).to_csv(tmp_path / "dotted.csv", index=False)
+    assert main(["finetune", str(tmp_path / "dotted.csv"), "--text-col", "text",
+                 "--label-col", "label.v2", "--model", tiny_model_path, "--out", str(out)]) == 0
+    assert sorted(joblib.load(out)[-1].classes_) == ["007", "7"]  # a dot in the name too
     # a record never labelled has no `cats` at all: it is skipped, not an error
     records = [{"text": t} if i % 4 == 0 else {"text": t, "cats": {"flies": int(lab == "flies")}}
                for i, (t, lab) in enumerate(labelled_frame().itertuples(index=False))]
