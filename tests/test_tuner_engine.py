@@ -263,3 +263,20 @@ def test_contrastive_learner_refused_pairs_and_params_record_nothing(data):
         with pytest.raises(ValueError, match=next(iter(bad))):
             learner.set_params(**bad).partial_fit(X1, X2, (y[:60] == y[60:]).astype(np.float32))
         learner.set_params(**good)
+
+
+def test_training_on_the_cpu_seeds_no_other_device(data, monkeypatch):
+    """A CPU fit seeds a fork of the CPU generator only: torch.manual_seed would also seed
+    every GPU (queued until CUDA starts, where it has not) and leave them seeded."""
+    import torch
+
+    calls = []
+    for module, name in ((torch.cuda, "manual_seed_all"), (torch.cuda, "manual_seed"),
+                         (torch.mps, "manual_seed")):
+        monkeypatch.setattr(module, name, lambda *a, _n=name: calls.append(_n))
+    X, y = data
+    before = torch.get_rng_state()
+    first = fast(FeedForwardTuner, device="cpu").fit(X, y).transform(X)
+    assert calls == [] and torch.equal(torch.get_rng_state(), before)
+    np.testing.assert_array_equal(fast(FeedForwardTuner, device="cpu").fit(X, y).transform(X),
+                                  first)

@@ -83,9 +83,22 @@ def seeded(seed: int, device: torch.device):
     devices = []
     if device.type == "cuda":
         devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
+    mps = device.type == "mps"
+    mps_state = torch.mps.get_rng_state() if mps else None
+    # only the generators forked here are seeded: torch.manual_seed would also seed every GPU
+    # (queued for later where CUDA has not started), and those would stay seeded afterwards
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.default_generator.manual_seed(seed)
+            if devices:
+                with torch.cuda.device(devices[0]):
+                    torch.cuda.manual_seed(seed)
+            if mps:
+                torch.mps.manual_seed(seed)
+            yield
+    finally:
+        if mps:
+            torch.mps.set_rng_state(mps_state)
 
 
 #: Intra-op threads while a small head trains on the CPU. Its matrices are a few hundred wide:
