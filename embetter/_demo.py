@@ -99,6 +99,10 @@ def run_demo(out_dir="demo-output", sbert=False, seed=0, data=None,
         np.arange(len(texts)), test_size=TEST_SIZE, random_state=seed, stratify=labels
     )
     y_train, y_test = labels[idx_train], labels[idx_test]
+    if len(idx_train) < 5:  # 5-NN scores every space: refused now, not after the training
+        raise UsageError(
+            f"{path}: {len(texts)} rows leave {len(idx_train)} for training; the demo's 5-NN "
+            "needs at least 5 (give it at least 10 rows)")
     _say(f"embetter demo: do {len(idx_train)} labels pull the classes of an embedding space apart?")
     _say(f"data: {len(texts)} texts from {path}, {len(classes)} labels: {', '.join(classes)}")
     _say(f"      {len(idx_train)} for training, {len(idx_test)} held out for testing (seed {seed})")
@@ -146,6 +150,9 @@ def run_demo(out_dir="demo-output", sbert=False, seed=0, data=None,
         gain = "" if seconds is None else f"  ({100 * (knn - raw_knn):+.1f} pts 5-NN vs raw)"
         _say(f"  {name:<24} {Xte.shape[1]:>5} {fit:>8} {logreg:>7.3f} {knn:>7.3f}{gain}")
 
+    if out_dir is None:  # no plots asked for
+        _say(f"done in {time.perf_counter() - started:.0f} s")
+        return 0
     out = Path(out_dir)
     _say()
     _say(f"plots (PCA of the {len(idx_test)} test embeddings, coloured by label):")

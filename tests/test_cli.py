@@ -331,6 +331,23 @@ def test_demo_scores_a_rare_class_without_scikit_learn_warnings(rarest):
     assert 0.5 < lr <= 1 and 0.5 < knn <= 1
 
 
+def test_demo_refuses_too_few_rows_up_front_and_runs_without_plots(tiny_model_path, tmp_path,
+                                                                     capsys):
+    """Eight rows pass the per-class checks but leave 4 to train a 5-NN on: refused before
+    any encoding, not at the scoring; out_dir=None (Python only) runs without plots."""
+    from embetter._demo import run_demo
+    from embetter._files import UsageError
+
+    pd.DataFrame({"text": [f"text number {i}" for i in range(8)],
+                  "label": list("aaaaaabb")}).to_csv(tmp_path / "tiny.csv", index=False)
+    with pytest.raises(UsageError, match="needs at least 5"):
+        run_demo(out_dir=None, data=tmp_path / "tiny.csv", model=tiny_model_path)
+    assert "encoding" not in capsys.readouterr().out
+    labelled_frame(n_per_subject=8).to_csv(tmp_path / "small.csv", index=False)
+    assert run_demo(out_dir=None, data=tmp_path / "small.csv", model=tiny_model_path) == 0
+    assert "plots" not in capsys.readouterr().out.split("held-out")[1]
+
+
 def test_demo_with_a_missing_dataset_says_what_to_do(tmp_path):
     assert_one_line_error(run("demo", "--data", "nope.csv", cwd=tmp_path), "nope.csv")
 
