@@ -74,6 +74,8 @@ def project(X, method: str = "pca", random_state=0) -> np.ndarray:
         return out
     if method == "umap" and n < 3:  # UMAP needs a neighbour besides the point's own
         method = "pca"
+    if d == 1:  # one feature: its values are the first axis, whatever the method
+        method = "pca"
     if method == "pca":
         from sklearn.decomposition import PCA
 

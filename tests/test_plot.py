@@ -62,6 +62,9 @@ def test_projection_without_labels_and_tiny_inputs():
     assert two.shape == (2, 2) and np.isfinite(two).all() and not (two[0] == two[1]).all()
     single_feature = project(np.arange(4.0).reshape(4, 1))
     assert single_feature.shape == (4, 2) and (single_feature[:, 1] == 0).all()
+    for method in ("tsne", "umap"):  # one feature is padded whatever the method
+        one = project(np.arange(6.0).reshape(6, 1), method=method)
+        assert one.shape == (6, 2) and (one[:, 1] == 0).all()
 
 
 def test_pca_keeps_separated_blobs_apart_and_tsne_runs():
