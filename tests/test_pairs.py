@@ -36,6 +36,15 @@ def test_multilabel_pairs():
     assert not (i == j).any()
 
 
+def test_a_label_only_one_row_carries_costs_no_positive():
+    """Row 0's third label is its own: all of its n_pos positives come from its first label."""
+    Y = np.array([[1, 0, 1], [1, 0, 0], [0, 1, 0], [0, 1, 0]])
+    for seed in range(5):
+        i, j, sim = generate_pairs(Y, n_neg=0, n_pos=4, random_state=seed)
+        assert (i == 0).sum() == 4 and (j[i == 0] == 1).all()
+        assert (Y[i] & Y[j]).any(axis=1).all() and not (i == j).any()
+
+
 def test_large_label_vector():
     y = np.random.default_rng(0).integers(0, 50, size=100_000)
     i, j, sim = generate_pairs(y, n_neg=3, random_state=0)

@@ -63,15 +63,15 @@ def _multi_label_pairs(Y, n_pos, n_neg, rng, max_tries=20):
     firsts, seconds, labels = [], [], []
     has_label = Y.any(axis=1)
     if n_pos:
-        # positives: pick one of the item's labels, then another member of that label
-        anchors = np.repeat(np.flatnonzero(has_label), n_pos)
-        weights = Y[anchors].astype(np.float64)
-        weights /= weights.sum(axis=1, keepdims=True)
-        chosen = (weights.cumsum(axis=1) > rng.random((anchors.size, 1))).argmax(axis=1)
+        # positives: pick one of the item's labels that has another member, then that member
+        # (a label the item alone carries never costs it a positive)
         members = [np.flatnonzero(Y[:, k]) for k in range(Y.shape[1])]
         sizes = np.array([m.size for m in members])
-        ok = sizes[chosen] >= 2
-        anchors, chosen = anchors[ok], chosen[ok]
+        shared = Y.astype(bool) & (sizes >= 2)
+        anchors = np.repeat(np.flatnonzero(shared.any(axis=1)), n_pos)
+        weights = shared[anchors].astype(np.float64)
+        weights /= weights.sum(axis=1, keepdims=True)
+        chosen = (weights.cumsum(axis=1) > rng.random((anchors.size, 1))).argmax(axis=1)
         r = rng.integers(0, sizes[chosen] - 1)
         # members are sorted, so the anchor itself sits at searchsorted(anchor): skip it
         partner = np.array(
