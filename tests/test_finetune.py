@@ -262,6 +262,12 @@ def test_replay_memory_is_a_uniform_bounded_sample():
     assert 3500 < kept.mean() < 6500  # early and late rows alike, not just the latest
     replay_add(memory, [np.arange(5), np.arange(5)], 0, rng)  # replay_size=0: nothing kept
     assert memory["seen"] == 10_005
+    # replay_size lowered between calls: the memory shrinks to a subsample of itself
+    rows = np.arange(10_005, 10_105)
+    replay_add(memory, [rows, rows * 2], 50, rng)
+    small = memory["rows"][0]
+    assert small.shape == (50,) and (memory["rows"][1] == small * 2).all()
+    assert np.isin(small[small < 10_000], kept).all() and 2000 < small.mean() < 8000
 
 
 def test_contrastive_tuner_reports_training_and_stops_early(data):

@@ -51,6 +51,10 @@ def replay_add(memory: dict, arrays, size: int, rng) -> None:
     probability, `size / seen`."""
     size = int(size)
     n = arrays[0].shape[0]
+    if 0 < size < replay_len(memory):
+        # replay_size lowered between calls: a uniform subsample of the reservoir is one too
+        kept = np.sort(rng.choice(replay_len(memory), size, replace=False))
+        memory["rows"] = [m[kept] for m in memory["rows"]]
     if size > 0:
         free = min(max(size - replay_len(memory), 0), n)
         if free:
