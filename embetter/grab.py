@@ -42,10 +42,14 @@ class ColumnGrabber(EmbetterBase):
                 f"column {self.colname!r} not found; available columns: {available[:20]}"
             )
         column = X[self.colname]
-        if getattr(column, "ndim", 1) != 1:  # a DataFrame with the name twice gives a frame
+        if getattr(column, "ndim", 1) != 1:
+            if columns is not None:  # a DataFrame with the name twice gives a frame
+                raise ValueError(
+                    f"column {self.colname!r} appears {column.shape[1]} times in X; "
+                    "rename the duplicates first")
             raise ValueError(
-                f"column {self.colname!r} appears {column.shape[1]} times in X; "
-                "rename the duplicates first")
+                f"column {self.colname!r} must be 1-D (one value per row), got an array of "
+                f"shape {getattr(column, 'shape', None)}")
         if isinstance(column, (str, bytes)) or not isinstance(column, Iterable):
             raise TypeError(
                 f"column {self.colname!r} must hold one value per row (a list, array or "

@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import clone
@@ -24,6 +25,8 @@ def test_column_grabber():
     twice = pd.DataFrame([["a", "b"]], columns=["text", "text"])
     with pytest.raises(ValueError, match="column 'text' appears 2 times"):
         ColumnGrabber("text").transform(twice)
+    with pytest.raises(ValueError, match=r"must be 1-D .* shape \(2, 3\)"):
+        ColumnGrabber("text").transform({"text": np.zeros((2, 3))})  # a dict's 2-D value
 
 
 def test_key_grabber():
