@@ -173,7 +173,8 @@ class SentenceEncoder(RemovedParams, EmbetterBase):
         if self.backend == "pipelined":
             plan = default_plan(self._device_kind(), self.batch_size)
             return Plan("pipelined", self.precision, plan.max_tokens)
-        key = (self._model_key(), self.batch_size)
+        # the model and device, not its mode or folder state: a choice measured once holds
+        key = (self._model_key()[:2], self.batch_size)
         cached = self.__dict__.get("_auto")
         if cached is not None and cached[0] == key:
             return cached[1]
