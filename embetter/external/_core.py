@@ -197,19 +197,21 @@ class HostedEncoder(EmbetterBase):
         state.pop("_api_key", None)
         return state
 
-    def __copy__(self):
-        # a shallow copy keeps the key too (copy.copy went through the pickle protocol)
+    def _twin(self):
+        """A new encoder with this one's key and nothing else: in-memory copies keep the key
+        (only pickles drop it), never the client."""
         twin = type(self).__new__(type(self))
-        twin.__dict__.update(self.__getstate__())
         twin.__dict__["_api_key"] = self.__dict__.get("_api_key")
         return twin
 
+    def __copy__(self):  # copy.copy would go through the pickle protocol and lose the key
+        twin = self._twin()
+        twin.__dict__.update(self.__getstate__())
+        return twin
+
     def __deepcopy__(self, memo):
-        # an in-memory copy keeps the key (only pickles drop it), never the client
-        twin = type(self).__new__(type(self))
-        memo[id(self)] = twin
+        twin = memo[id(self)] = self._twin()
         twin.__dict__.update(copy.deepcopy(self.__getstate__(), memo))
-        twin.__dict__["_api_key"] = self.__dict__.get("_api_key")
         return twin
 
     # -- output width ------------------------------------------------------------------------

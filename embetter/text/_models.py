@@ -231,8 +231,15 @@ def model_state_key(name, device) -> tuple:
 
     if is_sentence_model(name):
         return (id(name), device, runs_as_is(name, device))
+    resolved, state = folder_key(name)
+    return (resolved, device, state)
+
+
+def folder_key(name) -> tuple:
+    """A model name or path, resolved, with the sizes and times of its files where it is a
+    local folder (`None` otherwise): a folder saved again holds another model."""
     resolved = resolve_model(name)
-    return (resolved, device, folder_state(resolved) if Path(resolved).is_dir() else None)
+    return (resolved, folder_state(resolved) if Path(resolved).is_dir() else None)
 
 
 def weights_signature(model) -> str:

@@ -132,12 +132,10 @@ class TextEncoder(RemovedParams, TransformerMixin, BaseEstimator):
     def _load_key(self) -> tuple:
         """What the loaded base model depends on: the name, and for a local folder the sizes
         and times of its files (a model saved there again is loaded again)."""
-        from embetter.text._models import folder_state
+        from embetter.text._models import folder_key
 
         if isinstance(self.name, (str, os.PathLike)):
-            folder = Path(self.name).expanduser()
-            if folder.is_dir():
-                return (self.name, folder_state(folder))
+            return folder_key(self.name)
         return (self.name, None)
 
     def _source(self) -> Path | str:
