@@ -237,6 +237,19 @@ def check_stream_classes(classes, known: np.ndarray) -> None:
             f"first partial_fit call {known.tolist()[:10]}")
 
 
+def first_classes(y, classes, owner: str, incremental: bool) -> np.ndarray:
+    """The classes a fresh start learns: those of `classes=` if given, else of `y`; at least
+    two (a stream's later batches could never bring another)."""
+    found = np.unique(y if classes is None else as_labels(classes, "classes"))
+    if found.size >= 2:
+        return found
+    if incremental:
+        raise ValueError(f"partial_fit needs at least two classes, got {found.tolist()}; "
+                         "pass all labels of the stream with classes=...")
+    raise ValueError(f"y has only one class ({found[0]!r}); {owner} needs at least two "
+                     "classes to learn from")
+
+
 def check_int(value, name: str, minimum: int = 1, *, allow_none: bool = False):
     """An int `>= minimum` (bools refused), returned as `int`; else a `ValueError` naming it.
 

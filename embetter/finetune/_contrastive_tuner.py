@@ -16,11 +16,11 @@ from embetter._torch.engine import ENGINE_CONSTRAINTS
 from embetter._torch.stream import REFIT_CONSTRAINTS
 from embetter._validation import (
     all_or_nothing,
-    as_labels,
     as_targets,
     check_estimator_input,
     check_stream_classes,
     encode_known_labels,
+    first_classes,
     require_y,
 )
 from embetter.finetune._contrastive import LOSS_CONSTRAINTS, PairHead, resolve_loss
@@ -345,13 +345,7 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
             if multilabel:
                 self.classes_ = np.arange(labels.shape[1])
             else:
-                known = labels if classes is None else as_labels(classes, "classes")
-                self.classes_ = np.unique(known)
-                if self.classes_.size < 2:  # later batches could never bring another
-                    raise ValueError(
-                        f"partial_fit needs at least two classes, got "
-                        f"{self.classes_.tolist()}; pass all labels of the stream with "
-                        "classes=...")
+                self.classes_ = first_classes(labels, classes, "ContrastiveTuner", True)
         else:
             self._check_later_batch(labels, multilabel, classes)
         if multilabel and self.anchors == "balanced":

@@ -20,6 +20,7 @@ from embetter._validation import (
     check_estimator_input,
     check_stream_classes,
     encode_known_labels,
+    first_classes,
     require_y,
 )
 
@@ -249,15 +250,7 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
         X = check_estimator_input(self, X, reset=first)
         y = as_labels(y, "y", n_samples=X.shape[0])
         if first:
-            known = y if classes is None else as_labels(classes, "classes")
-            self.classes_ = np.unique(known)
-            if self.classes_.size < 2:
-                raise ValueError(
-                    f"y has only one class ({self.classes_[0]!r}); FeedForwardTuner needs at "
-                    "least two classes to learn from" if not incremental else
-                    f"partial_fit needs at least two classes, got {self.classes_.tolist()}; "
-                    "pass all labels of the stream with classes=..."
-                )
+            self.classes_ = first_classes(y, classes, "FeedForwardTuner", incremental)
         else:
             check_stream_classes(classes, self.classes_)
         return self._train([X, encode_known_labels(y, self.classes_)], incremental)

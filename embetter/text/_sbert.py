@@ -15,14 +15,11 @@ from embetter.text._models import (
     private_copy,
     shared_sentence_transformer,
     sync_weights,
-    weights_signature,
 )
-
-#: Texts per batch when `batch_size` is None and no token budget applies.
-DEFAULT_BATCH_SIZE = 32
+from embetter.text._paths import EncodePaths
 
 
-class SentenceEncoder(RemovedParams, EmbetterBase):
+class SentenceEncoder(EncodePaths, RemovedParams, EmbetterBase):
     """Encode texts with a pretrained sentence-transformers model.
 
     The model is loaded on first use, not in `__init__`, so `clone`, `set_params` and
@@ -150,116 +147,6 @@ class SentenceEncoder(RemovedParams, EmbetterBase):
         if (copy is not None and copy is not self.name and is_sentence_model(self.name)
                 and self.__dict__.get("_loaded_for") == self._model_key()):
             sync_weights(copy, self.name)
-
-    # -- which path runs ---------------------------------------------------------------------
-    def _device_kind(self) -> str:
-        from embetter._torch import device_name
-
-        return device_name(self.device).split(":")[0]
-
-    def _plan(self):
-        """The `Plan` that runs (backend, precision, batching); `backend="auto"` is measured
-        here on first use (or read from its cache) and remembered."""
-        from embetter.text._backends.auto import Plan, default_plan
-
-        if self.backend != "auto":  # set_params away from "auto": its report no longer applies
-            self.__dict__.pop("backend_", None)
-            self.__dict__.pop("backend_probe_", None)
-        if self.backend in ("torch", "onnx", "openvino"):
-            return Plan(self.backend, self.precision)
-        if self.backend is None:
-            plan = default_plan(self._device_kind(), self.batch_size)
-            return plan if plan.backend == "torch" or self._runs(plan) else Plan("torch")
-        if self.backend == "pipelined":
-            plan = default_plan(self._device_kind(), self.batch_size)
-            return Plan("pipelined", self.precision, plan.max_tokens)
-        # the model and device, not its mode or folder state: a choice measured once holds
-        key = (self._model_key()[:2], self.batch_size)
-        cached = self.__dict__.get("_auto")
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        plan, report = self._measure()
-        self.__dict__["_auto"] = (key, plan)
-        self.__dict__["backend_"] = plan.backend
-        self.__dict__["backend_probe_"] = report
-        return plan
-
-    def _runs(self, plan) -> bool:
-        """Whether the default's fast path runs this model (a fast tokenizer; a prompt only
-        where the pooling keeps its tokens); if not, the default is sentence-transformers'."""
-        key = (self._model_key(), plan, self.prompt)
-        known = self.__dict__.get("_fast_ok")
-        if known is None or known[0] != key:
-            try:
-                ok = not (self.prompt and self._fast_engine(plan).needs_prompt_length)
-            except ValueError:
-                ok = False
-            known = self.__dict__["_fast_ok"] = (key, ok)
-        return known[1]
-
-    def _measure(self):
-        """`backend="auto"`: time the candidate paths here (or read the cached choice)."""
-        from embetter.text._backends import cpu_flags, installed_runtimes
-        from embetter.text._backends.auto import resolve
-
-        kind, gpu = self._device_kind(), None
-        if kind == "cuda":
-            import torch
-
-            from embetter._torch import device_name
-
-            gpu = torch.cuda.get_device_name(torch.device(device_name(self.device)))
-        engines = {}
-
-        def build(plan):
-            if plan.backend != "torch":
-                engines[plan] = self._fast_engine(plan, keep=False)
-            return lambda texts: self._encode(plan, texts, engines.get(plan), progress=False)
-
-        plan, report = resolve(self.name, kind, self.device, self.batch_size, build, gpu=gpu,
-                               flags=cpu_flags(), installed=installed_runtimes())
-        if plan in engines:  # keep the engine the probe built (an ONNX session, say)
-            self.__dict__["_engine"] = (self._engine_key(plan), engines[plan])
-        return plan, report
-
-    def _engine_key(self, plan):
-        key = (self._model_key(), plan.backend, plan.precision)
-        if plan.backend in ("onnx", "openvino") and is_sentence_model(self.name):
-            # an export is a snapshot: a caller's model that trained on is exported again
-            key += (weights_signature(self.name),)
-        return key
-
-    def _fast_engine(self, plan, keep: bool = True):
-        """The engine of a fast backend (not `"torch"`), built on first use."""
-        key = self._engine_key(plan)
-        cached = self.__dict__.get("_engine")
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        from embetter.text._backends import make_engine
-
-        engine = make_engine(plan.backend, plan.precision, self.name, lambda: self.model_)
-        if keep:
-            self.__dict__["_engine"] = (key, engine)
-        return engine
-
-    def _texts_per_batch(self, plan) -> int:
-        if self.batch_size is not None:
-            return int(self.batch_size)
-        # With a token budget the budget cuts batches; the count is only a (loose) cap.
-        return int(plan.max_tokens) if plan.max_tokens else DEFAULT_BATCH_SIZE
-
-    def _encode(self, plan, texts, engine=None, progress=None) -> np.ndarray:
-        """Run `plan` on a non-empty list of texts: float32 `(n, full dim)`."""
-        progress = bool(self.show_progress_bar) if progress is None else progress
-        batch = self._texts_per_batch(plan)
-        if plan.backend == "torch":
-            emb = self.model_.encode(texts, batch_size=batch, show_progress_bar=progress,
-                                     convert_to_numpy=True, normalize_embeddings=False,
-                                     prompt=self.prompt)
-            return np.asarray(emb, dtype=np.float32)
-        engine = engine or self._fast_engine(plan)
-        extra = {"max_tokens": plan.max_tokens} if plan.max_tokens else {}
-        return engine.encode(texts, batch, self.prompt, progress, **extra)
 
     def __getstate__(self):
         state = self.__dict__.copy()
