@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import warnings
 
+import numpy as np
+
 from embetter._files import (
     UsageError,
     _format_of,
@@ -55,8 +57,22 @@ def run_project(input_path, out, *, text_col=None, label_col=None, pipeline=None
 
     table = pd.DataFrame({"text": texts, "x": points[:, 0], "y": points[:, 1]})
     if label_col is not None:
-        table["label"] = df[label_col].to_numpy()  # empty cells stay empty: not labelled yet
+        table["label"] = _labels_as_read(df[label_col])  # empty cells stay empty
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
     print(f"wrote a {_NAMES[method]} map of {len(table)} texts to {out}", file=sys.stderr)
     return 0
+
+
+def _labels_as_read(values):
+    """The label column as the file wrote it: JSONL and Parquet hand an integer column with
+    empty cells over as floats (`1.0`, NaN); those go back to integers (`Int64`)."""
+    import pandas as pd
+
+    arr = values.to_numpy()
+    if arr.dtype.kind == "f":
+        known = arr[~np.isnan(arr)]
+        if known.size and np.all(known == np.round(known)) and np.abs(known).max() < 2**53:
+            return pd.array([None if np.isnan(v) else int(v) for v in arr], dtype="Int64")
+    return arr
+

@@ -72,6 +72,8 @@ def project(X, method: str = "pca", random_state=0) -> np.ndarray:
     k = min(2, n, d)
     if k == 0 or n < 2:
         return out
+    if not np.ptp(X, axis=0).any():  # every row the same: one place (t-SNE would crash)
+        return out
     if method == "umap" and n < 3:  # UMAP needs a neighbour besides the point's own
         method = "pca"
     if d == 1:  # one feature: its values are the first axis, whatever the method

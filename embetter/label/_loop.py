@@ -20,6 +20,30 @@ from embetter.label._suggest import (
 )
 
 
+def _counts(head) -> bool:
+    """A classifier whose `partial_fit` adds counts up (naive Bayes): given every label again
+    each round it would count the early ones once per round, so it is refitted instead."""
+    from sklearn.naive_bayes import (
+        BernoulliNB,
+        CategoricalNB,
+        ComplementNB,
+        GaussianNB,
+        MultinomialNB,
+    )
+
+    return isinstance(head, (BernoulliNB, CategoricalNB, ComplementNB, GaussianNB, MultinomialNB))
+
+
+def _numeric(pool) -> bool:
+    """Whether the pool is a numeric matrix (embeddings) rather than texts or records."""
+    if hasattr(pool, "toarray"):
+        return True
+    try:
+        return np.asarray(pool).dtype.kind in "biuf"
+    except (TypeError, ValueError):
+        return False
+
+
 def _stateless(step) -> bool:
     """A step that learns nothing (an encoder, a column grabber): its output can be cached."""
     if step in (None, "passthrough"):
@@ -39,7 +63,8 @@ class LabellingLoop:
     continues with `partial_fit` on the new rows (its replay memory keeps the earlier ones
     in play), and the classifier continues with `partial_fit` on every label seen so far,
     in the space the tuners give now (the tuners moved it); a classifier without
-    `partial_fit` is refitted on them instead. Other learned steps without `partial_fit`
+    `partial_fit`, or one whose `partial_fit` adds counts up (naive Bayes), is refitted on
+    them instead. Other learned steps without `partial_fit`
     are refitted on every label seen.
 
     Arguments:
@@ -49,7 +74,8 @@ class LabellingLoop:
         X: the pool of texts or rows (whatever `model` takes).
         classes: every label the rounds may bring.
         strategy: how `suggest` picks (see `embetter.label.suggest`); before the first
-            labels `"auto"` and `"kcenter"` pick by diversity alone.
+            labels `"auto"` and `"kcenter"` pick by diversity alone in the pool's embeddings
+            (at random when a learned step, such as `SbertTuner`, embeds the texts itself).
         random_state: seed for the suggestions (set the tuners' own `random_state` too for
             a repeatable run).
 
@@ -91,7 +117,7 @@ class LabellingLoop:
         n_frozen = 0
         while n_frozen < len(steps) - 1 and _stateless(steps[n_frozen][1]):
             n_frozen += 1
-        self._learned = [step for _, step in steps[n_frozen:]]
+        self._learned = [step for _, step in steps[n_frozen:] if step not in (None, "passthrough")]
         self.n_pool_ = pool_size(X)
         if self.n_pool_ == 0:
             raise ValueError("X (the pool to label) is empty")
@@ -138,7 +164,8 @@ class LabellingLoop:
                 f"{self.n_pool_} rows are not labelled yet"
             )
         if not self.fitted_:  # nothing learned yet: no probabilities to read
-            if self.strategy in ("random", "margin", "entropy"):
+            if self.strategy in ("random", "margin", "entropy") or not _numeric(self.embeddings_):
+                # (texts that a learned step embeds have no space to measure before it learns)
                 return self._rng.choice(candidates, size=k, replace=False).astype(np.intp)
             Z = as_space(self.embeddings_, self.strategy)
             if self.strategy == "kcenter":
@@ -190,7 +217,7 @@ class LabellingLoop:
                 step.fit(seen, known)
             new, seen = step.transform(new), step.transform(seen)
         head = self._learned[-1]
-        if hasattr(head, "partial_fit"):
+        if hasattr(head, "partial_fit") and not _counts(head):
             head.partial_fit(seen, known, **self._classes_for(head))
         elif np.unique(known).size < 2:
             return False  # fit needs two classes; until then suggestions go by diversity

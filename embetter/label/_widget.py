@@ -42,12 +42,15 @@ def _as_label_list(values, n: int, name: str) -> list:
         raise ValueError(f"{name} has {arr.shape[0]} entries but the map has {n} points")
     out = []
     for i, value in enumerate(arr):
-        if is_missing(value):
+        if isinstance(value, (str, np.str_)):
+            out.append(str(value).strip() or None)  # as `assign` keeps them; "" is unlabelled
+        elif is_missing(value):
             out.append(None)
-        elif isinstance(value, (str, numbers.Integral, np.str_, np.integer)) \
-                and not isinstance(value, bool):
+        elif isinstance(value, (numbers.Integral, np.integer)) and not isinstance(
+                value, (bool, np.bool_)):
             out.append(str(value))
-        elif isinstance(value, numbers.Real) and float(value).is_integer():
+        elif isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) \
+                and float(value).is_integer():
             out.append(str(int(value)))  # an integer label in a column with gaps (float64)
         else:
             raise TypeError(
@@ -115,6 +118,8 @@ class LabellingMap(anywidget.AnyWidget):
         points = self._points(X, coords, method, random_state)
         n = points.shape[0]
         self._index = self._input_index(n, texts, X, labels)
+        labels = self._aligned(labels, "labels", texts, X)
+        predictions = self._aligned(predictions, "predictions", texts, X)
         if texts is None:
             text_list = [f"row {i}" for i in range(n)]
         else:
@@ -156,6 +161,22 @@ class LabellingMap(anywidget.AnyWidget):
             if isinstance(value, (pd.Series, pd.DataFrame)) and len(value.index) == n:
                 return value.index
         return pd.RangeIndex(n)
+
+    def _aligned(self, values, name, *inputs):
+        """`values` (a pandas Series) in the order of the points when `texts` or `X` gave the
+        map its index: labels belong to rows by index, not by position."""
+        import pandas as pd
+
+        indexed = any(isinstance(v, (pd.Series, pd.DataFrame)) for v in inputs)
+        if not (indexed and isinstance(values, pd.Series)) or values.index.equals(self._index):
+            return values
+        if values.index.is_unique and len(values) == len(self._index) and \
+                values.index.sort_values().equals(self._index.sort_values()):
+            return values.reindex(self._index)
+        raise ValueError(
+            f"{name} is a pandas Series whose index differs from that of the points "
+            f"(texts or X): {list(values.index[:5])} ... against {list(self._index[:5])} ...; "
+            f"give it the same index, or a list or array in the points' order")
 
     @traitlets.validate("selected", "suggested")
     def _valid_positions(self, proposal):
