@@ -89,8 +89,11 @@ def _stored_addresses(obj, seen=None) -> list[str]:
         return []
     seen.add(id(obj))
     if isinstance(obj, HostedEncoder):
-        return [f"{type(obj).__name__}({p}={getattr(obj, p)!r})" for p in _ADDRESS_PARAMS
-                if getattr(obj, p, None) is not None]
+        # the stored parameters only (AzureOpenAIEncoder's `base_url` property falls back to
+        # the loader's own AZURE_OPENAI_ENDPOINT, which the file does not name)
+        stored = obj.get_params(deep=False)
+        return [f"{type(obj).__name__}({p}={stored[p]!r})" for p in _ADDRESS_PARAMS
+                if stored.get(p) is not None]
     if isinstance(obj, BaseEstimator):
         children = list(obj.get_params(deep=False).values())
     elif isinstance(obj, (list, tuple)):

@@ -62,9 +62,23 @@ def save(model, folder) -> None:
     model.save(os.fspath(folder), create_model_card=False)
 
 
-def embedding_dim(model) -> int:
-    """The size of the model's sentence embeddings."""
+def embedding_dim(model, untruncated: bool = False) -> int:
+    """The size of the model's sentence embeddings: what `encode` returns, or with
+    `untruncated=True` what its modules compute before a `truncate_dim` cuts it."""
+    if untruncated and getattr(model, "truncate_dim", None) is not None:
+        for module in reversed(list(model)):  # as the model itself reads its modules
+            for name in ("get_embedding_dimension", "get_sentence_embedding_dimension",
+                         "get_word_embedding_dimension"):
+                method = getattr(module, name, None)
+                if callable(method) and method() is not None:
+                    return int(method())
     return int(model.get_embedding_dimension())
+
+
+def default_prompt(model) -> str | None:
+    """The prompt `encode` adds when given none (the model's `default_prompt_name`)."""
+    name = getattr(model, "default_prompt_name", None)
+    return (getattr(model, "prompts", None) or {}).get(name) if name else None
 
 
 def transformer(model):

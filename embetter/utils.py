@@ -71,12 +71,14 @@ class CachedEncoder(TransformerMixin, BaseEstimator):
         if not isinstance(self.path, (str, os.PathLike)):
             raise TypeError(
                 f"path must be the cache's folder (a str or Path), got {type(self.path).__name__}")
-        if os.path.isfile(os.path.expanduser(os.fspath(self.path))):
+        # expanded as diskcache expands it: compared with its `directory` on every call
+        folder = os.path.expandvars(os.path.expanduser(os.fspath(self.path)))
+        if os.path.isfile(folder):
             raise ValueError(f"path must be a folder for the cache, got the file {self.path!r}")
         cache = self.__dict__.get("_cache_handle")
-        if cache is None or cache.directory != str(self.path):
+        if cache is None or cache.directory != folder:
             # cull_limit=0: transform culls once per batch of writes, not on every set
-            cache = diskcache.Cache(str(self.path), cull_limit=0)
+            cache = diskcache.Cache(folder, cull_limit=0)
             self.__dict__["_cache_handle"] = cache
         return cache
 
@@ -119,6 +121,10 @@ class CachedEncoder(TransformerMixin, BaseEstimator):
             return np.asarray(self.encoder.transform([]), dtype=np.float32)
         flat = np.frombuffer(b"".join(found[k] for k in keys), dtype=np.float32)
         return flat.reshape(len(keys), -1).copy()
+
+    def get_feature_names_out(self, input_features=None):
+        """The wrapped encoder's output names (for `set_output` and pipelines)."""
+        return self.encoder.get_feature_names_out(input_features)
 
     def __getstate__(self):
         state = self.__dict__.copy()

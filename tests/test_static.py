@@ -173,7 +173,7 @@ def test_a_static_model_object_is_used_as_given_and_never_changed(static_path, c
     from model2vec import StaticModel
 
     model = StaticModel.from_pretrained(static_path)
-    before = np.array(model.embedding, copy=True)
+    before, array = np.array(model.embedding, copy=True), model.embedding
     enc = TextEncoder(model)
     expected = TextEncoder(static_path).transform(corpus[:5])
     np.testing.assert_allclose(enc.transform(corpus[:5]), expected)
@@ -181,6 +181,7 @@ def test_a_static_model_object_is_used_as_given_and_never_changed(static_path, c
     trained = TextEncoder(model, train_on_fit=True, random_state=0).fit(corpus[:60])
     assert trained.model_ is not model
     np.testing.assert_array_equal(model.embedding, before)
+    assert model.embedding is array  # model2vec's trainer had rebound it to a copy
     again = pickle.loads(pickle.dumps(enc))
     np.testing.assert_allclose(again.transform(corpus[:5]), enc.transform(corpus[:5]))
     assert clone(enc).get_params()["name"] is not None

@@ -55,8 +55,10 @@ class StreamTraining:
         that brings the rows seen to `refit_growth` times those of the last start retrains
         from the start instead (`_refit_due`)."""
         n_new = rows[0].shape[0]
-        pool = replay_pool(self._replay, rows)
-        if self._refit_due(pool):
+        # replay_size=0 (perhaps set between calls) replays nothing, though the memory stays
+        memory = self._replay if int(self.replay_size) else {"rows": None, "seen": 0}
+        pool = replay_pool(memory, rows)
+        if self._refit_due(pool, memory):
             # a fresh network and optimizer, trained as `fit` on every row seen
             self._start_training()
             self._fit_all(pool)
@@ -64,13 +66,13 @@ class StreamTraining:
         if not self.refit_rows_:  # the first call of a stream starts it
             self.refit_rows_ = n_new
         at_least = self._replay_at_least()
-        anchors = replay_subsets(self._replay, n_new, self._rng, at_least=at_least)
+        anchors = replay_subsets(memory, n_new, self._rng, at_least=at_least)
         table, draw = self._items(pool, anchors)
         before = getattr(self, "_n_streamed", 0)
         self._n_streamed = before + n_new
         earned = max(0.0, self._stream_budget(self._n_streamed) - self._stream_budget(before))
         # remembered rows replayed on top of the new rows' own share (see `_replay_on_top`)
-        on_top = min(replay_count(self._replay, n_new, at_least), self._replay_on_top() * n_new)
+        on_top = min(replay_count(memory, n_new, at_least), self._replay_on_top() * n_new)
         self._step_credit += earned * (n_new + on_top) / n_new
         steps = int(self._step_credit + 1e-9)
         self._step_credit -= steps
@@ -79,13 +81,12 @@ class StreamTraining:
             self._run(table, draw, epochs=steps, max_steps=steps)
         replay_add(self._replay, rows, self.replay_size, self._rng)
 
-    def _refit_due(self, pool) -> bool:
+    def _refit_due(self, pool, memory) -> bool:
         """Retrain from the start on this call (`pool`: its rows, then the remembered ones):
         the rows seen, these included, have grown to `refit_growth` times those of the last
         start (`refit_rows_`: `fit`, the first `partial_fit` call or the last retrain), the
         replay memory still holds every row seen (a stream longer than `replay_size` carries
         on without retraining), and `fit` could train on them (`_can_refit`)."""
-        memory = self._replay
         seen = memory["seen"]
         if self.refit_growth is None or not seen or replay_len(memory) < seen:
             return False

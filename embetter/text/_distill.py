@@ -142,8 +142,11 @@ def train_to_mimic(static, texts, targets: np.ndarray, seed: int, show_progress_
                         f"expected some of {sorted(TRAIN_SETTINGS)}")
     settings = {**TRAIN_SETTINGS, **settings}
     targets = np.asarray(targets, dtype=np.float32)
+    import copy
+
+    # a shallow copy: model2vec rebinds the model's `embedding` (nan_to_num), ours stays
     trainer = _trainer_class(settings["loss"]).from_static_model(
-        model=static, n_layers=0, out_dim=targets.shape[1])
+        model=copy.copy(static), n_layers=0, out_dim=targets.shape[1])
     threads = torch.get_num_threads()
     try:
         with quiet_loggers("model2vec", "lightning", "pytorch_lightning",

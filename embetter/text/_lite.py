@@ -57,6 +57,16 @@ class LiteTextEncoder(TransformerMixin, BaseEstimator):
         self.normalize = normalize
         self.random_state = random_state
 
+    def _vectorizer(self, parts) -> FeatureUnion:
+        made = {
+            "word": lambda: TfidfVectorizer(ngram_range=tuple(self.word_ngram_range),
+                                            max_features=self.max_features, sublinear_tf=True),
+            "char": lambda: TfidfVectorizer(analyzer="char_wb",
+                                            ngram_range=tuple(self.char_ngram_range),
+                                            max_features=self.max_features, sublinear_tf=True),
+        }
+        return FeatureUnion([(part, made[part]()) for part in parts])
+
     @all_or_nothing
     def fit(self, X, y=None):
         """Learn the vocabulary, IDF weights and the SVD projection from texts."""
@@ -66,16 +76,19 @@ class LiteTextEncoder(TransformerMixin, BaseEstimator):
         texts = as_texts(X)
         if len(texts) < 2:
             raise ValueError(f"X has {len(texts)} texts; LiteTextEncoder needs at least 2 to fit")
-        self.vectorizer_ = FeatureUnion(
-            [
-                ("word", TfidfVectorizer(ngram_range=tuple(self.word_ngram_range),
-                                         max_features=self.max_features, sublinear_tf=True)),
-                ("char", TfidfVectorizer(analyzer="char_wb",
-                                         ngram_range=tuple(self.char_ngram_range),
-                                         max_features=self.max_features, sublinear_tf=True)),
-            ]
-        )
-        tfidf = self.vectorizer_.fit_transform(texts)
+        try:
+            self.vectorizer_ = self._vectorizer(("word", "char"))
+            tfidf = self.vectorizer_.fit_transform(texts)
+        except ValueError as e:
+            if "empty vocabulary" not in str(e):
+                raise
+            # no text holds a word of two letters (single letters, emoji): characters alone
+            self.vectorizer_ = self._vectorizer(("char",))
+            try:
+                tfidf = self.vectorizer_.fit_transform(texts)
+            except ValueError:
+                raise ValueError("X holds no characters to learn from (every text is empty "
+                                 "or blank)") from None
         # TruncatedSVD needs n_components < n_features, and more than the rank is wasted.
         self.n_components_ = int(max(1, min(n, tfidf.shape[1] - 1, len(texts) - 1)))
         self.svd_ = TruncatedSVD(self.n_components_, random_state=self.random_state)

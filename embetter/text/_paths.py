@@ -55,7 +55,9 @@ class EncodePaths:
         known = self.__dict__.get("_fast_ok")
         if known is None or known[0] != key:
             try:
-                ok = not (self.prompt and self._fast_engine(plan).needs_prompt_length)
+                engine = self._fast_engine(plan)
+                prompt = engine.default_prompt if self.prompt is None else self.prompt
+                ok = not (prompt and engine.needs_prompt_length)
             except ValueError:
                 ok = False
             known = self.__dict__["_fast_ok"] = (key, ok)

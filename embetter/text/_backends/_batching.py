@@ -119,11 +119,13 @@ class ExportedEngine:
         self.tokenizer = TextTokenizer.load(self.folder, self.meta)
         self.dim = int(self.meta["dim"])
         self.needs_prompt_length = bool(self.meta["needs_prompt_length"])
+        self.default_prompt = self.meta.get("default_prompt")  # as `encode` adds it
 
     def _run(self, arrays: dict) -> np.ndarray:
         raise NotImplementedError
 
     def encode(self, texts, batch_size: int, prompt=None, show_progress_bar=False) -> np.ndarray:
+        prompt = self.default_prompt if prompt is None else prompt
         _check_prompt(prompt, self.needs_prompt_length, self.backend)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         batches = iter_batches(texts, self.tokenizer, prompt, batch_size, workers=1)

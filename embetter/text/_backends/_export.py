@@ -27,7 +27,7 @@ from embetter.text._backends._tokenize import PROBE_TEXTS, TextTokenizer, pad_ba
 from embetter.text._models import cache_root, folder_fingerprint
 
 #: Bump when the export recipe changes, so old cache entries are not reused.
-EXPORT_VERSION = "1"
+EXPORT_VERSION = "2"
 #: Mean cosine to the torch fp32 embeddings that an export must reach on the probe texts.
 EXPORT_MIN_COSINE = {"int8": 0.99, "float32": 0.9999}
 
@@ -96,7 +96,8 @@ def export_onnx(model, folder: Path, precision: str) -> None:
         if precision == "int8":
             _quantize_int8(tmp / "model-float32.onnx", tmp / "model-int8.onnx")
         meta = {
-            "dim": _st.embedding_dim(model),
+            "dim": _st.embedding_dim(model, untruncated=True),  # what the graph computes
+            "default_prompt": _st.default_prompt(model),
             "input_names": list(tokenizer.input_names),
             "lowercase": tokenizer.lowercase,
             "pad_id": tokenizer.pad_id,
@@ -213,7 +214,7 @@ def _check_export(model, folder: Path, precision: str) -> None:
     with torch.inference_mode():
         ref = np.asarray(model.encode(PROBE_TEXTS, batch_size=4, convert_to_numpy=True,
                                       show_progress_bar=False), dtype=np.float32)
-    cos = row_cosines(got, ref)
+    cos = row_cosines(got[:, :ref.shape[1]], ref)  # a model's truncate_dim cuts `ref`
     if not np.all(np.isfinite(got)) or cos.mean() < EXPORT_MIN_COSINE[precision]:
         raise RuntimeError(
             f"the {precision} ONNX export drifted from the torch model (mean cosine "

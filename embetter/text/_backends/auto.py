@@ -331,6 +331,6 @@ def resolve(name, kind: str, device, batch_size, build, *, gpu=None, flags=froze
         "backend='auto' measured %d paths on %d texts in %.1f s (setup, once per machine: "
         "%.1f s): runs %s at %.0f texts/s (default %s: %.0f texts/s)", len(speed),
         report["texts"], report["seconds"], setup, plan.label, speed[plan.label],
-        plans[0].label, speed[plans[0].label],
+        plans[0].label, speed.get(plans[0].label, float("nan")),  # nan: the default failed
     )
     return plan, {**report, "cached": False, "cache_file": str(path)}

@@ -38,7 +38,8 @@ class PipelinedEngine:
         self.needs_prompt_length = _st.pooling_excludes_prompt(model)
         self.precision = "float32"
         self.dtype = torch.float32
-        self.dim = _st.embedding_dim(model)
+        self.dim = _st.embedding_dim(model, untruncated=True)  # what the modules compute
+        self.default_prompt = _st.default_prompt(model)  # as `encode` adds it without one
         #: min cosine of the half precision to float32 on the check texts (None: not checked)
         self.half_cosine = None
         if precision is None and self.device.type == "cuda":
@@ -72,6 +73,7 @@ class PipelinedEngine:
                max_tokens=None) -> np.ndarray:
         import torch
 
+        prompt = self.default_prompt if prompt is None else prompt
         _check_prompt(prompt, self.needs_prompt_length, "pipelined")
         n = len(texts)
         cuda = self.device.type == "cuda"
