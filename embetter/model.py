@@ -94,8 +94,14 @@ def _fitted(enc, X1, X2):
         check_is_fitted(enc)
         return enc
     except NotFittedError:
-        both = (np.concatenate([np.asarray(X1), np.asarray(X2)]) if hasattr(X1, "shape")
-                else list(X1) + list(X2))
+        if hasattr(X1, "iloc") and hasattr(X2, "iloc"):  # frames keep their columns
+            import pandas as pd
+
+            both = pd.concat([X1, X2], ignore_index=True)
+        elif hasattr(X1, "shape"):
+            both = np.concatenate([np.asarray(X1), np.asarray(X2)])
+        else:
+            both = list(X1) + list(X2)
         return clone(enc).fit(both)
     except TypeError:  # not an estimator: used as it is
         return enc

@@ -46,10 +46,10 @@ def restored_device(device=None) -> torch.device:
     return resolved if usable(resolved) else torch.device("cpu")
 
 
-def device_name(device=None, *, check: bool = True) -> str:
-    """The resolved device as a string, as sentence-transformers expects it; `check`: refuse
-    one this machine lacks (off where a saved model is restored: it falls back to the CPU)."""
-    return str(available_device(device) if check else resolve_device(device))
+def device_name(device=None) -> str:
+    """The resolved device as a string, as sentence-transformers expects it; one this machine
+    lacks is refused (a saved model is restored with `restored_device` instead)."""
+    return str(available_device(device))
 
 
 def usable(device: torch.device) -> bool:

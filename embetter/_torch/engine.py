@@ -182,7 +182,10 @@ class TorchHeadMixin(StreamTraining):
         train, valid = np.arange(n), None
         if self.early_stopping:
             train, held = self._split(n, self._stratify(rows))
-            valid = self._items(rows, lambda: held)[1]()
+            try:  # fixed pairs among the held-out rows (a pair head's partners too)
+                valid = self._items(rows, lambda: held, partners=held)[1]()
+            except ValueError:  # they hold a single class: partners among every row
+                valid = self._items(rows, lambda: held)[1]()
         table, draw = self._items(rows, lambda: train, partners=train)
         stop_early = valid is not None or self._STOP_ON_TRAIN_LOSS
         self._run(table, draw, epochs=int(round(self._n_epochs(train.size))),

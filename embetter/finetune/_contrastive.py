@@ -89,7 +89,14 @@ class PairHead(TorchHeadMixin):
     `ContrastiveLearner` (pairs given) and `ContrastiveTuner` (pairs drawn from labels)."""
 
     def _build_module(self):
-        return _Projection(self.n_features_in_, self._n_features_out)
+        return _Projection(self.n_features_in_, self._out_width())
+
+    @property
+    def _n_features_out(self):
+        """The fitted projection's width (the parameters' until one is fitted: a `set_params`
+        without a refit changes the next fit, not this one)."""
+        module = self.__dict__.get("module_")
+        return module.linear.out_features if module is not None else self._out_width()
 
     def _batch_loss(self, module, table, i, j, y):
         # one gather and one matmul for both sides of the pairs
@@ -216,8 +223,7 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
         self.random_state = random_state
         self.device = device
 
-    @property
-    def _n_features_out(self):
+    def _out_width(self) -> int:
         return self.n_features_in_ if self.shape_out is None else self.shape_out
 
     def _items(self, rows, anchors, partners=None):
@@ -262,6 +268,11 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
                 f"loss={self.loss!r} needs 0/1 labels in y (1 = similar); for float scores use "
                 f"loss='cosine'. Got values such as {np.unique(y)[:5].tolist()}"
             )
+        if loss == "cosine" and (y.min() < -1 or y.max() > 1):  # a cosine never reaches them
+            raise ValueError(
+                f"loss='cosine' needs scores in [-1, 1] (it regresses the cosine similarity), "
+                f"got values from {y.min():g} to {y.max():g}; rescale them (e.g. y / 5 for STS "
+                "scores)")
         if loss == "infonce":
             if y is not None:
                 keep = y == 1
@@ -297,6 +308,8 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
             params["random_state"] = int(params["random_state"])
         elif params["random_state"] is not None:  # a RandomState: not plain data
             params["random_state"] = None
+        # numpy scalars (np.float64(1e-3), np.bool_) as plain values: `load` reads plain data
+        params = {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
         fitted = {k: state[k] for k in ("n_features_in_", "n_iter_", "loss_curve_", "history_",
                                         "_step_credit", "_n_steps", "_n_streamed") if k in state}
         memory = state["_replay"]

@@ -214,8 +214,7 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
         self.device = device
 
     # -- the head on the engine ---------------------------------------------------------------
-    @property
-    def _n_features_out(self):
+    def _out_width(self) -> int:
         return self.n_features_in_ if self.hidden_dim is None else self.hidden_dim
 
     def _sampler(self, labels, random_state, anchors=None):
@@ -245,10 +244,9 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
                 return [partners[i], partners[j], similar]
 
             return X, draw
-        try:
-            sampler = self._sampler(labels, self._rng)
-        except ValueError:  # a stream with a single class so far: nothing to contrast yet
-            sampler = None
+        # a stream with a single class (or label set) so far: nothing to contrast yet
+        sampler = self._sampler(labels, self._rng) if np.unique(
+            labels, axis=0).shape[0] >= 2 else None
 
         def draw():
             if sampler is None:
@@ -348,9 +346,12 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
                 self.classes_ = first_classes(labels, classes, "ContrastiveTuner", True)
         else:
             self._check_later_batch(labels, multilabel, classes)
-        if multilabel and self.anchors == "balanced":
-            raise ValueError("anchors='balanced' needs single-label y (1-D labels); use "
-                             "'auto' or 'all' for multi-label rows")
+        if self.n_pos + self.n_neg == 0:  # (a stream would draw no pair, and say nothing)
+            raise ValueError("n_neg and n_pos are both 0: no pairs would be generated")
+        for name in ("anchors", "strategy"):
+            if multilabel and getattr(self, name) == "balanced":
+                raise ValueError(f"{name}='balanced' needs single-label y (1-D labels); use "
+                                 f"the default for multi-label rows")
         if multilabel and labels.shape[1] != self.classes_.size:
             raise ValueError(
                 f"y has {labels.shape[1]} label columns, the first batch had {self.classes_.size}"

@@ -210,7 +210,9 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
 
     @property
     def _n_features_out(self):
-        return self.hidden_dim
+        """The fitted network's width (`hidden_dim` until one is fitted)."""
+        module = self.__dict__.get("module_")
+        return module.hidden.out_features if module is not None else self.hidden_dim
 
     def _stratify(self, rows):
         return rows[1]

@@ -19,7 +19,12 @@ def _embed(model, texts, batch_size):
     if hasattr(model, "transform"):
         return as_matrix(model.transform(texts), "the model's embeddings")
     if hasattr(model, "encode"):
-        emb = model.encode(texts, batch_size=batch_size, convert_to_numpy=True)
+        training = getattr(model, "training", False)  # encode() switches a model to eval
+        try:
+            emb = model.encode(texts, batch_size=batch_size, convert_to_numpy=True)
+        finally:
+            if training:
+                model.train()
         return as_matrix(emb, "the model's embeddings")
     raise TypeError(
         "model must be a model name or path, a SentenceTransformer, or a fitted transformer "

@@ -115,9 +115,10 @@ class SbertBase(BaseEstimator):
         files = state.pop("_model_files", None)
         self.__dict__.update(state)
         if files is not None:
-            from embetter._torch import device_name
+            from embetter._torch.device import restored_device
 
-            self.model_ = model_from_bytes(files, device_name(self.device, check=False))
+            # trained on a GPU, loaded where there is none: on the CPU
+            self.model_ = model_from_bytes(files, str(restored_device(self.device)))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

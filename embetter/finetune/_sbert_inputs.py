@@ -96,6 +96,9 @@ def check_classes(y, n: int, loss: str):
             f"y for loss={loss!r} must be int class codes"
             + (" (or 0/1 rows)" if rows else "")
             + f", got values such as {classes.ravel()[:3].tolist()}")
+    if classes.ndim == 2 and not np.isin(classes, (0, 1)).all():
+        raise ValueError(f"multi-label y for loss={loss!r} must hold 0/1 rows, got values such "
+                         f"as {np.unique(classes[~np.isin(classes, (0, 1))])[:5].tolist()}")
     if not rows and classes.size and classes.min() < 0:
         raise ValueError(f"y for loss={loss!r} must hold class codes >= 0, got "
                          f"{int(classes.min())}")
@@ -131,6 +134,8 @@ def check_eval_set(eval_set):
             f"{type(eval_set).__name__}"
             + (f" of length {len(eval_set)}" if isinstance(eval_set, (tuple, list)) else "")
         )
+    if eval_set[2] is None:  # scored by the Spearman correlation with these scores
+        raise ValueError("eval_set's y must hold a similarity score per pair, got None")
     return check_pairs(*eval_set, texts=True)
 
 
@@ -140,6 +145,8 @@ def check_stream_labels(labels: np.ndarray, seen_y, classes) -> None:
     `classes` (given on its first call), no label outside them. `seen_y` is `None` on the
     first call."""
     if labels.ndim == 2:
+        if seen_y is not None and seen_y.ndim == 1:
+            raise ValueError("y is multi-label (2-D) but earlier batches were 1-D")
         if seen_y is not None and labels.shape[1] != seen_y.shape[1]:
             raise ValueError(
                 f"y has {labels.shape[1]} label columns but earlier batches had "
