@@ -97,9 +97,11 @@ def project(X, method: str = "pca", random_state=0) -> np.ndarray:
 
 
 def _umap(X: np.ndarray, random_state) -> np.ndarray:
+    import numba
     import umap
 
     n = X.shape[0]
+    threads = numba.get_num_threads()  # UMAP sets 1 and restores it only when it succeeds
     with warnings.catch_warnings():
         # a seed makes UMAP single-threaded; it says so on every call, and we chose it
         warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
@@ -108,7 +110,10 @@ def _umap(X: np.ndarray, random_state) -> np.ndarray:
             # the spectral start needs more points than dimensions to find its eigenvectors
             init="spectral" if n > 10 else "random", random_state=random_state,
         )
-        return reducer.fit_transform(X)
+        try:
+            return reducer.fit_transform(X)
+        finally:
+            numba.set_num_threads(threads)
 
 
 def projection(

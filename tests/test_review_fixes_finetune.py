@@ -131,3 +131,9 @@ def test_contrastive_tuner_validates_on_pairs_among_the_held_out_rows():
     held, draw = seen[0]  # the validation pairs are drawn first
     i, j, _ = draw()
     assert len(held) == 6 and set(i.tolist()) | set(j.tolist()) <= held  # partners held too
+
+
+def test_sbert_tuner_says_it_needs_y_in_its_tags(tiny_model_path):
+    from sklearn.utils import get_tags
+
+    assert get_tags(tuner(tiny_model_path)).target_tags.required

@@ -100,3 +100,25 @@ def test_project_writes_integer_labels_of_jsonl_with_gaps_as_integers(tmp_path, 
                  "label", "--model", tiny_model_path, "--method", "pca", "--out", str(out)]) == 0
     back = pd.read_csv(out, dtype={"label": str}, keep_default_na=False)
     assert back["label"].tolist() == ["1", "", "2", "2"]
+
+
+def test_loop_checks_a_strategy_set_after_it_was_made():
+    loop = LabellingLoop(SGDClassifier(loss="log_loss"), POOL, classes=["a", "b"])
+    loop.strategy = "margn"
+    with pytest.raises(ValueError, match="strategy"):
+        loop.suggest(2)  # fell through to "auto" before
+
+
+def test_umap_failing_midway_leaves_numba_threads_as_they_were(monkeypatch):
+    numba = pytest.importorskip("numba")
+    umap = pytest.importorskip("umap")
+
+    def fails(self, X, *args, **kwargs):
+        numba.set_num_threads(1)  # what UMAP does with a seed, undone only on success
+        raise RuntimeError("failed midway")
+
+    monkeypatch.setattr(umap.UMAP, "fit_transform", fails)
+    before = numba.get_num_threads()
+    with pytest.raises(RuntimeError, match="failed midway"):
+        project(POOL, method="umap")
+    assert numba.get_num_threads() == before

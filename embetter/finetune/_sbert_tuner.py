@@ -385,3 +385,8 @@ class SbertTuner(TransformerMixin, SbertBase):
         """Output column names: `sberttuner0`, `sberttuner1`, ..."""
         check_is_fitted(self, "learner_")
         return np.asarray([f"sberttuner{i}" for i in range(self.n_features_out_)], dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True  # pairs come from the labels
+        return tags

@@ -157,6 +157,7 @@ class LabellingLoop:
     def suggest(self, k: int = 10) -> np.ndarray:
         """The positions (into the pool) of the next `k` rows to label; never a labelled one."""
         k = check_k(k)
+        self.strategy = check_strategy(self.strategy)  # it may have been set since
         candidates = np.setdiff1d(np.arange(self.n_pool_, dtype=np.intp), self.labelled_)
         if k > candidates.size:
             raise ValueError(
