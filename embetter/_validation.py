@@ -237,6 +237,11 @@ def check_stream_classes(classes, known: np.ndarray) -> None:
             f"first partial_fit call {known.tolist()[:10]}")
 
 
+def plain_scalar(value):
+    """A numpy scalar as the Python value it holds (for messages: 'a', not np.str_('a'))."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def first_classes(y, classes, owner: str, incremental: bool) -> np.ndarray:
     """The classes a fresh start learns: those of `classes=` if given, else of `y`; at least
     two (a stream's later batches could never bring another)."""
@@ -246,8 +251,8 @@ def first_classes(y, classes, owner: str, incremental: bool) -> np.ndarray:
     if incremental:
         raise ValueError(f"partial_fit needs at least two classes, got {found.tolist()}; "
                          "pass all labels of the stream with classes=...")
-    raise ValueError(f"y has only one class ({found[0]!r}); {owner} needs at least two "
-                     "classes to learn from")
+    raise ValueError(f"y has only one class ({plain_scalar(found[0])!r}); {owner} needs at "
+                     "least two classes to learn from")
 
 
 def check_int(value, name: str, minimum: int = 1, *, allow_none: bool = False):

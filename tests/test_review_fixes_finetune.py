@@ -137,3 +137,18 @@ def test_sbert_tuner_says_it_needs_y_in_its_tags(tiny_model_path):
     from sklearn.utils import get_tags
 
     assert get_tags(tuner(tiny_model_path)).target_tags.required
+
+
+def test_sbert_stream_may_start_with_one_of_its_declared_classes(tiny_model_path, corpus):
+    from embetter.text import SentenceEncoder
+
+    stream = tuner(tiny_model_path, batch_size=8, device="cpu", refit_growth=None)
+    stream.partial_fit(corpus[:8], ["a"] * 8, classes=["a", "b"])  # refused before
+    assert stream.n_pairs_ == 0 and stream.n_iter_ == 0  # nothing to contrast yet
+    np.testing.assert_allclose(stream.transform(corpus[:3]),
+                               SentenceEncoder(tiny_model_path, device="cpu").transform(
+                                   corpus[:3]), atol=1e-5)
+    stream.partial_fit(corpus[8:16], ["a", "b"] * 4)
+    assert stream.n_pairs_ > 0 and stream.n_iter_ == 1
+    with pytest.raises(ValueError, match=r"only one class \('a' x 8\)"):  # without classes=
+        tuner(tiny_model_path, batch_size=8).partial_fit(corpus[:8], ["a"] * 8)

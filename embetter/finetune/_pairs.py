@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils import check_random_state
 
-from embetter._validation import as_targets, check_int
+from embetter._validation import as_targets, check_int, plain_scalar
 
 
 def _single_label_pairs(codes, n_pos, n_neg, rng, strategy="random", anchors="all"):
@@ -168,8 +168,8 @@ class PairSampler:
             self.classes, codes = np.unique(labels, return_inverse=True)
             if self.classes.size < 2:
                 raise ValueError(
-                    f"y has only one class ({self.classes[0]!r} x {labels.size}); pairs need "
-                    "at least two" if self.classes.size
+                    f"y has only one class ({plain_scalar(self.classes[0])!r} x {labels.size}); "
+                    "pairs need at least two" if self.classes.size
                     else "y is empty; at least two classes are required"
                 )
             self.codes = codes.ravel()

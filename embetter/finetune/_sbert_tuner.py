@@ -10,6 +10,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from embetter._st import embedding_dim
 from embetter._validation import (
     all_or_nothing,
     as_labels,
@@ -253,6 +254,10 @@ class SbertTuner(TransformerMixin, SbertBase):
     def _learn(self, X, y, classes):
         return self._learn_batch(X, y, classes, first=not hasattr(self, "learner_"))
 
+    def _declared(self) -> bool:
+        """Whether the stream declared its classes (`classes=` on its first call)."""
+        return getattr(self, "classes_", None) is not None and self.classes_.size >= 2
+
     def _refit_due(self, n_seen: int) -> bool:
         """A stream retrains from the start once the texts seen have grown `refit_growth`
         times since the model was last trained from the start (the first call, or the last
@@ -308,15 +313,21 @@ class SbertTuner(TransformerMixin, SbertBase):
         except BaseException:
             average.undo(params)  # a failed (or interrupted) call leaves the served model
             raise
-        if not trained and first:
+        if not trained and first and not (labels.ndim == 1 and np.unique(labels).size < 2
+                                          and self._declared()):
             raise ValueError("no training pairs: n_pos and n_neg are both 0")
         average.end(learner._trained_parameters(), len(texts), len(all_texts))
         self.learner_, self._average = learner, average
         self.seen_texts_, self.seen_y_ = all_texts, all_labels
-        self.n_features_out_ = learner.n_features_out_
+        self.n_features_out_ = embedding_dim(learner.model_)  # (trained or not, see above)
         return self
 
     def _train_pairs(self, learner, texts, labels, n_old, first) -> int:
+        if labels.ndim == 1 and np.unique(labels).size < 2 and self._declared():
+            # a stream's first batches hold one of the classes it declared: nothing to
+            # contrast yet, the model stays the pretrained one until a second class comes
+            learner._model_to_train()
+            return 0
         positives_only = self.loss_ in POSITIVES_ONLY
         classes = self._classes(labels)
         targets = labels if labels.ndim == 2 else np.searchsorted(classes, labels)
