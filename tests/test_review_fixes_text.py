@@ -127,3 +127,14 @@ def test_lite_encoder_fits_texts_without_a_two_letter_word():
     with pytest.raises(ValueError, match="no characters to learn from"):
         LiteTextEncoder(n_components=2).fit(["", " "])
 
+
+
+def test_a_callers_model_moved_to_another_device_changes_the_encoders_key(tiny_model_path):
+    from sentence_transformers import SentenceTransformer
+
+    from embetter.text._models import model_state_key
+
+    model = SentenceTransformer(tiny_model_path, device="cpu")
+    before = model_state_key(model, None)
+    model.to("meta")  # the pipelined engine of the first key sends its inputs to the CPU
+    assert model_state_key(model, None) != before

@@ -229,8 +229,8 @@ def model_state_key(name, device) -> tuple:
     folder's files (a folder saved again holds another model)."""
     from embetter._st import is_sentence_model
 
-    if is_sentence_model(name):
-        return (id(name), device, runs_as_is(name, device))
+    if is_sentence_model(name):  # (where it is now too: an engine is built for one device)
+        return (id(name), device, runs_as_is(name, device), str(name.device))
     resolved, state = folder_key(name)
     return (resolved, device, state)
 
