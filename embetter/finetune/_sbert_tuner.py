@@ -60,21 +60,12 @@ class SbertTuner(TransformerMixin, SbertBase):
     docs/sentence-models.md).
 
     `partial_fit(texts, y)` keeps fine-tuning the same model on each new batch of labels (a
-    labelling session): a call trains `n_pos + n_neg` pairs per new text, so the training it
-    does follows the rows it brings; they are drawn for the new texts and as many earlier ones
-    (replay), with partners from every text seen so far, and the optimizer carries on. Each
-    call's learning rate decays to 0 within the call; the model `transform` uses is the
-    average of the weights each call ended with, a call weighted by its new texts times the
-    texts seen by then (see `StreamAverage`), while training carries on from the last call's
-    own weights: over `benchmarks/sbert.py --stream` it halved the mean gap to one fit
-    (5-NN) against serving the last call's weights (docs/streaming.md has the tables). A
-    call that brings the texts seen to `refit_growth` times those the model was last trained
-    from the start on retrains instead: a fresh copy of the model trains on every text seen so
-    far, exactly as `fit` on them would, and the `"auto"` choices are made again. With the
-    default 1.5 the retrains together train at most about three times what one fit on the
-    whole stream trains, and the model always holds a fit on at least two thirds of the texts
-    seen; small batches over many classes gain most (clinc150 in batches of 50: 5.9 points
-    of 5-NN behind one fit without retraining, 1.5 with it; docs/streaming.md).
+    labelling session): a call trains `n_pos + n_neg` pairs per new text, drawn for the new
+    texts and as many earlier ones (replay), with partners from every text seen so far, and
+    the optimizer carries on. `transform` serves the average of the weights each call ended
+    with (`StreamAverage`). A call that brings the texts seen to `refit_growth` times those
+    the model was last trained from the start on retrains a fresh copy on every text seen, as
+    `fit` would, and makes the `"auto"` choices again; docs/streaming.md has the figures.
 
     The defaults are chosen for the few-shot case (a handful of labelled texts per class):
     balanced pairs, as many positive and negative pairs per text as there are classes,
