@@ -19,7 +19,8 @@ import json
 from embetter._atomic import atomic_path, user_path
 
 #: The classes trusted in a skops file by `load_skops` besides what skops trusts: the public
-#: ones, and the private state a fitted one holds (a stream's weight average: one float).
+#: ones, the private state a fitted one holds (a stream's weight average: one float), and
+#: paths.
 TRUSTED = (
     "embetter.grab.ColumnGrabber",
     "embetter.grab.KeyGrabber",
@@ -34,6 +35,9 @@ TRUSTED = (
     "embetter.finetune.SbertTuner",
     "embetter.finetune._stream_average.StreamAverage",
     "embetter.model.DifferenceClassifier",
+    "embetter.utils.CachedEncoder",
+    "pathlib.PosixPath",  # a folder given as a Path (CachedEncoder's path): data
+    "pathlib.WindowsPath",
     "embetter.external.OpenAIEncoder",
     "embetter.external.AzureOpenAIEncoder",
     "embetter.external.CohereEncoder",

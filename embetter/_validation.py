@@ -59,6 +59,9 @@ def as_texts(X, name: str = "X") -> list[str]:
         X = X.tolist()
     elif not isinstance(X, Iterable) or isinstance(X, dict):
         raise TypeError(f"{name} must be an iterable of texts, got {_describe(X)}")
+    elif isinstance(X, (set, frozenset)):  # no order: rows could not be matched to texts
+        raise TypeError(f"{name} must be an ordered collection of texts (a list, array or "
+                        f"Series), got a {type(X).__name__}; use sorted({name}) or list({name})")
     texts = list(X)
     for i, text in enumerate(texts):
         if isinstance(text, str):
@@ -97,14 +100,24 @@ def as_matrix(
         raise TypeError(f"{name} must be a 2-D array of numbers, got a {type(X).__name__}")
     if hasattr(X, "toarray"):  # scipy sparse
         X = X.toarray()
-    elif hasattr(X, "to_numpy"):  # pandas
-        X = X.to_numpy()
-    try:
-        arr = np.asarray(X)
-        if arr.dtype.kind in "USO" and (arr.dtype.kind != "O" or any(
-                isinstance(v, (str, bytes)) for v in arr.flat)):
+    elif hasattr(X, "to_numpy"):  # pandas (missing values, pd.NA too, become NaN)
+        dtypes = X.dtypes if hasattr(X, "dtypes") else [X.dtype]
+        if any(getattr(d, "kind", "O") in "mM" for d in dtypes):
             raise TypeError(f"{name} must be a 2-D array of numbers, got {_describe(X)} "
-                            f"holding strings (dtype {arr.dtype}); convert them first")
+                            "holding dates or durations; convert them first")
+        try:
+            X = X.to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError):  # strings, objects: described below
+            X = X.to_numpy()
+    arr = np.asarray(X)
+    if arr.dtype.kind in "USO" and (arr.dtype.kind != "O" or any(
+            isinstance(v, (str, bytes)) for v in arr.flat)):
+        raise TypeError(f"{name} must be a 2-D array of numbers, got {_describe(X)} "
+                        f"holding strings (dtype {arr.dtype}); convert them first")
+    if arr.dtype.kind in "mM":
+        raise TypeError(f"{name} must be a 2-D array of numbers, got {_describe(X)} holding "
+                        f"dates or durations (dtype {arr.dtype}); convert them first")
+    try:
         if arr.dtype.kind == "c":
             raise ValueError(f"Complex data not supported: {name} holds complex numbers")
         arr = arr.astype(np.float32, copy=False)
@@ -275,6 +288,16 @@ def check_int(value, name: str, minimum: int = 1, *, allow_none: bool = False):
     return int(value)
 
 
+def check_class_labels(labels: np.ndarray, name: str = "y") -> np.ndarray:
+    """1-D labels that are classes: floats only where they are whole numbers (scores such as
+    0.37 would make every row a class of its own, and no pair similar)."""
+    if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):
+        odd = [float(f"{v:.4g}") for v in labels[labels != np.round(labels)][:3]]
+        raise ValueError(f"{name} holds continuous values (such as {odd}), not class labels; "
+                         "bin them into classes first")
+    return labels
+
+
 def as_targets(y, name: str = "y", n_samples: int | None = None):
     """Read labels for pair building: 1-D labels, or a 2-D 0/1 indicator matrix (multi-label).
 
@@ -294,7 +317,7 @@ def as_targets(y, name: str = "y", n_samples: int | None = None):
         raise ValueError(f"{name} is required, got None")
     arr = _label_array(y, name)
     if not (arr.ndim == 2 and arr.shape[1] > 1):
-        return as_labels(arr, name, n_samples=n_samples), False
+        return check_class_labels(as_labels(arr, name, n_samples=n_samples), name), False
     if n_samples is not None and arr.shape[0] != n_samples:
         raise ValueError(f"{name} has {arr.shape[0]} rows but X has {n_samples} rows")
     if arr.dtype.kind not in "biuf" or not np.isin(arr, (0, 1)).all():

@@ -50,6 +50,13 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
         """Train the head on the absolute difference of the encoded pairs."""
         from sklearn.linear_model import LogisticRegression
 
+        if not hasattr(self.enc, "transform"):
+            raise TypeError(f"enc must be a transformer (an object with transform, such as "
+                            f"SentenceEncoder()), got {type(self.enc).__name__}")
+        if self.clf_head is not None and not all(
+                hasattr(self.clf_head, m) for m in ("fit", "predict")):
+            raise TypeError(f"clf_head must be None or a classifier (fit and predict), got "
+                            f"{type(self.clf_head).__name__}")
         X1, X2 = _sized(X1), _sized(X2)
         self.enc_ = _fitted(self.enc, X1, X2)
         features = self._features(self.enc_, X1, X2)
@@ -66,10 +73,17 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X1, X2):
         features = self._features(self._encoder(), X1, X2)  # NotFittedError first
+        if not features.shape[0]:  # no pairs: no predictions (the head refuses 0 rows)
+            return self.classes_[:0]
         return self.clf_.predict(features)
 
     def predict_proba(self, X1, X2):
         features = self._features(self._encoder(), X1, X2)
+        if not hasattr(self.clf_, "predict_proba"):
+            raise AttributeError(f"clf_head {type(self.clf_).__name__} has no predict_proba; "
+                                 "use predict, or a classifier with probabilities")
+        if not features.shape[0]:
+            return np.zeros((0, len(self.classes_)))
         return self.clf_.predict_proba(features)
 
     def score(self, X1, X2, y, sample_weight=None):

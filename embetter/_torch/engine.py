@@ -144,10 +144,19 @@ class TorchHeadMixin(StreamTraining):
                 self._fit_all(rows)
         return self
 
+    #: the parameters that shape the network (`_arch` reads them): recorded when it is built,
+    #: so a pickle or saved file rebuilds the network trained, whatever `set_params` did since
+    _ARCHITECTURE: tuple = ()
+
+    def _arch(self, name):
+        """A parameter that shapes the network, as it was when the network was built."""
+        return self.__dict__.get("_architecture", {}).get(name, getattr(self, name))
+
     def _start_training(self):
         """A fresh network, optimizer, RNG and replay memory."""
         self._rng = np.random.RandomState(seed_from(self.random_state))
         self.device_ = available_device(self.device)
+        self._architecture = {name: getattr(self, name) for name in self._ARCHITECTURE}
         with seeded(self._rng.randint(0, 2**31 - 1), self.device_):
             self.module_ = self._build_module().to(self.device_)
         self.optimizer_ = self._make_optimizer(self.module_)

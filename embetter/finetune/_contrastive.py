@@ -93,10 +93,12 @@ class PairHead(TorchHeadMixin):
 
     @property
     def _n_features_out(self):
-        """The fitted projection's width (the parameters' until one is fitted: a `set_params`
-        without a refit changes the next fit, not this one)."""
+        """The fitted projection's width (a `set_params` without a refit changes the next fit,
+        not this one; unfitted: none, so `get_feature_names_out` says so)."""
         module = self.__dict__.get("module_")
-        return module.linear.out_features if module is not None else self._out_width()
+        if module is None:
+            raise AttributeError("_n_features_out: not fitted yet")
+        return module.linear.out_features
 
     def _batch_loss(self, module, table, i, j, y):
         # one gather and one matmul for both sides of the pairs
@@ -223,8 +225,11 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
         self.random_state = random_state
         self.device = device
 
+    _ARCHITECTURE = ("shape_out",)
+
     def _out_width(self) -> int:
-        return self.n_features_in_ if self.shape_out is None else self.shape_out
+        width = self._arch("shape_out")
+        return self.n_features_in_ if width is None else width
 
     def _items(self, rows, anchors, partners=None):
         """Pairs `(i, j, y)` of the rows `anchors()` picks, over one table: X1 rows, then X2."""
@@ -262,6 +267,7 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
         checked = check_pairs(X1, X2, y, n_features=None if first else self.n_features_in_)
         # records n_features_in_ (and the column names of a DataFrame X1), or checks them
         check_estimator_input(self, X1, reset=first, name="X1")
+        check_estimator_input(self, X2, reset=False, name="X2")  # the same columns as X1
         X1, X2, y = checked
         if loss == "cosine_margin" and not np.isin(y, (0, 1)).all():
             raise ValueError(
@@ -292,6 +298,8 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
     def predict(self, X1, X2):
         """Cosine similarity of each pair `(X1[i], X2[i])` in the learned space, float32."""
         check_is_fitted(self)
+        for X, name in ((X1, "X1"), (X2, "X2")):  # the column names too, as transform does
+            check_estimator_input(self, X, reset=False, allow_empty=True, name=name)
         X1, X2, _ = check_pairs(X1, X2, n_features=self.n_features_in_)
         a, b = (self._forward(X, lambda m, x: m(x)) for X in (X1, X2))
         return (a * b).sum(axis=1)
@@ -304,6 +312,7 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
         state = self.__getstate__()
         params = self.get_params()
         params.pop("device")  # chosen again on load
+        params.update(state.get("_architecture", {}))  # as trained, whatever set_params did
         if isinstance(params["random_state"], Integral):  # numpy's ints too
             params["random_state"] = int(params["random_state"])
         elif params["random_state"] is not None:  # a RandomState: not plain data

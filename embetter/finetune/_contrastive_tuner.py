@@ -214,8 +214,11 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
         self.device = device
 
     # -- the head on the engine ---------------------------------------------------------------
+    _ARCHITECTURE = ("hidden_dim",)
+
     def _out_width(self) -> int:
-        return self.n_features_in_ if self.hidden_dim is None else self.hidden_dim
+        width = self._arch("hidden_dim")
+        return self.n_features_in_ if width is None else width
 
     def _sampler(self, labels, random_state, anchors=None):
         return PairSampler(labels, n_neg=self.n_neg, n_pos=self.n_pos, strategy=self.strategy,

@@ -17,6 +17,7 @@ from embetter._torch.stream import REFIT_CONSTRAINTS
 from embetter._validation import (
     all_or_nothing,
     as_labels,
+    check_class_labels,
     check_estimator_input,
     check_stream_classes,
     encode_known_labels,
@@ -193,9 +194,11 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
         self.device = device
 
     # -- the network -------------------------------------------------------------------------
+    _ARCHITECTURE = ("hidden_dim", "activation", "dropout")
+
     def _build_module(self):
-        return _FeedForward(self.n_features_in_, self.hidden_dim, len(self.classes_),
-                            self.activation, self.dropout)
+        return _FeedForward(self.n_features_in_, self._arch("hidden_dim"), len(self.classes_),
+                            self._arch("activation"), self._arch("dropout"))
 
     def _n_epochs(self, n_rows: int) -> float:
         """`n_epochs="auto"`: 15 passes, up to 1.5 times as many when classes have few rows."""
@@ -210,9 +213,11 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
 
     @property
     def _n_features_out(self):
-        """The fitted network's width (`hidden_dim` until one is fitted)."""
+        """The fitted network's width (unfitted: none, so `get_feature_names_out` says so)."""
         module = self.__dict__.get("module_")
-        return module.hidden.out_features if module is not None else self.hidden_dim
+        if module is None:
+            raise AttributeError("_n_features_out: not fitted yet")
+        return module.hidden.out_features
 
     def _stratify(self, rows):
         return rows[1]
@@ -250,7 +255,7 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
         self._validate_params()  # every call: set_params may come between partial_fits
         require_y(self, y)
         X = check_estimator_input(self, X, reset=first)
-        y = as_labels(y, "y", n_samples=X.shape[0])
+        y = check_class_labels(as_labels(y, "y", n_samples=X.shape[0]))
         if first:
             self.classes_ = first_classes(y, classes, "FeedForwardTuner", incremental)
         else:

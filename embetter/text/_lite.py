@@ -10,6 +10,7 @@ from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import FeatureUnion
 from sklearn.preprocessing import normalize
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from embetter._validation import all_or_nothing, as_texts, check_int
@@ -41,6 +42,15 @@ class LiteTextEncoder(TransformerMixin, BaseEstimator):
     ```
     """
 
+    _parameter_constraints = {
+        "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
+        "word_ngram_range": "no_validation",  # _check_range says what is expected
+        "char_ngram_range": "no_validation",
+        "max_features": [None, Interval(numbers.Integral, 1, None, closed="left")],
+        "normalize": ["boolean"],
+        "random_state": ["random_state"],
+    }
+
     def __init__(
         self,
         n_components=256,
@@ -70,7 +80,8 @@ class LiteTextEncoder(TransformerMixin, BaseEstimator):
     @all_or_nothing
     def fit(self, X, y=None):
         """Learn the vocabulary, IDF weights and the SVD projection from texts."""
-        n = check_int(self.n_components, "n_components")
+        n = check_int(self.n_components, "n_components")  # (its message, as before)
+        self._validate_params()
         for name in ("word_ngram_range", "char_ngram_range"):
             _check_range(getattr(self, name), name)
         texts = as_texts(X)

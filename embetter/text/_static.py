@@ -202,7 +202,8 @@ class TextEncoder(RemovedParams, TransformerMixin, BaseEstimator):
         """Nothing to learn unless `train_on_fit=True`: then train the static model on the
         texts `X` to mimic `teacher` (`y` is ignored)."""
         self._check_params()
-        self.__dict__.pop("trained_model_", None)
+        for name in ("trained_model_", "n_features_in_"):  # what a trained fit recorded
+            self.__dict__.pop(name, None)
         if self.train_on_fit:
             self._train(as_texts(X), self._base_model())
         return self
