@@ -66,9 +66,17 @@ def kept_random_state():
 
     python_state, numpy_state = random.getstate(), np.random.get_state()
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    # before CUDA starts, torch.manual_seed queues the GPUs' seed for when it does (private
+    # to torch, hence guarded): that queue is put back too, or the caller's seed is lost
+    queue = None if devices else getattr(torch.cuda, "_lazy_seed_tracker", None)
+    queued = None if queue is None else {k: (list(v) if isinstance(v, list) else v)
+                                         for k, v in vars(queue).items()}
     try:
         with torch.random.fork_rng(devices=devices):
             yield
     finally:
         random.setstate(python_state)
         np.random.set_state(numpy_state)
+        if queued is not None:
+            vars(queue).clear()
+            vars(queue).update(queued)

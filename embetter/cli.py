@@ -349,7 +349,10 @@ def main(argv=None) -> int:
     assert main(["embed", "no-such-file.csv", "--text-col", "text", "--out", "x.npy"]) == 2
     ```
     """
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse's exit: bad arguments (2, said on stderr), --help (0)
+        return e.code if isinstance(e.code, int) else 2
     # transformers draws a bar for every model load; on the command line it only hides the
     # output that matters (our own progress bars are sentence-transformers', not affected).
     try:

@@ -77,6 +77,8 @@ class CachedEncoder(TransformerMixin, BaseEstimator):
             raise ValueError(f"path must be a folder for the cache, got the file {self.path!r}")
         cache = self.__dict__.get("_cache_handle")
         if cache is None or cache.directory != folder:
+            if cache is not None:  # set_params(path=...): the old folder's database closes
+                cache.close()
             # cull_limit=0: transform culls once per batch of writes, not on every set
             cache = diskcache.Cache(folder, cull_limit=0)
             self.__dict__["_cache_handle"] = cache
@@ -121,6 +123,12 @@ class CachedEncoder(TransformerMixin, BaseEstimator):
             return np.asarray(self.encoder.transform([]), dtype=np.float32)
         flat = np.frombuffer(b"".join(found[k] for k in keys), dtype=np.float32)
         return flat.reshape(len(keys), -1).copy()
+
+    def close(self):
+        """Close the cache's database now (it opens again on the next `transform`)."""
+        cache = self.__dict__.pop("_cache_handle", None)
+        if cache is not None:
+            cache.close()
 
     def get_feature_names_out(self, input_features=None):
         """The wrapped encoder's output names (for `set_output` and pipelines)."""

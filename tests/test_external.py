@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 
-import embetter.external._core as core
+import embetter.external._calls as calls
 from embetter.external import (
     AzureOpenAIEncoder,
     CohereEncoder,
@@ -56,7 +56,7 @@ def api(local):
 def server(api, monkeypatch):
     for name in ENV_VARS:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(core, "INITIAL_RETRY_DELAY", 0.005)  # our own backoff, for Ollama
+    monkeypatch.setattr(calls, "INITIAL_RETRY_DELAY", 0.005)  # our own backoff, for Ollama
     api.wait_idle()
     api.reset()
     api.delay = 0.0

@@ -257,9 +257,9 @@ def test_no_files_left_in_the_working_directory(tiny_model_path, pairs, tmp_path
 def test_to_disk_loads_with_sentence_encoder(tiny_model_path, pairs, corpus, tmp_path):
     fitted = learner(tiny_model_path).fit(*small(pairs))
     target = tmp_path / "model"
-    target.mkdir()
+    fitted.to_disk(target)  # a model saved there before...
     (target / "stale.txt").write_text("old content is replaced")
-    assert fitted.to_disk(target) == str(target)
+    assert fitted.to_disk(target) == str(target)  # ...is replaced as a whole
     assert not (target / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temp dirs left
     loaded = SentenceEncoder(str(target)).transform(corpus)

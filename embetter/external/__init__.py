@@ -2,8 +2,8 @@
 Ollama. Each needs its provider's client: `pip install 'embetter[openai]'` (or `cohere`,
 `ollama`); importing this package needs none of them."""
 
+from embetter.external._calls import HostedAPIError
 from embetter.external._cohere import CohereEncoder
-from embetter.external._core import HostedAPIError
 from embetter.external._ollama import OllamaEncoder
 from embetter.external._openai import AzureOpenAIEncoder, OpenAIEncoder
 

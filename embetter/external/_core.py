@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import numbers
-import random
+import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
@@ -27,104 +26,17 @@ import numpy as np
 
 from embetter._validation import as_texts, check_int
 from embetter.base import EmbetterBase, text_input_tags
+from embetter.external._calls import (
+    HostedAPIError,
+    MalformedReply,
+    Secret,
+    Stopped,
+    backoff_delay,
+    make_batches,
+    short_message,
+)
 
 log = logging.getLogger("embetter.external")
-
-#: Our own backoff, for clients without retry machinery (Ollama) and for what a client does not
-#: retry (timeouts in Cohere's client): the same curve as openai's (0.5 s doubling to 8 s,
-#: minus up to 25% jitter).
-INITIAL_RETRY_DELAY = 0.5
-MAX_RETRY_DELAY = 8.0
-
-#: Statuses worth retrying: request timeout, lock conflict, rate limit, server errors.
-RETRY_STATUSES = frozenset({408, 409, 429})
-
-
-class Secret(str):
-    """An API key: `'***'` in a repr, `***` as text (`str()`, f-strings, a logger's `%s`, a
-    parameter table); the clients get the real value from `reveal`."""
-
-    __slots__ = ()
-
-    def __repr__(self):
-        return "'***'"
-
-    def __str__(self):
-        return "***"
-
-    def __format__(self, spec):
-        return format("***", spec)
-
-
-def reveal(key):
-    """The real text of a key (a plain str for the provider's client), or None."""
-    return None if key is None else str.__str__(key) if isinstance(key, Secret) else key
-
-
-class MalformedReply(ValueError):
-    """A reply that parsed but does not fit the request (raised by a provider's
-    `_embed_batch`; the core adds which batch it was)."""
-
-
-class HostedAPIError(RuntimeError):
-    """A batch that the hosted API did not embed (after the retries, where the error was worth
-    retrying), or a reply that does not fit the request.
-
-    `batch` is the 0-based batch number, `texts` the `(start, stop)` range of input positions
-    it held, and `status` the HTTP status (`None` for a timeout, a lost connection or a
-    malformed reply).
-    """
-
-    def __init__(self, message, *, batch=None, texts=None, status=None):
-        super().__init__(message)
-        self.batch = batch
-        self.texts = texts
-        self.status = status
-
-
-def require(module: str, extra: str, owner: str):
-    """Import a provider's client package, or say which extra installs it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise ImportError(
-            f"{owner} needs the `{module}` package, which is not installed. "
-            f"Install it with: pip install 'embetter[{extra}]'"
-        ) from e
-
-
-def estimate_tokens(text: str) -> int:
-    """A cheap upper estimate of a text's token count: UTF-8 bytes / 3, rounded up.
-
-    BPE tokenisers average about 4 bytes per token on English and about 3 on CJK scripts, so
-    this overestimates, which keeps a batch under a provider's per-request token limit
-    without shipping the provider's tokenizer.
-    """
-    return max(1, math.ceil(len(text.encode("utf-8")) / 3))
-
-
-def make_batches(texts: list[str], batch_size: int, max_tokens: int | None) -> list[range]:
-    """Consecutive ranges of positions: at most `batch_size` texts and (estimated)
-    `max_tokens` tokens each. A single text over the budget gets a batch of its own (the
-    provider truncates it or says it is too long)."""
-    batches, start, tokens = [], 0, 0
-    for i, text in enumerate(texts):
-        cost = estimate_tokens(text) if max_tokens is not None else 0
-        full = i - start >= batch_size or (max_tokens is not None and tokens + cost > max_tokens)
-        if full and i > start:
-            batches.append(range(start, i))
-            start, tokens = i, 0
-        tokens += cost
-    if start < len(texts):
-        batches.append(range(start, len(texts)))
-    return batches
-
-
-def backoff_delay(retry: int) -> float:
-    """Seconds to wait before retry number `retry` (0-based): exponential, with jitter."""
-    return min(INITIAL_RETRY_DELAY * 2.0**retry, MAX_RETRY_DELAY) * (1 - 0.25 * random.random())
 
 
 def _positive_int(value, name, upper=None, *, allow_none=False):
@@ -256,9 +168,12 @@ class HostedEncoder(EmbetterBase):
         client = self._client()
         n = len(batches)
         out: list[np.ndarray | None] = [None] * n
+        stop = threading.Event()  # set on the first failure: no batch starts or retries after
 
         def run(k: int) -> None:
-            out[k] = self._checked_batch(client, texts, batches[k], k, n)
+            if stop.is_set():
+                raise Stopped
+            out[k] = self._checked_batch(client, texts, batches[k], k, n, stop)
 
         workers = min(int(self.max_concurrency), n)
         if workers == 1:
@@ -269,11 +184,14 @@ class HostedEncoder(EmbetterBase):
             try:
                 futures = [pool.submit(run, k) for k in range(n)]
                 done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-                failed = [f for f in futures if f in done and f.exception() is not None]
+                failed = [f for f in futures if f in done and f.exception() is not None
+                          and not isinstance(f.exception(), Stopped)]
                 if failed:
                     raise failed[0].exception()
             finally:
-                # stop queued batches at the first failure; running ones end on their own
+                # at the first failure (or an interrupt) queued batches are cancelled and
+                # running ones stop retrying; a request already sent ends on its own
+                stop.set()
                 pool.shutdown(wait=False, cancel_futures=True)
         widths = sorted({part.shape[1] for part in out})
         if len(widths) > 1:
@@ -287,11 +205,12 @@ class HostedEncoder(EmbetterBase):
         self.__dict__["_dim_cache"] = (self._dim_key(), emb.shape[1])
         return emb
 
-    def _checked_batch(self, client, texts, rows: range, k: int, n: int) -> np.ndarray:
+    def _checked_batch(self, client, texts, rows: range, k: int, n: int,
+                       stop=None) -> np.ndarray:
         where = f"batch {k + 1} of {n} (texts {rows.start} to {rows.stop - 1})"
         chunk = texts[rows.start:rows.stop]
         try:
-            emb = self._with_retries(lambda: self._embed_batch(client, chunk), where)
+            emb = self._with_retries(lambda: self._embed_batch(client, chunk), where, stop)
         except HostedAPIError:
             raise
         except MalformedReply as e:
@@ -308,13 +227,14 @@ class HostedEncoder(EmbetterBase):
                 # ValidationError is a ValueError): say so, with the batch
                 raise HostedAPIError(
                     f"{type(self).__name__}: {where}: the server's reply could not be read "
-                    f"({type(e).__name__}: {_short(str(e))}); nothing is returned rather than "
-                    "a partial or misaligned array", batch=k, texts=(rows.start, rows.stop),
+                    f"({type(e).__name__}: {short_message(str(e))}); nothing is returned "
+                    "rather than a partial or misaligned array",
+                    batch=k, texts=(rows.start, rows.stop),
                 ) from e
             label = f"status {status}" if status is not None else what
             raise HostedAPIError(
                 f"{type(self).__name__}: {where} failed with {label} "
-                f"(max_retries={self.max_retries}): {_short(self._error_message(e))}",
+                f"(max_retries={self.max_retries}): {short_message(self._error_message(e))}",
                 batch=k, texts=(rows.start, rows.stop), status=status,
             ) from e
         try:
@@ -343,8 +263,9 @@ class HostedEncoder(EmbetterBase):
             )
         return emb
 
-    def _with_retries(self, call, where: str):
-        """Retry what the client itself does not (see `_retryable`), with backoff."""
+    def _with_retries(self, call, where: str, stop=None):
+        """Retry what the client itself does not (see `_retryable`), with backoff; no retry
+        once `stop` is set (another batch failed)."""
         retries = int(self.max_retries)
         for attempt in range(retries + 1):
             try:
@@ -357,7 +278,10 @@ class HostedEncoder(EmbetterBase):
                 log.info("%s: %s got %s; retry %d of %d in %.2f s", type(self).__name__, where,
                          f"status {status}" if status is not None else what,
                          attempt + 1, retries, delay)
-                time.sleep(delay)
+                if stop is None:
+                    time.sleep(delay)
+                elif stop.wait(delay):
+                    raise Stopped from e
 
     # -- what a provider file implements -----------------------------------------------------
     def _make_client(self):  # pragma: no cover - abstract
@@ -385,12 +309,3 @@ class HostedEncoder(EmbetterBase):
         text_input_tags(tags)
         tags.non_deterministic = False
         return tags
-
-
-def retryable_status(status: int | None) -> bool:
-    return status is not None and (status in RETRY_STATUSES or status >= 500)
-
-
-def _short(error, limit: int = 300) -> str:
-    text = " ".join(str(error).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."

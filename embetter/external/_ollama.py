@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from embetter.external._core import HostedEncoder, require, retryable_status, reveal
+from embetter.external._calls import require, retryable_status, reveal
+from embetter.external._core import HostedEncoder
 
 OLLAMA_DIMS = {
     "nomic-embed-text": 768,

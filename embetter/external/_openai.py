@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from embetter.external._core import HostedEncoder, MalformedReply, require, reveal
+from embetter.external._calls import MalformedReply, require, reveal
+from embetter.external._core import HostedEncoder
 
 OPENAI_DIMS = {
     "text-embedding-3-small": 1536,

@@ -95,7 +95,8 @@ class SbertBase(BaseEstimator):
         """Save the fine-tuned model; `SentenceEncoder(path)` loads it back.
 
         The model is written to a temporary directory next to `path` and then renamed into
-        place, so `path` never holds a half-written model.
+        place, so `path` never holds a half-written model. It replaces the whole folder: an
+        existing `path` must be empty or hold a saved model, anything else is refused.
         """
         from embetter.finetune._sbert_model import save_atomic
 

@@ -48,6 +48,13 @@ def model_from_bytes(files: dict[str, bytes], device: str):
 def save_atomic(model, path) -> str:
     """Save a model directory so that `path` is either the old content or the complete new one."""
     path = Path(os.fspath(path)).expanduser()
+    saved = ("modules.json", "config_sentence_transformers.json")  # a sentence model's files
+    if path.is_dir() and any(path.iterdir()) and not any((path / f).is_file() for f in saved):
+        # the folder is replaced as a whole: never one that holds something else
+        raise ValueError(
+            f"path {str(path)!r} is a folder holding files that are not a saved sentence model; "
+            "the model replaces the whole folder, so give a new (or empty) folder, or one "
+            "where a model was saved before")
     with atomic_path(path, folder=True) as tmp:
         _st.save(model, tmp)
     return str(path)

@@ -121,7 +121,9 @@ class SentenceEncoder(EncodePaths, RemovedParams, EmbetterBase):
     @property
     def model_(self):
         """The underlying `SentenceTransformer`, loaded on first access (and again when the
-        folder it came from is saved again)."""
+        folder it came from is saved again). Read it, do not change it: a model loaded by
+        name is shared by every encoder of that name and device in the process (to change
+        or train one, load your own `SentenceTransformer` and pass it as `name`)."""
         cached = self.__dict__.get("_model")
         key = self._model_key()
         fresh = self.__dict__.get("_loaded_for") == key

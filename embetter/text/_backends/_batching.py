@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from collections import deque
@@ -80,8 +81,8 @@ def iter_batches(texts, tokenizer: TextTokenizer, prompt, batch_size: int,
         return out
 
     starts = iter(range(0, len(texts), window))
-    with ThreadPoolExecutor(max_workers=max(1, workers),
-                            thread_name_prefix="embetter-tokenize") as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="embetter-tokenize")
+    try:
         pending = deque(pool.submit(prepare, s) for s in itertools.islice(starts, workers + 1))
         while pending:
             batches = pending.popleft().result()
@@ -89,6 +90,8 @@ def iter_batches(texts, tokenizer: TextTokenizer, prompt, batch_size: int,
             if nxt is not None:
                 pending.append(pool.submit(prepare, nxt))
             yield from batches
+    finally:  # closed early (an error, an interrupt): windows not started are dropped
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _progress(batches, total: int, show: bool):
@@ -129,7 +132,8 @@ class ExportedEngine:
         _check_prompt(prompt, self.needs_prompt_length, self.backend)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         batches = iter_batches(texts, self.tokenizer, prompt, batch_size, workers=1)
-        for positions, arrays in _progress(batches, -(-len(texts) // batch_size),
-                                           show_progress_bar):
-            out[positions] = self._run(arrays)
+        with contextlib.closing(batches):  # an error stops the tokenizing thread at once
+            for positions, arrays in _progress(batches, -(-len(texts) // batch_size),
+                                               show_progress_bar):
+                out[positions] = self._run(arrays)
         return out

@@ -6,6 +6,7 @@ non-blocking copies, and CUDA runs in float16 autocast by default. The path for 
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -86,7 +87,8 @@ class PipelinedEngine:
         self.model.eval()
         batches = iter_batches(texts, self.tokenizer, prompt, batch_size,
                                workers=min(4, os.cpu_count() or 1), max_tokens=max_tokens)
-        with torch.inference_mode(), autocast:
+        # closing: an error or interrupt stops the tokenizing threads at once
+        with contextlib.closing(batches), torch.inference_mode(), autocast:
             for positions, arrays in _progress(batches, n_batches, show_progress_bar):
                 features = {}
                 for name, arr in arrays.items():

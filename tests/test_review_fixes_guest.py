@@ -1,0 +1,136 @@
+"""Fixes from a review of what embetter leaves behind in the caller's process and files: each
+test failed on the code before its fix."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests._api_server import EmbeddingServer
+from tests._sbert_helpers import learner
+
+
+def test_to_disk_refuses_a_folder_that_holds_something_else(tiny_model_path, corpus, tmp_path):
+    fitted = learner(tiny_model_path, loss="mnrl", batch_size=8, device="cpu")
+    fitted.fit(corpus[:8], corpus[8:16])
+    models = tmp_path / "models"
+    (models / "another-model").mkdir(parents=True)
+    (models / "README.md").write_text("mine")
+    with pytest.raises(ValueError, match="holding files that are not a saved sentence model"):
+        fitted.to_disk(models)  # it was moved aside and deleted
+    assert (models / "README.md").read_text() == "mine" and (models / "another-model").is_dir()
+    saved = fitted.to_disk(models / "tuned")
+    assert fitted.to_disk(saved) == saved  # a saved model's folder is replaced as before
+
+
+@pytest.fixture
+def server():
+    api = EmbeddingServer(lambda texts: np.ones((len(texts), 4), np.float32)).start()
+    yield api
+    api.stop()
+
+
+def test_retries_leave_the_callers_random_sequence_alone(server):
+    from embetter.external import OllamaEncoder
+
+    enc = OllamaEncoder("m", base_url=server.url, batch_size=8, max_concurrency=1)
+    enc.transform(["warm up the client"])
+    server.inject(status=500, times=1)
+    random.seed(123)
+    before = random.getstate()
+    enc.transform(["a", "b"])  # retried once, after a jittered wait
+    assert random.getstate() == before
+
+
+def test_no_batch_retries_after_another_failed(server):
+    from embetter.external import HostedAPIError, OllamaEncoder
+
+    server.inject(status=400, match="text 0", times=None)  # batch 1 fails at once
+    server.inject(status=503, times=None)  # the others would be retried
+    enc = OllamaEncoder("m", base_url=server.url, batch_size=1, max_concurrency=4,
+                        max_retries=5)
+    with pytest.raises(HostedAPIError, match="status 400"):
+        enc.transform([f"text {i}" for i in range(8)])
+    at_raise = len(server.requests)
+    time.sleep(3)  # the retries' first waits are 0.4-0.5 s, then 1 s, 2 s...
+    assert len(server.requests) - at_raise <= 4  # requests already sent, no retries (12 before)
+
+
+def test_an_interrupted_encode_stops_its_tokenizing_threads(tiny_model_path):
+    from sentence_transformers import SentenceTransformer
+
+    from embetter.text import SentenceEncoder
+
+    model = SentenceTransformer(tiny_model_path, device="cpu").eval()  # runs as it is
+    enc = SentenceEncoder(model, backend="pipelined", batch_size=8)
+    enc.transform(["warm up"])
+    calls = []
+
+    def forward(features, _real=model.forward):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return _real(features)
+
+    model.forward = forward
+    try:
+        with pytest.raises(KeyboardInterrupt) as kept:  # the traceback (and frames) kept alive
+            enc.transform([f"text number {i}" for i in range(5000)])
+        alive = [t.name for t in threading.enumerate() if "embetter-tokenize" in t.name]
+        assert alive == [] and kept.value is not None
+    finally:
+        del model.forward
+
+
+def test_training_a_static_model_keeps_the_gpus_queued_seed(tiny_model_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_initialized():
+        pytest.skip("the queued seed exists only before CUDA starts")
+    from embetter.text import TextEncoder, _distill
+
+    folder = _distill.distill(tiny_model_path, pca_dims=8)
+    queue = torch.cuda._lazy_seed_tracker
+    torch.manual_seed(42)
+    mine = queue.manual_seed_all_cb
+    try:
+        TextEncoder(folder, train_on_fit=True, teacher=tiny_model_path, random_state=0).fit(
+            [f"some text number {i}" for i in range(40)])
+        assert queue.manual_seed_all_cb is mine  # model2vec's seed had replaced it
+    finally:
+        torch.manual_seed(torch.initial_seed())
+
+
+def test_cached_encoder_closes_the_database_it_leaves(tmp_path):
+    from embetter.text import LiteTextEncoder
+    from embetter.utils import cached
+
+    texts = ["a b", "c d", "e f"]
+    enc = cached(tmp_path / "a", LiteTextEncoder(n_components=2, random_state=0)).fit(texts)
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        pytest.skip("needs /proc to list open files (Linux)")
+
+    def open_in(folder):
+        return [p for p in fds.iterdir() if str(folder) in os.path.realpath(p)]
+
+    enc.transform(texts)
+    assert open_in(tmp_path / "a")
+    enc.set_params(path=tmp_path / "b").transform(texts)
+    assert not open_in(tmp_path / "a")  # open until a garbage collection before
+    enc.close()
+    assert not open_in(tmp_path / "b")
+    assert "_cache_handle" not in enc.__dict__
+    np.testing.assert_array_equal(enc.transform(texts), enc.encoder.transform(texts))
+
+
+def test_cli_main_returns_the_exit_code_of_bad_arguments(capsys):
+    from embetter.cli import main
+
+    assert main(["embed"]) == 2 and main(["no-such-command"]) == 2
+    assert "usage:" in capsys.readouterr().err
