@@ -19,7 +19,7 @@ import numpy as np
 
 from embetter._validation import check_int
 
-__all__ = ["transform"]
+__all__ = ["transform", "release"]
 
 _INSTALL_HINT = "pip install 'embetter[dask]'"
 
@@ -219,6 +219,32 @@ def _worker_copy(key: str, pipeline):
         while len(_KEPT) > _KEEP:
             _KEPT.popitem(last=False)
     return kept
+
+
+def _forget_kept() -> int:
+    with _kept_lock:
+        n = len(_KEPT)
+        _KEPT.clear()
+    return n
+
+
+def release(client=None) -> int:
+    """Drop the pipelines (and the models they loaded) that workers keep between jobs: those
+    of this process (the workers of a `LocalCluster(processes=False)` live here), and with
+    `client` those of each of its workers. Returns how many copies were dropped.
+
+    Usage:
+
+    ```python
+    from embetter.dask import release
+
+    assert release() >= 0  # after the last job: free the workers' models
+    ```
+    """
+    dropped = _forget_kept()
+    if client is not None:
+        dropped += sum(client.run(_forget_kept).values())
+    return dropped
 
 
 def _count(part) -> int:

@@ -362,3 +362,16 @@ def test_a_large_pipeline_is_sent_without_distributed_s_size_warning(client, cor
     assert [str(w.message) for w in caught] == []
     got = client.compute(X, sync=True)
     np.testing.assert_allclose(got, [[1.0, 2.0]] * 6)
+
+
+def test_release_drops_the_pipelines_the_workers_keep(client, tiny_model_path, corpus):
+    from embetter.dask import release
+
+    enc = SentenceEncoder(tiny_model_path)
+    series = dd.from_pandas(pd.Series(corpus[:40], name="text"), npartitions=2)
+    client.compute(transform(enc, series, client=client), sync=True)
+    kept = client.run(lambda: len(__import__("embetter.dask").dask._KEPT))
+    assert sum(kept.values()) >= 1  # a worker that ran a partition keeps the pipeline
+    assert release(client) >= 1
+    assert sum(client.run(lambda: len(__import__("embetter.dask").dask._KEPT)).values()) == 0
+    assert release(client) == 0
