@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = _sub(
         sub, "demo", "the main story: tune on a few hundred labels, compare, plot",
-        "The main story, offline: encode ~700 short support-inbox messages with the bundled\n"
+        "The main story, offline: encode 638 short support-inbox messages with the bundled\n"
         "all-MiniLM-L6-v2, fit FeedForwardTuner and ContrastiveTuner (and SbertTuner with\n"
         "--sbert) on the training half, print held-out accuracy of a logistic regression and\n"
         "of 5-nearest-neighbours on raw vs tuned embeddings, and save PCA plots of the test\n"

@@ -161,7 +161,7 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
             mixed, as many as new ones, into each call's training; 0 turns replay off.
         verbose: show a progress bar with the loss per epoch.
         random_state: seed for initialisation and shuffling (int for repeatable fits).
-        device: `None` (cuda if available, else cpu), `"cpu"`, `"cuda"`, ...
+        device: `None` (cuda, then mps, then cpu), `"cpu"`, `"cuda"`, ...
 
     Usage:
 

@@ -123,7 +123,7 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
             `FeedForwardTuner`, where the default 1.5 is explained); `None` never retrains.
         verbose: show a progress bar with the loss per epoch.
         random_state: seed for pairs, initialisation and shuffling (int for repeatable fits).
-        device: `None` (cuda if available, else cpu), `"cpu"`, `"cuda"`, ...
+        device: `None` (cuda, then mps, then cpu), `"cpu"`, `"cuda"`, ...
 
     Usage:
 
@@ -325,7 +325,8 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
 
         Arguments:
             X: the batch of embeddings.
-            y: their labels (pairs are formed inside the batch).
+            y: their labels (the new rows, and as many remembered ones, are paired with
+                partners from everything remembered).
             classes: every label the stream will contain; later batches may only use these.
         """
         return self._fit(X, y, incremental=True, classes=classes)

@@ -128,7 +128,7 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
             training.
         verbose: show a progress bar with the loss per epoch.
         random_state: seed for initialisation, shuffling and dropout (int for repeatable fits).
-        device: `None` (cuda if available, else cpu), `"cpu"`, `"cuda"`, ...
+        device: `None` (cuda, then mps, then cpu), `"cpu"`, `"cuda"`, ...
 
     Usage:
 

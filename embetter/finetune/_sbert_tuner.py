@@ -105,9 +105,9 @@ class SbertTuner(TransformerMixin, SbertBase):
             accurate on few-shot data); see `SbertLearner`.
         loss: `"auto"` (see above), `"prototype"`, `"supcon"`, or a pair loss of
             `SbertLearner`.
-        label_texts: `"auto"` (string labels that hold a word are their own text; other
-            labels get none), `None`, or a dict of label -> text (for a 2-D `y`: column
-            number -> text) with a text for every label.
+        label_texts: `"auto"` (when every label is a string holding a word, each is its
+            own text; otherwise, and for a 2-D `y`, none), `None`, or a dict of label -> text
+            (for a 2-D `y`: column number -> text) with a text for every label.
         refit_growth: `partial_fit` retrains from the start when the texts seen reach this
             many times the texts of the last start (a number above 1); `None` never retrains:
             every call trains on from the last one.

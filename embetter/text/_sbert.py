@@ -47,20 +47,21 @@ class SentenceEncoder(EncodePaths, RemovedParams, EmbetterBase):
             by a faster loop (tokenisation in worker threads overlapped with the model,
             length-bucketed batches, pinned-memory copies, float16 on CUDA).
             `"onnx"`: an int8-quantised ONNX export, made locally on first use and cached under
-            `$EMBETTER_CACHE_DIR` (default `~/.cache/embetter`), run by onnxruntime on the CPU
+            `$EMBETTER_CACHE_DIR` (default `$XDG_CACHE_HOME/embetter`, else
+            `~/.cache/embetter`), run by onnxruntime on the CPU
             (needs `embetter[onnx]`). `"openvino"`: the float32 export run by the OpenVINO
             runtime (needs `embetter[openvino]`). `"auto"`: measures, at first use, the paths
-            this machine can run on a few hundred bundled texts, keeps those within mean
+            this machine can run on 16 to 256 bundled texts, keeps those within mean
             cosine 0.99 of float32 and runs the fastest (the default unless another is
             clearly faster); the choice is cached per machine and model, and `backend_` /
             `backend_probe_` say what was chosen, from which timings, at what cost.
         precision: `None` picks the backend's default (`"torch"`: float32; `"pipelined"`:
             float16 on CUDA when it holds cosine 0.999, float32 elsewhere; `"onnx"`: int8;
             `"openvino"`: float32).
-            `"pipelined"` also takes `"float32"`, `"float16"` and `"bfloat16"` (on CPUs with
-            native bfloat16, such as AVX512-BF16 or AMX, about 3x float32 at cosine 0.9999;
-            slower than float32 elsewhere); `"onnx"` takes `"int8"` and `"float32"`; `"auto"`
-            chooses its own.
+            `"pipelined"` also takes `"float32"`, `"float16"` and `"bfloat16"` (about 3x
+            float32 at cosine 0.9999 on a CPU with AMX; with AVX512-BF16 alone anywhere from
+            slower to 1.6x, elsewhere slower: `backend="auto"` measures); `"onnx"` takes
+            `"int8"` and `"float32"`; `"auto"` chooses its own.
 
     Attributes (after the first `transform` with `backend="auto"`; not pickled, as they
     describe this machine):

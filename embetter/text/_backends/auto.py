@@ -1,7 +1,8 @@
 """`backend="auto"`: time the paths this machine can run, keep the fastest one that stays within
 cosine 0.99 of float32, and remember the choice per machine and model.
 
-The probe encodes a few hundred bundled texts (the support inbox) with every candidate, in
+The probe encodes 16 to 256 bundled texts on a CPU, more on a GPU (the support inbox, sized
+from the default path's speed) with every candidate, in
 interleaved rounds (best time of each, so a busy neighbour slows all candidates alike), and
 keeps the default path unless another is clearly faster: `auto` is never slower than the default
 beyond the probe's noise. The choice is saved as a small JSON file under
