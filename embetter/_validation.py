@@ -101,13 +101,17 @@ def as_matrix(
     if hasattr(X, "toarray"):  # scipy sparse
         X = X.toarray()
     elif hasattr(X, "to_numpy"):  # pandas (missing values, pd.NA too, become NaN)
-        dtypes = X.dtypes if hasattr(X, "dtypes") else [X.dtype]
+        import pandas as pd
+
+        dtypes = list(X.dtypes) if hasattr(X, "dtypes") and not hasattr(X, "dtype") else [
+            X.dtype]
         if any(getattr(d, "kind", "O") in "mM" for d in dtypes):
             raise TypeError(f"{name} must be a 2-D array of numbers, got {_describe(X)} "
                             "holding dates or durations; convert them first")
-        try:
-            X = X.to_numpy(dtype=np.float64, na_value=np.nan)
-        except (TypeError, ValueError):  # strings, objects: described below
+        if all(pd.api.types.is_numeric_dtype(d) and getattr(d, "kind", "") != "c"
+               for d in dtypes):
+            X = X.to_numpy(dtype=np.float64, na_value=np.nan)  # pd.NA too
+        else:  # strings, complex numbers, objects: refused below
             X = X.to_numpy()
     arr = np.asarray(X)
     if arr.dtype.kind in "USO" and (arr.dtype.kind != "O" or any(

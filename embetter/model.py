@@ -108,9 +108,13 @@ def _fitted(enc, X1, X2):
         check_is_fitted(enc)
         return enc
     except NotFittedError:
-        if hasattr(X1, "iloc") and hasattr(X2, "iloc"):  # frames keep their columns
+        if hasattr(X1, "iloc") and hasattr(X2, "iloc") and X1.ndim == X2.ndim and (
+                X1.ndim == 1 or X1.shape[1] == X2.shape[1]):
             import pandas as pd
 
+            # frames keep their columns (X2's renamed as X1's: the sides go by position)
+            if X1.ndim == 2 and not X1.columns.equals(X2.columns):
+                X2 = X2.set_axis(X1.columns, axis=1)
             both = pd.concat([X1, X2], ignore_index=True)
         elif hasattr(X1, "shape"):
             both = np.concatenate([np.asarray(X1), np.asarray(X2)])

@@ -128,13 +128,36 @@ def test_lite_encoder_checks_its_parameters():
             LiteTextEncoder(n_components=2, **params).fit(texts)
 
 
-def test_contrastive_learner_checks_column_names_of_both_sides():
+def test_contrastive_learner_checks_the_column_names_of_x1_in_predict():
     cols = [f"c{i}" for i in range(8)]
     left, right = pd.DataFrame(X[:30], columns=cols), pd.DataFrame(X[30:], columns=cols)
     other = pd.DataFrame(X[30:], columns=list("abcdefgh"))
     target = (np.arange(30) % 2).astype(float)
     fitted = ContrastiveLearner(epochs=1, random_state=0).fit(left, right, target)
     with pytest.raises(ValueError, match="feature names should match"):
-        fitted.predict(left, other)
-    with pytest.raises(ValueError, match="feature names should match"):
-        ContrastiveLearner(epochs=1).fit(left, other, target)
+        fitted.predict(other, right)  # as transform(other) does
+    # the second side may name its columns apart (left_0 / right_0), in fit and predict
+    assert ContrastiveLearner(epochs=1).fit(left, other, target).predict(left, other).shape \
+        == (30,)
+
+
+def test_frames_of_strings_or_complex_numbers_are_still_refused():
+    from embetter._validation import as_matrix
+
+    with pytest.raises(TypeError, match="holding strings"):
+        as_matrix(pd.DataFrame({"a": ["1.5", "2"], "b": ["3", "4"]}))
+    with pytest.raises(TypeError, match="holding strings"):
+        as_matrix(pd.DataFrame({"a": ["1", "2"]}, dtype="string"))
+    with pytest.raises(ValueError, match="Complex data not supported"):
+        as_matrix(pd.DataFrame({"a": [1 + 1j, 3 + 2j]}))
+
+
+def test_difference_classifier_fits_its_encoder_on_sides_named_apart():
+    from embetter.model import DifferenceClassifier
+    from embetter.text import LiteTextEncoder
+
+    texts = [f"refund order {i}" for i in range(10)] + [f"where parcel {i}" for i in range(10)]
+    frame = pd.DataFrame({"q1": texts[::2], "q2": texts[1::2]})
+    model = DifferenceClassifier(LiteTextEncoder(n_components=3, random_state=0))
+    model.fit(frame[["q1"]], frame[["q2"]], np.arange(10) % 2)
+    assert model.predict(frame[["q1"]], frame[["q2"]]).shape == (10,)

@@ -152,3 +152,25 @@ def test_sbert_stream_may_start_with_one_of_its_declared_classes(tiny_model_path
     assert stream.n_pairs_ > 0 and stream.n_iter_ == 1
     with pytest.raises(ValueError, match=r"only one class \('a' x 8\)"):  # without classes=
         tuner(tiny_model_path, batch_size=8).partial_fit(corpus[:8], ["a"] * 8)
+
+
+def test_sbert_stream_starting_with_one_class_decides_its_choices_with_two(
+        tiny_model_path, corpus):
+    start = tuner(tiny_model_path, batch_size=8, device="cpu", refit_growth=None,
+                  label_texts="auto")
+    start.partial_fit(corpus[:8], ["likes"] * 8, classes=["hates", "likes"])
+    start.partial_fit(corpus[8:16], ["hates", "likes"] * 4)
+    both = tuner(tiny_model_path, batch_size=8, device="cpu", refit_growth=None,
+                 label_texts="auto")
+    both.partial_fit(corpus[:8] + corpus[8:16], ["likes"] * 8 + ["hates", "likes"] * 4,
+                     classes=["hates", "likes"])
+    # the second call is the stream's real start: the same as one call on all 16 texts
+    assert start.label_texts_ == both.label_texts_ and start.n_pairs_ == both.n_pairs_
+    assert start.loss_ == both.loss_ and start.refit_rows_ == 16
+    np.testing.assert_allclose(start.transform(corpus[:4]), both.transform(corpus[:4]),
+                               atol=1e-5)  # no pretrained weights averaged in
+    multi = tuner(tiny_model_path, batch_size=8, device="cpu")
+    multi.partial_fit(corpus[:4], np.array([[1, 0]] * 4))  # one label set so far: accepted
+    assert multi.n_pairs_ == 0
+    with pytest.raises(ValueError, match="one distinct label set"):  # but not for fit
+        tuner(tiny_model_path, batch_size=8).fit(corpus[:4], np.array([[1, 0]] * 4))

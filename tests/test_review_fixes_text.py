@@ -138,3 +138,33 @@ def test_a_callers_model_moved_to_another_device_changes_the_encoders_key(tiny_m
     before = model_state_key(model, None)
     model.to("meta")  # the pipelined engine of the first key sends its inputs to the CPU
     assert model_state_key(model, None) != before
+
+
+def test_auto_backend_runs_a_model_with_its_own_truncate_dim(tiny_model_path, tmp_path,
+                                                             monkeypatch):
+    from sentence_transformers import SentenceTransformer
+
+    monkeypatch.setenv("EMBETTER_CACHE_DIR", str(tmp_path / "cache"))
+    model = SentenceTransformer(tiny_model_path, device="cpu", truncate_dim=16).eval()
+    got = SentenceEncoder(model, backend="auto").transform(TEXTS)  # broadcast error before
+    ref = SentenceEncoder(model, backend="torch").transform(TEXTS)
+    assert got.shape == ref.shape == (3, 16) and _cos(got, ref).min() > 0.99
+
+
+@pytest.mark.parametrize("backend", ["pipelined", "onnx"])
+def test_a_new_default_prompt_on_the_same_weights_is_used(tiny_model_path, backend,
+                                                          export_cache):
+    from sentence_transformers import SentenceTransformer
+
+    extra = {"precision": "float32"} if backend == "onnx" else {}
+    model = SentenceTransformer(tiny_model_path, device="cpu",
+                                prompts={"query": "the weather "}, default_prompt_name="query")
+    model.eval()
+    enc = SentenceEncoder(model, backend=backend, **extra)
+    enc.transform(TEXTS)
+    model.default_prompt_name = None  # the same weights, no prompt now
+    ref = SentenceEncoder(model, backend="torch").transform(TEXTS)
+    assert _cos(enc.transform(TEXTS), ref).min() > 0.999
+    plain = SentenceTransformer(tiny_model_path, device="cpu").eval()  # the export's cache
+    assert _cos(SentenceEncoder(plain, backend=backend, **extra).transform(TEXTS), ref).min() \
+        > 0.999

@@ -267,7 +267,6 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
         checked = check_pairs(X1, X2, y, n_features=None if first else self.n_features_in_)
         # records n_features_in_ (and the column names of a DataFrame X1), or checks them
         check_estimator_input(self, X1, reset=first, name="X1")
-        check_estimator_input(self, X2, reset=False, name="X2")  # the same columns as X1
         X1, X2, y = checked
         if loss == "cosine_margin" and not np.isin(y, (0, 1)).all():
             raise ValueError(
@@ -298,8 +297,9 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
     def predict(self, X1, X2):
         """Cosine similarity of each pair `(X1[i], X2[i])` in the learned space, float32."""
         check_is_fitted(self)
-        for X, name in ((X1, "X1"), (X2, "X2")):  # the column names too, as transform does
-            check_estimator_input(self, X, reset=False, allow_empty=True, name=name)
+        # X1's column names as in fit, as transform checks them (X2's may differ: pairs of
+        # frames often name their sides apart, left_0 / right_0; their count is checked)
+        check_estimator_input(self, X1, reset=False, allow_empty=True, name="X1")
         X1, X2, _ = check_pairs(X1, X2, n_features=self.n_features_in_)
         a, b = (self._forward(X, lambda m, x: m(x)) for X in (X1, X2))
         return (a * b).sum(axis=1)

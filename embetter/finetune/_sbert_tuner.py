@@ -239,15 +239,23 @@ class SbertTuner(TransformerMixin, SbertBase):
                 later batch with a label outside them is an error. Optional: without it any
                 label is accepted.
         """
-        return self._learn(X, y, classes=classes)
+        return self._learn(X, y, classes=classes, stream=True)
 
     @all_or_nothing  # a failed call (a retrain too) leaves the tuner as it was before it
-    def _learn(self, X, y, classes):
+    def _learn(self, X, y, classes, stream=False):
+        self._streaming = stream  # a stream may start with one of its classes, a fit not
         return self._learn_batch(X, y, classes, first=not hasattr(self, "learner_"))
 
-    def _declared(self) -> bool:
-        """Whether the stream declared its classes (`classes=` on its first call)."""
+    def _declared(self, labels) -> bool:
+        """Whether the stream declared what its labels can be: `classes=` on its first call,
+        or the columns of a multi-label `y`."""
+        if labels.ndim == 2:
+            return labels.shape[1] >= 2 and self.__dict__.get("_streaming", False)
         return getattr(self, "classes_", None) is not None and self.classes_.size >= 2
+
+    def _one_class(self, labels) -> bool:
+        """Labels that hold one class (one label set) of those declared: nothing to contrast."""
+        return np.unique(labels, axis=0).shape[0] < 2 and self._declared(labels)
 
     def _refit_due(self, n_seen: int) -> bool:
         """A stream retrains from the start once the texts seen have grown `refit_growth`
@@ -269,8 +277,11 @@ class SbertTuner(TransformerMixin, SbertBase):
         check_stream_labels(labels, None if first else self.seen_y_,
                             getattr(self, "classes_", None))
         n_pairs = 0
-        if not first and self._refit_due(len(self.seen_texts_) + len(texts)):
+        if not first and (self._refit_due(len(self.seen_texts_) + len(texts))
+                          or not self.n_pairs_):
             # retrain a fresh copy on everything seen: what `fit` on those texts would do
+            # (also the stream's real start when its first calls held one class: nothing
+            # trained yet, the choices made there are made again with two classes)
             texts = self.seen_texts_ + texts
             labels = np.concatenate([self.seen_y_, labels])
             n_pairs, first = self.n_pairs_, True
@@ -284,7 +295,8 @@ class SbertTuner(TransformerMixin, SbertBase):
             self.loss_ = resolve_loss(self.loss, labels.ndim == 2, n_classes, self.batch_size)
             self.learning_rate_ = resolve_learning_rate(self.learning_rate, self.loss_, n_classes)
             learner = self._new_learner(train_seed)
-            if self.loss == "auto" and self.loss_ == "supcon" and labels.ndim == 1:
+            if (self.loss == "auto" and self.loss_ == "supcon" and labels.ndim == 1
+                    and np.unique(labels).size > 1):  # (one class: the choice waits)
                 model, _ = learner._model_to_train()  # the private copy, before any training
                 if prototypes_fit_the_texts(model, texts, labels, [self._pair_seed, 2]):
                     self.loss_ = "prototype"
@@ -304,8 +316,7 @@ class SbertTuner(TransformerMixin, SbertBase):
         except BaseException:
             average.undo(params)  # a failed (or interrupted) call leaves the served model
             raise
-        if not trained and first and not (labels.ndim == 1 and np.unique(labels).size < 2
-                                          and self._declared()):
+        if not trained and first and not self._one_class(all_labels):
             raise ValueError("no training pairs: n_pos and n_neg are both 0")
         average.end(learner._trained_parameters(), len(texts), len(all_texts))
         self.learner_, self._average = learner, average
@@ -314,7 +325,7 @@ class SbertTuner(TransformerMixin, SbertBase):
         return self
 
     def _train_pairs(self, learner, texts, labels, n_old, first) -> int:
-        if labels.ndim == 1 and np.unique(labels).size < 2 and self._declared():
+        if self._one_class(labels):
             # a stream's first batches hold one of the classes it declared: nothing to
             # contrast yet, the model stays the pretrained one until a second class comes
             learner._model_to_train()

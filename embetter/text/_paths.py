@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from embetter._st import is_sentence_model
+from embetter._st import default_prompt, is_sentence_model
 from embetter.text._models import weights_signature
 
 #: Texts per batch when `batch_size` is None and no token budget applies.
@@ -91,9 +91,15 @@ class EncodePaths:
     def _engine_key(self, plan):
         key = (self._model_key(), plan.backend, plan.precision)
         if plan.backend in ("onnx", "openvino") and is_sentence_model(self.name):
-            # an export is a snapshot: a caller's model that trained on is exported again
-            key += (weights_signature(self.name),)
+            # an export is a snapshot: a caller's model that trained on (or was given another
+            # default prompt) is exported again
+            key += (weights_signature(self.name), default_prompt(self.name))
         return key
+
+    def _model_cut(self):
+        """A caller's model's own `truncate_dim` (its `encode` cuts to it; the fast engines
+        compute the full width)."""
+        return getattr(self.name, "truncate_dim", None) if is_sentence_model(self.name) else None
 
     def _fast_engine(self, plan, keep: bool = True):
         """The engine of a fast backend (not `"torch"`), built on first use."""
@@ -125,4 +131,6 @@ class EncodePaths:
             return np.asarray(emb, dtype=np.float32)
         engine = engine or self._fast_engine(plan)
         extra = {"max_tokens": plan.max_tokens} if plan.max_tokens else {}
-        return engine.encode(texts, batch, self.prompt, progress, **extra)
+        emb = engine.encode(texts, batch, self.prompt, progress, **extra)
+        cut = self._model_cut()
+        return emb if cut is None else np.ascontiguousarray(emb[:, :int(cut)])

@@ -171,8 +171,8 @@ class SentenceEncoder(EncodePaths, RemovedParams, EmbetterBase):
         plan = self._plan()
         if plan.backend != "torch":
             full = self._fast_engine(plan).dim
-            cut = getattr(self.name, "truncate_dim", None) if is_sentence_model(self.name) else None
-            full = full if cut is None else min(full, int(cut))  # as the model's encode cuts
+            cut = self._model_cut()  # as the model's own encode cuts (see `_encode`)
+            full = full if cut is None else min(full, int(cut))
         else:
             full = embedding_dim(self.model_)
         dim, param = self._output_dim_param()

@@ -36,6 +36,9 @@ def model_fingerprint(model) -> str:
     """Content hash of a loaded SentenceTransformer: its weights, tokenizer and module layout."""
     h = hashlib.blake2b(digest_size=20)
     h.update(repr(model).encode())
+    # its prompts: the export adds the default one as `encode` does (meta.json)
+    h.update(json.dumps([getattr(model, "prompts", None) or {},
+                         getattr(model, "default_prompt_name", None)], sort_keys=True).encode())
     with contextlib.suppress(ValueError):  # a model without a fast tokenizer
         h.update(_st.tokenizer_spec(model).json.encode())
     for name, tensor in model.state_dict().items():

@@ -40,7 +40,6 @@ class PipelinedEngine:
         self.precision = "float32"
         self.dtype = torch.float32
         self.dim = _st.embedding_dim(model, untruncated=True)  # what the modules compute
-        self.default_prompt = _st.default_prompt(model)  # as `encode` adds it without one
         #: min cosine of the half precision to float32 on the check texts (None: not checked)
         self.half_cosine = None
         if precision is None and self.device.type == "cuda":
@@ -48,6 +47,11 @@ class PipelinedEngine:
             # (checked once, on the check texts); on CPUs float32 (bfloat16 is opt-in).
             precision = self.settle_half("float16")
         self._set_precision(precision or "float32")
+
+    @property
+    def default_prompt(self):
+        """The prompt the model's `encode` adds when given none (read now: it may change)."""
+        return _st.default_prompt(self.model)
 
     def _set_precision(self, precision: str) -> None:
         import torch
