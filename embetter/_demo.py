@@ -59,8 +59,9 @@ def _say(message: str = "") -> None:
 
 
 def run_demo(out_dir="demo-output", sbert=False, seed=0, data=None,
-             model="all-MiniLM-L6-v2") -> int:
-    """Run the demo story and print its table; returns the exit code."""
+             model="all-MiniLM-L6-v2", progress=True) -> int:
+    """Run the demo story and print its table; returns the exit code (`progress`: draw the
+    encoder's progress bar)."""
     from embetter.plot import _figure_class
 
     _figure_class()  # fail in the first second, not after the training, when matplotlib is absent
@@ -107,7 +108,7 @@ def run_demo(out_dir="demo-output", sbert=False, seed=0, data=None,
     _say(f"data: {len(texts)} texts from {path}, {len(classes)} labels: {', '.join(classes)}")
     _say(f"      {len(idx_train)} for training, {len(idx_test)} held out for testing (seed {seed})")
     _say(f"encoding all texts with {model} ...")
-    encoder = SentenceEncoder(model, show_progress_bar=True)
+    encoder = SentenceEncoder(model, show_progress_bar=bool(progress))
     t0 = time.perf_counter()
     X = encoder.transform(texts)
     _say(f"      {X.shape[0]} texts -> {X.shape[1]} dimensions in {time.perf_counter() - t0:.1f} s")

@@ -44,9 +44,42 @@ def _format_of(path, formats: dict, what: str) -> str:
 
 
 def check_out_file(path) -> None:
-    """Refuse an output path that is an existing directory (before any work is done)."""
-    if Path(path).is_dir():
+    """Refuse an output path that cannot be written (before any work is done): a directory,
+    or one whose folder is a file or cannot be created or written."""
+    import os
+
+    target = Path(os.path.expanduser(os.fspath(path)))
+    if target.is_dir():
         raise UsageError(f"{path}: is a directory; --out must name a file")
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the nearest existing folder: the rest is created
+    if not folder.is_dir():
+        raise UsageError(f"{path}: {str(folder)!r} is a file, not a folder; --out must name a "
+                         "file in a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{path}: cannot write in {str(folder)!r} (no permission)")
+
+
+def check_parquet_rows(df, path, out) -> None:
+    """A `.parquet` output holds the input's columns and `embedding`: refuse, before any
+    work, a table that already has an `embedding` column or one Parquet cannot store."""
+    if "embedding" in df.columns:
+        raise UsageError(f"{path}: already has a column 'embedding', which {out} would "
+                         "overwrite; rename it first, or write .npy")
+    import pyarrow as pa
+
+    try:
+        pa.Table.from_pandas(_with_index(df), preserve_index=False)
+    except (pa.ArrowException, ValueError, TypeError) as e:
+        raise UsageError(f"{path}: its columns cannot be stored in Parquet ({_one_line(e)}); "
+                         "write .npy, or convert those columns first") from None
+
+
+def _with_index(df):
+    """The rows with a named index as a column (an id to join back on), else renumbered."""
+    named = any(name is not None for name in df.index.names)
+    return df.reset_index(drop=not named)
 
 
 def table_format(path) -> str:
@@ -66,7 +99,8 @@ def output_format(path) -> str:
 def read_table(path, text_col: str | None = None, also_text: tuple = ()):
     """Read a CSV, JSONL or Parquet file into a DataFrame (text column kept as strings).
 
-    `also_text` names more CSV columns to keep as written (labels such as `1` or `007`).
+    Every CSV cell is kept as written (labels such as `1` or `007`, ids, zip codes);
+    `also_text` is read as before and kept for callers that name their label columns.
     """
     import pandas as pd
 
@@ -78,11 +112,15 @@ def read_table(path, text_col: str | None = None, also_text: tuple = ()):
         raise UsageError(f"{path}: is a directory, expected a {fmt} file")
     try:
         if fmt == "csv":
-            # Keep texts as written: "42" or "NA" must not turn into a number or a missing value.
-            dtype = {col: str for col in (text_col, *also_text) if col} or None
-            df = pd.read_csv(p, dtype=dtype, keep_default_na=False, na_values=[""])
+            # Every cell as written: "42", "007" or "NA" must not turn into a number or a
+            # missing value (the columns travel to a .parquet output as they were); a line
+            # with a trailing comma must not turn the first column into the index.
+            df = pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""],
+                             index_col=False)
         elif fmt == "jsonl":
-            df = pd.read_json(p, lines=True, dtype=False)
+            # floats exactly as written, keys such as "1" kept as names, a BOM tolerated
+            df = pd.read_json(p, lines=True, dtype=False, precise_float=True,
+                              convert_axes=False, encoding="utf-8-sig")
         else:
             _needs_pyarrow("Reading")
             df = pd.read_parquet(p)
@@ -132,6 +170,11 @@ def label_column(df, name: str, path):
     """The label column as `(keep, labels)`; `cats.NAME` reads one label from JSONL records'
     `cats` dicts (`keep`: the rows that carry it; `None` for a plain column)."""
     if name in df.columns or "." not in name:
+        if name in df.columns and df[name].isna().any():  # rows not labelled yet: left out
+            keep = ~df[name].isna().to_numpy()
+            if not keep.any():
+                raise UsageError(f"{path}: label column {name!r} is empty in every row")
+            return keep, df[name][keep].tolist()
         return None, column(df, name, path, "label")
     field, _, key = name.partition(".")
     if field not in df.columns:
@@ -166,7 +209,7 @@ def write_embeddings(path, X: np.ndarray, df=None) -> None:
         else:
             import pandas as pd
 
-            out = pd.DataFrame(index=range(len(X))) if df is None else df.reset_index(drop=True)
+            out = pd.DataFrame(index=range(len(X))) if df is None else _with_index(df)
             out = out.copy()
             out["embedding"] = list(X)
             out.to_parquet(tmp, index=False)

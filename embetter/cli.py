@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import os
 import sys
 import textwrap
@@ -12,6 +13,7 @@ from embetter import __version__
 from embetter._files import (
     UsageError,
     check_out_file,
+    check_parquet_rows,
     label_column,
     output_format,
     read_table,
@@ -54,9 +56,11 @@ def _info(message: str) -> None:
 
 # -- embed ---------------------------------------------------------------------------------------
 def _embed(args) -> int:
-    output_format(args.out)  # refuse a bad --out before any work is done
+    fmt = output_format(args.out)  # refuse a bad --out before any work is done
     df = read_table(args.input, args.text_col)
     texts = text_column(df, args.text_col, args.input)
+    if fmt == "parquet":
+        check_parquet_rows(df, args.input, args.out)
 
     from embetter.text import SentenceEncoder
 
@@ -106,10 +110,12 @@ def _finetune(args) -> int:
     # labels kept as written: "007" and "7" are two classes (a CSV column "label.v2" too; a
     # JSONL "cats.NAME" path names no column, and a dtype for a missing column is ignored)
     df = read_table(args.input, args.text_col, also_text=(args.label_col,))
-    texts = text_column(df, args.text_col, args.input)
     keep, y = label_column(df, args.label_col, args.input)
-    if keep is not None:
-        texts = [t for t, k in zip(texts, keep) if k]
+    if keep is not None:  # rows without this label are left out, their texts unread
+        if not keep.all():
+            _info(f"{args.input}: {int((~keep).sum())} row(s) without a label left out")
+        df = df[keep].reset_index(drop=True)
+    texts = text_column(df, args.text_col, args.input)
     if len(set(map(str, y))) < 2:
         raise UsageError(
             f"{args.input}: label column {args.label_col!r} holds a single class "
@@ -144,9 +150,11 @@ def _finetune(args) -> int:
 
 # -- transform -----------------------------------------------------------------------------------
 def _transform(args) -> int:
-    output_format(args.out)
+    fmt = output_format(args.out)
     pipe = load_pipeline(args.pipeline, trust=args.trust)
     df, texts, encode = read_for_pipeline(pipe, args.pipeline, args.input, args.text_col)
+    if fmt == "parquet":
+        check_parquet_rows(df, args.input, args.out)
     X = transform_texts(encode, texts, progress=_progress())
     write_embeddings(args.out, X, df)
     _info(f"wrote {X.shape[0]} embeddings of dimension {X.shape[1]} to {args.out}")
@@ -173,18 +181,22 @@ def _demo(args) -> int:
     from embetter._demo import run_demo
 
     return run_demo(out_dir=args.out, sbert=args.sbert, seed=args.seed, data=args.data,
-                    model=_model_arg(args.model))
+                    model=_model_arg(args.model), progress=_progress())
 
 
 # -- parser --------------------------------------------------------------------------------------
 def _sub(sub, name: str, help: str, description: str, examples: str):
-    return sub.add_parser(
+    parser = sub.add_parser(
         name,
         help=help,
         description=description,
         epilog="examples:\n" + textwrap.indent(textwrap.dedent(examples).strip(), "  "),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    # also after the command, where "rerun with --debug" sends people
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback when something goes wrong")
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -361,6 +373,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         _info("embetter: interrupted")
         return 130
+    except BrokenPipeError:  # the reader stopped (`| head`): nothing more to say
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:
         if args.debug:
             raise

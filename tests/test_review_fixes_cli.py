@@ -1,0 +1,101 @@
+"""Fixes from a review of the command line and its files: each test failed on the code before
+its fix."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from embetter.cli import main
+from tests._cli_helpers import labelled_frame
+
+pytest.importorskip("pyarrow", reason="the .parquet outputs need pyarrow (in dev)")
+
+
+@pytest.fixture
+def encode(tiny_model_path):
+    from embetter.text import SentenceEncoder
+
+    return SentenceEncoder(tiny_model_path).transform
+
+
+def test_a_csv_with_trailing_commas_embeds_its_text_column(tmp_path, tiny_model_path, encode):
+    path = tmp_path / "trail.csv"
+    path.write_text("text,label\nthe cat likes pizza,a,\nmy dog hates rain,b,\n")
+    out = tmp_path / "out.npy"
+    assert main(["embed", str(path), "--text-col", "text", "--model", tiny_model_path,
+                 "--out", str(out)]) == 0
+    np.testing.assert_allclose(np.load(out), encode(["the cat likes pizza",
+                                                     "my dog hates rain"]), atol=1e-5)
+
+
+def test_parquet_output_keeps_csv_cells_as_written_and_a_named_index(tmp_path, tiny_model_path):
+    path = tmp_path / "ids.csv"
+    path.write_text("id,text,zip\n00123,hello,01234\n00124,world,1e5\n")
+    out = tmp_path / "ids.parquet"
+    assert main(["embed", str(path), "--text-col", "text", "--model", tiny_model_path,
+                 "--out", str(out)]) == 0
+    back = pd.read_parquet(out)
+    assert back["id"].tolist() == ["00123", "00124"] and back["zip"].tolist() == ["01234", "1e5"]
+    frame = pd.DataFrame({"text": ["a cat", "a dog"]},
+                         index=pd.Index(["id7", "id3"], name="doc_id"))
+    frame.to_parquet(tmp_path / "idx.parquet")
+    assert main(["embed", str(tmp_path / "idx.parquet"), "--text-col", "text", "--model",
+                 tiny_model_path, "--out", str(tmp_path / "idx_out.parquet")]) == 0
+    assert pd.read_parquet(tmp_path / "idx_out.parquet")["doc_id"].tolist() == ["id7", "id3"]
+
+
+def test_parquet_output_problems_are_said_before_any_work(tmp_path, tiny_model_path, capsys):
+    (tmp_path / "emb.csv").write_text("text,embedding\nhello,keep me\n")
+    rows = [{"text": "hello", "id": 1}, {"text": "world", "id": "a"}]
+    (tmp_path / "mixed.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    for name, needle in (("emb.csv", "already has a column 'embedding'"),
+                         ("mixed.jsonl", "cannot be stored in Parquet")):
+        assert main(["embed", str(tmp_path / name), "--text-col", "text", "--model",
+                     "no-such-model-is-loaded", "--out", str(tmp_path / "o.parquet")]) == 2
+        assert needle in capsys.readouterr().err
+
+
+def test_jsonl_is_read_exactly(tmp_path, tiny_model_path):
+    from embetter._files import read_table
+
+    path = tmp_path / "f.jsonl"
+    value = 0.048592769656281266
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"1": "hello", "x": value}).encode() + b"\n")
+    df = read_table(path, "1")  # a BOM, a key that looks like a number, a float's last digits
+    assert list(df.columns) == ["1", "x"] and df["x"][0] == value
+
+
+def test_out_in_a_folder_that_is_a_file_is_refused_before_the_work(tmp_path, tiny_model_path,
+                                                                  capsys):
+    (tmp_path / "a_file").write_text("x")
+    labelled_frame().to_csv(tmp_path / "train.csv", index=False)
+    assert main(["finetune", str(tmp_path / "train.csv"), "--text-col", "text", "--label-col",
+                 "label", "--model", tiny_model_path,
+                 "--out", str(tmp_path / "a_file" / "x.skops")]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and "fitting" not in err
+
+
+def test_finetune_leaves_unlabelled_rows_out(tmp_path, tiny_model_path, capsys):
+    frame = labelled_frame()
+    frame.loc[::3, "label"] = ""
+    frame.loc[0, "text"] = ""  # an unlabelled row's text is not read either
+    frame.to_csv(tmp_path / "half.csv", index=False)
+    assert main(["finetune", str(tmp_path / "half.csv"), "--text-col", "text", "--label-col",
+                 "label", "--model", tiny_model_path, "--out", str(tmp_path / "h.skops")]) == 0
+    err = capsys.readouterr().err
+    n_out = len(frame.loc[::3])
+    assert f"{n_out} row(s) without a label left out" in err
+    assert f"on {len(frame) - n_out} labelled texts" in err
+
+
+def test_debug_after_the_command_is_accepted(tmp_path):
+    from embetter._files import UsageError
+
+    with pytest.raises(UsageError, match="no such file"):  # --debug: the error itself
+        main(["embed", str(tmp_path / "missing.csv"), "--text-col", "text",
+              "--out", str(tmp_path / "o.npy"), "--debug"])  # "unrecognized arguments" before
