@@ -6,7 +6,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from embetter._validation import all_or_nothing, as_labels, as_matrix
+from embetter._estimator_checks import all_or_nothing
+from embetter._validation import as_labels, as_matrix
 
 
 class DifferenceClassifier(ClassifierMixin, BaseEstimator):

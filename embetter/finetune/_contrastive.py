@@ -14,14 +14,10 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from embetter._atomic import atomic_path, user_path
+from embetter._estimator_checks import all_or_nothing, check_estimator_input, require_y
 from embetter._torch import TorchHeadMixin, seed_from
 from embetter._torch.engine import ENGINE_CONSTRAINTS
-from embetter._validation import (
-    all_or_nothing,
-    check_estimator_input,
-    check_pairs,
-    require_y,
-)
+from embetter._validation import check_pairs
 
 _F = torch.nn.functional
 _FORMAT = "embetter.ContrastiveLearner/1"

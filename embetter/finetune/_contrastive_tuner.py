@@ -12,17 +12,16 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from embetter._torch.engine import ENGINE_CONSTRAINTS
-from embetter._torch.stream import REFIT_CONSTRAINTS
-from embetter._validation import (
+from embetter._estimator_checks import (
     all_or_nothing,
-    as_targets,
     check_estimator_input,
     check_stream_classes,
-    encode_known_labels,
     first_classes,
     require_y,
 )
+from embetter._torch.engine import ENGINE_CONSTRAINTS
+from embetter._torch.stream import REFIT_CONSTRAINTS
+from embetter._validation import as_targets, encode_known_labels
 from embetter.finetune._contrastive import LOSS_CONSTRAINTS, PairHead, resolve_loss
 from embetter.finetune._pairs import PairSampler
 

@@ -11,19 +11,17 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from embetter._torch import TorchHeadMixin
-from embetter._torch.engine import ENGINE_CONSTRAINTS
-from embetter._torch.stream import REFIT_CONSTRAINTS
-from embetter._validation import (
+from embetter._estimator_checks import (
     all_or_nothing,
-    as_labels,
-    check_class_labels,
     check_estimator_input,
     check_stream_classes,
-    encode_known_labels,
     first_classes,
     require_y,
 )
+from embetter._torch import TorchHeadMixin
+from embetter._torch.engine import ENGINE_CONSTRAINTS
+from embetter._torch.stream import REFIT_CONSTRAINTS
+from embetter._validation import as_labels, check_class_labels, encode_known_labels
 
 _ACTIVATIONS = {
     "relu": torch.nn.ReLU,

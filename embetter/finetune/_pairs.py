@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils import check_random_state
 
-from embetter._validation import as_targets, check_int, plain_scalar
+from embetter._estimator_checks import plain_scalar
+from embetter._validation import as_targets, check_int
 
 
 def _single_label_pairs(codes, n_pos, n_neg, rng, strategy="random", anchors="all"):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from embetter._estimator_checks import all_or_nothing
 from embetter._removed import RemovedParams
-from embetter._validation import all_or_nothing, as_positions, as_texts, check_pairs
+from embetter._validation import as_positions, as_texts, check_pairs
 from embetter.finetune._sbert_base import COMMON_CONSTRAINTS, SbertBase
 from embetter.finetune._sbert_inputs import (
     check_class_texts,

@@ -10,14 +10,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from embetter._estimator_checks import all_or_nothing, check_stream_classes
 from embetter._st import embedding_dim
-from embetter._validation import (
-    all_or_nothing,
-    as_labels,
-    as_targets,
-    as_texts,
-    check_stream_classes,
-)
+from embetter._validation import as_labels, as_targets, as_texts
 from embetter.finetune._label_texts import choose_label_texts, label_text_pairs
 from embetter.finetune._losses import CLASS_LOSSES, prototypes_fit_the_texts
 from embetter.finetune._pairs import pairs_for_new_rows

@@ -13,7 +13,8 @@ from sklearn.preprocessing import normalize
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
-from embetter._validation import all_or_nothing, as_texts, check_int
+from embetter._estimator_checks import all_or_nothing
+from embetter._validation import as_texts, check_int
 from embetter.base import text_input_tags
 
 

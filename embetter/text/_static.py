@@ -11,8 +11,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from embetter._estimator_checks import all_or_nothing
 from embetter._removed import RemovedParams
-from embetter._validation import all_or_nothing, as_texts, check_bool
+from embetter._validation import as_texts, check_bool
 from embetter.base import text_input_tags
 
 #: texts per `StaticModel.encode` call in `transform` (its own batches are 1,024 texts)

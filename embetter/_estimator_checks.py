@@ -1,0 +1,79 @@
+"""Checks an estimator makes around its training calls: labels against a stream's classes,
+`n_features_in_` bookkeeping, `y` required, and a failed call leaving the estimator as it was."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from embetter._validation import as_labels, as_matrix
+
+
+def check_stream_classes(classes, known: np.ndarray) -> None:
+    """`classes=` given again on a later `partial_fit` call: the first call's classes."""
+    if classes is not None and not np.array_equal(
+            np.unique(as_labels(classes, "classes")), known):
+        raise ValueError(
+            f"classes={np.unique(classes).tolist()[:10]} differs from the classes of the "
+            f"first partial_fit call {known.tolist()[:10]}")
+
+
+def plain_scalar(value):
+    """A numpy scalar as the Python value it holds (for messages: 'a', not np.str_('a'))."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def first_classes(y, classes, owner: str, incremental: bool) -> np.ndarray:
+    """The classes a fresh start learns: those of `classes=` if given, else of `y`; at least
+    two (a stream's later batches could never bring another)."""
+    found = np.unique(y if classes is None else as_labels(classes, "classes"))
+    if found.size >= 2:
+        return found
+    if incremental:
+        raise ValueError(f"partial_fit needs at least two classes, got {found.tolist()}; "
+                         "pass all labels of the stream with classes=...")
+    raise ValueError(f"y has only one class ({plain_scalar(found[0])!r}); {owner} needs at "
+                     "least two classes to learn from")
+
+
+def require_y(estimator, y) -> None:
+    """A supervised estimator called without labels: say so in the words sklearn uses."""
+    if y is None:
+        raise ValueError(
+            f"{type(estimator).__name__} requires y to be passed, but the target y is None"
+        )
+
+
+def check_estimator_input(estimator, X, *, reset: bool, allow_empty: bool = False,
+                          name: str = "X") -> np.ndarray:
+    """`as_matrix` plus the sklearn bookkeeping of a fitted estimator.
+
+    With `reset=True` (in `fit`) it records `n_features_in_` and, for a DataFrame,
+    `feature_names_in_`; otherwise it checks X against them, with sklearn's messages.
+    """
+    from sklearn.utils.validation import validate_data
+
+    arr = as_matrix(X, name, allow_empty=allow_empty)
+    validate_data(estimator, X, reset=reset, skip_check_array=True)
+    return arr
+
+
+def all_or_nothing(method):
+    """Decorates an estimator's training call: one that raises (an input refused half-way
+    through its checks, a training interrupted) leaves the estimator's attributes as they were
+    before the call, unfitted or fitted, never half-recorded (a `classes_` without a model, a
+    new `n_features_in_` beside the old model). Weights a later `partial_fit` had already
+    trained in place before it was interrupted stay trained."""
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        before = dict(self.__dict__)
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+
+    return call
