@@ -24,7 +24,7 @@ BUNDLED = "the bundled support inbox (embetter.datasets.load_support_inbox)"
 
 def load_dataset(path) -> tuple[list[str], np.ndarray]:
     """The texts and labels of a `text,label` CSV."""
-    df = read_table(path, "text", also_text=("label",))  # "007" and "7" are two classes
+    df = read_table(path)  # cells as written: "007" and "7" are two classes
     texts = text_column(df, "text", path)
     labels = np.asarray([str(v) for v in column(df, "label", path, "label")], dtype=object)
     return texts, labels

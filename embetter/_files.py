@@ -96,12 +96,9 @@ def output_format(path) -> str:
     return fmt
 
 
-def read_table(path, text_col: str | None = None, also_text: tuple = ()):
-    """Read a CSV, JSONL or Parquet file into a DataFrame (text column kept as strings).
-
-    Every CSV cell is kept as written (labels such as `1` or `007`, ids, zip codes);
-    `also_text` is read as before and kept for callers that name their label columns.
-    """
+def read_table(path):
+    """Read a CSV, JSONL or Parquet file into a DataFrame; every CSV cell is kept as written
+    (texts such as `42` or `NA`, labels such as `007`, ids, zip codes)."""
     import pandas as pd
 
     fmt = table_format(path)
@@ -168,10 +165,11 @@ def text_column(df, name: str, path) -> list[str]:
 
 def label_column(df, name: str, path):
     """The label column as `(keep, labels)`; `cats.NAME` reads one label from JSONL records'
-    `cats` dicts (`keep`: the rows that carry it; `None` for a plain column)."""
+    `cats` dicts (`keep`: the rows that carry a label; `None` when a plain column labels
+    every row)."""
     if name in df.columns or "." not in name:
-        if name in df.columns and df[name].isna().any():  # rows not labelled yet: left out
-            keep = ~df[name].isna().to_numpy()
+        keep = ~df[name].isna().to_numpy() if name in df.columns else None
+        if keep is not None and not keep.all():  # rows not labelled yet: left out
             if not keep.any():
                 raise UsageError(f"{path}: label column {name!r} is empty in every row")
             return keep, df[name][keep].tolist()

@@ -61,7 +61,7 @@ def load_pipeline(path, trust: bool = False):
     return pipe
 
 
-def read_for_pipeline(pipe, pipeline_path, input_path, text_col, also_text: tuple = ()):
+def read_for_pipeline(pipe, pipeline_path, input_path, text_col):
     """INPUT's table and texts (the pipeline's own column by default), and the part of the
     pipeline that turns those texts into vectors."""
     from embetter.grab import ColumnGrabber
@@ -74,7 +74,7 @@ def read_for_pipeline(pipe, pipeline_path, input_path, text_col, also_text: tupl
             f"{pipeline_path}: the pipeline does not start with a ColumnGrabber; "
             "pass --text-col to say which column holds the texts"
         )
-    df = read_table(input_path, text_col, also_text=also_text)
+    df = read_table(input_path)
     texts = text_column(df, text_col, input_path)
     return df, texts, (pipe[1:] if grabber is not None else pipe)
 

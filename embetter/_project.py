@@ -34,16 +34,15 @@ def run_project(input_path, out, *, text_col=None, label_col=None, pipeline=None
     for warning in said:  # "umap-learn is not installed ...": one line, before the long work
         print(f"embetter project: note: {warning.message}", file=sys.stderr)
 
-    keep = (label_col,) if label_col else ()
     if pipeline is not None:
         pipe = load_pipeline(pipeline, trust=trust)
-        df, texts, encode = read_for_pipeline(pipe, pipeline, input_path, text_col, keep)
+        df, texts, encode = read_for_pipeline(pipe, pipeline, input_path, text_col)
     elif text_col is None:
         raise UsageError("--text-col is required without --pipeline")
     else:
         from embetter.text import SentenceEncoder
 
-        df = read_table(input_path, text_col, also_text=keep)
+        df = read_table(input_path)
         texts = text_column(df, text_col, input_path)
         encode = SentenceEncoder(model, show_progress_bar=progress)
     if label_col is not None and label_col not in df.columns:

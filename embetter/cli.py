@@ -57,7 +57,7 @@ def _info(message: str) -> None:
 # -- embed ---------------------------------------------------------------------------------------
 def _embed(args) -> int:
     fmt = output_format(args.out)  # refuse a bad --out before any work is done
-    df = read_table(args.input, args.text_col)
+    df = read_table(args.input)
     texts = text_column(df, args.text_col, args.input)
     if fmt == "parquet":
         check_parquet_rows(df, args.input, args.out)
@@ -108,8 +108,8 @@ def _finetune(args) -> int:
     check_out_file(args.out)
     params = _parse_params(args.param)
     # labels kept as written: "007" and "7" are two classes (a CSV column "label.v2" too; a
-    # JSONL "cats.NAME" path names no column, and a dtype for a missing column is ignored)
-    df = read_table(args.input, args.text_col, also_text=(args.label_col,))
+    # JSONL "cats.NAME" path names no column but a field of its records)
+    df = read_table(args.input)
     keep, y = label_column(df, args.label_col, args.input)
     if keep is not None:  # rows without this label are left out, their texts unread
         if not keep.all():

@@ -65,7 +65,7 @@ def test_jsonl_is_read_exactly(tmp_path, tiny_model_path):
     path = tmp_path / "f.jsonl"
     value = 0.048592769656281266
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"1": "hello", "x": value}).encode() + b"\n")
-    df = read_table(path, "1")  # a BOM, a key that looks like a number, a float's last digits
+    df = read_table(path)  # a BOM, a key that looks like a number, a float's last digits
     assert list(df.columns) == ["1", "x"] and df["x"][0] == value
 
 
