@@ -14,7 +14,12 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from embetter._atomic import atomic_path, user_path
-from embetter._estimator_checks import all_or_nothing, check_estimator_input, require_y
+from embetter._estimator_checks import (
+    all_or_nothing,
+    check_estimator_input,
+    plain_scalar,
+    require_y,
+)
 from embetter._torch import TorchHeadMixin, seed_from
 from embetter._torch.engine import ENGINE_CONSTRAINTS
 from embetter._validation import check_pairs
@@ -314,7 +319,7 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
         elif params["random_state"] is not None:  # a RandomState: not plain data
             params["random_state"] = None
         # numpy scalars (np.float64(1e-3), np.bool_) as plain values: `load` reads plain data
-        params = {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
+        params = {k: plain_scalar(v) for k, v in params.items()}
         fitted = {k: state[k] for k in ("n_features_in_", "n_iter_", "loss_curve_", "history_",
                                         "_step_credit", "_n_steps", "_n_streamed") if k in state}
         memory = state["_replay"]

@@ -247,8 +247,7 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
 
             return X, draw
         # a stream with a single class (or label set) so far: nothing to contrast yet
-        sampler = self._sampler(labels, self._rng) if np.unique(
-            labels, axis=0).shape[0] >= 2 else None
+        sampler = self._sampler(labels, self._rng) if self._can_refit(rows) else None
 
         def draw():
             if sampler is None:
