@@ -17,6 +17,17 @@ VERBS = ["likes", "hates", "watches", "moves", "fixes", "predicts", "follows"]
 OBJECTS = ["the ball", "stock prices", "a movie", "the rain", "old cars", "the news", "pizza"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _session_cache(tmp_path_factory):
+    """Exports, distilled static models and the `auto` choice go to a folder of this session:
+    every run takes the first-use paths (a warm cache would hide a broken export) and the
+    user's own cache is left as it was."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("EMBETTER_CACHE_DIR", str(tmp_path_factory.mktemp("embetter-cache")))
+    yield
+    patch.undo()
+
+
 def tiny_corpus() -> list[str]:
     """Deterministic short sentences to train a tokenizer on and to encode in tests."""
     return [f"{s} {v} {o}" for s in SUBJECTS for v in VERBS for o in OBJECTS]

@@ -21,6 +21,7 @@ import pkgutil
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -137,6 +138,7 @@ def test_docstrings_have_usage():
 @pytest.mark.parametrize("name, code", DOCSTRING_BLOCKS, ids=[n for n, _ in DOCSTRING_BLOCKS])
 def test_docstring_usage_runs(name, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the examples' mkdtemp() folders
     exec(compile(code, name, "exec"), {"__name__": "__docs__"})
 
 
@@ -144,6 +146,7 @@ def test_docstring_usage_runs(name, code, tmp_path, monkeypatch):
 def test_markdown_code_runs(name, blocks, tmp_path, monkeypatch):
     # the blocks of one page share a namespace, as they would in a notebook
     monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the pages' mkdtemp() folders
     outputs = run_page(name, blocks)
     for i, ((_code, shown, _span), got) in enumerate(zip(blocks, outputs)):
         if shown is not None:

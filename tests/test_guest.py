@@ -75,13 +75,18 @@ def _run_as_guest(operation):
     """Run `operation` with every setting at a sentinel; return what it left changed."""
     import torch
 
-    operation()  # imports, lazily built state, first-use caches
-    # garbage of earlier tests (a closed dask cluster removes its loggers' handlers when
-    # collected) is swept now, not during the operation
-    gc.collect()
-    saved_levels = {lg.name: lg.level for lg in _loggers()}
+    # what the session had before anything ran: put back at the end, whatever the
+    # operation (or the check's own sentinels) left
     threads = torch.get_num_threads()
+    levels_before = {lg.name: lg.level for lg in _loggers()}
+    saved_levels = dict(levels_before)
     try:
+        operation()  # imports, lazily built state, first-use caches
+        # garbage of earlier tests (a closed dask cluster removes its loggers' handlers when
+        # collected) is swept now, not during the operation
+        gc.collect()
+        # loggers the first run created keep the level their library gave them
+        saved_levels = {lg.name: lg.level for lg in _loggers()} | levels_before
         for lg in _loggers():
             lg.setLevel(SENTINEL_LEVEL)
         torch.set_num_threads(threads + 1)
@@ -105,11 +110,15 @@ def _encode(backend):
         from embetter.text import SentenceEncoder
 
         # a fresh cache folder per run: the ONNX export (and its quantiser) runs every time
+        previous = os.environ.get("EMBETTER_CACHE_DIR")
         os.environ["EMBETTER_CACHE_DIR"] = str(ctx["tmp"] / f"cache-{ctx['run']}")
         try:
             SentenceEncoder(ctx["model"], device="cpu", backend=backend).transform(ctx["texts"])
-        finally:
-            del os.environ["EMBETTER_CACHE_DIR"]
+        finally:  # the session's own value (conftest sets one) comes back
+            if previous is None:
+                del os.environ["EMBETTER_CACHE_DIR"]
+            else:
+                os.environ["EMBETTER_CACHE_DIR"] = previous
     return op
 
 
@@ -230,9 +239,15 @@ def test_the_check_sees_a_logger_left_changed():
     def rude():
         logging.getLogger("some.library").setLevel(logging.CRITICAL)
 
+    import torch
+
     logging.getLogger("some.library")
+    threads = torch.get_num_threads()
     assert any("some.library" in d for d in _run_as_guest(rude))
-    assert any("torch" in d for d in _run_as_guest(lambda: __import__("torch").set_num_threads(1)))
+    assert any("torch" in d for d in _run_as_guest(lambda: torch.set_num_threads(1)))
+    # and the check itself leaves the session as it found it
+    assert logging.getLogger("some.library").level == logging.NOTSET
+    assert torch.get_num_threads() == threads
 
 
 @pytest.mark.parametrize("transformers_on", [True, False])
