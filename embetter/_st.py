@@ -97,7 +97,6 @@ class TokenizerSpec:
 
     json: str  # the Rust tokenizer, serialised
     max_length: int
-    lowercase: bool
     pad_id: int
 
 
@@ -114,8 +113,7 @@ def tokenizer_spec(model) -> TokenizerSpec:
             "Use backend='torch' for this model."
         )
     pad_id = hf_tok.pad_token_id if hf_tok.pad_token_id is not None else 0
-    return TokenizerSpec(backend.to_str(), max_len,
-                         bool(getattr(model[0], "do_lower_case", False)), int(pad_id))
+    return TokenizerSpec(backend.to_str(), max_len, int(pad_id))
 
 
 def model_inputs(model, texts, prompt=None) -> dict:

@@ -27,7 +27,7 @@ from embetter.text._backends._tokenize import PROBE_TEXTS, TextTokenizer, pad_ba
 from embetter.text._models import cache_root, folder_fingerprint
 
 #: Bump when the export recipe changes, so old cache entries are not reused.
-EXPORT_VERSION = "2"
+EXPORT_VERSION = "3"
 #: Mean cosine to the torch fp32 embeddings that an export must reach on the probe texts.
 EXPORT_MIN_COSINE = {"int8": 0.99, "float32": 0.9999}
 
@@ -102,7 +102,6 @@ def export_onnx(model, folder: Path, precision: str) -> None:
             "dim": _st.embedding_dim(model, untruncated=True),  # what the graph computes
             "default_prompt": _st.default_prompt(model),
             "input_names": list(tokenizer.input_names),
-            "lowercase": tokenizer.lowercase,
             "pad_id": tokenizer.pad_id,
             "needs_prompt_length": _st.pooling_excludes_prompt(model),
             "export_version": EXPORT_VERSION,

@@ -9,9 +9,12 @@ import numpy as np
 from embetter import _st
 
 # Texts that exercise the tokenizer: case, accents, punctuation, numbers, unknown words,
-# an empty string, and one longer than any model's maximum length (truncation).
+# an empty string, and one longer than any model's maximum length (truncation). The Greek
+# capitals end in a sigma that Python's `str.lower` turns into a final "ς" and a tokenizer's
+# own lowercasing into "σ": only the tokenizer's own normaliser gives the model's ids.
 PROBE_TEXTS = [
     "A happy dog runs in the park.",
+    "ΟΔΟΣ ΣΟΦΟΣ",
     "QUARTERLY tax filings are due on 15 April 2024!",
     "Café déjà vu: naïve façades, über-cool.",
     "",
@@ -29,10 +32,9 @@ class TextTokenizer:
     texts, so the fast paths feed the model exactly the token ids the reference path does.
     """
 
-    def __init__(self, tokenizer, input_names, lowercase=False, pad_id=0):
+    def __init__(self, tokenizer, input_names, pad_id=0):
         self.tokenizer = tokenizer
         self.input_names = tuple(input_names)
-        self.lowercase = bool(lowercase)
         self.pad_id = int(pad_id)
 
     @classmethod
@@ -45,7 +47,9 @@ class TextTokenizer:
         tok.enable_truncation(max_length=spec.max_length)
         reference = _st.model_inputs(model, PROBE_TEXTS[:2])
         names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in reference]
-        fast = cls(tok, names, lowercase=spec.lowercase, pad_id=spec.pad_id)
+        # a model's `do_lower_case` is already in the serialised normaliser (sentence-transformers
+        # puts a Lowercase there): the Rust tokenizer alone reproduces `preprocess`
+        fast = cls(tok, names, pad_id=spec.pad_id)
         fast._check_against(model)
         return fast
 
@@ -67,8 +71,6 @@ class TextTokenizer:
     def encode(self, texts, prompt=None) -> list:
         if prompt:
             texts = [prompt + t for t in texts]
-        if self.lowercase:
-            texts = [t.lower() for t in texts]
         return self.tokenizer.encode_batch(texts, add_special_tokens=True)
 
     def save(self, folder: Path) -> None:
@@ -79,7 +81,7 @@ class TextTokenizer:
         from tokenizers import Tokenizer
 
         tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        return cls(tok, meta["input_names"], meta["lowercase"], meta["pad_id"])
+        return cls(tok, meta["input_names"], meta["pad_id"])
 
 
 def _widen(a: np.ndarray, width: int) -> np.ndarray:
