@@ -37,7 +37,8 @@ ENV_VARS = ["OPENAI_API_KEY", "OPENAI_BASE_URL", "AZURE_OPENAI_API_KEY", "AZURE_
             "AZURE_OPENAI_AD_TOKEN", "OPENAI_API_VERSION", "CO_API_KEY", "COHERE_API_KEY",
             "CO_API_URL", "OLLAMA_HOST", "OLLAMA_API_KEY"]
 MODULES = {"openai": "openai", "azure": "openai", "cohere": "cohere", "ollama": "ollama"}
-FAST = {"retry-after-ms": "5"}  # keep the clients' own backoff short in tests
+FAST = {"retry-after-ms": "5"}  # keep the retries' waits short in tests
+CLOSED = "http://127.0.0.1:9"  # where a request that should not be made would go: never outside
 
 
 @pytest.fixture(scope="module")
@@ -109,10 +110,10 @@ def test_empty_input_sends_no_request(kind, server):
     assert enc.transform([]).shape == (0, 32)  # the width learned from the earlier reply
     assert len(server.requests) == n
     # a model of known width needs no request either; an unknown one costs one probe
-    known = {"openai": OpenAIEncoder("text-embedding-3-large"),
-             "azure": AzureOpenAIEncoder("x", dimensions=64, azure_endpoint="http://a.b"),
-             "cohere": CohereEncoder("embed-english-light-v3.0"),
-             "ollama": OllamaEncoder("nomic-embed-text")}[kind]
+    known = {"openai": OpenAIEncoder("text-embedding-3-large", base_url=CLOSED),
+             "azure": AzureOpenAIEncoder("x", dimensions=64, azure_endpoint=CLOSED),
+             "cohere": CohereEncoder("embed-english-light-v3.0", base_url=CLOSED),
+             "ollama": OllamaEncoder("nomic-embed-text", base_url=CLOSED)}[kind]
     assert known.transform([]).shape[0] == 0 and known.transform([]).shape[1] in (3072, 64, 384,
                                                                                    768)
     assert make(kind, server).transform([]).shape == (0, 32)
@@ -145,9 +146,9 @@ def test_bad_input_and_parameters(kind, server):
 
 def test_provider_batch_caps():
     with pytest.raises(ValueError, match="batch_size must be a positive int and at most 96"):
-        CohereEncoder(batch_size=97, api_key="x").transform(["a"])
+        CohereEncoder(batch_size=97, api_key="x", base_url=CLOSED).transform(["a"])
     with pytest.raises(ValueError, match="at most 2048"):
-        OpenAIEncoder(batch_size=5000, api_key="x").transform(["a"])
+        OpenAIEncoder(batch_size=5000, api_key="x", base_url=CLOSED).transform(["a"])
 
 
 def test_token_budget_splits_batches(server):
@@ -280,10 +281,13 @@ def test_retries_then_succeeds(kind, status, server, local, corpus):
     assert len(server.requests) == 3  # two refused, the third answered
 
 
-def test_openai_honours_retry_after(server):
-    server.inject(status=429, times=1, headers={"retry-after": "1"})
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("header", [{"retry-after": "1"}, {"retry-after-ms": "1000"}])
+def test_every_provider_honours_retry_after(kind, header, server):
+    """One retry policy for all: Ollama's client carries no headers, and waited 0.5 s."""
+    server.inject(status=429, times=1, headers=header)
     start = time.perf_counter()
-    make("openai", server, max_concurrency=1).transform(["a"])
+    make(kind, server, max_concurrency=1).transform(["a"])
     assert time.perf_counter() - start >= 0.95 and len(server.requests) == 2
 
 
@@ -310,8 +314,8 @@ def test_client_errors_are_not_retried(kind, server):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_slow_reply_times_out_and_is_retried(kind, server, local):
-    server.inject(slow=1.5, times=1)
-    X = make(kind, server, timeout=0.3, max_retries=2).transform(["slow one"])
+    server.inject(slow=6, times=1)  # the retry must answer within the timeout, even when busy
+    X = make(kind, server, timeout=2, max_retries=2).transform(["slow one"])
     np.testing.assert_allclose(X, local.transform(["slow one"]), atol=1e-5)
     assert len(server.requests) == 2
     server.reset()
@@ -358,7 +362,7 @@ def test_reply_out_of_order_is_put_back_in_order(kind, server, local):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("bound", [1, 3])
 def test_concurrency_bound(kind, bound, server, local):
-    server.delay = 0.15  # each reply takes a while, so requests overlap when allowed
+    server.delay = 0.4  # each reply takes a while, so requests overlap when allowed
     texts = texts_of(12)
     X = make(kind, server, batch_size=2, max_concurrency=bound).transform(texts)
     np.testing.assert_allclose(X, local.transform(texts), atol=1e-5)

@@ -48,18 +48,25 @@ def test_retries_leave_the_callers_random_sequence_alone(server):
     assert random.getstate() == before
 
 
-def test_no_batch_retries_after_another_failed(server):
-    from embetter.external import HostedAPIError, OllamaEncoder
+@pytest.mark.parametrize("kind", ["openai", "cohere", "ollama"])
+def test_no_request_is_sent_after_a_batch_failed(kind, server, monkeypatch):
+    """Every provider's retries are the core's: once `transform` raised, nothing more goes
+    out (the openai and cohere clients went on retrying the other batches on their own)."""
+    import embetter.external._calls as calls
+    from embetter.external import CohereEncoder, HostedAPIError, OllamaEncoder, OpenAIEncoder
 
+    monkeypatch.setattr(calls, "INITIAL_RETRY_DELAY", 0.02)  # retries come fast if they come
     server.inject(status=400, match="text 0", times=None)  # batch 1 fails at once
     server.inject(status=503, times=None)  # the others would be retried
-    enc = OllamaEncoder("m", base_url=server.url, batch_size=1, max_concurrency=4,
-                        max_retries=5)
+    make = {"openai": lambda **kw: OpenAIEncoder("m", base_url=server.url + "/v1", **kw),
+            "cohere": lambda **kw: CohereEncoder("m", base_url=server.url, **kw),
+            "ollama": lambda **kw: OllamaEncoder("m", base_url=server.url, **kw)}[kind]
+    enc = make(api_key="k", batch_size=1, max_concurrency=4, max_retries=8)
     with pytest.raises(HostedAPIError, match="status 400"):
         enc.transform([f"text {i}" for i in range(8)])
     at_raise = len(server.requests)
-    time.sleep(3)  # the retries' first waits are 0.4-0.5 s, then 1 s, 2 s...
-    assert len(server.requests) - at_raise <= 4  # requests already sent, no retries (12 before)
+    time.sleep(1.5)  # eight retries of three batches would take about 10 s at most
+    assert len(server.requests) - at_raise <= 3  # requests already sent, no retries
 
 
 def test_an_interrupted_encode_stops_its_tokenizing_threads(tiny_model_path):

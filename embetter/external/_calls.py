@@ -5,22 +5,33 @@ from __future__ import annotations
 
 import math
 import random
+import time
 
-#: Our own backoff, for clients without retry machinery (Ollama) and for what a client does not
-#: retry (timeouts in Cohere's client): the same curve as openai's (0.5 s doubling to 8 s,
-#: minus up to 25% jitter).
+#: Every retry is ours (the providers' clients are built with their own retries off, so a
+#: failed call stops them all): openai's curve (0.5 s doubling to 8 s, minus up to 25%
+#: jitter), or the wait a server asks for in `Retry-After` when that is at most a minute.
 INITIAL_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 8.0
+MAX_RETRY_AFTER = 60.0
 
 #: Statuses worth retrying: request timeout, lock conflict, rate limit, server errors.
 RETRY_STATUSES = frozenset({408, 409, 429})
 
 
-class Secret(str):
+class Secret:
     """An API key: `'***'` in a repr, `***` as text (`str()`, f-strings, a logger's `%s`, a
-    parameter table); the clients get the real value from `reveal`."""
+    parameter table); the clients get the real value from `reveal`.
 
-    __slots__ = ()
+    Not a `str`, so nothing that writes a str's content (`json.dumps` of `get_params()`, a
+    config logger) can write the key: those raise or show `***`. Equal to (and hashed as) its
+    value, and copied as itself, so `clone` and `set_params` keep it; a pickle never holds
+    it (it loads as `None`: the provider's environment variable, as a pickled encoder does).
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = str(value)
 
     def __repr__(self):
         return "'***'"
@@ -31,10 +42,37 @@ class Secret(str):
     def __format__(self, spec):
         return format("***", spec)
 
+    def __eq__(self, other):
+        if isinstance(other, Secret):
+            return self._value == other._value
+        if isinstance(other, str):
+            return self._value == other
+        return NotImplemented
+
+    def __hash__(self):
+        return hash(self._value)
+
+    def __bool__(self):
+        return bool(self._value)
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __reduce__(self):
+        return (_dropped_key, ())
+
+
+def _dropped_key():
+    """What a pickled `Secret` loads as: no key."""
+    return None
+
 
 def reveal(key):
     """The real text of a key (a plain str for the provider's client), or None."""
-    return None if key is None else str.__str__(key) if isinstance(key, Secret) else key
+    return key._value if isinstance(key, Secret) else key
 
 
 class MalformedReply(ValueError):
@@ -105,6 +143,39 @@ _JITTER = random.Random()
 def backoff_delay(retry: int) -> float:
     """Seconds to wait before retry number `retry` (0-based): exponential, with jitter."""
     return min(INITIAL_RETRY_DELAY * 2.0**retry, MAX_RETRY_DELAY) * (1 - 0.25 * _JITTER.random())
+
+
+def retry_after(headers) -> float | None:
+    """The wait a reply asks for (`retry-after-ms`, or `retry-after` in seconds or as an HTTP
+    date), in seconds; None when it names none, or an unreadable or negative one."""
+    if not headers:
+        return None
+    try:
+        ms = headers.get("retry-after-ms")
+        if ms is not None:
+            wait = float(ms) / 1000
+            return wait if math.isfinite(wait) and wait >= 0 else None
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            wait = float(value)
+        except ValueError:
+            from email.utils import parsedate_to_datetime
+
+            when = parsedate_to_datetime(value)
+            wait = when.timestamp() - time.time()
+        return wait if math.isfinite(wait) and wait >= 0 else None
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def retry_delay(retry: int, asked: float | None) -> float:
+    """The wait before retry number `retry`: what the server asked for, when it asked for at
+    most `MAX_RETRY_AFTER` seconds, else the backoff."""
+    if asked is not None and asked <= MAX_RETRY_AFTER:
+        return asked
+    return backoff_delay(retry)
 
 
 class Stopped(Exception):

@@ -19,10 +19,8 @@ COHERE_DIMS = {
 class CohereEncoder(HostedEncoder):
     """Embed texts with Cohere's embed API.
 
-    Runs on the official `cohere` client (`pip install 'embetter[cohere]'`), whose retry
-    machinery handles 429s (honouring `Retry-After`) and 5xx replies with backoff and jitter;
-    timeouts, which that client does not retry, are retried here with the same backoff.
-    Batching, ordering, the concurrency bound, errors and key handling are those of
+    Runs on the official `cohere` client (`pip install 'embetter[cohere]'`). Retries,
+    batching, ordering, the concurrency bound, errors and key handling are those of
     `OpenAIEncoder`. The key comes from `api_key`, `CO_API_KEY` or `COHERE_API_KEY`.
 
     Arguments:
@@ -84,14 +82,10 @@ class CohereEncoder(HostedEncoder):
 
     def _make_client(self):
         cohere = require("cohere", "cohere", type(self).__name__)
-        key = self.api_key or os.environ.get("CO_API_KEY") or os.environ.get("COHERE_API_KEY")
-        if not key:
-            raise ValueError(
-                f"{type(self).__name__} needs an API key: pass api_key=... or set CO_API_KEY"
-            )
+        key = self._key_or_env("CO_API_KEY", "COHERE_API_KEY")
         return cohere.ClientV2(api_key=reveal(key),
                                base_url=self.base_url or os.environ.get("CO_API_URL"),
-                               timeout=float(self.timeout), max_retries=int(self.max_retries))
+                               timeout=float(self.timeout), max_retries=0)  # the core retries
 
     def _embed_batch(self, client, texts):
         extra = {"output_dimension": int(self.dimensions)} if self.dimensions is not None else {}
@@ -117,8 +111,5 @@ class CohereEncoder(HostedEncoder):
     def _error_message(self, error):
         return str(getattr(error, "body", None) or error)
 
-    def _retryable(self, error):
-        import httpx
-
-        # the client retries statuses and refused connections itself, but not timeouts
-        return isinstance(error, httpx.TimeoutException)
+    def _error_headers(self, error):
+        return getattr(error, "headers", None)

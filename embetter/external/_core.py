@@ -7,6 +7,8 @@ module does the rest, the same way for every provider:
   (`max_tokens_per_request`), in input order;
 - at most `max_concurrency` batches are in flight; each reply lands in its batch's rows, so
   the output is in input order whatever order the replies come back in;
+- every retry is made here (the clients are built with theirs off), after the server's
+  `Retry-After` or a backoff, and none once a batch has failed;
 - a reply with the wrong number of rows or a different width is an error, and so is any
   batch that still fails after the retries: nothing partial or misordered is ever returned;
 - the client is built lazily and cached on the instance, never pickled; an `api_key` given as
@@ -18,6 +20,7 @@ from __future__ import annotations
 import copy
 import logging
 import numbers
+import os
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -31,12 +34,17 @@ from embetter.external._calls import (
     MalformedReply,
     Secret,
     Stopped,
-    backoff_delay,
     make_batches,
+    retry_after,
+    retry_delay,
+    retryable_status,
     short_message,
 )
 
 log = logging.getLogger("embetter.external")
+
+#: the longest `timeout` taken, in seconds (about 11.6 days; far longer overflows a socket's)
+MAX_TIMEOUT = 1e6
 
 
 def _positive_int(value, name, upper=None, *, allow_none=False):
@@ -67,9 +75,10 @@ class HostedEncoder(EmbetterBase):
         _positive_int(self.dimensions, "dimensions", allow_none=True)
         check_int(self.max_retries, "max_retries", 0)
         t = self.timeout
-        if isinstance(t, bool) or not isinstance(t, numbers.Real) or not t > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {t!r}")
-        if self.api_key is not None and not isinstance(self.api_key, str):
+        if isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0 < t <= MAX_TIMEOUT:
+            raise ValueError("timeout must be a finite positive number of seconds, at most "
+                             f"{MAX_TIMEOUT:g} (the sockets' limit is near), got {t!r}")
+        if self.api_key is not None and not isinstance(self.api_key, (str, Secret)):
             raise TypeError(f"api_key must be None or a str, got {type(self.api_key).__name__}")
 
     # -- the client: built lazily, cached on the instance, never pickled ---------------------
@@ -105,9 +114,28 @@ class HostedEncoder(EmbetterBase):
         state.pop("_client_cache", None)
         state.pop("_dim_cache", None)
         # A key given as an argument never travels: the unpickled encoder reads the provider's
-        # environment variable where it is loaded.
-        state.pop("_api_key", None)
+        # environment variable where it is loaded (and says so if that is not set).
+        if state.pop("_api_key", None) is not None:
+            state["_api_key_dropped"] = True
         return state
+
+    def _key_or_env(self, *env_names):
+        """The key: the argument, else the first of `env_names` set; a clear error without."""
+        key = self.api_key or next(
+            (os.environ[name] for name in env_names if os.environ.get(name)), None)
+        if key:
+            return key
+        where = " or ".join(env_names)
+        if self.__dict__.get("_api_key_dropped"):
+            raise ValueError(
+                f"{type(self).__name__} was given api_key=... but comes from a pickle (a joblib "
+                "worker with n_jobs > 1, a Dask worker, a saved pipeline), and a key given as "
+                f"an argument is never pickled: set {where} where it runs"
+            )
+        raise ValueError(
+            f"{type(self).__name__} needs an API key: pass api_key=... or set {where} "
+            "(any non-empty string for a local server that checks none)"
+        )
 
     def _twin(self):
         """A new encoder with this one's key and nothing else: in-memory copies keep the key
@@ -116,14 +144,21 @@ class HostedEncoder(EmbetterBase):
         twin.__dict__["_api_key"] = self.__dict__.get("_api_key")
         return twin
 
+    def _copy_state(self) -> dict:
+        state = self.__getstate__()
+        state.pop("_api_key_dropped", None)  # a copy in memory keeps the key: nothing dropped
+        if self.__dict__.get("_api_key_dropped"):
+            state["_api_key_dropped"] = True
+        return state
+
     def __copy__(self):  # copy.copy would go through the pickle protocol and lose the key
         twin = self._twin()
-        twin.__dict__.update(self.__getstate__())
+        twin.__dict__.update(self._copy_state())
         return twin
 
     def __deepcopy__(self, memo):
         twin = memo[id(self)] = self._twin()
-        twin.__dict__.update(copy.deepcopy(self.__getstate__(), memo))
+        twin.__dict__.update(copy.deepcopy(self._copy_state(), memo))
         return twin
 
     # -- output width ------------------------------------------------------------------------
@@ -264,8 +299,9 @@ class HostedEncoder(EmbetterBase):
         return emb
 
     def _with_retries(self, call, where: str, stop=None):
-        """Retry what the client itself does not (see `_retryable`), with backoff; no retry
-        once `stop` is set (another batch failed)."""
+        """Every retry of a request (the clients retry nothing themselves): rate limits, server
+        errors, timeouts and lost connections (see `_retryable`), after the wait the server
+        asks for or a backoff; no retry once `stop` is set (another batch failed)."""
         retries = int(self.max_retries)
         for attempt in range(retries + 1):
             try:
@@ -273,7 +309,7 @@ class HostedEncoder(EmbetterBase):
             except Exception as e:
                 if attempt == retries or not self._retryable(e):
                     raise
-                delay = backoff_delay(attempt)
+                delay = retry_delay(attempt, retry_after(self._error_headers(e)))
                 status, what = self._error_status(e)
                 log.info("%s: %s got %s; retry %d of %d in %.2f s", type(self).__name__, where,
                          f"status {status}" if status is not None else what,
@@ -300,9 +336,15 @@ class HostedEncoder(EmbetterBase):
         """What the server said, for the error message."""
         return str(error)
 
+    def _error_headers(self, error):
+        """The headers of the reply a failed request got (None without one)."""
+        return None
+
     def _retryable(self, error) -> bool:
-        """Whether the core retries this error itself (False where the client already did)."""
-        return False
+        """Whether a request that failed so is worth another try: a status of
+        `RETRY_STATUSES` or 5xx, a timeout, a lost connection."""
+        status, what = self._error_status(error)
+        return retryable_status(status) or what is not None
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import os
+import threading
 
-from embetter.external._calls import require, retryable_status, reveal
+from embetter.external._calls import require, reveal
 from embetter.external._core import HostedEncoder
+
+#: the headers of the last reply each thread's request got: the client's errors carry none,
+#: and a rate limit's `Retry-After` is in them
+_REPLY = threading.local()
+
+
+def _keep_headers(response) -> None:
+    _REPLY.headers = response.headers
 
 OLLAMA_DIMS = {
     "nomic-embed-text": 768,
@@ -18,9 +27,8 @@ OLLAMA_DIMS = {
 class OllamaEncoder(HostedEncoder):
     """Embed texts with a model served by Ollama (`/api/embed`).
 
-    Runs on the official `ollama` client (`pip install 'embetter[ollama]'`). That client has no
-    retry machinery, so 429s, 5xx replies, timeouts and lost connections are retried here,
-    with exponential backoff and jitter. Batching, ordering, the concurrency bound, errors and
+    Runs on the official `ollama` client (`pip install 'embetter[ollama]'`). Retries (the
+    server's `Retry-After` honoured), batching, ordering, the concurrency bound, errors and
     key handling are those of `OpenAIEncoder`. (Ollama's OpenAI-compatible `/v1` endpoint
     works with `OpenAIEncoder(base_url=...)` too.)
 
@@ -76,10 +84,12 @@ class OllamaEncoder(HostedEncoder):
         ollama = require("ollama", "ollama", type(self).__name__)
         key = self.api_key or os.environ.get(self.key_env)
         headers = {"authorization": f"Bearer {reveal(key)}"} if key else None
-        return ollama.Client(host=self.base_url, timeout=float(self.timeout), headers=headers)
+        return ollama.Client(host=self.base_url, timeout=float(self.timeout), headers=headers,
+                             event_hooks={"response": [_keep_headers]})
 
     def _embed_batch(self, client, texts):
         extra = {"dimensions": int(self.dimensions)} if self.dimensions is not None else {}
+        _REPLY.headers = None  # a timeout gets no reply: no stale headers either
         return client.embed(model=self.model, input=texts, **extra).embeddings
 
     def _error_status(self, error):
@@ -97,6 +107,7 @@ class OllamaEncoder(HostedEncoder):
     def _error_message(self, error):
         return str(getattr(error, "error", None) or error)
 
-    def _retryable(self, error):
-        status, what = self._error_status(error)
-        return retryable_status(status) or what is not None
+    def _error_headers(self, error):
+        from ollama import ResponseError
+
+        return getattr(_REPLY, "headers", None) if isinstance(error, ResponseError) else None

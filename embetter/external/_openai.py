@@ -17,12 +17,13 @@ OPENAI_DIMS = {
 class OpenAIEncoder(HostedEncoder):
     """Embed texts with OpenAI's embeddings API or any OpenAI-compatible server.
 
-    Runs on the official `openai` client (`pip install 'embetter[openai]'`), whose own retry
-    machinery handles 429s (honouring `Retry-After`), 5xx replies, timeouts and lost
-    connections with exponential backoff and jitter. Texts are sent in batches of at most
-    `batch_size` texts and (estimated) `max_tokens_per_request` tokens, `max_concurrency`
-    batches at a time; the output is always in input order. A batch that still fails raises
-    `HostedAPIError`, naming the batch and the status: never a partial array.
+    Runs on the official `openai` client (`pip install 'embetter[openai]'`). 429s (honouring
+    `Retry-After`), 5xx replies, timeouts and lost connections are retried with exponential
+    backoff and jitter, by embetter for every provider (so a failure stops them all). Texts
+    are sent in batches of at most `batch_size` texts and (estimated)
+    `max_tokens_per_request` tokens, `max_concurrency` batches at a time; the output is
+    always in input order. A batch that still fails raises `HostedAPIError`, naming the
+    batch and the status: never a partial array.
 
     The client is created on first use. The key comes from `api_key` or `OPENAI_API_KEY`; a
     key given as an argument is shown as `'***'` in reprs and is not pickled (an unpickled
@@ -81,14 +82,10 @@ class OpenAIEncoder(HostedEncoder):
 
     def _make_client(self):
         openai = require("openai", "openai", type(self).__name__)
-        key = self.api_key or os.environ.get(self.key_env)
-        if not key:
-            raise ValueError(
-                f"{type(self).__name__} needs an API key: pass api_key=... or set "
-                f"{self.key_env} (any non-empty string for a local server that checks none)"
-            )
+        key = self._key_or_env(self.key_env)
+        # no retries in the client: the core does them all, and stops them all at a failure
         return openai.OpenAI(api_key=reveal(key), base_url=self.base_url,
-                             timeout=float(self.timeout), max_retries=int(self.max_retries))
+                             timeout=float(self.timeout), max_retries=0)
 
     def _embed_batch(self, client, texts):
         extra = {"dimensions": int(self.dimensions)} if self.dimensions is not None else {}
@@ -111,6 +108,9 @@ class OpenAIEncoder(HostedEncoder):
         if isinstance(error, openai.APIConnectionError):
             return None, "a connection error"
         return None, None
+
+    def _error_headers(self, error):
+        return getattr(getattr(error, "response", None), "headers", None)
 
 
 class AzureOpenAIEncoder(OpenAIEncoder):
@@ -177,9 +177,11 @@ class AzureOpenAIEncoder(OpenAIEncoder):
             return openai.AzureOpenAI(
                 api_key=reveal(self.api_key), azure_endpoint=self.base_url,
                 api_version=self.api_version, timeout=float(self.timeout),
-                max_retries=int(self.max_retries),
+                max_retries=0,
             )
         except (openai.OpenAIError, ValueError) as e:
+            if self.__dict__.get("_api_key_dropped"):  # the key the user gave did not travel
+                self._key_or_env("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_AD_TOKEN")
             raise ValueError(
                 f"{type(self).__name__} cannot build its client: {e} (azure_endpoint= or "
                 "AZURE_OPENAI_ENDPOINT, api_version= or OPENAI_API_VERSION, api_key= or "
