@@ -97,6 +97,33 @@ def test_learner_save_load_is_exact_and_atomic(pairs, tmp_path, monkeypatch):
     (tmp_path / "other.pt").write_bytes(b"not a learner")
     with pytest.raises(Exception):  # noqa: B017 - torch's unpickling error type varies
         ContrastiveLearner.load(tmp_path / "other.pt")
+    # a torch file of someone else's: a clear error, not a KeyError from inside
+    torch.save({"a": 1}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="not a file written by ContrastiveLearner.save"):
+        ContrastiveLearner.load(tmp_path / "foreign.pt")
+
+
+_RAN = []
+
+
+def _mark_ran():
+    _RAN.append("ran")
+
+
+class _RunsCodeWhenUnpickled:
+    def __reduce__(self):
+        return (_mark_ran, ())
+
+
+def test_load_never_runs_code_from_the_file(tmp_path):
+    """Weights only: a `.pt` that would run code when unpickled is refused before it can."""
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "x", "payload": _RunsCodeWhenUnpickled()}, path)
+    with pytest.raises(Exception):  # noqa: B017 - torch's UnpicklingError
+        ContrastiveLearner.load(path)
+    assert _RAN == []
+    torch.load(path, weights_only=False)  # the file does run code when trusted: the test bites
+    assert _RAN == ["ran"]
 
 
 def test_learner_pickles_and_sets_output(pairs):

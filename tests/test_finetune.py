@@ -274,8 +274,10 @@ def test_contrastive_tuner_reports_training_and_stops_early(data):
     X, y = data
     tuner = ContrastiveTuner(epochs=40, max_steps=None, early_stopping=True, n_iter_no_change=2,
                              tol=0.0, random_state=0).fit(X, y)
-    assert tuner.n_iter_ == len(tuner.loss_curve_) == len(tuner.history_) <= 40
+    assert tuner.n_iter_ == len(tuner.loss_curve_) == len(tuner.history_) < 40
     assert all({"epoch", "step", "train_loss", "valid_loss"} <= set(h) for h in tuner.history_)
+    valid = [h["valid_loss"] for h in tuner.history_]
+    assert tuner.n_iter_ - 1 - int(np.argmin(valid)) == 2  # two epochs without a new best
     plain = fast(ContrastiveTuner).fit(X, y)
     assert [h["epoch"] for h in plain.history_] == [1, 2, 3]
     assert "valid_loss" not in plain.history_[0]

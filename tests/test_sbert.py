@@ -111,14 +111,34 @@ def test_pair_losses_train(tiny_model_path, pairs, loss):
     assert X.shape == (2, 32) and X.dtype == np.float32 and np.isfinite(X).all()
 
 
+def test_each_loss_and_matryoshka_dims_train_differently(tiny_model_path, pairs):
+    """`loss` and `matryoshka_dims` reach the training: with the same seed and pairs, each
+    setting moves the model, and each somewhere else."""
+    probe = ["the cat likes pizza", "a dog fixes old cars", "the market predicts the rain"]
+    untrained = SentenceEncoder(tiny_model_path, device="cpu").transform(probe)
+    settings = [{"loss": name} for name in ("cosine", "cosent", "contrastive",
+                                             "online_contrastive")]
+    settings.append({"loss": "cosine", "matryoshka_dims": [32, 8]})
+    outs = [learner(tiny_model_path, **kw).fit(*small(pairs)).transform(probe)
+            for kw in settings]
+    for kw, out in zip(settings, outs):
+        assert np.abs(out - untrained).max() > 1e-4, f"{kw} did not train"
+    for i in range(len(outs)):
+        for j in range(i):
+            assert np.abs(outs[i] - outs[j]).max() > 1e-5, (settings[i], settings[j])
+
+
 def test_mnrl_with_and_without_negatives(tiny_model_path, corpus):
     anchors, positives, negatives = corpus[:24], corpus[1:25], corpus[30:54]
     fitted = learner(tiny_model_path, loss="mnrl", batch_size=8).fit(anchors, positives)
     assert fitted.n_steps_ >= 3
-    fitted = learner(tiny_model_path, loss="mnrl", batch_size=8).fit(
+    with_negatives = learner(tiny_model_path, loss="mnrl", batch_size=8).fit(
         anchors, positives, np.ones(24), negatives=negatives
     )
-    assert fitted.predict(anchors[:3], positives[:3]).shape == (3,)
+    assert with_negatives.predict(anchors[:3], positives[:3]).shape == (3,)
+    # the negatives reach the loss: the same seed and pairs train another model
+    assert np.abs(with_negatives.transform(anchors[:4]) - fitted.transform(anchors[:4])).max() \
+        > 1e-5
 
 
 @pytest.mark.parametrize(
