@@ -81,32 +81,36 @@ class UntrustedAddressError(UntrustedTypesError):
 _ADDRESS_PARAMS = ("base_url", "azure_endpoint")
 
 
-def _stored_addresses(obj, seen=None) -> list[str]:
-    """The server addresses of the hosted-API encoders anywhere in `obj` (an estimator, a
-    pipeline, nested parameters, lists and dicts of them), as `Encoder(param=address)`."""
-    from sklearn.base import BaseEstimator
+def _stored_addresses(obj) -> list[str]:
+    """The server addresses of the hosted-API encoders anywhere in `obj`, as
+    `Encoder(param=address)`: in parameters, in fitted attributes (a `DifferenceClassifier`'s
+    `enc_`, a search's `best_estimator_`), in lists, tuples, sets and dicts; and a `key_env` of
+    the file's own, which would send another environment variable as the key."""
+    import types
 
     from embetter.external._core import HostedEncoder
 
-    seen = set() if seen is None else seen
-    if id(obj) in seen:
-        return []
-    seen.add(id(obj))
-    if isinstance(obj, HostedEncoder):
-        # the stored parameters only (AzureOpenAIEncoder's `base_url` property falls back to
-        # the loader's own AZURE_OPENAI_ENDPOINT, which the file does not name)
-        stored = obj.get_params(deep=False)
-        return [f"{type(obj).__name__}({p}={stored[p]!r})" for p in _ADDRESS_PARAMS
-                if stored.get(p) is not None]
-    if isinstance(obj, BaseEstimator):
-        children = list(obj.get_params(deep=False).values())
-    elif isinstance(obj, (list, tuple)):
-        children = list(obj)
-    elif isinstance(obj, dict):
-        children = list(obj.values())
-    else:
-        return []
-    return [a for child in children for a in _stored_addresses(child, seen)]
+    found, seen, stack = [], set(), [obj]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen or isinstance(item, (type, types.ModuleType, str, bytes)):
+            continue
+        seen.add(id(item))
+        if isinstance(item, HostedEncoder):
+            # the stored values only (AzureOpenAIEncoder's `base_url` property falls back to
+            # the loader's own AZURE_OPENAI_ENDPOINT, which the file does not name)
+            stored = vars(item)
+            found += [f"{type(item).__name__}({p}={stored[p]!r})" for p in _ADDRESS_PARAMS
+                      if stored.get(p) is not None]
+            if "key_env" in stored:
+                found.append(f"{type(item).__name__}(key_env={stored['key_env']!r})")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend(item)
+        elif isinstance(getattr(item, "__dict__", None), dict):
+            stack.extend(vars(item).values())
+    return found
 
 
 def trusted_types() -> list[str]:

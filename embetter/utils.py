@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import pickle
+import types
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -89,9 +91,7 @@ class CachedEncoder(TransformerMixin, BaseEstimator):
         signature = _state_signature(self.encoder)
         memo = self.__dict__.get("_identity_memo")
         if memo is None or memo[0] != signature:
-            import joblib
-
-            memo = (signature, joblib.hash(self.encoder))
+            memo = (signature, _content_hash(self.encoder))
             self.__dict__["_identity_memo"] = memo
         return memo[1] + _model_folders(self.encoder)
 
@@ -121,6 +121,11 @@ class CachedEncoder(TransformerMixin, BaseEstimator):
             found.update(zip(missing, rows))
         if not texts:
             return np.asarray(self.encoder.transform([]), dtype=np.float32)
+        if len({len(found[k]) for k in keys}) > 1:  # never reshape rows of two widths
+            raise RuntimeError(
+                f"the cache at {self.path!r} holds rows of another width for this encoder: its "
+                "key missed a change to the encoder; clear that folder"
+            )
         flat = np.frombuffer(b"".join(found[k] for k in keys), dtype=np.float32)
         return flat.reshape(len(keys), -1).copy()
 
@@ -181,27 +186,82 @@ def _model_folders(encoder) -> str:
     return "".join(parts)
 
 
-def _state_signature(obj, depth: int = 4):
+def _content_hash(encoder) -> str:
+    """What the encoder is, by value: joblib's hash of its pickle (weights included), plus
+    the code of the functions in it (a pickle names a function, so an edited `prep` would
+    keep its key); an encoder pickle cannot write (a lambda inside) is hashed with its
+    functions written as their code."""
+    import joblib
+
+    try:
+        digest = joblib.hash(encoder)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        sink = hashlib.blake2b(digest_size=16)
+        _CodePickler(_Writer(sink.update)).dump(encoder)
+        digest = sink.hexdigest()
+    code = _function_code(encoder)
+    return digest + (hashlib.blake2b(code, digest_size=8).hexdigest() if code else "")
+
+
+class _Writer:
+    """A file-like `write` for a pickler (into a hash)."""
+
+    def __init__(self, write):
+        self.write = write
+
+
+class _CodePickler(pickle.Pickler):
+    """A pickler into a hash that writes each function as its code (no import path needed)."""
+
+    def __init__(self, sink):
+        super().__init__(sink, protocol=4)
+
+    def reducer_override(self, obj):
+        if isinstance(obj, types.FunctionType):
+            return (str, (_code_bytes(obj).hex(),))
+        return NotImplemented
+
+
+def _code_bytes(fn) -> bytes:
+    code = fn.__code__
+    return code.co_code + repr((code.co_consts, code.co_names, fn.__defaults__)).encode()
+
+
+def _function_code(obj) -> bytes:
+    """The code, constants and defaults of every plain function among an estimator's
+    (nested) parameters, as bytes."""
+    if not hasattr(obj, "get_params"):
+        return b""
+    parts = []
+    for _key, value in sorted(obj.get_params(deep=True).items()):
+        values = value.values() if isinstance(value, dict) else [value]
+        parts += [_code_bytes(fn) for fn in values if isinstance(fn, types.FunctionType)]
+    return b"".join(parts)
+
+
+def _state_signature(obj, _seen=frozenset()):
     """A cheap summary of an estimator's state that changes whenever `fit`, `partial_fit` or
-    `set_params` changes the state: plain values by value, other objects by identity, and
-    estimators (and small containers) recursively through their attributes."""
+    `set_params` changes the state, at any depth (a step of a pipeline in a union in a
+    pipeline): plain values by value, other objects by identity, and estimators (and small
+    containers) recursively through their attributes."""
     if isinstance(obj, _PLAIN):
         return obj
-    if depth <= 0:
+    if id(obj) in _seen:  # a cycle
         return ("id", id(obj))
     if isinstance(obj, np.ndarray):
         return ("array", id(obj), obj.shape, obj.dtype.str)
+    seen = _seen | {id(obj)}
     if isinstance(obj, (list, tuple)):
         if len(obj) > 64:  # e.g. every text seen: its identity and length stand for it
             return ("seq", id(obj), len(obj))
-        return ("seq", id(obj), tuple(_state_signature(v, depth - 1) for v in obj))
+        return ("seq", id(obj), tuple(_state_signature(v, seen) for v in obj))
     if isinstance(obj, dict):
         if len(obj) > 64:
             return ("map", id(obj), len(obj))
-        return ("map", id(obj), tuple((k, _state_signature(v, depth - 1))
+        return ("map", id(obj), tuple((k, _state_signature(v, seen))
                                       for k, v in obj.items() if isinstance(k, str)))
     if isinstance(obj, BaseEstimator):
-        return ("est", id(obj), tuple((k, _state_signature(v, depth - 1))
+        return ("est", id(obj), tuple((k, _state_signature(v, seen))
                                       for k, v in sorted(vars(obj).items())))
     return ("id", id(obj))
 
@@ -224,7 +284,10 @@ def _bulk_get(cache, keys: list[str], chunk: int = 500) -> dict[str, bytes]:
     try:
         # a read-only connection of our own to the cache's database (a second reader is what
         # SQLite's write-ahead log is for); diskcache's own connection stays its own
-        uri = "file:" + os.path.join(cache.directory, DBNAME) + "?mode=ro"
+        # (quoted: a folder named with ?, # or % is a path, not a query or an escape)
+        from urllib.parse import quote
+
+        uri = "file:" + quote(os.path.join(cache.directory, DBNAME)) + "?mode=ro"
         with closing(sqlite3.connect(uri, uri=True, timeout=60)) as db:
             for start in range(0, len(unique), chunk):
                 part = unique[start : start + chunk]
