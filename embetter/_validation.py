@@ -169,8 +169,10 @@ def _label_array(y, name: str) -> np.ndarray:
             "MultiLabelBinarizer turns them into 0/1 columns)") from None
 
 
-def as_labels(y, name: str = "y", n_samples: int | None = None) -> np.ndarray:
-    """Check a 1-D label or score vector: no missing values, the right length."""
+def as_labels(y, name: str = "y", n_samples: int | None = None,
+              counted: str = "X has {n} rows") -> np.ndarray:
+    """Check a 1-D label or score vector: no missing values, the right length (`n_samples`,
+    which `counted` names in the error)."""
     if y is None:
         raise ValueError(f"{name} is required, got None")
     arr = _label_array(y, name)
@@ -179,7 +181,8 @@ def as_labels(y, name: str = "y", n_samples: int | None = None) -> np.ndarray:
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
     if n_samples is not None and arr.shape[0] != n_samples:
-        raise ValueError(f"{name} has {arr.shape[0]} entries but X has {n_samples} rows")
+        raise ValueError(f"{name} has {arr.shape[0]} entries but "
+                         f"{counted.format(n=n_samples)}")
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinity")
     if arr.dtype.kind == "O":
@@ -337,8 +340,14 @@ def check_pairs(X1, X2, y=None, *, texts: bool = False, n_features: int | None =
     if n1 == 0:
         raise ValueError("X1 and X2 have 0 pairs; at least 1 is required")
     if y is not None:
-        y = as_labels(y, "y", n_samples=n1)
-        if y.dtype.kind not in "biuf":
-            raise ValueError(f"y must hold numbers (scores or 0/1 labels), got dtype {y.dtype}")
-        y = y.astype(np.float32)
+        y = as_pair_scores(y, n1)
     return X1, X2, y
+
+
+def as_pair_scores(y, n: int, hint: str = "") -> np.ndarray:
+    """One number per pair (a score or a 0/1 label), as float32."""
+    y = as_labels(y, "y", n_samples=n, counted="X1 and X2 hold {n} pairs")
+    if y.dtype.kind not in "biuf":
+        raise ValueError(
+            f"y must hold numbers (scores or 0/1 labels), got dtype {y.dtype}{hint}")
+    return y.astype(np.float32)

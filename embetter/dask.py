@@ -241,6 +241,9 @@ def release(client=None) -> int:
     assert release() >= 0  # after the last job: free the workers' models
     ```
     """
+    if client is not None and not callable(getattr(client, "run", None)):
+        raise TypeError("client must be a dask.distributed Client (or None: this process "
+                        f"only), got {type(client).__name__}")
     dropped = _forget_kept()
     if client is not None:
         dropped += sum(client.run(_forget_kept).values())

@@ -61,7 +61,7 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
         X1, X2 = _sized(X1), _sized(X2)
         self.enc_ = _fitted(self.enc, X1, X2)
         features = self._features(self.enc_, X1, X2)
-        y = as_labels(y, "y", n_samples=features.shape[0])
+        y = as_labels(y, "y", n_samples=features.shape[0], counted="X1 and X2 hold {n} pairs")
         head = LogisticRegression(class_weight="balanced", max_iter=1000)
         self.clf_ = clone(self.clf_head) if self.clf_head is not None else head
         self.clf_.fit(features, y)

@@ -62,8 +62,16 @@ class CachedEncoder(TransformerMixin, BaseEstimator):
         self.encoder = encoder
         self.path = path
 
+    def _check_encoder(self):
+        if not callable(getattr(self.encoder, "transform", None)):
+            hint = (f" {self.encoder!r}: pass an encoder, e.g. SentenceEncoder({self.encoder!r})"
+                    if isinstance(self.encoder, (str, os.PathLike)) else "")
+            raise TypeError("encoder must be a transformer with a transform method, got "
+                            f"{type(self.encoder).__name__}{hint}")
+
     def fit(self, X, y=None):
         """Fit the wrapped encoder (a no-op for the stateless pretrained encoders)."""
+        self._check_encoder()
         self.encoder.fit(X, y)
         return self
 
@@ -97,6 +105,7 @@ class CachedEncoder(TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         """Embed texts, reading known ones from disk and encoding only the rest."""
+        self._check_encoder()
         texts = as_texts(X)
         identity = self._identity()
         keys = [
@@ -348,8 +357,19 @@ def calc_distances(
     ```
     """
     anchor_pipeline = pipeline if anchor_pipeline is None else anchor_pipeline
+    for name, step in (("pipeline", pipeline), ("anchor_pipeline", anchor_pipeline)):
+        if not callable(getattr(step, "transform", None)):
+            raise TypeError(f"{name} must have a transform method (an encoder or a fitted "
+                            f"pipeline), got {type(step).__name__}")
+    if not callable(aggregate):
+        raise TypeError("aggregate must be a function reducing along axis 1 (np.max, np.min, "
+                        f"np.mean, ...), got {aggregate!r}")
     X_inputs = pipeline.transform(inputs)
     X_anchors = anchor_pipeline.transform(anchors)
+    if len(X_anchors) == 0:
+        raise ValueError("anchors is empty: at least one anchor is needed to measure against")
+    if len(X_inputs) == 0:
+        return np.zeros(0, dtype=np.float64)
     distances = pairwise_distances(X_inputs, X_anchors, metric=metric, n_jobs=n_jobs)
     return aggregate(distances, axis=1)
 

@@ -174,3 +174,41 @@ def test_sbert_stream_starting_with_one_class_decides_its_choices_with_two(
     assert multi.n_pairs_ == 0
     with pytest.raises(ValueError, match="one distinct label set"):  # but not for fit
         tuner(tiny_model_path, batch_size=8).fit(corpus[:4], np.array([[1, 0]] * 4))
+
+
+# -- a second review: the calls users bring from the sentence-transformers pages ------------
+@pytest.mark.parametrize("loss, ours", [("CosineSimilarityLoss", "loss='cosine'"),
+                                        ("MultipleNegativesRankingLoss", "loss='mnrl'"),
+                                        ("TripletLoss", "negatives=")])
+@pytest.mark.parametrize("kind", ["learner", "tuner"])
+def test_sentence_transformers_loss_names_point_to_ours(tiny_model_path, loss, ours, kind):
+    from embetter.finetune import SbertLearner, SbertTuner
+
+    with pytest.raises(ValueError, match=f"sentence-transformers' class name; here pass .*{ours}"):
+        if kind == "learner":
+            SbertLearner(tiny_model_path, loss=loss).fit(["a b", "c d"], ["a", "c"], [1, 0])
+        else:
+            SbertTuner(tiny_model_path, loss=loss).fit(["a b", "c d"], [0, 1])
+
+
+def test_a_loss_object_is_refused_with_its_name(tiny_model_path):
+    from sentence_transformers import SentenceTransformer, losses
+
+    from embetter.finetune import SbertLearner
+
+    model = SentenceTransformer(tiny_model_path, device="cpu")
+    with pytest.raises(TypeError, match="not a CosineSimilarityLoss object: pass loss='cosine'"):
+        SbertLearner(model, loss=losses.CosineSimilarityLoss(model)).fit(["a"], ["b"], [1.0])
+
+
+def test_pair_errors_speak_of_pairs_and_triplets(tiny_model_path):
+    from embetter.finetune import ContrastiveLearner, SbertLearner
+
+    with pytest.raises(ValueError, match="y has 3 entries but X1 and X2 hold 2 pairs"):
+        SbertLearner(tiny_model_path).fit(["a", "b"], ["c", "d"], [1, 0, 1])
+    X = np.ones((2, 4), np.float32)
+    with pytest.raises(ValueError, match="y has 3 entries but X1 and X2 hold 2 pairs"):
+        ContrastiveLearner().fit(X, X, [1, 0, 1])
+    with pytest.raises(ValueError, match=r"got dtype <U1; for \(anchor, positive, negative\) "
+                                         r"triplets pass .*negatives="):
+        SbertLearner(tiny_model_path, loss="mnrl").fit(["a", "b"], ["c", "d"], ["e", "f"])

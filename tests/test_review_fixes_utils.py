@@ -99,3 +99,25 @@ def test_a_file_cannot_point_a_fitted_encoder_at_its_server(tmp_path, where):
     load_skops(path, trust=True)  # what the user trusts loads
     clean = save_skops(make_pipeline(embetter.external.OpenAIEncoder()), tmp_path / "ok.skops")
     load_skops(clean)  # an encoder that names no address still loads
+
+
+def test_calc_distances_and_cached_check_their_arguments(tiny_model_path, tmp_path):
+    from embetter.utils import calc_distances
+
+    enc = SentenceEncoder(tiny_model_path, device="cpu")
+    with pytest.raises(ValueError, match="anchors is empty"):
+        calc_distances(TEXTS, [], enc)
+    assert calc_distances([], TEXTS, enc).shape == (0,)
+    with pytest.raises(TypeError, match="aggregate must be a function"):
+        calc_distances(TEXTS, TEXTS, enc, aggregate="max")
+    with pytest.raises(TypeError, match="pipeline must have a transform method"):
+        calc_distances(TEXTS, TEXTS, "all-MiniLM-L6-v2")
+    with pytest.raises(TypeError, match=r"encoder must be a transformer .*SentenceEncoder\("):
+        cached(tmp_path / "c", "all-MiniLM-L6-v2").transform(TEXTS)
+
+
+def test_release_refuses_what_is_not_a_client():
+    from embetter.dask import release
+
+    with pytest.raises(TypeError, match="client must be a dask.distributed Client"):
+        release("tcp://127.0.0.1:8786")

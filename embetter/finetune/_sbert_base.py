@@ -19,6 +19,37 @@ from embetter.finetune._sbert_model import model_from_bytes, model_to_bytes
 PAIR_LOSSES = ("cosine", "cosent", "contrastive", "online_contrastive", "mnrl", "supcon",
                "prototype")
 
+#: sentence-transformers' loss classes, by lower-case name, and what they are called here
+_ST_LOSSES = {
+    "cosinesimilarityloss": "loss='cosine'",
+    "cosentloss": "loss='cosent'",
+    "contrastiveloss": "loss='contrastive'",
+    "onlinecontrastiveloss": "loss='online_contrastive'",
+    "multiplenegativesrankingloss": "loss='mnrl'",
+    "cachedmultiplenegativesrankingloss": "loss='mnrl'",
+    "multiplenegativessymmetricrankingloss": "loss='mnrl'",
+    "tripletloss": "loss='mnrl' with fit(anchors, positives, negatives=...)",
+    "matryoshkaloss": "the inner loss's name as loss=, and matryoshka_dims=[...]",
+}
+
+
+def check_loss_name(loss) -> None:
+    """Point a sentence-transformers loss (its class name, or an instance of it) to the name
+    it has here; anything else is left to the parameter check."""
+    if isinstance(loss, str):
+        ours = _ST_LOSSES.get(loss.lower())
+        if ours is not None:
+            raise ValueError(f"loss={loss!r} is sentence-transformers' class name; here pass "
+                             f"{ours} (names: {', '.join(PAIR_LOSSES)})")
+        return
+    name = type(loss).__name__
+    if name.endswith("Loss") or type(loss).__module__.startswith("sentence_transformers"):
+        ours = _ST_LOSSES.get(name.lower(), "one of the names")
+        raise TypeError(f"loss takes a loss's name, not a {name} object: pass {ours} "
+                        f"(names: {', '.join(PAIR_LOSSES)}); the learner builds it on its "
+                        "own copy of the model")
+
+
 COMMON_CONSTRAINTS = {
     "loss": [StrOptions(set(PAIR_LOSSES))],
     "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -43,6 +74,10 @@ class SbertBase(BaseEstimator):
     `step`, `train_loss`, and validation scores where there is an eval set). `fit` starts it
     afresh, `partial_fit` extends it.
     """
+
+    def _validate_params(self):
+        check_loss_name(self.loss)  # sentence-transformers' names get a pointer to ours
+        super()._validate_params()
 
     def _check_dims(self, model):
         if self.matryoshka_dims is None:

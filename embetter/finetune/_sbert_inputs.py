@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from embetter._validation import as_labels, as_texts, check_pairs, encode_known_labels
+from embetter._validation import (
+    as_pair_scores,
+    as_texts,
+    check_pairs,
+    encode_known_labels,
+)
 
 
 def distinct(texts: list) -> tuple[list, np.ndarray]:
@@ -44,10 +49,9 @@ def check_targets(y, n: int, loss: str):
     if loss in CLASS_LOSSES:
         return check_classes(y, n, loss)
     if y is not None:
-        y = as_labels(y, "y", n_samples=n)
-        if y.dtype.kind not in "biuf":
-            raise ValueError(f"y must hold numbers (scores or 0/1 labels), got dtype {y.dtype}")
-        y = y.astype(np.float32)
+        y = as_pair_scores(y, n, hint=(
+            "; for (anchor, positive, negative) triplets pass the third column as "
+            "fit(anchors, positives, negatives=...) with loss='mnrl'"))
     if loss == "mnrl":
         if y is not None and not np.all(y == 1):
             raise ValueError(
