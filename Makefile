@@ -24,8 +24,9 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 demo: $(VENV)/.installed-demo
 	$(BIN)/embetter demo
 
+# every extra is installed here, so a test may not skip for lack of one (tests/conftest.py)
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest
+	EMBETTER_EXTRAS=required $(BIN)/python -m pytest
 
 # The fast subset against the lowest versions pyproject.toml allows (.ci/floors.txt), in a venv
 # of its own so the main one keeps the newest releases.

@@ -17,6 +17,26 @@ VERBS = ["likes", "hates", "watches", "moves", "fixes", "predicts", "follows"]
 OBJECTS = ["the ball", "stock prices", "a movie", "the rain", "old cars", "the news", "pizza"]
 
 
+#: what the dev and docs extras install, by import name: with EMBETTER_EXTRAS=required (set
+#: by `make test`, which installs them) a missing one fails the run instead of letting the
+#: tests that need it skip quietly
+DEV_EXTRAS = ("matplotlib", "pyarrow", "distributed", "onnxruntime", "openvino", "openai",
+              "cohere", "ollama", "umap", "numba", "anywidget", "datasets", "playwright",
+              "mkdocs", "mkdocstrings")
+
+
+def pytest_sessionstart(session):
+    if os.environ.get("EMBETTER_EXTRAS") != "required":
+        return
+    import importlib.util
+
+    missing = [name for name in DEV_EXTRAS if importlib.util.find_spec(name) is None]
+    if missing:
+        raise pytest.UsageError(
+            f"EMBETTER_EXTRAS=required but {', '.join(missing)} cannot be imported: the tests "
+            "that need them would skip. Install the extras: pip install -e '.[dev,docs]'")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _session_cache(tmp_path_factory):
     """Exports, distilled static models and the `auto` choice go to a folder of this session:

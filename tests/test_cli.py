@@ -98,7 +98,8 @@ def test_finetune_then_transform_round_trip(files, tiny_model_path):
     )
 
 
-def test_finetune_contrastive_in_process_and_partial_labels(files, tiny_model_path, tmp_path):
+def test_finetune_contrastive_in_process_and_partial_labels(files, tiny_model_path, tmp_path,
+                                                           capsys):
     # cats.NAME trains on the JSONL records that carry the label NAME (partial labels)
     records = [{"text": t, "cats": ({"flies": int(lab == "flies")} if i % 3 else {})}
                for i, (t, lab) in enumerate(labelled_frame().itertuples(index=False))]
@@ -107,6 +108,8 @@ def test_finetune_contrastive_in_process_and_partial_labels(files, tiny_model_pa
     out = tmp_path / "c.joblib"
     assert main(["finetune", str(path), "--text-col", "text", "--label-col", "cats.flies",
                  "--tuner", "contrastive", "--model", tiny_model_path, "--out", str(out)]) == 0
+    n_out = sum(1 for r in records if not r["cats"])  # not read as label 0
+    assert f"{n_out} row(s) without a label left out" in capsys.readouterr().err
     pipe = joblib.load(out)
     assert type(pipe[-1]).__name__ == "ContrastiveTuner"
     assert pipe[-1].n_features_in_ == 32
@@ -115,7 +118,7 @@ def test_finetune_contrastive_in_process_and_partial_labels(files, tiny_model_pa
 
 
 def test_labels_stay_as_written_and_unlabelled_records_are_skipped(files, tiny_model_path,
-                                                                   tmp_path):
+                                                                   tmp_path, capsys):
     df = labelled_frame()
     df["label"] = np.where(df["label"] == "flies", "007", "7")  # two classes, not one
     df.to_csv(tmp_path / "codes.csv", index=False)
@@ -132,8 +135,13 @@ def test_labels_stay_as_written_and_unlabelled_records_are_skipped(files, tiny_m
                for i, (t, lab) in enumerate(labelled_frame().itertuples(index=False))]
     path = tmp_path / "partial.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    capsys.readouterr()
     assert main(["finetune", str(path), "--text-col", "text", "--label-col", "cats.flies",
                  "--model", tiny_model_path, "--out", str(tmp_path / "p.joblib")]) == 0
+    n_out = sum(1 for r in records if "cats" not in r)
+    assert f"{n_out} row(s) without a label left out" in capsys.readouterr().err
+    tuned = joblib.load(tmp_path / "p.joblib")[-1]
+    assert sorted(tuned.classes_) == [0, 1]
 
 
 def test_main_in_process_leaves_the_progress_bars_as_they_were(files, tiny_model_path,

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import gc
-import importlib
 import os
 import shutil
 import signal
-import sys
 import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
-pytest.importorskip("distributed")
-pytest.importorskip("pyarrow")  # dask.dataframe needs it
+pytest.importorskip("distributed", reason="embetter.dask needs the dask extra (in dev)")
+pytest.importorskip("pyarrow", reason="dask.dataframe needs pyarrow (in dev)")
 
 import dask.bag as db  # noqa: E402
 import dask.dataframe as dd  # noqa: E402
@@ -281,13 +279,6 @@ def test_bad_arguments_are_named(client, tiny_model_path, frame):
     with pytest.raises(ValueError, match="lengths says this partition has 1000 rows"):
         wrong = [1000] * bag.npartitions
         client.compute(transform(enc, bag, client=client, lengths=wrong), sync=True)
-
-
-def test_without_dask_the_error_says_how_to_install(monkeypatch, corpus):
-    module = importlib.import_module("embetter.dask")
-    monkeypatch.setitem(sys.modules, "distributed", None)
-    with pytest.raises(ImportError, match=r"pip install 'embetter\[dask\]'"):
-        module.transform(SentenceEncoder(), corpus)
 
 
 def test_job_survives_a_worker_killed_mid_job(client, tiny_model_path, corpus):

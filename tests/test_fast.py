@@ -198,7 +198,7 @@ def test_matryoshka_onnx_truncates_and_renormalises(tiny_model_path, corpus, cac
 
 # -- the openvino backend and backend="auto" ---------------------------------------------------
 def test_openvino_runs_the_same_export(tiny_model_path, texts, cache_dir):
-    pytest.importorskip("openvino")
+    pytest.importorskip("openvino", reason="the openvino extra (in dev)")
     ref = SentenceEncoder(tiny_model_path, device="cpu").transform(texts)
     fp32 = SentenceEncoder(tiny_model_path, backend="openvino", precision="float32")
     np.testing.assert_allclose(fp32.transform(texts), ref, atol=1e-4)

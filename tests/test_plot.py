@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import warnings
 
@@ -116,18 +115,3 @@ def test_bad_input_is_named():
         projection(X, y[:3])
     with pytest.raises(ValueError, match="NaN"):
         projection(np.full((3, 2), np.nan))
-
-
-def test_missing_matplotlib_says_how_to_install_it():
-    # a fresh interpreter where `import matplotlib` fails, as without the plot extra
-    code = (
-        "import sys; sys.modules['matplotlib'] = None\n"
-        "import embetter.plot as p\n"
-        "try:\n"
-        "    p.projection([[0.0, 1.0], [1.0, 0.0]])\n"
-        "except ImportError as e:\n"
-        "    print(e)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
-    assert "pip install 'embetter[plot]'" in out

@@ -12,7 +12,9 @@ import pytest
 from embetter.cli import main
 from tests._cli_helpers import labelled_frame
 
-pytest.importorskip("pyarrow", reason="the .parquet outputs need pyarrow (in dev)")
+needs_pyarrow = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("pyarrow") is None,
+    reason="the .parquet outputs need pyarrow (in dev)")
 
 
 @pytest.fixture
@@ -32,6 +34,7 @@ def test_a_csv_with_trailing_commas_embeds_its_text_column(tmp_path, tiny_model_
                                                      "my dog hates rain"]), atol=1e-5)
 
 
+@needs_pyarrow
 def test_parquet_output_keeps_csv_cells_as_written_and_a_named_index(tmp_path, tiny_model_path):
     path = tmp_path / "ids.csv"
     path.write_text("id,text,zip\n00123,hello,01234\n00124,world,1e5\n")
@@ -48,6 +51,7 @@ def test_parquet_output_keeps_csv_cells_as_written_and_a_named_index(tmp_path, t
     assert pd.read_parquet(tmp_path / "idx_out.parquet")["doc_id"].tolist() == ["id7", "id3"]
 
 
+@needs_pyarrow
 def test_parquet_output_problems_are_said_before_any_work(tmp_path, tiny_model_path, capsys):
     (tmp_path / "emb.csv").write_text("text,embedding\nhello,keep me\n")
     rows = [{"text": "hello", "id": 1}, {"text": "world", "id": "a"}]

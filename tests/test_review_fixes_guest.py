@@ -96,7 +96,8 @@ def test_an_interrupted_encode_stops_its_tokenizing_threads(tiny_model_path):
 
 
 def test_training_a_static_model_keeps_the_gpus_queued_seed(tiny_model_path):
-    torch = pytest.importorskip("torch")
+    import torch
+
     if torch.cuda.is_initialized():
         pytest.skip("the queued seed exists only before CUDA starts")
     from embetter.text import TextEncoder, _distill

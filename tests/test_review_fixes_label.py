@@ -110,8 +110,8 @@ def test_loop_checks_a_strategy_set_after_it_was_made():
 
 
 def test_umap_failing_midway_leaves_numba_threads_as_they_were(monkeypatch):
-    numba = pytest.importorskip("numba")
-    umap = pytest.importorskip("umap")
+    numba = pytest.importorskip("numba", reason="umap-learn brings numba (the umap extra, in dev)")
+    umap = pytest.importorskip("umap", reason="the umap extra (in dev)")
 
     def fails(self, X, *args, **kwargs):
         numba.set_num_threads(1)  # what UMAP does with a seed, undone only on success

@@ -73,7 +73,7 @@ def test_auto_logs_its_choice_when_the_default_path_cannot_run(tmp_path, monkeyp
 
 
 def test_azure_file_without_an_address_loads_beside_the_loaders_endpoint(tmp_path, monkeypatch):
-    pytest.importorskip("openai")
+    pytest.importorskip("openai", reason="the openai extra (in dev)")
     from embetter.external import AzureOpenAIEncoder
     from embetter.utils import load_skops, save_skops
 

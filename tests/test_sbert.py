@@ -298,7 +298,7 @@ def test_pickle_keeps_fine_tuned_weights(tiny_model_path, pairs, corpus):
 def test_unfitted_learner_says_so(tiny_model_path):
     from sklearn.exceptions import NotFittedError
 
-    with pytest.raises(NotFittedError):
+    with pytest.raises(NotFittedError, match="SbertLearner.*not fitted"):
         SbertLearner(tiny_model_path).transform(["a"])
     assert pickle.loads(pickle.dumps(SbertLearner(tiny_model_path))).sent_tfm == tiny_model_path
 

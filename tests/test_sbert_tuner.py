@@ -40,8 +40,10 @@ def test_tuner_clone_pickle_and_seed(tiny_model_path, labelled):
 def test_tuner_grid_search(tiny_model_path, labelled):
     texts, y = labelled
     pipe = make_pipeline(tuner(tiny_model_path), LogisticRegression(max_iter=200))
-    grid = GridSearchCV(pipe, {"sberttuner__n_neg": [1, 2]}, cv=2).fit(texts, y)
-    assert grid.best_params_["sberttuner__n_neg"] in (1, 2)
+    grid = GridSearchCV(pipe, {"sberttuner__n_neg": [1, 2]}, cv=2,
+                        scoring=lambda est, X, y: est[0].n_neg_).fit(texts, y)
+    assert grid.cv_results_["mean_test_score"].tolist() == [1, 2]  # each reached the tuner
+    assert grid.best_params_["sberttuner__n_neg"] == 2
     assert grid.predict(texts[:3]).shape == (3,)
 
 

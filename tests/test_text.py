@@ -196,9 +196,12 @@ def test_clone_never_shares_the_callers_model(tiny_model_path, corpus):
 def test_grid_search_over_encoder_params(tiny_model_path, corpus):
     y = np.array([i % 2 for i in range(len(corpus))])
     pipe = make_pipeline(SentenceEncoder(tiny_model_path, device="cpu"), LogisticRegression())
-    grid = GridSearchCV(pipe, {"sentenceencoder__truncate_dim": [8, None]}, cv=2)
+    # scored by the width the classifier was fitted on: each candidate reached the encoder
+    grid = GridSearchCV(pipe, {"sentenceencoder__truncate_dim": [8, None]}, cv=2,
+                        scoring=lambda est, X, y: est[-1].n_features_in_)
     grid.fit(corpus[:40], y[:40])
-    assert grid.best_params_["sentenceencoder__truncate_dim"] in (8, None)
+    assert grid.cv_results_["mean_test_score"].tolist() == [8, 32]
+    assert grid.best_params_["sentenceencoder__truncate_dim"] is None
 
 
 def test_missing_model_error_is_clear(tmp_path):

@@ -1,0 +1,232 @@
+"""Error branches of the library that no other test reached: each test here triggers one and
+checks both the exception type and that the message names the argument at fault.
+
+Every call is refused before any real work (no model is trained, no network is reached), so
+the tests are fast; the few that need a sentence model use the tiny one of conftest.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from embetter._files import UsageError
+from embetter.cli import main
+
+
+# -- DifferenceClassifier ------------------------------------------------------------------------
+def test_difference_classifier_refuses_a_head_that_is_not_a_classifier():
+    from sklearn.preprocessing import FunctionTransformer
+
+    from embetter.model import DifferenceClassifier
+
+    enc = FunctionTransformer(lambda X: np.ones((len(X), 3), dtype=np.float32))
+    clf = DifferenceClassifier(enc=enc, clf_head="not a classifier")
+    with pytest.raises(TypeError, match=r"clf_head must be None or a classifier .*got str"):
+        clf.fit(["a", "b"], ["c", "d"], [0, 1])
+
+
+# -- mine_hard_negatives --------------------------------------------------------------------------
+@pytest.mark.parametrize("margin", [math.nan, math.inf, "x"], ids=["nan", "inf", "str"])
+def test_mine_hard_negatives_refuses_a_margin_that_is_not_a_finite_number(margin):
+    from embetter.finetune import mine_hard_negatives
+
+    # refused before the model is loaded: the model name is never looked at
+    with pytest.raises(ValueError, match=r"margin must be None or a finite number, got"):
+        mine_hard_negatives(["q1", "q2"], ["a1", "a2"], "no-such-model", margin=margin)
+
+
+# -- SentenceEncoder ------------------------------------------------------------------------------
+def test_sentence_encoder_refuses_a_prompt_that_is_not_a_str(tiny_model_path):
+    from embetter.text import SentenceEncoder
+
+    with pytest.raises(TypeError, match=r"prompt must be None or a str, got int"):
+        SentenceEncoder(tiny_model_path, prompt=3).transform(["a text"])
+
+
+def test_sentence_encoder_refuses_a_model_name_that_is_not_a_str():
+    from embetter.text import SentenceEncoder
+
+    with pytest.raises(TypeError, match=r"name must be a model name, a local path or a "
+                                        r"SentenceTransformer, got int"):
+        SentenceEncoder(42).transform(["a"])
+
+
+# -- hosted encoders ------------------------------------------------------------------------------
+def _hosted():
+    from embetter.external import (
+        AzureOpenAIEncoder,
+        CohereEncoder,
+        OllamaEncoder,
+        OpenAIEncoder,
+    )
+
+    local = "http://127.0.0.1:9"  # the discard port of this machine: never reached anyway
+    return {
+        "openai": lambda key: OpenAIEncoder(api_key=key, base_url=local),
+        "azure": lambda key: AzureOpenAIEncoder(api_key=key, azure_endpoint=local),
+        "cohere": lambda key: CohereEncoder(api_key=key, base_url=local),
+        "ollama": lambda key: OllamaEncoder(api_key=key, base_url=local),
+    }
+
+
+@pytest.mark.parametrize("name", ["openai", "azure", "cohere", "ollama"])
+def test_hosted_encoder_refuses_an_api_key_that_is_not_a_str(name):
+    enc = _hosted()[name](123)
+    with pytest.raises(TypeError, match=r"api_key must be None or a str, got int"):
+        enc.transform(["a"])
+
+
+# -- ContrastiveLearner ---------------------------------------------------------------------------
+def test_contrastive_learner_infonce_needs_a_positive_pair():
+    from embetter.finetune import ContrastiveLearner
+
+    rng = np.random.default_rng(0)
+    X1, X2 = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
+    learner = ContrastiveLearner(loss="infonce", epochs=1, random_state=0)
+    with pytest.raises(ValueError, match=r"loss='infonce' needs positive pairs \(y == 1\); "
+                                         r"got none"):
+        learner.fit(X1, X2, np.zeros(6))
+    assert not hasattr(learner, "module_")
+
+
+# -- SbertLearner ---------------------------------------------------------------------------------
+def test_sbert_learner_refuses_zero_pairs():
+    from embetter.finetune import SbertLearner
+
+    # refused before the model is loaded: the model name is never looked at
+    with pytest.raises(ValueError, match=r"X1 and X2 have 0 pairs; at least 1 is required"):
+        SbertLearner("no-such-model").fit([], [])
+
+
+# -- the torch heads' validation_fraction ----------------------------------------------------------
+def _heads():
+    from embetter.finetune import ContrastiveLearner, ContrastiveTuner, FeedForwardTuner
+
+    return {"feedforward": FeedForwardTuner, "contrastive_tuner": ContrastiveTuner,
+            "contrastive_learner": ContrastiveLearner}
+
+
+@pytest.mark.parametrize("fraction", [0, 1])
+@pytest.mark.parametrize("head", ["feedforward", "contrastive_tuner", "contrastive_learner"])
+def test_early_stopping_refuses_a_validation_fraction_outside_0_1(head, fraction):
+    # The engine's own check (`_check_engine_params`) cannot be reached through `fit`: the
+    # parameter constraints refuse the value first. Both say which argument is at fault.
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    est = _heads()[head](early_stopping=True, validation_fraction=fraction)
+    X = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    y = np.arange(8) % 2
+    args = (X, X[::-1], y) if head == "contrastive_learner" else (X, y)
+    with pytest.raises(InvalidParameterError, match=r"'validation_fraction' parameter"):
+        est.fit(*args)
+    with pytest.raises(ValueError, match=r"validation_fraction must be in \(0, 1\) when "
+                                         rf"early_stopping=True, got {fraction}"):
+        est._check_engine_params()
+
+
+# -- suggest --------------------------------------------------------------------------------------
+def test_suggest_refuses_an_unsized_pool():
+    from sklearn.linear_model import LogisticRegression
+
+    from embetter.label import suggest
+
+    model = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
+    pool = ([float(i)] for i in range(4))
+    with pytest.raises(TypeError, match=r"X must be a sized pool \(list, array, Series, "
+                                        r"DataFrame\), got generator"):
+        suggest(model, pool, k=1)
+
+
+# -- embetter.dask: the probe of the output width ---------------------------------------------------
+@pytest.fixture(scope="module")
+def dask_client():
+    pytest.importorskip("distributed", reason="embetter.dask needs the dask extra (in dev)")
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(processes=False, n_workers=1, threads_per_worker=1,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        yield client
+
+
+def _fitted(func):
+    from sklearn.preprocessing import FunctionTransformer
+
+    return FunctionTransformer(func).fit(["a", "b"])
+
+
+def test_dask_transform_says_when_the_probe_fails(dask_client):
+    import dask.bag as db
+
+    from embetter.dask import transform
+
+    def fail(X):
+        raise RuntimeError("boom")
+
+    bag = db.from_sequence(["a", "b"], npartitions=1)
+    with pytest.raises(ValueError, match=r"could not infer the output width .*"
+                                         r"\(RuntimeError: boom\); pass dim="):
+        transform(_fitted(fail), bag, client=dask_client)
+
+
+def test_dask_transform_refuses_a_pipeline_whose_output_is_not_2d(dask_client):
+    import dask.bag as db
+
+    from embetter.dask import transform
+
+    bag = db.from_sequence(["a", "b"], npartitions=1)
+    with pytest.raises(ValueError, match=r"pipeline.transform must return a 2-D array of "
+                                         r"embeddings, got shape \(2,\)"):
+        transform(_fitted(lambda X: np.zeros(len(X))), bag, client=dask_client)
+
+
+# -- the command line -------------------------------------------------------------------------------
+def _finetune(path, label_col, *extra):
+    return main(["finetune", str(path), "--text-col", "text", "--label-col", label_col,
+                 "--model", "no-such-model", "--out", str(path.parent / "p.skops"), *extra,
+                 "--debug"])
+
+
+def test_cli_label_column_empty_in_every_row(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("text,label\na dog,\na cat,\n")
+    with pytest.raises(UsageError, match=r"label column 'label' is empty in every row"):
+        _finetune(path, "label")
+    assert not (tmp_path / "p.skops").exists()
+
+
+def _jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_cli_jsonl_field_that_does_not_hold_records(tmp_path):
+    path = _jsonl(tmp_path / "train.jsonl", [{"text": "a dog", "cats": {"flies": 1}},
+                                             {"text": "a cat", "cats": "flies"}])
+    with pytest.raises(UsageError, match=r"column 'cats' does not hold records \(e\.g\. "
+                                         r"'flies'\), cannot read 'cats\.flies'"):
+        _finetune(path, "cats.flies")
+
+
+def test_cli_jsonl_no_record_carries_the_label(tmp_path):
+    path = _jsonl(tmp_path / "train.jsonl", [{"text": "a dog", "cats": {"swims": 1}},
+                                             {"text": "a cat", "cats": {}},
+                                             {"text": "a fish"}])
+    with pytest.raises(UsageError, match=r"no record carries the label 'flies' in 'cats'"):
+        _finetune(path, "cats.flies")
+
+
+def test_cli_sbert_tuner_unavailable(tmp_path, monkeypatch):
+    import embetter.finetune
+
+    # an installation whose embetter.finetune cannot give SbertTuner
+    monkeypatch.delattr(embetter.finetune, "SbertTuner")
+    path = tmp_path / "train.csv"
+    path.write_text("text,label\na dog,yes\na cat,no\n")
+    with pytest.raises(UsageError, match=r"--tuner sbert is not available in this "
+                                         r"installation"):
+        _finetune(path, "label", "--tuner", "sbert")
+    assert not (tmp_path / "p.skops").exists()
