@@ -1,14 +1,42 @@
 """The one write-to-a-temporary-then-rename helper: a reader never sees a half-written file or
-folder, and a failure leaves what was there before intact."""
+folder, a failure leaves what was there before intact, and what was written is on the disk
+(synced) before it takes the old one's name, so a power cut cannot leave it half there."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 import shutil
+import stat
 import tempfile
 from pathlib import Path
+
+#: names longer than this get a short temporary name (the prefix and suffix would overflow
+#: the file system's 255)
+_LONG_NAME = 200
+
+
+def _sync(path: str) -> None:
+    """Flush a file, every file in a folder, or a folder's own entries to the disk."""
+    if os.path.isdir(path):
+        for root, _dirs, files in os.walk(path):
+            for name in files:
+                _sync(os.path.join(root, name))
+        flags = os.O_RDONLY
+    else:
+        flags = os.O_RDWR
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # a folder cannot be opened on Windows: nothing to sync there
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _new_entry(parent: Path, prefix: str, folder: bool) -> str:
@@ -58,23 +86,31 @@ def atomic_path(path, *, folder: bool = False):
     ```
     """
     target = Path(user_path(path))
+    if target.is_symlink():  # a link keeps pointing where it did, at the new content
+        target = Path(os.path.realpath(target))
     if folder and target.exists() and not target.is_dir():
         raise ValueError(
             f"path must be a directory (or not exist yet), got the file {str(target)!r}"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _new_entry(target.parent, f".{target.name}.tmp-", folder)
+    stem = target.name if len(target.name) <= _LONG_NAME else hashlib.blake2b(
+        target.name.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    tmp = _new_entry(target.parent, f".{stem}.tmp-", folder)
     aside = None  # the folder that was at `path`, while the new one moves in
     try:
         yield tmp
+        _sync(tmp)
+        if not folder and target.is_file():  # a re-save keeps the file's permissions
+            os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
         if folder and target.exists():
-            old = tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent)
+            old = tempfile.mkdtemp(prefix=f".{stem}.old-", dir=target.parent)
             aside = Path(old, "previous")
             os.replace(target, aside)
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
+        _sync(str(target.parent))  # the new name itself
     except BaseException:
         if aside is not None and aside.exists() and not target.exists():
             os.replace(aside, target)  # the new folder did not move in: the old one goes back

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embetter._atomic import atomic_path
+from embetter._atomic import atomic_path, user_path
 from embetter._validation import is_missing
 
 __all__ = ["UsageError", "atomic_path", "read_table", "write_embeddings"]
@@ -102,7 +102,7 @@ def read_table(path):
     import pandas as pd
 
     fmt = table_format(path)
-    p = Path(path)
+    p = Path(user_path(path))  # `~` as the outputs expand it
     if not p.exists():
         raise UsageError(f"{path}: no such file")
     if p.is_dir():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
+from embetter._atomic import user_path
 from embetter._files import UsageError, _format_of, atomic_path, read_table, text_column
 from embetter._skops import UntrustedTypesError, load_skops, save_skops
 
@@ -35,6 +36,7 @@ def save_pipeline(pipe, path) -> None:
 def load_pipeline(path, trust: bool = False):
     """Load a pipeline file: skops through the trusted-types check, joblib with a warning."""
     fmt = pipeline_format(path)
+    path = user_path(path)  # `~` as the outputs expand it
     if not os.path.isfile(path):
         raise UsageError(f"{path}: no such file")
     try:

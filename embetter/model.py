@@ -101,6 +101,13 @@ def _sized(X):
     return X if hasattr(X, "__len__") else list(X)
 
 
+def _one_column(X):
+    """An `(n, 1)` array or a one-column frame as 1-D; anything else as it is."""
+    if np.ndim(X) == 2 and np.shape(X)[1] == 1:
+        return X.iloc[:, 0] if hasattr(X, "iloc") else np.asarray(X)[:, 0]
+    return X
+
+
 def _fitted(enc, X1, X2):
     """`enc` itself when it is fitted or learns nothing, else a copy fitted on both sides."""
     from sklearn.exceptions import NotFittedError
@@ -109,6 +116,12 @@ def _fitted(enc, X1, X2):
         check_is_fitted(enc)
         return enc
     except NotFittedError:
+        if np.ndim(X1) != np.ndim(X2):  # texts on one side, a one-column table on the other
+            X1, X2 = _one_column(X1), _one_column(X2)
+            if np.ndim(X1) != np.ndim(X2):
+                raise ValueError(
+                    "X1 and X2 must hold their items in the same form to fit the encoder on "
+                    f"both, got shapes {np.shape(X1)} and {np.shape(X2)}") from None
         if hasattr(X1, "iloc") and hasattr(X2, "iloc") and X1.ndim == X2.ndim and (
                 X1.ndim == 1 or X1.shape[1] == X2.shape[1]):
             import pandas as pd

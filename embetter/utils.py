@@ -109,7 +109,8 @@ class CachedEncoder(TransformerMixin, BaseEstimator):
         texts = as_texts(X)
         identity = self._identity()
         keys = [
-            identity + hashlib.blake2b(t.encode("utf-8"), digest_size=16).hexdigest()
+            identity + hashlib.blake2b(t.encode("utf-8", "surrogatepass"),
+                                       digest_size=16).hexdigest()
             for t in texts
         ]
         cache = self._cache()

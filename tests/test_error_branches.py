@@ -113,8 +113,6 @@ def _heads():
 @pytest.mark.parametrize("fraction", [0, 1])
 @pytest.mark.parametrize("head", ["feedforward", "contrastive_tuner", "contrastive_learner"])
 def test_early_stopping_refuses_a_validation_fraction_outside_0_1(head, fraction):
-    # The engine's own check (`_check_engine_params`) cannot be reached through `fit`: the
-    # parameter constraints refuse the value first. Both say which argument is at fault.
     from sklearn.utils._param_validation import InvalidParameterError
 
     est = _heads()[head](early_stopping=True, validation_fraction=fraction)
@@ -123,9 +121,6 @@ def test_early_stopping_refuses_a_validation_fraction_outside_0_1(head, fraction
     args = (X, X[::-1], y) if head == "contrastive_learner" else (X, y)
     with pytest.raises(InvalidParameterError, match=r"'validation_fraction' parameter"):
         est.fit(*args)
-    with pytest.raises(ValueError, match=r"validation_fraction must be in \(0, 1\) when "
-                                         rf"early_stopping=True, got {fraction}"):
-        est._check_engine_params()
 
 
 # -- suggest --------------------------------------------------------------------------------------
@@ -141,7 +136,7 @@ def test_suggest_refuses_an_unsized_pool():
         suggest(model, pool, k=1)
 
 
-# -- embetter.dask: the probe of the output width ---------------------------------------------------
+# -- embetter.dask: the probe of the output width --------------------------------------------------
 @pytest.fixture(scope="module")
 def dask_client():
     pytest.importorskip("distributed", reason="embetter.dask needs the dask extra (in dev)")
@@ -183,7 +178,7 @@ def test_dask_transform_refuses_a_pipeline_whose_output_is_not_2d(dask_client):
         transform(_fitted(lambda X: np.zeros(len(X))), bag, client=dask_client)
 
 
-# -- the command line -------------------------------------------------------------------------------
+# -- the command line ------------------------------------------------------------------------------
 def _finetune(path, label_col, *extra):
     return main(["finetune", str(path), "--text-col", "text", "--label-col", label_col,
                  "--model", "no-such-model", "--out", str(path.parent / "p.skops"), *extra,

@@ -121,3 +121,79 @@ def test_release_refuses_what_is_not_a_client():
 
     with pytest.raises(TypeError, match="client must be a dask.distributed Client"):
         release("tcp://127.0.0.1:8786")
+
+
+def test_a_save_keeps_permissions_and_links_syncs_and_takes_long_names(tmp_path, monkeypatch):
+    import os
+
+    import embetter._atomic as atomic
+    from embetter._atomic import atomic_path
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+
+    def save(path, text):
+        with atomic_path(path) as tmp, open(tmp, "w") as f:
+            f.write(text)
+
+    private = tmp_path / "private.skops"
+    save(private, "v1")
+    private.chmod(0o600)
+    save(private, "v2")
+    assert private.read_text() == "v2" and (private.stat().st_mode & 0o777) == 0o600
+    assert len(synced) >= 4  # the file and its folder, each save: on disk before its name
+    (tmp_path / "v3.skops").write_text("old")
+    link = tmp_path / "current.skops"
+    link.symlink_to("v3.skops")
+    save(link, "new")
+    assert link.is_symlink() and (tmp_path / "v3.skops").read_text() == "new"
+    long = tmp_path / ("m" * 240 + ".skops")  # 246 characters: the temporary name overflowed
+    save(long, "ok")
+    assert long.read_text() == "ok"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize("forms", ["series+frame", "list+column", "column+list",
+                                   "frame+list"])
+def test_difference_classifier_fits_its_encoder_on_mixed_forms(forms):
+    """An encoder that needs fitting was fitted on both sides joined: a 1-D side and a
+    one-column side crashed in numpy, where a fitted encoder took them."""
+    import pandas as pd
+
+    from embetter.model import DifferenceClassifier
+    from embetter.text import LiteTextEncoder
+
+    a = [f"the cat likes item {i}" for i in range(30)]
+    b = [f"a dog hates thing {i}" for i in range(30)]
+    y = np.arange(30) % 2
+    make = {"series": pd.Series, "frame": lambda t: pd.DataFrame({"text": t}),
+            "list": list, "column": lambda t: np.asarray(t)[:, None]}
+    left, right = forms.split("+")
+    clf = DifferenceClassifier(enc=LiteTextEncoder(n_components=4, random_state=0))
+    clf.fit(make[left](a), make[right](b), y)
+    assert clf.predict(make[left](a[:3]), make[right](b[:3])).shape == (3,)
+
+
+def test_the_cache_takes_texts_with_lone_surrogates(tmp_path):
+    import os
+
+    from embetter.text import LiteTextEncoder
+
+    text = os.fsdecode(b"caf\xe9 menu")  # a file name read with surrogateescape
+    texts = [text, "the cafe menu", "a dog hates the rain", "the cat likes pizza"]
+    enc = LiteTextEncoder(n_components=2, random_state=0).fit(texts)  # it takes such texts
+    np.testing.assert_allclose(cached(tmp_path / "c", enc).transform([text]),
+                               enc.transform([text]), atol=1e-6)
+
+
+def test_inputs_expand_the_home_folder_as_outputs_do(tmp_path, tiny_model_path, monkeypatch):
+    from embetter.cli import main
+    from tests._cli_helpers import labelled_frame
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    labelled_frame().to_csv(tmp_path / "in.csv", index=False)
+    assert main(["finetune", "~/in.csv", "--text-col", "text", "--label-col", "label",
+                 "--model", tiny_model_path, "--out", "~/m.skops"]) == 0
+    assert main(["transform", "~/m.skops", "~/in.csv", "--out", "~/x.npy"]) == 0
+    assert np.load(tmp_path / "x.npy").shape[0] == len(labelled_frame())

@@ -135,7 +135,6 @@ class TorchHeadMixin(StreamTraining):
         """Train on `rows` (aligned arrays, one entry per row): from scratch, or, when
         `incremental`, continuing the current network, optimizer and replay memory."""
         if not incremental or getattr(self, "module_", None) is None:
-            self._check_engine_params()
             self._start_training()
         with train_threads(self.device_):
             if incremental:
@@ -175,14 +174,6 @@ class TorchHeadMixin(StreamTraining):
                 "adamw": torch.optim.AdamW}[getattr(self, "optimizer", "adamw")]
         return kind(module.parameters(), lr=self._learning_rate(),
                     weight_decay=float(self.weight_decay))
-
-    def _check_engine_params(self):
-        """Checks for the engine's parameters that `_parameter_constraints` cannot express."""
-        if getattr(self, "early_stopping", False) and not 0 < self.validation_fraction < 1:
-            raise ValueError(
-                "validation_fraction must be in (0, 1) when early_stopping=True, "
-                f"got {self.validation_fraction!r}"
-            )
 
     def _fit_all(self, rows):
         """`fit`: the epochs parameter over all rows, with sklearn's stopping rules; with
