@@ -216,7 +216,10 @@ def check_model_files(files: dict) -> dict:
     """
     for rel in files:
         parts = rel.replace("\\", "/").split("/")
-        if ".." in parts or rel.startswith(("/", "\\")) or not rel.endswith(_MODEL_FILE_SUFFIXES):
+        # no way out of the folder: no parent steps, no root, no drive (`C:/x`, `C:x` on
+        # Windows), no empty part
+        if (".." in parts or "" in parts or ":" in rel or rel.startswith(("/", "\\"))
+                or not rel.endswith(_MODEL_FILE_SUFFIXES)):
             raise ValueError(f"refusing the model file {rel!r}: only data files are accepted")
     modules = files.get("modules.json")
     if modules is not None:

@@ -68,7 +68,7 @@ def as_texts(X, name: str = "X") -> list[str]:
         if isinstance(text, np.str_):
             texts[i] = str(text)
             continue
-        if text is None or (isinstance(text, float) and math.isnan(text)):
+        if is_missing(text):
             raise ValueError(f"{name}[{i}] is missing ({text!r}); every element must be a str")
         raise ValueError(
             f"{name}[{i}] must be a str, got {type(text).__name__} ({text!r:.50})"
@@ -112,7 +112,11 @@ def as_matrix(
             X = X.to_numpy(dtype=np.float64, na_value=np.nan)  # pd.NA too
         else:  # strings, complex numbers, objects: refused below
             X = X.to_numpy()
-    arr = np.asarray(X)
+    try:
+        arr = np.asarray(X)
+    except ValueError as e:  # rows of different lengths
+        raise ValueError(f"{name} must be a 2-D array of numbers with rows of one length, got "
+                         f"{_describe(X)}: {e}") from None
     if arr.dtype.kind in "USO" and (arr.dtype.kind != "O" or any(
             isinstance(v, (str, bytes)) for v in arr.flat)):
         raise TypeError(f"{name} must be a 2-D array of numbers, got {_describe(X)} "
@@ -123,7 +127,9 @@ def as_matrix(
     try:
         if arr.dtype.kind == "c":
             raise ValueError(f"Complex data not supported: {name} holds complex numbers")
-        arr = arr.astype(np.float32, copy=False)
+        wide = arr
+        with np.errstate(over="ignore"):
+            arr = arr.astype(np.float32, copy=False)
     except TypeError as e:  # e.g. a dict inside an object array
         raise TypeError(f"{name} must be a 2-D array of numbers, got {_describe(X)}: {e}") from e
     except ValueError as e:
@@ -151,6 +157,11 @@ def as_matrix(
         )
     if not np.isfinite(arr).all():
         bad = np.argwhere(~np.isfinite(arr))[0]
+        value = wide[tuple(bad)] if wide.shape == arr.shape else None
+        if value is not None and np.isfinite(value):  # finite, beyond float32's range
+            raise ValueError(
+                f"{name} holds {float(value):g} at row {bad[0]}, column {bad[1]}: beyond float32's "
+                "range (about 3.4e38); scale the data first")
         raise ValueError(
             f"{name} contains NaN or infinity (first at row {bad[0]}, column {bad[1]}); "
             "impute or drop those rows first"

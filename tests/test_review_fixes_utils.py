@@ -197,3 +197,19 @@ def test_inputs_expand_the_home_folder_as_outputs_do(tmp_path, tiny_model_path, 
                  "--model", tiny_model_path, "--out", "~/m.skops"]) == 0
     assert main(["transform", "~/m.skops", "~/in.csv", "--out", "~/x.npy"]) == 0
     assert np.load(tmp_path / "x.npy").shape[0] == len(labelled_frame())
+
+
+def test_matrix_and_text_messages_name_the_problem():
+    import pandas as pd
+
+    from embetter._validation import as_matrix, as_texts
+
+    with pytest.raises(ValueError, match="X must be a 2-D array of numbers with rows of one "
+                                         "length"):
+        as_matrix([[1.0, 2.0], [3.0]])
+    with pytest.raises(ValueError, match=r"X holds 1e\+300 at row 1, column 0: beyond float32"):
+        as_matrix(np.array([[1.0, 2.0], [1e300, 0.0]]))
+    with pytest.raises(ValueError, match="contains NaN or infinity"):
+        as_matrix(np.array([[1.0, np.inf]]))
+    with pytest.raises(ValueError, match=r"X\[1\] is missing"):
+        as_texts(pd.Series(["a", pd.NA], dtype=object))

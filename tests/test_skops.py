@@ -174,6 +174,9 @@ def test_the_trusted_list_covers_every_public_estimator():
     ({"pytorch_model.bin": b""}, "pytorch_model.bin"),
     ({"custom.py": b""}, "custom.py"),
     ({"../escape.json": b"{}"}, "escape"),
+    ({"C:/Users/me/escape.json": b"{}"}, "escape"),  # a Windows drive: outside the folder
+    ({"C:escape.json": b"{}"}, "escape"),
+    ({"a//escape.json": b"{}"}, "escape"),
     ({"modules.json": json.dumps([{"type": "os.system"}]).encode()}, "os.system"),
 ])
 def test_model_files_that_could_run_code_are_refused(files, needle):
