@@ -119,3 +119,25 @@ def test_retry_after_reads_seconds_milliseconds_and_dates():
         assert retry_after(bad) is None
     assert retry_delay(0, 3.0) == 3.0
     assert retry_delay(0, 3600.0) <= 0.5  # a wait of an hour is not waited: the backoff
+
+
+@pytest.mark.parametrize("backend", ["torch", "pipelined", "onnx"])
+def test_truncate_dim_overrides_the_models_own_as_encode_does(tiny_model_path, backend):
+    """sentence-transformers' encode(truncate_dim=24) widens a model built with
+    truncate_dim=16; ours refused the same arguments."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(tiny_model_path, device="cpu", truncate_dim=16)
+    texts = ["the cat likes pizza", "a dog hates the rain"]
+    extra = {"precision": "float32"} if backend == "onnx" else {}
+    for asked in (24, 8, None):
+        ref = model.encode(texts, truncate_dim=asked, convert_to_numpy=True)
+        got = SentenceEncoder(model, device="cpu", backend=backend, truncate_dim=asked,
+                              **extra).transform(texts)
+        assert got.shape == ref.shape == (2, asked or 16)
+        np.testing.assert_allclose(got, ref, atol=1e-4)
+    with pytest.raises(ValueError, match="dim must be an int between 1 and the model's "
+                                         "dimension 32, got 40"):
+        from embetter.text import MatryoshkaEncoder
+
+        MatryoshkaEncoder(model, dim=40, device="cpu").transform(texts)

@@ -124,13 +124,15 @@ class EncodePaths:
         """Run `plan` on a non-empty list of texts: float32 `(n, full dim)`."""
         progress = bool(self.show_progress_bar) if progress is None else progress
         batch = self._texts_per_batch(plan)
+        # an explicit truncation overrides the model's own, as in its encode (wider too)
+        asked = self._output_dim_param()[0]
         if plan.backend == "torch":
             emb = self.model_.encode(texts, batch_size=batch, show_progress_bar=progress,
                                      convert_to_numpy=True, normalize_embeddings=False,
-                                     prompt=self.prompt)
+                                     prompt=self.prompt, truncate_dim=asked)
             return np.asarray(emb, dtype=np.float32)
         engine = engine or self._fast_engine(plan)
         extra = {"max_tokens": plan.max_tokens} if plan.max_tokens else {}
         emb = engine.encode(texts, batch, self.prompt, progress, **extra)
-        cut = self._model_cut()
+        cut = asked if asked is not None else self._model_cut()
         return emb if cut is None else np.ascontiguousarray(emb[:, :int(cut)])

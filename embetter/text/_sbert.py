@@ -36,7 +36,8 @@ class SentenceEncoder(EncodePaths, RemovedParams, EmbetterBase):
             length-sorted texts up to a budget of padded tokens (short texts in large batches,
             long ones in small batches) instead of a fixed count.
         normalize_embeddings: scale every output row to unit length.
-        truncate_dim: keep only the first `truncate_dim` dimensions (Matryoshka-style).
+        truncate_dim: keep only the first `truncate_dim` dimensions (Matryoshka-style); it
+            overrides a model's own `truncate_dim`, as `encode(truncate_dim=...)` does.
         show_progress_bar: show a progress bar while encoding.
         prompt: an optional text prepended to every input (for models trained with prompts,
             such as `"query: "`).
@@ -169,18 +170,18 @@ class SentenceEncoder(EncodePaths, RemovedParams, EmbetterBase):
 
     def _output_dim(self) -> int:
         plan = self._plan()
+        dim, param = self._output_dim_param()
         if plan.backend != "torch":
             full = self._fast_engine(plan).dim
-            cut = self._model_cut()  # as the model's own encode cuts (see `_encode`)
-            full = full if cut is None else min(full, int(cut))
         else:
-            full = embedding_dim(self.model_)
-        dim, param = self._output_dim_param()
-        if dim is None:
-            return int(full)
+            full = embedding_dim(self.model_, untruncated=True)
+        if dim is None:  # the model's own truncate_dim, as its encode cuts (see `_encode`)
+            cut = self._model_cut()
+            return int(full if cut is None else min(full, int(cut)))
         if not isinstance(dim, numbers.Integral) or isinstance(dim, bool) or not 1 <= dim <= full:
+            none = "None or " if param == "truncate_dim" else ""
             raise ValueError(
-                f"{param} must be None or an int between 1 and the model's dimension {full}, "
+                f"{param} must be {none}an int between 1 and the model's dimension {full}, "
                 f"got {dim!r}"
             )
         return int(dim)
