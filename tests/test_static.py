@@ -362,3 +362,21 @@ def test_chunked_transform_draws_one_progress_bar(static_path, corpus, monkeypat
     monkeypatch.setattr(_static, "TRANSFORM_CHUNK", len(corpus))
     enc.transform(corpus)
     assert bars == [True]  # one chunk: model2vec's bar
+
+
+def test_a_static_model_in_sentence_transformers_layout_loads(static_path, tmp_path, corpus):
+    """A StaticEmbedding model saved by SentenceTransformer.save (how the static-* models are
+    stored): model2vec reads it, and TextEncoder refused it for lack of a config.json."""
+    from model2vec import StaticModel
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+
+    m2v = StaticModel.from_pretrained(static_path)
+    folder = tmp_path / "st_static"
+    module = StaticEmbedding(m2v.tokenizer, embedding_weights=np.asarray(m2v.embedding))
+    SentenceTransformer(modules=[module], device="cpu").save(str(folder))
+    assert not (folder / "config.json").exists()
+    got = TextEncoder(str(folder)).transform(corpus[:4])
+    np.testing.assert_allclose(got, StaticModel.from_pretrained(str(folder)).encode(corpus[:4]),
+                               atol=1e-6)
+    assert got.shape == (4, 16)

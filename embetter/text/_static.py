@@ -152,11 +152,14 @@ class TextEncoder(RemovedParams, TransformerMixin, BaseEstimator):
                 f"model id or a model2vec StaticModel, got {type(self.name).__name__}"
             )
         folder = Path(self.name).expanduser()
-        if (folder / "config.json").is_file():
+        # model2vec's own layout, or sentence-transformers' (a StaticEmbedding model saved
+        # with SentenceTransformer.save, as the static-* models are): model2vec reads both
+        if (folder / "config.json").is_file() or (folder / "modules.json").is_file():
             return folder
         if isinstance(self.name, str) and not folder.exists() and HUB_ID.fullmatch(self.name):
             return _hub_model(self.name)
-        what = "is not a folder" if not folder.is_dir() else "has no config.json"
+        what = ("is not a folder" if not folder.is_dir()
+                else "has no config.json (nor a sentence-transformers modules.json)")
         raise FileNotFoundError(
             f"name={os.fspath(self.name)!r} {what}: TextEncoder loads a local model2vec "
             "model (a folder written by StaticModel.save_pretrained) or a Hugging Face model "
