@@ -3,12 +3,21 @@
 A library runs inside its user's process. Whatever process-wide state a call has to change
 (a logger's level, an environment variable) is changed inside one of these contexts, which
 restore exactly what they found, also when the call fails.
+
+The state is the process's, so one call at a time changes it (`GUEST_LOCK`): two threads that
+train at once run their changes one after the other, and each puts back what it found
+(interleaved, the second one's restore put back the first one's change: `sys.stderr` stayed a
+dead buffer, a seed was reused).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+
+#: Held while a call has process-wide state changed (re-entrant: the contexts nest).
+GUEST_LOCK = threading.RLock()
 
 
 @contextlib.contextmanager
@@ -19,18 +28,19 @@ def quiet_loggers(*names: str, level: int = logging.ERROR):
     (onnxruntime's quantiser logs on the root logger). Handlers the call adds to them are
     removed (`logging.warning(...)` adds a stderr handler to a root logger that has none).
     """
-    loggers = [logging.getLogger(name or None) for name in names]
-    before = [(logger.level, list(logger.handlers)) for logger in loggers]
-    try:
-        for logger in loggers:
-            if logger.getEffectiveLevel() < level:
-                logger.setLevel(level)
-        yield
-    finally:
-        for logger, (was, handlers) in zip(loggers, before):
-            logger.setLevel(was)
-            for handler in [h for h in logger.handlers if h not in handlers]:
-                logger.removeHandler(handler)
+    with GUEST_LOCK:
+        loggers = [logging.getLogger(name or None) for name in names]
+        before = [(logger.level, list(logger.handlers)) for logger in loggers]
+        try:
+            for logger in loggers:
+                if logger.getEffectiveLevel() < level:
+                    logger.setLevel(level)
+            yield
+        finally:
+            for logger, (was, handlers) in zip(loggers, before):
+                logger.setLevel(was)
+                for handler in [h for h in logger.handlers if h not in handlers]:
+                    logger.removeHandler(handler)
 
 
 @contextlib.contextmanager
@@ -45,20 +55,27 @@ def quiet_stderr(enabled: bool = True):
     import warnings
 
     caught: list = []
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            with contextlib.redirect_stderr(io.StringIO()):
-                yield
-    finally:
-        for w in caught:  # outside catch_warnings: the user's own filters apply again
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    with GUEST_LOCK:
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                with contextlib.redirect_stderr(io.StringIO()):
+                    yield
+        finally:
+            for w in caught:  # outside catch_warnings: the user's own filters apply again
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 @contextlib.contextmanager
 def kept_random_state():
     """Put Python's, numpy's and torch's global random generators back as they were after
     the block: for libraries that seed them globally (model2vec's trainer seeds all three)."""
+    with GUEST_LOCK, _kept_random_state():
+        yield
+
+
+@contextlib.contextmanager
+def _kept_random_state():
     import random
 
     import numpy as np

@@ -142,3 +142,87 @@ def test_cli_main_returns_the_exit_code_of_bad_arguments(capsys):
 
     assert main(["embed"]) == 2 and main(["no-such-command"]) == 2
     assert "usage:" in capsys.readouterr().err
+
+
+# -- a review of sharing one object between threads and processes -------------------------------
+def test_a_forked_child_builds_its_own_client(server, monkeypatch):
+    """gunicorn --preload: children shared the parent's open connection and got each
+    other's rows."""
+    from embetter.external import OllamaEncoder
+
+    enc = OllamaEncoder("m", base_url=server.url)
+    enc.transform(["warm the client"])
+    parent = enc._client()
+    assert enc._client() is parent
+    monkeypatch.setattr(os, "getpid", lambda: -1)  # as in a child after fork
+    child = enc._client()
+    assert child is not parent and enc._client() is child
+
+
+def test_quieting_in_two_threads_puts_stderr_back(monkeypatch):
+    """Interleaved, the second thread's restore put back the first one's buffer: sys.stderr
+    stayed a dead StringIO for the rest of the process."""
+    import sys
+
+    from embetter._guest import quiet_stderr
+
+    original = sys.stderr
+    first_in = threading.Event()
+
+    def first():
+        with quiet_stderr():
+            first_in.set()
+            time.sleep(0.3)
+
+    def second():
+        first_in.wait()
+        with quiet_stderr():
+            time.sleep(0.6)  # it leaves last
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sys.stderr is original
+
+
+def test_seeded_fits_in_threads_give_the_sequential_results():
+    from embetter.finetune import FeedForwardTuner
+    from tests._clustered import clustered
+
+    X, y = clustered(120, 0)
+    expected = FeedForwardTuner(n_epochs=5, random_state=0).fit(X, y).transform(X)
+    results = [None] * 4
+
+    def fit(k):
+        results[k] = FeedForwardTuner(n_epochs=5, random_state=0).fit(X, y).transform(X)
+
+    threads = [threading.Thread(target=fit, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got in results:
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_auto_measures_once_for_threads_that_ask_together(tiny_model_path, monkeypatch):
+    from embetter.text import SentenceEncoder
+    from embetter.text._backends.auto import Plan
+
+    calls = []
+
+    def slow_measure(self):
+        calls.append(1)
+        time.sleep(0.3)
+        return Plan("torch"), {"chosen": "torch"}
+
+    monkeypatch.setattr(SentenceEncoder, "_measure", slow_measure)
+    enc = SentenceEncoder(tiny_model_path, device="cpu", backend="auto")
+    threads = [threading.Thread(target=enc._plan) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1

@@ -10,6 +10,8 @@ import numbers
 import torch
 from sklearn.utils import check_random_state
 
+from embetter._guest import GUEST_LOCK
+
 
 def resolve_device(device=None) -> torch.device:
     """Pick the device: an explicit value wins; `None` means cuda, then mps, then cpu."""
@@ -79,7 +81,14 @@ def seeded(seed: int, device: torch.device):
 
     Weight initialisation and dropout draw from torch's global generator; forking it makes two
     fits with the same `random_state` bit-identical on CPU and leaves the user's RNG alone.
+    The generator is the process's: fits in two threads take turns (`GUEST_LOCK`).
     """
+    with GUEST_LOCK, _seeded(seed, device):
+        yield
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device):
     devices = []
     if device.type == "cuda":
         devices = [device.index if device.index is not None else torch.cuda.current_device()]
@@ -111,16 +120,18 @@ _CPU_TRAIN_THREADS = 1
 
 @contextlib.contextmanager
 def train_threads(device: torch.device):
-    """Train with `_CPU_TRAIN_THREADS` threads on the CPU; restore torch's setting afterwards."""
-    before = torch.get_num_threads()
-    if device.type != "cpu" or before <= _CPU_TRAIN_THREADS:
-        yield
-        return
-    torch.set_num_threads(_CPU_TRAIN_THREADS)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    """Train with `_CPU_TRAIN_THREADS` threads on the CPU; restore torch's setting afterwards
+    (one fit at a time changes it: `GUEST_LOCK`)."""
+    with GUEST_LOCK:
+        before = torch.get_num_threads()
+        if device.type != "cpu" or before <= _CPU_TRAIN_THREADS:
+            yield
+            return
+        torch.set_num_threads(_CPU_TRAIN_THREADS)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
 
 def to_cpu(obj):

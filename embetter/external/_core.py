@@ -87,7 +87,9 @@ class HostedEncoder(EmbetterBase):
         return (self.base_url, self.api_key, self.timeout, self.max_retries)
 
     def _client(self):
-        params = self._client_params()
+        # a forked child (gunicorn --preload, multiprocessing) builds its own: sharing the
+        # parent's open connection mixed replies between processes
+        params = (os.getpid(), self._client_params())
         cached = self.__dict__.get("_client_cache")
         if cached is not None and cached[0] == params:
             return cached[1]

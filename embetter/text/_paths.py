@@ -3,6 +3,8 @@ on first use), the engine of a fast backend, and the encoding call itself."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from embetter._st import default_prompt, is_sentence_model
@@ -10,6 +12,9 @@ from embetter.text._models import weights_signature
 
 #: Texts per batch when `batch_size` is None and no token budget applies.
 DEFAULT_BATCH_SIZE = 32
+
+#: held while `backend="auto"` measures (one measurement at a time in the process)
+_MEASURING = threading.RLock()
 
 
 class EncodePaths:
@@ -42,10 +47,17 @@ class EncodePaths:
         cached = self.__dict__.get("_auto")
         if cached is not None and cached[0] == key:
             return cached[1]
-        plan, report = self._measure()
-        self.__dict__["_auto"] = (key, plan)
-        self.__dict__["backend_"] = plan.backend
-        self.__dict__["backend_probe_"] = report
+        # one measurement at a time in the process: threads that ask together wait for the
+        # first one's choice (from memory or the disk cache) instead of racing their own
+        # timings against each other and picking different paths
+        with _MEASURING:
+            cached = self.__dict__.get("_auto")
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            plan, report = self._measure()
+            self.__dict__["_auto"] = (key, plan)
+            self.__dict__["backend_"] = plan.backend
+            self.__dict__["backend_probe_"] = report
         return plan
 
     def _runs(self, plan) -> bool:
