@@ -16,7 +16,10 @@ import contextlib
 import logging
 import threading
 
-#: Held while a call has process-wide state changed (re-entrant: the contexts nest).
+#: Held while a call has process-wide state changed (re-entrant: the contexts nest). The
+#: order of the locks: an encoder's `BUILDING` / `_MEASURING` (text/_paths.py) may take this
+#: one inside (an export quiets loggers), never the other way round: code under this lock
+#: (a fit) must not load an encoder's model or build its engine.
 GUEST_LOCK = threading.RLock()
 
 

@@ -15,6 +15,9 @@ DEFAULT_BATCH_SIZE = 32
 
 #: held while `backend="auto"` measures (one measurement at a time in the process)
 _MEASURING = threading.RLock()
+#: held while a model is loaded or a fast engine built, so that threads asking together
+#: wait for the first one's instead of building their own (re-entrant: a build loads)
+BUILDING = threading.RLock()
 
 
 class EncodePaths:
@@ -121,9 +124,13 @@ class EncodePaths:
             return cached[1]
         from embetter.text._backends import make_engine
 
-        engine = make_engine(plan.backend, plan.precision, self.name, lambda: self.model_)
-        if keep:
-            self.__dict__["_engine"] = (key, engine)
+        with BUILDING:  # threads that ask together: one builds, the others then find it
+            cached = self.__dict__.get("_engine")
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            engine = make_engine(plan.backend, plan.precision, self.name, lambda: self.model_)
+            if keep:
+                self.__dict__["_engine"] = (key, engine)
         return engine
 
     def _texts_per_batch(self, plan) -> int:

@@ -16,7 +16,7 @@ from embetter.text._models import (
     shared_sentence_transformer,
     sync_weights,
 )
-from embetter.text._paths import EncodePaths
+from embetter.text._paths import BUILDING, EncodePaths
 
 
 class SentenceEncoder(EncodePaths, RemovedParams, EmbetterBase):
@@ -126,22 +126,27 @@ class SentenceEncoder(EncodePaths, RemovedParams, EmbetterBase):
         folder it came from is saved again). Read it, do not change it: a model loaded by
         name is shared by every encoder of that name and device in the process (to change
         or train one, load your own `SentenceTransformer` and pass it as `name`)."""
-        cached = self.__dict__.get("_model")
         key = self._model_key()
-        fresh = self.__dict__.get("_loaded_for") == key
         if is_sentence_model(self.name) and key[2]:  # the caller's model runs as it is
-            model = self.name  # checked on every access: the caller may train it meanwhile
-        elif cached is not None and fresh:
+            # checked on every access: the caller may train it meanwhile
+            self.__dict__["_model"], self.__dict__["_loaded_for"] = self.name, key
+            return self.name
+        cached = self.__dict__.get("_model")
+        if cached is not None and self.__dict__.get("_loaded_for") == key:
             return cached
-        elif is_sentence_model(self.name):
-            model = private_copy(self.name, self.device)
-        else:
-            from embetter._torch import device_name
+        with BUILDING:  # threads that ask together: one loads, the others then find it
+            cached = self.__dict__.get("_model")
+            if cached is not None and self.__dict__.get("_loaded_for") == key:
+                return cached
+            if is_sentence_model(self.name):
+                model = private_copy(self.name, self.device)
+            else:
+                from embetter._torch import device_name
 
-            model = shared_sentence_transformer(self.name, device_name(self.device))
-        self.__dict__["_model"] = model
-        self.__dict__["_loaded_for"] = key
-        return model
+                model = shared_sentence_transformer(self.name, device_name(self.device))
+            self.__dict__["_model"] = model
+            self.__dict__["_loaded_for"] = key
+            return model
 
     def _sync_private_copy(self):
         """A caller's model that encodes through a private copy (it is training, or on
