@@ -192,7 +192,8 @@ def test_sentence_transformers_loss_names_point_to_ours(tiny_model_path, loss, o
 
 
 def test_a_loss_object_is_refused_with_its_name(tiny_model_path):
-    from sentence_transformers import SentenceTransformer, losses
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import losses
 
     from embetter.finetune import SbertLearner
 
