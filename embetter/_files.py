@@ -168,6 +168,13 @@ def label_column(df, name: str, path):
     `cats` dicts (`keep`: the rows that carry a label; `None` when a plain column labels
     every row)."""
     if name in df.columns or "." not in name:
+        records = [c for c in df[name] if isinstance(c, dict)] if name in df.columns else []
+        if records:  # JSONL categories: one of them is the label
+            names = sorted({k for c in records for k in c})
+            raise UsageError(
+                f"{path}: column {name!r} holds records of categories (e.g. {records[0]!r:.60}), "
+                f"not one label per row; pick one with --label-col {name}.NAME (NAMEs: "
+                f"{', '.join(map(str, names[:10]))}{', ...' if len(names) > 10 else ''})")
         keep = ~df[name].isna().to_numpy() if name in df.columns else None
         if keep is not None and not keep.all():  # rows not labelled yet: left out
             if not keep.any():

@@ -53,6 +53,13 @@ def load_pipeline(path, trust: bool = False):
             f"{path}: could not load a saved pipeline ({type(e).__name__}: {str(e)[:200]})"
         ) from None
     if not hasattr(pipe, "transform"):
+        steps = getattr(pipe, "steps", None)
+        if steps:  # a text -> vector pipeline with a classifier (or regressor) after it
+            name, last = steps[-1]
+            raise UsageError(
+                f"{path}: the pipeline's last step {name!r} ({type(last).__name__}) has no "
+                "transform, so it makes predictions, not vectors; this command needs a text "
+                "-> vector pipeline: save the part before it (pipe[:-1]) and use that")
         raise UsageError(f"{path}: holds a {type(pipe).__name__}, not a pipeline with transform")
     global _warned_joblib
     if fmt == "joblib" and not _warned_joblib:

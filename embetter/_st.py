@@ -31,10 +31,13 @@ def is_sentence_model(obj) -> bool:
 
 
 def load(path, device: str, **kwargs):
-    """`SentenceTransformer(path, device=device)`: the caller turns its errors into advice."""
+    """`SentenceTransformer(path, device=device)`: the caller turns its errors into advice.
+    Without transformers' "Loading weights" bars (a guest prints no bars it was not asked
+    for: `show_progress_bar` is about encoding, and off by default)."""
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(os.fspath(path), device=device, **kwargs)
+    with progress_bars_off():
+        return SentenceTransformer(os.fspath(path), device=device, **kwargs)
 
 
 def hub_endpoint() -> tuple[str, bool]:
@@ -58,8 +61,10 @@ def hub_cached_folder(repo_id: str, cache_dir=None):
 
 
 def save(model, folder) -> None:
-    """Save `model` into `folder` (weights, configs, tokenizer; no model card)."""
-    model.save(os.fspath(folder), create_model_card=False)
+    """Save `model` into `folder` (weights, configs, tokenizer; no model card), without the
+    "Writing model shards" bars."""
+    with progress_bars_off():
+        model.save(os.fspath(folder), create_model_card=False)
 
 
 def embedding_dim(model, untruncated: bool = False) -> int:
@@ -206,14 +211,18 @@ def progress_bars_off():
     except ImportError:  # pragma: no cover - both ship with sentence-transformers
         yield
         return
-    was_on, hub_was_off = hf_logging.is_progress_bar_enabled(), are_progress_bars_disabled()
-    hf_logging.disable_progress_bar()  # transformers' own switch, and the hub's
-    try:
-        yield
-    finally:
-        if was_on:
-            hf_logging.enable_progress_bar()  # turns the hub's on too: set it after
-        if hub_was_off:
-            disable_progress_bars()
-        else:
-            enable_progress_bars()
+    from embetter._guest import GUEST_LOCK
+
+    with GUEST_LOCK:  # process-wide switches: one call at a time
+        was_on = hf_logging.is_progress_bar_enabled()
+        hub_was_off = are_progress_bars_disabled()
+        hf_logging.disable_progress_bar()  # transformers' own switch, and the hub's
+        try:
+            yield
+        finally:
+            if was_on:
+                hf_logging.enable_progress_bar()  # turns the hub's on too: set it after
+            if hub_was_off:
+                disable_progress_bars()
+            else:
+                enable_progress_bars()

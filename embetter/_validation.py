@@ -211,6 +211,14 @@ def _check_object_labels(arr: np.ndarray, name: str) -> None:
         kind = ("string" if isinstance(v, (str, bytes)) else
                 "number" if isinstance(v, numbers.Number) else type(v).__name__)
         examples.setdefault(kind, v)
+    for kind, v in examples.items():
+        if kind not in ("string", "number"):  # records, lists: not one label each
+            hint = (f"; for records of categories pick one, e.g. [r[{next(iter(v))!r}] for r in "
+                    f"{name}] (a 0/1 label per row)" if isinstance(v, dict) and v else
+                    "; for several labels per row pass a 0/1 indicator matrix (sklearn's "
+                    "MultiLabelBinarizer)" if isinstance(v, (list, tuple, set)) else "")
+            raise TypeError(f"{name} must hold one label (a string or a number) per row, got "
+                            f"a {kind} such as {v!r:.80}{hint}")
     if len(examples) > 1:
         raise TypeError(
             f"{name} mixes kinds of labels ("

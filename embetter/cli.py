@@ -82,7 +82,10 @@ def _parse_params(items) -> dict:
         try:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
-            value = raw  # a bare word such as relu is meant as a string
+            # true/false/none as JSON and shells write them; any other bare word (relu) is
+            # meant as a string
+            value = {"true": True, "false": False, "none": None, "null": None}.get(
+                raw.strip().lower(), raw)
         params[name.strip()] = value
     return params
 
@@ -288,7 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--seed", type=int, default=0,
                           help="random_state of the tuner (default: %(default)s)")
     finetune.add_argument("--param", "-p", action="append", metavar="NAME=VALUE",
-                          help="set a tuner parameter, e.g. -p hidden_dim=100 (repeatable)")
+                          help="set a tuner parameter, e.g. -p hidden_dim=100 (repeatable); "
+                               "the value is read as a Python literal (100, 0.5, True, "
+                               "[8, 16]; true/false/none too), a bare word as a string")
     finetune.add_argument("--out", required=True, metavar="PIPELINE",
                           help="where to save the fitted pipeline: a .skops (safe to share) "
                                "or .joblib file")

@@ -225,3 +225,48 @@ def test_cli_sbert_tuner_unavailable(tmp_path, monkeypatch):
                                          r"installation"):
         _finetune(path, "label", "--tuner", "sbert")
     assert not (tmp_path / "p.skops").exists()
+
+
+def test_labels_that_are_records_say_how_to_pick_one(tmp_path):
+    """A JSONL `cats` column given whole: numpy's '<' between dicts, after the encoding."""
+    from embetter.cli import main
+    from embetter.finetune import FeedForwardTuner
+
+    X = np.ones((4, 3), np.float32)
+    with pytest.raises(TypeError, match=r"y must hold one label .* got a dict .*r\['shipping'\]"):
+        FeedForwardTuner().fit(X, [{"shipping": 1}, {"shipping": 0}] * 2)
+    with pytest.raises(ValueError, match="MultiLabelBinarizer"):
+        FeedForwardTuner().fit(X[:2], [["a", "b"], ["c"]])
+    path = tmp_path / "inbox.jsonl"
+    path.write_text("".join(json.dumps({"text": f"t {i}", "cats": {"urgent": i % 2,
+                                                                    "billing": 0}}) + "\n"
+                            for i in range(6)))
+    with pytest.raises(Exception, match=r"holds records of categories .* --label-col "  # noqa: B017
+                                        r"cats\.NAME \(NAMEs: billing, urgent\)"):
+        main(["finetune", str(path), "--text-col", "text", "--label-col", "cats",
+              "--model", "no-such-model", "--out", str(tmp_path / "m.skops"), "--debug"])
+
+
+def test_cli_names_the_classifier_at_the_end_of_a_pipeline_and_reads_json_flags(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from embetter.cli import _parse_params, main
+    from embetter.grab import ColumnGrabber
+    from embetter.text import LiteTextEncoder
+    from embetter.utils import save_skops
+
+    texts = [f"the cat likes item {i}" for i in range(10)] + [f"a dog {i}" for i in range(10)]
+    import pandas as pd
+
+    frame = pd.DataFrame({"text": texts, "label": [0] * 10 + [1] * 10})
+    pipe = make_pipeline(ColumnGrabber("text"), LiteTextEncoder(n_components=2, random_state=0),
+                         LogisticRegression()).fit(frame, frame["label"])
+    save_skops(pipe, tmp_path / "clf.skops")
+    frame.to_csv(tmp_path / "in.csv", index=False)
+    with pytest.raises(Exception, match=r"last step 'logisticregression' \(LogisticRegression\) "  # noqa: B017
+                                        r"has no transform.*pipe\[:-1\]"):
+        main(["transform", str(tmp_path / "clf.skops"), str(tmp_path / "in.csv"), "--out",
+              str(tmp_path / "x.npy"), "--debug"])
+    assert _parse_params(["early_stopping=true", "x=None", "act=relu", "dims=[8, 16]"]) == {
+        "early_stopping": True, "x": None, "act": "relu", "dims": [8, 16]}
