@@ -138,7 +138,10 @@ def column(df, name: str, path, role: str) -> list:
     """One column as a list, with an error naming the file and the columns it does have."""
     if name not in df.columns:
         available = ", ".join(map(str, list(df.columns)[:20]))
-        raise UsageError(f"{path}: no {role} column {name!r}; its columns are: {available}")
+        flag = {"text": "--text-col", "label": "--label-col"}.get(role)
+        hint = f" (name one with {flag} COL)" if flag else ""
+        raise UsageError(f"{path}: no {role} column {name!r}; its columns are: "
+                         f"{available}{hint}")
     values = df[name]
     missing = values.isna().to_numpy()
     if missing.any():

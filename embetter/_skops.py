@@ -86,16 +86,10 @@ def _stored_addresses(obj) -> list[str]:
     `Encoder(param=address)`: in parameters, in fitted attributes (a `DifferenceClassifier`'s
     `enc_`, a search's `best_estimator_`), in lists, tuples, sets and dicts; and a `key_env` of
     the file's own, which would send another environment variable as the key."""
-    import types
-
     from embetter.external._core import HostedEncoder
 
-    found, seen, stack = [], set(), [obj]
-    while stack:
-        item = stack.pop()
-        if id(item) in seen or isinstance(item, (type, types.ModuleType, str, bytes)):
-            continue
-        seen.add(id(item))
+    found = []
+    for item in _reachable(obj):
         if isinstance(item, HostedEncoder):
             # the stored values only (AzureOpenAIEncoder's `base_url` property falls back to
             # the loader's own AZURE_OPENAI_ENDPOINT, which the file does not name)
@@ -104,13 +98,29 @@ def _stored_addresses(obj) -> list[str]:
                       if stored.get(p) is not None]
             if "key_env" in stored:
                 found.append(f"{type(item).__name__}(key_env={stored['key_env']!r})")
+    return found
+
+
+def _reachable(obj, within=None):
+    """Every object reachable from `obj` through instance attributes, lists, tuples, sets and
+    dicts (each once); with `within`, not inside objects of those types."""
+    import types
+
+    seen, stack = set(), [obj]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen or isinstance(item, (type, types.ModuleType, str, bytes)):
+            continue
+        seen.add(id(item))
+        yield item
+        if within is not None and item is not obj and isinstance(item, within):
+            continue
         if isinstance(item, dict):
             stack.extend(item.values())
         elif isinstance(item, (list, tuple, set, frozenset)):
             stack.extend(item)
         elif isinstance(getattr(item, "__dict__", None), dict):
             stack.extend(vars(item).values())
-    return found
 
 
 def trusted_types() -> list[str]:
@@ -154,10 +164,24 @@ def save_skops(obj, path) -> str:
             raise
         except Exception as e:
             raise TypeError(
-                f"cannot save a {type(obj).__name__} as skops ({type(e).__name__}: {e}); "
-                "an object it holds is not one skops can store as data"
+                f"cannot save a {type(obj).__name__} as skops ({type(e).__name__}: "
+                f"{str(e)[:200]}); {_unstorable(obj)}"
             ) from e
     return path
+
+
+def _unstorable(obj) -> str:
+    """What to do about an object skops could not store: an encoder built on a model object
+    names it; anything else gets the general advice."""
+    from embetter._st import is_sentence_model
+    from embetter.text import SentenceEncoder
+
+    for item in _reachable(obj, within=SentenceEncoder):
+        if isinstance(item, SentenceEncoder) and is_sentence_model(item.name):
+            return (f"the {type(item).__name__} was given a {type(item.name).__name__} object "
+                    "as name, which skops cannot store as data: save that model to a folder "
+                    "(model.save(folder)) and pass the folder as name, or save with joblib")
+    return "an object it holds is not one skops can store as data"
 
 
 def load_skops(path, trust: bool = False):

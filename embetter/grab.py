@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import numpy as np
+
 from embetter.base import EmbetterBase
 
 
@@ -37,6 +39,11 @@ class ColumnGrabber(EmbetterBase):
                 "for a list of dicts use KeyGrabber"
             )
         available = list(columns) if columns is not None else list(X.keys())
+        if isinstance(self.colname, (list, tuple, set, np.ndarray)):
+            raise TypeError(
+                f"colname must be one column's name (the texts), got a "
+                f"{type(self.colname).__name__} {list(self.colname)!r:.80}; "
+                f"e.g. ColumnGrabber({next(iter(self.colname), 'text')!r})")
         if self.colname not in available:
             raise KeyError(
                 f"column {self.colname!r} not found; available columns: {available[:20]}"

@@ -270,3 +270,39 @@ def test_cli_names_the_classifier_at_the_end_of_a_pipeline_and_reads_json_flags(
               str(tmp_path / "x.npy"), "--debug"])
     assert _parse_params(["early_stopping=true", "x=None", "act=relu", "dims=[8, 16]"]) == {
         "early_stopping": True, "x": None, "act": "relu", "dims": [8, 16]}
+
+
+def test_skops_says_which_encoder_holds_a_model_object(tiny_model_path, tmp_path):
+    from sentence_transformers import SentenceTransformer
+    from sklearn.pipeline import make_pipeline
+
+    from embetter.grab import ColumnGrabber
+    from embetter.text import SentenceEncoder
+    from embetter.utils import save_skops
+
+    model = SentenceTransformer(tiny_model_path, device="cpu")
+    pipe = make_pipeline(ColumnGrabber("text"), SentenceEncoder(model))
+    with pytest.raises(TypeError, match=r"SentenceEncoder was given a SentenceTransformer "
+                                        r"object as name.*model\.save\(folder\)"):
+        save_skops(pipe, tmp_path / "p.skops")
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_small_messages_name_the_fix():
+    import pandas as pd
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    from embetter.grab import ColumnGrabber
+    from embetter.label import LabellingLoop, suggest
+
+    with pytest.raises(TypeError, match=r"colname must be one column's name .*"
+                                        r"ColumnGrabber\('text'\)"):
+        ColumnGrabber(["text"]).transform(pd.DataFrame({"text": ["a"]}))
+    X = np.arange(8, dtype=float).reshape(4, 2)
+    svc = make_pipeline(StandardScaler(), SVC()).fit(X, [0, 0, 1, 1])
+    with pytest.raises(TypeError, match=r"a Pipeline ending in SVC.*SVC\(probability=True\)"):
+        suggest(svc, X, k=1)
+    with pytest.raises(ValueError, match="got None"):
+        LabellingLoop(make_pipeline(SVC(probability=True)), X, classes=None)

@@ -246,7 +246,7 @@ def test_loop_errors(blobs):
     with pytest.raises(ValueError, match="one label per position"):
         loop.update([0, 1], ["a"])
     loop.update([0, 1], y[[0, 1]])
-    with pytest.raises(ValueError, match=r"positions \[1\] are labelled already"):
+    with pytest.raises(ValueError, match=r"1 of the positions are labelled already: \[1\]"):
         loop.update([1, 2], y[[1, 2]])
     with pytest.raises(ValueError, match="positions must be positions into X"):
         loop.update([400], ["a"])

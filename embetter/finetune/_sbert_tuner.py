@@ -115,8 +115,9 @@ class SbertTuner(TransformerMixin, SbertBase):
     per text, `"auto"` resolved on the first call), `learning_rate_` (likewise),
     `label_texts_` (the label texts trained with, `{}` for none), `n_pairs_` (pairs trained
     on, all calls), `refit_rows_` (the texts of the last start: the first
-    call's, or the last retrain's), and the learner's training record (since the last start):
-    `n_iter_`, `loss_curve_`, `history_`.
+    call's, or the last retrain's), `seen_texts_`/`seen_y_` (every text and label trained on,
+    kept for `partial_fit`'s retraining: a saved tuner holds them), and the learner's training
+    record (since the last start): `n_iter_`, `loss_curve_`, `history_`.
 
     Usage:
 

@@ -130,6 +130,9 @@ class LabellingLoop:
 
     @staticmethod
     def _check_classes(classes) -> np.ndarray:
+        if classes is None:
+            raise ValueError("classes must list every label the rounds may bring (at least "
+                             "two), got None")
         arr = np.asarray(classes.to_numpy() if hasattr(classes, "to_numpy") else classes)
         if arr.ndim != 1 or arr.size < 2:
             raise ValueError(
@@ -198,7 +201,10 @@ class LabellingLoop:
             )
         again = np.intersect1d(positions, self.labelled_)
         if again.size:
-            raise ValueError(f"positions {again[:5].tolist()} are labelled already")
+            shown = again[:10].tolist()
+            more = f" (and {again.size - 10} more)" if again.size > 10 else ""
+            raise ValueError(f"{again.size} of the positions are labelled already: "
+                             f"{shown}{more}")
         if positions.size == 0:
             return self
         labelled = np.concatenate([self.labelled_, positions])

@@ -43,9 +43,13 @@ def check_k(k) -> int:
 def check_model(model) -> None:
     """A classifier (or pipeline ending in one) with predict_proba, fitted."""
     if not hasattr(model, "predict_proba"):
+        last = model[-1] if isinstance(model, Pipeline) and len(model) else model
+        what = (f"a {type(model).__name__} ending in {type(last).__name__}" if last is not model
+                else type(model).__name__)
         raise TypeError(
             f"model must be a classifier (or a pipeline ending in one) with predict_proba, got "
-            f"{type(model).__name__}; e.g. LogisticRegression, or SGDClassifier(loss='log_loss')"
+            f"{what}; e.g. LogisticRegression, SGDClassifier(loss='log_loss'), or "
+            "SVC(probability=True)"
         )
     try:
         check_is_fitted(model[-1] if isinstance(model, Pipeline) else model)
