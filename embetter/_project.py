@@ -12,6 +12,7 @@ from embetter._files import (
     _format_of,
     atomic_path,
     check_out_file,
+    label_column,
     read_table,
     text_column,
 )
@@ -45,7 +46,14 @@ def run_project(input_path, out, *, text_col=None, label_col=None, pipeline=None
         df = read_table(input_path)
         texts = text_column(df, text_col, input_path)
         encode = SentenceEncoder(model, show_progress_bar=progress)
-    if label_col is not None and label_col not in df.columns:
+    labels = None
+    if label_col is not None and label_col in df.columns:
+        labels = _labels_as_read(df[label_col])  # empty cells stay empty
+    elif label_col is not None and "." in label_col:  # cats.NAME, as finetune reads it
+        keep, known = label_column(df, label_col, input_path)
+        labels = np.full(len(df), None, dtype=object)
+        labels[keep] = known
+    elif label_col is not None:
         available = ", ".join(map(str, list(df.columns)[:20]))
         raise UsageError(f"{input_path}: no label column {label_col!r}; "
                          f"its columns are: {available}")
@@ -55,8 +63,8 @@ def run_project(input_path, out, *, text_col=None, label_col=None, pipeline=None
     import pandas as pd
 
     table = pd.DataFrame({"text": texts, "x": points[:, 0], "y": points[:, 1]})
-    if label_col is not None:
-        table["label"] = _labels_as_read(df[label_col])  # empty cells stay empty
+    if labels is not None:
+        table["label"] = labels
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
     print(f"wrote a {_NAMES[method]} map of {len(table)} texts to {out}", file=sys.stderr)

@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from embetter._validation import as_labels, as_matrix
+from embetter._validation import as_labels, as_matrix, is_missing
 
 METHODS = ("pca", "tsne", "umap")
 _AXIS = {"pca": "PC", "tsne": "t-SNE ", "umap": "UMAP "}
@@ -135,6 +135,7 @@ def projection(
     Arguments:
         X: a 2-D array of embeddings, one row per item.
         y: optional labels, one per row (any hashable values); points are coloured by label.
+            Rows without one (None, NaN, pd.NA: a pool labelled in part) show in grey.
         title: the figure's title.
         method: `"pca"`, `"tsne"` or `"umap"`, see `project`.
         random_state: seed for t-SNE and UMAP.
@@ -165,8 +166,18 @@ def projection(
     if y is None:
         ax.scatter(points[:, 0], points[:, 1], s=point_size, alpha=0.8, linewidths=0)
     else:
-        y = as_labels(y, "y", n_samples=points.shape[0])
-        present = list(np.unique(y))
+        # a pool labelled in part (a labelling session): the rest shows in grey
+        values = list(y.to_numpy() if hasattr(y, "to_numpy") else y)
+        unlabelled = np.array([is_missing(v) for v in values], dtype=bool)
+        if len(values) != points.shape[0] or not unlabelled.any():
+            y, unlabelled = as_labels(y, "y", n_samples=points.shape[0]), None
+        else:
+            ax.scatter(points[unlabelled, 0], points[unlabelled, 1], s=point_size, alpha=0.5,
+                       linewidths=0, color="lightgrey", label="(unlabelled)")
+            y = np.full(len(values), None, dtype=object)
+            known = as_labels([v for v, m in zip(values, unlabelled) if not m], "y")
+            y[~unlabelled] = known
+        present = list(np.unique(y if unlabelled is None else y[~unlabelled]))
         order = present if classes is None else list(classes)
         missing = [c for c in present if c not in order]
         if missing:
@@ -174,6 +185,8 @@ def projection(
         cmap = _colormap(len(order))
         for i, label in enumerate(order):
             mask = y == label
+            if unlabelled is not None:
+                mask &= ~unlabelled
             if not mask.any():
                 continue
             ax.scatter(points[mask, 0], points[mask, 1], s=point_size, alpha=0.8,

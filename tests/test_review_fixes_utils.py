@@ -213,3 +213,33 @@ def test_matrix_and_text_messages_name_the_problem():
         as_matrix(np.array([[1.0, np.inf]]))
     with pytest.raises(ValueError, match=r"X\[1\] is missing"):
         as_texts(pd.Series(["a", pd.NA], dtype=object))
+
+
+def test_a_map_of_a_pool_labelled_in_part(tmp_path, tiny_model_path):
+    """Python's projection refused what the command line's map takes: rows not labelled yet."""
+    import pandas as pd
+
+    from embetter.cli import main
+    from embetter.plot import projection
+
+    X = np.random.default_rng(0).normal(size=(12, 4))
+    y = pd.Series(["a", None, "b", np.nan] * 3)
+    fig = projection(X, y)
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["(unlabelled)", "a", "b"]
+    sizes = [len(c.get_offsets()) for c in fig.axes[0].collections]
+    assert sizes == [6, 3, 3]
+    with pytest.raises(ValueError, match="y has 3 entries"):
+        projection(X, y[:3])
+    # the command line reads cats.NAME for its map as finetune does
+    import json
+
+    path = tmp_path / "inbox.jsonl"
+    path.write_text("".join(json.dumps({"text": f"the cat likes item {i}",
+                                        "cats": {"urgent": i % 2} if i % 3 else {}}) + "\n"
+                            for i in range(9)))
+    assert main(["project", str(path), "--text-col", "text", "--label-col", "cats.urgent",
+                 "--method", "pca", "--model", tiny_model_path,
+                 "--out", str(tmp_path / "map.csv")]) == 0
+    table = pd.read_csv(tmp_path / "map.csv")
+    assert table["label"].isna().sum() == 3 and set(table["label"].dropna()) == {0, 1}
