@@ -122,3 +122,26 @@ def test_umap_failing_midway_leaves_numba_threads_as_they_were(monkeypatch):
     with pytest.raises(RuntimeError, match="failed midway"):
         project(POOL, method="umap")
     assert numba.get_num_threads() == before
+
+
+def test_an_encoder_that_learns_from_texts_alone_is_fitted_on_the_whole_pool():
+    """LiteTextEncoder was refitted on the ten labelled texts of a round: 9 dimensions
+    instead of 32, and the pool never reached its vocabulary."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from embetter.label import LabellingLoop
+    from embetter.text import LiteTextEncoder
+
+    rng = np.random.default_rng(0)
+    words = ["parcel", "refund", "invoice", "password", "delivery", "login", "charge", "box"]
+    pool = [" ".join(rng.choice(words, 4)) + f" note {i}" for i in range(120)]
+    labels = np.array(["ship" if ("parcel" in t or "box" in t) else "other" for t in pool])
+    loop = LabellingLoop(make_pipeline(LiteTextEncoder(n_components=16, random_state=0),
+                                       LogisticRegression()), pool, classes=["other", "ship"],
+                         random_state=0)
+    assert loop.embeddings_.shape == (120, 16)  # the pool, encoded once
+    picks = loop.suggest(k=10)
+    loop.update(picks, labels[picks])
+    assert loop.model_[0].transform(pool[:3]).shape == (3, 16)
+    assert loop.model_[0].n_components_ == 16  # fitted on all 120 texts, not on 10

@@ -6,7 +6,7 @@ import inspect
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state, get_tags
 
 from embetter._validation import as_positions
@@ -44,6 +44,15 @@ def _numeric(pool) -> bool:
         return False
 
 
+def _unsupervised(step) -> bool:
+    """A step that learns from X alone (LiteTextEncoder's TF-IDF, a PCA): fitted once on the
+    whole pool, not on the few rows labelled so far."""
+    try:
+        return get_tags(step).target_tags.required is False
+    except Exception:
+        return False
+
+
 def _stateless(step) -> bool:
     """A step that learns nothing (an encoder, a column grabber): its output can be cached."""
     if step in (None, "passthrough"):
@@ -57,8 +66,10 @@ def _stateless(step) -> bool:
 class LabellingLoop:
     """Label a pool in rounds: suggest the next rows, learn from their labels, suggest again.
 
-    The pipeline's leading stateless steps (grabbers, encoders) are applied to the pool once,
-    when the loop is made; their output (`embeddings_`) is reused by every round. Each
+    The pipeline's leading steps that learn no labels are applied to the pool once, when the
+    loop is made: the stateless ones (grabbers, pretrained encoders) as they are, and those
+    that learn from the texts alone (`LiteTextEncoder`, a `PCA`) fitted on the whole pool
+    first; their output (`embeddings_`) is reused by every round. Each
     `update` then trains the rest of the pipeline with the new labels: every tuner
     continues with `partial_fit` on the new rows (its replay memory keeps the earlier ones
     in play), and the classifier continues with `partial_fit` on every label seen so far,
@@ -115,14 +126,18 @@ class LabellingLoop:
                 f"{type(steps[-1][1]).__name__}; e.g. SGDClassifier(loss='log_loss')"
             )
         n_frozen = 0
-        while n_frozen < len(steps) - 1 and _stateless(steps[n_frozen][1]):
+        while n_frozen < len(steps) - 1 and (_stateless(steps[n_frozen][1])
+                                             or _unsupervised(steps[n_frozen][1])):
             n_frozen += 1
         self._learned = [step for _, step in steps[n_frozen:] if step not in (None, "passthrough")]
         self.n_pool_ = pool_size(X)
         if self.n_pool_ == 0:
             raise ValueError("X (the pool to label) is empty")
         frozen = [step for _, step in steps[:n_frozen] if step not in (None, "passthrough")]
-        self.embeddings_ = make_pipeline(*frozen).transform(X) if frozen else X
+        Z = X  # the leading steps that learn no labels: fitted once on the pool, then frozen
+        for step in frozen:
+            Z = step.transform(Z) if _stateless(step) else step.fit_transform(Z)
+        self.embeddings_ = Z
         self.labelled_ = np.zeros(0, dtype=np.intp)
         self.labels_ = np.zeros(0, dtype=self.classes_.dtype)
         self.fitted_ = False
