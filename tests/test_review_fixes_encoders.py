@@ -141,3 +141,18 @@ def test_truncate_dim_overrides_the_models_own_as_encode_does(tiny_model_path, b
         from embetter.text import MatryoshkaEncoder
 
         MatryoshkaEncoder(model, dim=40, device="cpu").transform(texts)
+
+
+def test_an_export_another_process_is_still_moving_in_is_done_again(tiny_model_path,
+                                                                    tmp_path, monkeypatch):
+    """meta.json moves in last: a folder with the graph but without it is half there, and
+    reading it failed with FileNotFoundError."""
+    monkeypatch.setenv("EMBETTER_CACHE_DIR", str(tmp_path / "cache"))
+    texts = ["the cat likes pizza", "a dog hates the rain"]
+    first = SentenceEncoder(tiny_model_path, backend="onnx", precision="float32")
+    ref = first.transform(texts)
+    (meta,) = (tmp_path / "cache").glob("onnx/*/meta.json")
+    meta.unlink()  # as another process leaves it just before its last move
+    again = SentenceEncoder(tiny_model_path, backend="onnx", precision="float32")
+    np.testing.assert_allclose(again.transform(texts), ref, atol=1e-6)
+    assert meta.is_file()

@@ -75,10 +75,13 @@ def onnx_model_folder(name, precision: str, load_model) -> Path:
     ).hexdigest()
     label = "".join(c if c.isalnum() or c in "-_." else "-" for c in label)[:60]
     folder = cache_root() / "onnx" / f"{label}-{key}"
-    if (folder / f"model-{precision}.onnx").is_file() and (folder / "meta.json").is_file():
+    def complete() -> bool:  # meta.json moves in last: without it another process is mid-way
+        return (folder / f"model-{precision}.onnx").is_file() and (folder / "meta.json").is_file()
+
+    if complete():
         return folder
     with _export_lock:
-        if not (folder / f"model-{precision}.onnx").is_file():
+        if not complete():
             export_onnx(model if model is not None else load_model(), folder, precision)
     return folder
 
