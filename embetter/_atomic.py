@@ -86,14 +86,15 @@ def atomic_path(path, *, folder: bool = False):
     ```
     """
     target = Path(user_path(path))
-    if target.is_symlink():  # a link keeps pointing where it did, at the new content
-        target = Path(os.path.realpath(target))
+    if target.is_symlink() and target.exists():  # a link keeps pointing where it did, at the
+        target = Path(os.path.realpath(target))  # new content (a dangling one is replaced)
     if folder and target.exists() and not target.is_dir():
         raise ValueError(
             f"path must be a directory (or not exist yet), got the file {str(target)!r}"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
-    stem = target.name if len(target.name) <= _LONG_NAME else hashlib.blake2b(
+    long = len(os.fsencode(target.name)) > _LONG_NAME  # the file system counts bytes
+    stem = target.name if not long else hashlib.blake2b(
         target.name.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
     tmp = _new_entry(target.parent, f".{stem}.tmp-", folder)
     aside = None  # the folder that was at `path`, while the new one moves in
@@ -101,7 +102,8 @@ def atomic_path(path, *, folder: bool = False):
         yield tmp
         _sync(tmp)
         if not folder and target.is_file():  # a re-save keeps the file's permissions
-            os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
+            with contextlib.suppress(OSError):  # where the file system takes them
+                os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
         if folder and target.exists():
             old = tempfile.mkdtemp(prefix=f".{stem}.old-", dir=target.parent)
             aside = Path(old, "previous")

@@ -173,7 +173,7 @@ def label_column(df, name: str, path):
     if name in df.columns or "." not in name:
         records = [c for c in df[name] if isinstance(c, dict)] if name in df.columns else []
         if records:  # JSONL categories: one of them is the label
-            names = sorted({k for c in records for k in c})
+            names = sorted({str(k) for c in records for k in c})
             raise UsageError(
                 f"{path}: column {name!r} holds records of categories (e.g. {records[0]!r:.60}), "
                 f"not one label per row; pick one with --label-col {name}.NAME (NAMEs: "

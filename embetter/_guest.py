@@ -4,23 +4,68 @@ A library runs inside its user's process. Whatever process-wide state a call has
 (a logger's level, an environment variable) is changed inside one of these contexts, which
 restore exactly what they found, also when the call fails.
 
-The state is the process's, so one call at a time changes it (`GUEST_LOCK`): two threads that
-train at once run their changes one after the other, and each puts back what it found
-(interleaved, the second one's restore put back the first one's change: `sys.stderr` stayed a
-dead buffer, a seed was reused).
+The state is the process's. A change that belongs to one computation (a seed, torch's
+threads, `sys.stderr` caught around a library's bars) is made by one call at a time
+(`GUEST_LOCK`): two threads that train at once run one after the other, and each puts back
+what it found (interleaved, the second one's restore put back the first one's change:
+`sys.stderr` stayed a dead buffer, a seed was reused). A switch that several calls may want
+at once (a logger raised, the Hub's progress bars off) is shared instead (`SHARED`): the
+first call in makes it, the last one out puts back what was there, and nobody waits.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 
-#: Held while a call has process-wide state changed (re-entrant: the contexts nest). The
-#: order of the locks: an encoder's `BUILDING` / `_MEASURING` (text/_paths.py) may take this
-#: one inside (an export quiets loggers), never the other way round: code under this lock
-#: (a fit) must not load an encoder's model or build its engine.
+#: Held while a call has process-wide state changed (re-entrant: the contexts nest). Code
+#: under it (a fit) must not load an encoder's model or build its engine (text/_paths.py's
+#: `BUILDING`, `_MEASURING`): those never take it, so no two locks wait on each other.
 GUEST_LOCK = threading.RLock()
+
+
+class _Shared:
+    """Process-wide switches several threads may want at once: the first one in makes the
+    change (remembering what was there), the last one out puts that back."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.count: dict = {}
+        self.saved: dict = {}
+
+    @contextlib.contextmanager
+    def hold(self, key, apply, restore):
+        with self.lock:
+            if not self.count.get(key):
+                self.saved[key] = apply()
+            self.count[key] = self.count.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.count[key] -= 1
+                if not self.count[key]:
+                    del self.count[key]
+                    restore(self.saved.pop(key))
+
+
+SHARED = _Shared()
+
+
+def _after_fork_in_child():
+    """A child forked while another thread held a lock would wait for it for ever."""
+    global SHARED
+    for lock in (GUEST_LOCK,):
+        reinit = getattr(lock, "_at_fork_reinit", None)
+        if reinit is not None:
+            reinit()
+    SHARED = _Shared()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @contextlib.contextmanager
@@ -31,19 +76,26 @@ def quiet_loggers(*names: str, level: int = logging.ERROR):
     (onnxruntime's quantiser logs on the root logger). Handlers the call adds to them are
     removed (`logging.warning(...)` adds a stderr handler to a root logger that has none).
     """
-    with GUEST_LOCK:
-        loggers = [logging.getLogger(name or None) for name in names]
-        before = [(logger.level, list(logger.handlers)) for logger in loggers]
-        try:
-            for logger in loggers:
-                if logger.getEffectiveLevel() < level:
-                    logger.setLevel(level)
-            yield
-        finally:
-            for logger, (was, handlers) in zip(loggers, before):
-                logger.setLevel(was)
-                for handler in [h for h in logger.handlers if h not in handlers]:
-                    logger.removeHandler(handler)
+    with contextlib.ExitStack() as stack:
+        for name in names:
+            logger = logging.getLogger(name or None)
+            stack.enter_context(SHARED.hold(("logger", logger.name),
+                                            lambda lg=logger: _raise(lg, level), _lower))
+        yield
+
+
+def _raise(logger, level):
+    before = (logger, logger.level, list(logger.handlers))
+    if logger.getEffectiveLevel() < level:
+        logger.setLevel(level)
+    return before
+
+
+def _lower(before):
+    logger, was, handlers = before
+    logger.setLevel(was)
+    for handler in [h for h in logger.handlers if h not in handlers]:
+        logger.removeHandler(handler)
 
 
 @contextlib.contextmanager

@@ -211,18 +211,22 @@ def progress_bars_off():
     except ImportError:  # pragma: no cover - both ship with sentence-transformers
         yield
         return
-    from embetter._guest import GUEST_LOCK
+    from embetter import _guest
 
-    with GUEST_LOCK:  # process-wide switches: one call at a time
-        was_on = hf_logging.is_progress_bar_enabled()
-        hub_was_off = are_progress_bars_disabled()
+    def off():
+        before = (hf_logging.is_progress_bar_enabled(), are_progress_bars_disabled())
         hf_logging.disable_progress_bar()  # transformers' own switch, and the hub's
-        try:
-            yield
-        finally:
-            if was_on:
-                hf_logging.enable_progress_bar()  # turns the hub's on too: set it after
-            if hub_was_off:
-                disable_progress_bars()
-            else:
-                enable_progress_bars()
+        return before
+
+    def back(before):
+        was_on, hub_was_off = before
+        if was_on:
+            hf_logging.enable_progress_bar()  # turns the hub's on too: set it after
+        if hub_was_off:
+            disable_progress_bars()
+        else:
+            enable_progress_bars()
+
+    # process-wide switches that threads may want off together: shared, nobody waits
+    with _guest.SHARED.hold("progress bars", off, back):
+        yield

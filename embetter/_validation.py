@@ -212,7 +212,7 @@ def _check_object_labels(arr: np.ndarray, name: str) -> None:
                 "number" if isinstance(v, numbers.Number) else type(v).__name__)
         examples.setdefault(kind, v)
     for kind, v in examples.items():
-        if kind not in ("string", "number"):  # records, lists: not one label each
+        if isinstance(v, (dict, list, set)):  # records, lists: not one label each
             hint = (f"; for records of categories pick one, e.g. [r[{next(iter(v))!r}] for r in "
                     f"{name}] (a 0/1 label per row)" if isinstance(v, dict) and v else
                     "; for several labels per row pass a 0/1 indicator matrix (sklearn's "

@@ -39,7 +39,7 @@ class ColumnGrabber(EmbetterBase):
                 "for a list of dicts use KeyGrabber"
             )
         available = list(columns) if columns is not None else list(X.keys())
-        if isinstance(self.colname, (list, tuple, set, np.ndarray)):
+        if self.colname not in available and isinstance(self.colname, (list, set, np.ndarray)):
             raise TypeError(
                 f"colname must be one column's name (the texts), got a "
                 f"{type(self.colname).__name__} {list(self.colname)!r:.80}; "

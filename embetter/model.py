@@ -101,9 +101,19 @@ def _sized(X):
     return X if hasattr(X, "__len__") else list(X)
 
 
+def _ndim(X) -> int:
+    """How many dimensions `X` has as a table; 1 for items numpy cannot stack (token lists)."""
+    if hasattr(X, "ndim"):
+        return int(X.ndim)
+    try:
+        return int(np.ndim(X))
+    except ValueError:
+        return 1
+
+
 def _one_column(X):
     """An `(n, 1)` array or a one-column frame as 1-D; anything else as it is."""
-    if np.ndim(X) == 2 and np.shape(X)[1] == 1:
+    if _ndim(X) == 2 and np.shape(X)[1] == 1:
         return X.iloc[:, 0] if hasattr(X, "iloc") else np.asarray(X)[:, 0]
     return X
 
@@ -116,9 +126,9 @@ def _fitted(enc, X1, X2):
         check_is_fitted(enc)
         return enc
     except NotFittedError:
-        if np.ndim(X1) != np.ndim(X2):  # texts on one side, a one-column table on the other
+        if _ndim(X1) != _ndim(X2):  # texts on one side, a one-column table on the other
             X1, X2 = _one_column(X1), _one_column(X2)
-            if np.ndim(X1) != np.ndim(X2):
+            if _ndim(X1) != _ndim(X2):
                 raise ValueError(
                     "X1 and X2 must hold their items in the same form to fit the encoder on "
                     f"both, got shapes {np.shape(X1)} and {np.shape(X2)}") from None

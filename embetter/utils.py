@@ -233,8 +233,27 @@ class _CodePickler(pickle.Pickler):
 
 
 def _code_bytes(fn) -> bytes:
-    code = fn.__code__
-    return code.co_code + repr((code.co_consts, code.co_names, fn.__defaults__)).encode()
+    """A function's code, constants and defaults, the same in every process (a nested code
+    object's repr holds its address; a set's order varies with the hash seed)."""
+    return _code_object_bytes(fn.__code__) + _stable_repr(fn.__defaults__).encode()
+
+
+def _code_object_bytes(code) -> bytes:
+    parts = [code.co_code, repr(code.co_names).encode()]
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            parts.append(_code_object_bytes(const))
+        else:
+            parts.append(_stable_repr(const).encode())
+    return b"\x00".join(parts)
+
+
+def _stable_repr(value) -> str:
+    if isinstance(value, (set, frozenset)):
+        return "{" + ",".join(sorted(_stable_repr(v) for v in value)) + "}"
+    if isinstance(value, tuple):
+        return "(" + ",".join(_stable_repr(v) for v in value) + ")"
+    return repr(value)
 
 
 def _function_code(obj) -> bytes:

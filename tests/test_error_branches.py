@@ -306,3 +306,18 @@ def test_small_messages_name_the_fix():
         suggest(svc, X, k=1)
     with pytest.raises(ValueError, match="got None"):
         LabellingLoop(make_pipeline(SVC(probability=True)), X, classes=None)
+
+
+def test_scalar_labels_of_other_kinds_still_train_and_tuple_columns_still_grab():
+    import pandas as pd
+
+    from embetter.external._calls import retry_delay
+    from embetter.finetune import FeedForwardTuner
+    from embetter.grab import ColumnGrabber
+
+    X = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
+    y = np.array([np.bool_(True), np.bool_(False)] * 4, dtype=object)
+    assert FeedForwardTuner(n_epochs=1).fit(X, y).transform(X).shape[0] == 8
+    frame = pd.DataFrame({("doc", "text"): ["a", "b"], ("doc", "id"): [1, 2]})
+    assert ColumnGrabber(("doc", "text")).transform(frame) == ["a", "b"]
+    assert 0.3 < retry_delay(0, 0.0) <= 0.5  # Retry-After: 0 asks for no wait: the backoff

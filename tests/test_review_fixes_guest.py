@@ -66,9 +66,8 @@ def test_no_request_is_sent_after_a_batch_failed(kind, server, monkeypatch):
         enc.transform([f"text {i}" for i in range(8)])
     at_raise = len(server.requests)
     time.sleep(2.5)  # retries would come every 0.02-2.6 s here (0.5-2 s in openai's client)
-    # at most the requests already sent when it raised (one per worker: a worker freed by the
-    # failure may start one more batch before it is told), and no retry after
-    assert len(server.requests) - at_raise <= 4
+    # at most the requests the other workers had sent when it raised, and no retry after
+    assert len(server.requests) - at_raise <= 3
 
 
 def test_an_interrupted_encode_stops_its_tokenizing_threads(tiny_model_path):
@@ -257,3 +256,60 @@ def test_threads_that_ask_together_share_one_model_and_engine(tiny_model_path, m
     assert len(built) == 1
     for got in results:
         np.testing.assert_array_equal(got, results[0])
+
+
+def test_shared_switches_interleaved_in_threads_come_back_and_nobody_waits():
+    import logging
+
+    from embetter._guest import GUEST_LOCK, quiet_loggers
+
+    logger = logging.getLogger("embetter.test.shared")
+    logger.setLevel(logging.DEBUG)
+    first_in, second_in = threading.Event(), threading.Event()
+
+    def first():
+        with quiet_loggers("embetter.test.shared"):
+            first_in.set()
+            second_in.wait(5)
+            time.sleep(0.1)  # leaves first
+
+    def second():
+        first_in.wait(5)
+        with quiet_loggers("embetter.test.shared"):
+            second_in.set()
+            time.sleep(0.4)
+
+    with GUEST_LOCK:  # a fit in progress elsewhere: raising a logger does not wait for it
+        threads = [threading.Thread(target=first), threading.Thread(target=second)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+    assert not any(t.is_alive() for t in threads)
+    assert logger.level == logging.DEBUG
+
+
+def test_a_child_forked_while_a_lock_was_held_can_take_it():
+    from embetter._guest import GUEST_LOCK
+    from embetter.text._paths import BUILDING
+
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with GUEST_LOCK, BUILDING:
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait(5)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: both locks must open
+            ok = GUEST_LOCK.acquire(timeout=2) and BUILDING.acquire(timeout=2)
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+        t.join()
+    assert os.waitstatus_to_exitcode(status) == 0

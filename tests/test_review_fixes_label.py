@@ -145,3 +145,26 @@ def test_an_encoder_that_learns_from_texts_alone_is_fitted_on_the_whole_pool():
     loop.update(picks, labels[picks])
     assert loop.model_[0].transform(pool[:3]).shape == (3, 16)
     assert loop.model_[0].n_components_ == 16  # fitted on all 120 texts, not on 10
+
+
+def test_steps_that_may_need_labels_are_still_refitted_each_round():
+    """Only steps known to learn from X alone are fitted on the pool: a selector, a custom
+    transformer or a nested pipeline holding a tuner need the labels."""
+    from sklearn.feature_selection import SelectKBest
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from embetter.finetune import FeedForwardTuner
+    from embetter.label import LabellingLoop
+    from tests._clustered import clustered
+
+    X, y = clustered(120, 0)
+    for model in (make_pipeline(SelectKBest(k=4), SGDClassifier(loss="log_loss")),
+                  make_pipeline(make_pipeline(StandardScaler(), FeedForwardTuner(n_epochs=2)),
+                                SGDClassifier(loss="log_loss"))):
+        loop = LabellingLoop(model, X, classes=np.unique(y), random_state=0)
+        for _ in range(2):
+            picks = loop.suggest(k=10)
+            loop.update(picks, y[picks])
+        assert len(loop.labelled_) == 20

@@ -243,3 +243,63 @@ def test_a_map_of_a_pool_labelled_in_part(tmp_path, tiny_model_path):
                  "--out", str(tmp_path / "map.csv")]) == 0
     table = pd.read_csv(tmp_path / "map.csv")
     assert table["label"].isna().sum() == 3 and set(table["label"].dropna()) == {0, 1}
+
+
+# -- a review of this session's own changes -----------------------------------------------------
+def test_cache_keys_of_a_function_with_comprehensions_hold_across_processes(tmp_path):
+    """The code's constants were hashed by repr: a nested code object's holds its address,
+    so a `prep` with a comprehension missed the cache in every new process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    script = "\n".join([
+        f"import sys; sys.path.insert(0, {root!r})",
+        "from embetter.utils import _content_hash",
+        "from sklearn.preprocessing import FunctionTransformer",
+        "def prep(X):",
+        "    return [t.lower() for t in X if t not in {'a', 'b', 'c'}]",
+        "print(_content_hash(FunctionTransformer(prep)))",
+    ])
+    keys = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           check=True, env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout
+            for seed in (1, 2)}
+    assert len(keys) == 1
+
+
+def test_saves_through_a_dangling_link_and_long_multibyte_names(tmp_path):
+    from embetter._atomic import atomic_path
+
+    def save(path, text):
+        with atomic_path(path) as tmp, open(tmp, "w") as f:
+            f.write(text)
+
+    dangling = tmp_path / "current.skops"
+    dangling.symlink_to(tmp_path / "gone" / "v9.skops")
+    save(dangling, "new")  # replaced by the file, as before; no folder made at the dead end
+    assert dangling.read_text() == "new" and not dangling.is_symlink()
+    assert not (tmp_path / "gone").exists()
+    wide = tmp_path / ("模型" * 40 + ".skops")  # 86 characters, 246 bytes
+    save(wide, "ok")
+    assert wide.read_text() == "ok"
+
+
+def test_difference_classifier_fits_on_token_lists():
+    from sklearn.base import BaseEstimator, TransformerMixin
+
+    from embetter.model import DifferenceClassifier
+
+    class Lengths(TransformerMixin, BaseEstimator):
+        def fit(self, X, y=None):
+            self.n_ = len(X)
+            return self
+
+        def transform(self, X):
+            return np.array([[len(t), len(t) % 3] for t in X], dtype=float)
+
+    a = [["a", "b"], ["c"], ["d", "e", "f"], ["g"]] * 5
+    b = [["a"], ["b", "c", "d"], ["e", "f"], ["g", "h", "i", "j"]] * 5
+    clf = DifferenceClassifier(enc=Lengths()).fit(a, b, np.arange(20) % 2)
+    assert clf.predict(a[:2], b[:2]).shape == (2,)

@@ -171,9 +171,10 @@ def retry_after(headers) -> float | None:
 
 
 def retry_delay(retry: int, asked: float | None) -> float:
-    """The wait before retry number `retry`: what the server asked for, when it asked for at
-    most `MAX_RETRY_AFTER` seconds, else the backoff."""
-    if asked is not None and asked <= MAX_RETRY_AFTER:
+    """The wait before retry number `retry`: what the server asked for, when it asked for a
+    wait of at most `MAX_RETRY_AFTER` seconds (0 is no wait asked: the backoff, as openai's
+    client does), else the backoff."""
+    if asked is not None and 0 < asked <= MAX_RETRY_AFTER:
         return asked
     return backoff_delay(retry)
 

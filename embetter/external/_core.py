@@ -116,9 +116,9 @@ class HostedEncoder(EmbetterBase):
         state.pop("_client_cache", None)
         state.pop("_dim_cache", None)
         # A key given as an argument never travels: the unpickled encoder reads the provider's
-        # environment variable where it is loaded (and says so if that is not set).
-        if state.pop("_api_key", None) is not None:
-            state["_api_key_dropped"] = True
+        # environment variable where it is loaded (the state is the same with or without a
+        # key, so a CachedEncoder's key for it is too)
+        state.pop("_api_key", None)
         return state
 
     def _key_or_env(self, *env_names):
@@ -128,15 +128,11 @@ class HostedEncoder(EmbetterBase):
         if key:
             return key
         where = " or ".join(env_names)
-        if self.__dict__.get("_api_key_dropped"):
-            raise ValueError(
-                f"{type(self).__name__} was given api_key=... but comes from a pickle (a joblib "
-                "worker with n_jobs > 1, a Dask worker, a saved pipeline), and a key given as "
-                f"an argument is never pickled: set {where} where it runs"
-            )
         raise ValueError(
-            f"{type(self).__name__} needs an API key: pass api_key=... or set {where} "
-            "(any non-empty string for a local server that checks none)"
+            f"{type(self).__name__} needs an API key: pass api_key=... or set {where} (any "
+            "non-empty string for a local server that checks none). A key given as api_key= "
+            "is never pickled: an encoder that was (in a joblib worker with n_jobs > 1, on "
+            f"Dask, loaded from a file) reads {where} where it runs"
         )
 
     def _twin(self):
@@ -146,21 +142,14 @@ class HostedEncoder(EmbetterBase):
         twin.__dict__["_api_key"] = self.__dict__.get("_api_key")
         return twin
 
-    def _copy_state(self) -> dict:
-        state = self.__getstate__()
-        state.pop("_api_key_dropped", None)  # a copy in memory keeps the key: nothing dropped
-        if self.__dict__.get("_api_key_dropped"):
-            state["_api_key_dropped"] = True
-        return state
-
     def __copy__(self):  # copy.copy would go through the pickle protocol and lose the key
         twin = self._twin()
-        twin.__dict__.update(self._copy_state())
+        twin.__dict__.update(self.__getstate__())
         return twin
 
     def __deepcopy__(self, memo):
         twin = memo[id(self)] = self._twin()
-        twin.__dict__.update(copy.deepcopy(self._copy_state(), memo))
+        twin.__dict__.update(copy.deepcopy(self.__getstate__(), memo))
         return twin
 
     # -- output width ------------------------------------------------------------------------
@@ -210,7 +199,11 @@ class HostedEncoder(EmbetterBase):
         def run(k: int) -> None:
             if stop.is_set():
                 raise Stopped
-            out[k] = self._checked_batch(client, texts, batches[k], k, n, stop)
+            try:
+                out[k] = self._checked_batch(client, texts, batches[k], k, n, stop)
+            except BaseException:
+                stop.set()  # at once, from this worker: it starts no other batch, nor do the rest
+                raise
 
         workers = min(int(self.max_concurrency), n)
         if workers == 1:

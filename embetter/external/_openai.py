@@ -180,10 +180,9 @@ class AzureOpenAIEncoder(OpenAIEncoder):
                 max_retries=0,
             )
         except (openai.OpenAIError, ValueError) as e:
-            if self.__dict__.get("_api_key_dropped"):  # the key the user gave did not travel
-                self._key_or_env("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_AD_TOKEN")
             raise ValueError(
                 f"{type(self).__name__} cannot build its client: {e} (azure_endpoint= or "
                 "AZURE_OPENAI_ENDPOINT, api_version= or OPENAI_API_VERSION, api_key= or "
-                "AZURE_OPENAI_API_KEY)"
+                "AZURE_OPENAI_API_KEY; a key given as api_key= is never pickled: an encoder "
+                "that was, in a joblib or Dask worker, reads AZURE_OPENAI_API_KEY there)"
             ) from None

@@ -44,9 +44,22 @@ def _numeric(pool) -> bool:
         return False
 
 
+#: sklearn's modules whose transformers learn from X alone (decompositions, text vectorisers,
+#: scalers), as long as their tags ask for no y (TargetEncoder does)
+_UNSUPERVISED_MODULES = ("sklearn.decomposition", "sklearn.feature_extraction",
+                         "sklearn.preprocessing", "sklearn.random_projection")
+
+
 def _unsupervised(step) -> bool:
-    """A step that learns from X alone (LiteTextEncoder's TF-IDF, a PCA): fitted once on the
-    whole pool, not on the few rows labelled so far."""
+    """A step known to learn from X alone (LiteTextEncoder's TF-IDF, a PCA): fitted once on
+    the whole pool, not on the few rows labelled so far. Known, not guessed: a step without
+    tags (or a selector, a nested pipeline holding a tuner) may need the labels."""
+    from embetter.text import LiteTextEncoder
+
+    if isinstance(step, LiteTextEncoder):
+        return True
+    if not type(step).__module__.startswith(_UNSUPERVISED_MODULES):
+        return False
     try:
         return get_tags(step).target_tags.required is False
     except Exception:

@@ -3,6 +3,7 @@ on first use), the engine of a fast backend, and the encoding call itself."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -18,6 +19,17 @@ _MEASURING = threading.RLock()
 #: held while a model is loaded or a fast engine built, so that threads asking together
 #: wait for the first one's instead of building their own (re-entrant: a build loads)
 BUILDING = threading.RLock()
+
+
+def _after_fork_in_child():  # a lock another thread held at the fork would never open
+    for lock in (_MEASURING, BUILDING):
+        reinit = getattr(lock, "_at_fork_reinit", None)
+        if reinit is not None:
+            reinit()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class EncodePaths:
