@@ -15,8 +15,10 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
 
     Arguments:
         enc: a transformer that turns one input into a vector (a `SentenceEncoder`, a
-            pipeline, ...). Used as it is when fitted or stateless; one that needs fitting
-            (after `clone`, in a grid search) is fitted, as a copy, on the texts of both sides.
+            pipeline, ...); `None` (the default): `SentenceEncoder()`, the bundled
+            all-MiniLM-L6-v2, made in `fit`. Used as it is when fitted or stateless; one that
+            needs fitting (after `clone`, in a grid search) is fitted, as a copy, on the texts
+            of both sides.
         clf_head: the classifier trained on the absolute differences; default
             `LogisticRegression(class_weight="balanced")`, created in `fit`.
 
@@ -33,7 +35,7 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
     ```
     """
 
-    def __init__(self, enc, clf_head=None):
+    def __init__(self, enc=None, clf_head=None):
         self.enc = enc
         self.clf_head = clf_head
 
@@ -51,15 +53,20 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
         """Train the head on the absolute difference of the encoded pairs."""
         from sklearn.linear_model import LogisticRegression
 
-        if not hasattr(self.enc, "transform"):
-            raise TypeError(f"enc must be a transformer (an object with transform, such as "
-                            f"SentenceEncoder()), got {type(self.enc).__name__}")
+        if self.enc is not None and not hasattr(self.enc, "transform"):
+            raise TypeError(f"enc must be None or a transformer (an object with transform, "
+                            f"such as SentenceEncoder()), got {type(self.enc).__name__}")
         if self.clf_head is not None and not all(
                 hasattr(self.clf_head, m) for m in ("fit", "predict")):
             raise TypeError(f"clf_head must be None or a classifier (fit and predict), got "
                             f"{type(self.clf_head).__name__}")
         X1, X2 = _sized(X1), _sized(X2)
-        self.enc_ = _fitted(self.enc, X1, X2)
+        if self.enc is None:
+            from embetter.text import SentenceEncoder
+
+            self.enc_ = SentenceEncoder()
+        else:
+            self.enc_ = _fitted(self.enc, X1, X2)
         features = self._features(self.enc_, X1, X2)
         y = as_labels(y, "y", n_samples=features.shape[0], counted="X1 and X2 hold {n} pairs")
         head = LogisticRegression(class_weight="balanced", max_iter=1000)

@@ -321,3 +321,18 @@ def test_scalar_labels_of_other_kinds_still_train_and_tuple_columns_still_grab()
     frame = pd.DataFrame({("doc", "text"): ["a", "b"], ("doc", "id"): [1, 2]})
     assert ColumnGrabber(("doc", "text")).transform(frame) == ["a", "b"]
     assert 0.3 < retry_delay(0, 0.0) <= 0.5  # Retry-After: 0 asks for no wait: the backoff
+
+
+def test_difference_classifier_defaults_to_the_bundled_model():
+    from sklearn.base import clone
+
+    from embetter.model import DifferenceClassifier
+    from embetter.text import SentenceEncoder
+
+    X1 = ["a cat sits", "stocks fell", "I love pizza", "rain is coming"]
+    X2 = ["a kitten sits", "markets dropped", "the train is late", "my phone broke"]
+    clf = DifferenceClassifier().fit(X1, X2, [1, 1, 0, 0])
+    assert clf.enc is None and isinstance(clf.enc_, SentenceEncoder)
+    explicit = DifferenceClassifier(SentenceEncoder()).fit(X1, X2, [1, 1, 0, 0])
+    np.testing.assert_allclose(clf.predict_proba(X1, X2), explicit.predict_proba(X1, X2))
+    assert clone(clf).get_params()["enc"] is None
