@@ -55,13 +55,12 @@ SHARED = _Shared()
 
 
 def _after_fork_in_child():
-    """A child forked while another thread held a lock would wait for it for ever."""
-    global SHARED
-    for lock in (GUEST_LOCK,):
-        reinit = getattr(lock, "_at_fork_reinit", None)
-        if reinit is not None:
-            reinit()
-    SHARED = _Shared()
+    """A child forked while another thread held a lock would wait for it for ever: the locks
+    open again (the forking thread's own switches still come back when its blocks end)."""
+    reinit = getattr(GUEST_LOCK, "_at_fork_reinit", None)
+    if reinit is not None:
+        reinit()
+    SHARED.lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
