@@ -48,7 +48,7 @@ def check_out_file(path) -> None:
     or one whose folder is a file or cannot be created or written."""
     import os
 
-    target = Path(os.path.expanduser(os.fspath(path)))
+    target = Path(user_path(path))
     if target.is_dir():
         raise UsageError(f"{path}: is a directory; --out must name a file")
     folder = target.parent

@@ -54,17 +54,21 @@ class _Shared:
 SHARED = _Shared()
 
 
-def _after_fork_in_child():
-    """A child forked while another thread held a lock would wait for it for ever: the locks
-    open again (the forking thread's own switches still come back when its blocks end)."""
-    reinit = getattr(GUEST_LOCK, "_at_fork_reinit", None)
-    if reinit is not None:
-        reinit()
-    SHARED.lock = threading.Lock()
+def reopen_after_fork(*locks) -> None:
+    """Open `locks` again in a forked child: one another thread held at the fork would stay
+    shut for ever there (no thread of the child owns it)."""
+    def reopen():
+        for lock in locks:
+            reinit = getattr(lock, "_at_fork_reinit", None)
+            if reinit is not None:
+                reinit()
+
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=reopen)
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+# the shared switches keep their counts: the forking thread's own blocks still put theirs back
+reopen_after_fork(GUEST_LOCK, SHARED.lock)
 
 
 @contextlib.contextmanager

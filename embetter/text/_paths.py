@@ -3,11 +3,11 @@ on first use), the engine of a fast backend, and the encoding call itself."""
 
 from __future__ import annotations
 
-import os
 import threading
 
 import numpy as np
 
+from embetter._guest import reopen_after_fork
 from embetter._st import default_prompt, is_sentence_model
 from embetter.text._models import weights_signature
 
@@ -19,17 +19,7 @@ _MEASURING = threading.RLock()
 #: held while a model is loaded or a fast engine built, so that threads asking together
 #: wait for the first one's instead of building their own (re-entrant: a build loads)
 BUILDING = threading.RLock()
-
-
-def _after_fork_in_child():  # a lock another thread held at the fork would never open
-    for lock in (_MEASURING, BUILDING):
-        reinit = getattr(lock, "_at_fork_reinit", None)
-        if reinit is not None:
-            reinit()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+reopen_after_fork(_MEASURING, BUILDING)
 
 
 class EncodePaths:
