@@ -10,6 +10,21 @@ import numpy as np
 from embetter._validation import as_labels, as_matrix
 
 
+def refuse_bool_numbers(estimator) -> None:
+    """After sklearn's parameter checks: a bool given for a number is refused (its `Interval`
+    takes `True` for 1, so `epochs=True` would train one epoch and `learning_rate=True` at
+    1.0), unless the parameter takes booleans too."""
+    from sklearn.utils._param_validation import Interval
+
+    for name, constraints in estimator._parameter_constraints.items():
+        value = getattr(estimator, name, None)
+        if (isinstance(value, (bool, np.bool_)) and isinstance(constraints, list)
+                and "boolean" not in constraints
+                and any(isinstance(c, Interval) for c in constraints)):
+            raise TypeError(f"{type(estimator).__name__}: {name} must be a number, "
+                            f"got the bool {value!r}")
+
+
 def check_stream_classes(classes, known: np.ndarray) -> None:
     """`classes=` given again on a later `partial_fit` call: the first call's classes."""
     if classes is not None and not np.array_equal(

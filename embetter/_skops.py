@@ -38,6 +38,7 @@ TRUSTED = (
     "embetter.utils.CachedEncoder",
     "pathlib.PosixPath",  # a folder given as a Path (CachedEncoder's path): data
     "pathlib.WindowsPath",
+    "torch.device",  # a head's `device` given as torch.device("cuda:0"): a name
     "embetter.external.OpenAIEncoder",
     "embetter.external.AzureOpenAIEncoder",
     "embetter.external.CohereEncoder",

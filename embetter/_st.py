@@ -30,10 +30,25 @@ def is_sentence_model(obj) -> bool:
     return isinstance(obj, SentenceTransformer)
 
 
+def _imported():
+    """Import sentence-transformers (once) with Python's `random` state kept: its first
+    import draws from that generator (rich, which it imports, does at import time), which
+    would shift a caller's seeded sequence."""
+    if "sentence_transformers" not in sys.modules:
+        import random
+
+        state = random.getstate()
+        try:
+            import sentence_transformers  # noqa: F401
+        finally:
+            random.setstate(state)
+
+
 def load(path, device: str, **kwargs):
     """`SentenceTransformer(path, device=device)`: the caller turns its errors into advice.
     Without transformers' "Loading weights" bars (a guest prints no bars it was not asked
     for: `show_progress_bar` is about encoding, and off by default)."""
+    _imported()
     from sentence_transformers import SentenceTransformer
 
     with progress_bars_off():
@@ -159,6 +174,7 @@ def token_embeddings(model) -> list:
 
 def losses():
     """sentence-transformers' `losses` module."""
+    _imported()
     from sentence_transformers.sentence_transformer import losses as found
 
     return found

@@ -6,7 +6,6 @@ clear message everywhere: which argument, what was expected, and what came in.
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Iterable
 
@@ -171,6 +170,8 @@ def as_matrix(
 
 def _label_array(y, name: str) -> np.ndarray:
     """`y` as an array; rows of different lengths (lists of label names) get a clear error."""
+    if hasattr(y, "toarray"):  # a scipy sparse matrix (MultiLabelBinarizer(sparse_output=True))
+        y = y.toarray()
     try:
         return np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
     except ValueError:
@@ -206,8 +207,8 @@ def _check_object_labels(arr: np.ndarray, name: str) -> None:
     fails deep inside)."""
     examples = {}
     for v in arr:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            raise ValueError(f"{name} contains missing values (None/NaN)")
+        if is_missing(v):
+            raise ValueError(f"{name} contains missing values (None/NaN/pd.NA)")
         kind = ("string" if isinstance(v, (str, bytes)) else
                 "number" if isinstance(v, numbers.Number) else type(v).__name__)
         examples.setdefault(kind, v)
@@ -352,7 +353,10 @@ def check_pairs(X1, X2, y=None, *, texts: bool = False, n_features: int | None =
         n1, n2 = len(X1), len(X2)
     else:
         X1 = as_matrix(X1, "X1", n_features=n_features)
-        X2 = as_matrix(X2, "X2", n_features=X1.shape[1])
+        X2 = as_matrix(X2, "X2")
+        if X2.shape[1] != X1.shape[1]:
+            raise ValueError(f"X2 has {X2.shape[1]} features but X1 has {X1.shape[1]}; "
+                             "the two sides of a pair must have the same width")
         n1, n2 = X1.shape[0], X2.shape[0]
     if n1 != n2:
         raise ValueError(f"X1 and X2 must hold the same number of items, got {n1} and {n2}")

@@ -280,5 +280,5 @@ def test_contrastive_tuner_reports_training_and_stops_early(data):
     plain = fast(ContrastiveTuner).fit(X, y)
     assert [h["epoch"] for h in plain.history_] == [1, 2, 3]
     assert "valid_loss" not in plain.history_[0]
-    with pytest.raises(ValueError, match="early_stopping needs at least 4 rows"):
+    with pytest.raises(ValueError, match="1 of 3 here, and needs at least 2 held out and 2 left"):
         ContrastiveTuner(early_stopping=True).fit(X[:3], y[:3])

@@ -78,7 +78,7 @@ def test_labels_and_pairs():
     assert y.dtype == np.float32
     with pytest.raises(ValueError, match="same number"):
         check_pairs(np.ones((2, 3)), np.zeros((3, 3)))
-    with pytest.raises(ValueError, match="fitted with 3"):
+    with pytest.raises(ValueError, match="X2 has 4 features but X1 has 3"):
         check_pairs(np.ones((2, 3)), np.zeros((2, 4)))
     assert check_pairs(["a"], ["b"], texts=True)[0] == ["a"]
 

@@ -134,6 +134,15 @@ def train_threads(device: torch.device):
             torch.set_num_threads(before)
 
 
+@contextlib.contextmanager
+def grad_enabled():
+    """Autograd on for one training call, whatever the caller wrapped it in: `torch.no_grad()`
+    or `torch.inference_mode()` (under which new weights could never be trained). Both are
+    thread-local and back as they were afterwards."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
 def to_cpu(obj):
     """Deep-copy a (nested) state dict with every tensor moved to the CPU."""
     if isinstance(obj, torch.Tensor):

@@ -10,9 +10,11 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from embetter._estimator_checks import refuse_bool_numbers
 from embetter._skops import torch_state_from_bytes, torch_state_to_bytes
 from embetter._torch.device import (
     available_device,
+    grad_enabled,
     restored_device,
     seed_from,
     seeded,
@@ -89,6 +91,10 @@ class TorchHeadMixin(StreamTraining):
     #: rows each side of an early-stopping split needs at least
     _MIN_SPLIT_ROWS = 1
 
+    def _validate_params(self):
+        super()._validate_params()
+        refuse_bool_numbers(self)
+
     # -- head hooks --------------------------------------------------------------------------
     def _build_module(self) -> torch.nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -134,14 +140,40 @@ class TorchHeadMixin(StreamTraining):
     def _train(self, rows, incremental: bool):
         """Train on `rows` (aligned arrays, one entry per row): from scratch, or, when
         `incremental`, continuing the current network, optimizer and replay memory."""
+        snapshot = None
         if not incremental or getattr(self, "module_", None) is None:
             self._start_training()
-        with train_threads(self.device_):
-            if incremental:
-                self._stream(rows)
-            else:
-                self._fit_all(rows)
+        else:
+            snapshot = self._snapshot()
+        try:
+            with train_threads(self.device_):
+                if incremental:
+                    self._stream(rows)
+                else:
+                    self._fit_all(rows)
+        except BaseException:
+            if snapshot is not None:
+                self._roll_back(snapshot)
+            raise
         return self
+
+    def _snapshot(self) -> dict:
+        """What a `partial_fit` call changes in place (weights, optimizer state, records, the
+        RNG, the replay memory), to put back when the call fails half-way."""
+        return {"module": copy.deepcopy(self.module_.state_dict()),
+                "optimizer": copy.deepcopy(self.optimizer_.state_dict()),
+                "loss_curve_": list(self.loss_curve_), "history_": list(self.history_),
+                "rng": self._rng.get_state(), "replay": copy.deepcopy(self._replay)}
+
+    def _roll_back(self, snapshot: dict):
+        """Put back a `_snapshot` in place: the objects `all_or_nothing` restores are these."""
+        self.module_.load_state_dict(snapshot["module"])
+        self.optimizer_.load_state_dict(snapshot["optimizer"])
+        self.loss_curve_[:] = snapshot["loss_curve_"]
+        self.history_[:] = snapshot["history_"]
+        self._rng.set_state(snapshot["rng"])
+        self._replay.clear()
+        self._replay.update(snapshot["replay"])
 
     #: the parameters that shape the network (`_arch` reads them): recorded when it is built,
     #: so a pickle or saved file rebuilds the network trained, whatever `set_params` did since
@@ -156,8 +188,9 @@ class TorchHeadMixin(StreamTraining):
         self._rng = np.random.RandomState(seed_from(self.random_state))
         self.device_ = available_device(self.device)
         self._architecture = {name: getattr(self, name) for name in self._ARCHITECTURE}
-        with seeded(self._rng.randint(0, 2**31 - 1), self.device_):
-            self.module_ = self._build_module().to(self.device_)
+        # float32 (the rows' dtype) whatever the caller set as torch's default dtype
+        with seeded(self._rng.randint(0, 2**31 - 1), self.device_), grad_enabled():
+            self.module_ = self._build_module().to(self.device_, torch.float32)
         self.optimizer_ = self._make_optimizer(self.module_)
         self.loss_curve_ = []
         self.history_ = []
@@ -182,11 +215,23 @@ class TorchHeadMixin(StreamTraining):
         train, valid = np.arange(n), None
         if self.early_stopping:
             train, held = self._split(n, self._stratify(rows))
-            try:  # fixed pairs among the held-out rows (a pair head's partners too)
-                valid = self._items(rows, lambda: held, partners=held)[1]()
-            except ValueError:  # they hold a single class: partners among every row
-                valid = self._items(rows, lambda: held)[1]()
-        table, draw = self._items(rows, lambda: train, partners=train)
+            valid = self._validation_items(rows, held)
+            if valid[0].shape[0] == 0:
+                raise ValueError(
+                    f"early_stopping: the {held.size} held-out rows (validation_fraction="
+                    f"{self.validation_fraction} of {n}) give no validation pairs; raise "
+                    "validation_fraction or set early_stopping=False"
+                )
+        try:
+            table, draw = self._items(rows, lambda: train, partners=train)
+        except ValueError as error:
+            if not self.early_stopping:
+                raise
+            raise ValueError(
+                f"early_stopping: the {train.size} rows left to train on after holding out "
+                f"validation_fraction={self.validation_fraction} cannot be trained on ({error}); "
+                "lower validation_fraction or set early_stopping=False"
+            ) from None
         stop_early = valid is not None or self._STOP_ON_TRAIN_LOSS
         self._run(table, draw, epochs=int(round(self._n_epochs(train.size))),
                   max_steps=self._max_steps(), stop_early=stop_early, valid=valid)
@@ -194,6 +239,11 @@ class TorchHeadMixin(StreamTraining):
         # and they are remembered as a stream's would be
         self._n_streamed = self.refit_rows_ = n
         replay_add(self._replay, rows, self.replay_size, self._rng)
+
+    def _validation_items(self, rows, held):
+        """The fixed items of the held-out rows that the validation loss is taken on (a pair
+        head's partners among them too)."""
+        return self._items(rows, lambda: held, partners=held)[1]()
 
     def _split_fits(self, n) -> bool:
         """Whether `n` rows leave `_MIN_SPLIT_ROWS` on each side of an early-stopping split."""
@@ -208,17 +258,22 @@ class TorchHeadMixin(StreamTraining):
         n_valid = int(np.ceil(self.validation_fraction * n))
         if not self._split_fits(n):
             raise ValueError(
-                f"early_stopping needs at least {2 * self._MIN_SPLIT_ROWS} rows "
-                f"(validation_fraction="
-                f"{self.validation_fraction} of {n}); turn early_stopping off for tiny data"
+                f"early_stopping holds out validation_fraction={self.validation_fraction} of "
+                f"the rows: {n_valid} of {n} here, and needs at least {self._MIN_SPLIT_ROWS} "
+                f"held out and {self._MIN_SPLIT_ROWS} left to train on; add rows, change "
+                "validation_fraction or set early_stopping=False"
             )
         seed = self._rng.randint(0, 2**31 - 1)
         try:
             train, held = train_test_split(np.arange(n), test_size=n_valid, stratify=stratify,
                                            random_state=seed)
-        except ValueError:  # a class too small to stratify: a plain split
-            train, held = train_test_split(np.arange(n), test_size=n_valid,
-                                           random_state=self._rng.randint(0, 2**31 - 1))
+        except ValueError:  # a class too small to stratify: a shuffled split that leaves
+            # one row of every class to train on (held-out rows come from the others first)
+            order = np.random.RandomState(self._rng.randint(0, 2**31 - 1)).permutation(n)
+            if stratify is not None and np.ndim(stratify) == 1:
+                first = np.unique(np.asarray(stratify)[order], return_index=True)[1]
+                order = np.concatenate([np.delete(order, first), order[first]])
+            held, train = order[:n_valid], order[n_valid:]
         return train, held
 
     # -- the loop ----------------------------------------------------------------------------
@@ -233,7 +288,8 @@ class TorchHeadMixin(StreamTraining):
         """
         device = self.device_
         seed = self._rng.randint(0, 2**31 - 1)
-        table = torch.as_tensor(table, device=device)
+        # a copy of a read-only array (a memmap): torch warns on tensors it cannot write
+        table = torch.as_tensor(table if table.flags.writeable else table.copy(), device=device)
         valid = None if valid is None else [torch.as_tensor(a, device=device) for a in valid]
         for group in self.optimizer_.param_groups:  # honour set_params between partial_fits
             group["lr"] = self._learning_rate()
@@ -244,8 +300,8 @@ class TorchHeadMixin(StreamTraining):
         best, best_state, stale = np.inf, None, 0
         progress = Progress(epochs, self.verbose, type(self).__name__)
         try:
-            # enable_grad: a caller's torch.no_grad() must not stop training (and is back after)
-            with seeded(seed, device), torch.enable_grad():
+            # a caller's torch.no_grad() or inference_mode() must not stop training
+            with seeded(seed, device), grad_enabled():
                 for _ in range(epochs):
                     if steps_left <= 0:
                         break
@@ -349,9 +405,10 @@ class TorchHeadMixin(StreamTraining):
     def _restore(self, module_state, optimizer_state=None):
         """Rebuild the module from the parameters and fitted shapes, then load its weights."""
         self.device_ = restored_device(self.device)
-        with torch.random.fork_rng(devices=[]):  # the weights are loaded: keep the caller's RNG
-            module = self._build_module()
-        module.load_state_dict(torch_state_from_bytes(module_state))
+        # the weights are loaded: keep the caller's RNG
+        with torch.random.fork_rng(devices=[]), grad_enabled():
+            module = self._build_module().to(torch.float32)
+            module.load_state_dict(torch_state_from_bytes(module_state))
         self.module_ = module.to(self.device_).eval()
         self.optimizer_ = self._make_optimizer(self.module_)
         if optimizer_state is not None:

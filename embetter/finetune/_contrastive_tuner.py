@@ -258,6 +258,20 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
 
         return X, draw
 
+    def _validation_items(self, rows, held):
+        """Fixed pairs anchored on the held-out rows, partners among them; where those give
+        none (the held-out rows hold one class, or no two of one for `n_neg=0`), partners
+        among every row, every held-out row an anchor."""
+        try:
+            items = super()._validation_items(rows, held)
+        except ValueError:  # a single class among the held-out rows
+            items = [np.zeros(0)]
+        if items[0].shape[0]:
+            return items
+        i, j, similar = self._sampler(rows[1], self._rng, anchors="all").draw()
+        mine = np.isin(i, held)
+        return [i[mine], j[mine], similar[mine]]
+
     def _stratify(self, rows):
         return None if rows[1].ndim == 2 else rows[1]
 

@@ -292,6 +292,9 @@ def pairs_from_records(records, n_neg=3, n_pos=1, labels=None, random_state=None
     cols = np.fromiter((names.setdefault(k, len(names)) for c in cats for k in c), dtype=np.int64)
     values = np.fromiter((v for c in cats for v in c.values()), dtype=np.int64, count=cols.size)
     rows = np.repeat(np.arange(len(cats)), [len(c) for c in cats])
+    if isinstance(labels, (str, bytes)):
+        raise TypeError(f"labels must be a list of label names or None, got the string "
+                        f"{labels!r}; pass [{labels!r}] for one label")
     wanted = list(names) if labels is None else list(labels)
     missing = [label for label in wanted if label not in names]
     if missing:

@@ -9,6 +9,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from embetter._estimator_checks import refuse_bool_numbers
 from embetter._st import embedding_dim
 from embetter._validation import as_texts
 from embetter.base import text_input_tags
@@ -78,13 +79,16 @@ class SbertBase(BaseEstimator):
     def _validate_params(self):
         check_loss_name(self.loss)  # sentence-transformers' names get a pointer to ours
         super()._validate_params()
+        refuse_bool_numbers(self)
 
     def _check_dims(self, model):
         if self.matryoshka_dims is None:
             return None
         full = embedding_dim(model)
-        dims = np.asarray(self.matryoshka_dims).ravel().tolist() if not isinstance(
-            self.matryoshka_dims, (str, bytes)) else None
+        raw = self.matryoshka_dims
+        # the entries as given: np.asarray would turn [True, 8] into [1, 8]
+        dims = (raw.ravel().tolist() if isinstance(raw, np.ndarray) else
+                None if isinstance(raw, (str, bytes)) else list(raw))
         if not dims or not all(
             isinstance(d, numbers.Integral) and not isinstance(d, bool) and 1 <= d <= full
             for d in dims

@@ -77,7 +77,9 @@ class SbertLearner(RemovedParams, SbertBase):
     model (sentence-transformers' `StaticEmbedding`) trains the same way, in seconds.
 
     Arguments:
-        sent_tfm: a model name, a local path, a `SentenceTransformer` or a `SentenceEncoder`.
+        sent_tfm: a model name, a local path, a `SentenceTransformer` or a `SentenceEncoder`
+            (its model; one with a `prompt`, a truncation or `normalize_embeddings=True` is
+            refused, as those would be lost).
         loss: `"cosine"`, `"cosent"`, `"contrastive"`, `"online_contrastive"`, `"mnrl"`,
             `"supcon"` or `"prototype"`.
         batch_size: pairs per optimizer step (also texts per forward pass when encoding).

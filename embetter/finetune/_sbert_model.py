@@ -14,13 +14,15 @@ def private_model(source, device=None):
 
     A `SentenceTransformer` is deep-copied (then moved to `device`), so the caller's model
     keeps its weights and its device; a name or path is loaded afresh; a `SentenceEncoder` is
-    unwrapped into the name or model it holds.
+    unwrapped into the name or model it holds (refused with a prompt, a truncation or
+    normalisation, which the learner would lose; its backend and precision only set speed).
     """
     from embetter._torch import device_name
     from embetter.text._models import load_sentence_transformer, moved_copy
     from embetter.text._sbert import SentenceEncoder
 
     if isinstance(source, SentenceEncoder):
+        _check_unwrapped(source)
         source = source.name
     if _st.is_sentence_model(source):
         return moved_copy(source, device)
@@ -30,6 +32,19 @@ def private_model(source, device=None):
         "sent_tfm must be a model name, a local path, a SentenceTransformer or a "
         f"SentenceEncoder, got {type(source).__name__}"
     )
+
+
+def _check_unwrapped(encoder) -> None:
+    """A `SentenceEncoder` gives the learner its model only: settings that shape its output
+    would be lost without a word, so they are refused by name."""
+    names = ("prompt", "normalize_embeddings", "truncate_dim", "dim")  # dim: Matryoshka's
+    lost = {k: v for k, v in vars(encoder).items() if k in names and v not in (None, False, "")}
+    if lost:
+        given = ", ".join(f"{k}={v!r}" for k, v in lost.items())
+        raise ValueError(
+            f"sent_tfm is a {type(encoder).__name__} with {given}: only its model is "
+            f"fine-tuned, so these would be lost. Pass the model ({encoder.name!r}) instead "
+            "and put what you need after the tuner (sklearn's Normalizer, a column slice)")
 
 
 def model_to_bytes(model) -> dict[str, bytes]:

@@ -86,7 +86,9 @@ class SbertTuner(TransformerMixin, SbertBase):
 
     Arguments:
         sent_tfm: a model name, a local path, a `SentenceTransformer` (copied, never changed),
-            a static model (`StaticEmbedding`) or a `SentenceEncoder`.
+            a static model (`StaticEmbedding`) or a `SentenceEncoder` (its model: one with a
+            `prompt`, `truncate_dim`, `dim` or `normalize_embeddings=True` is refused, as
+            those would be lost).
         n_neg: pairs with a text of another class, per text; `"auto"`: the number of
             classes, between 2 and 4, twice that without label texts (0 under `"supcon"` and
             `"prototype"`, which need no explicit negatives).

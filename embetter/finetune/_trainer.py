@@ -81,13 +81,16 @@ def batches(rows: Rows, batch_size: int, generator, no_duplicates: bool) -> list
     out, remaining = [], list(order)
     while remaining:
         batch, seen, later = [], set(), []
-        for r in remaining:
+        for k, r in enumerate(remaining):
+            if len(batch) == batch_size:  # full: the rest wait, in order (linear per batch)
+                later.extend(remaining[k:])
+                break
             texts = set(columns[r].tolist())
-            if len(batch) < batch_size and not texts & seen:
+            if texts & seen:
+                later.append(r)
+            else:
                 batch.append(r)
                 seen |= texts
-            else:
-                later.append(r)
         out.append(np.asarray(batch))
         remaining = later
     return out

@@ -13,7 +13,7 @@ from sklearn.preprocessing import normalize
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
-from embetter._estimator_checks import all_or_nothing
+from embetter._estimator_checks import all_or_nothing, refuse_bool_numbers
 from embetter._validation import as_texts, check_int
 from embetter.base import text_input_tags
 
@@ -83,6 +83,7 @@ class LiteTextEncoder(TransformerMixin, BaseEstimator):
         """Learn the vocabulary, IDF weights and the SVD projection from texts."""
         n = check_int(self.n_components, "n_components")  # (its message, as before)
         self._validate_params()
+        refuse_bool_numbers(self)
         for name in ("word_ngram_range", "char_ngram_range"):
             _check_range(getattr(self, name), name)
         texts = as_texts(X)
