@@ -25,23 +25,51 @@ BUNDLED = "the bundled support inbox (embetter.datasets.load_support_inbox)"
 def load_dataset(path) -> tuple[list[str], np.ndarray]:
     """The texts and labels of a `text,label` CSV."""
     df = read_table(path)  # cells as written: "007" and "7" are two classes
+    absent = [name for name in ("text", "label") if name not in df.columns]
+    if absent:
+        raise UsageError(
+            f"{path}: no {' or '.join(repr(a) for a in absent)} column; `demo --data` reads a "
+            f"CSV with the columns text,label (its columns are: "
+            f"{', '.join(map(str, list(df.columns)[:20]))})")
     texts = text_column(df, "text", path)
     labels = np.asarray([str(v) for v in column(df, "label", path, "label")], dtype=object)
     return texts, labels
 
 
-def _scores(X_train, y_train, X_test, y_test) -> tuple[float, float]:
-    """Held-out accuracy of a (cross-validated) logistic regression and of cosine 5-NN."""
+#: the regression's C where the training rows are too few to cross-validate it
+FIXED_C = 10
+
+
+def cv_folds(y_train) -> list | None:
+    """Folds to choose the regression's C on: stratified 3-fold (fewer when a class has fewer
+    rows), so that every training fold holds two classes or more. Rows of a one-row class
+    are stratified with the largest class (or together, when only one class has more);
+    `None` when even that leaves nothing to stratify (C is then `FIXED_C`)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    labels, counts = np.unique(y_train, return_counts=True)
+    single = set(labels[counts == 1].tolist())
+    # where one-row rows go: with the largest class, or (one larger class) a stratum of theirs
+    joined = str(labels[np.argmax(counts)]) if (counts >= 2).sum() >= 2 else "\0one-row"
+    strata = np.array([joined if y in single else str(y) for y in y_train])
+    rarest = int(np.unique(strata, return_counts=True)[1].min())
+    if rarest < 2 or np.unique(strata).size < 2:
+        return None
+    return list(StratifiedKFold(min(3, rarest)).split(np.zeros(len(strata)), strata))
+
+
+def _scores(X_train, y_train, X_test, y_test, folds) -> tuple[float, float]:
+    """Held-out accuracy of a logistic regression (C cross-validated on `folds`) and of
+    cosine 5-NN."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
+    from sklearn.model_selection import GridSearchCV
     from sklearn.neighbors import KNeighborsClassifier
 
     # A cross-validated C: plain C=1 under-fits unit-norm sentence embeddings and would
-    # flatter the tuned spaces. Stratified 3-fold, or fewer folds when a class of the user's
-    # data has fewer rows (scikit-learn would warn), shuffled plain folds when one has one row.
-    rarest = int(np.unique(y_train, return_counts=True)[1].min())
-    cv = StratifiedKFold(min(3, rarest)) if rarest >= 2 else KFold(3, shuffle=True, random_state=0)
-    logreg = GridSearchCV(LogisticRegression(max_iter=2000), {"C": [0.1, 1, 10, 100]}, cv=cv)
+    # flatter the tuned spaces.
+    logreg = (LogisticRegression(C=FIXED_C, max_iter=2000) if folds is None else
+              GridSearchCV(LogisticRegression(max_iter=2000), {"C": [0.1, 1, 10, 100]},
+                           cv=folds))
     knn = KNeighborsClassifier(n_neighbors=5, metric="cosine")
     return tuple(
         float(np.mean(clf.fit(X_train, y_train).predict(X_test) == y_test))
@@ -137,15 +165,18 @@ def run_demo(out_dir="demo-output", sbert=False, seed=0, data=None,
         spaces.append(("sbert", "SbertTuner", seconds,
                        tuner.transform(test_texts), tuner.transform(train_texts)))
 
+    folds = cv_folds(y_train)
+    how = (f"C={FIXED_C}, too few rows per class to cross-validate it" if folds is None else
+           f"C chosen by {len(folds)}-fold CV")
     _say()
     _say(f"held-out accuracy on {len(idx_test)} texts "
-         f"(LogReg: logistic regression, C chosen by 3-fold CV; 5-NN: cosine)")
+         f"(LogReg: logistic regression, {how}; 5-NN: cosine)")
     header = f"  {'space':<24} {'dims':>5} {'fit (s)':>8} {'LogReg':>7} {'5-NN':>7}"
     _say(header)
     _say("  " + "-" * (len(header) - 2))
     raw_knn = None
     for _key, name, seconds, Xte, Xtr in spaces:
-        logreg, knn = _scores(Xtr, y_train, Xte, y_test)
+        logreg, knn = _scores(Xtr, y_train, Xte, y_test, folds)
         raw_knn = knn if raw_knn is None else raw_knn
         fit = "-" if seconds is None else f"{seconds:.1f}"
         gain = "" if seconds is None else f"  ({100 * (knn - raw_knn):+.1f} pts 5-NN vs raw)"

@@ -209,6 +209,8 @@ def _one_line(error: BaseException) -> str:
 def write_embeddings(path, X: np.ndarray, df=None) -> None:
     """Write embeddings to `.npy` (the matrix) or `.parquet` (the input rows + `embedding`)."""
     fmt = output_format(path)
+    if hasattr(X, "toarray"):  # a pipeline ending in TfidfVectorizer: a sparse matrix
+        X = X.toarray()
     X = np.asarray(X, dtype=np.float32)
     with atomic_path(path) as tmp:
         if fmt == "npy":

@@ -25,7 +25,7 @@ _NAMES = {"umap": "UMAP", "pca": "PCA", "tsne": "t-SNE"}
 def run_project(input_path, out, *, text_col=None, label_col=None, pipeline=None, trust=False,
                 model="all-MiniLM-L6-v2", method="umap", seed=0, progress=False) -> int:
     """Encode (or apply a saved pipeline), project to 2-D and write the map; the exit code."""
-    from embetter.plot import _method_to_use, project
+    from embetter.plot import _method_to_use, method_for, project
 
     _format_of(out, MAP_FORMATS, "map")  # refuse a bad --out before any work is done
     check_out_file(out)
@@ -48,6 +48,8 @@ def run_project(input_path, out, *, text_col=None, label_col=None, pipeline=None
         encode = SentenceEncoder(model, show_progress_bar=progress)
     labels = None
     if label_col is not None and label_col in df.columns:
+        if any(isinstance(c, dict) for c in df[label_col]):
+            label_column(df, label_col, input_path)  # raises: records, pick one (cats.NAME)
         labels = _labels_as_read(df[label_col])  # empty cells stay empty
     elif label_col is not None and "." in label_col:  # cats.NAME, as finetune reads it
         keep, known = label_column(df, label_col, input_path)
@@ -67,7 +69,8 @@ def run_project(input_path, out, *, text_col=None, label_col=None, pipeline=None
         table["label"] = labels
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
-    print(f"wrote a {_NAMES[method]} map of {len(table)} texts to {out}", file=sys.stderr)
+    used = _NAMES[method_for(method, np.shape(X))]
+    print(f"wrote a {used} map of {len(table)} texts to {out}", file=sys.stderr)
     return 0
 
 

@@ -135,7 +135,7 @@ def _finetune(args) -> int:
     tuner = _make_tuner(args.tuner, model, args.seed)
     if params:
         tuner.set_params(**params)
-        tuner._validate_params()  # a bad -p value fails now, not after the encoding
+    tuner._validate_params()  # a bad -p value or --seed fails now, not after the encoding
     if args.tuner == "sbert":
         steps = [ColumnGrabber(args.text_col), tuner]
     else:

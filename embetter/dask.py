@@ -44,9 +44,10 @@ def _kind(data) -> str:
     if module.startswith("dask.bag"):
         return "bag"
     if module.startswith("dask.dataframe") or module.startswith("dask_expr"):
-        if hasattr(data, "columns"):
+        # by dimensions: a Dask Series has a `columns` attribute too (its name)
+        if getattr(data, "ndim", None) == 2:
             return "frame"
-        if hasattr(data, "dtype") and hasattr(data, "map_partitions"):
+        if getattr(data, "ndim", None) == 1 and hasattr(data, "map_partitions"):
             return "series"
     raise TypeError(
         "data must be a Dask DataFrame, a Dask Series or a Dask Bag of texts, "

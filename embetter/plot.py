@@ -44,6 +44,13 @@ def _figure_class():
     return Figure
 
 
+def method_for(method: str, shape) -> str:
+    """The method `project` runs on rows of `shape`: PCA where UMAP has no neighbour besides
+    a point's own (under 3 rows) and with one feature (its values are the first axis)."""
+    n, d = shape
+    return "pca" if (method == "umap" and n < 3) or d == 1 else method
+
+
 def project(X, method: str = "pca", random_state=0) -> np.ndarray:
     """Project the rows of `X` to 2-D with PCA, t-SNE or UMAP; returns a float32 `(n, 2)` array.
 
@@ -74,10 +81,7 @@ def project(X, method: str = "pca", random_state=0) -> np.ndarray:
         return out
     if not np.ptp(X, axis=0).any():  # every row the same: one place (t-SNE would crash)
         return out
-    if method == "umap" and n < 3:  # UMAP needs a neighbour besides the point's own
-        method = "pca"
-    if d == 1:  # one feature: its values are the first axis, whatever the method
-        method = "pca"
+    method = method_for(method, X.shape)
     if method == "pca":
         from sklearn.decomposition import PCA
 
@@ -176,6 +180,8 @@ def projection(
                        linewidths=0, color="lightgrey", label="(unlabelled)")
             y = np.full(len(values), None, dtype=object)
             known = as_labels([v for v, m in zip(values, unlabelled) if not m], "y")
+            if known.dtype.kind == "f" and (known == np.round(known)).all():
+                known = known.astype(np.int64)  # integer labels with gaps were read as floats
             y[~unlabelled] = known
         present = list(np.unique(y if unlabelled is None else y[~unlabelled]))
         order = present if classes is None else list(classes)

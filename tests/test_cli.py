@@ -320,21 +320,29 @@ def test_demo_runs_end_to_end_on_a_small_csv(tiny_model_path, tmp_path):
         assert str(Path("plots") / f"{name}.png") in out
 
 
-@pytest.mark.parametrize("rarest", [1, 2])
-def test_demo_scores_a_rare_class_without_scikit_learn_warnings(rarest):
-    # a user's CSV may hold a class with fewer rows than the 3 folds that choose C
+@pytest.mark.parametrize("sizes", [(20, 8, 1), (20, 8, 2), (4, 1), (8, 1, 1), (3, 3, 3)])
+def test_demo_scores_a_rare_class_without_scikit_learn_warnings(sizes):
+    # a user's CSV may hold a class with fewer rows than the 3 folds that choose C; shuffled
+    # plain folds held a single class on small data: FitFailedWarning tracebacks, and every C
+    # scored NaN (the first taken)
     import warnings
 
-    from embetter._demo import _scores
+    from embetter._demo import FIXED_C, _scores, cv_folds
 
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(30, 4))
-    y = np.array(["a"] * (30 - 8 - rarest) + ["b"] * 8 + ["c"] * rarest)
+    y = np.repeat(np.array(list("abc"))[:len(sizes)], sizes)
+    X = rng.normal(size=(len(y), 4))
     X[y == "b"] += 2
+    folds = cv_folds(y)
+    if sizes == (4, 1):  # two classes, one of a single row: nothing to stratify
+        assert folds is None and f"C={FIXED_C}"
+    else:
+        for train, _ in folds:
+            assert np.unique(y[train]).size >= 2
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        lr, knn = _scores(X, y, X, y)
-    assert 0.5 < lr <= 1 and 0.5 < knn <= 1
+        lr, knn = _scores(X, y, X, y, folds)
+    assert 0.5 < lr <= 1 and 0.4 < knn <= 1
 
 
 def test_demo_refuses_too_few_rows_up_front_and_runs_without_plots(tiny_model_path, tmp_path,

@@ -9,6 +9,8 @@ is repeatable with `random_state` and never favours the start of the pool.
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
+from sklearn.utils.extmath import row_norms
 
 #: auto: how many uncertain candidates per suggestion k-means chooses among (chosen by
 #: simulation on held-out TRAIN rows of nine public sets, benchmarks/active.py --dev --grid:
@@ -53,12 +55,33 @@ def top_k(scores: np.ndarray, candidates: np.ndarray, k: int, rng) -> np.ndarray
     return candidates[order[:k]]
 
 
+def _kmeans(Z, n_clusters: int, rng, sample_weight=None):
+    """k-means (one seeded start) on the rows of Z; a pool with fewer distinct rows than
+    clusters (texts embedded alike) gives empty clusters, which the callers fill, so
+    scikit-learn's warning about it is not the user's to read."""
+    import warnings
+
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Number of distinct clusters", ConvergenceWarning)
+        return KMeans(n_clusters=n_clusters, n_init=1,
+                      random_state=rng.randint(2**31 - 1)).fit(Z, sample_weight=sample_weight)
+
+
+def _dense(A):
+    """A few rows (centres, references) of a sparse pool as a dense array."""
+    return A.toarray() if sp.issparse(A) else A
+
+
 def _sq_dist_to(Z: np.ndarray, centres: np.ndarray, block: int = 512) -> np.ndarray:
-    """Squared euclidean distance from each row of Z to its nearest row of `centres`."""
+    """Squared euclidean distance from each row of Z (dense or sparse) to its nearest row of
+    `centres`."""
     best = np.full(Z.shape[0], np.inf)
-    z2 = np.einsum("ij,ij->i", Z, Z)
+    z2 = row_norms(Z, squared=True)
     for start in range(0, centres.shape[0], block):
-        c = centres[start:start + block]
+        c = _dense(centres[start:start + block])
         d = z2[:, None] - 2.0 * Z @ c.T + np.einsum("ij,ij->i", c, c)[None, :]
         best = np.minimum(best, d.min(axis=1))
     return np.maximum(best, 0.0)
@@ -77,7 +100,7 @@ def kcenter_greedy(Z: np.ndarray, candidates: np.ndarray, centres: np.ndarray, k
     if centres.size:
         dist = _sq_dist_to(Zc, Z[centres].astype(np.float64, copy=False))
     else:
-        first = int(np.argmin(_sq_dist_to(Zc, Zc.mean(axis=0, keepdims=True))))
+        first = int(np.argmin(_sq_dist_to(Zc, np.asarray(Zc.mean(axis=0)).reshape(1, -1))))
         picked.append(first)
         dist = _sq_dist_to(Zc, Zc[first:first + 1])
         dist[first] = -1.0
@@ -96,18 +119,13 @@ def weighted_kmeans_pick(Z: np.ndarray, candidates: np.ndarray, weights: np.ndar
     candidate nearest each centre: spread over the space, drawn to the weighted regions."""
     if candidates.size <= k:
         return candidates
-    from sklearn.cluster import KMeans
-
     Zc = Z[candidates].astype(np.float64, copy=False)
-    w = weights[candidates] + 1e-6
-    km = KMeans(n_clusters=k, n_init=1, random_state=rng.randint(2**31 - 1)).fit(
-        Zc, sample_weight=w
-    )
+    km = _kmeans(Zc, k, rng, sample_weight=weights[candidates] + 1e-6)
     picked: list[int] = []
     for c in range(k):
         members = np.flatnonzero(km.labels_ == c)
         if members.size:
-            gap = ((Zc[members] - km.cluster_centers_[c]) ** 2).sum(axis=1)
+            gap = _sq_dist_to(Zc[members], km.cluster_centers_[c:c + 1])
             picked.append(int(members[np.argmin(gap)]))
     if len(picked) < k:  # an empty cluster: fill with the nearest-to-a-centre others
         d = _sq_dist_to(Zc, km.cluster_centers_, block=k)
@@ -123,13 +141,13 @@ def _typicality(Z: np.ndarray, members: np.ndarray, cluster: np.ndarray, rng,
     if cluster.size < 2:
         return np.ones(members.size)
     ref = cluster if cluster.size <= cap else rng.choice(cluster, cap, replace=False)
-    R = Z[ref]
+    R = _dense(Z[ref])
     r2 = np.einsum("ij,ij->i", R, R)
     nn = min(TYPICAL_NEIGHBOURS, ref.size - 1)
     out = np.empty(members.size)
     for start in range(0, members.size, cap):
         M = Z[members[start:start + cap]]
-        d = np.maximum(np.einsum("ij,ij->i", M, M)[:, None] - 2.0 * M @ R.T + r2[None, :], 0.0)
+        d = np.maximum(row_norms(M, squared=True)[:, None] - 2.0 * M @ R.T + r2[None, :], 0.0)
         d = np.partition(d, nn, axis=1)[:, : nn + 1]  # itself (0) and its nn nearest
         out[start:start + cap] = 1.0 / (np.sort(d, axis=1)[:, 1:].mean(axis=1) + 1e-9)
     return out
@@ -140,11 +158,8 @@ def typical_pick(Z: np.ndarray, candidates: np.ndarray, labelled: np.ndarray, k:
     """TypiClust (Hacohen et al., 2022): the pool in `len(labelled) + k` k-means clusters; from
     the clusters with the fewest labelled rows, largest first, the most typical candidate
     (densest among its cluster): representative rows, never outliers, spread over the pool."""
-    from sklearn.cluster import KMeans
-
     n_clusters = min(Z.shape[0], labelled.size + k)
-    lab = KMeans(n_clusters=n_clusters, n_init=1,
-                 random_state=rng.randint(2**31 - 1)).fit(Z).labels_
+    lab = _kmeans(Z, n_clusters, rng).labels_
     covered = np.bincount(lab[labelled], minlength=n_clusters)
     size = np.bincount(lab, minlength=n_clusters)
     is_candidate = np.zeros(Z.shape[0], dtype=bool)

