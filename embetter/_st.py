@@ -184,7 +184,8 @@ def load_hf(folder):
     """The Hugging Face model and tokenizer saved in `folder` (for model2vec's distillation)."""
     from transformers import AutoModel, AutoTokenizer
 
-    return AutoModel.from_pretrained(str(folder)), AutoTokenizer.from_pretrained(str(folder))
+    with progress_bars_off():  # no "Loading weights" bar: see `load`
+        return AutoModel.from_pretrained(str(folder)), AutoTokenizer.from_pretrained(str(folder))
 
 
 def resume_optimizer(optimizer, state) -> None:

@@ -358,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Run the `embetter` command line with `argv` (default: `sys.argv[1:]`); returns the exit code.
 
+    Arguments:
+        argv: the arguments after `embetter`, a list of str; `None` reads `sys.argv[1:]`.
+
     Usage:
 
     ```python

@@ -234,6 +234,10 @@ def release(client=None) -> int:
     of this process (the workers of a `LocalCluster(processes=False)` live here), and with
     `client` those of each of its workers. Returns how many copies were dropped.
 
+    Arguments:
+        client: a `distributed.Client` whose workers drop theirs too, or `None` for this
+            process only.
+
     Usage:
 
     ```python

@@ -339,7 +339,12 @@ def _bulk_get(cache, keys: list[str], chunk: int = 500) -> dict[str, bytes]:
 
 
 def cached(name, encoder) -> CachedEncoder:
-    """Wrap `encoder` with a disk cache stored in the folder `name`; see `CachedEncoder`."""
+    """Wrap `encoder` with a disk cache stored in the folder `name`; see `CachedEncoder`.
+
+    Arguments:
+        name: the cache's folder (a str or path; created when missing).
+        encoder: the encoder (or pipeline) whose outputs are cached, keyed by text.
+    """
     return CachedEncoder(encoder=encoder, path=name)
 
 
@@ -396,6 +401,10 @@ def calc_distances(
 
 def batched(iterable: Iterable, n: int = 64) -> Iterator[list]:
     """Yield lists of `n` items (the last one may be shorter).
+
+    Arguments:
+        iterable: the items.
+        n: items per list (default 64), a positive int.
 
     Usage:
 

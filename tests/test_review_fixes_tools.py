@@ -169,3 +169,13 @@ def test_finetune_refuses_a_bad_seed_before_encoding(tmp_path, capsys):
                  "--out", str(tmp_path / "t.skops")]) == 2
     err = capsys.readouterr().err
     assert "random_state" in err and "no-such-model" not in err
+
+
+def test_distilling_the_static_model_prints_no_bars_unless_asked(tiny_model_path, capfd):
+    from embetter.text import _distill
+
+    _distill.distill(tiny_model_path, pca_dims=8)
+    # "Loading weights", a pad_token note and "Encoding tokens" before
+    assert capfd.readouterr().err == ""
+    _distill.distill(tiny_model_path, pca_dims=8, show_progress_bar=True)
+    assert "Encoding tokens" in capfd.readouterr().err

@@ -33,7 +33,8 @@ class CohereEncoder(HostedEncoder):
         batch_size: at most this many texts per request (Cohere's cap is 96).
         max_tokens_per_request: at most this many estimated tokens per request; `None` for no
             budget.
-        max_retries: retries per request on 429, 5xx and timeouts.
+        max_retries: retries per request on 408, 409, 429, 5xx, timeouts and connection
+            errors.
         max_concurrency: how many requests may be in flight at once.
         timeout: seconds to wait for one reply.
 

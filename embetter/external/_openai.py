@@ -39,7 +39,8 @@ class OpenAIEncoder(HostedEncoder):
         batch_size: at most this many texts per request (OpenAI's cap is 2048).
         max_tokens_per_request: at most this many estimated tokens per request (OpenAI's cap
             is 300,000); `None` for no budget.
-        max_retries: retries per request on 429, 5xx, timeouts and connection errors.
+        max_retries: retries per request on 408, 409, 429, 5xx, timeouts and connection
+            errors.
         max_concurrency: how many requests may be in flight at once.
         timeout: seconds to wait for one reply.
 
@@ -123,7 +124,8 @@ class AzureOpenAIEncoder(OpenAIEncoder):
         model: the name of your deployment of an embedding model.
         azure_endpoint: the resource's address, e.g. `https://my-resource.openai.azure.com`;
             `None` reads `AZURE_OPENAI_ENDPOINT`.
-        api_version: the Azure OpenAI API version; `None` reads `OPENAI_API_VERSION`.
+        api_version: the Azure OpenAI API version (default `"2024-10-21"`); pass `None` to
+            read `OPENAI_API_VERSION`.
         api_key: the key; `None` reads `AZURE_OPENAI_API_KEY` (or `AZURE_OPENAI_AD_TOKEN`).
 
     Usage:

@@ -134,7 +134,8 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
 
     A single linear map `W` (shared by both sides of a pair, output scaled to unit length)
     is trained so that the cosine similarity of `(W x1, W x2)` follows `y`. `W` starts as the
-    identity, so the learner bends the pretrained space instead of replacing it. Losses, by
+    identity (a random orthogonal map when `shape_out` differs from the input width), so the
+    learner bends the pretrained space instead of replacing it. Losses, by
     the data they expect:
 
     - `"cosine_margin"`: 0/1 labels; similar pairs are pulled to a cosine similarity of 1,

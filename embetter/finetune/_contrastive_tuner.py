@@ -37,7 +37,8 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
     """Fine-tune embeddings towards labels by contrasting pairs, as a pipeline step.
 
     Each epoch draws fresh pairs from the labels (every item with `n_pos` items of its class
-    and `n_neg` items of other classes, see `generate_pairs`) as index pairs into `X`, and
+    and `n_neg` items of other classes, see `generate_pairs`; with two classes,
+    `anchors="auto"` draws as many anchors from each class) as index pairs into `X`, and
     the projection of `ContrastiveLearner` (identity at the start, output scaled to unit
     length) trains on them with its pair loss, on the engine every head shares: `X` goes to
     the device once, pairs are never copied out of it. Fresh pairs every epoch show the

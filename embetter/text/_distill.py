@@ -31,8 +31,9 @@ RECIPE_VERSION = "1"
 _build_lock = threading.Lock()
 
 
-def default_model_folder(show_progress_bar: bool = True) -> Path:
-    """The cached static model distilled from the bundled all-MiniLM-L6-v2, built on first use.
+def default_model_folder(show_progress_bar: bool = False) -> Path:
+    """The cached static model distilled from the bundled all-MiniLM-L6-v2, built on first use
+    (model2vec's "Encoding tokens" bar shown with `show_progress_bar`).
 
     It is built in a temporary folder next to its final place and renamed into place in one
     step, so a reader (another process too) never sees a half-written model; once there it is
@@ -54,7 +55,8 @@ def default_model_folder(show_progress_bar: bool = True) -> Path:
             folder.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
             try:
-                model = distill(source, **DEFAULT_SETTINGS)
+                model = distill(source, show_progress_bar=show_progress_bar,
+                                **DEFAULT_SETTINGS)
                 model.save_pretrained(str(tmp))
                 try:
                     os.rename(tmp, folder)
@@ -85,15 +87,16 @@ def _is_model(folder: Path) -> bool:
     return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
 
 
-def distill(source, pca_dims=256, sif_coefficient=1e-4):
-    """Distil a model2vec `StaticModel` from the transformer in the local folder `source`."""
+def distill(source, pca_dims=256, sif_coefficient=1e-4, show_progress_bar=False):
+    """Distil a model2vec `StaticModel` from the transformer in the local folder `source`
+    (model2vec's own bars, which no argument of its turns off, only with `show_progress_bar`)."""
     from model2vec.distill import distill_from_model
 
     from embetter import _st
-    from embetter._guest import kept_random_state, quiet_loggers
+    from embetter._guest import kept_random_state, quiet_loggers, quiet_stderr
 
     # loading and distilling draw from torch's global generator: put it back afterwards
-    with quiet_loggers("model2vec"), kept_random_state():
+    with quiet_loggers("model2vec"), kept_random_state(), quiet_stderr(not show_progress_bar):
         model, tokenizer = _st.load_hf(source)
         # float32 vectors: numpy averages float16 ones several times slower.
         return distill_from_model(model, tokenizer, pca_dims=pca_dims,

@@ -145,7 +145,7 @@ class TextEncoder(RemovedParams, TransformerMixin, BaseEstimator):
         if self.name is None:
             from embetter.text._distill import default_model_folder
 
-            return default_model_folder()
+            return default_model_folder(show_progress_bar=bool(self.show_progress_bar))
         if not isinstance(self.name, (str, os.PathLike)):
             raise TypeError(
                 "name must be None, the path of a model2vec model folder, a Hugging Face "
@@ -215,8 +215,9 @@ class TextEncoder(RemovedParams, TransformerMixin, BaseEstimator):
 
     @all_or_nothing
     def partial_fit(self, X, y=None, classes=None):
-        """With `train_on_fit=True`, continue training the static model on the texts `X`
-        (the first call starts from the untrained model); otherwise nothing to learn."""
+        """With `train_on_fit=True`, continue training the static model on the texts `X`, at
+        least 20 of them (the first call starts from the untrained model); otherwise nothing
+        to learn."""
         self._check_params()
         if self.train_on_fit:
             start = self.__dict__.get("trained_model_")
