@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import os
 import pickle
+import sqlite3
 import types
 from collections.abc import Iterable, Iterator
 
@@ -90,7 +91,12 @@ class CachedEncoder(TransformerMixin, BaseEstimator):
             if cache is not None:  # set_params(path=...): the old folder's database closes
                 cache.close()
             # cull_limit=0: transform culls once per batch of writes, not on every set
-            cache = diskcache.Cache(folder, cull_limit=0)
+            try:
+                cache = diskcache.Cache(folder, cull_limit=0)
+            except sqlite3.DatabaseError as e:  # "file is not a database", "malformed"
+                raise ValueError(
+                    f"the cache at {folder!r} is damaged ({e}); delete that folder (its "
+                    "vectors are computed again) or give another path") from None
             self.__dict__["_cache_handle"] = cache
         return cache
 

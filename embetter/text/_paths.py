@@ -47,6 +47,13 @@ class EncodePaths:
         if self.backend == "pipelined":
             plan = default_plan(self._device_kind(), self.batch_size)
             return Plan("pipelined", self.precision, plan.max_tokens)
+        plan = self._auto_plan()
+        # a choice measured without a prompt, kept for one with a prompt the fast path cannot
+        # add (pooling that leaves the prompt's tokens out): sentence-transformers' own path
+        return plan if plan.backend == "torch" or self._runs(plan) else Plan("torch")
+
+    def _auto_plan(self):
+        """`backend="auto"`: the path measured on this machine (once; remembered)."""
         # the model and device, not its mode or folder state: a choice measured once holds
         key = (self._model_key()[:2], self.batch_size)
         cached = self.__dict__.get("_auto")
@@ -107,16 +114,24 @@ class EncodePaths:
 
     def _engine_key(self, plan):
         key = (self._model_key(), plan.backend, plan.precision)
-        if plan.backend in ("onnx", "openvino") and is_sentence_model(self.name):
-            # an export is a snapshot: a caller's model that trained on (or was given another
-            # default prompt) is exported again
-            key += (weights_signature(self.name), default_prompt(self.name))
+        if is_sentence_model(self.name):
+            # an engine tokenises to the model's length when built: a caller's model given
+            # another max_seq_length gets a new one
+            key += (getattr(self.name, "max_seq_length", None),)
+            if plan.backend in ("onnx", "openvino"):
+                # an export is a snapshot: a caller's model that trained on (or was given
+                # another default prompt) is exported again
+                key += (weights_signature(self.name), default_prompt(self.name))
         return key
 
-    def _model_cut(self):
-        """A caller's model's own `truncate_dim` (its `encode` cuts to it; the fast engines
-        compute the full width)."""
-        return getattr(self.name, "truncate_dim", None) if is_sentence_model(self.name) else None
+    def _model_cut(self, plan):
+        """The model's own `truncate_dim` (saved in its config, or set on a caller's model):
+        its `encode` cuts to it, the fast engines compute the full width."""
+        if is_sentence_model(self.name):
+            return getattr(self.name, "truncate_dim", None)
+        if plan.backend == "torch":
+            return getattr(self.model_, "truncate_dim", None)
+        return self._fast_engine(plan).truncate_dim
 
     def _fast_engine(self, plan, keep: bool = True):
         """The engine of a fast backend (not `"torch"`), built on first use."""
@@ -155,5 +170,5 @@ class EncodePaths:
         engine = engine or self._fast_engine(plan)
         extra = {"max_tokens": plan.max_tokens} if plan.max_tokens else {}
         emb = engine.encode(texts, batch, self.prompt, progress, **extra)
-        cut = asked if asked is not None else self._model_cut()
+        cut = asked if asked is not None else self._model_cut(plan)
         return emb if cut is None else np.ascontiguousarray(emb[:, :int(cut)])

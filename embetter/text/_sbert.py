@@ -182,7 +182,7 @@ class SentenceEncoder(EncodePaths, RemovedParams, EmbetterBase):
         else:
             full = embedding_dim(self.model_, untruncated=True)
         if dim is None:  # the model's own truncate_dim, as its encode cuts (see `_encode`)
-            cut = self._model_cut()
+            cut = self._model_cut(plan)
             return int(full if cut is None else min(full, int(cut)))
         if not isinstance(dim, numbers.Integral) or isinstance(dim, bool) or not 1 <= dim <= full:
             none = "None or " if param == "truncate_dim" else ""
@@ -210,12 +210,14 @@ class SentenceEncoder(EncodePaths, RemovedParams, EmbetterBase):
                 f"precision for backend={self.backend!r} must be one of "
                 f"{', '.join(map(repr, PRECISIONS[self.backend]))}, got {self.precision!r}"
             )
-        if (self.backend in ("onnx", "openvino") and self.device is not None
-                and str(self.device) != "cpu"):
-            raise ValueError(
-                f"backend={self.backend!r} runs on the CPU, got device={self.device!r}; "
-                "use backend='pipelined' on a GPU"
-            )
+        if self.backend in ("onnx", "openvino") and self.device is not None:
+            from embetter._torch import resolve_device  # "cpu:0" and torch.device("cpu") too
+
+            if resolve_device(self.device).type != "cpu":
+                raise ValueError(
+                    f"backend={self.backend!r} runs on the CPU, got device={self.device!r}; "
+                    "use backend='pipelined' on a GPU"
+                )
 
     # -- transform ---------------------------------------------------------------------------
     def transform(self, X):

@@ -123,6 +123,7 @@ class ExportedEngine:
         self.dim = int(self.meta["dim"])
         self.needs_prompt_length = bool(self.meta["needs_prompt_length"])
         self.default_prompt = self.meta.get("default_prompt")  # as `encode` adds it
+        self.truncate_dim = self.meta.get("truncate_dim")  # as `encode` cuts
 
     def _run(self, arrays: dict) -> np.ndarray:
         raise NotImplementedError

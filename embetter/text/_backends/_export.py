@@ -27,7 +27,7 @@ from embetter.text._backends._tokenize import PROBE_TEXTS, TextTokenizer, pad_ba
 from embetter.text._models import cache_root, folder_fingerprint
 
 #: Bump when the export recipe changes, so old cache entries are not reused.
-EXPORT_VERSION = "3"
+EXPORT_VERSION = "4"
 #: Mean cosine to the torch fp32 embeddings that an export must reach on the probe texts.
 EXPORT_MIN_COSINE = {"int8": 0.99, "float32": 0.9999}
 
@@ -36,6 +36,9 @@ def model_fingerprint(model) -> str:
     """Content hash of a loaded SentenceTransformer: its weights, tokenizer and module layout."""
     h = hashlib.blake2b(digest_size=20)
     h.update(repr(model).encode())
+    # what the export's tokenizer truncates to and the width meta.json cuts to
+    h.update(json.dumps([getattr(model, "max_seq_length", None),
+                         getattr(model, "truncate_dim", None)]).encode())
     # its prompts: the export adds the default one as `encode` does (meta.json)
     h.update(json.dumps([getattr(model, "prompts", None) or {},
                          getattr(model, "default_prompt_name", None)], sort_keys=True).encode())
@@ -104,6 +107,7 @@ def export_onnx(model, folder: Path, precision: str) -> None:
         meta = {
             "dim": _st.embedding_dim(model, untruncated=True),  # what the graph computes
             "default_prompt": _st.default_prompt(model),
+            "truncate_dim": getattr(model, "truncate_dim", None),  # as its `encode` cuts
             "input_names": list(tokenizer.input_names),
             "pad_id": tokenizer.pad_id,
             "needs_prompt_length": _st.pooling_excludes_prompt(model),

@@ -49,6 +49,11 @@ class PipelinedEngine:
         self._set_precision(precision or "float32")
 
     @property
+    def truncate_dim(self):
+        """The width the model's `encode` cuts to (None: all; read now: it may change)."""
+        return getattr(self.model, "truncate_dim", None)
+
+    @property
     def default_prompt(self):
         """The prompt the model's `encode` adds when given none (read now: it may change)."""
         return _st.default_prompt(self.model)
