@@ -78,8 +78,9 @@ def all_or_nothing(method):
     """Decorates an estimator's training call: one that raises (an input refused half-way
     through its checks, a training interrupted) leaves the estimator's attributes as they were
     before the call, unfitted or fitted, never half-recorded (a `classes_` without a model, a
-    new `n_features_in_` beside the old model). Weights a later `partial_fit` had already
-    trained in place before it was interrupted stay trained."""
+    new `n_features_in_` beside the old model). What a `partial_fit` changes in place (the
+    weights and records of a head, an SBERT model's served weights) its estimator puts back
+    itself (the heads: `TorchHeadMixin._roll_back`)."""
 
     @functools.wraps(method)
     def call(self, *args, **kwargs):
