@@ -205,10 +205,12 @@ def as_labels(y, name: str = "y", n_samples: int | None = None,
 def _check_object_labels(arr: np.ndarray, name: str) -> None:
     """Object labels: none missing, and all of one kind, strings or numbers (sorting a mix
     fails deep inside)."""
+    import pandas as pd
+
+    if pd.isna(arr).any():  # None, NaN, pd.NA, NaT (one pass over the labels)
+        raise ValueError(f"{name} contains missing values (None/NaN/pd.NA)")
     examples = {}
     for v in arr:
-        if is_missing(v):
-            raise ValueError(f"{name} contains missing values (None/NaN/pd.NA)")
         kind = ("string" if isinstance(v, (str, bytes)) else
                 "number" if isinstance(v, numbers.Number) else type(v).__name__)
         examples.setdefault(kind, v)

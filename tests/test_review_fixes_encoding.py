@@ -81,3 +81,35 @@ def test_a_damaged_cache_names_its_folder(tmp_path, damage):
     (folder / "cache.db").write_bytes(damage)
     with pytest.raises(ValueError, match="cache at .* is damaged .*delete that folder"):
         enc.transform(["hello"])  # sqlite3.DatabaseError: file is not a database
+
+
+def test_the_auto_probe_builds_each_engine_once(tiny_model_path, monkeypatch, tmp_path):
+    import embetter.text._backends as backends
+
+    monkeypatch.setenv("EMBETTER_CACHE_DIR", str(tmp_path))  # measured here, not read back
+    built = []
+    original = backends.make_engine
+
+    def counted(backend, precision, *args, **kwargs):
+        built.append((backend, precision))
+        return original(backend, precision, *args, **kwargs)
+
+    monkeypatch.setattr(backends, "make_engine", counted)
+    enc = SentenceEncoder(tiny_model_path, backend="auto")
+    enc.transform(["a dog likes pizza"] * 4)
+    # the probe's timed runs rebuilt an engine each (an ONNX session, an OpenVINO compile)
+    # and picked the slowest-looking path by it
+    assert len(built) == len(set(built)), built
+
+
+def test_backend_says_torch_when_auto_falls_back_for_a_prompt(tiny_model_path, monkeypatch):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(tiny_model_path, device="cpu")
+    model[1].include_prompt = False
+    monkeypatch.setattr(SentenceEncoder, "_auto_plan", lambda self: Plan("pipelined"))
+    enc = SentenceEncoder(model, backend="auto", prompt="query: ")
+    enc.transform(["a dog"])
+    assert enc.backend_ == "torch"  # the measured path, which does not run, before
+    enc.set_params(prompt=None).transform(["a dog"])
+    assert enc.backend_ == "pipelined"

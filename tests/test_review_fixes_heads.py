@@ -235,3 +235,39 @@ def test_loading_a_sentence_model_first_keeps_pythons_random_sequence(tiny_model
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300)
     assert done.stdout.strip() == "True", done.stderr[-2000:]
+
+
+def _interrupt_the_next_run(monkeypatch, head):
+    original = type(head)._run
+
+    def run_then_stop(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        raise KeyboardInterrupt  # Ctrl-C after some steps
+
+    monkeypatch.setattr(type(head), "_run", run_then_stop)
+    return original
+
+
+def test_a_partial_fit_interrupted_inside_inference_mode_trains_on(monkeypatch):
+    rows, y = np.random.RandomState(0).randn(200, 8).astype(np.float32), np.arange(200) % 3
+    head = FeedForwardTuner(hidden_dim=16, n_epochs=20, batch_size=16, refit_growth=None,
+                            random_state=0).partial_fit(rows[:40], y[:40], classes=[0, 1, 2])
+    original = _interrupt_the_next_run(monkeypatch, head)
+    with torch.inference_mode(), pytest.raises(KeyboardInterrupt):
+        head.partial_fit(rows[40:80], y[40:80])
+    monkeypatch.setattr(type(head), "_run", original)
+    # the put-back optimizer state was made of inference tensors: "Inplace update to
+    # inference tensor outside InferenceMode" at every later call
+    head.partial_fit(rows[80:120], y[80:120])
+
+
+def test_an_interrupted_retrain_after_set_params_raises_the_interruption(monkeypatch):
+    rows, y = np.random.RandomState(0).randn(200, 8).astype(np.float32), np.arange(200) % 3
+    head = FeedForwardTuner(hidden_dim=16, n_epochs=2, random_state=0)
+    head.partial_fit(rows[:40], y[:40], classes=[0, 1, 2])
+    head.set_params(hidden_dim=32)  # takes effect at the next retrain from the start
+    monkeypatch.setattr(type(head), "_run", lambda self, *a, **k: (_ for _ in ()).throw(
+        KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):  # a state_dict size mismatch hid it
+        head.partial_fit(rows[40:100], y[40:100])  # 100 >= 1.5 x 40 rows: retrains
+    assert head.module_.hidden.out_features == 16  # the old network, untouched

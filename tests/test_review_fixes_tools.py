@@ -179,3 +179,12 @@ def test_distilling_the_static_model_prints_no_bars_unless_asked(tiny_model_path
     assert capfd.readouterr().err == ""
     _distill.distill(tiny_model_path, pca_dims=8, show_progress_bar=True)
     assert "Encoding tokens" in capfd.readouterr().err
+
+
+def test_kcenter_needs_no_probabilities_from_a_multi_output_classifier():
+    from sklearn.multioutput import MultiOutputClassifier
+
+    X = np.random.default_rng(0).normal(size=(30, 4))
+    Y = np.stack([(X[:, 0] > 0).astype(int), np.digitize(X[:, 1], [-0.5, 0.5])], axis=1)
+    model = MultiOutputClassifier(LogisticRegression()).fit(X, Y)  # 2 and 3 classes
+    assert len(suggest(model, X, k=3, strategy="kcenter")) == 3  # the error's own advice

@@ -144,7 +144,8 @@ class TorchHeadMixin(StreamTraining):
         if not incremental or getattr(self, "module_", None) is None:
             self._start_training()
         else:
-            snapshot = self._snapshot()
+            with grad_enabled():  # copies that train again, even under inference_mode
+                snapshot = self._snapshot()
         try:
             with train_threads(self.device_):
                 if incremental:
@@ -152,15 +153,19 @@ class TorchHeadMixin(StreamTraining):
                 else:
                     self._fit_all(rows)
         except BaseException:
-            if snapshot is not None:
-                self._roll_back(snapshot)
+            # a stream call that retrained from the start made new objects, which
+            # `all_or_nothing` replaces with the untouched old ones
+            if snapshot is not None and self.module_ is snapshot["module_object"]:
+                with grad_enabled():
+                    self._roll_back(snapshot)
             raise
         return self
 
     def _snapshot(self) -> dict:
         """What a `partial_fit` call changes in place (weights, optimizer state, records, the
         RNG, the replay memory), to put back when the call fails half-way."""
-        return {"module": copy.deepcopy(self.module_.state_dict()),
+        return {"module_object": self.module_,
+                "module": copy.deepcopy(self.module_.state_dict()),
                 "optimizer": copy.deepcopy(self.optimizer_.state_dict()),
                 "loss_curve_": list(self.loss_curve_), "history_": list(self.history_),
                 "rng": self._rng.get_state(), "replay": copy.deepcopy(self._replay)}

@@ -75,13 +75,13 @@ def pool_size(X) -> int:
         ) from None
 
 
-def space_and_proba(model, X):
+def space_and_proba(model, X, proba: bool = True):
     """The pool in the space the classifier sees (a pipeline's steps but the last, applied
-    once) and the classifier's probabilities on it."""
+    once) and the classifier's probabilities on it (`None` without `proba`)."""
     if isinstance(model, Pipeline) and len(model.steps) > 1:
         Z = model[:-1].transform(X)
-        return Z, model[-1].predict_proba(Z)
-    return X, model.predict_proba(X)
+        return Z, model[-1].predict_proba(Z) if proba else None
+    return X, model.predict_proba(X) if proba else None
 
 
 def as_space(Z, strategy: str) -> np.ndarray:
@@ -179,9 +179,12 @@ def suggest(model, X, k: int = 10, strategy: str = "auto", random_state=None, *,
     rng = check_random_state(random_state)
     if strategy == "random":
         return pick(strategy, None, None, k, candidates, labelled, rng)
-    Z, proba = space_and_proba(model, X)
-    # uncertainty needs one (rows, classes) matrix; a multi-output classifier gives one per output
-    if strategy not in ("random", "kcenter") and (isinstance(proba, list) or np.ndim(proba) != 2):
+    # kcenter measures the space alone; uncertainty needs one (rows, classes) matrix, and a
+    # multi-output classifier gives one per output
+    Z, proba = space_and_proba(model, X, proba=strategy != "kcenter")
+    if proba is None:
+        return pick(strategy, None, Z, k, candidates, labelled, rng)
+    if isinstance(proba, list) or np.ndim(proba) != 2:
         raise TypeError(
             f"model's predict_proba gives {len(proba) if isinstance(proba, list) else 'an'} "
             f"{'arrays' if isinstance(proba, list) else f'{np.ndim(proba)}-D array'}, not one "

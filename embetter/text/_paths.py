@@ -50,7 +50,10 @@ class EncodePaths:
         plan = self._auto_plan()
         # a choice measured without a prompt, kept for one with a prompt the fast path cannot
         # add (pooling that leaves the prompt's tokens out): sentence-transformers' own path
-        return plan if plan.backend == "torch" or self._runs(plan) else Plan("torch")
+        if plan.backend != "torch" and not self._runs(plan):
+            plan = Plan("torch")
+        self.__dict__["backend_"] = plan.backend  # what runs
+        return plan
 
     def _auto_plan(self):
         """`backend="auto"`: the path measured on this machine (once; remembered)."""
@@ -124,14 +127,15 @@ class EncodePaths:
                 key += (weights_signature(self.name), default_prompt(self.name))
         return key
 
-    def _model_cut(self, plan):
+    def _model_cut(self, plan, engine=None):
         """The model's own `truncate_dim` (saved in its config, or set on a caller's model):
-        its `encode` cuts to it, the fast engines compute the full width."""
+        its `encode` cuts to it, the fast engines compute the full width. `engine`: the one
+        running `plan` (the auto probe's own, which `_fast_engine` does not keep)."""
         if is_sentence_model(self.name):
             return getattr(self.name, "truncate_dim", None)
         if plan.backend == "torch":
             return getattr(self.model_, "truncate_dim", None)
-        return self._fast_engine(plan).truncate_dim
+        return (engine or self._fast_engine(plan)).truncate_dim
 
     def _fast_engine(self, plan, keep: bool = True):
         """The engine of a fast backend (not `"torch"`), built on first use."""
@@ -170,5 +174,5 @@ class EncodePaths:
         engine = engine or self._fast_engine(plan)
         extra = {"max_tokens": plan.max_tokens} if plan.max_tokens else {}
         emb = engine.encode(texts, batch, self.prompt, progress, **extra)
-        cut = asked if asked is not None else self._model_cut(plan)
+        cut = asked if asked is not None else self._model_cut(plan, engine)
         return emb if cut is None else np.ascontiguousarray(emb[:, :int(cut)])
