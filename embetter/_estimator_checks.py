@@ -80,7 +80,7 @@ def all_or_nothing(method):
     before the call, unfitted or fitted, never half-recorded (a `classes_` without a model, a
     new `n_features_in_` beside the old model). What a `partial_fit` changes in place (the
     weights and records of a head, an SBERT model's served weights) its estimator puts back
-    itself (the heads: `TorchHeadMixin._roll_back`)."""
+    itself (the heads: `embetter._torch.rollback`)."""
 
     @functools.wraps(method)
     def call(self, *args, **kwargs):

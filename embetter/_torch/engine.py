@@ -23,6 +23,7 @@ from embetter._torch.device import (
 )
 from embetter._torch.progress import Progress
 from embetter._torch.replay import new_replay, replay_add
+from embetter._torch.rollback import roll_back, snapshot
 from embetter._torch.stream import StreamTraining
 
 #: `_parameter_constraints` of the parameters the engine reads, the same for every head.
@@ -140,12 +141,12 @@ class TorchHeadMixin(StreamTraining):
     def _train(self, rows, incremental: bool):
         """Train on `rows` (aligned arrays, one entry per row): from scratch, or, when
         `incremental`, continuing the current network, optimizer and replay memory."""
-        snapshot = None
+        saved = None
         if not incremental or getattr(self, "module_", None) is None:
             self._start_training()
         else:
             with grad_enabled():  # copies that train again, even under inference_mode
-                snapshot = self._snapshot()
+                saved = snapshot(self)
         try:
             with train_threads(self.device_):
                 if incremental:
@@ -153,32 +154,11 @@ class TorchHeadMixin(StreamTraining):
                 else:
                     self._fit_all(rows)
         except BaseException:
-            # a stream call that retrained from the start made new objects, which
-            # `all_or_nothing` replaces with the untouched old ones
-            if snapshot is not None and self.module_ is snapshot["module_object"]:
+            if saved is not None:
                 with grad_enabled():
-                    self._roll_back(snapshot)
+                    roll_back(self, saved)
             raise
         return self
-
-    def _snapshot(self) -> dict:
-        """What a `partial_fit` call changes in place (weights, optimizer state, records, the
-        RNG, the replay memory), to put back when the call fails half-way."""
-        return {"module_object": self.module_,
-                "module": copy.deepcopy(self.module_.state_dict()),
-                "optimizer": copy.deepcopy(self.optimizer_.state_dict()),
-                "loss_curve_": list(self.loss_curve_), "history_": list(self.history_),
-                "rng": self._rng.get_state(), "replay": copy.deepcopy(self._replay)}
-
-    def _roll_back(self, snapshot: dict):
-        """Put back a `_snapshot` in place: the objects `all_or_nothing` restores are these."""
-        self.module_.load_state_dict(snapshot["module"])
-        self.optimizer_.load_state_dict(snapshot["optimizer"])
-        self.loss_curve_[:] = snapshot["loss_curve_"]
-        self.history_[:] = snapshot["history_"]
-        self._rng.set_state(snapshot["rng"])
-        self._replay.clear()
-        self._replay.update(snapshot["replay"])
 
     #: the parameters that shape the network (`_arch` reads them): recorded when it is built,
     #: so a pickle or saved file rebuilds the network trained, whatever `set_params` did since
