@@ -39,7 +39,7 @@ class ColumnGrabber(EmbetterBase):
                 "for a list of dicts use KeyGrabber"
             )
         available = list(columns) if columns is not None else list(X.keys())
-        if self.colname not in available and isinstance(self.colname, (list, set, np.ndarray)):
+        if isinstance(self.colname, (list, set, np.ndarray)):
             raise TypeError(
                 f"colname must be one column's name (the texts), got a "
                 f"{type(self.colname).__name__} {list(self.colname)!r:.80}; "
@@ -94,10 +94,12 @@ class KeyGrabber(EmbetterBase):
         """Return `[d[colname] for d in X]`; a single dict gives a one-element list."""
         if isinstance(X, Mapping):
             X = [X]
-        elif isinstance(X, (str, bytes)) or not isinstance(X, Iterable):
+        elif (isinstance(X, (str, bytes)) or not isinstance(X, Iterable)
+              or hasattr(X, "columns")):  # a DataFrame iterates over its column names
+            hint = "; for a DataFrame use ColumnGrabber" if hasattr(X, "columns") else ""
             raise TypeError(
                 f"KeyGrabber expects a dict or an iterable of dicts, got {type(X).__name__}"
-            )
+                f"{hint}")
         out = []
         for i, record in enumerate(X):
             if not isinstance(record, Mapping):

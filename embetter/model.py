@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, clone, is_regressor
 from sklearn.utils.validation import check_is_fitted
 
 from embetter._estimator_checks import all_or_nothing
@@ -53,11 +55,16 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
         """Train the head on the absolute difference of the encoded pairs."""
         from sklearn.linear_model import LogisticRegression
 
+        for name, given in (("enc", self.enc), ("clf_head", self.clf_head)):
+            if isinstance(given, type):
+                raise TypeError(f"{name} must be an instance, got the class {given.__name__}; "
+                                f"pass {given.__name__}()")
         if self.enc is not None and not hasattr(self.enc, "transform"):
             raise TypeError(f"enc must be None or a transformer (an object with transform, "
                             f"such as SentenceEncoder()), got {type(self.enc).__name__}")
-        if self.clf_head is not None and not all(
-                hasattr(self.clf_head, m) for m in ("fit", "predict")):
+        if self.clf_head is not None and (
+                not all(hasattr(self.clf_head, m) for m in ("fit", "predict"))
+                or is_regressor(self.clf_head)):
             raise TypeError(f"clf_head must be None or a classifier (fit and predict), got "
                             f"{type(self.clf_head).__name__}")
         X1, X2 = _sized(X1), _sized(X2)
@@ -129,6 +136,8 @@ def _fitted(enc, X1, X2):
     """`enc` itself when it is fitted or learns nothing, else a copy fitted on both sides."""
     from sklearn.exceptions import NotFittedError
 
+    if not hasattr(enc, "get_params"):  # not a scikit-learn estimator: used as it is
+        return enc
     try:
         check_is_fitted(enc)
         return enc
@@ -149,6 +158,8 @@ def _fitted(enc, X1, X2):
             both = pd.concat([X1, X2], ignore_index=True)
         elif hasattr(X1, "shape"):
             both = np.concatenate([np.asarray(X1), np.asarray(X2)])
+        elif isinstance(X1, Mapping) and isinstance(X2, Mapping):  # dicts of columns
+            both = {k: list(X1[k]) + list(X2[k]) for k in X1 if k in X2}
         else:
             both = list(X1) + list(X2)
         return clone(enc).fit(both)

@@ -395,11 +395,16 @@ def calc_distances(
     if not callable(aggregate):
         raise TypeError("aggregate must be a function reducing along axis 1 (np.max, np.min, "
                         f"np.mean, ...), got {aggregate!r}")
+    if isinstance(inputs, (str, bytes)) or isinstance(anchors, (str, bytes)):
+        name = "inputs" if isinstance(inputs, (str, bytes)) else "anchors"
+        raise TypeError(f"{name} must be a list of texts (or rows), got the single string "
+                        f"{(inputs if name == 'inputs' else anchors)!r:.60}; wrap it in a list")
     X_inputs = pipeline.transform(inputs)
     X_anchors = anchor_pipeline.transform(anchors)
-    if len(X_anchors) == 0:
+    # rows by shape: a sparse matrix (a TfidfVectorizer at the end) has no len()
+    if X_anchors.shape[0] == 0:
         raise ValueError("anchors is empty: at least one anchor is needed to measure against")
-    if len(X_inputs) == 0:
+    if X_inputs.shape[0] == 0:
         return np.zeros(0, dtype=np.float64)
     distances = pairwise_distances(X_inputs, X_anchors, metric=metric, n_jobs=n_jobs)
     return aggregate(distances, axis=1)
@@ -419,7 +424,11 @@ def batched(iterable: Iterable, n: int = 64) -> Iterator[list]:
     assert list(batched(range(5), 2)) == [[0, 1], [2, 3], [4]]
     ```
     """
-    check_int(n, "n")
-    iterator = iter(iterable)
-    while batch := list(itertools.islice(iterator, n)):
-        yield batch
+    check_int(n, "n")  # here, not when the batches are first asked for
+
+    def batches():
+        iterator = iter(iterable)
+        while batch := list(itertools.islice(iterator, n)):
+            yield batch
+
+    return batches()
