@@ -185,9 +185,9 @@ def suggest(model, X, k: int = 10, strategy: str = "auto", random_state=None, *,
     if proba is None:
         return pick(strategy, None, Z, k, candidates, labelled, rng)
     if isinstance(proba, list) or np.ndim(proba) != 2:
+        got = f"{len(proba)} arrays" if isinstance(proba, list) else f"a {np.ndim(proba)}-D array"
         raise TypeError(
-            f"model's predict_proba gives {len(proba) if isinstance(proba, list) else 'an'} "
-            f"{'arrays' if isinstance(proba, list) else f'{np.ndim(proba)}-D array'}, not one "
+            f"model's predict_proba gives {got}, not one "
             "(rows, classes) matrix: a classifier of several outputs (MultiOutputClassifier) "
             "has no single uncertainty; suggest for one output's classifier "
             "(model.estimators_[i]) or strategy='kcenter' on the embeddings")

@@ -41,18 +41,18 @@ class EncodePaths:
             self.__dict__.pop("backend_probe_", None)
         if self.backend in ("torch", "onnx", "openvino"):
             return Plan(self.backend, self.precision)
-        if self.backend is None:
-            plan = default_plan(self._device_kind(), self.batch_size)
-            return plan if plan.backend == "torch" or self._runs(plan) else Plan("torch")
         if self.backend == "pipelined":
             plan = default_plan(self._device_kind(), self.batch_size)
             return Plan("pipelined", self.precision, plan.max_tokens)
-        plan = self._auto_plan()
-        # a choice measured without a prompt, kept for one with a prompt the fast path cannot
-        # add (pooling that leaves the prompt's tokens out): sentence-transformers' own path
+        # the default and "auto" choose a path themselves: one this model and prompt cannot
+        # take (a prompt the pooling leaves out, say; auto measured without the prompt)
+        # gives way to sentence-transformers' own
+        auto = self.backend == "auto"
+        plan = self._auto_plan() if auto else default_plan(self._device_kind(), self.batch_size)
         if plan.backend != "torch" and not self._runs(plan):
             plan = Plan("torch")
-        self.__dict__["backend_"] = plan.backend  # what runs
+        if auto:
+            self.__dict__["backend_"] = plan.backend  # what runs
         return plan
 
     def _auto_plan(self):
