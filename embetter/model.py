@@ -18,9 +18,11 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
     Arguments:
         enc: a transformer that turns one input into a vector (a `SentenceEncoder`, a
             pipeline, ...); `None` (the default): `SentenceEncoder()`, the bundled
-            all-MiniLM-L6-v2, made in `fit`. Used as it is when fitted or stateless; one that
-            needs fitting (after `clone`, in a grid search) is fitted, as a copy, on the texts
-            of both sides.
+            all-MiniLM-L6-v2, made in `fit`. Used as it is when stateless, and as a copy
+            when fitted (refitting your encoder later leaves the classifier as it is); one
+            that needs fitting is fitted, as a copy, on the texts of both sides. `clone`
+            (and so a grid search) gives an unfitted copy, fitted there on both sides: wrap
+            a fitted encoder in `sklearn.frozen.FrozenEstimator` to keep it across clones.
         clf_head: the classifier trained on the absolute differences; default
             `LogisticRegression(class_weight="balanced")`, created in `fit`.
 
@@ -133,14 +135,19 @@ def _one_column(X):
 
 
 def _fitted(enc, X1, X2):
-    """`enc` itself when it is fitted or learns nothing, else a copy fitted on both sides."""
+    """`enc` itself when it learns nothing, a copy of it when it is fitted (refitting the
+    caller's object later must not change this classifier), else a copy fitted on both
+    sides."""
+    import copy
+
     from sklearn.exceptions import NotFittedError
+    from sklearn.utils import get_tags
 
     if not hasattr(enc, "get_params"):  # not a scikit-learn estimator: used as it is
         return enc
     try:
         check_is_fitted(enc)
-        return enc
+        return copy.deepcopy(enc) if get_tags(enc).requires_fit else enc
     except NotFittedError:
         if _ndim(X1) != _ndim(X2):  # texts on one side, a one-column table on the other
             X1, X2 = _one_column(X1), _one_column(X2)

@@ -1,162 +1,108 @@
-"""Fixes from a review of the scikit-learn contract across the estimators: each test failed on
-the code before its fix."""
+"""Fixes from a review of the estimator contract and the guest rules (session 28): each test
+failed on the code before its fix."""
 
 from __future__ import annotations
 
-import pickle
+import logging
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from sklearn.base import clone
 
-from embetter.finetune import ContrastiveLearner, ContrastiveTuner, FeedForwardTuner
-from embetter.utils import load_skops, save_skops
+from tests._sbert_helpers import learner, tuner
 
-RNG = np.random.default_rng(0)
-X = RNG.normal(size=(60, 8)).astype(np.float32)
-y = np.arange(60) % 3
-
-
-@pytest.mark.parametrize("make, change", [
-    (lambda: FeedForwardTuner(hidden_dim=8, n_epochs=3, random_state=0),
-     {"activation": "tanh", "hidden_dim": 16}),
-    (lambda: ContrastiveTuner(hidden_dim=4, epochs=2, random_state=0), {"hidden_dim": 3}),
-])
-def test_a_saved_head_is_the_network_it_trained_whatever_set_params_did(make, change, tmp_path):
-    head = make().fit(X, y)
-    before = head.transform(X)
-    head.set_params(**change)  # no refit: the network in memory stays the trained one
-    np.testing.assert_array_equal(head.transform(X), before)
-    np.testing.assert_allclose(pickle.loads(pickle.dumps(head)).transform(X), before, atol=1e-6)
-    path = save_skops(head, tmp_path / "head.skops")
-    np.testing.assert_allclose(load_skops(path).transform(X), before, atol=1e-6)
-    assert make().fit(X, y).set_params(**change).fit(X, y).transform(X).shape[1] == \
-        change.get("hidden_dim")  # a refit builds the new network
+TEXTS = [f"some text number {i} about {w}" for i, w in
+         enumerate(["cats", "dogs", "stocks", "rain", "pizza", "trains"] * 7)]
 
 
-def test_a_saved_learner_is_the_network_it_trained_whatever_set_params_did(tmp_path):
-    learner = ContrastiveLearner(epochs=2, shape_out=4, random_state=0)
-    learner.fit(X[:30], X[30:], (np.arange(30) % 2).astype(float))
-    before = learner.transform(X)
-    path = learner.set_params(shape_out=3).save(tmp_path / "learner.pt")
-    back = ContrastiveLearner.load(path)
-    np.testing.assert_allclose(back.transform(X), before, atol=1e-6)
-    assert back.shape_out == 4  # the loaded learner states what it is
+@pytest.fixture(scope="module")
+def static_folder(tiny_model_path):
+    from embetter.text import _distill
+
+    return _distill.distill(tiny_model_path, pca_dims=8)
 
 
-def test_cached_pipelines_load_from_skops(tmp_path):
-    from sklearn.pipeline import make_pipeline
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_text_encoder_trains_on_fit_under_the_callers_no_grad(static_folder, tiny_model_path,
+                                                              mode):
+    from embetter.text import TextEncoder
 
-    from embetter.grab import ColumnGrabber
-    from embetter.text import LiteTextEncoder
-    from embetter.utils import cached
+    def fitted():
+        return TextEncoder(static_folder, train_on_fit=True, teacher=tiny_model_path,
+                           random_state=0).fit(TEXTS)
 
-    texts = ["hello there", "refund please", "where is my parcel", "great stuff"]
-    frame = pd.DataFrame({"text": texts})
-    enc = cached(tmp_path / "cache", LiteTextEncoder(n_components=2, random_state=0))
-    pipe = make_pipeline(ColumnGrabber("text"), enc.fit(texts))
-    back = load_skops(save_skops(pipe, tmp_path / "p.skops"))  # UntrustedTypesError before
-    np.testing.assert_allclose(back.transform(frame), pipe.transform(frame))
-
-
-@pytest.mark.parametrize("make", [FeedForwardTuner, ContrastiveTuner])
-def test_tuners_refuse_continuous_targets(make):
-    with pytest.raises(ValueError, match="y holds continuous values"):
-        make().fit(X, RNG.normal(size=60))  # every row became a class of its own
-    assert make(random_state=0).fit(X, (np.arange(60) % 2).astype(float)).classes_.size == 2
+    outside = fitted().transform(TEXTS)
+    with mode():  # "element 0 of tensors does not require grad" before
+        inside = fitted()
+        assert not torch.is_grad_enabled()  # the caller's mode is back
+    assert np.array_equal(inside.transform(TEXTS), outside)
 
 
-@pytest.mark.parametrize("make", [lambda: FeedForwardTuner(hidden_dim=3),
-                                  lambda: ContrastiveTuner(hidden_dim=3),
-                                  lambda: ContrastiveLearner(shape_out=3)])
-def test_feature_names_need_a_fit(make):
-    from sklearn.exceptions import NotFittedError
+def test_text_encoder_training_keeps_model2vecs_config_note_off_stderr(static_folder,
+                                                                       tiny_model_path,
+                                                                       tmp_path, caplog):
+    import json
 
-    with pytest.raises(NotFittedError):
-        make().get_feature_names_out()
+    from embetter.text import TextEncoder
+
+    static_folder.save_pretrained(str(tmp_path))  # a model saved without normalisation
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "normalize": False}))
+    with caplog.at_level(logging.INFO):
+        TextEncoder(str(tmp_path), train_on_fit=True, teacher=tiny_model_path,
+                    random_state=0).fit(TEXTS)
+    assert not [r for r in caplog.records if "Updating config" in r.getMessage()]
 
 
-def test_difference_classifier_checks_its_parts_and_takes_no_pairs():
-    from sklearn.svm import LinearSVC
+def test_sbert_learner_and_tuner_train_under_inference_mode(tiny_model_path):
+    y = np.array([0, 1] * 21)
+    outside = tuner(tiny_model_path, batch_size=8).fit(TEXTS, y).transform(TEXTS[:4])
+    with torch.inference_mode():  # "element 0 of tensors does not require grad" before
+        t = tuner(tiny_model_path, batch_size=8).fit(TEXTS, y)
+        lrn = learner(tiny_model_path, loss="contrastive", batch_size=8).fit(
+            TEXTS[:10], TEXTS[10:20], [1, 0] * 5)
+        assert torch.is_inference_mode_enabled()
+    np.testing.assert_allclose(t.transform(TEXTS[:4]), outside, atol=1e-6)
+    assert lrn.n_iter_ == 1
+
+
+def test_a_stream_uses_parameters_set_between_its_calls(tiny_model_path):
+    y = np.array([0, 1] * 21)
+    t = tuner(tiny_model_path, batch_size=8)
+    t.partial_fit(TEXTS[:12], y[:12], classes=[0, 1])
+    t.set_params(epochs=3, learning_rate=5e-3, refit_growth=None)
+    t.partial_fit(TEXTS[12:20], y[12:20])
+    assert t.learner_.epochs == 3 and t.learner_.learning_rate == 5e-3
+    assert t.learner_.n_iter_ == 1 + 3  # one epoch, then three (it was 1 + 1)
+
+
+def test_sbert_learner_names_its_output_columns(tiny_model_path):
+    lrn = learner(tiny_model_path, loss="contrastive", batch_size=8).fit(
+        TEXTS[:10], TEXTS[10:20], [1, 0] * 5)
+    names = lrn.get_feature_names_out()
+    assert names[0] == "sbertlearner0" and len(names) == lrn.transform(TEXTS[:2]).shape[1]
+    frame = lrn.set_output(transform="pandas").transform(TEXTS[:3])
+    assert isinstance(frame, pd.DataFrame) and list(frame.columns) == list(names)
+
+
+def test_difference_classifier_keeps_its_own_copy_of_a_fitted_encoder():
+    from sklearn.frozen import FrozenEstimator
 
     from embetter.model import DifferenceClassifier
     from embetter.text import LiteTextEncoder
 
-    texts = ["a b", "c d", "e f", "g h", "i j", "k l"]
-    lite = LiteTextEncoder(n_components=2, random_state=0).fit(texts)
-    with pytest.raises(TypeError, match="enc must be None or a transformer"):
-        DifferenceClassifier("all-MiniLM-L6-v2").fit(texts[:3], texts[3:], [0, 1, 0])
-    fitted = DifferenceClassifier(lite).fit(texts[:3], texts[3:], [0, 1, 0])
-    assert fitted.predict([], []).shape == (0,)
-    assert fitted.predict_proba([], []).shape == (0, 2)
-    svc = DifferenceClassifier(lite, clf_head=LinearSVC()).fit(texts[:3], texts[3:], [0, 1, 0])
-    with pytest.raises(AttributeError, match="has no predict_proba"):
-        svc.predict_proba(texts[:3], texts[3:])
-
-
-def test_texts_must_come_in_an_order():
-    from embetter._validation import as_texts
-
-    with pytest.raises(TypeError, match="ordered collection of texts.*got a set"):
-        as_texts({"apple", "banana"})
-
-
-def test_numeric_input_refuses_dates_and_reports_missing_values_once():
-    from embetter._validation import as_matrix
-
-    with pytest.raises(TypeError, match="holding dates or durations"):
-        as_matrix(np.array([[np.datetime64("2020-01-01")] * 4]))
-    with pytest.raises(TypeError, match="holding dates or durations"):
-        as_matrix(pd.DataFrame({"when": pd.to_datetime(["2020-01-01", "2020-01-02"])}))
-    with pytest.raises(TypeError) as e:
-        as_matrix(np.array([["a"] * 6]))
-    assert str(e.value).count("must be a 2-D array") == 1
-    frame = pd.DataFrame(np.ones((2, 3))).astype("Float32")
-    frame.iloc[0, 0] = pd.NA
-    with pytest.raises(ValueError, match="contains NaN or infinity"):
-        as_matrix(frame)
-
-
-def test_lite_encoder_checks_its_parameters():
-    from embetter.text import LiteTextEncoder
-
-    texts = ["a b c", "d e f", "g h i", "j k l"]
-    for params, name in ((dict(normalize="no"), "normalize"), (dict(max_features=-3),
-                                                             "max_features")):
-        with pytest.raises(ValueError, match=f"'{name}' parameter of LiteTextEncoder"):
-            LiteTextEncoder(n_components=2, **params).fit(texts)
-
-
-def test_contrastive_learner_checks_the_column_names_of_x1_in_predict():
-    cols = [f"c{i}" for i in range(8)]
-    left, right = pd.DataFrame(X[:30], columns=cols), pd.DataFrame(X[30:], columns=cols)
-    other = pd.DataFrame(X[30:], columns=list("abcdefgh"))
-    target = (np.arange(30) % 2).astype(float)
-    fitted = ContrastiveLearner(epochs=1, random_state=0).fit(left, right, target)
-    with pytest.raises(ValueError, match="feature names should match"):
-        fitted.predict(other, right)  # as transform(other) does
-    # the second side may name its columns apart (left_0 / right_0), in fit and predict
-    assert ContrastiveLearner(epochs=1).fit(left, other, target).predict(left, other).shape \
-        == (30,)
-
-
-def test_frames_of_strings_or_complex_numbers_are_still_refused():
-    from embetter._validation import as_matrix
-
-    with pytest.raises(TypeError, match="holding strings"):
-        as_matrix(pd.DataFrame({"a": ["1.5", "2"], "b": ["3", "4"]}))
-    with pytest.raises(TypeError, match="holding strings"):
-        as_matrix(pd.DataFrame({"a": ["1", "2"]}, dtype="string"))
-    with pytest.raises(ValueError, match="Complex data not supported"):
-        as_matrix(pd.DataFrame({"a": [1 + 1j, 3 + 2j]}))
-
-
-def test_difference_classifier_fits_its_encoder_on_sides_named_apart():
-    from embetter.model import DifferenceClassifier
-    from embetter.text import LiteTextEncoder
-
-    texts = [f"refund order {i}" for i in range(10)] + [f"where parcel {i}" for i in range(10)]
-    frame = pd.DataFrame({"q1": texts[::2], "q2": texts[1::2]})
-    model = DifferenceClassifier(LiteTextEncoder(n_components=3, random_state=0))
-    model.fit(frame[["q1"]], frame[["q2"]], np.arange(10) % 2)
-    assert model.predict(frame[["q1"]], frame[["q2"]]).shape == (10,)
+    X1, X2 = TEXTS[:20], TEXTS[20:40]
+    y = [1, 0] * 10
+    enc = LiteTextEncoder(n_components=4, random_state=0).fit(TEXTS)
+    clf = DifferenceClassifier(enc=enc).fit(X1, X2, y)
+    before = clf.predict_proba(X1, X2)
+    assert clf.enc_ is not enc
+    enc.fit(["other words entirely", "nothing like the rest", "more of them here"] * 3)
+    np.testing.assert_array_equal(clf.predict_proba(X1, X2), before)  # it changed before
+    # FrozenEstimator keeps a fitted encoder across clone (a grid search)
+    frozen = DifferenceClassifier(enc=FrozenEstimator(
+        LiteTextEncoder(n_components=4, random_state=0).fit(TEXTS))).fit(X1, X2, y)
+    np.testing.assert_allclose(clone(frozen).fit(X1, X2, y).predict_proba(X1, X2),
+                               frozen.predict_proba(X1, X2))

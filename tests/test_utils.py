@@ -158,7 +158,9 @@ def test_difference_classifier(corpus):
     assert clf.predict_proba(X1, X2).shape == (40, 2)
     with pytest.raises(ValueError, match="same number"):
         clf.predict(X1, X2[:3])
-    assert clf.enc_ is enc and clf.score(X1, X2, y) > 0.9  # a fitted encoder: used as it is
+    # a fitted encoder: used as it is, as a copy (a refit of `enc` leaves the classifier)
+    assert clf.enc_ is not enc and clf.score(X1, X2, y) > 0.9
+    np.testing.assert_array_equal(clf.enc_.transform(X1), enc.transform(X1))
     with pytest.raises(NotFittedError):
         DifferenceClassifier(enc).predict(X1, X2)
     twin = clone(clf).fit(X1, X2, y)  # the clone's encoder is unfitted: fitted as a copy

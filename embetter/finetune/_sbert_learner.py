@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from sklearn.base import TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from embetter._estimator_checks import all_or_nothing
@@ -47,7 +48,7 @@ def _spearman(a, b) -> float:
     return float(value) if np.isfinite(value) else float("nan")
 
 
-class SbertLearner(RemovedParams, SbertBase):
+class SbertLearner(RemovedParams, TransformerMixin, SbertBase):
     """Fine-tune a sentence-transformers model on text pairs `(X1, X2, y)`.
 
     Trains with AdamW on the distinct texts of the pairs: each batch encodes its distinct
@@ -225,12 +226,16 @@ class SbertLearner(RemovedParams, SbertBase):
 
     def _fit_rows(self, rows, class_texts, eval_set):
         """Train on `rows` (positions into distinct texts): the one way into the training loop."""
+        from embetter._torch.device import grad_enabled
         from embetter.finetune._losses import learner_loss
 
         class_texts = check_class_texts(class_texts, rows.targets, self.loss)
         eval_set = check_eval_set(eval_set)
-        model, dims = self._model_to_train()
-        self._train(rows, learner_loss(self.loss, model, dims, class_texts), eval_set)
+        # autograd on for the private copy and its training, even under the caller's
+        # torch.inference_mode() (an inference tensor can never be trained)
+        with grad_enabled():
+            model, dims = self._model_to_train()
+            self._train(rows, learner_loss(self.loss, model, dims, class_texts), eval_set)
         return self
 
     def _model_to_train(self):
@@ -325,6 +330,16 @@ class SbertLearner(RemovedParams, SbertBase):
         a /= np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
         b /= np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
         return np.einsum("ij,ij->i", a, b).astype(np.float32)
+
+    def transform(self, X):  # defined here, so `set_output` wraps it
+        """Encode texts with the fine-tuned model: float32 array of shape `(n, dim)`."""
+        return super().transform(X)
+
+    def get_feature_names_out(self, input_features=None):
+        """Output column names of `transform`: `sbertlearner0`, `sbertlearner1`, ..."""
+        check_is_fitted(self, "model_")
+        return np.asarray([f"sbertlearner{i}" for i in range(self.n_features_out_)],
+                          dtype=object)
 
     def predict(self, X1, X2):
         """Cosine similarity of each pair `(X1[i], X2[i])`, as a float32 array."""

@@ -196,20 +196,18 @@ class SbertTuner(TransformerMixin, SbertBase):
         return np.unique(labels) if known is None else known
 
     def _new_learner(self, seed) -> SbertLearner:
-        return SbertLearner(
-            sent_tfm=self.sent_tfm,
-            loss=self.loss_,
-            batch_size=self.batch_size,
-            epochs=self.epochs,
-            learning_rate=self.learning_rate_,
-            warmup_ratio=self.warmup_ratio,
-            matryoshka_dims=self.matryoshka_dims,
-            max_seq_length=self.max_seq_length,
-            freeze_embeddings=self.freeze_embeddings,
-            random_state=seed,
-            device=self.device,
-            show_progress_bar=self.show_progress_bar,
-        )
+        return SbertLearner(sent_tfm=self.sent_tfm, loss=self.loss_, random_state=seed,
+                            device=self.device, **self._training_params())
+
+    def _training_params(self) -> dict:
+        """The learner's training settings, as this tuner's parameters say now: a new
+        learner takes them, and a stream's learner takes them again on each call (a
+        `set_params` between `partial_fit` calls is used from the next call on)."""
+        return {"batch_size": self.batch_size, "epochs": self.epochs,
+                "learning_rate": self.learning_rate_, "warmup_ratio": self.warmup_ratio,
+                "matryoshka_dims": self.matryoshka_dims, "max_seq_length": self.max_seq_length,
+                "freeze_embeddings": self.freeze_embeddings,
+                "show_progress_bar": self.show_progress_bar}
 
     @all_or_nothing  # a failed fit keeps the previous one, as the heads' do
     def fit(self, X, y):
@@ -241,8 +239,13 @@ class SbertTuner(TransformerMixin, SbertBase):
 
     @all_or_nothing  # a failed call (a retrain too) leaves the tuner as it was before it
     def _learn(self, X, y, classes, stream=False):
+        from embetter._torch.device import grad_enabled
+
         self._streaming = stream  # a stream may start with one of its classes, a fit not
-        return self._learn_batch(X, y, classes, first=not hasattr(self, "learner_"))
+        # the private copy is made and trained with autograd on, even under the caller's
+        # torch.inference_mode() (its tensors could never be trained)
+        with grad_enabled():
+            return self._learn_batch(X, y, classes, first=not hasattr(self, "learner_"))
 
     def _declared(self, labels) -> bool:
         """Whether the stream declared what its labels can be: `classes=` on its first call,
@@ -301,8 +304,11 @@ class SbertTuner(TransformerMixin, SbertBase):
                     learner.set_params(loss=self.loss_)
         else:
             learner = self.learner_
-            if learner.loss != self.loss_:  # a 0.10.0 pickle: its learner held a stand-in loss
-                learner.set_params(loss=self.loss_)
+            self.learning_rate_ = resolve_learning_rate(
+                self.learning_rate, self.loss_, self._classes(np.concatenate(
+                    [self.seen_y_, labels]) if len(self.seen_y_) else labels).size)
+            # (loss: a 0.10.0 pickle's learner held a stand-in loss)
+            learner.set_params(loss=self.loss_, **self._training_params())
         n_old = len(self.seen_texts_)
         all_texts = self.seen_texts_ + texts
         all_labels = np.concatenate([self.seen_y_, labels]) if n_old else labels

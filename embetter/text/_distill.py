@@ -160,10 +160,11 @@ def train_to_mimic(static, texts, targets: np.ndarray, seed: int, show_progress_
                         learning_rate=float(settings["learning_rate"]),
                         max_epochs=-1 if settings["max_epochs"] is None
                         else int(settings["max_epochs"]))
+        trained = trainer.to_static_model()
+        with quiet_loggers("model2vec"):  # it logs that the config is updated to match
+            trained.normalize = bool(static.normalize)
     finally:
         torch.set_num_threads(threads)
-    trained = trainer.to_static_model()
-    trained.normalize = bool(static.normalize)
     return trained
 
 

@@ -226,6 +226,7 @@ class TextEncoder(RemovedParams, TransformerMixin, BaseEstimator):
 
     def _train(self, texts: list[str], start):
         from embetter._guest import kept_random_state
+        from embetter._torch.device import grad_enabled
         from embetter.text._distill import train_to_mimic
 
         if len(texts) < 20:
@@ -234,8 +235,9 @@ class TextEncoder(RemovedParams, TransformerMixin, BaseEstimator):
                 f"for early stopping), got {len(texts)}"
             )
         targets = self._teacher_embeddings(texts)
-        # model2vec's trainer seeds Python's, numpy's and torch's global generators
-        with kept_random_state():
+        # model2vec's trainer seeds Python's, numpy's and torch's global generators; it
+        # trains with autograd on, even under the caller's no_grad() or inference_mode()
+        with kept_random_state(), grad_enabled():
             self.trained_model_ = train_to_mimic(start, texts, targets, self._training_seed(),
                                                  show_progress_bar=bool(self.show_progress_bar))
         self.n_features_in_ = 1
