@@ -30,9 +30,9 @@ def test_a_nested_set_params_reaches_the_cache_key(tiny_model_path, tmp_path):
 
 
 def test_rows_of_two_widths_are_never_reshaped(tiny_model_path, tmp_path, monkeypatch):
-    import embetter.utils as utils
+    import embetter._cache as cache
 
-    monkeypatch.setattr(utils, "_state_signature", lambda obj: "fixed")  # a key that misses
+    monkeypatch.setattr(cache, "_state_signature", lambda obj: "fixed")  # a key that misses
     enc = cached(tmp_path / "c", SentenceEncoder(tiny_model_path, device="cpu"))
     enc.transform(TEXTS[:1])
     enc.encoder.set_params(truncate_dim=8)
@@ -257,7 +257,7 @@ def test_cache_keys_of_a_function_with_comprehensions_hold_across_processes(tmp_
     root = str(Path(__file__).resolve().parents[1])
     script = "\n".join([
         f"import sys; sys.path.insert(0, {root!r})",
-        "from embetter.utils import _content_hash",
+        "from embetter._cache import _content_hash",
         "from sklearn.preprocessing import FunctionTransformer",
         "def prep(X):",
         "    return [t.lower() for t in X if t not in {'a', 'b', 'c'}]",

@@ -8,11 +8,12 @@ import random
 import time
 
 #: Every retry is ours (the providers' clients are built with their own retries off, so a
-#: failed call stops them all): openai's curve (0.5 s doubling to 8 s, minus up to 25%
-#: jitter), or the wait a server asks for in `Retry-After` when that is at most a minute.
+#: failed call stops them all), timed as openai's client times its own: the wait a server
+#: asks for in `Retry-After` when that is at most two minutes (a longer one is not retried),
+#: else 0.5 s doubling to 8 s, minus up to 25% jitter.
 INITIAL_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 8.0
-MAX_RETRY_AFTER = 60.0
+MAX_RETRY_AFTER = 120.0
 
 #: Statuses worth retrying: request timeout, lock conflict, rate limit, server errors.
 RETRY_STATUSES = frozenset({408, 409, 429})
@@ -94,6 +95,10 @@ class HostedAPIError(RuntimeError):
         self.batch = batch
         self.texts = texts
         self.status = status
+        #: the batches embedded before the failure, as `(positions, rows)` (input positions
+        #: and their float32 rows; `None` when none were), so a caller can keep what was
+        #: paid for: `cached` stores them and a re-run sends only the rest
+        self.finished = None
 
 
 def require(module: str, extra: str, owner: str):
@@ -185,6 +190,13 @@ class Stopped(Exception):
 
 def retryable_status(status: int | None) -> bool:
     return status is not None and (status in RETRY_STATUSES or status >= 500)
+
+
+def server_says_retry(headers) -> bool | None:
+    """What a reply's `x-should-retry` header asks ("true"/"false", which openai's client
+    obeys), or None when it has none."""
+    flag = headers.get("x-should-retry") if headers else None
+    return {"true": True, "false": False}.get(str(flag).lower()) if flag is not None else None
 
 
 def short_message(error, limit: int = 300) -> str:

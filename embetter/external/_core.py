@@ -30,6 +30,7 @@ import numpy as np
 from embetter._validation import as_texts, check_int
 from embetter.base import EmbetterBase, text_input_tags
 from embetter.external._calls import (
+    MAX_RETRY_AFTER,
     HostedAPIError,
     MalformedReply,
     Secret,
@@ -38,6 +39,7 @@ from embetter.external._calls import (
     retry_after,
     retry_delay,
     retryable_status,
+    server_says_retry,
     short_message,
 )
 
@@ -60,6 +62,9 @@ class HostedEncoder(EmbetterBase):
     #: name of the extra that installs the client, the provider's key variable
     extra = ""
     key_env = ""
+    #: the environment variables the client is built from (key, address...): a change to
+    #: one builds a new client, as a change to a parameter does
+    client_env: tuple[str, ...] = ()
     #: the provider's hard cap on texts per request (None: no cap)
     max_batch_size: int | None = None
     #: output widths of well-known models, so empty input needs no request
@@ -80,16 +85,30 @@ class HostedEncoder(EmbetterBase):
                              f"{MAX_TIMEOUT:g} (the sockets' limit is near), got {t!r}")
         if self.api_key is not None and not isinstance(self.api_key, (str, Secret)):
             raise TypeError(f"api_key must be None or a str, got {type(self.api_key).__name__}")
+        for name in ("base_url", "azure_endpoint"):
+            value = self.__dict__.get(name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise TypeError(f"{name} must be None or a non-empty str (an address such as "
+                                f"'http://127.0.0.1:8000/v1'), got {value!r}")
 
     # -- the client: built lazily, cached on the instance, never pickled ---------------------
     def _client_params(self) -> tuple:
         """Everything the client is built from; a change (set_params) builds a new one."""
         return (self.base_url, self.api_key, self.timeout, self.max_retries)
 
+    def _client_env(self) -> str:
+        """A digest of the `client_env` variables as they are now (a digest: the key read
+        from the environment is not kept in one more place)."""
+        import hashlib
+
+        values = "\0".join(f"{name}={os.environ.get(name)}" for name in self.client_env)
+        return hashlib.sha256(values.encode("utf-8", "surrogatepass")).hexdigest()
+
     def _client(self):
         # a forked child (gunicorn --preload, multiprocessing) builds its own: sharing the
-        # parent's open connection mixed replies between processes
-        params = (os.getpid(), self._client_params())
+        # parent's open connection mixed replies between processes; a key or address fixed
+        # in the environment (after a 401, in a notebook) takes effect at the next call
+        params = (os.getpid(), self._client_params(), self._client_env())
         cached = self.__dict__.get("_client_cache")
         if cached is not None and cached[0] == params:
             return cached[1]
@@ -195,34 +214,42 @@ class HostedEncoder(EmbetterBase):
         n = len(batches)
         out: list[np.ndarray | None] = [None] * n
         stop = threading.Event()  # set on the first failure: no batch starts or retries after
+        errors: list[BaseException] = []  # the real failures, the first first
 
         def run(k: int) -> None:
             if stop.is_set():
                 raise Stopped
             try:
                 out[k] = self._checked_batch(client, texts, batches[k], k, n, stop)
-            except BaseException:
+            except BaseException as e:
+                if not isinstance(e, Stopped):
+                    errors.append(e)  # before stop is set: a batch stopped by it ends later
                 stop.set()  # at once, from this worker: it starts no other batch, nor do the rest
                 raise
 
         workers = min(int(self.max_concurrency), n)
-        if workers == 1:
-            for k in range(n):
-                run(k)
-        else:
-            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embetter-api")
-            try:
-                futures = [pool.submit(run, k) for k in range(n)]
-                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-                failed = [f for f in futures if f in done and f.exception() is not None
-                          and not isinstance(f.exception(), Stopped)]
-                if failed:
-                    raise failed[0].exception()
-            finally:
-                # at the first failure (or an interrupt) queued batches are cancelled and
-                # running ones stop retrying; a request already sent ends on its own
-                stop.set()
-                pool.shutdown(wait=False, cancel_futures=True)
+        try:
+            if workers == 1:
+                for k in range(n):
+                    run(k)
+            else:
+                pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embetter-api")
+                try:
+                    futures = [pool.submit(run, k) for k in range(n)]
+                    wait(futures, return_when=FIRST_EXCEPTION)
+                    if errors:
+                        raise errors[0]
+                    if any(part is None for part in out):  # (only a Stopped batch is left)
+                        raise HostedAPIError(f"{type(self).__name__}: a batch was stopped "
+                                             "before it was sent; nothing is returned")
+                finally:
+                    # at the first failure (or an interrupt) queued batches are cancelled and
+                    # running ones stop retrying; a request already sent ends on its own
+                    stop.set()
+                    pool.shutdown(wait=False, cancel_futures=True)
+        except HostedAPIError as e:
+            e.finished = _finished(out, batches)
+            raise
         widths = sorted({part.shape[1] for part in out})
         if len(widths) > 1:
             k = next(k for k, part in enumerate(out) if part.shape[1] != out[0].shape[1])
@@ -262,6 +289,10 @@ class HostedEncoder(EmbetterBase):
                     batch=k, texts=(rows.start, rows.stop),
                 ) from e
             label = f"status {status}" if status is not None else what
+            asked = retry_after(self._error_headers(e))
+            if asked is not None and asked > MAX_RETRY_AFTER:
+                label += (f"; the server asked for a wait of {asked:.0f} s, over the "
+                          f"{MAX_RETRY_AFTER:.0f} s waited, so it was not retried")
             raise HostedAPIError(
                 f"{type(self).__name__}: {where} failed with {label} "
                 f"(max_retries={self.max_retries}): {short_message(self._error_message(e))}",
@@ -296,15 +327,18 @@ class HostedEncoder(EmbetterBase):
     def _with_retries(self, call, where: str, stop=None):
         """Every retry of a request (the clients retry nothing themselves): rate limits, server
         errors, timeouts and lost connections (see `_retryable`), after the wait the server
-        asks for or a backoff; no retry once `stop` is set (another batch failed)."""
+        asks for or a backoff; none where the server says `x-should-retry: false` or asks
+        for a wait over `MAX_RETRY_AFTER`; none once `stop` is set (another batch failed)."""
         retries = int(self.max_retries)
         for attempt in range(retries + 1):
             try:
                 return call()
             except Exception as e:
-                if attempt == retries or not self._retryable(e):
+                headers = self._error_headers(e)
+                asked = retry_after(headers)
+                if attempt == retries or not self._worth_retrying(e, headers, asked):
                     raise
-                delay = retry_delay(attempt, retry_after(self._error_headers(e)))
+                delay = retry_delay(attempt, asked)
                 status, what = self._error_status(e)
                 log.info("%s: %s got %s; retry %d of %d in %.2f s", type(self).__name__, where,
                          f"status {status}" if status is not None else what,
@@ -335,6 +369,15 @@ class HostedEncoder(EmbetterBase):
         """The headers of the reply a failed request got (None without one)."""
         return None
 
+    def _worth_retrying(self, error, headers, asked) -> bool:
+        """As openai's client decides: not when the server asks for a wait longer than
+        `MAX_RETRY_AFTER`; as its `x-should-retry` header says, when it has one; else
+        `_retryable`."""
+        if asked is not None and asked > MAX_RETRY_AFTER:
+            return False
+        says = server_says_retry(headers)
+        return self._retryable(error) if says is None else says
+
     def _retryable(self, error) -> bool:
         """Whether a request that failed so is worth another try: a status of
         `RETRY_STATUSES` or 5xx, a timeout, a lost connection."""
@@ -346,3 +389,13 @@ class HostedEncoder(EmbetterBase):
         text_input_tags(tags)
         tags.non_deterministic = False
         return tags
+
+
+def _finished(out, batches):
+    """`(positions, rows)` of the batches that came back before a failure (None: none did,
+    or their widths differ)."""
+    done = [(batches[k], part) for k, part in enumerate(out) if part is not None]
+    if not done or len({part.shape[1] for _, part in done}) > 1:
+        return None
+    positions = np.concatenate([np.arange(r.start, r.stop) for r, _ in done])
+    return positions, np.concatenate([part for _, part in done])

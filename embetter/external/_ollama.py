@@ -58,6 +58,7 @@ class OllamaEncoder(HostedEncoder):
 
     known_dims = OLLAMA_DIMS
     key_env = "OLLAMA_API_KEY"
+    client_env = ("OLLAMA_API_KEY", "OLLAMA_HOST")
 
     def __init__(
         self,

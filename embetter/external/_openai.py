@@ -58,6 +58,7 @@ class OpenAIEncoder(HostedEncoder):
     max_batch_size = 2048
     known_dims = OPENAI_DIMS
     key_env = "OPENAI_API_KEY"
+    client_env = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID")
 
     def __init__(
         self,
@@ -140,6 +141,8 @@ class AzureOpenAIEncoder(OpenAIEncoder):
     """
 
     key_env = "AZURE_OPENAI_API_KEY"
+    client_env = ("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT", "OPENAI_API_VERSION",
+                  "AZURE_OPENAI_AD_TOKEN", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID")
 
     def __init__(
         self,

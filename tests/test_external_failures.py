@@ -1,0 +1,112 @@
+"""The hosted-API encoders when requests fail (a review, session 28; each test failed on the
+code before its fix): what was paid for is kept, the first real error is the one raised, a key
+fixed in the environment takes effect, the server's retry instructions are obeyed, and a bad
+address is named."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import embetter.external._core as core
+from embetter.external import (
+    AzureOpenAIEncoder,
+    CohereEncoder,
+    HostedAPIError,
+    OllamaEncoder,
+    OpenAIEncoder,
+)
+from embetter.utils import cached
+from tests import test_external as ext
+from tests.test_external import FAST, KEY, KINDS, make, texts_of
+
+api, local, server = ext.api, ext.local, ext.server  # the live server's fixtures
+
+KEY_ENV = {"openai": "OPENAI_API_KEY", "azure": "AZURE_OPENAI_API_KEY", "cohere": "CO_API_KEY",
+           "ollama": "OLLAMA_API_KEY"}
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_batches_that_came_back_before_a_failure_are_cached(server, tmp_path, concurrency):
+    texts = texts_of(10)
+    enc = cached(tmp_path / "c", make("openai", server, batch_size=2, max_retries=0,
+                                      max_concurrency=concurrency))
+    server.inject(status=500, times=1, match="number 9", slow=0.2)  # the last batch fails
+    with pytest.raises(HostedAPIError) as failure:
+        enc.transform(texts)
+    positions, rows = failure.value.finished
+    assert rows.shape == (len(positions), 32) and 9 not in positions
+    if concurrency == 1:
+        assert sorted(positions) == list(range(8))  # the four batches before it
+    server.wait_idle()
+    server.reset()
+    again = enc.transform(texts)
+    # only what did not come back is sent again (before: all ten texts)
+    assert sorted(server.texts_seen) == sorted(t for i, t in enumerate(texts)
+                                               if i not in set(positions))
+    np.testing.assert_allclose(again, make("openai", server).transform(texts), atol=1e-6)
+
+
+def test_the_first_real_error_is_raised_when_a_stopped_batch_ends_first(server, monkeypatch):
+    class SlowFirstSet(threading.Event):
+        """The failing worker paused right after it set `stop` (as the OS may pause it)."""
+
+        def set(self):
+            first = not self.is_set()
+            super().set()
+            if first:
+                time.sleep(0.05)
+
+    monkeypatch.setattr(core, "threading", type("T", (), {"Event": SlowFirstSet}))
+    server.inject(status=400, match="bad", slow=0.1, times=None)
+    server.inject(status=429, match="ok", headers={"retry-after": "30"}, times=None)
+    enc = make("openai", server, batch_size=1, max_concurrency=4)
+    # before: AttributeError: 'NoneType' object has no attribute 'shape'
+    with pytest.raises(HostedAPIError, match="status 400"):
+        enc.transform(["bad", "ok1", "ok2", "ok3"])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_key_fixed_in_the_environment_takes_effect(kind, server, monkeypatch):
+    monkeypatch.setenv(KEY_ENV[kind], "wrong")
+    enc = make(kind, server, api_key=None, max_retries=0)
+    with pytest.raises(HostedAPIError, match="401"):
+        enc.transform(["a b"])
+    monkeypatch.setenv(KEY_ENV[kind], KEY)
+    assert enc.transform(["a b"]).shape == (1, 32)  # it kept the old client's 401 before
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_wait_longer_than_two_minutes_is_not_retried(kind, server):
+    server.inject(status=429, times=None, headers={"retry-after": "300"})
+    enc = make(kind, server, max_retries=3)
+    start = time.monotonic()
+    with pytest.raises(HostedAPIError, match="asked for a wait of 300 s"):
+        enc.transform(["a b"])
+    # before: three more requests after the backoff
+    assert len(server.requests) == 1 and time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_servers_x_should_retry_is_obeyed(kind, server):
+    server.inject(status=503, times=None, headers={**FAST, "x-should-retry": "false"})
+    with pytest.raises(HostedAPIError, match="503"):
+        make(kind, server, max_retries=3).transform(["a b"])
+    assert len(server.requests) == 1  # before: 4
+    server.reset()
+    server.inject(status=400, times=1, headers={**FAST, "x-should-retry": "true"})
+    assert make(kind, server, max_retries=1).transform(["a b"]).shape == (1, 32)
+    assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("make_bad, name", [
+    (lambda: OpenAIEncoder(base_url=123, api_key=KEY), "base_url"),
+    (lambda: CohereEncoder(base_url=123, api_key=KEY), "base_url"),
+    (lambda: OllamaEncoder(base_url="  "), "base_url"),
+    (lambda: AzureOpenAIEncoder(azure_endpoint=123, api_key=KEY), "azure_endpoint"),
+])
+def test_a_bad_address_is_named(make_bad, name):
+    # before: errors from inside the clients ("'int' object has no attribute 'partition'")
+    with pytest.raises(TypeError, match=f"{name} must be None or a non-empty str"):
+        make_bad().transform(["a b"])
