@@ -140,7 +140,9 @@ def _export_graph(model, tokenizer: TextTokenizer, path: Path) -> None:
 
     # A private CPU copy with plain ("eager") attention: it traces to the pattern that
     # onnxruntime fuses into its Attention kernel, and the caller's model is left untouched.
-    model = private_copy(model, "cpu")
+    # In float32: a model saved in float16 or bfloat16 (transformers loads the saved dtype)
+    # would trace to a graph onnxruntime's CPU kernels and the int8 quantiser cannot run.
+    model = private_copy(model, "cpu").float()
     auto = _st.transformer(model)
     _st.eager_attention(model)
 
@@ -219,10 +221,12 @@ def _check_export(model, folder: Path, precision: str) -> None:
     from embetter.text._backends.onnx import OnnxEngine
 
     engine = OnnxEngine(folder, precision)
-    got = engine.encode(PROBE_TEXTS, batch_size=4)
+    # without the model's default prompt on both sides: a pooling that leaves prompt tokens
+    # out cannot take one here, and a caller who asked for prompt="" must not be refused
+    got = engine.encode(PROBE_TEXTS, batch_size=4, prompt="")
     with torch.inference_mode():
         ref = np.asarray(model.encode(PROBE_TEXTS, batch_size=4, convert_to_numpy=True,
-                                      show_progress_bar=False), dtype=np.float32)
+                                      show_progress_bar=False, prompt=""), dtype=np.float32)
     cos = row_cosines(got[:, :ref.shape[1]], ref)  # a model's truncate_dim cuts `ref`
     if not np.all(np.isfinite(got)) or cos.mean() < EXPORT_MIN_COSINE[precision]:
         raise RuntimeError(

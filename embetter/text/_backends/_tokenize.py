@@ -62,9 +62,13 @@ class TextTokenizer:
                 theirs = ref[name].numpy()
                 width = max(theirs.shape[1], ours[name].shape[1])
                 if not np.array_equal(_widen(theirs, width), _widen(ours[name], width)):
+                    left = getattr(getattr(model, "tokenizer", None), "padding_side",
+                                   None) == "left"
+                    why = ("; its tokenizer pads on the left (padding_side='left'), the fast "
+                           "backends pad on the right") if left else ""
                     raise ValueError(
                         "the fast backends could not reproduce this model's tokenisation "
-                        f"({name} differs from sentence-transformers' preprocess). "
+                        f"({name} differs from sentence-transformers' preprocess{why}). "
                         "Use backend='torch' for this model."
                     )
 

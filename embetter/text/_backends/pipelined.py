@@ -47,6 +47,12 @@ class PipelinedEngine:
             # (checked once, on the check texts); on CPUs float32 (bfloat16 is opt-in).
             precision = self.settle_half("float16")
         self._set_precision(precision or "float32")
+        if precision == "float32" and _weights_dtype(model) not in (None, torch.float32):
+            # asked for float32 by name, of a model saved in float16 or bfloat16 (which
+            # transformers loads as saved, and autocast never widens): a float32 copy
+            from embetter.text._models import private_copy
+
+            self.model = private_copy(model, self.device).float()
 
     @property
     def truncate_dim(self):
@@ -113,3 +119,8 @@ class PipelinedEngine:
         host.copy_(out, non_blocking=True)
         torch.cuda.synchronize(self.device)
         return host.numpy()
+
+
+def _weights_dtype(model):
+    """The dtype of the model's first floating-point weight (None: it has none)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
