@@ -125,7 +125,11 @@ def read_table(path):
         raise
     except pd.errors.EmptyDataError:
         raise UsageError(f"{path}: the file is empty") from None
-    except (ValueError, OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:  # (a ValueError too) an Excel export in Latin-1, UTF-16
+        raise UsageError(
+            f"{path}: could not read it as {fmt}: it is not UTF-8 text ({_one_line(e)}); "
+            "save it again as UTF-8 (in Excel: CSV UTF-8)") from None
+    except (ValueError, OSError) as e:
         raise UsageError(f"{path}: could not read it as {fmt}: {_one_line(e)}") from None
     except Exception as e:  # pyarrow raises its own error classes for corrupt files
         raise UsageError(f"{path}: could not read it as {fmt}: {_one_line(e)}") from None

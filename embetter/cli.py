@@ -40,6 +40,19 @@ Run `embetter COMMAND --help` for the options and examples of a command.
 Bad input gives a one-line error and exit code 2."""
 
 
+
+def _seed(text: str) -> int:
+    """`--seed`: an int from 0 to 2**32 - 1 (what numpy, scikit-learn and UMAP take)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an int, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 2**32 - 1, got {value}")
+    return value
+
 def _progress() -> bool:
     # A progress bar helps people at a terminal and only clutters logs and pipes.
     return sys.stderr.isatty()
@@ -233,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="folder for the PNG plots (default: %(default)s)")
     demo.add_argument("--sbert", action="store_true",
                       help="also fine-tune the whole sentence model with SbertTuner (slower)")
-    demo.add_argument("--seed", type=int, default=0,
+    demo.add_argument("--seed", type=_seed, default=0,
                       help="seed for the train/test split and the tuners (default: %(default)s)")
     demo.add_argument("--data", metavar="CSV",
                       help="run the story on your own CSV with columns text,label instead")
@@ -288,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="which tuner to fit (default: %(default)s)")
     finetune.add_argument("--model", default=DEFAULT_MODEL,
                           help="sentence model name or local path (default: %(default)s, bundled)")
-    finetune.add_argument("--seed", type=int, default=0,
+    finetune.add_argument("--seed", type=_seed, default=0,
                           help="random_state of the tuner (default: %(default)s)")
     finetune.add_argument("--param", "-p", action="append", metavar="NAME=VALUE",
                           help="set a tuner parameter, e.g. -p hidden_dim=100 (repeatable); "
@@ -346,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="sentence model name or local path (default: %(default)s, bundled)")
     project.add_argument("--method", choices=METHODS, default="umap",
                          help="the 2-D projection (default: %(default)s; PCA without umap-learn)")
-    project.add_argument("--seed", type=int, default=0,
+    project.add_argument("--seed", type=_seed, default=0,
                          help="random_state of UMAP and t-SNE (default: %(default)s)")
     project.add_argument("--out", required=True, metavar="FILE",
                          help="where to write the map: a .csv file")

@@ -277,7 +277,16 @@ def _encode_partition(part, pipeline, key: str, dim: int, expected_rows):
     if n == 0:
         # Not every step accepts zero rows (PCA refuses them); the answer is known anyway.
         return np.zeros((0, dim), dtype=np.float32)
-    out = pipeline.transform(part)
+    try:
+        out = pipeline.transform(part)
+    except (ValueError, TypeError) as e:
+        index = getattr(part, "index", None)
+        if index is None or not len(index):
+            raise
+        # "X[5] is missing" counts rows within this partition: say which one it is
+        kind = TypeError if isinstance(e, TypeError) else ValueError
+        raise kind(f"in the partition of index {index[0]!r} to {index[-1]!r} "
+                      f"({n} rows; positions below count from its first): {e}") from e
     if hasattr(out, "toarray"):  # a sparse last step
         out = out.toarray()
     out = np.asarray(out, dtype=np.float32)

@@ -366,3 +366,13 @@ def test_release_drops_the_pipelines_the_workers_keep(client, tiny_model_path, c
     assert release(client) >= 1
     assert sum(client.run(lambda: len(__import__("embetter.dask").dask._KEPT)).values()) == 0
     assert release(client) == 0
+
+
+def test_a_missing_text_names_its_partition(client, tiny_model_path):
+    # before: "X[5] is missing", counted from the start of an unnamed partition
+    frame = pd.DataFrame({"text": [f"text {i}" for i in range(40)]}, index=range(100, 140))
+    frame.loc[135, "text"] = None
+    X = transform(SentenceEncoder(tiny_model_path), dd.from_pandas(frame, npartitions=4),
+                  column="text", client=client)
+    with pytest.raises(ValueError, match=r"partition of index 130 to 139 .*X\[5\] is missing"):
+        client.compute(X, sync=True)

@@ -241,7 +241,7 @@ def test_loop_refits_a_classifier_without_partial_fit(blobs):
 def test_loop_errors(blobs):
     X, y, _ = blobs
     loop = LabellingLoop(SGDClassifier(loss="log_loss"), X, classes=["a", "b"])
-    with pytest.raises(ValueError, match=r"labels outside classes: \['c'\]"):
+    with pytest.raises(ValueError, match="labels outside classes: 'c'; "):
         loop.update([0, 1], ["a", "c"])
     with pytest.raises(ValueError, match="one label per position"):
         loop.update([0, 1], ["a"])

@@ -265,9 +265,14 @@ def test_an_interrupted_retrain_after_set_params_raises_the_interruption(monkeyp
     rows, y = np.random.RandomState(0).randn(200, 8).astype(np.float32), np.arange(200) % 3
     head = FeedForwardTuner(hidden_dim=16, n_epochs=2, random_state=0)
     head.partial_fit(rows[:40], y[:40], classes=[0, 1, 2])
-    head.set_params(hidden_dim=32)  # takes effect at the next retrain from the start
+    head.set_params(hidden_dim=32)  # a stream refuses it now (session 28): fit takes it
+    with pytest.raises(ValueError, match="hidden_dim was set to 32"):
+        head.partial_fit(rows[40:100], y[40:100])
+    head.set_params(hidden_dim=16)
+    before = {k: v.clone() for k, v in head.module_.state_dict().items()}
     monkeypatch.setattr(type(head), "_run", lambda self, *a, **k: (_ for _ in ()).throw(
         KeyboardInterrupt))
-    with pytest.raises(KeyboardInterrupt):  # a state_dict size mismatch hid it
+    with pytest.raises(KeyboardInterrupt):
         head.partial_fit(rows[40:100], y[40:100])  # 100 >= 1.5 x 40 rows: retrains
     assert head.module_.hidden.out_features == 16  # the old network, untouched
+    assert all(torch.equal(v, head.module_.state_dict()[k]) for k, v in before.items())

@@ -168,7 +168,7 @@ def test_finetune_refuses_a_bad_seed_before_encoding(tmp_path, capsys):
                  "label", "--model", "no-such-model-is-loaded", "--seed", "-1",
                  "--out", str(tmp_path / "t.skops")]) == 2
     err = capsys.readouterr().err
-    assert "random_state" in err and "no-such-model" not in err
+    assert "argument --seed: must be from 0" in err and "no-such-model" not in err
 
 
 def test_distilling_the_static_model_prints_no_bars_unless_asked(tiny_model_path, capfd):

@@ -219,7 +219,7 @@ class SbertTuner(TransformerMixin, SbertBase):
         """Back to unfitted (`fit` starts here; a retrain keeps `classes_`)."""
         for attr in ("learner_", "classes_", "seen_texts_", "seen_y_", "loss_", "label_texts_",
                      "n_pos_", "n_neg_", "n_pairs_", "n_features_out_", "_average",
-                     "learning_rate_",
+                     "learning_rate_", "_stream_params",
                      "_pair_seed", "refit_rows_"):
             if attr not in keep:
                 self.__dict__.pop(attr, None)
@@ -269,6 +269,8 @@ class SbertTuner(TransformerMixin, SbertBase):
 
     def _learn_batch(self, X, y, classes, first):
         self._validate_params()
+        if not first:  # (before a retrain, which would take a new value in mid-stream)
+            _check_stream_fixed(self)
         texts = as_texts(X)
         labels, _ = as_targets(y, "y", n_samples=len(texts))
         if first and labels.ndim == 1 and classes is not None:
@@ -292,6 +294,7 @@ class SbertTuner(TransformerMixin, SbertBase):
             self._pair_seed, train_seed = (int(s) for s in rng.randint(0, 2**31 - 1, size=2))
             self.seen_texts_, self.seen_y_, self.n_pairs_ = [], labels[:0], n_pairs
             self.refit_rows_ = len(texts)
+            self._stream_params = {name: getattr(self, name) for name in _STREAM_FIXED}
             n_classes = self._classes(labels).size
             self.loss_ = resolve_loss(self.loss, labels.ndim == 2, n_classes, self.batch_size)
             self.learning_rate_ = resolve_learning_rate(self.learning_rate, self.loss_, n_classes)
@@ -407,3 +410,18 @@ class SbertTuner(TransformerMixin, SbertBase):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = True  # pairs come from the labels
         return tags
+
+
+#: the parameters a stream's first call settles (the model, the loss, the pairs per text): a
+#: later call cannot take a new value, which a retrain would take silently in mid-stream
+_STREAM_FIXED = ("sent_tfm", "loss", "n_pos", "n_neg")
+
+
+def _check_stream_fixed(tuner) -> None:
+    for name, value in tuner.__dict__.get("_stream_params", {}).items():
+        now = getattr(tuner, name)
+        if now is not value and now != value:
+            raise ValueError(
+                f"{name} was set to {now!r:.80} since this stream started with {value!r:.80}; "
+                f"partial_fit continues that stream: call fit to start again with the new "
+                f"{name}, or set it back")

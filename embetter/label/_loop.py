@@ -221,11 +221,17 @@ class LabellingLoop:
                 f"labels must hold one label per position: {positions.shape[0]} positions, "
                 f"labels of shape {labels.shape}"
             )
-        unknown = sorted({str(v) for v in labels[~np.isin(labels, self.classes_)]})
-        if unknown:
+        outside = labels[~np.isin(labels, self.classes_)]
+        if outside.size:
+            unknown = sorted({repr(v.item() if hasattr(v, "item") else v) for v in outside})
+            hint = ""
+            if {type(v) for v in np.asarray(outside).tolist()} != {
+                    type(c) for c in self.classes_.tolist()}:
+                hint = (f" (labels of type {type(outside.tolist()[0]).__name__}, classes of "
+                        f"type {type(self.classes_.tolist()[0]).__name__}: convert one)")
             raise ValueError(
-                f"labels outside classes: {unknown[:5]}; classes are "
-                f"{self.classes_.tolist()[:10]}"
+                f"labels outside classes: {', '.join(unknown[:5])}; classes are "
+                f"{self.classes_.tolist()[:10]}{hint}"
             )
         again = np.intersect1d(positions, self.labelled_)
         if again.size:

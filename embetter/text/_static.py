@@ -154,6 +154,12 @@ class TextEncoder(RemovedParams, TransformerMixin, BaseEstimator):
         folder = Path(self.name).expanduser()
         # model2vec's own layout, or sentence-transformers' (a StaticEmbedding model saved
         # with SentenceTransformer.save, as the static-* models are): model2vec reads both
+        if (folder / "modules.json").is_file() and not _static_modules(folder):
+            raise ValueError(
+                f"name={os.fspath(self.name)!r} is a sentence-transformers model without a "
+                "StaticEmbedding module (a transformer): TextEncoder runs static models; use "
+                "SentenceEncoder(name) for this one, or TextEncoder() for a static model "
+                "distilled from the embedded all-MiniLM-L6-v2")
         if (folder / "config.json").is_file() or (folder / "modules.json").is_file():
             return folder
         if isinstance(self.name, str) and not folder.exists() and HUB_ID.fullmatch(self.name):
@@ -298,3 +304,15 @@ class TextEncoder(RemovedParams, TransformerMixin, BaseEstimator):
         text_input_tags(tags)
         tags.non_deterministic = False
         return tags
+
+
+def _static_modules(folder: Path) -> bool:
+    """Whether a sentence-transformers folder's modules.json names a StaticEmbedding (an
+    unreadable one is left to model2vec to judge)."""
+    import json
+
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+        return any(str(m.get("type", "")).endswith("StaticEmbedding") for m in modules)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return True
