@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embetter._files import UsageError, atomic_path, column, read_table, text_column
+from embetter._files import UsageError, atomic_path, label_column, read_table, text_column
 
 TEST_SIZE = 0.5
 #: rows of its largest class the demo needs: half are held out, and the regression's C is
@@ -31,9 +31,12 @@ def load_dataset(path) -> tuple[list[str], np.ndarray]:
             f"{path}: no {' or '.join(repr(a) for a in absent)} column; `demo --data` reads a "
             f"CSV with the columns text,label (its columns are: "
             f"{', '.join(map(str, list(df.columns)[:20]))})")
+    keep, labels = label_column(df, "label", path)
+    if keep is not None:  # rows not labelled yet are left out, as `finetune` leaves them
+        _say(f"{path}: {int((~keep).sum())} row(s) without a label left out")
+        df = df[keep]
     texts = text_column(df, "text", path)
-    labels = np.asarray([str(v) for v in column(df, "label", path, "label")], dtype=object)
-    return texts, labels
+    return texts, np.asarray([str(v) for v in labels], dtype=object)
 
 
 #: the regression's C where the training rows are too few to cross-validate it

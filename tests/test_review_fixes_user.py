@@ -85,3 +85,13 @@ def test_a_csv_that_is_not_utf8_says_so(tmp_path):
                  str(tmp_path / "m.csv"))
     assert result.returncode != 0 and "it is not UTF-8 text" in result.stderr
     assert "save it again as UTF-8" in result.stderr
+
+
+def test_demo_leaves_out_rows_without_a_label_as_finetune_does(tmp_path, capsys):
+    from embetter._demo import load_dataset
+
+    (tmp_path / "d.csv").write_text("text,label\na b,x\nc d,\ne f,y\n")
+    # before: "label column 'label' is empty in 1 row(s) (data rows 2); fill or drop them"
+    texts, labels = load_dataset(tmp_path / "d.csv")
+    assert texts == ["a b", "e f"] and labels.tolist() == ["x", "y"]
+    assert "1 row(s) without a label left out" in capsys.readouterr().out
