@@ -118,7 +118,11 @@ class CachedEncoder(TransformerMixin, BaseEstimator):
                 # a hosted encoder's error carries the batches it had back before failing:
                 # they are paid for, so they are kept, and a re-run sends only the rest
                 finished = getattr(e, "finished", None)
-                if isinstance(finished, tuple) and len(finished) == 2:
+                # only rows certain to be the wrapped encoder's own output: a hosted encoder
+                # wrapped directly (inside a pipeline, or behind another cache, the rows and
+                # positions are another step's)
+                if (isinstance(finished, tuple) and len(finished) == 2
+                        and _hosted(self.encoder)):
                     pending = list(missing)
                     _store(cache, [pending[i] for i in finished[0]],
                            [row.tobytes() for row in finished[1]])
@@ -290,6 +294,14 @@ def _state_signature(obj, _seen=frozenset()):
         return ("est", id(obj), tuple((k, _state_signature(v, seen))
                                       for k, v in sorted(vars(obj).items())))
     return ("id", id(obj))
+
+
+def _hosted(encoder) -> bool:
+    """Whether `encoder` is itself a hosted-API encoder (the one kind whose failed
+    `transform` hands back the rows it did get)."""
+    from embetter.external._core import HostedEncoder
+
+    return isinstance(encoder, HostedEncoder)
 
 
 def _store(cache, keys, rows) -> None:

@@ -284,9 +284,13 @@ def _encode_partition(part, pipeline, key: str, dim: int, expected_rows):
         if index is None or not len(index):
             raise
         # "X[5] is missing" counts rows within this partition: say which one it is
-        kind = TypeError if isinstance(e, TypeError) else ValueError
-        raise kind(f"in the partition of index {index[0]!r} to {index[-1]!r} "
-                      f"({n} rows; positions below count from its first): {e}") from e
+        where = (f"in the partition of index {index[0]!r} to {index[-1]!r} ({n} rows; "
+                 "positions count from its first)")
+        if type(e) in (ValueError, TypeError):
+            raise type(e)(f"{where}: {e}") from e
+        if hasattr(e, "add_note"):  # a subclass (NotFittedError...) keeps its type
+            e.add_note(where)
+        raise
     if hasattr(out, "toarray"):  # a sparse last step
         out = out.toarray()
     out = np.asarray(out, dtype=np.float32)

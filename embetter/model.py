@@ -141,13 +141,12 @@ def _fitted(enc, X1, X2):
     import copy
 
     from sklearn.exceptions import NotFittedError
-    from sklearn.utils import get_tags
 
     if not hasattr(enc, "get_params"):  # not a scikit-learn estimator: used as it is
         return enc
     try:
         check_is_fitted(enc)
-        return copy.deepcopy(enc) if get_tags(enc).requires_fit else enc
+        return copy.deepcopy(enc) if _learns(enc) else enc
     except NotFittedError:
         if _ndim(X1) != _ndim(X2):  # texts on one side, a one-column table on the other
             X1, X2 = _one_column(X1), _one_column(X2)
@@ -172,3 +171,15 @@ def _fitted(enc, X1, X2):
         return clone(enc).fit(both)
     except TypeError:  # not an estimator: used as it is
         return enc
+
+
+def _learns(enc) -> bool:
+    """Whether `enc` holds fitted state (a pipeline: whether one of its steps does; a
+    pipeline of stateless steps, such as a grabber and a sentence model, holds none)."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.utils import get_tags
+
+    if isinstance(enc, Pipeline):
+        return any(_learns(step) for _, step in enc.steps
+                   if step is not None and step != "passthrough")
+    return bool(get_tags(enc).requires_fit)

@@ -376,3 +376,12 @@ def test_a_missing_text_names_its_partition(client, tiny_model_path):
                   column="text", client=client)
     with pytest.raises(ValueError, match=r"partition of index 130 to 139 .*X\[5\] is missing"):
         client.compute(X, sync=True)
+
+
+def test_an_error_of_another_kind_keeps_its_type_in_a_partition(tiny_model_path):
+    from embetter.dask import _encode_partition
+    from embetter.text import LiteTextEncoder
+
+    with pytest.raises(NotFittedError):  # not rebuilt as a plain ValueError
+        _encode_partition(pd.Series(["a b", "c d"], index=[10, 11]), LiteTextEncoder(),
+                          "unfitted-lite", 4, None)

@@ -110,3 +110,26 @@ def test_a_bad_address_is_named(make_bad, name):
     # before: errors from inside the clients ("'int' object has no attribute 'partition'")
     with pytest.raises(TypeError, match=f"{name} must be None or a non-empty str"):
         make_bad().transform(["a b"])
+
+
+def test_a_cached_pipeline_never_stores_the_hosted_steps_rows_as_its_own(server, tmp_path):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import Normalizer
+
+    texts = texts_of(6)
+    pipe = make_pipeline(make("openai", server, batch_size=2, max_retries=0, max_concurrency=1),
+                         Normalizer())
+    enc = cached(tmp_path / "c", pipe)
+    server.inject(status=500, times=1, match="number 5")
+    with pytest.raises(HostedAPIError):
+        enc.transform(texts)
+    server.reset()
+    # the finished rows were the hosted step's, not the pipeline's: none are stored
+    np.testing.assert_allclose(enc.transform(texts), pipe.transform(texts), atol=1e-6)
+
+
+def test_an_address_given_as_a_url_object_is_taken(server):
+    import httpx2
+
+    enc = OpenAIEncoder(model="tiny", base_url=httpx2.URL(server.url + "/v1"), api_key=KEY)
+    assert enc.transform(["a b"]).shape == (1, 32)

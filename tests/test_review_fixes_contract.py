@@ -106,3 +106,26 @@ def test_difference_classifier_keeps_its_own_copy_of_a_fitted_encoder():
         LiteTextEncoder(n_components=4, random_state=0).fit(TEXTS))).fit(X1, X2, y)
     np.testing.assert_allclose(clone(frozen).fit(X1, X2, y).predict_proba(X1, X2),
                                frozen.predict_proba(X1, X2))
+
+
+def test_difference_classifier_uses_a_stateless_pipeline_as_it_is(tiny_model_path):
+    from sentence_transformers import SentenceTransformer
+    from sklearn.pipeline import make_pipeline
+
+    from embetter.grab import ColumnGrabber
+    from embetter.model import DifferenceClassifier
+    from embetter.text import SentenceEncoder
+
+    model = SentenceTransformer(tiny_model_path, device="cpu")
+    enc = make_pipeline(ColumnGrabber("text"), SentenceEncoder(model))
+    frame = pd.DataFrame({"text": TEXTS[:20]})
+    clf = DifferenceClassifier(enc=enc).fit(frame, frame.iloc[::-1], [1, 0] * 10)
+    assert clf.enc_ is enc  # no second copy of the caller's model
+
+
+def test_an_auto_learning_rate_holds_through_a_stream_that_meets_a_new_class(tiny_model_path):
+    t = tuner(tiny_model_path, batch_size=8, learning_rate="auto")
+    t.partial_fit(TEXTS[:10], np.array([0, 1] * 5))  # no classes=: two so far
+    first = t.learning_rate_
+    t.partial_fit(TEXTS[10:14], np.array([2, 0, 1, 2]))  # a third class, before a retrain
+    assert t.learning_rate_ == first and t.learner_.learning_rate == first

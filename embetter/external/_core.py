@@ -86,8 +86,9 @@ class HostedEncoder(EmbetterBase):
         if self.api_key is not None and not isinstance(self.api_key, (str, Secret)):
             raise TypeError(f"api_key must be None or a str, got {type(self.api_key).__name__}")
         for name in ("base_url", "azure_endpoint"):
-            value = self.__dict__.get(name)
-            if value is not None and (not isinstance(value, str) or not value.strip()):
+            value = self.__dict__.get(name)  # a str, or a URL object the client takes
+            if value is not None and (isinstance(value, (bool, numbers.Number, bytes))
+                                      or not str(value).strip()):
                 raise TypeError(f"{name} must be None or a non-empty str (an address such as "
                                 f"'http://127.0.0.1:8000/v1'), got {value!r}")
 

@@ -219,7 +219,7 @@ class SbertTuner(TransformerMixin, SbertBase):
         """Back to unfitted (`fit` starts here; a retrain keeps `classes_`)."""
         for attr in ("learner_", "classes_", "seen_texts_", "seen_y_", "loss_", "label_texts_",
                      "n_pos_", "n_neg_", "n_pairs_", "n_features_out_", "_average",
-                     "learning_rate_", "_stream_params",
+                     "learning_rate_", "_stream_params", "_start_classes",
                      "_pair_seed", "refit_rows_"):
             if attr not in keep:
                 self.__dict__.pop(attr, None)
@@ -295,7 +295,7 @@ class SbertTuner(TransformerMixin, SbertBase):
             self.seen_texts_, self.seen_y_, self.n_pairs_ = [], labels[:0], n_pairs
             self.refit_rows_ = len(texts)
             self._stream_params = {name: getattr(self, name) for name in _STREAM_FIXED}
-            n_classes = self._classes(labels).size
+            n_classes = self._start_classes = self._classes(labels).size
             self.loss_ = resolve_loss(self.loss, labels.ndim == 2, n_classes, self.batch_size)
             self.learning_rate_ = resolve_learning_rate(self.learning_rate, self.loss_, n_classes)
             learner = self._new_learner(train_seed)
@@ -307,9 +307,10 @@ class SbertTuner(TransformerMixin, SbertBase):
                     learner.set_params(loss=self.loss_)
         else:
             learner = self.learner_
+            # "auto" as the stream's start resolved it (a retrain resolves it again)
             self.learning_rate_ = resolve_learning_rate(
-                self.learning_rate, self.loss_, self._classes(np.concatenate(
-                    [self.seen_y_, labels]) if len(self.seen_y_) else labels).size)
+                self.learning_rate, self.loss_,
+                self.__dict__.get("_start_classes", self._classes(labels).size))
             # (loss: a 0.10.0 pickle's learner held a stand-in loss)
             learner.set_params(loss=self.loss_, **self._training_params())
         n_old = len(self.seen_texts_)
