@@ -34,6 +34,19 @@ def check_stream_classes(classes, known: np.ndarray) -> None:
             f"first partial_fit call {known.tolist()[:10]}")
 
 
+def check_stream_settled(estimator, settled: dict) -> None:
+    """Refuse a stream's later call after `set_params` changed a parameter its start settled
+    (`settled`: name -> value then): it would be ignored until a retrain, which would then
+    take it silently in mid-stream (the output width, the loss...)."""
+    for name, value in settled.items():
+        now = getattr(estimator, name)
+        if now is not value and now != value:
+            raise ValueError(
+                f"{name} was set to {now!r:.80} since this stream started with {value!r:.80}; "
+                f"partial_fit continues that stream: call fit to start again with the new "
+                f"{name}, or set it back")
+
+
 def plain_scalar(value):
     """A numpy scalar as the Python value it holds (for messages: 'a', not np.str_('a'))."""
     return value.item() if isinstance(value, np.generic) else value

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from embetter._estimator_checks import refuse_bool_numbers
+from embetter._estimator_checks import check_stream_settled, refuse_bool_numbers
 from embetter._skops import torch_state_from_bytes, torch_state_to_bytes
 from embetter._torch.device import (
     available_device,
@@ -145,7 +145,8 @@ class TorchHeadMixin(StreamTraining):
         if not incremental or getattr(self, "module_", None) is None:
             self._start_training()
         else:
-            self._check_architecture()
+            # a set_params that reshapes the network is refused, not taken at a retrain
+            check_stream_settled(self, self.__dict__.get("_architecture", {}))
             with grad_enabled():  # copies that train again, even under inference_mode
                 saved = snapshot(self)
         try:
@@ -164,18 +165,6 @@ class TorchHeadMixin(StreamTraining):
     #: the parameters that shape the network (`_arch` reads them): recorded when it is built,
     #: so a pickle or saved file rebuilds the network trained, whatever `set_params` did since
     _ARCHITECTURE: tuple = ()
-
-    def _check_architecture(self):
-        """Refuse a stream's call after `set_params` changed a parameter that shapes the
-        network: it would be ignored until a retrain, which would then change the output
-        width in the middle of the stream."""
-        built = self.__dict__.get("_architecture", {})
-        for name, value in built.items():
-            if getattr(self, name) != value:
-                raise ValueError(
-                    f"{name} was set to {getattr(self, name)!r} since this stream's network "
-                    f"was built with {value!r}; partial_fit continues that network: call fit "
-                    f"to start again with the new {name}, or set it back")
 
     def _arch(self, name):
         """A parameter that shapes the network, as it was when the network was built."""

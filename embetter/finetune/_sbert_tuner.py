@@ -10,7 +10,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from embetter._estimator_checks import all_or_nothing, check_stream_classes
+from embetter._estimator_checks import all_or_nothing, check_stream_classes, check_stream_settled
 from embetter._st import embedding_dim
 from embetter._validation import as_labels, as_targets, as_texts
 from embetter.finetune._label_texts import choose_label_texts, label_text_pairs
@@ -270,7 +270,7 @@ class SbertTuner(TransformerMixin, SbertBase):
     def _learn_batch(self, X, y, classes, first):
         self._validate_params()
         if not first:  # (before a retrain, which would take a new value in mid-stream)
-            _check_stream_fixed(self)
+            check_stream_settled(self, self.__dict__.get("_stream_params", {}))
         texts = as_texts(X)
         labels, _ = as_targets(y, "y", n_samples=len(texts))
         if first and labels.ndim == 1 and classes is not None:
@@ -417,12 +417,3 @@ class SbertTuner(TransformerMixin, SbertBase):
 #: later call cannot take a new value, which a retrain would take silently in mid-stream
 _STREAM_FIXED = ("sent_tfm", "loss", "n_pos", "n_neg")
 
-
-def _check_stream_fixed(tuner) -> None:
-    for name, value in tuner.__dict__.get("_stream_params", {}).items():
-        now = getattr(tuner, name)
-        if now is not value and now != value:
-            raise ValueError(
-                f"{name} was set to {now!r:.80} since this stream started with {value!r:.80}; "
-                f"partial_fit continues that stream: call fit to start again with the new "
-                f"{name}, or set it back")

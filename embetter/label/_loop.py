@@ -225,7 +225,7 @@ class LabellingLoop:
         if outside.size:
             unknown = sorted({repr(v.item() if hasattr(v, "item") else v) for v in outside})
             hint = ""
-            if {type(v) for v in np.asarray(outside).tolist()} != {
+            if {type(v) for v in outside.tolist()} != {
                     type(c) for c in self.classes_.tolist()}:
                 hint = (f" (labels of type {type(outside.tolist()[0]).__name__}, classes of "
                         f"type {type(self.classes_.tolist()[0]).__name__}: convert one)")
