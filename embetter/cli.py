@@ -1,33 +1,24 @@
-"""The `embetter` command line: demo, embed, finetune, transform and project."""
+"""The `embetter` command line: demo, embed, finetune, transform and project (the parser;
+what each command does is in _commands.py)."""
 
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import os
 import sys
 import textwrap
 
 from embetter import __version__
-from embetter._files import (
-    UsageError,
-    check_out_file,
-    check_parquet_rows,
-    label_column,
-    output_format,
-    read_table,
-    text_column,
-    write_embeddings,
+from embetter._commands import (
+    cmd_demo,
+    cmd_embed,
+    cmd_finetune,
+    cmd_project,
+    cmd_transform,
+    info,
 )
-from embetter._pipelines import (
-    load_pipeline,
-    pipeline_format,
-    read_for_pipeline,
-    save_pipeline,
-    set_progress,
-    transform_texts,
-)
+from embetter._files import UsageError
 from embetter._st import progress_bars_off
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -40,11 +31,8 @@ Run `embetter COMMAND --help` for the options and examples of a command.
 Bad input gives a one-line error and exit code 2."""
 
 
-
 def _seed(text: str) -> int:
     """`--seed`: an int from 0 to 2**32 - 1 (what numpy, scikit-learn and UMAP take)."""
-    import argparse
-
     try:
         value = int(text)
     except ValueError:
@@ -53,151 +41,11 @@ def _seed(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be from 0 to 2**32 - 1, got {value}")
     return value
 
-def _progress() -> bool:
-    # A progress bar helps people at a terminal and only clutters logs and pipes.
-    return sys.stderr.isatty()
-
-
-def _model_arg(model: str) -> str:
-    # A relative model directory is stored absolute, so a saved pipeline loads from anywhere.
-    return os.path.abspath(model) if os.path.isdir(model) else model
-
-
-def _info(message: str) -> None:
-    print(message, file=sys.stderr)
-
-
-# -- embed ---------------------------------------------------------------------------------------
-def _embed(args) -> int:
-    fmt = output_format(args.out)  # refuse a bad --out before any work is done
-    df = read_table(args.input)
-    texts = text_column(df, args.text_col, args.input)
-    if fmt == "parquet":
-        check_parquet_rows(df, args.input, args.out)
-
-    from embetter.text import SentenceEncoder
-
-    enc = SentenceEncoder(_model_arg(args.model), batch_size=args.batch_size,
-                          show_progress_bar=_progress())
-    X = enc.transform(texts)
-    write_embeddings(args.out, X, df)
-    _info(f"wrote {X.shape[0]} embeddings of dimension {X.shape[1]} to {args.out}")
-    return 0
-
-
-# -- finetune ------------------------------------------------------------------------------------
-def _parse_params(items) -> dict:
-    params = {}
-    for item in items or []:
-        name, sep, raw = item.partition("=")
-        if not sep or not name.strip():
-            raise UsageError(f"--param expects NAME=VALUE, got {item!r}")
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            # true/false/none as JSON and shells write them; any other bare word (relu) is
-            # meant as a string
-            value = {"true": True, "false": False, "none": None, "null": None}.get(
-                raw.strip().lower(), raw)
-        params[name.strip()] = value
-    return params
-
-
-def _make_tuner(kind: str, model: str, seed):
-    if kind == "feedforward":
-        from embetter.finetune import FeedForwardTuner
-
-        return FeedForwardTuner(random_state=seed)
-    if kind == "contrastive":
-        from embetter.finetune import ContrastiveTuner
-
-        return ContrastiveTuner(random_state=seed)
-    try:
-        from embetter.finetune import SbertTuner
-    except ImportError:
-        raise UsageError("--tuner sbert is not available in this installation") from None
-    return SbertTuner(sent_tfm=model, random_state=seed)
-
-
-def _finetune(args) -> int:
-    pipeline_format(args.out)  # refuse a bad --out before any work is done
-    check_out_file(args.out)
-    params = _parse_params(args.param)
-    # labels kept as written: "007" and "7" are two classes (a CSV column "label.v2" too; a
-    # JSONL "cats.NAME" path names no column but a field of its records)
-    df = read_table(args.input)
-    keep, y = label_column(df, args.label_col, args.input)
-    if keep is not None:  # rows without this label are left out, their texts unread
-        if not keep.all():
-            _info(f"{args.input}: {int((~keep).sum())} row(s) without a label left out")
-        df = df[keep].reset_index(drop=True)
-    texts = text_column(df, args.text_col, args.input)
-    if len(set(map(str, y))) < 2:
-        raise UsageError(
-            f"{args.input}: label column {args.label_col!r} holds a single class "
-            f"({y[0]!r}); fine-tuning needs at least two"
-        )
-
-    import pandas as pd
-    from sklearn.pipeline import make_pipeline
-
-    from embetter.grab import ColumnGrabber
-    from embetter.text import SentenceEncoder
-
-    model = _model_arg(args.model)
-    tuner = _make_tuner(args.tuner, model, args.seed)
-    if params:
-        tuner.set_params(**params)
-    tuner._validate_params()  # a bad -p value or --seed fails now, not after the encoding
-    if args.tuner == "sbert":
-        steps = [ColumnGrabber(args.text_col), tuner]
-    else:
-        steps = [ColumnGrabber(args.text_col), SentenceEncoder(model), tuner]
-    pipe = make_pipeline(*steps)
-    set_progress(pipe, _progress())
-    _info(f"fitting {type(tuner).__name__} on {len(texts)} labelled texts ...")
-    pipe.fit(pd.DataFrame({args.text_col: texts}), y)
-    set_progress(pipe, False)  # the saved pipeline stays quiet when used from Python
-
-    save_pipeline(pipe, args.out)
-    _info(f"saved the fitted pipeline ({' -> '.join(pipe.named_steps)}) to {args.out}")
-    return 0
-
-
-# -- transform -----------------------------------------------------------------------------------
-def _transform(args) -> int:
-    fmt = output_format(args.out)
-    pipe = load_pipeline(args.pipeline, trust=args.trust)
-    df, texts, encode = read_for_pipeline(pipe, args.pipeline, args.input, args.text_col)
-    if fmt == "parquet":
-        check_parquet_rows(df, args.input, args.out)
-    X = transform_texts(encode, texts, progress=_progress())
-    write_embeddings(args.out, X, df)
-    _info(f"wrote {X.shape[0]} embeddings of dimension {X.shape[1]} to {args.out}")
-    return 0
-
-
-# -- project -------------------------------------------------------------------------------------
-def _project(args) -> int:
-    from embetter._project import run_project
-
-    return run_project(args.input, args.out, text_col=args.text_col, label_col=args.label_col,
-                       pipeline=args.pipeline, trust=args.trust, model=_model_arg(args.model),
-                       method=args.method, seed=args.seed, progress=_progress())
-
 
 def _trust_arg(parser) -> None:
     parser.add_argument("--trust", action="store_true",
                         help="load a .skops pipeline even if it holds types that are not trusted "
                              "(only for files from a source you trust)")
-
-
-# -- demo ----------------------------------------------------------------------------------------
-def _demo(args) -> int:
-    from embetter._demo import run_demo
-
-    return run_demo(out_dir=args.out, sbert=args.sbert, seed=args.seed, data=args.data,
-                    model=_model_arg(args.model), progress=_progress())
 
 
 # -- parser --------------------------------------------------------------------------------------
@@ -252,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run the story on your own CSV with columns text,label instead")
     demo.add_argument("--model", default=DEFAULT_MODEL,
                       help="sentence model name or path (default: %(default)s, bundled)")
-    demo.set_defaults(func=_demo)
+    demo.set_defaults(func=cmd_demo)
 
     embed = _sub(
         sub, "embed", "encode a text column of a CSV, JSONL or Parquet file",
@@ -274,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "on a CPU, batches by a token budget on a GPU)")
     embed.add_argument("--out", required=True, metavar="FILE",
                        help="where to write the embeddings: a .npy or .parquet file")
-    embed.set_defaults(func=_embed)
+    embed.set_defaults(func=cmd_embed)
 
     finetune = _sub(
         sub, "finetune", "fit an encoder + tuner pipeline on labelled texts and save it",
@@ -310,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--out", required=True, metavar="PIPELINE",
                           help="where to save the fitted pipeline: a .skops (safe to share) "
                                "or .joblib file")
-    finetune.set_defaults(func=_finetune)
+    finetune.set_defaults(func=cmd_finetune)
 
     transform = _sub(
         sub, "transform", "apply a saved pipeline to a text column",
@@ -331,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     transform.add_argument("--out", required=True, metavar="FILE",
                            help="where to write the embeddings: a .npy or .parquet file")
     _trust_arg(transform)
-    transform.set_defaults(func=_transform)
+    transform.set_defaults(func=cmd_transform)
 
     project = _sub(
         sub, "project", "write a 2-D map of texts (text,x,y[,label]) for labelling tools",
@@ -364,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     project.add_argument("--out", required=True, metavar="FILE",
                          help="where to write the map: a .csv file")
     _trust_arg(project)
-    project.set_defaults(func=_project)
+    project.set_defaults(func=cmd_project)
     return parser
 
 
@@ -392,7 +240,7 @@ def main(argv=None) -> int:
         with progress_bars_off():
             return args.func(args)
     except KeyboardInterrupt:
-        _info("embetter: interrupted")
+        info("embetter: interrupted")
         return 130
     except BrokenPipeError:  # the reader stopped (`| head`): nothing more to say
         with contextlib.suppress(OSError):
@@ -406,9 +254,9 @@ def main(argv=None) -> int:
         message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
         message = " ".join(message.split()) or type(e).__name__
         if user_error:
-            _info(f"embetter {args.command}: error: {message}")
+            info(f"embetter {args.command}: error: {message}")
             return 2
-        _info(f"embetter {args.command}: internal error: {type(e).__name__}: {message} "
+        info(f"embetter {args.command}: internal error: {type(e).__name__}: {message} "
               "(rerun with --debug for the traceback)")
         return 1
 

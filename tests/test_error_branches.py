@@ -251,7 +251,8 @@ def test_cli_names_the_classifier_at_the_end_of_a_pipeline_and_reads_json_flags(
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    from embetter.cli import _parse_params, main
+    from embetter._commands import parse_params
+    from embetter.cli import main
     from embetter.grab import ColumnGrabber
     from embetter.text import LiteTextEncoder
     from embetter.utils import save_skops
@@ -268,7 +269,7 @@ def test_cli_names_the_classifier_at_the_end_of_a_pipeline_and_reads_json_flags(
                                         r"has no transform.*pipe\[:-1\]"):
         main(["transform", str(tmp_path / "clf.skops"), str(tmp_path / "in.csv"), "--out",
               str(tmp_path / "x.npy"), "--debug"])
-    assert _parse_params(["early_stopping=true", "x=None", "act=relu", "dims=[8, 16]"]) == {
+    assert parse_params(["early_stopping=true", "x=None", "act=relu", "dims=[8, 16]"]) == {
         "early_stopping": True, "x": None, "act": "relu", "dims": [8, 16]}
 
 
