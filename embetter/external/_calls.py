@@ -1,11 +1,13 @@
 """What one hosted-API call needs besides the encoder: the key's mask (`Secret`), the errors,
-batches by count and estimated tokens, and the retries' timing."""
+batches by count and estimated tokens, the retries' timing, and the check of a reply."""
 
 from __future__ import annotations
 
 import math
 import random
 import time
+
+import numpy as np
 
 #: Every retry is ours (the providers' clients are built with their own retries off, so a
 #: failed call stops them all), timed as openai's client times its own: the wait a server
@@ -202,3 +204,29 @@ def server_says_retry(headers) -> bool | None:
 def short_message(error, limit: int = 300) -> str:
     text = " ".join(str(error).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def checked_reply(emb, n_texts: int, expected: int | None, where: str, batch: int,
+                  rows: range) -> np.ndarray:
+    """One batch's reply as a float32 `(n_texts, width)` array, or a `HostedAPIError` that
+    says what is wrong with it (`where`: the encoder and the batch, for the message)."""
+    span = (rows.start, rows.stop)
+    try:
+        emb = np.asarray(emb, dtype=np.float32)
+    except (TypeError, ValueError) as e:  # ragged rows, non-numbers
+        raise HostedAPIError(f"{where}: the reply is not a table of numbers ({e})",
+                             batch=batch, texts=span) from None
+    if emb.ndim != 2 or emb.shape[0] != n_texts or emb.shape[1] == 0 or (
+        expected is not None and emb.shape[1] != expected
+    ):
+        got = f"{emb.shape[0]} embeddings of width {emb.shape[1]}" if emb.ndim == 2 else (
+            f"an array of shape {emb.shape}")
+        want = f"{n_texts} of width {expected}" if expected else f"{n_texts}"
+        raise HostedAPIError(
+            f"{where}: the server returned {got}, expected {want}; nothing is returned "
+            "rather than a partial or misaligned array", batch=batch, texts=span,
+        )
+    if not np.isfinite(emb).all():
+        raise HostedAPIError(f"{where}: the server returned NaN or infinite values",
+                             batch=batch, texts=span)
+    return emb

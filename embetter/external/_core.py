@@ -35,6 +35,7 @@ from embetter.external._calls import (
     MalformedReply,
     Secret,
     Stopped,
+    checked_reply,
     make_batches,
     retry_after,
     retry_delay,
@@ -299,31 +300,8 @@ class HostedEncoder(EmbetterBase):
                 f"(max_retries={self.max_retries}): {short_message(self._error_message(e))}",
                 batch=k, texts=(rows.start, rows.stop), status=status,
             ) from e
-        try:
-            emb = np.asarray(emb, dtype=np.float32)
-        except (TypeError, ValueError) as e:  # ragged rows, non-numbers
-            raise HostedAPIError(
-                f"{type(self).__name__}: {where}: the reply is not a table of numbers ({e})",
-                batch=k, texts=(rows.start, rows.stop),
-            ) from None
-        expected = self.dimensions
-        if emb.ndim != 2 or emb.shape[0] != len(chunk) or emb.shape[1] == 0 or (
-            expected is not None and emb.shape[1] != expected
-        ):
-            got = f"{emb.shape[0]} embeddings of width {emb.shape[1]}" if emb.ndim == 2 else (
-                f"an array of shape {emb.shape}")
-            want = f"{len(chunk)} of width {expected}" if expected else f"{len(chunk)}"
-            raise HostedAPIError(
-                f"{type(self).__name__}: {where}: the server returned {got}, expected {want}; "
-                "nothing is returned rather than a partial or misaligned array",
-                batch=k, texts=(rows.start, rows.stop),
-            )
-        if not np.isfinite(emb).all():
-            raise HostedAPIError(
-                f"{type(self).__name__}: {where}: the server returned NaN or infinite values",
-                batch=k, texts=(rows.start, rows.stop),
-            )
-        return emb
+        return checked_reply(emb, len(chunk), self.dimensions,
+                             f"{type(self).__name__}: {where}", k, rows)
 
     def _with_retries(self, call, where: str, stop=None):
         """Every retry of a request (the clients retry nothing themselves): rate limits, server
