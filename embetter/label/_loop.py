@@ -10,7 +10,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state, get_tags
 
 from embetter._validation import as_positions
-from embetter.label._strategies import kcenter_greedy, weighted_kmeans_pick
+from embetter.label._strategies import kcenter_greedy, typical_pick, weighted_kmeans_pick
 from embetter.label._suggest import (
     as_space,
     check_k,
@@ -161,15 +161,28 @@ class LabellingLoop:
         if classes is None:
             raise ValueError("classes must list every label the rounds may bring (at least "
                              "two), got None")
+        if isinstance(classes, (set, frozenset)):  # no order of its own: np.unique sorts
+            classes = list(classes)
         arr = np.asarray(classes.to_numpy() if hasattr(classes, "to_numpy") else classes)
         if arr.ndim != 1 or arr.size < 2:
             raise ValueError(
                 f"classes must list every label the rounds may bring (at least two), got "
                 f"{arr.tolist()[:10] if arr.ndim == 1 else arr.shape}"
             )
-        if np.unique(arr).size != arr.size:
+        missing = [c for c in arr.tolist() if c is None or (isinstance(c, float) and c != c)]
+        if missing:
+            raise ValueError(f"classes must not hold a missing value, got {missing[0]!r} in "
+                             f"{arr.tolist()[:10]}")
+        try:
+            unique = np.unique(arr)
+        except TypeError:  # an unorderable mix, such as str and int
+            raise ValueError(
+                "classes must be all strings or all numbers, got "
+                f"{sorted({type(c).__name__ for c in arr.tolist()})} in {arr.tolist()[:10]}"
+            ) from None
+        if unique.size != arr.size:
             raise ValueError(f"classes holds a label more than once: {arr.tolist()[:10]}")
-        return np.unique(arr)
+        return unique
 
     def _head(self, Z):
         """The pool (or some of its rows) in the space the classifier sees now."""
@@ -202,6 +215,8 @@ class LabellingLoop:
             Z = as_space(self.embeddings_, self.strategy)
             if self.strategy == "kcenter":
                 return kcenter_greedy(Z, candidates, self.labelled_, k, self._rng)
+            if self.labelled_.size:  # labels of one class so far: the clusters they miss
+                return typical_pick(Z, candidates, self.labelled_, k, self._rng)
             return weighted_kmeans_pick(Z, candidates, np.ones(self.n_pool_), k, self._rng)
         Z = self._head(self.embeddings_)
         proba = np.asarray(self._learned[-1].predict_proba(Z), dtype=np.float64)

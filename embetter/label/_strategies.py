@@ -144,12 +144,19 @@ def _typicality(Z: np.ndarray, members: np.ndarray, cluster: np.ndarray, rng,
     R = _dense(Z[ref])
     r2 = np.einsum("ij,ij->i", R, R)
     nn = min(TYPICAL_NEIGHBOURS, ref.size - 1)
+    column = np.full(Z.shape[0], -1, dtype=np.intp)  # a row's column among the references
+    column[ref] = np.arange(ref.size)
     out = np.empty(members.size)
     for start in range(0, members.size, cap):
-        M = Z[members[start:start + cap]]
+        chunk = members[start:start + cap]
+        M = Z[chunk]
         d = np.maximum(row_norms(M, squared=True)[:, None] - 2.0 * M @ R.T + r2[None, :], 0.0)
-        d = np.partition(d, nn, axis=1)[:, : nn + 1]  # itself (0) and its nn nearest
-        out[start:start + cap] = 1.0 / (np.sort(d, axis=1)[:, 1:].mean(axis=1) + 1e-9)
+        own = column[chunk]
+        mine = np.flatnonzero(own >= 0)
+        d[mine, own[mine]] = np.inf  # a row is not its own neighbour (rows outside a sampled
+        # reference keep all of theirs)
+        out[start:start + cap] = 1.0 / (np.partition(d, nn - 1, axis=1)[:, :nn].mean(axis=1)
+                                        + 1e-9)
     return out
 
 

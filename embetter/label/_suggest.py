@@ -77,7 +77,12 @@ def pool_size(X) -> int:
 
 def space_and_proba(model, X, proba: bool = True):
     """The pool in the space the classifier sees (a pipeline's steps but the last, applied
-    once) and the classifier's probabilities on it (`None` without `proba`)."""
+    once) and the classifier's probabilities on it (`None` without `proba`). A fitted search
+    (GridSearchCV, RandomizedSearchCV) over a pipeline predicts with its best pipeline: that
+    pipeline's space is the one its classifier sees."""
+    best = getattr(model, "best_estimator_", None)
+    if isinstance(best, Pipeline):
+        model = best
     if isinstance(model, Pipeline) and len(model.steps) > 1:
         Z = model[:-1].transform(X)
         return Z, model[-1].predict_proba(Z) if proba else None
@@ -98,7 +103,8 @@ def as_space(Z, strategy: str) -> np.ndarray:
             raise TypeError(
                 f"strategy={strategy!r} measures distances in the space the classifier sees, "
                 "which must be numeric; pass a pipeline whose steps before the classifier "
-                "embed the texts, or the embeddings themselves as X"
+                "embed the texts, or the embeddings themselves as X, or use strategy='margin' "
+                "or 'entropy', which need only predict_proba"
             ) from None
         Z = Z.reshape(Z.shape[0], -1)
         bad = np.argwhere(~np.isfinite(Z))

@@ -66,6 +66,12 @@ def _as_positions(positions, n: int, name: str) -> list[int]:
     return list(dict.fromkeys(int(i) for i in arr))
 
 
+def _check_height(height) -> int:
+    if isinstance(height, bool) or not isinstance(height, numbers.Integral) or height < 100:
+        raise ValueError(f"height must be an int of at least 100 (pixels), got {height!r}")
+    return int(height)
+
+
 class LabellingMap(anywidget.AnyWidget):
     """A 2-D map of texts to lasso or box-select and label, in a notebook.
 
@@ -117,17 +123,16 @@ class LabellingMap(anywidget.AnyWidget):
                  suggested=None, method: str = "pca", random_state=0, height: int = 420):
         points = self._points(X, coords, method, random_state)
         n = points.shape[0]
-        self._index = self._input_index(n, texts, X, labels)
-        labels = self._aligned(labels, "labels", texts, X)
-        predictions = self._aligned(predictions, "predictions", texts, X)
+        self._index, self._indexed = self._input_index(n, texts, X, labels)
+        labels = self._aligned(labels, "labels")
+        predictions = self._aligned(predictions, "predictions")
         if texts is None:
             text_list = [f"row {i}" for i in range(n)]
         else:
             text_list = as_texts(texts, "texts")
             if len(text_list) != n:
                 raise ValueError(f"texts has {len(text_list)} entries but the map has {n} points")
-        if isinstance(height, bool) or not isinstance(height, numbers.Integral) or height < 100:
-            raise ValueError(f"height must be an int of at least 100 (pixels), got {height!r}")
+        _check_height(height)
         super().__init__(
             x=[float(v) for v in points[:, 0]],
             y=[float(v) for v in points[:, 1]],
@@ -155,28 +160,32 @@ class LabellingMap(anywidget.AnyWidget):
 
     @staticmethod
     def _input_index(n, *inputs):
+        """The points' index (the first pandas input's: texts, X or labels) and whether one
+        gave it."""
         import pandas as pd
 
         for value in inputs:
             if isinstance(value, (pd.Series, pd.DataFrame)) and len(value.index) == n:
-                return value.index
-        return pd.RangeIndex(n)
+                return value.index, True
+        return pd.RangeIndex(n), False
 
-    def _aligned(self, values, name, *inputs):
-        """`values` (a pandas Series) in the order of the points when `texts` or `X` gave the
-        map its index: labels belong to rows by index, not by position."""
+    def _aligned(self, values, name):
+        """`values` (a pandas Series) in the order of the points when a pandas input (texts,
+        X or labels) gave the map its index: labels belong to rows by index, not by position,
+        at construction and when set later alike."""
         import pandas as pd
 
-        indexed = any(isinstance(v, (pd.Series, pd.DataFrame)) for v in inputs)
-        if not (indexed and isinstance(values, pd.Series)) or values.index.equals(self._index):
+        if not (self._indexed and isinstance(values, pd.Series)) or \
+                values.index.equals(self._index):
             return values
         if values.index.is_unique and len(values) == len(self._index) and \
                 values.index.sort_values().equals(self._index.sort_values()):
             return values.reindex(self._index)
         raise ValueError(
             f"{name} is a pandas Series whose index differs from that of the points "
-            f"(texts or X): {list(values.index[:5])} ... against {list(self._index[:5])} ...; "
-            f"give it the same index, or a list or array in the points' order")
+            f"(texts, X or labels): {list(values.index[:5])} ... against "
+            f"{list(self._index[:5])} ...; give it the same index, or a list or array in the "
+            "points' order")
 
     @traitlets.validate("selected", "suggested")
     def _valid_positions(self, proposal):
@@ -185,7 +194,11 @@ class LabellingMap(anywidget.AnyWidget):
     @traitlets.validate("assigned", "predicted")
     def _valid_labels(self, proposal):
         name = "labels" if proposal["trait"].name == "assigned" else "predictions"
-        return _as_label_list(proposal["value"], len(self.x), name)
+        return _as_label_list(self._aligned(proposal["value"], name), len(self.x), name)
+
+    @traitlets.validate("height")
+    def _valid_height(self, proposal):
+        return _check_height(proposal["value"])
 
     @property
     def labels(self):
