@@ -124,11 +124,11 @@ class CachedEncoder(TransformerMixin, BaseEstimator):
                 if (isinstance(finished, tuple) and len(finished) == 2
                         and _hosted(self.encoder)):
                     pending = list(missing)
-                    _store(cache, [pending[i] for i in finished[0]],
-                           [row.tobytes() for row in finished[1]])
+                    self._store(cache, [pending[i] for i in finished[0]],
+                                [row.tobytes() for row in finished[1]])
                 raise
             rows = [row.tobytes() for row in encoded]
-            _store(cache, missing, rows)
+            self._store(cache, missing, rows)
             found.update(zip(missing, rows))
         if not texts:
             return np.asarray(self.encoder.transform([]), dtype=np.float32)
@@ -139,6 +139,21 @@ class CachedEncoder(TransformerMixin, BaseEstimator):
             )
         flat = np.frombuffer(b"".join(found[k] for k in keys), dtype=np.float32)
         return flat.reshape(len(keys), -1).copy()
+
+    def _store(self, cache, keys, rows) -> None:
+        """Write rows to the cache, best effort: the vectors are computed (a hosted API's
+        paid for), so a write that fails (disk full, a database locked too long) is a
+        warning, and they are returned all the same."""
+        import warnings
+
+        from diskcache import Timeout
+
+        try:
+            _store(cache, keys, rows)
+        except (sqlite3.Error, OSError, Timeout) as e:
+            warnings.warn(f"the cache at {self.path!r} could not store {len(rows)} rows "
+                          f"({type(e).__name__}: {e}); they are returned, not cached",
+                          RuntimeWarning, stacklevel=3)
 
     def close(self):
         """Close the cache's database now (it opens again on the next `transform`)."""
@@ -204,6 +219,7 @@ def _content_hash(encoder) -> str:
     functions written as their code."""
     import joblib
 
+    encoder = _without_volatile(encoder)
     try:
         digest = joblib.hash(encoder)
     except (pickle.PicklingError, AttributeError, TypeError):
@@ -212,6 +228,37 @@ def _content_hash(encoder) -> str:
         digest = sink.hexdigest()
     code = _function_code(encoder)
     return digest + (hashlib.blake2b(code, digest_size=8).hexdigest() if code else "")
+
+
+#: attributes that hold a memory address (scikit-learn's text vectorizers keep
+#: `id(stop_words)`): another in every process, so an encoder's identity leaves them out
+_VOLATILE = frozenset({"_stop_words_id"})
+
+
+def _without_volatile(obj, _seen=frozenset()):
+    """`obj` as its identity is hashed: estimators at any depth (attributes, pipeline steps)
+    without their `_VOLATILE` attributes, as stand-ins made for the hash only; `obj` itself
+    where nothing inside holds one (its hash, and so its cache rows, stay as they were)."""
+    if isinstance(obj, _PLAIN) or id(obj) in _seen:
+        return obj
+    seen = _seen | {id(obj)}
+    if isinstance(obj, (list, tuple)):
+        items = [_without_volatile(v, seen) for v in obj]
+        if all(a is b for a, b in zip(items, obj)):
+            return obj
+        return type(obj)(items) if isinstance(obj, list) or type(obj) is tuple else obj
+    if isinstance(obj, dict):
+        items = {k: _without_volatile(v, seen) for k, v in obj.items()}
+        return obj if all(items[k] is v for k, v in obj.items()) else items
+    if isinstance(obj, BaseEstimator):
+        state = vars(obj)
+        kept = {k: _without_volatile(v, seen) for k, v in state.items() if k not in _VOLATILE}
+        if len(kept) == len(state) and all(kept[k] is v for k, v in state.items()):
+            return obj
+        stand_in = object.__new__(type(obj))
+        stand_in.__dict__.update(kept)
+        return stand_in
+    return obj
 
 
 class _Writer:
@@ -233,10 +280,38 @@ class _CodePickler(pickle.Pickler):
         return NotImplemented
 
 
-def _code_bytes(fn) -> bytes:
+def _code_bytes(fn, _seen=frozenset()) -> bytes:
     """A function's code, constants and defaults, the same in every process (a nested code
-    object's repr holds its address; a set's order varies with the hash seed)."""
-    return _code_object_bytes(fn.__code__) + _stable_repr(fn.__defaults__).encode()
+    object's repr holds its address; a set's order varies with the hash seed), and the values
+    a closure captured (`scaled(2)` and `scaled(100)` share their code) and its keyword-only
+    defaults, where it has them."""
+    out = _code_object_bytes(fn.__code__) + _stable_repr(fn.__defaults__).encode()
+    if fn.__kwdefaults__:
+        out += b"\x01" + b"".join(_value_bytes(k) + _value_bytes(v, _seen | {id(fn)})
+                                   for k, v in sorted(fn.__kwdefaults__.items()))
+    for cell in fn.__closure__ or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # a cell not filled yet
+            out += b"\x02"
+            continue
+        out += b"\x03" + _value_bytes(value, _seen | {id(fn)})
+    return out
+
+
+def _value_bytes(value, _seen=frozenset()) -> bytes:
+    """A captured value by content: a function as its code, anything else by joblib's hash
+    (or, where pickle cannot write it, the code pickler's)."""
+    if isinstance(value, types.FunctionType):
+        return b"<itself>" if id(value) in _seen else _code_bytes(value, _seen)
+    import joblib
+
+    try:
+        return joblib.hash(value).encode()
+    except (pickle.PicklingError, AttributeError, TypeError):
+        sink = hashlib.blake2b(digest_size=16)
+        _CodePickler(_Writer(sink.update)).dump(value)
+        return sink.hexdigest().encode()
 
 
 def _code_object_bytes(code) -> bytes:

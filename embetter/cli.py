@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="sentence model name or local path (default: %(default)s, bundled)")
     embed.add_argument("--batch-size", type=int, default=None, metavar="N",
                        help="texts per forward pass (default: the encoder's own: 32 texts "
-                            "on a CPU, batches by a token budget on a GPU)")
+                            "on a CPU, batches by a token budget on CUDA)")
     embed.add_argument("--out", required=True, metavar="FILE",
                        help="where to write the embeddings: a .npy or .parquet file")
     embed.set_defaults(func=cmd_embed)
@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         embetter finetune train.csv --text-col text --label-col label --out tuned.skops
         embetter finetune train.csv --text-col text --label-col label --tuner contrastive \\
             --param hidden_dim=100 --seed 1 --out tuned.skops
-        embetter finetune inbox.jsonl --text-col text --label-col cats.billing --out billing.skops
+        embetter finetune inbox.jsonl --text-col text --label-col cats.shipping --out shipping.skops
         """,
     )
     finetune.add_argument("input", metavar="INPUT", help="a .csv, .jsonl or .parquet file")

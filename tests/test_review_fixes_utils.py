@@ -303,3 +303,90 @@ def test_difference_classifier_fits_on_token_lists():
     b = [["a"], ["b", "c", "d"], ["e", "f"], ["g", "h", "i", "j"]] * 5
     clf = DifferenceClassifier(enc=Lengths()).fit(a, b, np.arange(20) % 2)
     assert clf.predict(a[:2], b[:2]).shape == (2,)
+
+
+# -- a review of saving and the cache (session 29) ----------------------------------------------
+_LITE = """
+import sys
+from embetter.text import LiteTextEncoder
+from embetter.utils import cached
+texts = ["hello world", "a cat is here", "the dog barks", "the cat and the dog"]
+enc = cached(sys.argv[1], LiteTextEncoder(n_components=2, random_state=0)).fit(texts)
+sent = []
+inner = type(enc.encoder).transform
+type(enc.encoder).transform = lambda self, X: (sent.append(len(X)), inner(self, X))[1]
+enc.transform(texts)
+print(sum(sent))
+"""
+
+
+def test_a_fitted_tfidf_encoder_is_the_same_key_in_another_process(tmp_path):
+    """A fitted vectorizer holds `id(stop_words)`: the key changed with every process, so a
+    restart (or another process) encoded every text again and the dead rows piled up."""
+    import subprocess
+    import sys
+
+    runs = [subprocess.run([sys.executable, "-c", _LITE, str(tmp_path / "c")], check=True,
+                           capture_output=True, text=True).stdout.split() for _ in range(2)]
+    assert runs == [["4"], ["0"]]
+
+
+def test_closures_that_captured_other_values_are_other_keys(tmp_path):
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    def scaled(k):
+        return lambda X: X * k
+
+    def encoder(k):
+        return cached(tmp_path / "c", make_pipeline(
+            HashingVectorizer(n_features=8, alternate_sign=False),
+            FunctionTransformer(scaled(k), accept_sparse=True),
+            FunctionTransformer(lambda X: X.toarray(), accept_sparse=True)))
+
+    small, large = encoder(1.0), encoder(100.0)
+    np.testing.assert_allclose(large.fit(TEXTS).transform(TEXTS),
+                               100.0 * small.fit(TEXTS).transform(TEXTS), rtol=1e-6)
+    assert small._identity() != large._identity()
+
+
+def test_a_failed_cache_write_warns_and_returns_the_vectors(tmp_path, monkeypatch):
+    import sqlite3
+
+    import diskcache
+
+    from embetter.text import LiteTextEncoder
+
+    enc = cached(tmp_path / "c", LiteTextEncoder(n_components=2)).fit(TEXTS * 2)
+    expected = enc.encoder.transform(TEXTS)
+
+    def full(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(diskcache.Cache, "set", full)
+    with pytest.warns(RuntimeWarning, match="could not store 2 rows .*disk is full"):
+        out = enc.transform(TEXTS)
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+def test_a_loaded_contrastive_learner_goes_on_as_the_pickled_one(tmp_path):
+    """`load` dropped the stream's settled architecture, its start size and its random
+    state: a loaded learner took a set_params the saved one refused (then wrote a file that
+    did not load), and a resumed stream trained other weights than a pickled one."""
+    import pickle
+
+    from embetter.finetune import ContrastiveLearner
+
+    rng = np.random.default_rng(0)
+    X1, X2 = rng.normal(size=(2, 40, 8)).astype("float32")
+    y = (np.sign(X1[:, 0]) == np.sign(X2[:, 0])).astype("float32")
+    learner = ContrastiveLearner(epochs=3, batch_size=8, random_state=0, device="cpu")
+    learner.fit(X1, X2, y)
+    loaded = ContrastiveLearner.load(learner.save(tmp_path / "l.pt"), device="cpu")
+    unpickled = pickle.loads(pickle.dumps(learner))
+    assert loaded.refit_rows_ == learner.refit_rows_ > 0
+    for other in (loaded, unpickled):
+        other.partial_fit(X1[:10], X2[:10], y[:10])
+    np.testing.assert_array_equal(loaded.transform(X1), unpickled.transform(X1))
+    loaded.set_params(shape_out=4)
+    with pytest.raises(ValueError, match="shape_out"):
+        loaded.partial_fit(X1[:10], X2[:10], y[:10])

@@ -17,8 +17,8 @@ OPENAI_DIMS = {
 class OpenAIEncoder(HostedEncoder):
     """Embed texts with OpenAI's embeddings API or any OpenAI-compatible server.
 
-    Runs on the official `openai` client (`pip install 'embetter[openai]'`). 429s (honouring
-    `Retry-After`), 5xx replies, timeouts and lost connections are retried with exponential
+    Runs on the official `openai` client (`pip install 'embetter[openai]'`). 408, 409 and 429
+    replies (honouring `Retry-After`), 5xx replies, timeouts and lost connections are retried with exponential
     backoff and jitter, by embetter for every provider (so a failure stops them all). Texts
     are sent in batches of at most `batch_size` texts and (estimated)
     `max_tokens_per_request` tokens, `max_concurrency` batches at a time; the output is

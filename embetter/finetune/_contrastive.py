@@ -322,7 +322,15 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
         # numpy scalars (np.float64(1e-3), np.bool_) as plain values: `load` reads plain data
         params = {k: plain_scalar(v) for k, v in params.items()}
         fitted = {k: state[k] for k in ("n_features_in_", "n_iter_", "loss_curve_", "history_",
-                                        "_step_credit", "_n_steps", "_n_streamed") if k in state}
+                                        "_step_credit", "_n_steps", "_n_streamed",
+                                        "refit_rows_") if k in state}
+        # what the stream's start settled, and where its random draws are: a loaded learner
+        # goes on (and refuses set_params) exactly as the pickled one does
+        fitted["_architecture"] = {k: plain_scalar(v)
+                                   for k, v in state.get("_architecture", {}).items()}
+        kind, keys, pos, has_gauss, cached = state["_rng"].get_state()
+        fitted["_rng_state"] = {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                                "has_gauss": int(has_gauss), "cached": float(cached)}
         memory = state["_replay"]
         if "feature_names_in_" in state:
             fitted["feature_names_in_"] = [str(c) for c in state["feature_names_in_"]]
@@ -352,8 +360,13 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
         fitted = payload["fitted"]
         if "feature_names_in_" in fitted:
             fitted["feature_names_in_"] = np.asarray(fitted["feature_names_in_"], dtype=object)
+        rng_state = fitted.pop("_rng_state", None)
         learner.__dict__.update(fitted)
         learner._rng = np.random.RandomState(seed_from(learner.random_state))
+        if rng_state is not None:  # (files of 0.x before it was saved start from the seed)
+            learner._rng.set_state(("MT19937", rng_state["keys"].numpy().astype(np.uint32),
+                                    rng_state["pos"], rng_state["has_gauss"],
+                                    rng_state["cached"]))
         replay = payload["replay"]
         learner._replay = {"seen": replay["seen"], "rows": [t.numpy() for t in replay["rows"]]
                            or None}
