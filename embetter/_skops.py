@@ -252,6 +252,13 @@ def check_model_files(files: dict) -> dict:
             kind = str(module.get("type", ""))
             if not kind.startswith("sentence_transformers."):
                 raise ValueError(f"refusing the model module type {kind!r} in modules.json")
+            where = str(module.get("path", ""))
+            # sentence-transformers joins it to the folder: an absolute path, a drive or a
+            # parent step would load a module from elsewhere on the machine
+            if (".." in where.replace("\\", "/").split("/") or ":" in where
+                    or where.startswith(("/", "\\"))):
+                raise ValueError(f"refusing the model module path {where!r} in modules.json: "
+                                 "it leads out of the model's folder")
     return files
 
 

@@ -178,6 +178,10 @@ def test_the_trusted_list_covers_every_public_estimator():
     ({"C:escape.json": b"{}"}, "escape"),
     ({"a//escape.json": b"{}"}, "escape"),
     ({"modules.json": json.dumps([{"type": "os.system"}]).encode()}, "os.system"),
+    # an allowed module class whose folder is elsewhere on the machine
+    *[({"modules.json": json.dumps([{"type": "sentence_transformers.models.Transformer",
+                                     "path": where}]).encode()}, "leads out")
+      for where in ("/home/me/other_model", "../other_model", "C:/models/x", "\\server\\x")],
 ])
 def test_model_files_that_could_run_code_are_refused(files, needle):
     with pytest.raises(ValueError, match=needle):
