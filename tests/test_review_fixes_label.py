@@ -271,3 +271,20 @@ def test_loop_takes_a_set_of_classes_and_names_a_missing_or_mixed_one():
         LabellingLoop(LogisticRegression(), POOL, classes=["a", None])
     with pytest.raises(ValueError, match="all strings or all numbers"):
         LabellingLoop(LogisticRegression(), POOL, classes=np.array(["a", 1], dtype=object))
+
+
+def test_loop_widens_auto_for_the_classes_it_was_told_not_only_those_seen(monkeypatch):
+    # a refitted LogisticRegression knows the classes seen so far: with two of five seen,
+    # the cold start (4 labels per class) ended at 8 labels instead of 20
+    import embetter.label._strategies as strategies
+
+    asked = []
+    real_top_k = strategies.top_k
+    monkeypatch.setattr(strategies, "top_k", lambda scores, candidates, k, rng: (
+        asked.append(k), real_top_k(scores, candidates, k, rng))[1])
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4))
+    loop = LabellingLoop(LogisticRegression(), X, classes=list("abcde"), random_state=0)
+    loop.update(np.arange(10), np.array(list("ab") * 5))
+    loop.suggest(2)
+    assert asked == [2 * 10 * 20 // 10]  # beta * k, times 20 labels needed / 10 known

@@ -220,7 +220,9 @@ class LabellingLoop:
             return weighted_kmeans_pick(Z, candidates, np.ones(self.n_pool_), k, self._rng)
         Z = self._head(self.embeddings_)
         proba = np.asarray(self._learned[-1].predict_proba(Z), dtype=np.float64)
-        return pick(self.strategy, proba, Z, k, candidates, self.labelled_, self._rng)
+        # (the classes declared, not only those seen: a refitted head knows only the latter)
+        return pick(self.strategy, proba, Z, k, candidates, self.labelled_, self._rng,
+                    n_classes=self.classes_.size)
 
     def update(self, positions, labels) -> LabellingLoop:
         """Learn from one round of labels: `labels[i]` is the label of pool row `positions[i]`.

@@ -188,7 +188,7 @@ def typical_pick(Z: np.ndarray, candidates: np.ndarray, labelled: np.ndarray, k:
 def auto_pick(proba: np.ndarray, Z: np.ndarray, candidates: np.ndarray, k: int,
               labelled: np.ndarray | None, rng, *, beta: float = AUTO_BETA,
               cold_per_class: float = AUTO_COLD_PER_CLASS,
-              typical_rounds: float = AUTO_TYPICAL_ROUNDS) -> np.ndarray:
+              typical_rounds: float = AUTO_TYPICAL_ROUNDS, n_classes=None) -> np.ndarray:
     """Typical rows first, then uncertainty-weighted diversity.
 
     While fewer labels are known than `typical_rounds` rounds of `k`, the picks are
@@ -198,13 +198,14 @@ def auto_pick(proba: np.ndarray, Z: np.ndarray, candidates: np.ndarray, k: int,
     k-means weighted by their uncertainty, the one nearest each centre picked. While labels
     are few (fewer than `cold_per_class` per class) the candidate set widens in proportion,
     towards weighted k-means over the whole pool. `labelled=None` (or empty): labels are
-    assumed not scarce (no typical rounds, no widening)."""
+    assumed not scarce (no typical rounds, no widening). `n_classes`: how many classes the
+    labels will bring (default: the columns of `proba`, the classes seen so far)."""
     n_labelled = labelled.size if labelled is not None and labelled.size else None
     if n_labelled is not None and n_labelled < typical_rounds * k:
         return typical_pick(Z, candidates, labelled, k, rng)
     uncertainty = margin_uncertainty(proba)
     m = beta * k
-    need = cold_per_class * max(proba.shape[1], 2)
+    need = cold_per_class * max(n_classes or proba.shape[1], 2)
     if n_labelled is not None and n_labelled < need:
         m *= need / max(n_labelled, 1)
     m = int(min(candidates.size, max(k, round(m))))

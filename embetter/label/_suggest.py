@@ -117,7 +117,7 @@ def as_space(Z, strategy: str) -> np.ndarray:
 
 
 def pick(strategy: str, proba, Z, k: int, candidates: np.ndarray, labelled: np.ndarray,
-         rng) -> np.ndarray:
+         rng, n_classes=None) -> np.ndarray:
     """Dispatch to one strategy; every branch returns `k` positions among `candidates`."""
     if strategy == "random":
         return rng.choice(candidates, size=k, replace=False).astype(np.intp)
@@ -128,7 +128,7 @@ def pick(strategy: str, proba, Z, k: int, candidates: np.ndarray, labelled: np.n
     Z = as_space(Z, strategy)
     if strategy == "kcenter":
         return kcenter_greedy(Z, candidates, labelled, k, rng)
-    return auto_pick(proba, Z, candidates, k, labelled, rng)
+    return auto_pick(proba, Z, candidates, k, labelled, rng, n_classes=n_classes)
 
 
 def suggest(model, X, k: int = 10, strategy: str = "auto", random_state=None, *,
