@@ -65,14 +65,18 @@ def hub_endpoint() -> tuple[str, bool]:
 
 def hub_cached_folder(repo_id: str, cache_dir=None):
     """The folder of the cached snapshot (of `main`) of a Hugging Face model, the one that
-    holds its `config.json`, or None when the cache has none (huggingface_hub's own cache
-    lookup, in `cache_dir` or its default cache; no network)."""
+    holds its `config.json` (or, for a sentence-transformers model without one at its root,
+    such as the static-* models, its `modules.json`), or None when the cache has none
+    (huggingface_hub's own cache lookup, in `cache_dir` or its default cache; no network)."""
     from pathlib import Path
 
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache_dir)
-    return Path(found).parent if isinstance(found, str) else None
+    for marker in ("config.json", "modules.json"):
+        found = try_to_load_from_cache(repo_id, marker, cache_dir=cache_dir)
+        if isinstance(found, str):
+            return Path(found).parent
+    return None
 
 
 def save(model, folder) -> None:

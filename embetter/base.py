@@ -30,6 +30,17 @@ class EmbetterBase(TransformerMixin, BaseEstimator):
         return tags
 
 
+class ReadsTextsOnce:
+    """`fit_transform` for an estimator whose `fit` reads the texts: an iterator of texts (a
+    generator) is read once, into a list, so `transform` gets the texts `fit` learned from,
+    not an exhausted iterator (and no rows). Put it before `TransformerMixin` in the bases."""
+
+    def fit_transform(self, X, y=None, **fit_params):
+        if not hasattr(X, "__len__") and hasattr(X, "__iter__"):
+            X = list(X)
+        return super().fit_transform(X, y, **fit_params)
+
+
 def text_input_tags(tags):
     """Mark `tags` (from `__sklearn_tags__`) for an estimator that takes a 1-D list of texts."""
     tags.input_tags.string = True

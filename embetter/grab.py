@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 
 import numpy as np
 
 from embetter.base import EmbetterBase
+
+
+def _check_one_name(colname, what: str, owner: str) -> None:
+    """`colname` must name one column (or key): a list, set or array of them is refused."""
+    if isinstance(colname, (list, set, dict, np.ndarray)) or not isinstance(colname, Hashable):
+        first = next(iter(colname), "text") if isinstance(colname, Iterable) else "text"
+        raise TypeError(
+            f"colname must be one {what}'s name (the texts), got a "
+            f"{type(colname).__name__} {colname!r:.80}; e.g. {owner}({first!r})")
 
 
 class ColumnGrabber(EmbetterBase):
@@ -38,12 +47,11 @@ class ColumnGrabber(EmbetterBase):
                 f"got {type(X).__name__}; "
                 "for a list of dicts use KeyGrabber"
             )
-        available = list(columns) if columns is not None else list(X.keys())
-        if isinstance(self.colname, (list, set, np.ndarray)):
-            raise TypeError(
-                f"colname must be one column's name (the texts), got a "
-                f"{type(self.colname).__name__} {list(self.colname)!r:.80}; "
-                f"e.g. ColumnGrabber({next(iter(self.colname), 'text')!r})")
+        # (a pyarrow Table's `columns` are its arrays; its names are `column_names`)
+        names = getattr(X, "column_names", None)
+        available = (list(names) if names is not None else list(columns) if columns is not None
+                     else list(X.keys()))
+        _check_one_name(self.colname, "column", "ColumnGrabber")
         if self.colname not in available:
             raise KeyError(
                 f"column {self.colname!r} not found; available columns: {available[:20]}"
@@ -62,6 +70,8 @@ class ColumnGrabber(EmbetterBase):
                 f"column {self.colname!r} must hold one value per row (a list, array or "
                 f"Series), got a single {type(column).__name__}; for one record use "
                 "KeyGrabber, which takes a dict")
+        if hasattr(column, "to_pylist"):  # a pyarrow array: its values, not arrow scalars
+            return column.to_pylist()
         return list(column)
 
     def get_feature_names_out(self, input_features=None):
@@ -92,6 +102,7 @@ class KeyGrabber(EmbetterBase):
 
     def transform(self, X):
         """Return `[d[colname] for d in X]`; a single dict gives a one-element list."""
+        _check_one_name(self.colname, "key", "KeyGrabber")
         if isinstance(X, Mapping):
             X = [X]
         elif (isinstance(X, (str, bytes)) or not isinstance(X, Iterable)

@@ -38,3 +38,22 @@ def test_key_grabber():
         KeyGrabber("text").transform([{"text": "a"}, {"other": "b"}])
     with pytest.raises(TypeError):
         KeyGrabber("text").transform("text")
+
+
+def test_key_grabber_names_a_list_of_keys():
+    from embetter.grab import KeyGrabber
+
+    for colname in (["text"], {"text"}):
+        with pytest.raises(TypeError, match="colname must be one key's name"):
+            KeyGrabber(colname).transform([{"text": "a"}])
+        with pytest.raises(TypeError, match="colname must be one key's name"):
+            KeyGrabber(colname).transform([])
+
+
+def test_column_grabber_reads_a_pyarrow_table_by_name():
+    pa = pytest.importorskip("pyarrow")
+    from embetter.grab import ColumnGrabber
+
+    assert ColumnGrabber("text").transform(pa.table({"text": ["a", "b"]})) == ["a", "b"]
+    with pytest.raises(KeyError, match=r"available columns: \['text'\]"):
+        ColumnGrabber("other").transform(pa.table({"text": ["a", "b"]}))

@@ -380,3 +380,85 @@ def test_a_static_model_in_sentence_transformers_layout_loads(static_path, tmp_p
     np.testing.assert_allclose(got, StaticModel.from_pretrained(str(folder)).encode(corpus[:4]),
                                atol=1e-6)
     assert got.shape == (4, 16)
+
+
+# -- a review of the static, lite and grab encoders (session 29) --------------------------------
+def _in_hub_cache(root, repo_id, folder):
+    import shutil
+
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    shutil.copytree(folder, repo / "snapshots" / "abc123")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+
+
+def test_a_transformer_is_refused_by_name_as_a_folder_or_a_cached_hub_id(
+        tiny_model_path, tmp_path, monkeypatch, no_network):
+    """A plain transformers folder (config.json, no modules.json) and any Hub id reached
+    model2vec's loader and failed inside safetensors."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_model_path, plain)
+    (plain / "modules.json").unlink()
+    with pytest.raises(ValueError, match="is a transformer model.*SentenceEncoder"):
+        TextEncoder(str(plain)).transform(["a"])
+    _in_hub_cache(tmp_path / "hub", "someone/tiny-transformer", tiny_model_path)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(ValueError, match="is a transformer model"):
+        TextEncoder("someone/tiny-transformer").transform(["a"])
+
+
+def test_a_cached_sentence_transformers_static_model_loads_by_hub_id_offline(
+        static_path, tmp_path, monkeypatch, corpus, no_network):
+    """The static-* models have modules.json and no config.json at their root: the cache
+    lookup missed them and an offline load said they were not cached."""
+    from huggingface_hub import constants
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import StaticEmbedding
+
+    folder = tmp_path / "st_static"
+    SentenceTransformer(modules=[StaticEmbedding.from_model2vec(static_path)],
+                        device="cpu").save(str(folder))
+    assert not (folder / "config.json").exists()
+    _in_hub_cache(tmp_path / "hub", "someone/static-st", folder)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    X = TextEncoder("someone/static-st").transform(corpus[:3])
+    np.testing.assert_allclose(X, TextEncoder(str(folder)).transform(corpus[:3]), rtol=1e-5)
+
+
+def test_threads_that_ask_together_load_the_static_model_once(static_path, monkeypatch):
+    import threading
+    import time
+
+    from model2vec import StaticModel
+
+    calls = []
+    real = StaticModel.from_pretrained.__func__
+
+    def slow(cls, *args, **kwargs):
+        calls.append(1)
+        time.sleep(0.3)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(StaticModel, "from_pretrained", classmethod(slow))
+    enc = TextEncoder(static_path)
+    threads = [threading.Thread(target=enc.transform, args=(["a text"],)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+
+
+def test_fit_transform_of_a_generator_keeps_every_text(static_path, corpus):
+    """fit read the generator, and transform got an exhausted one: no rows, no error."""
+    from embetter.text import LiteTextEncoder
+
+    lite = LiteTextEncoder(n_components=4, random_state=0)
+    assert lite.fit_transform(t for t in corpus[:40]).shape == (40, 4)
+    trained = TextEncoder(static_path, train_on_fit=True, random_state=0)
+    assert trained.fit_transform(iter(corpus[:40])).shape[0] == 40

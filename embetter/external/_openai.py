@@ -18,11 +18,11 @@ class OpenAIEncoder(HostedEncoder):
     """Embed texts with OpenAI's embeddings API or any OpenAI-compatible server.
 
     Runs on the official `openai` client (`pip install 'embetter[openai]'`). 408, 409 and 429
-    replies (honouring `Retry-After`), 5xx replies, timeouts and lost connections are retried with exponential
-    backoff and jitter, by embetter for every provider (so a failure stops them all). Texts
-    are sent in batches of at most `batch_size` texts and (estimated)
-    `max_tokens_per_request` tokens, `max_concurrency` batches at a time; the output is
-    always in input order. A batch that still fails raises `HostedAPIError`, naming the
+    replies (honouring `Retry-After`), 5xx replies, timeouts and lost connections are
+    retried with exponential backoff and jitter, by embetter for every provider (so a
+    failure stops them all). Texts are sent in batches of at most `batch_size` texts and
+    (estimated) `max_tokens_per_request` tokens, `max_concurrency` batches at a time; the
+    output is always in input order. A batch that still fails raises `HostedAPIError`, naming the
     batch and the status: never a partial array.
 
     The client is created on first use. The key comes from `api_key` or `OPENAI_API_KEY`; a

@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from embetter._estimator_checks import all_or_nothing, check_stream_classes, check_stream_settled
 from embetter._st import embedding_dim
 from embetter._validation import as_labels, as_targets, as_texts
+from embetter.base import ReadsTextsOnce
 from embetter.finetune._label_texts import choose_label_texts, label_text_pairs
 from embetter.finetune._losses import CLASS_LOSSES, prototypes_fit_the_texts
 from embetter.finetune._pairs import pairs_for_new_rows
@@ -28,7 +29,7 @@ from embetter.finetune._sbert_learner import SbertLearner
 from embetter.finetune._stream_average import StreamAverage
 
 
-class SbertTuner(TransformerMixin, SbertBase):
+class SbertTuner(ReadsTextsOnce, TransformerMixin, SbertBase):
     """Fine-tune a sentence model on labelled texts, as a pipeline step (the SetFit idea).
 
     `fit(texts, y)` turns the labels into text pairs with `generate_pairs` (each text is

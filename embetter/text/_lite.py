@@ -15,10 +15,10 @@ from sklearn.utils.validation import check_is_fitted
 
 from embetter._estimator_checks import all_or_nothing, refuse_bool_numbers
 from embetter._validation import as_texts, check_int
-from embetter.base import text_input_tags
+from embetter.base import ReadsTextsOnce, text_input_tags
 
 
-class LiteTextEncoder(TransformerMixin, BaseEstimator):
+class LiteTextEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
     """Dense text embeddings with no neural model: TF-IDF (words + character n-grams) + SVD.
 
     Useful without torch models or as a fast baseline. Unlike the pretrained encoders it learns

@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from embetter._estimator_checks import all_or_nothing
 from embetter._removed import RemovedParams
 from embetter._validation import as_texts, check_bool
-from embetter.base import text_input_tags
+from embetter.base import ReadsTextsOnce, text_input_tags
 
 #: texts per `StaticModel.encode` call in `transform` (its own batches are 1,024 texts)
 TRANSFORM_CHUNK = 16_384
@@ -44,7 +44,19 @@ def _hub_model(repo_id: str) -> Path | str:
     return repo_id
 
 
-class TextEncoder(RemovedParams, TransformerMixin, BaseEstimator):
+def _config_model_type(folder: Path):
+    """The `model_type` a folder's config.json names (model2vec writes "model2vec",
+    transformers "bert" and the like), or None when it names none or cannot be read."""
+    import json
+
+    try:
+        kind = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) else None
+
+
+class TextEncoder(RemovedParams, ReadsTextsOnce, TransformerMixin, BaseEstimator):
     """Encode texts with a static model2vec model: a hundred times the speed of a transformer.
 
     A static model stores one vector per token and averages them, so encoding is a tokenizer
@@ -125,10 +137,16 @@ class TextEncoder(RemovedParams, TransformerMixin, BaseEstimator):
         if cached is not None and self.__dict__.get("_loaded_for") == key:
             return cached
 
-        source = self._source()
-        model = StaticModel.from_pretrained(str(source), force_download=False)
-        self.__dict__["_model"] = model
-        self.__dict__["_loaded_for"] = key
+        from embetter.text._paths import BUILDING
+
+        with BUILDING:  # threads that ask together: one loads, the others then find it
+            cached = self.__dict__.get("_model")
+            if cached is not None and self.__dict__.get("_loaded_for") == key:
+                return cached
+            source = self._source()
+            model = StaticModel.from_pretrained(str(source), force_download=False)
+            self.__dict__["_model"] = model
+            self.__dict__["_loaded_for"] = key
         return model
 
     def _load_key(self) -> tuple:
@@ -152,18 +170,11 @@ class TextEncoder(RemovedParams, TransformerMixin, BaseEstimator):
                 f"model id or a model2vec StaticModel, got {type(self.name).__name__}"
             )
         folder = Path(self.name).expanduser()
-        # model2vec's own layout, or sentence-transformers' (a StaticEmbedding model saved
-        # with SentenceTransformer.save, as the static-* models are): model2vec reads both
-        if (folder / "modules.json").is_file() and not _static_modules(folder):
-            raise ValueError(
-                f"name={os.fspath(self.name)!r} is a sentence-transformers model without a "
-                "StaticEmbedding module (a transformer): TextEncoder runs static models; use "
-                "SentenceEncoder(name) for this one, or TextEncoder() for a static model "
-                "distilled from the embedded all-MiniLM-L6-v2")
         if (folder / "config.json").is_file() or (folder / "modules.json").is_file():
-            return folder
+            return self._static_folder(folder)
         if isinstance(self.name, str) and not folder.exists() and HUB_ID.fullmatch(self.name):
-            return _hub_model(self.name)
+            found = _hub_model(self.name)
+            return self._static_folder(found) if isinstance(found, Path) else found
         what = ("is not a folder" if not folder.is_dir()
                 else "has no config.json (nor a sentence-transformers modules.json)")
         raise FileNotFoundError(
@@ -172,6 +183,24 @@ class TextEncoder(RemovedParams, TransformerMixin, BaseEstimator):
             "id such as 'minishlab/potion-base-8M'; pass name=None for the model distilled "
             "from the embedded all-MiniLM-L6-v2"
         )
+
+    def _static_folder(self, folder: Path) -> Path:
+        """`folder` if it holds a static model: model2vec's own layout, or
+        sentence-transformers' (a StaticEmbedding model saved with SentenceTransformer.save,
+        as the static-* models are): model2vec reads both. A transformer is refused here,
+        by name, not deep inside model2vec's loader."""
+        if (folder / "modules.json").is_file():
+            transformer = not _static_modules(folder)
+        else:
+            kind = _config_model_type(folder)
+            transformer = kind is not None and kind != "model2vec"
+        if transformer:
+            raise ValueError(
+                f"name={os.fspath(self.name)!r} is a transformer model, not a static one: "
+                "TextEncoder runs static (model2vec) models; use SentenceEncoder(name) for "
+                "this one, or TextEncoder() for a static model distilled from the embedded "
+                "all-MiniLM-L6-v2")
+        return folder
 
     def __getstate__(self):
         state = self.__dict__.copy()
