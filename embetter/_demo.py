@@ -13,7 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from embetter._files import UsageError, atomic_path, label_column, read_table, text_column
+from embetter._files import (
+    UsageError,
+    atomic_path,
+    check_out_folder,
+    label_column,
+    read_table,
+    text_column,
+)
 
 TEST_SIZE = 0.5
 #: rows of its largest class the demo needs: half are held out, and the regression's C is
@@ -32,10 +39,12 @@ def load_dataset(path) -> tuple[list[str], np.ndarray]:
             f"CSV with the columns text,label (its columns are: "
             f"{', '.join(map(str, list(df.columns)[:20]))})")
     keep, labels = label_column(df, "label", path)
+    rows = None  # the file's data rows of the rows kept (for errors that name a row)
     if keep is not None:  # rows not labelled yet are left out, as `finetune` leaves them
         _say(f"{path}: {int((~keep).sum())} row(s) without a label left out")
+        rows = np.flatnonzero(keep)
         df = df[keep]
-    texts = text_column(df, "text", path)
+    texts = text_column(df, "text", path, rows)
     return texts, np.asarray([str(v) for v in labels], dtype=object)
 
 
@@ -118,8 +127,8 @@ def run_demo(out_dir="demo-output", sbert=False, seed=0, data=None,
         raise UsageError(
             f"{path}: every class has fewer than {MIN_LARGEST_CLASS} rows; the demo needs at "
             "least one that large")
-    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise UsageError(f"{out_dir}: is a file; --out must name a folder for the plots")
+    if out_dir is not None:  # before any work: the plots come last
+        check_out_folder(out_dir)
 
     from sklearn.model_selection import train_test_split
 

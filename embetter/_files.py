@@ -46,17 +46,30 @@ def _format_of(path, formats: dict, what: str) -> str:
 def check_out_file(path) -> None:
     """Refuse an output path that cannot be written (before any work is done): a directory,
     or one whose folder is a file or cannot be created or written."""
-    import os
-
     target = Path(user_path(path))
     if target.is_dir():
         raise UsageError(f"{path}: is a directory; --out must name a file")
-    folder = target.parent
+    _check_can_create(path, target.parent, "file in a folder")
+
+
+def check_out_folder(path) -> None:
+    """Refuse an output folder that cannot be written (before any work is done): a file, or
+    one inside a file or a folder that cannot be written."""
+    target = Path(user_path(path))
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{path}: is a file; --out must name a folder")
+    _check_can_create(path, target, "folder")
+
+
+def _check_can_create(path, folder: Path, what: str) -> None:
+    """`folder` (which may not exist yet) can be created and written in."""
+    import os
+
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent  # the nearest existing folder: the rest is created
     if not folder.is_dir():
         raise UsageError(f"{path}: {str(folder)!r} is a file, not a folder; --out must name a "
-                         "file in a folder")
+                         f"{what}")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UsageError(f"{path}: cannot write in {str(folder)!r} (no permission)")
 
@@ -64,7 +77,7 @@ def check_out_file(path) -> None:
 def check_parquet_rows(df, path, out) -> None:
     """A `.parquet` output holds the input's columns and `embedding`: refuse, before any
     work, a table that already has an `embedding` column or one Parquet cannot store."""
-    if "embedding" in df.columns:
+    if "embedding" in _with_index(df).columns:  # a column, or a named index kept as one
         raise UsageError(f"{path}: already has a column 'embedding', which {out} would "
                          "overwrite; rename it first, or write .npy")
     import pyarrow as pa
@@ -112,8 +125,20 @@ def read_table(path):
             # Every cell as written: "42", "007" or "NA" must not turn into a number or a
             # missing value (the columns travel to a .parquet output as they were); a line
             # with a trailing comma must not turn the first column into the index.
-            df = pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""],
-                             index_col=False)
+            # (with index_col=False pandas cuts the extra fields of a first data row with
+            # an unquoted comma and only warns: an error here, as on any later row)
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                try:
+                    df = pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""],
+                                     index_col=False)
+                except pd.errors.ParserWarning:
+                    raise UsageError(
+                        f"{path}: the first data row (line 2) has more fields than the "
+                        'header; put texts that contain commas in double quotes ("a, b")'
+                    ) from None
         elif fmt == "jsonl":
             # floats exactly as written, keys such as "1" kept as names, a BOM tolerated
             df = pd.read_json(p, lines=True, dtype=False, precise_float=True,
@@ -138,8 +163,9 @@ def read_table(path):
     return df
 
 
-def column(df, name: str, path, role: str) -> list:
-    """One column as a list, with an error naming the file and the columns it does have."""
+def column(df, name: str, path, role: str, rows=None) -> list:
+    """One column as a list, with an error naming the file and the columns it does have
+    (`rows`: the file's data-row positions of `df`'s rows, when some were left out)."""
     if name not in df.columns:
         available = ", ".join(map(str, list(df.columns)[:20]))
         flag = {"text": "--text-col", "label": "--label-col"}.get(role)
@@ -149,25 +175,32 @@ def column(df, name: str, path, role: str) -> list:
     values = df[name]
     missing = values.isna().to_numpy()
     if missing.any():
-        rows = np.flatnonzero(missing)
-        where = ", ".join(str(r + 1) for r in rows[:5]) + (" ..." if len(rows) > 5 else "")
+        empty = np.flatnonzero(missing)
+        where = ", ".join(str(_data_row(r, rows)) for r in empty[:5]) + (
+            " ..." if len(empty) > 5 else "")
         raise UsageError(
-            f"{path}: {role} column {name!r} is empty in {len(rows)} row(s) (data rows {where}); "
-            "fill or drop them first"
+            f"{path}: {role} column {name!r} is empty in {len(empty)} row(s) (data rows "
+            f"{where}); fill or drop them first"
         )
     return values.tolist()
 
 
-def text_column(df, name: str, path) -> list[str]:
-    """The text column as a list of str; a column of non-text values is refused."""
-    values = column(df, name, path, "text")
+def text_column(df, name: str, path, rows=None) -> list[str]:
+    """The text column as a list of str; a column of non-text values is refused (`rows`: as
+    `column` takes them)."""
+    values = column(df, name, path, "text", rows)
     bad = [i for i, v in enumerate(values) if not isinstance(v, str)]
     if bad:
         raise UsageError(
             f"{path}: text column {name!r} holds non-text values "
-            f"(data row {bad[0] + 1}: {values[bad[0]]!r:.40})"
+            f"(data row {_data_row(bad[0], rows)}: {values[bad[0]]!r:.40})"
         )
     return values
+
+
+def _data_row(position: int, rows=None) -> int:
+    """The 1-based data row in the file of the table's row at `position`."""
+    return int(position if rows is None else rows[position]) + 1
 
 
 def label_column(df, name: str, path):

@@ -164,6 +164,7 @@ def projection(
     """
     method = _method_to_use(method)
     points = project(X, method=method, random_state=random_state)
+    ran = method_for(method, np.shape(X))  # PCA where the method asked for cannot run
     Figure = _figure_class()
     fig = Figure(figsize=figsize, layout="constrained")
     ax = fig.add_subplot()
@@ -198,7 +199,7 @@ def projection(
             ax.scatter(points[mask, 0], points[mask, 1], s=point_size, alpha=0.8,
                        linewidths=0, color=cmap(i), label=str(label))
         ax.legend(loc="best", fontsize="small", markerscale=1.5, framealpha=0.8)
-    axis = _AXIS[method]
+    axis = _AXIS[ran]
     ax.set_xlabel(f"{axis}1")
     ax.set_ylabel(f"{axis}2")
     if title:

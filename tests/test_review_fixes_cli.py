@@ -103,3 +103,62 @@ def test_debug_after_the_command_is_accepted(tmp_path):
     with pytest.raises(UsageError, match="no such file"):  # --debug: the error itself
         main(["embed", str(tmp_path / "missing.csv"), "--text-col", "text",
               "--out", str(tmp_path / "o.npy"), "--debug"])  # "unrecognized arguments" before
+
+
+# -- a review of the command line's files and plots (session 29) --------------------------------
+def test_an_unquoted_comma_in_the_first_data_row_is_an_error_not_a_shifted_row(
+        tmp_path, tiny_model_path, capsys):
+    # pandas cut the first row's extra field and only warned: text "hello", label " red cat"
+    path = tmp_path / "comma.csv"
+    path.write_text("text,label\nhello, red cat thing,a\nblue dog thing,b\n")
+    assert main(["embed", str(path), "--text-col", "text", "--model", tiny_model_path,
+                 "--out", str(tmp_path / "x.npy")]) == 2
+    assert "first data row (line 2) has more fields than the header" in capsys.readouterr().err
+    assert not (tmp_path / "x.npy").exists()
+
+
+@pytest.mark.parametrize("command", ["finetune", "demo"])
+def test_an_empty_text_is_named_by_its_row_in_the_file_after_unlabelled_rows(
+        tmp_path, tiny_model_path, capsys, command):
+    path = tmp_path / "rows.csv"
+    path.write_text("text,label\nfirst text,\nsecond text,\nthird text,a\n,b\nfifth text,a\n")
+    if command == "finetune":
+        argv = ["finetune", str(path), "--text-col", "text", "--label-col", "label",
+                "--model", tiny_model_path, "--out", str(tmp_path / "f.skops")]
+    else:
+        argv = ["demo", "--data", str(path), "--model", tiny_model_path,
+                "--out", str(tmp_path / "plots")]
+    assert main(argv) == 2
+    assert "(data rows 4)" in capsys.readouterr().err
+
+
+def test_demo_refuses_an_out_folder_inside_a_file_before_the_work(tmp_path, tiny_model_path,
+                                                                  capsys):
+    (tmp_path / "small.csv").write_text("x")
+    path = tmp_path / "data.csv"
+    labelled_frame().to_csv(path, index=False)
+    assert main(["demo", "--data", str(path), "--model", tiny_model_path,
+                 "--out", str(tmp_path / "small.csv" / "plots")]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and "accuracy" not in err.lower()
+
+
+@needs_pyarrow
+def test_a_parquet_index_named_embedding_is_refused_before_the_work(tmp_path, tiny_model_path,
+                                                                    capsys):
+    source = tmp_path / "idx.parquet"
+    frame = pd.DataFrame({"text": ["a cat", "a dog"]},
+                         index=pd.Index(["id0", "id1"], name="embedding"))
+    frame.to_parquet(source)
+    assert main(["embed", str(source), "--text-col", "text", "--model", tiny_model_path,
+                 "--out", str(tmp_path / "e.parquet")]) == 2
+    assert "already has a column 'embedding'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method, rows, columns", [("tsne", 30, 1), ("umap", 2, 4)])
+def test_a_map_names_the_projection_that_ran(method, rows, columns):
+    from embetter.plot import projection
+
+    X = np.random.default_rng(0).normal(size=(rows, columns))
+    fig = projection(X, ["a", "b"] * (rows // 2), method=method)
+    assert fig.axes[0].get_xlabel() == "PC1"
