@@ -343,26 +343,28 @@ def encode_known_labels(y: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return codes.astype(np.int64)
 
 
-def check_pairs(X1, X2, y=None, *, texts: bool = False, n_features: int | None = None):
+def check_pairs(X1, X2, y=None, *, texts: bool = False, n_features: int | None = None,
+                allow_empty: bool = False):
     """Validate the pair format `(X1, X2, y)` used by the learners.
 
     With `texts=True`, X1 and X2 are collections of texts; otherwise float32 matrices with the
     same number of columns. `y` (optional) must have one entry per pair.
-    Returns `(X1, X2, y)` converted.
+    Returns `(X1, X2, y)` converted. `allow_empty`: 0 pairs are taken (to score, not to
+    train on).
     """
     if texts:
         X1, X2 = as_texts(X1, "X1"), as_texts(X2, "X2")
         n1, n2 = len(X1), len(X2)
     else:
-        X1 = as_matrix(X1, "X1", n_features=n_features)
-        X2 = as_matrix(X2, "X2")
+        X1 = as_matrix(X1, "X1", n_features=n_features, allow_empty=allow_empty)
+        X2 = as_matrix(X2, "X2", allow_empty=allow_empty)
         if X2.shape[1] != X1.shape[1]:
             raise ValueError(f"X2 has {X2.shape[1]} features but X1 has {X1.shape[1]}; "
                              "the two sides of a pair must have the same width")
         n1, n2 = X1.shape[0], X2.shape[0]
     if n1 != n2:
         raise ValueError(f"X1 and X2 must hold the same number of items, got {n1} and {n2}")
-    if n1 == 0:
+    if n1 == 0 and not allow_empty:
         raise ValueError("X1 and X2 have 0 pairs; at least 1 is required")
     if y is not None:
         y = as_pair_scores(y, n1)

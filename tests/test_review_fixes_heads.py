@@ -276,3 +276,48 @@ def test_an_interrupted_retrain_after_set_params_raises_the_interruption(monkeyp
         head.partial_fit(rows[40:100], y[40:100])  # 100 >= 1.5 x 40 rows: retrains
     assert head.module_.hidden.out_features == 16  # the old network, untouched
     assert all(torch.equal(v, head.module_.state_dict()[k]) for k, v in before.items())
+
+
+# -- a review of the heads and learners (session 29) --------------------------------------------
+@pytest.mark.parametrize("make", [
+    lambda: FeedForwardTuner(n_epochs=2, hidden_dim=16, random_state=0),
+    lambda: ContrastiveLearner(shape_out=4, epochs=2, random_state=0),
+])
+def test_the_seed_alone_decides_the_start_whatever_the_default_dtype(make):
+    """The layers were built in torch's default dtype: under float64 the random start drew
+    other numbers, and the same random_state gave another model."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 8)).astype(np.float32)
+    y = np.arange(60) % 3
+
+    def fitted():
+        model = make()
+        if isinstance(model, ContrastiveLearner):
+            return model.fit(X[:30], X[30:], (y[:30] == y[30:]).astype(float)).transform(X)
+        return model.fit(X, y).transform(X)
+
+    expected = fitted()
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        got = fitted()
+    finally:
+        torch.set_default_dtype(before)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("y", [np.arange(4), np.eye(4, dtype=int)])
+def test_contrastive_tuner_fit_without_any_positive_pair_says_so(y):
+    X = np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match="no training pairs: n_neg=0"):
+        ContrastiveTuner(n_pos=1, n_neg=0, random_state=0).fit(X, y)
+
+
+def test_contrastive_learner_predicts_zero_pairs_as_it_transforms_zero_rows():
+    rng = np.random.default_rng(0)
+    X1, X2 = rng.normal(size=(2, 40, 8)).astype(np.float32)
+    learner = ContrastiveLearner(epochs=1, random_state=0).fit(X1, X2, np.ones(40))
+    empty = np.zeros((0, 8), dtype=np.float32)
+    assert learner.transform(empty).shape == (0, 8)
+    out = learner.predict(empty, empty)
+    assert out.shape == (0,) and out.dtype == np.float32

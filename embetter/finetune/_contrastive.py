@@ -35,10 +35,11 @@ class _Projection(torch.nn.Module):
 
     def __init__(self, n_in, n_out):
         super().__init__()
-        self.linear = torch.nn.Linear(n_in, n_out, bias=False)
+        # float32 whatever the caller's default dtype: the seed alone decides the start
+        self.linear = torch.nn.Linear(n_in, n_out, bias=False, dtype=torch.float32)
         with torch.no_grad():
             if n_in == n_out:
-                self.linear.weight.copy_(torch.eye(n_out))
+                self.linear.weight.copy_(torch.eye(n_out, dtype=torch.float32))
             else:
                 torch.nn.init.orthogonal_(self.linear.weight)
 
@@ -302,7 +303,9 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
         # X1's column names as in fit, as transform checks them (X2's may differ: pairs of
         # frames often name their sides apart, left_0 / right_0; their count is checked)
         check_estimator_input(self, X1, reset=False, allow_empty=True, name="X1")
-        X1, X2, _ = check_pairs(X1, X2, n_features=self.n_features_in_)
+        X1, X2, _ = check_pairs(X1, X2, n_features=self.n_features_in_, allow_empty=True)
+        if X1.shape[0] == 0:
+            return np.zeros(0, dtype=np.float32)
         a, b = (self._forward(X, lambda m, x: m(x)) for X in (X1, X2))
         return (a * b).sum(axis=1)
 

@@ -365,6 +365,13 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
             self._check_later_batch(labels, multilabel, classes)
         if self.n_pos + self.n_neg == 0:  # (a stream would draw no pair, and say nothing)
             raise ValueError("n_neg and n_pos are both 0: no pairs would be generated")
+        if not incremental and self.n_neg == 0:  # (a stream's batch may lack pairs: later
+            # ones bring them)
+            shared = labels.sum(axis=0) if multilabel else np.unique(labels, return_counts=True)[1]
+            if shared.max(initial=0) < 2:
+                raise ValueError(
+                    "no training pairs: n_neg=0 and no class holds two rows, so no positive "
+                    "pair can be drawn; give at least two rows of a class, or n_neg > 0")
         for name in ("anchors", "strategy"):
             if multilabel and getattr(self, name) == "balanced":
                 raise ValueError(f"{name}='balanced' needs single-label y (1-D labels); use "

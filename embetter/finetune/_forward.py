@@ -48,10 +48,12 @@ class _FeedForward(torch.nn.Module):
 
     def __init__(self, n_in, hidden_dim, n_classes, activation, dropout):
         super().__init__()
-        self.hidden = torch.nn.Linear(n_in, hidden_dim)
+        # float32 whatever the caller's default dtype: the seed alone decides the start
+        self.hidden = torch.nn.Linear(n_in, hidden_dim, dtype=torch.float32)
         self.activation = _ACTIVATIONS[activation]()
         self.dropout = torch.nn.Dropout(dropout)
-        self.classes = torch.nn.Parameter(torch.empty(n_classes, hidden_dim))
+        self.classes = torch.nn.Parameter(torch.empty(n_classes, hidden_dim,
+                                                      dtype=torch.float32))
         torch.nn.init.kaiming_uniform_(self.classes, a=5**0.5)
 
     def embed(self, x):
