@@ -188,3 +188,13 @@ def test_stream_pairs_replay_earlier_rows_within_the_new_rows_budget():
     assert len(i) == 20 * 4  # the budget of the 20 new rows ...
     assert (i < 20).any() and (i >= 20).any()  # ... spent on them and on replayed rows
     assert np.array_equal(sim == 1, y[i] == y[j])  # partners from every row so far
+
+
+def test_a_later_batch_of_another_label_type_is_refused_by_name(tiny_model_path, labelled):
+    # joined with earlier int labels, the strings made every int a string: new classes
+    texts, _ = labelled
+    stream = tuner(tiny_model_path, refit_growth=None)
+    stream.partial_fit(texts[:8], np.array([0, 1] * 4))
+    with pytest.raises(ValueError, match="y holds strings but earlier batches held numbers"):
+        stream.partial_fit(texts[8:12], np.array(["0", "1"] * 2))
+    assert stream.seen_y_.tolist() == [0, 1] * 4

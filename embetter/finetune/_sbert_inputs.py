@@ -161,3 +161,15 @@ def check_stream_labels(labels: np.ndarray, seen_y, classes) -> None:
         classes[encode_known_labels(labels, classes)]  # the clear error
     if seen_y is not None and seen_y.ndim == 2:
         raise ValueError("y is 1-D but earlier batches were multi-label (2-D)")
+    if seen_y is not None and seen_y.size and labels.size and (
+            _numeric(seen_y) != _numeric(labels)):
+        # joined with the earlier labels, 1 would become "1": a new class, silently
+        kinds = ["numbers" if _numeric(a) else "strings" for a in (labels, seen_y)]
+        raise ValueError(f"y holds {kinds[0]} but earlier batches held {kinds[1]} "
+                         f"({labels[0]!r} against {seen_y[0]!r}); a stream keeps one kind "
+                         "of label")
+
+
+def _numeric(labels: np.ndarray) -> bool:
+    return labels.dtype.kind in "biuf" or (
+        labels.dtype.kind == "O" and isinstance(labels.flat[0], (int, float, np.number)))
