@@ -224,7 +224,7 @@ def _content_hash(encoder) -> str:
         digest = joblib.hash(encoder)
     except (pickle.PicklingError, AttributeError, TypeError):
         sink = hashlib.blake2b(digest_size=16)
-        _CodePickler(_Writer(sink.update)).dump(encoder)
+        _CodePickler(_Writer(sink.update), frozenset({id(encoder)})).dump(encoder)
         digest = sink.hexdigest()
     code = _function_code(encoder)
     return digest + (hashlib.blake2b(code, digest_size=8).hexdigest() if code else "")
@@ -236,9 +236,10 @@ _VOLATILE = frozenset({"_stop_words_id"})
 
 
 def _without_volatile(obj, _seen=frozenset()):
-    """`obj` as its identity is hashed: estimators at any depth (attributes, pipeline steps)
-    without their `_VOLATILE` attributes, as stand-ins made for the hash only; `obj` itself
-    where nothing inside holds one (its hash, and so its cache rows, stay as they were)."""
+    """`obj` as its identity is hashed: estimators at any depth (attributes, pipeline steps,
+    the owners of bound methods) without their `_VOLATILE` attributes, as stand-ins made for
+    the hash only; `obj` itself where nothing inside holds one (its hash, and so its cache
+    rows, stay as they were)."""
     if isinstance(obj, _PLAIN) or id(obj) in _seen:
         return obj
     seen = _seen | {id(obj)}
@@ -250,6 +251,9 @@ def _without_volatile(obj, _seen=frozenset()):
     if isinstance(obj, dict):
         items = {k: _without_volatile(v, seen) for k, v in obj.items()}
         return obj if all(items[k] is v for k, v in obj.items()) else items
+    if isinstance(obj, types.MethodType):  # FunctionTransformer(vectorizer.transform)
+        owner = _without_volatile(obj.__self__, seen)
+        return obj if owner is obj.__self__ else types.MethodType(obj.__func__, owner)
     if isinstance(obj, BaseEstimator):
         state = vars(obj)
         kept = {k: _without_volatile(v, seen) for k, v in state.items() if k not in _VOLATILE}
@@ -271,12 +275,13 @@ class _Writer:
 class _CodePickler(pickle.Pickler):
     """A pickler into a hash that writes each function as its code (no import path needed)."""
 
-    def __init__(self, sink):
+    def __init__(self, sink, seen=frozenset()):
         super().__init__(sink, protocol=4)
+        self._seen = seen  # what is being hashed further out (see `_value_bytes`)
 
     def reducer_override(self, obj):
         if isinstance(obj, types.FunctionType):
-            return (str, (_code_bytes(obj).hex(),))
+            return (str, (_code_bytes(obj, self._seen).hex(),))
         return NotImplemented
 
 
@@ -301,17 +306,27 @@ def _code_bytes(fn, _seen=frozenset()) -> bytes:
 
 def _value_bytes(value, _seen=frozenset()) -> bytes:
     """A captured value by content: a function as its code, anything else by joblib's hash
-    (or, where pickle cannot write it, the code pickler's)."""
+    (without `_VOLATILE` attributes), or, where pickle cannot write it, the code pickler's;
+    a value neither can write (a module, a lock) by its type only, as before captured values
+    counted. `_seen`: the ids of the functions and values being hashed (a value that holds
+    the encoder that holds it ends there)."""
+    if id(value) in _seen:
+        return b"<cycle>"
     if isinstance(value, types.FunctionType):
-        return b"<itself>" if id(value) in _seen else _code_bytes(value, _seen)
+        return _code_bytes(value, _seen)
     import joblib
 
+    value = _without_volatile(value)
     try:
         return joblib.hash(value).encode()
     except (pickle.PicklingError, AttributeError, TypeError):
-        sink = hashlib.blake2b(digest_size=16)
-        _CodePickler(_Writer(sink.update)).dump(value)
-        return sink.hexdigest().encode()
+        pass
+    sink = hashlib.blake2b(digest_size=16)
+    try:
+        _CodePickler(_Writer(sink.update), _seen | {id(value)}).dump(value)
+    except (pickle.PicklingError, AttributeError, TypeError, RecursionError):
+        return repr(type(value)).encode()
+    return sink.hexdigest().encode()
 
 
 def _code_object_bytes(code) -> bytes:

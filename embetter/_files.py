@@ -77,13 +77,14 @@ def _check_can_create(path, folder: Path, what: str) -> None:
 def check_parquet_rows(df, path, out) -> None:
     """A `.parquet` output holds the input's columns and `embedding`: refuse, before any
     work, a table that already has an `embedding` column or one Parquet cannot store."""
-    if "embedding" in _with_index(df).columns:  # a column, or a named index kept as one
-        raise UsageError(f"{path}: already has a column 'embedding', which {out} would "
-                         "overwrite; rename it first, or write .npy")
     import pyarrow as pa
 
     try:
-        pa.Table.from_pandas(_with_index(df), preserve_index=False)
+        table = _with_index(df)  # (an index named as a column cannot be one: said below)
+        if "embedding" in table.columns:  # a column, or a named index kept as one
+            raise UsageError(f"{path}: already has a column 'embedding', which {out} would "
+                             "overwrite; rename it first, or write .npy")
+        pa.Table.from_pandas(table, preserve_index=False)
     except (pa.ArrowException, ValueError, TypeError) as e:
         raise UsageError(f"{path}: its columns cannot be stored in Parquet ({_one_line(e)}); "
                          "write .npy, or convert those columns first") from None
@@ -125,20 +126,19 @@ def read_table(path):
             # Every cell as written: "42", "007" or "NA" must not turn into a number or a
             # missing value (the columns travel to a .parquet output as they were); a line
             # with a trailing comma must not turn the first column into the index.
-            # (with index_col=False pandas cuts the extra fields of a first data row with
-            # an unquoted comma and only warns: an error here, as on any later row)
+            # (with index_col=False pandas cuts the extra fields of a first data row and only
+            # warns: blank ones are trailing commas, a text is an unquoted comma: an error)
             import warnings
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", pd.errors.ParserWarning)
-                try:
-                    df = pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""],
-                                     index_col=False)
-                except pd.errors.ParserWarning:
-                    raise UsageError(
-                        f"{path}: the first data row (line 2) has more fields than the "
-                        'header; put texts that contain commas in double quotes ("a, b")'
-                    ) from None
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", pd.errors.ParserWarning)
+                df = pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""],
+                                 index_col=False)
+            for w in caught:
+                if issubclass(w.category, pd.errors.ParserWarning):
+                    _check_no_extra_fields(p, path)
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         elif fmt == "jsonl":
             # floats exactly as written, keys such as "1" kept as names, a BOM tolerated
             df = pd.read_json(p, lines=True, dtype=False, precise_float=True,
@@ -161,6 +161,21 @@ def read_table(path):
     if len(df.columns) == 0 or len(df) == 0:
         raise UsageError(f"{path}: the file holds no rows")
     return df
+
+
+def _check_no_extra_fields(p: Path, path) -> None:
+    """A CSV row with a non-blank field past the header's columns (an unquoted comma in a
+    text) is refused, naming its line; blank ones (trailing commas) are not."""
+    import csv
+
+    with open(p, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.reader(f)
+        width = len(next(reader, []))
+        for row in reader:
+            if any(cell.strip() for cell in row[width:]):
+                raise UsageError(
+                    f"{path}: line {reader.line_num} has more fields than the header; put "
+                    'texts that contain commas in double quotes ("a, b")')
 
 
 def column(df, name: str, path, role: str, rows=None) -> list:

@@ -48,7 +48,8 @@ class ColumnGrabber(EmbetterBase):
                 "for a list of dicts use KeyGrabber"
             )
         # (a pyarrow Table's `columns` are its arrays; its names are `column_names`)
-        names = getattr(X, "column_names", None)
+        names = getattr(X, "column_names", None) if type(X).__module__.startswith(
+            "pyarrow") else None
         available = (list(names) if names is not None else list(columns) if columns is not None
                      else list(X.keys()))
         _check_one_name(self.colname, "column", "ColumnGrabber")

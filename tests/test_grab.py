@@ -57,3 +57,8 @@ def test_column_grabber_reads_a_pyarrow_table_by_name():
     assert ColumnGrabber("text").transform(pa.table({"text": ["a", "b"]})) == ["a", "b"]
     with pytest.raises(KeyError, match=r"available columns: \['text'\]"):
         ColumnGrabber("other").transform(pa.table({"text": ["a", "b"]}))
+
+
+def test_column_grabber_on_a_frame_with_a_column_named_column_names():
+    frame = pd.DataFrame({"text": ["hi", "yo"], "column_names": ["x", "y"]})
+    assert ColumnGrabber("text").transform(frame) == ["hi", "yo"]

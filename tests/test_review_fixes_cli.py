@@ -113,7 +113,7 @@ def test_an_unquoted_comma_in_the_first_data_row_is_an_error_not_a_shifted_row(
     path.write_text("text,label\nhello, red cat thing,a\nblue dog thing,b\n")
     assert main(["embed", str(path), "--text-col", "text", "--model", tiny_model_path,
                  "--out", str(tmp_path / "x.npy")]) == 2
-    assert "first data row (line 2) has more fields than the header" in capsys.readouterr().err
+    assert "line 2 has more fields than the header" in capsys.readouterr().err
     assert not (tmp_path / "x.npy").exists()
 
 
@@ -162,3 +162,25 @@ def test_a_map_names_the_projection_that_ran(method, rows, columns):
     X = np.random.default_rng(0).normal(size=(rows, columns))
     fig = projection(X, ["a", "b"] * (rows // 2), method=method)
     assert fig.axes[0].get_xlabel() == "PC1"
+
+
+def test_trailing_commas_are_read_and_a_later_extra_field_is_named_by_its_line(
+        tmp_path, tiny_model_path, capsys):
+    from embetter._files import UsageError, read_table
+
+    ok = tmp_path / "ok.csv"
+    ok.write_text("text,label\nhello,pos,,\nbye,neg, \n")
+    assert read_table(ok).values.tolist() == [["hello", "pos"], ["bye", "neg"]]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nhello,pos,\nbye, see you,neg\n")
+    with pytest.raises(UsageError, match="line 3 has more fields than the header"):
+        read_table(bad)
+
+
+@needs_pyarrow
+def test_an_index_named_as_a_column_is_said_with_the_file():
+    from embetter._files import UsageError, check_parquet_rows
+
+    frame = pd.DataFrame({"id": [1, 2], "text": ["a", "b"]}, index=pd.Index([5, 6], name="id"))
+    with pytest.raises(UsageError, match="in.parquet: its columns cannot be stored in Parquet"):
+        check_parquet_rows(frame, "in.parquet", "out.parquet")

@@ -249,8 +249,8 @@ def test_map_matches_a_series_by_index_when_set_later_and_when_labels_give_the_i
     other = LabellingMap(coords=coords, texts=["hi", "refund", "where"], labels=labels,
                          predictions=pd.Series({12: "b", 10: "a", 11: "c"}))
     assert other.predicted == ["a", "c", "b"]
-    with pytest.raises(ValueError, match="index differs"):
-        other.predicted = pd.Series(["a", "b", "c"], index=[0, 1, 2])
+    with pytest.raises(ValueError, match="index differs"):  # texts gave the index
+        widget.predicted = pd.Series(["a", "b", "c"], index=[0, 1, 2])
 
 
 @pytest.mark.parametrize("height", [5, 0, True])
@@ -288,3 +288,12 @@ def test_loop_widens_auto_for_the_classes_it_was_told_not_only_those_seen(monkey
     loop.update(np.arange(10), np.array(list("ab") * 5))
     loop.suggest(2)
     assert asked == [2 * 10 * 20 // 10]  # beta * k, times 20 labels needed / 10 known
+
+
+def test_map_takes_predictions_in_order_where_only_labels_gave_the_index():
+    from embetter.label import LabellingMap
+
+    labels = pd.Series(["a", None, None, "b"], index=[10, 11, 12, 13])
+    widget = LabellingMap(coords=np.arange(8.0).reshape(4, 2), labels=labels,
+                          predictions=pd.Series(["x", "x", "y", "y"]))
+    assert widget.predicted == ["x", "x", "y", "y"]

@@ -390,3 +390,48 @@ def test_a_loaded_contrastive_learner_goes_on_as_the_pickled_one(tmp_path):
     loaded.set_params(shape_out=4)
     with pytest.raises(ValueError, match="shape_out"):
         loaded.partial_fit(X1[:10], X2[:10], y[:10])
+
+
+_BOUND = """
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+from embetter._cache import _content_hash
+vec = TfidfVectorizer().fit(["apple banana cherry", "banana cherry date"])
+def make(v):
+    def prep(texts):
+        return v.transform(texts).toarray()
+    return prep
+print(_content_hash(FunctionTransformer(make(vec))), _content_hash(FunctionTransformer(vec.transform)))
+"""
+
+
+def test_a_vectorizer_captured_by_a_closure_or_bound_as_a_method_keeps_its_key(tmp_path):
+    import subprocess
+    import sys
+
+    runs = [subprocess.run([sys.executable, "-c", _BOUND], check=True, capture_output=True,
+                           text=True).stdout for _ in range(2)]
+    assert runs[0] == runs[1] and runs[0].strip()
+
+
+def test_a_closure_over_what_pickle_cannot_write_or_over_its_own_encoder_is_cached(tmp_path):
+    def over_a_module():
+        import unicodedata
+
+        def prep(texts):
+            return np.asarray([[len(unicodedata.normalize("NFC", t))] for t in texts],
+                              dtype=np.float32)
+        return FunctionTransformer(prep)
+
+    def over_itself():
+        box = {}
+
+        def prep(texts):
+            return np.asarray([[len(t) + len(box)] for t in texts], dtype=np.float32)
+        box["encoder"] = encoder = FunctionTransformer(prep)
+        return encoder
+
+    for i, make in enumerate((over_a_module, over_itself)):
+        enc = cached(tmp_path / str(i), make())
+        np.testing.assert_array_equal(enc.transform(["ab", "cde"]).ravel(), [2 + i, 3 + i])

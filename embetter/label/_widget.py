@@ -159,20 +159,21 @@ class LabellingMap(anywidget.AnyWidget):
         return project(as_matrix(X, "X"), method=method, random_state=random_state)
 
     @staticmethod
-    def _input_index(n, *inputs):
-        """The points' index (the first pandas input's: texts, X or labels) and whether one
-        gave it."""
+    def _input_index(n, texts, X, labels):
+        """The points' index (the first pandas input's: texts, X or labels) and which gave
+        it: "data" (texts or X), "labels", or None."""
         import pandas as pd
 
-        for value in inputs:
+        for value, source in ((texts, "data"), (X, "data"), (labels, "labels")):
             if isinstance(value, (pd.Series, pd.DataFrame)) and len(value.index) == n:
-                return value.index, True
-        return pd.RangeIndex(n), False
+                return value.index, source
+        return pd.RangeIndex(n), None
 
     def _aligned(self, values, name):
         """`values` (a pandas Series) in the order of the points when a pandas input (texts,
         X or labels) gave the map its index: labels belong to rows by index, not by position,
-        at construction and when set later alike."""
+        at construction and when set later alike. Where only `labels` gave the index, a
+        Series with other index values (`pd.Series(clf.predict(X))`) is taken in order."""
         import pandas as pd
 
         if not (self._indexed and isinstance(values, pd.Series)) or \
@@ -181,6 +182,8 @@ class LabellingMap(anywidget.AnyWidget):
         if values.index.is_unique and len(values) == len(self._index) and \
                 values.index.sort_values().equals(self._index.sort_values()):
             return values.reindex(self._index)
+        if self._indexed == "labels":
+            return values
         raise ValueError(
             f"{name} is a pandas Series whose index differs from that of the points "
             f"(texts, X or labels): {list(values.index[:5])} ... against "
