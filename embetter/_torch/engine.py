@@ -73,8 +73,9 @@ class TorchHeadMixin(StreamTraining):
       brings the rows seen to `refit_growth` times those of the last start retrains from the
       start as `fit` (`StreamTraining`, in stream.py);
     - one RandomState (`_rng`, from `random_state`) seeds initialisation, shuffling, dropout,
-      pairs and the replay memory: two fits are bit-identical on CPU, and the global
-      torch/numpy RNGs are left untouched;
+      pairs and the replay memory: two fits are bit-identical on CPU, and the global torch
+      RNG is left untouched (with `random_state=None` the seed is drawn from numpy's global
+      RNG, as scikit-learn draws it);
     - `early_stopping`, `validation_fraction`, `n_iter_no_change` and `tol` mean what they mean
       in sklearn's `MLPClassifier`; `loss_curve_`, `history_` (one record per pass: epoch,
       step, train_loss and, with a validation set, valid_loss) and `n_iter_` record training;
