@@ -51,7 +51,8 @@ def test_text_encoder_points_a_transformer_folder_to_sentence_encoder(tiny_model
     from embetter.text import TextEncoder
 
     # before: safetensors' "File does not contain tensor embeddings"
-    with pytest.raises(ValueError, match=r"is a transformer model, not a static one.*SentenceEncoder\(name\)"):
+    with pytest.raises(ValueError,
+                       match=r"is a transformer model, not a static one.*SentenceEncoder\(name\)"):
         TextEncoder(tiny_model_path).transform(["hi"])
 
 

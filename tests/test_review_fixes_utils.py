@@ -402,7 +402,8 @@ def make(v):
     def prep(texts):
         return v.transform(texts).toarray()
     return prep
-print(_content_hash(FunctionTransformer(make(vec))), _content_hash(FunctionTransformer(vec.transform)))
+print(_content_hash(FunctionTransformer(make(vec))),
+      _content_hash(FunctionTransformer(vec.transform)))
 """
 
 
