@@ -217,17 +217,24 @@ def _content_hash(encoder) -> str:
     the code of the functions in it (a pickle names a function, so an edited `prep` would
     keep its key); an encoder pickle cannot write (a lambda inside) is hashed with its
     functions written as their code."""
-    import joblib
-
     encoder = _without_volatile(encoder)
-    try:
-        digest = joblib.hash(encoder)
-    except (pickle.PicklingError, AttributeError, TypeError):
-        sink = hashlib.blake2b(digest_size=16)
-        _CodePickler(_Writer(sink.update), frozenset({id(encoder)})).dump(encoder)
-        digest = sink.hexdigest()
+    digest = _digest(encoder, frozenset({id(encoder)}))
     code = _function_code(encoder)
     return digest + (hashlib.blake2b(code, digest_size=8).hexdigest() if code else "")
+
+
+def _digest(obj, seen) -> str:
+    """joblib's hash of `obj`; where pickle cannot write it (a lambda inside), the hash of
+    its pickle with functions written as their code (`seen`: the ids being hashed further
+    out, see `_value_bytes`)."""
+    import joblib
+
+    try:
+        return joblib.hash(obj)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        sink = hashlib.blake2b(digest_size=16)
+        _CodePickler(_Writer(sink.update), seen).dump(obj)
+        return sink.hexdigest()
 
 
 #: attributes that hold a memory address (scikit-learn's text vectorizers keep
@@ -291,8 +298,9 @@ def _code_bytes(fn, _seen=frozenset()) -> bytes:
     a closure captured (`scaled(2)` and `scaled(100)` share their code) and its keyword-only
     defaults, where it has them."""
     out = _code_object_bytes(fn.__code__) + _stable_repr(fn.__defaults__).encode()
+    inner = _seen | {id(fn)}
     if fn.__kwdefaults__:
-        out += b"\x01" + b"".join(_value_bytes(k) + _value_bytes(v, _seen | {id(fn)})
+        out += b"\x01" + b"".join(_value_bytes(k) + _value_bytes(v, inner)
                                    for k, v in sorted(fn.__kwdefaults__.items()))
     for cell in fn.__closure__ or ():
         try:
@@ -300,7 +308,7 @@ def _code_bytes(fn, _seen=frozenset()) -> bytes:
         except ValueError:  # a cell not filled yet
             out += b"\x02"
             continue
-        out += b"\x03" + _value_bytes(value, _seen | {id(fn)})
+        out += b"\x03" + _value_bytes(value, inner)
     return out
 
 
@@ -314,19 +322,10 @@ def _value_bytes(value, _seen=frozenset()) -> bytes:
         return b"<cycle>"
     if isinstance(value, types.FunctionType):
         return _code_bytes(value, _seen)
-    import joblib
-
-    value = _without_volatile(value)
     try:
-        return joblib.hash(value).encode()
-    except (pickle.PicklingError, AttributeError, TypeError):
-        pass
-    sink = hashlib.blake2b(digest_size=16)
-    try:
-        _CodePickler(_Writer(sink.update), _seen | {id(value)}).dump(value)
+        return _digest(_without_volatile(value), _seen | {id(value)}).encode()
     except (pickle.PicklingError, AttributeError, TypeError, RecursionError):
         return repr(type(value)).encode()
-    return sink.hexdigest().encode()
 
 
 def _code_object_bytes(code) -> bytes:

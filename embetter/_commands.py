@@ -6,13 +6,11 @@ import ast
 import os
 import sys
 
-import numpy as np
-
 from embetter._files import (
     UsageError,
     check_out_file,
     check_parquet_rows,
-    label_column,
+    labelled_texts,
     output_format,
     read_table,
     text_column,
@@ -100,15 +98,8 @@ def cmd_finetune(args) -> int:
     params = parse_params(args.param)
     # labels kept as written: "007" and "7" are two classes (a CSV column "label.v2" too; a
     # JSONL "cats.NAME" path names no column but a field of its records)
-    df = read_table(args.input)
-    keep, y = label_column(df, args.label_col, args.input)
-    rows = None  # the file's data rows of the rows kept (for errors that name a row)
-    if keep is not None:  # rows without this label are left out, their texts unread
-        if not keep.all():
-            info(f"{args.input}: {int((~keep).sum())} row(s) without a label left out")
-        rows = np.flatnonzero(keep)
-        df = df[keep].reset_index(drop=True)
-    texts = text_column(df, args.text_col, args.input, rows)
+    texts, y = labelled_texts(read_table(args.input), args.text_col, args.label_col,
+                              args.input, info)
     if len(set(map(str, y))) < 2:
         raise UsageError(
             f"{args.input}: label column {args.label_col!r} holds a single class "

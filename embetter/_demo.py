@@ -17,9 +17,8 @@ from embetter._files import (
     UsageError,
     atomic_path,
     check_out_folder,
-    label_column,
+    labelled_texts,
     read_table,
-    text_column,
 )
 
 TEST_SIZE = 0.5
@@ -38,13 +37,8 @@ def load_dataset(path) -> tuple[list[str], np.ndarray]:
             f"{path}: no {' or '.join(repr(a) for a in absent)} column; `demo --data` reads a "
             f"CSV with the columns text,label (its columns are: "
             f"{', '.join(map(str, list(df.columns)[:20]))})")
-    keep, labels = label_column(df, "label", path)
-    rows = None  # the file's data rows of the rows kept (for errors that name a row)
-    if keep is not None:  # rows not labelled yet are left out, as `finetune` leaves them
-        _say(f"{path}: {int((~keep).sum())} row(s) without a label left out")
-        rows = np.flatnonzero(keep)
-        df = df[keep]
-    texts = text_column(df, "text", path, rows)
+    # rows not labelled yet are left out, as `finetune` leaves them
+    texts, labels = labelled_texts(df, "text", "label", path, _say)
     return texts, np.asarray([str(v) for v in labels], dtype=object)
 
 

@@ -218,6 +218,20 @@ def _data_row(position: int, rows=None) -> int:
     return int(position if rows is None else rows[position]) + 1
 
 
+def labelled_texts(df, text_col: str, label_col: str, path, say) -> tuple[list[str], list]:
+    """The texts and labels of the rows that carry a label (`label_column`); `say` is told
+    how many rows were left out, and an empty or non-text cell is named by its data row in
+    the file, not in the rows kept."""
+    keep, labels = label_column(df, label_col, path)
+    rows = None
+    if keep is not None:  # rows without this label are left out, their texts unread
+        if not keep.all():
+            say(f"{path}: {int((~keep).sum())} row(s) without a label left out")
+        rows = np.flatnonzero(keep)
+        df = df[keep]
+    return text_column(df, text_col, path, rows), labels
+
+
 def label_column(df, name: str, path):
     """The label column as `(keep, labels)`; `cats.NAME` reads one label from JSONL records'
     `cats` dicts (`keep`: the rows that carry a label; `None` when a plain column labels

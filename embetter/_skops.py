@@ -240,10 +240,8 @@ def check_model_files(files: dict) -> dict:
     name sentence-transformers' own module classes.
     """
     for rel in files:
-        parts = rel.replace("\\", "/").split("/")
-        # no way out of the folder: no parent steps, no root, no drive (`C:/x`, `C:x` on
-        # Windows), no empty part
-        if (".." in parts or "" in parts or ":" in rel or rel.startswith(("/", "\\"))
+        # no way out of the folder, no empty part
+        if (_leads_out(rel) or "" in rel.replace("\\", "/").split("/")
                 or not rel.endswith(_MODEL_FILE_SUFFIXES)):
             raise ValueError(f"refusing the model file {rel!r}: only data files are accepted")
     modules = files.get("modules.json")
@@ -253,13 +251,18 @@ def check_model_files(files: dict) -> dict:
             if not kind.startswith("sentence_transformers."):
                 raise ValueError(f"refusing the model module type {kind!r} in modules.json")
             where = str(module.get("path", ""))
-            # sentence-transformers joins it to the folder: an absolute path, a drive or a
-            # parent step would load a module from elsewhere on the machine
-            if (".." in where.replace("\\", "/").split("/") or ":" in where
-                    or where.startswith(("/", "\\"))):
+            # sentence-transformers joins it to the folder ("" is the folder itself)
+            if _leads_out(where):
                 raise ValueError(f"refusing the model module path {where!r} in modules.json: "
                                  "it leads out of the model's folder")
     return files
+
+
+def _leads_out(rel: str) -> bool:
+    """Whether a relative path inside a folder leads out of it: a parent step, a root, or a
+    drive (`C:/x`, `C:x` on Windows)."""
+    return (".." in rel.replace("\\", "/").split("/") or ":" in rel
+            or rel.startswith(("/", "\\")))
 
 
 def folder_to_bytes(save) -> dict[str, bytes]:

@@ -28,6 +28,10 @@ from embetter.finetune._sbert_inputs import check_stream_labels
 from embetter.finetune._sbert_learner import SbertLearner
 from embetter.finetune._stream_average import StreamAverage
 
+#: the parameters a stream's first call settles (the model, the loss, the pairs per text): a
+#: later call cannot take a new value, which a retrain would take silently in mid-stream
+_STREAM_FIXED = ("sent_tfm", "loss", "n_pos", "n_neg")
+
 
 class SbertTuner(ReadsTextsOnce, TransformerMixin, SbertBase):
     """Fine-tune a sentence model on labelled texts, as a pipeline step (the SetFit idea).
@@ -412,9 +416,3 @@ class SbertTuner(ReadsTextsOnce, TransformerMixin, SbertBase):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = True  # pairs come from the labels
         return tags
-
-
-#: the parameters a stream's first call settles (the model, the loss, the pairs per text): a
-#: later call cannot take a new value, which a retrain would take silently in mid-stream
-_STREAM_FIXED = ("sent_tfm", "loss", "n_pos", "n_neg")
-
