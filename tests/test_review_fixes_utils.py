@@ -257,7 +257,7 @@ def test_cache_keys_of_a_function_with_comprehensions_hold_across_processes(tmp_
     root = str(Path(__file__).resolve().parents[1])
     script = "\n".join([
         f"import sys; sys.path.insert(0, {root!r})",
-        "from embetter._cache import _content_hash",
+        "from embetter._cache_key import _content_hash",
         "from sklearn.preprocessing import FunctionTransformer",
         "def prep(X):",
         "    return [t.lower() for t in X if t not in {'a', 'b', 'c'}]",
@@ -396,7 +396,7 @@ _BOUND = """
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
-from embetter._cache import _content_hash
+from embetter._cache_key import _content_hash
 vec = TfidfVectorizer().fit(["apple banana cherry", "banana cherry date"])
 def make(v):
     def prep(texts):

@@ -104,7 +104,7 @@ def test_cache_key_is_hashed_once_per_state_of_the_encoder(corpus, tmp_path, mon
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(40, 6)).astype(np.float32), np.arange(40) % 2
     tuner = FeedForwardTuner(n_epochs=1, random_state=0).partial_fit(X, y, classes=[0, 1])
-    from embetter._cache import _state_signature
+    from embetter._cache_key import _state_signature
 
     before = _state_signature(tuner)
     assert _state_signature(tuner) == before
