@@ -213,3 +213,20 @@ def test_pair_errors_speak_of_pairs_and_triplets(tiny_model_path):
     with pytest.raises(ValueError, match=r"got dtype <U1; for \(anchor, positive, negative\) "
                                          r"triplets pass .*negatives="):
         SbertLearner(tiny_model_path, loss="mnrl").fit(["a", "b"], ["c", "d"], ["e", "f"])
+
+
+def test_a_fit_of_one_step_trains_the_model(tiny_model_path, corpus):
+    # 16 pairs at the defaults are one step, all of it warm-up: its rate was 0, nothing moved
+    import torch
+
+    from embetter.finetune import SbertLearner
+
+    fitted = SbertLearner(tiny_model_path, random_state=0).fit(
+        corpus[:16], corpus[16:32], [1.0, 0.0] * 8)
+    assert fitted.n_steps_ == 1
+    from sentence_transformers import SentenceTransformer
+
+    before = SentenceTransformer(tiny_model_path, device="cpu")
+    fitted_weights = torch.cat([p.flatten() for p in fitted.model_.parameters()])
+    untrained = torch.cat([p.flatten() for p in before.parameters()])
+    assert not torch.allclose(fitted_weights, untrained)

@@ -117,13 +117,48 @@ def require(module: str, extra: str, owner: str):
 
 
 def estimate_tokens(text: str) -> int:
-    """A cheap upper estimate of a text's token count: UTF-8 bytes / 3, rounded up.
+    """A cheap upper estimate of a text's token count: ASCII characters / 3, plus one per
+    UTF-8 byte of the other characters, rounded up.
 
-    BPE tokenisers average about 4 bytes per token on English and about 3 on CJK scripts, so
-    this overestimates, which keeps a batch under a provider's per-request token limit
-    without shipping the provider's tokenizer.
+    BPE tokenisers average about 4 bytes per token on English; on other scripts a byte-level
+    tokeniser can fall back to one token per byte (Devanagari, emoji), never more. So this
+    overestimates, which keeps a batch under a provider's per-request token limit without
+    shipping the provider's tokenizer.
     """
-    return max(1, math.ceil(len(text.encode("utf-8")) / 3))
+    if text.isascii():
+        return max(1, math.ceil(len(text) / 3))
+    n_ascii = len(text.encode("ascii", "ignore"))
+    return max(1, math.ceil(n_ascii / 3) + len(text.encode("utf-8", "surrogatepass")) - n_ascii)
+
+
+def check_key(key: str, where: str) -> str:
+    """`key` as given, if an HTTP header can carry it; else a ValueError naming `where` (the
+    argument or variable it came from) without showing the key: a stray line break or space
+    made the HTTP layer refuse it with the key in its message, retried as a network error."""
+    text = reveal(key)
+    if text != text.strip():
+        raise ValueError(f"{where} starts or ends with a space or a line break (read from a "
+                         "file?): strip it")
+    if not text.isascii() or not text.isprintable():
+        raise ValueError(f"{where} holds a character an API key cannot have (a control "
+                         "character or one outside ASCII, perhaps pasted with it)")
+    return key
+
+
+def check_texts_encodable(texts: list[str]) -> None:
+    """A ValueError naming the first text UTF-8 cannot write (a lone surrogate, as from
+    bytes decoded with errors='surrogateescape'): no request could carry it."""
+    try:
+        "".join(texts).encode("utf-8")
+    except UnicodeEncodeError:
+        for i, text in enumerate(texts):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise ValueError(
+                    f"X[{i}] is not valid Unicode text: it holds the lone surrogate "
+                    f"{text[e.start]!r} at position {e.start} (bytes decoded with "
+                    "errors='surrogateescape'?); decode it with errors='replace'") from None
 
 
 def make_batches(texts: list[str], batch_size: int, max_tokens: int | None) -> list[range]:

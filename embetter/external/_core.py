@@ -35,6 +35,8 @@ from embetter.external._calls import (
     MalformedReply,
     Secret,
     Stopped,
+    check_key,
+    check_texts_encodable,
     checked_reply,
     make_batches,
     retry_after,
@@ -68,6 +70,8 @@ class HostedEncoder(EmbetterBase):
     client_env: tuple[str, ...] = ()
     #: the provider's hard cap on texts per request (None: no cap)
     max_batch_size: int | None = None
+    #: whether `base_url` needs its scheme (Ollama's client adds http:// itself)
+    url_needs_scheme = True
     #: output widths of well-known models, so empty input needs no request
     known_dims: dict[str, int] = {}
 
@@ -92,6 +96,9 @@ class HostedEncoder(EmbetterBase):
                                       or not str(value).strip()):
                 raise TypeError(f"{name} must be None or a non-empty str (an address such as "
                                 f"'http://127.0.0.1:8000/v1'), got {value!r}")
+            if (value is not None and self.url_needs_scheme
+                    and not str(value).lower().startswith(("http://", "https://"))):
+                raise ValueError(f"{name} must start with http:// or https://, got {value!r}")
 
     # -- the client: built lazily, cached on the instance, never pickled ---------------------
     def _client_params(self) -> tuple:
@@ -144,10 +151,11 @@ class HostedEncoder(EmbetterBase):
 
     def _key_or_env(self, *env_names):
         """The key: the argument, else the first of `env_names` set; a clear error without."""
-        key = self.api_key or next(
-            (os.environ[name] for name in env_names if os.environ.get(name)), None)
-        if key:
-            return key
+        if self.api_key:
+            return check_key(self.api_key, "api_key")
+        for name in env_names:
+            if os.environ.get(name):
+                return check_key(os.environ[name], f"the environment variable {name}")
         where = " or ".join(env_names)
         raise ValueError(
             f"{type(self).__name__} needs an API key: pass api_key=... or set {where} (any "
@@ -208,7 +216,12 @@ class HostedEncoder(EmbetterBase):
         texts = as_texts(X)
         if not texts:
             return np.zeros((0, self._output_dim()), dtype=np.float32)
+        check_texts_encodable(texts)
+        self._check_texts(texts)
         return self._encode(texts)
+
+    def _check_texts(self, texts: list[str]) -> None:
+        """What the provider refuses in a text, checked before any request (default: none)."""
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         batches = make_batches(texts, int(self.batch_size), self.max_tokens_per_request)

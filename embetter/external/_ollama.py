@@ -58,6 +58,7 @@ class OllamaEncoder(HostedEncoder):
 
     known_dims = OLLAMA_DIMS
     key_env = "OLLAMA_API_KEY"
+    url_needs_scheme = False
     client_env = ("OLLAMA_API_KEY", "OLLAMA_HOST")
 
     def __init__(
@@ -84,7 +85,9 @@ class OllamaEncoder(HostedEncoder):
 
     def _make_client(self):
         ollama = require("ollama", "ollama", type(self).__name__)
-        key = self.api_key or os.environ.get(self.key_env)
+        # a key is optional here (a local server checks none): only one given is checked
+        key = self._key_or_env(self.key_env) if (
+            self.api_key or os.environ.get(self.key_env)) else None
         headers = {"authorization": f"Bearer {reveal(key)}"} if key else None
         return ollama.Client(host=self.base_url, timeout=float(self.timeout), headers=headers,
                              event_hooks={"response": [_keep_headers]})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from embetter.external._calls import MalformedReply, require, reveal
+from embetter.external._calls import MalformedReply, check_key, require, reveal
 from embetter.external._core import HostedEncoder
 
 OPENAI_DIMS = {
@@ -88,6 +88,20 @@ class OpenAIEncoder(HostedEncoder):
         # no retries in the client: the core does them all, and stops them all at a failure
         return openai.OpenAI(api_key=reveal(key), base_url=self.base_url,
                              timeout=float(self.timeout), max_retries=0)
+
+    def _official(self) -> bool:
+        """Whether the texts go to OpenAI's own service (not a compatible server)."""
+        return self.base_url is None and not os.environ.get("OPENAI_BASE_URL")
+
+    def _check_texts(self, texts):
+        # OpenAI's service refuses an empty input with a 400 for its whole batch; a compatible
+        # server (vLLM, a proxy) may take one
+        if self._official():
+            empty = next((i for i, text in enumerate(texts) if not text), None)
+            if empty is not None:
+                raise ValueError(
+                    f"X[{empty}] is an empty string, which OpenAI's embeddings API refuses: "
+                    "drop it or give it some text")
 
     def _embed_batch(self, client, texts):
         extra = {"dimensions": int(self.dimensions)} if self.dimensions is not None else {}
@@ -176,8 +190,16 @@ class AzureOpenAIEncoder(OpenAIEncoder):
     def _client_params(self):
         return (self.base_url, self.api_version, self.api_key, self.timeout, self.max_retries)
 
+    def _official(self) -> bool:
+        return True  # Azure's deployments refuse empty inputs as OpenAI's service does
+
     def _make_client(self):
         openai = require("openai", "openai", type(self).__name__)
+        if self.api_key:
+            check_key(self.api_key, "api_key")
+        elif os.environ.get("AZURE_OPENAI_API_KEY"):
+            check_key(os.environ["AZURE_OPENAI_API_KEY"],
+                      "the environment variable AZURE_OPENAI_API_KEY")
         try:
             return openai.AzureOpenAI(
                 api_key=reveal(self.api_key), azure_endpoint=self.base_url,

@@ -133,11 +133,13 @@ def _adamw(params, learning_rate: float):
 
 
 def _schedule(optimizer, warmup: int, total: int):
-    """Linear warm-up over `warmup` steps, then linear decay to 0 at `total` (the Trainer's)."""
+    """Linear warm-up over `warmup` steps, then linear decay towards 0 at `total`. Unlike the
+    Trainer's schedule, the first warm-up step is not at 0 (it would train nothing: a fit of a
+    single step, 16 pairs at the defaults, left the model as it was)."""
 
     def factor(step: int) -> float:
         if step < warmup:
-            return step / max(1, warmup)
+            return (step + 1) / (warmup + 1)
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -1,0 +1,80 @@
+"""Fixes from a review of the hosted-API encoders: each test failed on the code before its
+fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from embetter.external import AzureOpenAIEncoder, OpenAIEncoder
+from embetter.external._calls import estimate_tokens
+from tests import test_external as ext
+from tests.test_external import KEY, KINDS, make
+
+api, local, server = ext.api, ext.local, ext.server  # the live server's fixtures
+
+SECRET = "sk-SECRETVALUE42"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("bad", [SECRET + "\n", SECRET + " ", SECRET + "\u00a0"])
+def test_a_key_a_header_cannot_carry_is_refused_without_showing_it(kind, bad, server):
+    # before: "Illegal header value b'Bearer sk-...\n'" (the key in the message), retried as a
+    # connection error; a non-ASCII character gave a UnicodeEncodeError holding the key
+    enc = make(kind, server, api_key=bad, max_retries=0)
+    with pytest.raises(ValueError, match="api_key") as info:
+        enc.transform(["a b"])
+    assert "SECRETVALUE" not in str(info.value) and "SECRETVALUE" not in repr(info.value)
+    assert not server.requests
+
+
+@pytest.mark.parametrize("kind, env", [("openai", "OPENAI_API_KEY"), ("cohere", "CO_API_KEY"),
+                                       ("ollama", "OLLAMA_API_KEY"),
+                                       ("azure", "AZURE_OPENAI_API_KEY")])
+def test_a_key_from_the_environment_is_checked_and_named(kind, env, server, monkeypatch):
+    monkeypatch.setenv(env, SECRET + "\r\n")
+    with pytest.raises(ValueError, match=f"environment variable {env}") as info:
+        make(kind, server, api_key=None, max_retries=0).transform(["a b"])
+    assert "SECRETVALUE" not in str(info.value)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_text_utf8_cannot_write_is_named_before_any_request(kind, server):
+    # before: a UnicodeEncodeError from the token estimate, or "the server's reply could not
+    # be read" though no request was sent
+    with pytest.raises(ValueError, match=r"X\[1\] is not valid Unicode text"):
+        make(kind, server, max_retries=0).transform(["ok", "bad \udcff byte"])
+    assert not server.requests
+
+
+@pytest.mark.parametrize("make_bad", [
+    lambda: OpenAIEncoder(base_url="127.0.0.1:8000/v1", api_key=KEY),
+    lambda: AzureOpenAIEncoder(azure_endpoint="example.openai.azure.com", api_key=KEY),
+])
+def test_an_address_without_its_scheme_is_refused(make_bad):
+    # before: retried for seconds as a connection error, the reason only in the chained cause
+    with pytest.raises(ValueError, match="must start with http:// or https://"):
+        make_bad().transform(["a b"])
+
+
+def test_ollama_takes_an_address_without_its_scheme(server):
+    from embetter.external import OllamaEncoder
+
+    host = server.url.removeprefix("http://")
+    assert OllamaEncoder("tiny", base_url=host, api_key=KEY).transform(["a b"]).shape[0] == 1
+
+
+def test_openai_refuses_an_empty_text_before_any_request(monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(ValueError, match=r"X\[2\] is an empty string"):
+        OpenAIEncoder(api_key=KEY).transform(["a", "b", "", "c"])
+
+
+def test_a_compatible_server_gets_empty_texts(server):
+    assert make("openai", server).transform(["a", ""]).shape[0] == 2
+
+
+def test_the_token_estimate_counts_every_byte_outside_ascii():
+    # a byte-level tokeniser can spend a token per byte there (it was bytes / 3)
+    assert estimate_tokens("\u0928\u092e\u0938\u094d\u0924\u0947") == 18  # 6 x 3 bytes
+    assert estimate_tokens("abcdef") == 2
+    assert estimate_tokens("ab\u00e9") == 1 + 2
