@@ -282,12 +282,23 @@ def test_resolve_measures_once_then_reads_the_cache(cache_dir, caplog):
     assert plan2 == ONNX and report2["cached"] is True and len(built) == n_built
     assert report2["texts_per_second"] == report["texts_per_second"]
     # a corrupt file is measured again and rewritten
-    path = auto.cache_file(auto.cache_key("cpu", "cpu", None,
-                                          auto.model_fingerprint("a-model-name")))
+    path = pathlib.Path(report["cache_file"])
     path.write_bytes(b"\x00garbage")
     plan3, report3 = auto.resolve(*args, **kw)
     assert report3["cached"] is False and len(built) > n_built
     assert auto.read_choice(path, json.loads(path.read_text())["key"], [TORCH, ONNX])
+
+
+def test_a_cpu_with_other_flags_measures_again(cache_dir):
+    # one CPU name ("AMD EPYC") covers CPUs with and without bfloat16: a choice made where
+    # bfloat16 was no candidate was reused on one that has it, never timed there
+    machine = FakeMachine({TORCH: 0.02, PIPE: 0.02, ONNX: 0.005}, {ONNX: 0.995})
+    args = ("a-model-name", "cpu", "cpu", None, machine.build)
+    kw = dict(installed={"onnxruntime", "onnx"}, budget_s=8.0, clock=machine.clock)
+    plain = auto.resolve(*args, flags=set(), **kw)[1]
+    bf16 = auto.resolve(*args, flags={"avx512_bf16"}, **kw)[1]
+    assert bf16["cached"] is False and bf16["cache_file"] != plain["cache_file"]
+    assert auto.resolve(*args, flags={"avx512_bf16"}, **kw)[1]["cached"] is True
 
 
 # -- SentenceEncoder(backend="auto") on the tiny model -------------------------------------------

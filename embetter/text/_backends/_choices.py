@@ -63,14 +63,20 @@ def model_fingerprint(name) -> str:
     return h.hexdigest()
 
 
-def cache_key(kind: str, device, batch_size, fingerprint: str, gpu: str | None = None) -> dict:
-    """What the choice depends on: this machine, the libraries, the model, the batching."""
+def cache_key(kind: str, device, batch_size, fingerprint: str, gpu: str | None = None,
+              flags=frozenset(), plans=()) -> dict:
+    """What the choice depends on: this machine (its CPU's name and instruction-set `flags`:
+    one name covers CPUs with and without bfloat16 or VNNI), the libraries, the model, the
+    batching, and the candidate `plans` (a choice made among others is measured again)."""
     import torch
 
     return {
         "auto_version": AUTO_VERSION,
         "device": kind,
         "cpu": cpu_model(),
+        "cpu_flags": hashlib.blake2b(" ".join(sorted(flags)).encode(),
+                                     digest_size=8).hexdigest(),
+        "candidates": [plan.label for plan in plans],
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": gpu,

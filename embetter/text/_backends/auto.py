@@ -308,7 +308,7 @@ def resolve(name, kind: str, device, batch_size, build, *, gpu=None, flags=froze
     `cached` and `cache_file`.
     """
     plans = candidates(kind, batch_size, flags, installed)
-    key = cache_key(kind, device, batch_size, model_fingerprint(name), gpu)
+    key = cache_key(kind, device, batch_size, model_fingerprint(name), gpu, flags, plans)
     path = cache_file(key)
     hit = read_choice(path, key, plans)
     if hit is not None:
