@@ -232,18 +232,31 @@ def progress_bars_off():
     except ImportError:  # pragma: no cover - both ship with sentence-transformers
         yield
         return
+    # the hub's switches per group of bars ("huggingface_hub.http_get", ...): its global
+    # switch clears them all, and its public API cannot list them to set them back
+    import importlib
+
     from embetter import _guest
 
+    groups = getattr(importlib.import_module("huggingface_hub.utils.tqdm"),
+                     "progress_bar_states", None)
+    if not isinstance(groups, dict):  # pragma: no cover - another huggingface_hub
+        groups = None
+
     def off():
-        before = (hf_logging.is_progress_bar_enabled(), are_progress_bars_disabled())
+        before = (hf_logging.is_progress_bar_enabled(), are_progress_bars_disabled(),
+                  None if groups is None else dict(groups))
         hf_logging.disable_progress_bar()  # transformers' own switch, and the hub's
         return before
 
     def back(before):
-        was_on, hub_was_off = before
+        was_on, hub_was_off, hub_groups = before
         if was_on:
             hf_logging.enable_progress_bar()  # turns the hub's on too: set it after
-        if hub_was_off:
+        if hub_groups is not None:
+            groups.clear()
+            groups.update(hub_groups)
+        elif hub_was_off:
             disable_progress_bars()
         else:
             enable_progress_bars()

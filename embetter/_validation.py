@@ -50,9 +50,11 @@ def as_texts(X, name: str = "X") -> list[str]:
         if X.ndim == 2 and X.shape[1] == 1:
             X = X[:, 0]
         elif X.ndim != 1:
+            numbers = (" of numbers (embeddings? this step encodes texts itself: pass the "
+                       "texts)" if X.dtype.kind in "biuf" else "")
             raise ValueError(
                 f"{name} must be 1-D or of shape (n, 1) when given as an array of texts, "
-                f"got shape {X.shape}"
+                f"got shape {X.shape}{numbers}"
             )
         X = X.tolist()
     elif not isinstance(X, Iterable) or isinstance(X, dict):
@@ -129,6 +131,9 @@ def as_matrix(
         wide = arr
         with np.errstate(over="ignore"):
             arr = arr.astype(np.float32, copy=False)
+    except OverflowError:  # a Python int beyond even float64's range
+        raise ValueError(f"{name} holds a number beyond float32's range (about 3.4e38); "
+                         "scale the data first") from None
     except TypeError as e:  # e.g. a dict inside an object array
         raise TypeError(f"{name} must be a 2-D array of numbers, got {_describe(X)}: {e}") from e
     except ValueError as e:
@@ -157,9 +162,9 @@ def as_matrix(
     if not np.isfinite(arr).all():
         bad = np.argwhere(~np.isfinite(arr))[0]
         value = wide[tuple(bad)] if wide.shape == arr.shape else None
-        if value is not None and np.isfinite(value):  # finite, beyond float32's range
+        if value is not None and _finite(value):  # finite, beyond float32's range
             raise ValueError(
-                f"{name} holds {float(value):g} at row {bad[0]}, column {bad[1]}: beyond float32's "
+                f"{name} holds {value:g} at row {bad[0]}, column {bad[1]}: beyond float32's "
                 "range (about 3.4e38); scale the data first")
         raise ValueError(
             f"{name} contains NaN or infinity (first at row {bad[0]}, column {bad[1]}); "
@@ -378,3 +383,12 @@ def as_pair_scores(y, n: int, hint: str = "") -> np.ndarray:
         raise ValueError(
             f"y must hold numbers (scores or 0/1 labels), got dtype {y.dtype}{hint}")
     return y.astype(np.float32)
+
+
+def _finite(value) -> bool:
+    """Whether a number is finite (a Python int of an object array too, which `np.isfinite`
+    refuses when it is that large, and one beyond float64's range)."""
+    try:
+        return bool(np.isfinite(float(value)))
+    except OverflowError:
+        return True

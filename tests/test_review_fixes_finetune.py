@@ -230,3 +230,36 @@ def test_a_fit_of_one_step_trains_the_model(tiny_model_path, corpus):
     fitted_weights = torch.cat([p.flatten() for p in fitted.model_.parameters()])
     untrained = torch.cat([p.flatten() for p in before.parameters()])
     assert not torch.allclose(fitted_weights, untrained)
+
+
+@pytest.mark.parametrize("name, hint", [
+    ("BatchHardTripletLoss", r"SbertTuner\(loss='supcon'\)"),
+    ("BatchAllTripletLoss", r"SbertTuner\(loss='supcon'\)"),
+    ("MegaBatchMarginLoss", "loss='mnrl'"),
+    ("SoftmaxLoss", "loss='contrastive'"),
+    ("AnglELoss", "loss='cosent'"),
+    ("infonce", "ContrastiveLearner's 'infonce'"),
+    ("triplet", "not a name here; here pass loss='mnrl'"),
+])
+def test_more_loss_names_from_elsewhere_get_a_pointer(name, hint):
+    # before: scikit-learn's generic "must be a str among {...}"
+    from embetter.finetune import SbertLearner
+
+    with pytest.raises(ValueError, match=hint):
+        SbertLearner("unused", loss=name).fit(["a"], ["b"], [1.0])
+
+
+def test_several_negatives_per_anchor_get_the_way_to_pass_them():
+    from embetter.finetune import SbertLearner
+
+    with pytest.raises(ValueError, match=r"negatives\[0\] holds several texts.*repeat the anchor"):
+        SbertLearner("unused", loss="mnrl").fit(["a", "b"], ["c", "d"],
+                                                negatives=[["e", "f"], ["g", "h"]])
+
+
+def test_embeddings_given_where_texts_go_are_named(tiny_model_path, corpus):
+
+    fitted = learner(tiny_model_path, loss="mnrl", batch_size=8, device="cpu")
+    fitted.fit(corpus[:8], corpus[8:16])
+    with pytest.raises(ValueError, match="embeddings\\? this step encodes texts itself"):
+        fitted.transform(np.zeros((4, 32), dtype=np.float32))

@@ -29,9 +29,23 @@ _ST_LOSSES = {
     "multiplenegativesrankingloss": "loss='mnrl'",
     "cachedmultiplenegativesrankingloss": "loss='mnrl'",
     "multiplenegativessymmetricrankingloss": "loss='mnrl'",
-    "tripletloss": "loss='mnrl' with fit(anchors, positives, negatives=...)",
+    "tripletloss": "loss='mnrl' with fit(anchors, positives, negatives=...) (a softmax over "
+                   "the batch's candidates, your negative among them, not a distance margin)",
+    "megabatchmarginloss": "loss='mnrl' (the other texts of the batch are the negatives)",
+    "angleloss": "loss='cosent' (AnglE's ranking of pair scores, on cosines)",
+    "softmaxloss": "loss='contrastive' with y 1 (similar) or 0 for pairs; for texts with "
+                   "class labels, SbertTuner().fit(texts, labels)",
     "matryoshkaloss": "the inner loss's name as loss=, and matryoshka_dims=[...]",
 }
+# the batch triplet losses train on texts with class labels: the tuner's job here
+for _name in ("batchhard", "batchall", "batchsemihard", "batchhardsoftmargin"):
+    _ST_LOSSES[f"{_name}tripletloss"] = ("SbertTuner(loss='supcon').fit(texts, labels): "
+                                         "texts with class labels, every pair in a batch")
+#: other libraries' short names
+_ST_LOSSES.update({
+    "triplet": _ST_LOSSES["tripletloss"], "softmax": _ST_LOSSES["softmaxloss"],
+    "infonce": "loss='mnrl' (in-batch negatives: ContrastiveLearner's 'infonce')",
+})
 
 
 def check_loss_name(loss) -> None:
@@ -40,8 +54,10 @@ def check_loss_name(loss) -> None:
     if isinstance(loss, str):
         ours = _ST_LOSSES.get(loss.lower())
         if ours is not None:
-            raise ValueError(f"loss={loss!r} is sentence-transformers' class name; here pass "
-                             f"{ours} (names: {', '.join(PAIR_LOSSES)})")
+            what = ("sentence-transformers' class name" if loss.lower().endswith("loss")
+                    else "not a name here")
+            raise ValueError(f"loss={loss!r} is {what}; here pass {ours} (names: "
+                             f"{', '.join(PAIR_LOSSES)})")
         return
     name = type(loss).__name__
     if name.endswith("Loss") or type(loss).__module__.startswith("sentence_transformers"):

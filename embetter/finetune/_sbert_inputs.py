@@ -35,6 +35,14 @@ def check_negatives(negatives, n: int, loss: str):
             f"negatives are only used by loss='mnrl' (anchor, positive, negative "
             f"triplets), got loss={loss!r}; drop negatives or use loss='mnrl'"
         )
+    if isinstance(negatives, (list, tuple)):
+        several = next((i for i, v in enumerate(negatives) if isinstance(v, (list, tuple))),
+                       None)
+        if several is not None:
+            raise ValueError(
+                f"negatives[{several}] holds several texts; negatives takes one text per pair: "
+                "for several negatives of an anchor, repeat the anchor and its positive once "
+                "per negative (as sentence-transformers' mine_hard_negatives does)")
     negatives = as_texts(negatives, "negatives")
     if len(negatives) != n:
         raise ValueError(f"negatives must hold one text per pair ({n}), got {len(negatives)}")

@@ -50,6 +50,8 @@ def resolve_model(name) -> str:
             f"got {type(name).__name__}"
         )
     name = os.fspath(name)
+    if not name.strip():
+        raise ValueError(f"name must be a model name or a path, got the empty name {name!r}")
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser())
     if name in BUNDLED_NAMES:
@@ -104,7 +106,15 @@ def hub_unreachable() -> str | None:
 
 def _not_found(name: str, resolved: str, error: Exception,
                offline: str | None = None) -> ModelNotFoundError:
-    gone = " (there is no such directory)" if name.startswith((".", "/", "~")) else ""
+    if Path(name).expanduser().is_dir():
+        gone = " (a folder, but no saved sentence-transformers or transformers model in it)"
+    elif name.startswith((".", "/", "~")):
+        gone = " (there is no such directory)"
+    elif name.lower().startswith(("http://", "https://")):
+        gone = (" (an address: models are not downloaded from URLs; download and unpack it, "
+                "then pass the folder)")
+    else:
+        gone = ""
     where = [f"a local directory named {name!r}{gone}", "the Hugging Face cache"]
     if name in BUNDLED_NAMES:
         where.insert(0, f"the {BUNDLED_PACKAGE} package (not installed)")
@@ -259,13 +269,23 @@ def weights_signature(model) -> str:
     return h.hexdigest()
 
 
+#: What a caller's model's `encode` reads besides its weights (a private copy follows them).
+ENCODE_SETTINGS = ("max_seq_length", "prompts", "default_prompt_name", "truncate_dim")
+
+
 def sync_weights(copy, model) -> None:
-    """Give a private copy the caller's model's current weights (and buffers), in place: a
-    model that trains on between two encodes is encoded with the weights it has now."""
+    """Give a private copy the caller's model's current weights (and buffers) and encode
+    settings (`ENCODE_SETTINGS`), in place: a model that trains on, or is given another
+    length or prompt, between two encodes is encoded as it is now."""
+    import copy as copying
+
     import torch
 
     with torch.no_grad():
         copy.load_state_dict(model.state_dict())
+    for name in ENCODE_SETTINGS:
+        if hasattr(model, name):
+            setattr(copy, name, copying.deepcopy(getattr(model, name)))
 
 
 def moved_copy(model, device):

@@ -125,6 +125,10 @@ class EncodePaths:
                 # an export is a snapshot: a caller's model that trained on (or was given
                 # another default prompt) is exported again
                 key += (weights_signature(self.name), default_prompt(self.name))
+            elif plan.backend != "torch":
+                # the pipelined engine may run a copy (float32 of a half-precision model):
+                # a caller's model that trained on gets a new one
+                key += (weights_signature(self.name),)
         return key
 
     def _model_cut(self, plan, engine=None):

@@ -30,6 +30,9 @@ from embetter.text._models import cache_root, folder_fingerprint
 EXPORT_VERSION = "4"
 #: Mean cosine to the torch fp32 embeddings that an export must reach on the probe texts.
 EXPORT_MIN_COSINE = {"int8": 0.99, "float32": 0.9999}
+#: Exports of models in memory kept on disk (the newest): each weight state of a model that
+#: trains between encodes gets its own, and a session already built keeps its files open.
+MEMORY_EXPORTS = 4
 
 
 def model_fingerprint(model) -> str:
@@ -77,7 +80,9 @@ def onnx_model_folder(name, precision: str, load_model) -> Path:
         f"{fingerprint}|{EXPORT_VERSION}|{ort.__version__}".encode(), digest_size=10
     ).hexdigest()
     label = "".join(c if c.isalnum() or c in "-_." else "-" for c in label)[:60]
-    folder = cache_root() / "onnx" / f"{label}-{key}"
+    # a model in memory (perhaps training on) exports into a folder of its own, pruned
+    root = cache_root() / "onnx" / ("in-memory" if model is not None else "")
+    folder = root / f"{label}-{key}"
     def complete() -> bool:  # meta.json moves in last: without it another process is mid-way
         return (folder / f"model-{precision}.onnx").is_file() and (folder / "meta.json").is_file()
 
@@ -86,7 +91,21 @@ def onnx_model_folder(name, precision: str, load_model) -> Path:
     with _export_lock:
         if not complete():
             export_onnx(model if model is not None else load_model(), folder, precision)
+            if model is not None:
+                _prune(root, keep=MEMORY_EXPORTS, besides=folder)
     return folder
+
+
+def _prune(root: Path, keep: int, besides: Path) -> None:
+    """Delete all but the newest `keep` finished exports under `root` (never `besides`, nor
+    one another process is still writing: those have no meta.json yet); best effort."""
+    done = []
+    for folder in root.iterdir():
+        with contextlib.suppress(OSError):  # another process pruned it first
+            if folder != besides:
+                done.append(((folder / "meta.json").stat().st_mtime, folder))
+    for _, old in sorted(done, reverse=True)[max(0, keep - 1):]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def export_onnx(model, folder: Path, precision: str) -> None:

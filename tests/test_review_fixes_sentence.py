@@ -1,0 +1,116 @@
+"""Fixes from a review of SentenceEncoder, its model loading and speed paths: each test failed
+on the code before its fix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embetter._validation import as_matrix
+from embetter.text import SentenceEncoder
+
+TEXTS = ["the cat likes pizza and the dog hates the rain old cars the news",
+         "a dog hates the rain"]
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMBETTER_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _cos(a, b):
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def _reference(model, texts):
+    """What the caller's model encodes now (a copy in eval mode: the model stays as it is)."""
+    import copy
+
+    return copy.deepcopy(model).eval().encode(texts)
+
+
+def test_a_private_copy_follows_the_callers_length_and_prompt(tiny_model_path):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(tiny_model_path, device="cpu").train()  # runs through a copy
+    enc = SentenceEncoder(model, device="cpu")
+    enc.transform(TEXTS)
+    model.max_seq_length = 4
+    np.testing.assert_allclose(enc.transform(TEXTS), _reference(model, TEXTS), atol=1e-5)
+    model.max_seq_length = 64
+    model.prompts, model.default_prompt_name = {"q": "query: "}, "q"
+    np.testing.assert_allclose(enc.transform(TEXTS), _reference(model, TEXTS), atol=1e-5)
+    assert model.training  # the caller's model stays as it was
+
+
+def test_a_float32_engine_of_a_half_model_follows_its_training(tiny_model_path):
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(tiny_model_path, device="cpu").to(torch.bfloat16).eval()
+    enc = SentenceEncoder(model, backend="pipelined", precision="float32", device="cpu")
+    before = enc.transform(TEXTS)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # as a training step would
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=generator).to(p.dtype) * 0.5)
+    after = enc.transform(TEXTS)
+    assert _cos(before, after).min() < 0.99
+    now = SentenceEncoder(model, device="cpu").transform(TEXTS)
+    assert _cos(after, now).min() > 0.98
+
+
+def test_loading_a_model_keeps_the_hubs_settings_per_group(tiny_model_path):
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+
+    disable_progress_bars("huggingface_hub.http_get")
+    try:
+        SentenceEncoder(tiny_model_path, device="cpu").transform(["a dog"])
+        assert are_progress_bars_disabled("huggingface_hub.http_get")
+    finally:
+        enable_progress_bars("huggingface_hub.http_get")
+
+
+def test_model_names_get_errors_that_fit(tmp_path):
+    from embetter.text._models import ModelNotFoundError
+
+    with pytest.raises(ValueError, match="empty name"):  # it loaded the current folder
+        SentenceEncoder("").transform(["a"])
+    with pytest.raises(ModelNotFoundError, match="a folder, but no saved") as info:
+        SentenceEncoder(str(tmp_path)).transform(["a"])
+    assert "no such directory" not in str(info.value)
+    with pytest.raises(ModelNotFoundError, match="not downloaded from URLs"):
+        SentenceEncoder("http://www.example.com/my_model.zip").transform(["a"])
+
+
+@pytest.mark.parametrize("big", [10**40, 10**400], ids=["1e40", "1e400"])
+def test_a_python_int_beyond_float32_is_named(big):
+    # before: numpy's "ufunc 'isfinite' not supported" TypeError, or an OverflowError
+    with pytest.raises(ValueError, match="beyond float32's range"):
+        as_matrix([[big, 1]], "X")
+
+
+def test_exports_of_a_model_that_trains_on_do_not_pile_up(tiny_model_path, cache_dir):
+    # each weight state got its own export (two graphs each), never removed
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from embetter.text._backends._export import MEMORY_EXPORTS
+
+    model = SentenceTransformer(tiny_model_path, device="cpu").eval()
+    enc = SentenceEncoder(model, backend="onnx", device="cpu")
+    for _step in range(MEMORY_EXPORTS + 2):
+        enc.transform(TEXTS)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(1.01)
+    exports = [f for f in (cache_dir / "onnx" / "in-memory").iterdir()
+               if not f.name.startswith(".")]
+    assert len(exports) == MEMORY_EXPORTS
+    np.testing.assert_allclose(enc.transform(TEXTS), SentenceEncoder(model).transform(TEXTS),
+                               atol=0.05)
