@@ -114,3 +114,13 @@ def test_exports_of_a_model_that_trains_on_do_not_pile_up(tiny_model_path, cache
     assert len(exports) == MEMORY_EXPORTS
     np.testing.assert_allclose(enc.transform(TEXTS), SentenceEncoder(model).transform(TEXTS),
                                atol=0.05)
+
+
+def test_cpu_0_runs_a_callers_cpu_model_as_it_is(tiny_model_path):
+    # torch.device("cpu:0") != torch.device("cpu"): the model was copied for nothing
+    from sentence_transformers import SentenceTransformer
+
+    from embetter.text._models import runs_as_is
+
+    model = SentenceTransformer(tiny_model_path, device="cpu").eval()
+    assert runs_as_is(model, "cpu:0")

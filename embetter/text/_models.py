@@ -232,7 +232,10 @@ def runs_as_is(model, device) -> bool:
 
     target = None if device is None else torch.device(device_name(device))
     current = getattr(model, "device", None)
-    moves = target is not None and (current is None or torch.device(current) != target)
+    # ("cpu:0" is the CPU: no copy for it)
+    here = None if current is None else torch.device(current)
+    moves = target is not None and (
+        here is None or (here != target and not (here.type == target.type == "cpu")))
     return not moves and not getattr(model, "training", False)
 
 
