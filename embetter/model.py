@@ -5,11 +5,29 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, clone, is_regressor
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from embetter._estimator_checks import all_or_nothing
 from embetter._validation import as_labels, as_matrix
+
+
+def _head_has(method: str):
+    """For `available_if`: whether the head (fitted, else the one `fit` makes) has `method`,
+    so `hasattr(clf, "predict_proba")` tells the truth, as for scikit-learn's own."""
+
+    def check(self) -> bool:
+        head = self.__dict__.get("clf_", self.clf_head)
+        if head is None:  # the default LogisticRegression has both
+            return True
+        if not hasattr(head, method):
+            raise AttributeError(f"clf_head {type(head).__name__} has no {method}; use "
+                                 "predict, or a classifier that has it")
+        return True
+
+    return check
 
 
 class DifferenceClassifier(ClassifierMixin, BaseEstimator):
@@ -21,8 +39,9 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
             all-MiniLM-L6-v2, made in `fit`. Used as it is when stateless, and as a copy
             when fitted (refitting your encoder later leaves the classifier as it is); one
             that needs fitting is fitted, as a copy, on the texts of both sides. `clone`
-            (and so a grid search) gives an unfitted copy, fitted there on both sides: wrap
-            a fitted encoder in `sklearn.frozen.FrozenEstimator` to keep it across clones.
+            gives an unfitted copy, fitted there on both sides: wrap a fitted encoder in
+            `sklearn.frozen.FrozenEstimator` to keep it across clones. A vectorizer's sparse
+            output stays sparse.
         clf_head: the classifier trained on the absolute differences; default
             `LogisticRegression(class_weight="balanced")`, created in `fit`.
 
@@ -44,8 +63,18 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
         self.clf_head = clf_head
 
     def _features(self, enc, X1, X2):
-        E1 = as_matrix(enc.transform(X1), "enc.transform(X1)", allow_empty=True)
-        E2 = as_matrix(enc.transform(X2), "enc.transform(X2)", allow_empty=True)
+        E1, E2 = enc.transform(X1), enc.transform(X2)
+        if sparse.issparse(E1) and sparse.issparse(E2):  # a vectorizer's: kept sparse
+            if E1.shape != E2.shape:
+                raise ValueError(f"X1 and X2 must hold the same number of items, got "
+                                 f"{E1.shape[0]} and {E2.shape[0]}")
+            return abs(sparse.csr_matrix(E1, dtype=np.float32)
+                       - sparse.csr_matrix(E2, dtype=np.float32))
+        return self._dense_features(E1, E2)
+
+    def _dense_features(self, E1, E2):
+        E1 = as_matrix(E1, "enc.transform(X1)", allow_empty=True)
+        E2 = as_matrix(E2, "enc.transform(X2)", allow_empty=True)
         if E1.shape != E2.shape:
             raise ValueError(
                 f"X1 and X2 must hold the same number of items, got {E1.shape[0]} and {E2.shape[0]}"
@@ -94,14 +123,21 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
             return self.classes_[:0]
         return self.clf_.predict(features)
 
+    @available_if(_head_has("predict_proba"))
     def predict_proba(self, X1, X2):
+        """Class probabilities of the pairs (a head with `predict_proba`)."""
         features = self._features(self._encoder(), X1, X2)
-        if not hasattr(self.clf_, "predict_proba"):
-            raise AttributeError(f"clf_head {type(self.clf_).__name__} has no predict_proba; "
-                                 "use predict, or a classifier with probabilities")
         if not features.shape[0]:
             return np.zeros((0, len(self.classes_)))
         return self.clf_.predict_proba(features)
+
+    @available_if(_head_has("decision_function"))
+    def decision_function(self, X1, X2):
+        """The head's decision function of the pairs (a head with one)."""
+        features = self._features(self._encoder(), X1, X2)
+        if not features.shape[0]:
+            return np.zeros((0,) if len(self.classes_) == 2 else (0, len(self.classes_)))
+        return self.clf_.decision_function(features)
 
     def score(self, X1, X2, y, sample_weight=None):
         """Mean accuracy of `predict(X1, X2)` against `y`."""
@@ -145,7 +181,7 @@ def _fitted(enc, X1, X2):
     if not hasattr(enc, "get_params"):  # not a scikit-learn estimator: used as it is
         return enc
     try:
-        check_is_fitted(enc)
+        _check_fitted(enc)
         return copy.deepcopy(enc) if _learns(enc) else enc
     except NotFittedError:
         if _ndim(X1) != _ndim(X2):  # texts on one side, a one-column table on the other
@@ -154,14 +190,17 @@ def _fitted(enc, X1, X2):
                 raise ValueError(
                     "X1 and X2 must hold their items in the same form to fit the encoder on "
                     f"both, got shapes {np.shape(X1)} and {np.shape(X2)}") from None
-        if hasattr(X1, "iloc") and hasattr(X2, "iloc") and X1.ndim == X2.ndim and (
-                X1.ndim == 1 or X1.shape[1] == X2.shape[1]):
+        if hasattr(X1, "iloc") and hasattr(X2, "iloc") and X1.ndim == X2.ndim:
             import pandas as pd
 
-            # frames keep their columns (X2's renamed as X1's: the sides go by position)
-            if X1.ndim == 2 and not X1.columns.equals(X2.columns):
+            # frames keep their columns, matched by name (an encoder reads them by name);
+            # only frames whose names differ, as many on each side, go by position
+            if (X1.ndim == 2 and X1.shape[1] == X2.shape[1]
+                    and set(X1.columns) != set(X2.columns)):
                 X2 = X2.set_axis(X1.columns, axis=1)
             both = pd.concat([X1, X2], ignore_index=True)
+        elif sparse.issparse(X1) and sparse.issparse(X2):
+            both = sparse.vstack([X1, X2])
         elif hasattr(X1, "shape"):
             both = np.concatenate([np.asarray(X1), np.asarray(X2)])
         elif isinstance(X1, Mapping) and isinstance(X2, Mapping):  # dicts of columns
@@ -171,6 +210,19 @@ def _fitted(enc, X1, X2):
         return clone(enc).fit(both)
     except TypeError:  # not an estimator: used as it is
         return enc
+
+
+def _check_fitted(enc) -> None:
+    """`check_is_fitted`, of every step of a pipeline that learns (scikit-learn's looks at
+    the last step only: an unfitted vectorizer before a stateless `Normalizer` passed)."""
+    from sklearn.pipeline import Pipeline
+
+    if isinstance(enc, Pipeline):
+        for _, step in enc.steps:
+            if step is not None and step != "passthrough" and _learns(step):
+                _check_fitted(step)
+        return
+    check_is_fitted(enc)
 
 
 def _learns(enc) -> bool:
