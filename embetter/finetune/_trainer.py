@@ -133,13 +133,11 @@ def _adamw(params, learning_rate: float):
 
 
 def _schedule(optimizer, warmup: int, total: int):
-    """Linear warm-up over `warmup` steps, then linear decay towards 0 at `total`. Unlike the
-    Trainer's schedule, the first warm-up step is not at 0 (it would train nothing: a fit of a
-    single step, 16 pairs at the defaults, left the model as it was)."""
+    """Linear warm-up over `warmup` steps, then linear decay to 0 at `total` (the Trainer's)."""
 
     def factor(step: int) -> float:
         if step < warmup:
-            return (step + 1) / (warmup + 1)
+            return step / max(1, warmup)
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -195,8 +193,10 @@ def train(model, rows: Rows, loss, schedule: Schedule, on_epoch_end=None) -> tup
     size = schedule.batch_size
     generator = torch.Generator().manual_seed(schedule.seed)
     total = math.ceil(len(rows) / size) * schedule.epochs  # the warm-up's share of these
-    warmup = 0 if schedule.optimizer_state is not None else math.ceil(
-        schedule.warmup_ratio * total)
+    # the warm-up's first step runs at rate 0 (as the Trainer's): a fit of one step (16
+    # pairs at the defaults) has none, or it would train nothing
+    warmup = 0 if schedule.optimizer_state is not None else max(0, min(
+        math.ceil(schedule.warmup_ratio * total), total - 1))
     history, steps = [], 0
     # enable_grad: a caller's torch.no_grad() must not stop training (and is back after)
     with frozen(schedule.frozen), seeded(schedule.seed, device), torch.enable_grad():
