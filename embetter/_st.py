@@ -12,6 +12,7 @@ and the model's documented torch-module methods (`encode`, `to`, `eval`, `parame
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import sys
 from dataclasses import dataclass
@@ -206,7 +207,9 @@ def resume_optimizer(optimizer, state) -> None:
         return  # e.g. freeze_embeddings changed between calls: start afresh
     groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": s["params"]}
               for g, s in zip(optimizer.param_groups, saved)]
-    optimizer.load_state_dict({"state": state["state"], "param_groups": groups})
+    # a copy: on the device it was saved on, torch shares the tensors, and the steps would
+    # move the saved state too (a call that fails part-way could not go back to it)
+    optimizer.load_state_dict({"state": copy.deepcopy(state["state"]), "param_groups": groups})
 
 
 def eager_attention(model) -> None:

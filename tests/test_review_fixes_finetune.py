@@ -263,3 +263,75 @@ def test_embeddings_given_where_texts_go_are_named(tiny_model_path, corpus):
     fitted.fit(corpus[:8], corpus[8:16])
     with pytest.raises(ValueError, match="embeddings\\? this step encodes texts itself"):
         fitted.transform(np.zeros((4, 32), dtype=np.float32))
+
+
+def test_prototype_codes_need_not_run_from_zero(tiny_model_path, corpus):
+    # before: a table of codes.max() + 1 rows: 10**12 asked torch for 128 TB
+    from embetter.finetune import SbertLearner
+
+    big = SbertLearner(tiny_model_path, loss="prototype", random_state=0).fit(
+        corpus[:4], corpus[4:8], [0, 0, 10**12, 10**12])
+    small = SbertLearner(tiny_model_path, loss="prototype", random_state=0).fit(
+        corpus[:4], corpus[4:8], [0, 0, 1, 1])
+    assert big.loss_curve_ == small.loss_curve_
+
+
+def test_supcon_class_texts_train_with_matryoshka_dims(tiny_model_path, corpus):
+    # before: "Sizes of tensors must match": the class texts stayed full width
+    from embetter.finetune import SbertLearner
+
+    fitted = SbertLearner(tiny_model_path, loss="supcon", matryoshka_dims=[32, 16],
+                          random_state=0).fit(corpus[:4], corpus[4:8], [0, 1, 0, 1],
+                                              class_texts=["good", "bad"])
+    assert fitted.n_steps_ == 1
+
+
+def test_an_interrupted_learner_stream_call_puts_weights_and_optimizer_back(tiny_model_path,
+                                                                            corpus):
+    # before: the weights kept the half-finished update, and the saved AdamW moments, shared
+    # with the optimizer on the CPU, had moved with it
+    import copy
+
+    import torch
+
+    from embetter.finetune import SbertLearner
+
+    X1, X2, y = corpus[:16], corpus[16:32], [1.0, 0.0] * 8
+    fitted = SbertLearner(tiny_model_path, random_state=0, learning_rate=1e-3, batch_size=4,
+                          device="cpu").fit(X1, X2, y)
+    weights = {k: v.clone() for k, v in fitted.model_.state_dict().items()}
+    moments = copy.deepcopy(fitted._optimizer_state)
+    calls = [0]
+
+    def interrupt(module, inputs, output):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise KeyboardInterrupt
+
+    hook = fitted.model_.register_forward_hook(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        fitted.partial_fit(X1, X2, y)
+    hook.remove()
+    for key, value in fitted.model_.state_dict().items():
+        assert torch.equal(value, weights[key]), key
+    for key, state in fitted._optimizer_state["state"].items():
+        for name, value in state.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(moments["state"][key][name]))
+
+
+def test_a_stream_refuses_a_device_set_in_mid_stream(tiny_model_path, corpus):
+    # before: ignored until a retrain took it silently (or crashed then, for a bad name)
+    stream = tuner(tiny_model_path, device="cpu").partial_fit(corpus[:8], [0, 1] * 4)
+    stream.set_params(device="bogus")
+    with pytest.raises(ValueError, match="device was set to 'bogus' since this stream"):
+        stream.partial_fit(corpus[8:16], [0, 1] * 4)
+
+
+def test_max_seq_length_of_one_is_refused():
+    # a tokenizer cannot cut to 1 token beside its special tokens: it trained uncut
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    from embetter.finetune import SbertLearner
+
+    with pytest.raises(InvalidParameterError, match="max_seq_length"):
+        SbertLearner("unused", max_seq_length=1).fit(["a"], ["b"], [1.0])

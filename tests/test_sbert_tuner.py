@@ -66,7 +66,7 @@ def test_tuner_bad_input(tiny_model_path, labelled):
     with pytest.raises(ValueError, match="'n_neg' parameter"):
         tuner(tiny_model_path, n_neg=-1).fit(texts, y)
     with pytest.raises(ValueError, match="'loss' parameter"):
-        tuner(tiny_model_path, loss="triplet").fit(texts, y)
+        tuner(tiny_model_path, loss="hinge").fit(texts, y)
     with pytest.raises(ValueError, match="label columns"):
         Y = np.eye(3, dtype=int)[np.arange(len(texts)) % 3]
         tuner(tiny_model_path).partial_fit(texts, Y).partial_fit(texts[:4], Y[:4, :2])

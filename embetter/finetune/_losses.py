@@ -116,7 +116,9 @@ class SupervisedContrastiveLoss(torch.nn.Module):
         labels = labels.repeat(k) if labels.ndim == 1 else labels.repeat(k, 1)
         embeddings = list(embeddings)
         if self.class_texts:
-            embeddings.append(self._encode_classes(embeddings[0].device))
+            # as wide as the texts' (MatryoshkaLoss hands in embeddings cut to its dims)
+            embeddings.append(self._encode_classes(embeddings[0].device)
+                              [:, :embeddings[0].shape[1]])
             n = len(self.class_texts)
             own = torch.arange(n, device=labels.device)
             if labels.ndim == 2:
@@ -172,21 +174,22 @@ class PrototypeLoss(torch.nn.Module):
         super().__init__()
         self.model = model
         self.scale = scale
-        self.prototypes = None  # (classes, dim); rows of absent classes are zero
-        self.present = None
+        self.prototypes = None  # (classes present, dim), in the order of `codes`
+        self.codes = None  # the class codes present, sorted
 
     def prepare(self, embed, rows):
         """The prototypes: the mean normalised embedding (`embed(positions)`, no gradients)
-        of each class's texts in `rows`."""
+        of each class's texts in `rows`, one row per class present (codes need not run
+        0..k-1: a code of 10**12 is one more row, not a table that large)."""
         codes = np.full(len(rows.texts), -1, dtype=np.int64)
         for column in rows.columns:
             codes[column] = rows.targets
         used = np.flatnonzero(codes >= 0)
         z = torch.nn.functional.normalize(embed(used).float(), dim=1)
-        index = torch.as_tensor(codes[used], device=z.device)
-        sums = torch.zeros(int(codes.max()) + 1, z.shape[1], device=z.device)
-        sums.index_add_(0, index, z)
-        self.present = torch.bincount(index, minlength=sums.shape[0]) > 0
+        present, index = np.unique(codes[used], return_inverse=True)
+        sums = torch.zeros(present.size, z.shape[1], device=z.device)
+        sums.index_add_(0, torch.as_tensor(index.ravel(), device=z.device), z)
+        self.codes = torch.as_tensor(present, device=z.device)
         self.prototypes = torch.nn.functional.normalize(sums, dim=1)
 
     def forward(self, sentence_features, labels):
@@ -199,8 +202,8 @@ class PrototypeLoss(torch.nn.Module):
         z = torch.nn.functional.normalize(torch.cat(list(embeddings)), dim=1)
         prototypes = torch.nn.functional.normalize(self.prototypes[:, :z.shape[1]], dim=1)
         logits = self.scale * (z @ prototypes.to(z.dtype).T)
-        logits = logits.masked_fill(~self.present, float("-inf"))
-        return torch.nn.functional.cross_entropy(logits, labels.repeat(len(embeddings)))
+        rows = torch.searchsorted(self.codes, labels.to(self.codes.device))
+        return torch.nn.functional.cross_entropy(logits, rows.repeat(len(embeddings)))
 
     @property
     def citation(self) -> str:

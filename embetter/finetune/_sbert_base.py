@@ -73,7 +73,8 @@ COMMON_CONSTRAINTS = {
     "epochs": [Interval(numbers.Integral, 1, None, closed="left")],
     "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
     "warmup_ratio": [Interval(numbers.Real, 0, 1, closed="left")],
-    "max_seq_length": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"}),
+    # (2 at least: a tokenizer cannot cut to 1 token beside its special tokens, and did not cut)
+    "max_seq_length": [Interval(numbers.Integral, 2, None, closed="left"), StrOptions({"auto"}),
                        None],
     "freeze_embeddings": ["boolean"],
     "matryoshka_dims": ["array-like", None],

@@ -304,9 +304,18 @@ class SbertLearner(RemovedParams, TransformerMixin, SbertBase):
                 truncated = True
             except AttributeError:  # a static model reads every token: nothing to truncate
                 pass
+        # a call that fails part-way puts the weights back (the attributes: all_or_nothing)
+        saved = {name: p.detach().clone() for name, p in self._trained_parameters().items()}
         try:
             steps, epochs, self._optimizer_state = train(
                 model, rows, loss, schedule, on_epoch_end=scores)
+        except BaseException:
+            import torch
+
+            with torch.no_grad():
+                for name, p in self._trained_parameters().items():
+                    p.copy_(saved[name])
+            raise
         finally:
             if truncated:
                 model.max_seq_length = limit

@@ -28,9 +28,10 @@ from embetter.finetune._sbert_inputs import check_stream_labels
 from embetter.finetune._sbert_learner import SbertLearner
 from embetter.finetune._stream_average import StreamAverage
 
-#: the parameters a stream's first call settles (the model, the loss, the pairs per text): a
-#: later call cannot take a new value, which a retrain would take silently in mid-stream
-_STREAM_FIXED = ("sent_tfm", "loss", "n_pos", "n_neg")
+#: the parameters a stream's first call settles (the model, the loss, the pairs per text, the
+#: device): a later call cannot take a new value, which a retrain would take silently in
+#: mid-stream
+_STREAM_FIXED = ("sent_tfm", "loss", "n_pos", "n_neg", "device")
 
 
 class SbertTuner(ReadsTextsOnce, TransformerMixin, SbertBase):
