@@ -124,3 +124,27 @@ def test_cpu_0_runs_a_callers_cpu_model_as_it_is(tiny_model_path):
 
     model = SentenceTransformer(tiny_model_path, device="cpu").eval()
     assert runs_as_is(model, "cpu:0")
+
+
+def test_auto_runs_a_model_whose_new_export_drifts_as_it_is(tiny_model_path, cache_dir,
+                                                            monkeypatch):
+    # a choice of ONNX made for a caller's model held after it trained on: an export of its
+    # new weights that failed the drift check raised from backend="auto"
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from embetter.text._backends import _export, auto
+
+    monkeypatch.setattr(auto, "resolve", lambda *a, **k: (auto.Plan("onnx", "int8"), {}))
+    model = SentenceTransformer(tiny_model_path, device="cpu").eval()
+    enc = SentenceEncoder(model, backend="auto", device="cpu")
+    enc.transform(TEXTS)
+    assert enc.backend_ == "onnx"
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.01)
+    monkeypatch.setitem(_export.EXPORT_MIN_COSINE, "int8", 1.5)  # every export drifts now
+    got = enc.transform(TEXTS)
+    assert enc.backend_ == "torch"
+    np.testing.assert_allclose(got, SentenceEncoder(model, backend="torch").transform(TEXTS),
+                               atol=1e-5)

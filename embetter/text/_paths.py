@@ -78,14 +78,17 @@ class EncodePaths:
     def _runs(self, plan) -> bool:
         """Whether the default's fast path runs this model (a fast tokenizer; a prompt only
         where the pooling keeps its tokens); if not, the default is sentence-transformers'."""
-        key = (self._model_key(), plan, self.prompt)
+        from embetter.text._backends._export import ExportDrift
+
+        # (the engine's key: a caller's model that trained on is exported, and checked, again)
+        key = (self._engine_key(plan), plan, self.prompt)
         known = self.__dict__.get("_fast_ok")
         if known is None or known[0] != key:
             try:
                 engine = self._fast_engine(plan)
                 prompt = engine.default_prompt if self.prompt is None else self.prompt
                 ok = not (prompt and engine.needs_prompt_length)
-            except ValueError:
+            except (ValueError, ExportDrift):  # a model whose export drifts runs as it is
                 ok = False
             known = self.__dict__["_fast_ok"] = (key, ok)
         return known[1]

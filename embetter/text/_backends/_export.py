@@ -139,7 +139,7 @@ def export_onnx(model, folder: Path, precision: str) -> None:
         if precision != "float32":
             # The float32 graph was made on the way: keep it too when it passes its own check,
             # so the float32 paths (OpenVINO, backend="auto" timing both) need no second export.
-            with contextlib.suppress(RuntimeError):
+            with contextlib.suppress(ExportDrift):
                 _check_export(model, tmp, "float32")
                 files.append("model-float32.onnx")
         folder.mkdir(exist_ok=True)
@@ -233,6 +233,11 @@ def _quantize_int8(src: Path, dst: Path) -> None:
         )
 
 
+class ExportDrift(RuntimeError):
+    """An export whose embeddings are too far from the torch model's (`backend="auto"` then
+    runs sentence-transformers instead)."""
+
+
 def _check_export(model, folder: Path, precision: str) -> None:
     """Refuse an export whose embeddings drift from the torch model's on the probe texts."""
     import torch
@@ -248,7 +253,7 @@ def _check_export(model, folder: Path, precision: str) -> None:
                                       show_progress_bar=False, prompt=""), dtype=np.float32)
     cos = row_cosines(got[:, :ref.shape[1]], ref)  # a model's truncate_dim cuts `ref`
     if not np.all(np.isfinite(got)) or cos.mean() < EXPORT_MIN_COSINE[precision]:
-        raise RuntimeError(
+        raise ExportDrift(
             f"the {precision} ONNX export drifted from the torch model (mean cosine "
             f"{cos.mean():.4f} < {EXPORT_MIN_COSINE[precision]} on probe texts); "
             "use backend='torch' or precision='float32'"
