@@ -26,7 +26,8 @@ def _model_folders(encoder) -> str:
 
     parts = []
     for key, value in sorted(encoder.get_params(deep=True).items()):
-        if (key == "name" or key.endswith("__name")) and isinstance(value, (str, os.PathLike)):
+        if ((key == "name" or key.endswith("__name")) and isinstance(value, (str, os.PathLike))
+                and os.fspath(value).strip()):
             folder = Path(resolve_model(value))
             if folder.is_dir():
                 parts.append(folder_fingerprint(folder)[:16])

@@ -41,7 +41,7 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
             that needs fitting is fitted, as a copy, on the texts of both sides. `clone`
             gives an unfitted copy, fitted there on both sides: wrap a fitted encoder in
             `sklearn.frozen.FrozenEstimator` to keep it across clones. A vectorizer's sparse
-            output stays sparse.
+            output stays sparse for a head that takes sparse input.
         clf_head: the classifier trained on the absolute differences; default
             `LogisticRegression(class_weight="balanced")`, created in `fit`.
 
@@ -62,9 +62,10 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
         self.enc = enc
         self.clf_head = clf_head
 
-    def _features(self, enc, X1, X2):
+    def _features(self, enc, X1, X2, head):
         E1, E2 = enc.transform(X1), enc.transform(X2)
-        if sparse.issparse(E1) and sparse.issparse(E2):  # a vectorizer's: kept sparse
+        if sparse.issparse(E1) and sparse.issparse(E2) and _takes_sparse(head):
+            # a vectorizer's, for a head that takes them so: kept sparse
             if E1.shape != E2.shape:
                 raise ValueError(f"X1 and X2 must hold the same number of items, got "
                                  f"{E1.shape[0]} and {E2.shape[0]}")
@@ -105,10 +106,11 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
             self.enc_ = SentenceEncoder()
         else:
             self.enc_ = _fitted(self.enc, X1, X2)
-        features = self._features(self.enc_, X1, X2)
-        y = as_labels(y, "y", n_samples=features.shape[0], counted="X1 and X2 hold {n} pairs")
         head = LogisticRegression(class_weight="balanced", max_iter=1000)
-        self.clf_ = clone(self.clf_head) if self.clf_head is not None else head
+        head = clone(self.clf_head) if self.clf_head is not None else head
+        features = self._features(self.enc_, X1, X2, head)
+        y = as_labels(y, "y", n_samples=features.shape[0], counted="X1 and X2 hold {n} pairs")
+        self.clf_ = head
         self.clf_.fit(features, y)
         self.classes_ = self.clf_.classes_
         return self
@@ -118,7 +120,7 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
         return self.__dict__.get("enc_", self.enc)  # a 0.10.0 pickle has no enc_
 
     def predict(self, X1, X2):
-        features = self._features(self._encoder(), X1, X2)  # NotFittedError first
+        features = self._features(self._encoder(), X1, X2, self.clf_)  # NotFittedError first
         if not features.shape[0]:  # no pairs: no predictions (the head refuses 0 rows)
             return self.classes_[:0]
         return self.clf_.predict(features)
@@ -126,7 +128,7 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
     @available_if(_head_has("predict_proba"))
     def predict_proba(self, X1, X2):
         """Class probabilities of the pairs (a head with `predict_proba`)."""
-        features = self._features(self._encoder(), X1, X2)
+        features = self._features(self._encoder(), X1, X2, self.clf_)
         if not features.shape[0]:
             return np.zeros((0, len(self.classes_)))
         return self.clf_.predict_proba(features)
@@ -134,7 +136,7 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
     @available_if(_head_has("decision_function"))
     def decision_function(self, X1, X2):
         """The head's decision function of the pairs (a head with one)."""
-        features = self._features(self._encoder(), X1, X2)
+        features = self._features(self._encoder(), X1, X2, self.clf_)
         if not features.shape[0]:
             return np.zeros((0,) if len(self.classes_) == 2 else (0, len(self.classes_)))
         return self.clf_.decision_function(features)
@@ -146,6 +148,16 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
         predicted = self.predict(X1, X2)
         return accuracy_score(as_labels(y, "y", n_samples=len(predicted)), predicted,
                               sample_weight=sample_weight)
+
+
+def _takes_sparse(head) -> bool:
+    """Whether the head fits on a sparse matrix (its scikit-learn tags say so)."""
+    from sklearn.utils import get_tags
+
+    try:
+        return bool(get_tags(head).input_tags.sparse)
+    except Exception:  # not a scikit-learn estimator: dense, as before
+        return False
 
 
 def _sized(X):

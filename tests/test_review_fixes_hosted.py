@@ -78,3 +78,20 @@ def test_the_token_estimate_counts_every_byte_outside_ascii():
     assert estimate_tokens("\u0928\u092e\u0938\u094d\u0924\u0947") == 18  # 6 x 3 bytes
     assert estimate_tokens("abcdef") == 2
     assert estimate_tokens("ab\u00e9") == 1 + 2
+
+
+@pytest.mark.parametrize("kind, env", [("openai", "OPENAI_BASE_URL"), ("cohere", "CO_API_URL"),
+                                       ("azure", "AZURE_OPENAI_ENDPOINT")])
+def test_an_address_from_the_environment_without_its_scheme_is_refused(kind, env, monkeypatch):
+    from embetter.external import CohereEncoder
+
+    monkeypatch.setenv(env, "my.example.com")
+    make_one = {"openai": OpenAIEncoder, "cohere": CohereEncoder,
+                "azure": AzureOpenAIEncoder}[kind]
+    with pytest.raises(ValueError, match=f"environment variable {env} must start with http"):
+        make_one(api_key=KEY).transform(["a b"])
+
+
+def test_an_address_given_wins_over_a_bad_one_in_the_environment(server, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", "my.example.com")
+    assert make("openai", server).transform(["a b"]).shape[0] == 1

@@ -69,5 +69,12 @@ def test_a_vectorizers_differences_stay_sparse():
     from scipy import sparse
 
     clf = DifferenceClassifier(enc=TfidfVectorizer()).fit(LEFT, RIGHT, Y)
-    assert sparse.issparse(clf._features(clf.enc_, LEFT, RIGHT))
+    assert sparse.issparse(clf._features(clf.enc_, LEFT, RIGHT, clf.clf_))
     assert clf.predict_proba(LEFT, RIGHT).shape == (4, 2)
+
+
+def test_a_head_that_needs_dense_input_gets_it():
+    from sklearn.naive_bayes import GaussianNB
+
+    clf = DifferenceClassifier(enc=TfidfVectorizer(), clf_head=GaussianNB()).fit(LEFT, RIGHT, Y)
+    assert clf.predict(LEFT, RIGHT).shape == (4,)

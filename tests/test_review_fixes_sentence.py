@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.base import BaseEstimator, TransformerMixin
 
 from embetter._validation import as_matrix
 from embetter.text import SentenceEncoder
@@ -148,3 +149,60 @@ def test_auto_runs_a_model_whose_new_export_drifts_as_it_is(tiny_model_path, cac
     assert enc.backend_ == "torch"
     np.testing.assert_allclose(got, SentenceEncoder(model, backend="torch").transform(TEXTS),
                                atol=1e-5)
+
+
+def test_a_callers_static_model_in_training_mode_encodes_twice(tiny_model_path):
+    # the copy's settings followed the model's: a static model's max_seq_length has no setter
+    import os
+
+    from sentence_transformers import SentenceTransformer
+    from tokenizers import Tokenizer
+
+    try:  # sentence-transformers 6; earlier: models
+        from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+    except ImportError:  # pragma: no cover - the floor's
+        from sentence_transformers.models import StaticEmbedding
+
+    tokenizer = Tokenizer.from_file(os.path.join(tiny_model_path, "tokenizer.json"))
+    model = SentenceTransformer(modules=[StaticEmbedding(tokenizer, embedding_dim=16)],
+                                device="cpu").train()
+    enc = SentenceEncoder(model, backend="torch")
+    first = enc.transform(["hello", "world"])
+    np.testing.assert_array_equal(enc.transform(["hello", "world"]), first)
+
+
+def test_hub_models_exports_are_never_pruned(cache_dir, monkeypatch):
+    # only a model object in memory exports into onnx/in-memory, pruned to the newest few
+    from embetter.text._backends import _export
+
+    def fake_export(model, folder, precision):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"model-{precision}.onnx").write_text("graph")
+        (folder / "meta.json").write_text("{}")
+
+    monkeypatch.setattr(_export, "export_onnx", fake_export)
+    monkeypatch.setattr(_export, "model_fingerprint", str)
+    for i in range(_export.MEMORY_EXPORTS + 2):
+        _export.onnx_model_folder(f"some-org/model-{i}", "float32", lambda i=i: f"weights{i}")
+    assert len(list((cache_dir / "onnx").glob("some-org-model-*"))) == _export.MEMORY_EXPORTS + 2
+    assert not (cache_dir / "onnx" / "in-memory").exists()
+
+
+class Named(TransformerMixin, BaseEstimator):
+    """An estimator with a `name` parameter that is no model."""
+
+    def __init__(self, name=""):
+        self.name = name
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        return np.array([[len(x), 1.0] for x in X])
+
+
+def test_a_cached_estimator_with_an_empty_name_parameter_works(tmp_path):
+    # the cache key read name="" as a model folder: now refused as a model name
+    from embetter.utils import cached
+
+    assert cached(tmp_path / "c", Named()).transform(["a", "bb"]).shape == (2, 2)

@@ -51,6 +51,7 @@ class CohereEncoder(HostedEncoder):
     max_batch_size = 96
     known_dims = COHERE_DIMS
     key_env = "CO_API_KEY"
+    url_env = ("CO_API_URL",)
     client_env = ("CO_API_KEY", "COHERE_API_KEY", "CO_API_URL")
 
     def __init__(

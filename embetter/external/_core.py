@@ -72,6 +72,8 @@ class HostedEncoder(EmbetterBase):
     max_batch_size: int | None = None
     #: whether `base_url` needs its scheme (Ollama's client adds http:// itself)
     url_needs_scheme = True
+    #: the environment variables the client reads its address from (checked as `base_url`)
+    url_env: tuple = ()
     #: output widths of well-known models, so empty input needs no request
     known_dims: dict[str, int] = {}
 
@@ -99,6 +101,12 @@ class HostedEncoder(EmbetterBase):
             if (value is not None and self.url_needs_scheme
                     and not str(value).lower().startswith(("http://", "https://"))):
                 raise ValueError(f"{name} must start with http:// or https://, got {value!r}")
+        given = any(self.__dict__.get(name) is not None for name in ("base_url", "azure_endpoint"))
+        for env in self.url_env if self.url_needs_scheme and not given else ():
+            value = os.environ.get(env)
+            if value and not value.lower().startswith(("http://", "https://")):
+                raise ValueError(f"the environment variable {env} must start with http:// or "
+                                 f"https://, got {value!r}")
 
     # -- the client: built lazily, cached on the instance, never pickled ---------------------
     def _client_params(self) -> tuple:

@@ -58,6 +58,7 @@ class OpenAIEncoder(HostedEncoder):
     max_batch_size = 2048
     known_dims = OPENAI_DIMS
     key_env = "OPENAI_API_KEY"
+    url_env = ("OPENAI_BASE_URL",)
     client_env = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID")
 
     def __init__(
@@ -155,6 +156,7 @@ class AzureOpenAIEncoder(OpenAIEncoder):
     """
 
     key_env = "AZURE_OPENAI_API_KEY"
+    url_env = ("AZURE_OPENAI_ENDPOINT",)
     client_env = ("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT", "OPENAI_API_VERSION",
                   "AZURE_OPENAI_AD_TOKEN", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID")
 

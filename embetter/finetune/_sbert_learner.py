@@ -305,7 +305,8 @@ class SbertLearner(RemovedParams, TransformerMixin, SbertBase):
             except AttributeError:  # a static model reads every token: nothing to truncate
                 pass
         # a call that fails part-way puts the weights back (the attributes: all_or_nothing)
-        saved = {name: p.detach().clone() for name, p in self._trained_parameters().items()}
+        saved = {name: p.detach().to("cpu", copy=True)  # (on the CPU: no GPU memory spent)
+                 for name, p in self._trained_parameters().items()}
         try:
             steps, epochs, self._optimizer_state = train(
                 model, rows, loss, schedule, on_epoch_end=scores)

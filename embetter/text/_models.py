@@ -3,6 +3,7 @@ the copies that keep a caller's model instance as it was."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -234,9 +235,20 @@ def runs_as_is(model, device) -> bool:
     current = getattr(model, "device", None)
     # ("cpu:0" is the CPU: no copy for it)
     here = None if current is None else torch.device(current)
-    moves = target is not None and (
-        here is None or (here != target and not (here.type == target.type == "cpu")))
+    moves = target is not None and (here is None or not _same_device(here, target))
     return not moves and not getattr(model, "training", False)
+
+
+def _same_device(a, b) -> bool:
+    """Whether two torch devices are one ("cpu:0" is the CPU; "cuda" the current GPU)."""
+    import torch
+
+    def index(d):
+        if d.index is not None:
+            return d.index
+        return torch.cuda.current_device() if d.type == "cuda" else 0
+
+    return a.type == b.type and index(a) == index(b)
 
 
 def model_state_key(name, device) -> tuple:
@@ -287,8 +299,11 @@ def sync_weights(copy, model) -> None:
     with torch.no_grad():
         copy.load_state_dict(model.state_dict())
     for name in ENCODE_SETTINGS:
-        if hasattr(model, name):
-            setattr(copy, name, copying.deepcopy(getattr(model, name)))
+        value = getattr(model, name, None)
+        if value != getattr(copy, name, None):
+            # (a static model's max_seq_length cannot be set: it has none to follow)
+            with contextlib.suppress(AttributeError):
+                setattr(copy, name, copying.deepcopy(value))
 
 
 def moved_copy(model, device):

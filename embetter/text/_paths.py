@@ -128,9 +128,9 @@ class EncodePaths:
                 # an export is a snapshot: a caller's model that trained on (or was given
                 # another default prompt) is exported again
                 key += (weights_signature(self.name), default_prompt(self.name))
-            elif plan.backend != "torch":
-                # the pipelined engine may run a copy (float32 of a half-precision model):
-                # a caller's model that trained on gets a new one
+            elif plan.backend == "pipelined" and _copies(self.name, plan.precision):
+                # the engine runs a float32 copy of a half-precision model: a caller's model
+                # that trained on gets a new one (an engine of the model itself follows it)
                 key += (weights_signature(self.name),)
         return key
 
@@ -183,3 +183,10 @@ class EncodePaths:
         emb = engine.encode(texts, batch, self.prompt, progress, **extra)
         cut = asked if asked is not None else self._model_cut(plan, engine)
         return emb if cut is None else np.ascontiguousarray(emb[:, :int(cut)])
+
+
+def _copies(model, precision) -> bool:
+    """Whether the pipelined engine may run a copy of `model` (see `may_copy`)."""
+    from embetter.text._backends.pipelined import may_copy
+
+    return may_copy(model, precision)

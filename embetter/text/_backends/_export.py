@@ -81,7 +81,7 @@ def onnx_model_folder(name, precision: str, load_model) -> Path:
     ).hexdigest()
     label = "".join(c if c.isalnum() or c in "-_." else "-" for c in label)[:60]
     # a model in memory (perhaps training on) exports into a folder of its own, pruned
-    root = cache_root() / "onnx" / ("in-memory" if model is not None else "")
+    root = cache_root() / "onnx" / ("in-memory" if _st.is_sentence_model(name) else "")
     folder = root / f"{label}-{key}"
     def complete() -> bool:  # meta.json moves in last: without it another process is mid-way
         return (folder / f"model-{precision}.onnx").is_file() and (folder / "meta.json").is_file()
@@ -91,7 +91,7 @@ def onnx_model_folder(name, precision: str, load_model) -> Path:
     with _export_lock:
         if not complete():
             export_onnx(model if model is not None else load_model(), folder, precision)
-            if model is not None:
+            if _st.is_sentence_model(name):  # (not a Hub model's: every process reuses it)
                 _prune(root, keep=MEMORY_EXPORTS, besides=folder)
     return folder
 
@@ -139,7 +139,7 @@ def export_onnx(model, folder: Path, precision: str) -> None:
         if precision != "float32":
             # The float32 graph was made on the way: keep it too when it passes its own check,
             # so the float32 paths (OpenVINO, backend="auto" timing both) need no second export.
-            with contextlib.suppress(ExportDrift):
+            with contextlib.suppress(RuntimeError):  # a drift, or onnxruntime's own error
                 _check_export(model, tmp, "float32")
                 files.append("model-float32.onnx")
         folder.mkdir(exist_ok=True)

@@ -47,7 +47,7 @@ class PipelinedEngine:
             # (checked once, on the check texts); on CPUs float32 (bfloat16 is opt-in).
             precision = self.settle_half("float16")
         self._set_precision(precision or "float32")
-        if precision == "float32" and _weights_dtype(model) not in (None, torch.float32):
+        if precision == "float32" and not _float32(model):
             # asked for float32 by name, of a model saved in float16 or bfloat16 (which
             # transformers loads as saved, and autocast never widens): a float32 copy
             from embetter.text._models import private_copy
@@ -119,6 +119,19 @@ class PipelinedEngine:
         host.copy_(out, non_blocking=True)
         torch.cuda.synchronize(self.device)
         return host.numpy()
+
+
+def may_copy(model, precision) -> bool:
+    """Whether an engine asked for `precision` may run a float32 copy of `model` (a model in
+    float16 or bfloat16, run in float32 by name, or on a GPU where half precision does not
+    hold), not the model itself."""
+    return precision in (None, "float32") and not _float32(model)
+
+
+def _float32(model) -> bool:
+    import torch
+
+    return _weights_dtype(model) in (None, torch.float32)
 
 
 def _weights_dtype(model):
