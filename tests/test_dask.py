@@ -309,7 +309,7 @@ def test_job_survives_a_worker_killed_mid_job(client, tiny_model_path, corpus):
     assert victim not in client.scheduler_info()["workers"]
 
 
-def _sole_pipeline_holder(client, timeout=30):
+def _sole_pipeline_holder(client, timeout=90):
     """The one worker holding a shipped pipeline, once exactly one does (spare copies of
     data no task waits for are dropped by distributed's memory manager every 2 s; asked to run
     now as well, so that a busy machine does not stretch the wait)."""

@@ -297,3 +297,47 @@ def test_map_takes_predictions_in_order_where_only_labels_gave_the_index():
     widget = LabellingMap(coords=np.arange(8.0).reshape(4, 2), labels=labels,
                           predictions=pd.Series(["x", "x", "y", "y"]))
     assert widget.predicted == ["x", "x", "y", "y"]
+
+
+def test_loop_fits_a_cached_lite_encoder_once_on_the_pool(tmp_path):
+    # a LiteTextEncoder inside `cached` was refitted on the labelled rows every round, and
+    # the whole pool written to the cache again each time
+    from embetter.datasets import load_support_inbox
+    from embetter.text import LiteTextEncoder
+    from embetter.utils import cached
+
+    texts, labels = load_support_inbox()
+    texts, labels = texts[:200], np.asarray(labels[:200])
+    loop = LabellingLoop(make_pipeline(cached(tmp_path / "c", LiteTextEncoder(random_state=0)),
+                                       LogisticRegression()),
+                         texts, classes=sorted(set(labels)), random_state=0)
+    assert [type(step).__name__ for step in loop._learned] == ["LogisticRegression"]
+    for _ in range(3):
+        rows = loop.suggest(10)
+        loop.update(rows, labels[rows])
+    plain = LiteTextEncoder(random_state=0).fit(texts)
+    np.testing.assert_allclose(loop.model_[0].transform(texts[:5]), plain.transform(texts[:5]),
+                               atol=1e-5)
+
+
+def test_loop_fits_a_balanced_head_instead_of_streaming_it():
+    # scikit-learn refuses class_weight="balanced" in partial_fit: every update failed
+    head = SGDClassifier(loss="log_loss", class_weight="balanced", random_state=0)
+    loop = LabellingLoop(head, POOL, classes=["a", "b"], random_state=0)
+    loop.update([0, 1, 20, 21], ["a", "a", "b", "b"])
+    assert loop.fitted_ and loop.suggest(5).shape == (5,)
+
+
+def test_a_missing_label_is_called_missing():
+    loop = LabellingLoop(LogisticRegression(), POOL, classes=["a", "b"], random_state=0)
+    with pytest.raises(ValueError, match="a missing label"):
+        loop.update([0, 1], ["a", None])
+
+
+def test_random_suggestions_do_not_ask_the_model(monkeypatch):
+    loop = LabellingLoop(LogisticRegression(), POOL, classes=["a", "b"], strategy="random",
+                         random_state=0)
+    loop.update([0, 1, 20, 21], ["a", "a", "b", "b"])
+    monkeypatch.setattr(loop.model_, "predict_proba", None)  # would raise if called
+    monkeypatch.setattr(type(loop), "_head", lambda self, Z: pytest.fail("pool encoded"))
+    assert loop.suggest(5).shape == (5,)

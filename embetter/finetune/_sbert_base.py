@@ -95,8 +95,8 @@ class SbertBase(BaseEstimator):
 
     def _validate_params(self):
         check_loss_name(self.loss)  # sentence-transformers' names get a pointer to ours
+        refuse_bool_numbers(self)  # first: an Interval takes True as 1 (or names the range)
         super()._validate_params()
-        refuse_bool_numbers(self)
 
     def _check_dims(self, model):
         if self.matryoshka_dims is None:

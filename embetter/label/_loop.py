@@ -9,7 +9,7 @@ from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state, get_tags
 
-from embetter._validation import as_positions
+from embetter._validation import as_positions, is_missing
 from embetter.label._strategies import kcenter_greedy, typical_pick, weighted_kmeans_pick
 from embetter.label._suggest import (
     as_space,
@@ -55,7 +55,10 @@ def _unsupervised(step) -> bool:
     the whole pool, not on the few rows labelled so far. Known, not guessed: a step without
     tags (or a selector, a nested pipeline holding a tuner) may need the labels."""
     from embetter.text import LiteTextEncoder
+    from embetter.utils import CachedEncoder
 
+    if isinstance(step, CachedEncoder):  # what it wraps decides (`cached(LiteTextEncoder())`)
+        return _unsupervised(step.encoder)
     if isinstance(step, LiteTextEncoder):
         return True
     if not type(step).__module__.startswith(_UNSUPERVISED_MODULES):
@@ -208,8 +211,10 @@ class LabellingLoop:
                 f"k={k} is larger than the rest of the pool: {candidates.size} of "
                 f"{self.n_pool_} rows are not labelled yet"
             )
+        if self.strategy == "random":  # (the model is not asked: no pool pass for nothing)
+            return self._rng.choice(candidates, size=k, replace=False).astype(np.intp)
         if not self.fitted_:  # nothing learned yet: no probabilities to read
-            if self.strategy in ("random", "margin", "entropy") or not _numeric(self.embeddings_):
+            if self.strategy in ("margin", "entropy") or not _numeric(self.embeddings_):
                 # (texts that a learned step embeds have no space to measure before it learns)
                 return self._rng.choice(candidates, size=k, replace=False).astype(np.intp)
             Z = as_space(self.embeddings_, self.strategy)
@@ -242,7 +247,9 @@ class LabellingLoop:
         if outside.size:
             unknown = sorted({repr(v.item() if hasattr(v, "item") else v) for v in outside})
             hint = ""
-            if {type(v) for v in outside.tolist()} != {
+            if any(is_missing(v) for v in outside.tolist()):
+                hint = " (a missing label: give every position its label, or leave it out)"
+            elif {type(v) for v in outside.tolist()} != {
                     type(c) for c in self.classes_.tolist()}:
                 hint = (f" (labels of type {type(outside.tolist()[0]).__name__}, classes of "
                         f"type {type(self.classes_.tolist()[0]).__name__}: convert one)")
@@ -275,7 +282,10 @@ class LabellingLoop:
                 step.fit(seen, known)
             new, seen = step.transform(new), step.transform(seen)
         head = self._learned[-1]
-        if hasattr(head, "partial_fit") and not _counts(head):
+        # (scikit-learn refuses class_weight="balanced" in partial_fit: the loop holds every
+        # label, so such a head is fitted on them all instead)
+        if (hasattr(head, "partial_fit") and not _counts(head)
+                and getattr(head, "class_weight", None) != "balanced"):
             head.partial_fit(seen, known, **self._classes_for(head))
         elif np.unique(known).size < 2:
             return False  # fit needs two classes; until then suggestions go by diversity
