@@ -95,3 +95,10 @@ def test_an_address_from_the_environment_without_its_scheme_is_refused(kind, env
 def test_an_address_given_wins_over_a_bad_one_in_the_environment(server, monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", "my.example.com")
     assert make("openai", server).transform(["a b"]).shape[0] == 1
+
+
+def test_an_address_error_shows_no_credentials():
+    with pytest.raises(ValueError, match="must start with http") as info:
+        OpenAIEncoder(base_url="user:SECRETVALUE@my.host/v1?api-key=SECRETVALUE",
+                      api_key=KEY).transform(["a"])
+    assert "SECRETVALUE" not in str(info.value) and "my.host/v1" in str(info.value)

@@ -100,13 +100,14 @@ class HostedEncoder(EmbetterBase):
                                 f"'http://127.0.0.1:8000/v1'), got {value!r}")
             if (value is not None and self.url_needs_scheme
                     and not str(value).lower().startswith(("http://", "https://"))):
-                raise ValueError(f"{name} must start with http:// or https://, got {value!r}")
+                raise ValueError(f"{name} must start with http:// or https://, got "
+                                 f"{_shown(value)!r}")
         given = any(self.__dict__.get(name) is not None for name in ("base_url", "azure_endpoint"))
         for env in self.url_env if self.url_needs_scheme and not given else ():
             value = os.environ.get(env)
             if value and not value.lower().startswith(("http://", "https://")):
                 raise ValueError(f"the environment variable {env} must start with http:// or "
-                                 f"https://, got {value!r}")
+                                 f"https://, got {_shown(value)!r}")
 
     # -- the client: built lazily, cached on the instance, never pickled ---------------------
     def _client_params(self) -> tuple:
@@ -389,6 +390,13 @@ class HostedEncoder(EmbetterBase):
         text_input_tags(tags)
         tags.non_deterministic = False
         return tags
+
+
+def _shown(address) -> str:
+    """An address as an error may show it: without a user and password before `@`, nor a
+    query (`?api-key=...`)."""
+    text = str(address).split("?", 1)[0]
+    return "***@" + text.rsplit("@", 1)[1] if "@" in text else text
 
 
 def _finished(out, batches):

@@ -202,7 +202,11 @@ class PrototypeLoss(torch.nn.Module):
         z = torch.nn.functional.normalize(torch.cat(list(embeddings)), dim=1)
         prototypes = torch.nn.functional.normalize(self.prototypes[:, :z.shape[1]], dim=1)
         logits = self.scale * (z @ prototypes.to(z.dtype).T)
-        rows = torch.searchsorted(self.codes, labels.to(self.codes.device))
+        labels = labels.to(self.codes.device)
+        rows = torch.searchsorted(self.codes, labels).clamp_(max=self.codes.numel() - 1)
+        if not torch.equal(self.codes[rows], labels):  # a class `prepare` never saw
+            raise ValueError("PrototypeLoss: a label without a prototype; prepare must see "
+                             "every row the loss is computed on")
         return torch.nn.functional.cross_entropy(logits, rows.repeat(len(embeddings)))
 
     @property
