@@ -341,3 +341,18 @@ def test_random_suggestions_do_not_ask_the_model(monkeypatch):
     monkeypatch.setattr(loop.model_, "predict_proba", None)  # would raise if called
     monkeypatch.setattr(type(loop), "_head", lambda self, Z: pytest.fail("pool encoded"))
     assert loop.suggest(5).shape == (5,)
+
+
+def test_distances_to_many_centres_go_in_blocks_the_pool_bounds(monkeypatch):
+    # blocks of 512 centres whatever the pool: 100,000 rows made arrays of 400 MB each
+    from embetter.label import _strategies
+
+    Z = RNG.normal(size=(50, 3))
+    centres = RNG.normal(size=(40, 3))
+    expected = _strategies._sq_dist_to(Z, centres)
+    shapes = []
+    real = _strategies._dense
+    monkeypatch.setattr(_strategies, "_dense", lambda A: shapes.append(A.shape) or real(A))
+    monkeypatch.setattr(_strategies, "_BLOCK_CELLS", 500)  # 10 centres per block of 50 rows
+    np.testing.assert_allclose(_strategies._sq_dist_to(Z, centres), expected)
+    assert max(shape[0] for shape in shapes) == 10 and len(shapes) == 4

@@ -75,11 +75,17 @@ def _dense(A):
     return A.toarray() if sp.issparse(A) else A
 
 
+#: Distances computed at once (pool rows x centres): about 128 MB of float64 per block.
+_BLOCK_CELLS = 1 << 24
+
+
 def _sq_dist_to(Z: np.ndarray, centres: np.ndarray, block: int = 512) -> np.ndarray:
     """Squared euclidean distance from each row of Z (dense or sparse) to its nearest row of
-    `centres`."""
+    `centres`, in blocks of at most `block` centres and `_BLOCK_CELLS` distances (a pool of
+    100,000 rows: 167 centres at a time, arrays of about 130 MB instead of 400 MB)."""
     best = np.full(Z.shape[0], np.inf)
     z2 = row_norms(Z, squared=True)
+    block = max(1, min(block, _BLOCK_CELLS // max(1, Z.shape[0])))
     for start in range(0, centres.shape[0], block):
         c = _dense(centres[start:start + block])
         d = z2[:, None] - 2.0 * Z @ c.T + np.einsum("ij,ij->i", c, c)[None, :]
