@@ -335,3 +335,14 @@ def test_max_seq_length_of_one_is_refused():
 
     with pytest.raises(InvalidParameterError, match="max_seq_length"):
         SbertLearner("unused", max_seq_length=1).fit(["a"], ["b"], [1.0])
+
+
+def test_prototypes_count_a_text_repeated_under_two_labels_for_both(tiny_model_path):
+    # a repeated text kept one code (the last): its other class had no prototype, and the
+    # check for that refused the fit
+    from embetter.finetune import SbertLearner
+
+    fitted = SbertLearner(tiny_model_path, loss="prototype", batch_size=4, random_state=0).fit(
+        ["the cat sat", "the cat sat", "a dog ran"], ["cats sit", "cats sit", "dogs run"],
+        [0, 1, 1])
+    assert fitted.n_steps_ == 1

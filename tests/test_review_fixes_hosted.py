@@ -102,3 +102,9 @@ def test_an_address_error_shows_no_credentials():
         OpenAIEncoder(base_url="user:SECRETVALUE@my.host/v1?api-key=SECRETVALUE",
                       api_key=KEY).transform(["a"])
     assert "SECRETVALUE" not in str(info.value) and "my.host/v1" in str(info.value)
+
+
+def test_an_address_with_a_question_mark_in_its_password_is_hidden():
+    from embetter.external._core import _shown
+
+    assert _shown("user:pa?SECRET@host/v1?api-key=SECRET") == "***@host/v1"

@@ -328,10 +328,14 @@ def test_loop_fits_a_balanced_head_instead_of_streaming_it():
     assert loop.fitted_ and loop.suggest(5).shape == (5,)
 
 
-def test_a_missing_label_is_called_missing():
+@pytest.mark.parametrize("missing", [None, np.nan, pd.NA], ids=["None", "nan", "NA"])
+def test_a_missing_label_is_called_missing(missing):
+    # NaN among strings became 'nan' ("outside classes"), pd.NA broke the class check
     loop = LabellingLoop(LogisticRegression(), POOL, classes=["a", "b"], random_state=0)
-    with pytest.raises(ValueError, match="a missing label"):
-        loop.update([0, 1], ["a", None])
+    with pytest.raises(ValueError, match=r"labels\[1\] is missing"):
+        loop.update([0, 1], ["a", missing])
+    with pytest.raises(ValueError, match=r"labels\[1\] is missing"):
+        loop.update([0, 1], pd.Series(["a", missing], dtype=object))
 
 
 def test_random_suggestions_do_not_ask_the_model(monkeypatch):

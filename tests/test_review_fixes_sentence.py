@@ -206,3 +206,19 @@ def test_a_cached_estimator_with_an_empty_name_parameter_works(tmp_path):
     from embetter.utils import cached
 
     assert cached(tmp_path / "c", Named()).transform(["a", "bb"]).shape == (2, 2)
+
+
+def test_a_pipelined_engine_of_a_half_model_on_the_cpu_is_not_rebuilt(tiny_model_path):
+    # it runs the model itself there: a weight change needs no new engine
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(tiny_model_path, device="cpu").to(torch.bfloat16).eval()
+    enc = SentenceEncoder(model, backend="pipelined", device="cpu")
+    enc.transform(TEXTS)
+    engine = enc.__dict__["_engine"][1]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.01)
+    enc.transform(TEXTS)
+    assert enc.__dict__["_engine"][1] is engine

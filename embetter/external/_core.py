@@ -395,8 +395,10 @@ class HostedEncoder(EmbetterBase):
 def _shown(address) -> str:
     """An address as an error may show it: without a user and password before `@`, nor a
     query (`?api-key=...`)."""
-    text = str(address).split("?", 1)[0]
-    return "***@" + text.rsplit("@", 1)[1] if "@" in text else text
+    text = str(address)
+    if "@" in text:  # (the last one: a password may hold '@' or '?')
+        text = "***@" + text.rsplit("@", 1)[1]
+    return text.split("?", 1)[0]
 
 
 def _finished(out, batches):

@@ -181,14 +181,16 @@ class PrototypeLoss(torch.nn.Module):
         """The prototypes: the mean normalised embedding (`embed(positions)`, no gradients)
         of each class's texts in `rows`, one row per class present (codes need not run
         0..k-1: a code of 10**12 is one more row, not a table that large)."""
-        codes = np.full(len(rows.texts), -1, dtype=np.int64)
-        for column in rows.columns:
-            codes[column] = rows.targets
-        used = np.flatnonzero(codes >= 0)
+        # each distinct (text, class) once: a text repeated under two labels counts for both
+        pairs = np.unique(np.stack([np.concatenate(rows.columns),
+                                    np.tile(np.asarray(rows.targets), len(rows.columns))],
+                                   axis=1).astype(np.int64), axis=0)
+        used, where = np.unique(pairs[:, 0], return_inverse=True)
         z = torch.nn.functional.normalize(embed(used).float(), dim=1)
-        present, index = np.unique(codes[used], return_inverse=True)
+        present, index = np.unique(pairs[:, 1], return_inverse=True)
         sums = torch.zeros(present.size, z.shape[1], device=z.device)
-        sums.index_add_(0, torch.as_tensor(index.ravel(), device=z.device), z)
+        sums.index_add_(0, torch.as_tensor(index.ravel(), device=z.device),
+                        z[torch.as_tensor(where.ravel(), device=z.device)])
         self.codes = torch.as_tensor(present, device=z.device)
         self.prototypes = torch.nn.functional.normalize(sums, dim=1)
 
@@ -205,8 +207,8 @@ class PrototypeLoss(torch.nn.Module):
         labels = labels.to(self.codes.device)
         rows = torch.searchsorted(self.codes, labels).clamp_(max=self.codes.numel() - 1)
         if not torch.equal(self.codes[rows], labels):  # a class `prepare` never saw
-            raise ValueError("PrototypeLoss: a label without a prototype; prepare must see "
-                             "every row the loss is computed on")
+            raise ValueError("PrototypeLoss: a label without a prototype (prepare saw other "
+                             "rows than the loss is computed on)")
         return torch.nn.functional.cross_entropy(logits, rows.repeat(len(embeddings)))
 
     @property

@@ -237,7 +237,16 @@ class LabellingLoop:
         what they learned; undoing that would mean copying a fine-tuned sentence model every
         round)."""
         positions = as_positions(positions, self.n_pool_, "positions")
-        labels = np.asarray(labels.to_numpy() if hasattr(labels, "to_numpy") else labels)
+        labels = labels.to_numpy() if hasattr(labels, "to_numpy") else labels
+        # before numpy reads them: it turns a NaN among strings into 'nan', and pd.NA breaks
+        # the class check ("boolean value of NA is ambiguous")
+        if not isinstance(labels, (str, bytes)) and hasattr(labels, "__iter__"):
+            missing = next((i for i, v in enumerate(labels)
+                            if np.ndim(v) == 0 and is_missing(v)), None)
+            if missing is not None:
+                raise ValueError(f"labels[{missing}] is missing: give every position its "
+                                 "label, or leave the position out")
+        labels = np.asarray(labels)
         if labels.ndim != 1 or labels.shape[0] != positions.shape[0]:
             raise ValueError(
                 f"labels must hold one label per position: {positions.shape[0]} positions, "
@@ -247,9 +256,7 @@ class LabellingLoop:
         if outside.size:
             unknown = sorted({repr(v.item() if hasattr(v, "item") else v) for v in outside})
             hint = ""
-            if any(is_missing(v) for v in outside.tolist()):
-                hint = " (a missing label: give every position its label, or leave it out)"
-            elif {type(v) for v in outside.tolist()} != {
+            if {type(v) for v in outside.tolist()} != {
                     type(c) for c in self.classes_.tolist()}:
                 hint = (f" (labels of type {type(outside.tolist()[0]).__name__}, classes of "
                         f"type {type(self.classes_.tolist()[0]).__name__}: convert one)")

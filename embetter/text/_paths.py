@@ -128,7 +128,8 @@ class EncodePaths:
                 # an export is a snapshot: a caller's model that trained on (or was given
                 # another default prompt) is exported again
                 key += (weights_signature(self.name), default_prompt(self.name))
-            elif plan.backend == "pipelined" and _copies(self.name, plan.precision):
+            elif plan.backend == "pipelined" and _copies(self.name, plan.precision,
+                                                         self._device_kind() == "cuda"):
                 # the engine runs a float32 copy of a half-precision model: a caller's model
                 # that trained on gets a new one (an engine of the model itself follows it)
                 key += (weights_signature(self.name),)
@@ -185,8 +186,8 @@ class EncodePaths:
         return emb if cut is None else np.ascontiguousarray(emb[:, :int(cut)])
 
 
-def _copies(model, precision) -> bool:
+def _copies(model, precision, on_gpu: bool) -> bool:
     """Whether the pipelined engine may run a copy of `model` (see `may_copy`)."""
     from embetter.text._backends.pipelined import may_copy
 
-    return may_copy(model, precision)
+    return may_copy(model, precision, on_gpu)

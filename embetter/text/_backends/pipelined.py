@@ -121,11 +121,12 @@ class PipelinedEngine:
         return host.numpy()
 
 
-def may_copy(model, precision) -> bool:
+def may_copy(model, precision, on_gpu: bool) -> bool:
     """Whether an engine asked for `precision` may run a float32 copy of `model` (a model in
-    float16 or bfloat16, run in float32 by name, or on a GPU where half precision does not
-    hold), not the model itself."""
-    return precision in (None, "float32") and not _float32(model)
+    float16 or bfloat16, run in float32 by name, or by default on a GPU where half precision
+    does not hold), not the model itself."""
+    asks = precision == "float32" or (precision is None and on_gpu)
+    return asks and not _float32(model)
 
 
 def _float32(model) -> bool:
