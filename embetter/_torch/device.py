@@ -61,7 +61,12 @@ def usable(device: torch.device) -> bool:
     if device.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         return mps is not None and mps.is_available()
-    return True
+    if device.type == "xpu":
+        xpu = getattr(torch, "xpu", None)
+        return xpu is not None and xpu.is_available()
+    # the CPU; no other kind trains here ("meta" holds no data, "hpu", "vulkan"... failed
+    # inside torch)
+    return device.type == "cpu"
 
 
 def seed_from(random_state) -> int:

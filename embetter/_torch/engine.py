@@ -163,8 +163,10 @@ class TorchHeadMixin(StreamTraining):
             raise
         return self
 
-    #: the parameters that shape the network (`_arch` reads them): recorded when it is built,
-    #: so a pickle or saved file rebuilds the network trained, whatever `set_params` did since
+    #: the parameters that shape the network (`_arch` reads them) or settle how a stream
+    #: trains (its optimizer, its loss): recorded when it is built, so a pickle or saved file
+    #: rebuilds the network trained, whatever `set_params` did since, and a stream's later
+    #: call refuses a new value (it would be ignored until a retrain took it silently)
     _ARCHITECTURE: tuple = ()
 
     def _arch(self, name):
@@ -301,7 +303,8 @@ class TorchHeadMixin(StreamTraining):
                     n_steps = int(min(-(-n // batch_size), steps_left))
                     order = torch.as_tensor(self._rng.permutation(n), device=device)
                     module.train()
-                    total = torch.zeros((), device=device)
+                    # float32 whatever torch's default dtype (float16 overflowed at 65504)
+                    total = torch.zeros((), device=device, dtype=torch.float32)
                     seen = 0
                     for step in range(n_steps):
                         index = order[step * batch_size:(step + 1) * batch_size]
@@ -400,4 +403,5 @@ class TorchHeadMixin(StreamTraining):
         self.module_ = module.to(self.device_).eval()
         self.optimizer_ = self._make_optimizer(self.module_)
         if optimizer_state is not None:
-            self.optimizer_.load_state_dict(torch_state_from_bytes(optimizer_state))
+            with grad_enabled():  # (loaded under inference_mode: moments training can update)
+                self.optimizer_.load_state_dict(torch_state_from_bytes(optimizer_state))

@@ -65,6 +65,10 @@ def replay_add(memory: dict, arrays, size: int, rng) -> None:
         if rest.size:
             keep = rng.random_sample(rest.size) < size / (memory["seen"] + rest + 1)
             slots = rng.randint(0, size, size=int(keep.sum()))
+            # arrays of our own to write into (one loaded with mmap_mode is read-only, or
+            # would write the change into the saved file)
+            memory["rows"] = [m if m.flags.writeable and not isinstance(m, np.memmap)
+                              else np.array(m) for m in memory["rows"]]
             for m, a in zip(memory["rows"], arrays):
                 m[slots] = a[rest[keep]]
     memory["seen"] += n

@@ -228,7 +228,8 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
         self.random_state = random_state
         self.device = device
 
-    _ARCHITECTURE = ("shape_out",)
+    # (and the loss: a stream's replay memory holds pairs labelled for the loss it began with)
+    _ARCHITECTURE = ("shape_out", "optimizer", "loss")
 
     def _out_width(self) -> int:
         width = self._arch("shape_out")
@@ -354,7 +355,13 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
     @classmethod
     def load(cls, path, device=None):
         """Read a learner written by `save`; it transforms exactly as the saved one did."""
-        payload = torch.load(user_path(path), map_location="cpu", weights_only=True)
+        source = user_path(path)
+        try:
+            payload = torch.load(source, map_location="cpu", weights_only=True)
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            raise
+        except Exception:  # not a torch file at all (torch's own error names no path)
+            payload = None
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
             raise ValueError(f"{path!r} is not a file written by ContrastiveLearner.save")
         params = payload["params"]

@@ -240,6 +240,9 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
         rows and the replay memory)."""
         X, labels = rows
         if partners is not None:  # fit: both sides among these rows
+            if self.n_neg == 0 and not _two_of_a_class(labels[partners]):
+                # (fit checks all rows; the rows left to train on may still hold none)
+                raise ValueError("no training pairs: n_neg=0 and no class holds two rows")
             sampler = self._sampler(labels[partners], self._rng)
 
             def draw():
@@ -365,13 +368,11 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
             self._check_later_batch(labels, multilabel, classes)
         if self.n_pos + self.n_neg == 0:  # (a stream would draw no pair, and say nothing)
             raise ValueError("n_neg and n_pos are both 0: no pairs would be generated")
-        if not incremental and self.n_neg == 0:  # (a stream's batch may lack pairs: later
-            # ones bring them)
-            shared = labels.sum(axis=0) if multilabel else np.unique(labels, return_counts=True)[1]
-            if shared.max(initial=0) < 2:
-                raise ValueError(
-                    "no training pairs: n_neg=0 and no class holds two rows, so no positive "
-                    "pair can be drawn; give at least two rows of a class, or n_neg > 0")
+        # (a stream's batch may lack pairs: later ones bring them)
+        if not incremental and self.n_neg == 0 and not _two_of_a_class(labels):
+            raise ValueError(
+                "no training pairs: n_neg=0 and no class holds two rows, so no positive "
+                "pair can be drawn; give at least two rows of a class, or n_neg > 0")
         for name in ("anchors", "strategy"):
             if multilabel and getattr(self, name) == "balanced":
                 raise ValueError(f"{name}='balanced' needs single-label y (1-D labels); use "
@@ -419,3 +420,9 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
         tags.input_tags.sparse = True
         tags.transformer_tags.preserves_dtype = ["float32"]
         return tags
+
+
+def _two_of_a_class(labels) -> bool:
+    """Whether some class (or label of multi-label rows) holds two rows: a positive pair."""
+    shared = labels.sum(axis=0) if labels.ndim == 2 else np.unique(labels, return_counts=True)[1]
+    return shared.max(initial=0) >= 2
