@@ -105,3 +105,16 @@ def test_loading_a_file_that_is_not_a_learners_names_it(tmp_path):
     junk.write_text("not a model")
     with pytest.raises(ValueError, match="is not a file written by ContrastiveLearner.save"):
         ContrastiveLearner.load(junk)
+
+
+def test_heads_build_on_the_cpu_whatever_torchs_default_device():
+    # the network was built on torch's default device ("meta" here: nothing to copy out)
+    reference = FeedForwardTuner(hidden_dim=8, n_epochs=2, random_state=0, device="cpu")
+    expected = reference.fit(X[:60], Y[:60]).transform(X[:5])
+    torch.set_default_device("meta")
+    try:
+        head = FeedForwardTuner(hidden_dim=8, n_epochs=2, random_state=0, device="cpu")
+        head.fit(X[:60], Y[:60])
+    finally:
+        torch.set_default_device(None)
+    np.testing.assert_array_equal(head.transform(X[:5]), expected)

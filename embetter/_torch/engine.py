@@ -180,7 +180,10 @@ class TorchHeadMixin(StreamTraining):
         self._architecture = {name: getattr(self, name) for name in self._ARCHITECTURE}
         # float32 (the rows' dtype) whatever the caller set as torch's default dtype
         with seeded(self._rng.randint(0, 2**31 - 1), self.device_), grad_enabled():
-            self.module_ = self._build_module().to(self.device_, torch.float32)
+            # built on the CPU (its seeded generator) whatever torch's default device
+            with torch.device("cpu"):
+                module = self._build_module()
+            self.module_ = module.to(self.device_, torch.float32)
         self.optimizer_ = self._make_optimizer(self.module_)
         self.loss_curve_ = []
         self.history_ = []
@@ -398,7 +401,8 @@ class TorchHeadMixin(StreamTraining):
         self.device_ = restored_device(self.device)
         # the weights are loaded: keep the caller's RNG
         with torch.random.fork_rng(devices=[]), grad_enabled():
-            module = self._build_module().to(torch.float32)
+            with torch.device("cpu"):  # whatever torch's default device
+                module = self._build_module().to(torch.float32)
             module.load_state_dict(torch_state_from_bytes(module_state))
         self.module_ = module.to(self.device_).eval()
         self.optimizer_ = self._make_optimizer(self.module_)
