@@ -7,6 +7,9 @@ of 5-nearest-neighbours on the raw and on the tuned embeddings; then draw both s
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -89,7 +92,13 @@ def _save_png(fig, path: Path) -> None:
 
 
 def _say(message: str = "") -> None:
-    print(message, flush=True)
+    """Print a line of the story; a reader that stopped (`| head`) stops the printing, not
+    the demo: the plots are still written (and the exit code says so)."""
+    try:
+        print(message, flush=True)
+    except BrokenPipeError:
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def run_demo(out_dir="demo-output", sbert=False, seed=0, data=None,

@@ -184,3 +184,23 @@ def test_an_index_named_as_a_column_is_said_with_the_file():
     frame = pd.DataFrame({"id": [1, 2], "text": ["a", "b"]}, index=pd.Index([5, 6], name="id"))
     with pytest.raises(UsageError, match="in.parquet: its columns cannot be stored in Parquet"):
         check_parquet_rows(frame, "in.parquet", "out.parquet")
+
+
+def test_demo_piped_into_a_reader_that_stops_still_writes_its_plots(tiny_model_path, tmp_path):
+    # `embetter demo | head` exited 0 at the first line the reader no longer took, before
+    # any plot was written
+    import os
+    import subprocess
+    import sys
+
+    labelled_frame(n_per_subject=8).to_csv(tmp_path / "small.csv", index=False)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "embetter", "demo", "--data", "small.csv", "--model",
+         tiny_model_path, "--out", "plots"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    demo.stdout.readline()
+    demo.stdout.close()  # the reader stops, as `| head -1` does
+    assert demo.wait(timeout=600) == 0
+    for name in ("raw", "feedforward", "contrastive"):
+        assert (tmp_path / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
