@@ -8,6 +8,7 @@ picture is drawn, so `import embetter.plot` always works. So is umap-learn
 from __future__ import annotations
 
 import importlib.util
+import sys
 import warnings
 
 import numpy as np
@@ -101,6 +102,10 @@ def project(X, method: str = "pca", random_state=0) -> np.ndarray:
 
 
 def _umap(X: np.ndarray, random_state) -> np.ndarray:
+    # numba's OpenMP layer, started by UMAP, may raise the process's OpenMP threads, which a
+    # torch already loaded reads: its count is put back too
+    torch = sys.modules.get("torch")
+    torch_threads = torch.get_num_threads() if torch is not None else None
     import numba
     import umap
 
@@ -118,6 +123,8 @@ def _umap(X: np.ndarray, random_state) -> np.ndarray:
             return reducer.fit_transform(X)
         finally:
             numba.set_num_threads(threads)
+            if torch_threads is not None and torch.get_num_threads() != torch_threads:
+                torch.set_num_threads(torch_threads)
 
 
 def projection(

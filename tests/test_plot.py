@@ -115,3 +115,21 @@ def test_bad_input_is_named():
         projection(X, y[:3])
     with pytest.raises(ValueError, match="NaN"):
         projection(np.full((3, 2), np.nan))
+
+
+def test_a_umap_map_leaves_torchs_threads_as_they_were():
+    # numba's OpenMP layer, started by UMAP, raised the count torch reads (1 -> 2 here)
+    pytest.importorskip("umap", reason="umap-learn is the umap extra (in dev)")
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch, numpy as np\n"
+            "from embetter.plot import project\n"
+            "before = torch.get_num_threads()\n"
+            "project(np.random.default_rng(0).normal(size=(60, 8)), method='umap')\n"
+            "print(before, torch.get_num_threads())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "1 1"
