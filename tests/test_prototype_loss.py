@@ -27,8 +27,8 @@ def test_prototypes_are_the_normalised_class_means_and_the_loss_their_softmax():
     loss.prepare(lambda positions: z[torch.as_tensor(positions)], rows)
     mean0 = torch.nn.functional.normalize(z[0] + z[2], dim=0)
     torch.testing.assert_close(loss.prototypes[0], mean0)
-    torch.testing.assert_close(loss.prototypes[1], z[1])  # one row per class present
-    assert loss.codes.tolist() == [0, 2]
+    torch.testing.assert_close(loss.prototypes[2], z[1])
+    assert loss.present.tolist() == [True, False, True]
     # the loss: cross-entropy of the scaled cosines over the present classes only
     e = torch.tensor([[0.0, 2.0, 0.0], [3.0, 0.0, 0.0]])
     got = loss.compute_loss_from_embeddings([e], torch.tensor([2, 0]))

@@ -118,3 +118,11 @@ def test_heads_build_on_the_cpu_whatever_torchs_default_device():
     finally:
         torch.set_default_device(None)
     np.testing.assert_array_equal(head.transform(X[:5]), expected)
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_a_stream_refuses_a_new_device(name):
+    # ignored until a retrain took it (or failed then, for a device this machine lacks)
+    stream = _stream(name, HEADS[name](device="cpu"), slice(0, 30))
+    with pytest.raises(ValueError, match="device was set to 'cuda'"):
+        _stream(name, stream.set_params(device="cuda"), slice(30, 40))

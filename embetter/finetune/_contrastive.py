@@ -229,7 +229,7 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
         self.device = device
 
     # (and the loss: a stream's replay memory holds pairs labelled for the loss it began with)
-    _ARCHITECTURE = ("shape_out", "optimizer", "loss")
+    _ARCHITECTURE = ("shape_out", "optimizer", "loss", "device")
 
     def _out_width(self) -> int:
         width = self._arch("shape_out")
@@ -318,7 +318,9 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
         state = self.__getstate__()
         params = self.get_params()
         params.pop("device")  # chosen again on load
-        params.update(state.get("_architecture", {}))  # as trained, whatever set_params did
+        # as trained, whatever set_params did (but the device: chosen again on load)
+        settled = {k: v for k, v in state.get("_architecture", {}).items() if k != "device"}
+        params.update(settled)
         if isinstance(params["random_state"], Integral):  # numpy's ints too
             params["random_state"] = int(params["random_state"])
         elif params["random_state"] is not None:  # a RandomState: not plain data
@@ -330,8 +332,7 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
                                         "refit_rows_") if k in state}
         # what the stream's start settled, and where its random draws are: a loaded learner
         # goes on (and refuses set_params) exactly as the pickled one does
-        fitted["_architecture"] = {k: plain_scalar(v)
-                                   for k, v in state.get("_architecture", {}).items()}
+        fitted["_architecture"] = {k: plain_scalar(v) for k, v in settled.items()}
         kind, keys, pos, has_gauss, cached = state["_rng"].get_state()
         fitted["_rng_state"] = {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                                 "has_gauss": int(has_gauss), "cached": float(cached)}
@@ -372,6 +373,8 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
             fitted["feature_names_in_"] = np.asarray(fitted["feature_names_in_"], dtype=object)
         rng_state = fitted.pop("_rng_state", None)
         learner.__dict__.update(fitted)
+        if "_architecture" in fitted:  # the stream goes on where it is loaded
+            learner._architecture = {**fitted["_architecture"], "device": device}
         learner._rng = np.random.RandomState(seed_from(learner.random_state))
         if rng_state is not None:  # (files of 0.x before it was saved start from the seed)
             learner._rng.set_state(("MT19937", rng_state["keys"].numpy().astype(np.uint32),

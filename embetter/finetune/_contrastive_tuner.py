@@ -214,7 +214,7 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
         self.device = device
 
     # -- the head on the engine ---------------------------------------------------------------
-    _ARCHITECTURE = ("hidden_dim",)
+    _ARCHITECTURE = ("hidden_dim", "device")
 
     def _out_width(self) -> int:
         width = self._arch("hidden_dim")

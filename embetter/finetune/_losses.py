@@ -174,24 +174,29 @@ class PrototypeLoss(torch.nn.Module):
         super().__init__()
         self.model = model
         self.scale = scale
-        self.prototypes = None  # (classes present, dim), in the order of `codes`
-        self.codes = None  # the class codes present, sorted
+        self.prototypes = None  # (slots, dim): one row per code in `codes`
+        self.codes = None  # the class code of each row, sorted
+        self.present = None  # whether a row's class is in the call's rows (others: -inf)
 
     def prepare(self, embed, rows):
         """The prototypes: the mean normalised embedding (`embed(positions)`, no gradients)
-        of each class's texts in `rows`, one row per class present (codes need not run
-        0..k-1: a code of 10**12 is one more row, not a table that large)."""
+        of each class's texts in `rows`. Codes 0..k-1 (a tuner's) get a row each, those of
+        absent classes masked out; sparse codes (a code of 10**12) get a row per class
+        present, not a table that large."""
         # each distinct (text, class) once: a text repeated under two labels counts for both
         pairs = np.unique(np.stack([np.concatenate(rows.columns),
                                     np.tile(np.asarray(rows.targets), len(rows.columns))],
                                    axis=1).astype(np.int64), axis=0)
         used, where = np.unique(pairs[:, 0], return_inverse=True)
         z = torch.nn.functional.normalize(embed(used).float(), dim=1)
-        present, index = np.unique(pairs[:, 1], return_inverse=True)
-        sums = torch.zeros(present.size, z.shape[1], device=z.device)
-        sums.index_add_(0, torch.as_tensor(index.ravel(), device=z.device),
+        present = np.unique(pairs[:, 1])
+        dense = present[-1] < 2 * present.size + 64
+        codes = np.arange(present[-1] + 1) if dense else present
+        sums = torch.zeros(codes.size, z.shape[1], device=z.device)
+        sums.index_add_(0, torch.as_tensor(np.searchsorted(codes, pairs[:, 1]), device=z.device),
                         z[torch.as_tensor(where.ravel(), device=z.device)])
-        self.codes = torch.as_tensor(present, device=z.device)
+        self.codes = torch.as_tensor(codes, device=z.device)
+        self.present = torch.as_tensor(np.isin(codes, present), device=z.device)
         self.prototypes = torch.nn.functional.normalize(sums, dim=1)
 
     def forward(self, sentence_features, labels):
@@ -204,9 +209,12 @@ class PrototypeLoss(torch.nn.Module):
         z = torch.nn.functional.normalize(torch.cat(list(embeddings)), dim=1)
         prototypes = torch.nn.functional.normalize(self.prototypes[:, :z.shape[1]], dim=1)
         logits = self.scale * (z @ prototypes.to(z.dtype).T)
+        if not bool(self.present.all()):
+            logits = logits.masked_fill(~self.present, float("-inf"))
         labels = labels.to(self.codes.device)
         rows = torch.searchsorted(self.codes, labels).clamp_(max=self.codes.numel() - 1)
-        if not torch.equal(self.codes[rows], labels):  # a class `prepare` never saw
+        if not (torch.equal(self.codes[rows], labels)
+                and bool(self.present[rows].all())):  # a class `prepare` never saw
             raise ValueError("PrototypeLoss: a label without a prototype (prepare saw other "
                              "rows than the loss is computed on)")
         return torch.nn.functional.cross_entropy(logits, rows.repeat(len(embeddings)))

@@ -87,11 +87,12 @@ class SbertLearner(RemovedParams, TransformerMixin, SbertBase):
         epochs: passes over the pairs (per `partial_fit` call: over that call's pairs).
         learning_rate: peak learning rate of AdamW.
         warmup_ratio: fraction of the optimizer steps spent warming the learning rate up
-            linearly; it then decays linearly to zero.
+            linearly (none for a fit of a single step); it then decays linearly to zero.
         matryoshka_dims: optional list of leading dimensions (e.g. `[384, 128, 64]`) that are
             each trained to work on their own (`MatryoshkaLoss`).
-        max_seq_length: truncate texts to this many tokens while training (`None`: the
-            model's own limit). Shorter is faster; encoding afterwards uses the model's limit.
+        max_seq_length: truncate texts to this many tokens while training (at least 2;
+            `None`: the model's own limit). Shorter is faster; encoding afterwards uses the
+            model's limit.
             `"auto"`: the 75th percentile of the first call's token counts, rounded up to a
             multiple of 16, at least 32 (most texts whole, short texts cheap).
         freeze_embeddings: keep the token embedding matrix of a transformer as it is while

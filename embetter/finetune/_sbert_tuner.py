@@ -101,9 +101,10 @@ class SbertTuner(ReadsTextsOnce, TransformerMixin, SbertBase):
         n_pos: pairs with another text of the same class, per text; `"auto"`: the number of
             classes, between 2 and 4 (2 under `"supcon"`/`"prototype"`), twice that without
             label texts.
-        max_seq_length: truncate texts to this many tokens while training (faster); `None`
-            keeps the model's limit; `"auto"`: the 75th percentile of the first call's token
-            counts, rounded up to a multiple of 16, at least 32 (see `SbertLearner`).
+        max_seq_length: truncate texts to this many tokens (at least 2) while training
+            (faster); `None` keeps the model's limit; `"auto"`: the 75th percentile of the
+            first call's token counts, rounded up to a multiple of 16, at least 32 (see
+            `SbertLearner`).
         freeze_embeddings: keep the token embedding matrix fixed (default here: faster, as
             accurate on few-shot data); see `SbertLearner`.
         loss: `"auto"` (see above), `"prototype"`, `"supcon"`, or a pair loss of

@@ -90,9 +90,9 @@ class LabellingLoop:
     continues with `partial_fit` on the new rows (its replay memory keeps the earlier ones
     in play), and the classifier continues with `partial_fit` on every label seen so far,
     in the space the tuners give now (the tuners moved it); a classifier without
-    `partial_fit`, or one whose `partial_fit` adds counts up (naive Bayes), is refitted on
-    them instead. Other learned steps without `partial_fit`
-    are refitted on every label seen.
+    `partial_fit`, one whose `partial_fit` adds counts up (naive Bayes), or one with
+    `class_weight="balanced"` (refused in `partial_fit`) is refitted on them instead. Other
+    learned steps without `partial_fit` are refitted on every label seen.
 
     Arguments:
         model: a classifier with `predict_proba`, or a pipeline ending in one (typically
