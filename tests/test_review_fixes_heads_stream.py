@@ -120,9 +120,29 @@ def test_heads_build_on_the_cpu_whatever_torchs_default_device():
     np.testing.assert_array_equal(head.transform(X[:5]), expected)
 
 
-@pytest.mark.parametrize("name", HEADS)
-def test_a_stream_refuses_a_new_device(name):
-    # ignored until a retrain took it (or failed then, for a device this machine lacks)
-    stream = _stream(name, HEADS[name](device="cpu"), slice(0, 30))
-    with pytest.raises(ValueError, match="device was set to 'cuda'"):
-        _stream(name, stream.set_params(device="cuda"), slice(30, 40))
+def test_a_stream_of_the_deprecated_loss_name_goes_on_after_pickling_and_saving(tmp_path):
+    # the stream's settled loss kept "contrastive" while loading renamed the parameter
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        stream = _stream("cl", HEADS["cl"](loss="contrastive"), slice(0, 30))
+    again = pickle.loads(pickle.dumps(stream))
+    assert _stream("cl", again, slice(30, 40)).loss == "cosine_margin"
+    loaded = ContrastiveLearner.load(stream.save(tmp_path / "learner.pt"))
+    assert _stream("cl", loaded, slice(30, 40)).n_iter_ >= 1
+
+
+def test_a_contrastive_stream_without_pairs_at_a_retrain_waits_for_them():
+    # n_neg=0 and a retrain whose rows hold no two of a class: it drew nothing before, and
+    # must not raise (later batches bring pairs)
+    stream = ContrastiveTuner(hidden_dim=4, n_neg=0, n_pos=1, random_state=0)
+    stream.partial_fit(X[:2], [0, 1], classes=[0, 1, 2, 3])
+    assert stream.partial_fit(X[2:4], [2, 3]).n_features_in_ == 4
+
+
+def test_an_address_keeps_its_host_when_its_query_holds_an_at_sign():
+    from embetter.external._core import _shown
+
+    assert _shown("api.example.com/v1?user=me@x.org") == "api.example.com/v1"
+    assert _shown("user:pa?SECRET@host/v1?k=SECRET") == "***@host/v1"

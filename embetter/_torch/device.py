@@ -61,12 +61,13 @@ def usable(device: torch.device) -> bool:
     if device.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         return mps is not None and mps.is_available()
-    if device.type == "xpu":
-        xpu = getattr(torch, "xpu", None)
-        return xpu is not None and xpu.is_available()
-    # the CPU; no other kind trains here ("meta" holds no data, "hpu", "vulkan"... failed
-    # inside torch)
-    return device.type == "cpu"
+    if device.type == "cpu":
+        return True
+    # another kind (xpu, or hpu / npu where their plugin is loaded) where torch says it runs;
+    # "meta" (no data) or one without its plugin failed inside torch
+    backend = getattr(torch, device.type, None)
+    available = getattr(backend, "is_available", None)
+    return bool(callable(available) and available())
 
 
 def seed_from(random_state) -> int:

@@ -395,10 +395,12 @@ class HostedEncoder(EmbetterBase):
 def _shown(address) -> str:
     """An address as an error may show it: without a user and password before `@`, nor a
     query (`?api-key=...`)."""
-    text = str(address)
-    if "@" in text:  # (the last one: a password may hold '@' or '?')
-        text = "***@" + text.rsplit("@", 1)[1]
-    return text.split("?", 1)[0]
+    authority, slash, rest = str(address).partition("/")
+    if "@" in authority:  # (the last one: a password may hold '@' or '?')
+        authority = "***@" + authority.rsplit("@", 1)[1]
+    else:
+        authority = authority.split("?", 1)[0]
+    return authority + slash + rest.split("?", 1)[0]
 
 
 def _finished(out, batches):

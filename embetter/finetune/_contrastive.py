@@ -117,6 +117,9 @@ class PairHead(TorchHeadMixin):
         # same maths under its new name, so a loaded head carries on without a warning
         if state.get("loss") in _DEPRECATED_LOSSES:
             state["loss"] = _DEPRECATED_LOSSES[state["loss"]]
+        settled = state.get("_architecture") or {}
+        if settled.get("loss") in _DEPRECATED_LOSSES:  # what a stream's start settled, too
+            state["_architecture"] = {**settled, "loss": _DEPRECATED_LOSSES[settled["loss"]]}
         super().__setstate__(state)
 
 
@@ -229,7 +232,7 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
         self.device = device
 
     # (and the loss: a stream's replay memory holds pairs labelled for the loss it began with)
-    _ARCHITECTURE = ("shape_out", "optimizer", "loss", "device")
+    _ARCHITECTURE = ("shape_out", "optimizer", "loss")
 
     def _out_width(self) -> int:
         width = self._arch("shape_out")
@@ -361,8 +364,9 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
             payload = torch.load(source, map_location="cpu", weights_only=True)
         except (FileNotFoundError, IsADirectoryError, PermissionError):
             raise
-        except Exception:  # not a torch file at all (torch's own error names no path)
-            payload = None
+        except Exception as e:  # not a torch file at all (torch's own error names no path)
+            raise ValueError(f"{path!r} is not a file written by ContrastiveLearner.save (torch "
+                             f"could not read it: {type(e).__name__})") from e
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
             raise ValueError(f"{path!r} is not a file written by ContrastiveLearner.save")
         params = payload["params"]
@@ -373,8 +377,9 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
             fitted["feature_names_in_"] = np.asarray(fitted["feature_names_in_"], dtype=object)
         rng_state = fitted.pop("_rng_state", None)
         learner.__dict__.update(fitted)
-        if "_architecture" in fitted:  # the stream goes on where it is loaded
-            learner._architecture = {**fitted["_architecture"], "device": device}
+        settled = learner.__dict__.get("_architecture", {})
+        if "loss" in settled:  # as the parameter above: an older name is today's
+            settled["loss"] = _DEPRECATED_LOSSES.get(settled["loss"], settled["loss"])
         learner._rng = np.random.RandomState(seed_from(learner.random_state))
         if rng_state is not None:  # (files of 0.x before it was saved start from the seed)
             learner._rng.set_state(("MT19937", rng_state["keys"].numpy().astype(np.uint32),

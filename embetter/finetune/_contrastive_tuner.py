@@ -214,7 +214,7 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
         self.device = device
 
     # -- the head on the engine ---------------------------------------------------------------
-    _ARCHITECTURE = ("hidden_dim", "device")
+    _ARCHITECTURE = ("hidden_dim",)
 
     def _out_width(self) -> int:
         width = self._arch("hidden_dim")
@@ -240,8 +240,10 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
         rows and the replay memory)."""
         X, labels = rows
         if partners is not None:  # fit: both sides among these rows
-            if self.n_neg == 0 and not _two_of_a_class(labels[partners]):
-                # (fit checks all rows; the rows left to train on may still hold none)
+            if (self.early_stopping and self.n_neg == 0
+                    and not _two_of_a_class(labels[partners])):
+                # (fit checks all rows; those left to train on after the split may hold none;
+                # a stream's retrain draws nothing instead, later batches bring pairs)
                 raise ValueError("no training pairs: n_neg=0 and no class holds two rows")
             sampler = self._sampler(labels[partners], self._rng)
 

@@ -194,7 +194,7 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
         self.device = device
 
     # -- the network -------------------------------------------------------------------------
-    _ARCHITECTURE = ("hidden_dim", "activation", "dropout", "optimizer", "device")
+    _ARCHITECTURE = ("hidden_dim", "activation", "dropout", "optimizer")
 
     def _build_module(self):
         return _FeedForward(self.n_features_in_, self._arch("hidden_dim"), len(self.classes_),

@@ -190,8 +190,9 @@ class PrototypeLoss(torch.nn.Module):
         used, where = np.unique(pairs[:, 0], return_inverse=True)
         z = torch.nn.functional.normalize(embed(used).float(), dim=1)
         present = np.unique(pairs[:, 1])
-        dense = present[-1] < 2 * present.size + 64
-        codes = np.arange(present[-1] + 1) if dense else present
+        # (a tuner's codes are dense; a learner's may be ids: 10**12 is not a table that large)
+        top = int(present[-1]) + 1 if present.size else 0
+        codes = np.arange(top) if top <= max(4 * present.size, 4096) else present
         sums = torch.zeros(codes.size, z.shape[1], device=z.device)
         sums.index_add_(0, torch.as_tensor(np.searchsorted(codes, pairs[:, 1]), device=z.device),
                         z[torch.as_tensor(where.ravel(), device=z.device)])
