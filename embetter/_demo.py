@@ -7,9 +7,6 @@ of 5-nearest-neighbours on the raw and on the tuned embeddings; then draw both s
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,6 +19,7 @@ from embetter._files import (
     check_out_folder,
     labelled_texts,
     read_table,
+    stdout_to_devnull,
 )
 
 TEST_SIZE = 0.5
@@ -97,8 +95,7 @@ def _say(message: str = "") -> None:
     try:
         print(message, flush=True)
     except BrokenPipeError:
-        with contextlib.suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        stdout_to_devnull()
 
 
 def run_demo(out_dir="demo-output", sbert=False, seed=0, data=None,

@@ -43,6 +43,17 @@ def _format_of(path, formats: dict, what: str) -> str:
     return formats[suffix]
 
 
+def stdout_to_devnull() -> None:
+    """Send what is left of this process's standard output nowhere: its reader stopped
+    (`| head`), and another print would raise BrokenPipeError again (or at exit)."""
+    import contextlib
+    import os
+    import sys
+
+    with contextlib.suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def check_out_file(path) -> None:
     """Refuse an output path that cannot be written (before any work is done): a directory,
     or one whose folder is a file or cannot be created or written."""

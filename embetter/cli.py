@@ -4,8 +4,6 @@ what each command does is in _commands.py)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
 import textwrap
 
@@ -18,7 +16,7 @@ from embetter._commands import (
     cmd_transform,
     info,
 )
-from embetter._files import UsageError
+from embetter._files import UsageError, stdout_to_devnull
 from embetter._st import progress_bars_off
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -243,8 +241,7 @@ def main(argv=None) -> int:
         info("embetter: interrupted")
         return 130
     except BrokenPipeError:  # the reader stopped (`| head`): nothing more to say
-        with contextlib.suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        stdout_to_devnull()
         return 0
     except Exception as e:
         if args.debug:

@@ -66,21 +66,15 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
         E1, E2 = enc.transform(X1), enc.transform(X2)
         if sparse.issparse(E1) and sparse.issparse(E2) and _takes_sparse(head):
             # a vectorizer's, for a head that takes them so: kept sparse
-            if E1.shape != E2.shape:
-                raise ValueError(f"X1 and X2 must hold the same number of items, got "
-                                 f"{E1.shape[0]} and {E2.shape[0]}")
-            return abs(sparse.csr_matrix(E1, dtype=np.float32)
-                       - sparse.csr_matrix(E2, dtype=np.float32))
-        return self._dense_features(E1, E2)
-
-    def _dense_features(self, E1, E2):
-        E1 = as_matrix(E1, "enc.transform(X1)", allow_empty=True)
-        E2 = as_matrix(E2, "enc.transform(X2)", allow_empty=True)
+            E1, E2 = (sparse.csr_matrix(E, dtype=np.float32) for E in (E1, E2))
+        else:
+            E1 = as_matrix(E1, "enc.transform(X1)", allow_empty=True)
+            E2 = as_matrix(E2, "enc.transform(X2)", allow_empty=True)
         if E1.shape != E2.shape:
             raise ValueError(
                 f"X1 and X2 must hold the same number of items, got {E1.shape[0]} and {E2.shape[0]}"
             )
-        return np.abs(E1 - E2)
+        return abs(E1 - E2)  # (a sparse matrix's too)
 
     @all_or_nothing
     def fit(self, X1, X2, y):

@@ -98,14 +98,13 @@ class HostedEncoder(EmbetterBase):
                                       or not str(value).strip()):
                 raise TypeError(f"{name} must be None or a non-empty str (an address such as "
                                 f"'http://127.0.0.1:8000/v1'), got {value!r}")
-            if (value is not None and self.url_needs_scheme
-                    and not str(value).lower().startswith(("http://", "https://"))):
+            if value is not None and self.url_needs_scheme and not _has_scheme(value):
                 raise ValueError(f"{name} must start with http:// or https://, got "
                                  f"{_shown(value)!r}")
         given = any(self.__dict__.get(name) is not None for name in ("base_url", "azure_endpoint"))
         for env in self.url_env if self.url_needs_scheme and not given else ():
             value = os.environ.get(env)
-            if value and not value.lower().startswith(("http://", "https://")):
+            if value and not _has_scheme(value):
                 raise ValueError(f"the environment variable {env} must start with http:// or "
                                  f"https://, got {_shown(value)!r}")
 
@@ -157,6 +156,13 @@ class HostedEncoder(EmbetterBase):
         # key, so a CachedEncoder's key for it is too)
         state.pop("_api_key", None)
         return state
+
+    def _optional_key(self):
+        """The key where one is given (the argument, else `key_env`), checked; None where
+        none is (a server that checks none, or a client with another way in)."""
+        if self.api_key or os.environ.get(self.key_env):
+            return self._key_or_env(self.key_env)
+        return None
 
     def _key_or_env(self, *env_names):
         """The key: the argument, else the first of `env_names` set; a clear error without."""
@@ -390,6 +396,10 @@ class HostedEncoder(EmbetterBase):
         text_input_tags(tags)
         tags.non_deterministic = False
         return tags
+
+
+def _has_scheme(address) -> bool:
+    return str(address).lower().startswith(("http://", "https://"))
 
 
 def _shown(address) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 
 from embetter.external._calls import require, reveal
@@ -85,9 +84,7 @@ class OllamaEncoder(HostedEncoder):
 
     def _make_client(self):
         ollama = require("ollama", "ollama", type(self).__name__)
-        # a key is optional here (a local server checks none): only one given is checked
-        key = self._key_or_env(self.key_env) if (
-            self.api_key or os.environ.get(self.key_env)) else None
+        key = self._optional_key()  # a local server checks none
         headers = {"authorization": f"Bearer {reveal(key)}"} if key else None
         return ollama.Client(host=self.base_url, timeout=float(self.timeout), headers=headers,
                              event_hooks={"response": [_keep_headers]})

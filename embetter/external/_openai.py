@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from embetter.external._calls import MalformedReply, check_key, require, reveal
+from embetter.external._calls import MalformedReply, require, reveal
 from embetter.external._core import HostedEncoder
 
 OPENAI_DIMS = {
@@ -197,11 +197,7 @@ class AzureOpenAIEncoder(OpenAIEncoder):
 
     def _make_client(self):
         openai = require("openai", "openai", type(self).__name__)
-        if self.api_key:
-            check_key(self.api_key, "api_key")
-        elif os.environ.get("AZURE_OPENAI_API_KEY"):
-            check_key(os.environ["AZURE_OPENAI_API_KEY"],
-                      "the environment variable AZURE_OPENAI_API_KEY")
+        self._optional_key()  # checked; none is asked for (an AD token may stand in)
         try:
             return openai.AzureOpenAI(
                 api_key=reveal(self.api_key), azure_endpoint=self.base_url,

@@ -119,6 +119,8 @@ class EncodePaths:
         return plan, report
 
     def _engine_key(self, plan):
+        from embetter.text._backends.pipelined import may_copy
+
         key = (self._model_key(), plan.backend, plan.precision)
         if is_sentence_model(self.name):
             # an engine tokenises to the model's length when built: a caller's model given
@@ -128,8 +130,8 @@ class EncodePaths:
                 # an export is a snapshot: a caller's model that trained on (or was given
                 # another default prompt) is exported again
                 key += (weights_signature(self.name), default_prompt(self.name))
-            elif plan.backend == "pipelined" and _copies(self.name, plan.precision,
-                                                         self._device_kind() == "cuda"):
+            elif plan.backend == "pipelined" and may_copy(self.name, plan.precision,
+                                                          self._device_kind() == "cuda"):
                 # the engine runs a float32 copy of a half-precision model: a caller's model
                 # that trained on gets a new one (an engine of the model itself follows it)
                 key += (weights_signature(self.name),)
@@ -185,9 +187,3 @@ class EncodePaths:
         cut = asked if asked is not None else self._model_cut(plan, engine)
         return emb if cut is None else np.ascontiguousarray(emb[:, :int(cut)])
 
-
-def _copies(model, precision, on_gpu: bool) -> bool:
-    """Whether the pipelined engine may run a copy of `model` (see `may_copy`)."""
-    from embetter.text._backends.pipelined import may_copy
-
-    return may_copy(model, precision, on_gpu)

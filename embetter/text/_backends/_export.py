@@ -81,7 +81,8 @@ def onnx_model_folder(name, precision: str, load_model) -> Path:
     ).hexdigest()
     label = "".join(c if c.isalnum() or c in "-_." else "-" for c in label)[:60]
     # a model in memory (perhaps training on) exports into a folder of its own, pruned
-    root = cache_root() / "onnx" / ("in-memory" if _st.is_sentence_model(name) else "")
+    in_memory = _st.is_sentence_model(name)
+    root = cache_root() / "onnx" / ("in-memory" if in_memory else "")
     folder = root / f"{label}-{key}"
     def complete() -> bool:  # meta.json moves in last: without it another process is mid-way
         return (folder / f"model-{precision}.onnx").is_file() and (folder / "meta.json").is_file()
@@ -91,7 +92,7 @@ def onnx_model_folder(name, precision: str, load_model) -> Path:
     with _export_lock:
         if not complete():
             export_onnx(model if model is not None else load_model(), folder, precision)
-            if _st.is_sentence_model(name):  # (not a Hub model's: every process reuses it)
+            if in_memory:  # (not a Hub model's: every process reuses it)
                 _prune(root, keep=MEMORY_EXPORTS, besides=folder)
     return folder
 
