@@ -141,6 +141,24 @@ def test_a_contrastive_stream_without_pairs_at_a_retrain_waits_for_them():
     assert stream.partial_fit(X[2:4], [2, 3]).n_features_in_ == 4
 
 
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_a_retrain_whose_early_stopping_split_is_unusable_streams_on(multilabel):
+    # one class holds two rows, every other one: no split of the 24 rows at the retrain
+    # gives pairs on both sides; the stream's second call raised, and so would every later one
+    labels = np.r_[0, np.arange(23)]
+    y = np.eye(23, dtype=int)[labels] if multilabel else labels
+    head = ContrastiveTuner(hidden_dim=4, n_neg=0, n_pos=1, early_stopping=True,
+                            random_state=0)
+    head.partial_fit(X[:12], y[:12], **({} if multilabel else {"classes": np.arange(23)}))
+    before = head.transform(X[:5])
+    head.partial_fit(X[12:24], y[12:24])
+    assert head.refit_rows_ == 12  # no retrain: the stream went on
+    assert head.transform(X[:5]).shape == before.shape
+    with pytest.raises(ValueError, match="validation pairs|cannot be trained on"):
+        ContrastiveTuner(hidden_dim=4, n_neg=0, n_pos=1, early_stopping=True,
+                         random_state=0).fit(X[:24], y[:24])  # fit still says why
+
+
 def test_an_address_keeps_its_host_when_its_query_holds_an_at_sign():
     from embetter.external._core import _shown
 

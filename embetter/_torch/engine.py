@@ -24,7 +24,7 @@ from embetter._torch.device import (
 from embetter._torch.progress import Progress
 from embetter._torch.replay import new_replay, replay_add
 from embetter._torch.rollback import roll_back, snapshot
-from embetter._torch.stream import StreamTraining
+from embetter._torch.stream import StreamTraining, UnusableSplit
 
 #: `_parameter_constraints` of the parameters the engine reads, the same for every head.
 ENGINE_CONSTRAINTS = {
@@ -204,13 +204,19 @@ class TorchHeadMixin(StreamTraining):
     def _fit_all(self, rows):
         """`fit`: the epochs parameter over all rows, with sklearn's stopping rules; with
         `early_stopping`, on the rows not held out, watching the loss on the held-out ones."""
+        self._fit_planned(rows, self._fit_plan(rows))
+
+    def _fit_plan(self, rows):
+        """What `_fit_all` trains on: (train rows, validation items or None, table, draw).
+        Changes nothing but the RNG; `UnusableSplit` where early stopping's split leaves
+        nothing to validate or to train on."""
         n = rows[0].shape[0]
         train, valid = np.arange(n), None
         if self.early_stopping:
             train, held = self._split(n, self._stratify(rows))
             valid = self._validation_items(rows, held)
             if valid[0].shape[0] == 0:
-                raise ValueError(
+                raise UnusableSplit(
                     f"early_stopping: the {held.size} held-out rows (validation_fraction="
                     f"{self.validation_fraction} of {n}) give no validation pairs; raise "
                     "validation_fraction or set early_stopping=False"
@@ -220,17 +226,21 @@ class TorchHeadMixin(StreamTraining):
         except ValueError as error:
             if not self.early_stopping:
                 raise
-            raise ValueError(
+            raise UnusableSplit(
                 f"early_stopping: the {train.size} rows left to train on after holding out "
                 f"validation_fraction={self.validation_fraction} cannot be trained on ({error}); "
                 "lower validation_fraction or set early_stopping=False"
             ) from None
+        return train, valid, table, draw
+
+    def _fit_planned(self, rows, plan):
+        train, valid, table, draw = plan
         stop_early = valid is not None or self._STOP_ON_TRAIN_LOSS
         self._run(table, draw, epochs=int(round(self._n_epochs(train.size))),
                   max_steps=self._max_steps(), stop_early=stop_early, valid=valid)
         # a later partial_fit continues this stream: the fitted rows are what it has seen,
         # and they are remembered as a stream's would be
-        self._n_streamed = self.refit_rows_ = n
+        self._n_streamed = self.refit_rows_ = rows[0].shape[0]
         replay_add(self._replay, rows, self.replay_size, self._rng)
 
     def _validation_items(self, rows, held):

@@ -21,11 +21,15 @@ from embetter._torch.replay import (
 REFIT_CONSTRAINTS = {"refit_growth": [None, Interval(Real, 1, None, closed="neither")]}
 
 
+class UnusableSplit(ValueError):
+    """Early stopping's split of the rows leaves nothing to validate or to train on."""
+
+
 class StreamTraining:
     """`partial_fit` for the engine's heads (see `TorchHeadMixin`): `_stream(rows)`.
 
-    Uses the engine's `_items`, `_run`, `_fit_steps`, `_start_training` and `_fit_all`;
-    heads tune it with the hooks below and `_can_refit`.
+    Uses the engine's `_items`, `_run`, `_fit_steps`, `_start_training`, `_fit_plan` and
+    `_fit_planned`; heads tune it with the hooks below and `_can_refit`.
     """
 
     #: a head without the parameter (ContrastiveLearner), or pickled before it existed,
@@ -59,10 +63,18 @@ class StreamTraining:
         memory = self._replay if int(self.replay_size) else {"rows": None, "seen": 0}
         pool = replay_pool(memory, rows)
         if self._refit_due(pool, memory):
-            # a fresh network and optimizer, trained as `fit` on every row seen
+            # a fresh network and optimizer, trained as `fit` on every row seen; where early
+            # stopping's split of them is unusable (a random split of rare label sets), the
+            # stream goes on as it was and a later call retrains on another split
+            kept = dict(self.__dict__)
             self._start_training()
-            self._fit_all(pool)
-            return
+            try:
+                plan = self._fit_plan(pool)
+            except UnusableSplit:
+                self.__dict__.update(kept)
+            else:
+                self._fit_planned(pool, plan)
+                return
         if not self.refit_rows_:  # the first call of a stream starts it
             self.refit_rows_ = n_new
         at_least = self._replay_at_least()
