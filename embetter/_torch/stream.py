@@ -8,6 +8,7 @@ from numbers import Real
 
 from sklearn.utils._param_validation import Interval
 
+from embetter._torch.fit import UnusableSplit
 from embetter._torch.replay import (
     replay_add,
     replay_count,
@@ -19,10 +20,6 @@ from embetter._torch.replay import (
 #: `_parameter_constraints` of `refit_growth`, for the heads that take it (the tuners; not
 #: ContrastiveLearner, which streams without retraining).
 REFIT_CONSTRAINTS = {"refit_growth": [None, Interval(Real, 1, None, closed="neither")]}
-
-
-class UnusableSplit(ValueError):
-    """Early stopping's split of the rows leaves nothing to validate or to train on."""
 
 
 class StreamTraining:
