@@ -11,9 +11,10 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from embetter._cache_key import _content_hash, _model_folders, _state_signature
 from embetter._validation import as_texts
+from embetter.base import ReadsTextsOnce
 
 
-class CachedEncoder(TransformerMixin, BaseEstimator):
+class CachedEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
     """Wrap an encoder with a disk cache of its embeddings (backed by `diskcache`).
 
     Every text is keyed by the encoder's identity (a hash of its parameters and fitted state)
@@ -111,8 +112,8 @@ class CachedEncoder(TransformerMixin, BaseEstimator):
                 missing.setdefault(key, i)
         if missing:
             try:
-                encoded = np.asarray(self.encoder.transform(
-                    [texts[i] for i in missing.values()]), dtype=np.float32)
+                encoded = _one_row_each(self.encoder, self.encoder.transform(
+                    [texts[i] for i in missing.values()]), len(missing))
             except Exception as e:
                 # a hosted encoder's error carries the batches it had back before failing:
                 # they are paid for, so they are kept, and a re-run sends only the rest
@@ -260,3 +261,23 @@ def cached(name, encoder) -> CachedEncoder:
 
 # public as embetter.utils.CachedEncoder: pickles and skops files name it there
 CachedEncoder.__module__ = "embetter.utils"
+
+
+def _one_row_each(encoder, out, n: int) -> np.ndarray:
+    """The wrapped encoder's output for `n` texts as float32 rows, checked before anything
+    is stored: a row per text, each a flat vector (a misaligned row would be cached under
+    another text's key)."""
+    import scipy.sparse
+
+    name = type(encoder).__name__
+    if scipy.sparse.issparse(out):
+        raise TypeError(
+            f"the cached encoder ({name}) returned a sparse matrix; the cache stores dense "
+            "rows: cache an encoder with dense output (add a step such as TruncatedSVD)")
+    rows = np.asarray(out, dtype=np.float32)
+    if rows.ndim != 2 or rows.shape[0] != n:
+        raise ValueError(
+            f"the cached encoder ({name}) returned an array of shape {rows.shape} for {n} "
+            f"texts; the cache needs one flat row per text (shape ({n}, dim))")
+    return rows
+

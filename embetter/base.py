@@ -41,6 +41,19 @@ class ReadsTextsOnce:
         return super().fit_transform(X, y, **fit_params)
 
 
+class FitsPairs:
+    """`fit_transform` for a learner whose `fit` takes pairs, `fit(X1, X2, y=None, ...)`:
+    fit on them, then transform the first side (`TransformerMixin`'s takes `(X, y)` and
+    cannot pass both sides). Put it before `TransformerMixin` in the bases."""
+
+    def fit_transform(self, X1, X2, y=None, **fit_params):
+        """Fit on the pairs `(X1[i], X2[i])` (with `y`, and `fit`'s keyword arguments), then
+        return `transform(X1)`."""
+        if not hasattr(X1, "__len__") and hasattr(X1, "__iter__"):
+            X1 = list(X1)  # (a generator: fit reads it, transform reads it again)
+        return self.fit(X1, X2, y, **fit_params).transform(X1)
+
+
 def text_input_tags(tags):
     """Mark `tags` (from `__sklearn_tags__`) for an estimator that takes a 1-D list of texts."""
     tags.input_tags.string = True

@@ -280,8 +280,10 @@ def _encode_partition(part, pipeline, key: str, dim: int, expected_rows):
     try:
         out = pipeline.transform(part)
     except (ValueError, TypeError) as e:
+        # a DataFrame's or Series' index (a Bag's partition is a list: `list.index` is a
+        # method, and its rows count from the partition's first anyway)
         index = getattr(part, "index", None)
-        if index is None or not len(index):
+        if index is None or callable(index) or not len(index):
             raise
         # "X[5] is missing" counts rows within this partition: say which one it is
         where = (f"in the partition of index {index[0]!r} to {index[-1]!r} ({n} rows; "

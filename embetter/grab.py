@@ -18,6 +18,13 @@ def _check_one_name(colname, what: str, owner: str) -> None:
             f"{type(colname).__name__} {colname!r:.80}; e.g. {owner}({first!r})")
 
 
+def _record_input_tags(tags):
+    """Mark `tags` for a grabber: it takes records (dicts, a DataFrame), not numeric arrays."""
+    tags.input_tags.dict = True
+    tags.input_tags.two_d_array = False
+    return tags
+
+
 class ColumnGrabber(EmbetterBase):
     """Select one column of a pandas DataFrame (or dict of columns) and return it as a list.
 
@@ -80,6 +87,9 @@ class ColumnGrabber(EmbetterBase):
 
         return np.asarray([self.colname], dtype=object)
 
+    def __sklearn_tags__(self):
+        return _record_input_tags(super().__sklearn_tags__())
+
 
 class KeyGrabber(EmbetterBase):
     """Select one key from each dict of a list (or generator) of dicts, or from a single dict.
@@ -128,3 +138,6 @@ class KeyGrabber(EmbetterBase):
         import numpy as np
 
         return np.asarray([self.colname], dtype=object)
+
+    def __sklearn_tags__(self):
+        return _record_input_tags(super().__sklearn_tags__())

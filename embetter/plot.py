@@ -127,6 +127,22 @@ def _umap(X: np.ndarray, random_state) -> np.ndarray:
                 torch.set_num_threads(torch_threads)
 
 
+def _check_figure_params(figsize, point_size) -> None:
+    """`projection`'s figure settings, checked before any work (matplotlib's own errors
+    would come from deep inside it, after the projection)."""
+    def positive(v) -> bool:
+        return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
+            v, bool) and np.isfinite(v) and v > 0
+
+    if (isinstance(figsize, (str, bytes)) or np.ndim(figsize) != 1 or len(figsize) != 2
+            or not all(positive(v) for v in figsize)):
+        raise ValueError(f"figsize must be (width, height) in inches, two positive numbers, "
+                         f"got {figsize!r:.80}")
+    if not positive(point_size):
+        raise ValueError(f"point_size must be a positive number (the marker area), got "
+                         f"{point_size!r:.80}")
+
+
 def projection(
     X,
     y=None,
@@ -169,6 +185,7 @@ def projection(
     fig.savefig("space.png")
     ```
     """
+    _check_figure_params(figsize, point_size)
     method = _method_to_use(method)
     points = project(X, method=method, random_state=random_state)
     ran = method_for(method, np.shape(X))  # PCA where the method asked for cannot run

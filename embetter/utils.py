@@ -95,9 +95,13 @@ def batched(iterable: Iterable, n: int = 64) -> Iterator[list]:
     ```
     """
     check_int(n, "n")  # here, not when the batches are first asked for
+    try:
+        iterator = iter(iterable)
+    except TypeError:
+        raise TypeError(f"iterable must be an iterable of items, got "
+                        f"{type(iterable).__name__}") from None
 
     def batches():
-        iterator = iter(iterable)
         while batch := list(itertools.islice(iterator, n)):
             yield batch
 

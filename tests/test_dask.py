@@ -385,3 +385,13 @@ def test_an_error_of_another_kind_keeps_its_type_in_a_partition(tiny_model_path)
     with pytest.raises(NotFittedError):  # not rebuilt as a plain ValueError
         _encode_partition(pd.Series(["a b", "c d"], index=[10, 11]), LiteTextEncoder(),
                           "unfitted-lite", 4, None)
+
+
+def test_a_bag_partition_keeps_its_error(tiny_model_path):
+    from embetter.dask import _encode_partition
+    from embetter.text import LiteTextEncoder
+
+    encoder = LiteTextEncoder(n_components=2, random_state=0).fit(["a b", "c d", "e f"])
+    # a Bag's partition is a list, whose `index` is a method: "no len()" before
+    with pytest.raises(ValueError, match=r"X\[1\] is missing"):
+        _encode_partition(["a film", None, "great"], encoder, "lite", 2, None)

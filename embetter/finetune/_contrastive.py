@@ -23,6 +23,7 @@ from embetter._estimator_checks import (
 from embetter._torch import TorchHeadMixin, seed_from
 from embetter._torch.engine import ENGINE_CONSTRAINTS
 from embetter._validation import check_pairs
+from embetter.base import FitsPairs
 
 _F = torch.nn.functional
 _FORMAT = "embetter.ContrastiveLearner/1"
@@ -132,7 +133,7 @@ LOSS_CONSTRAINTS = {
 }
 
 
-class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMixin,
+class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, FitsPairs, TransformerMixin,
                          BaseEstimator):
     """Learn a new embedding from pairs of embeddings that should (not) be similar.
 
@@ -395,4 +396,5 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerM
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         tags.transformer_tags.preserves_dtype = ["float32"]
+        tags.target_tags.required = self.loss != "infonce"  # (fit's third argument)
         return tags

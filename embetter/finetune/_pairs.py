@@ -229,6 +229,9 @@ def generate_pairs(y, n_neg=3, n_pos=1, strategy="random", random_state=None):
 
 def _read_records(records):
     """Texts and cats dicts of the records, checked; one pass, with a precise error if needed."""
+    if isinstance(records, (str, bytes, dict)) or not hasattr(records, "__iter__"):
+        raise TypeError("records must be an iterable of dicts with 'text' and 'cats', got "
+                        f"{type(records).__name__}")
     records = list(records)
     try:
         texts = [r["text"] for r in records]

@@ -9,6 +9,7 @@ from sklearn.utils.validation import check_is_fitted
 from embetter._estimator_checks import all_or_nothing
 from embetter._removed import RemovedParams
 from embetter._validation import as_positions, as_texts, check_pairs
+from embetter.base import FitsPairs
 from embetter.finetune._sbert_base import COMMON_CONSTRAINTS, SbertBase
 from embetter.finetune._sbert_inputs import (
     check_class_texts,
@@ -48,7 +49,7 @@ def _spearman(a, b) -> float:
     return float(value) if np.isfinite(value) else float("nan")
 
 
-class SbertLearner(RemovedParams, TransformerMixin, SbertBase):
+class SbertLearner(RemovedParams, FitsPairs, TransformerMixin, SbertBase):
     """Fine-tune a sentence-transformers model on text pairs `(X1, X2, y)`.
 
     Trains with AdamW on the distinct texts of the pairs: each batch encodes its distinct
@@ -345,6 +346,11 @@ class SbertLearner(RemovedParams, TransformerMixin, SbertBase):
     def transform(self, X):  # defined here, so `set_output` wraps it
         """Encode texts with the fine-tuned model: float32 array of shape `(n, dim)`."""
         return super().transform(X)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = self.loss != "mnrl"  # (fit's third argument)
+        return tags
 
     def get_feature_names_out(self, input_features=None):
         """Output column names of `transform`: `sbertlearner0`, `sbertlearner1`, ..."""

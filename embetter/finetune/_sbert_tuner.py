@@ -402,7 +402,9 @@ class SbertTuner(ReadsTextsOnce, TransformerMixin, SbertBase):
     def transform(self, X):
         """Encode texts with the fine-tuned model: float32 array of shape `(n, dim)`."""
         check_is_fitted(self, "learner_")
-        return self.learner_.transform(X)
+        # the learner's own encode: its transform would follow its own set_output (or
+        # sklearn's global one), not this tuner's
+        return self.learner_._encode(as_texts(X))
 
     def to_disk(self, path):
         """Save the fine-tuned model (atomically); `SentenceEncoder(path)` loads it back."""

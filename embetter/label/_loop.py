@@ -166,7 +166,8 @@ class LabellingLoop:
                              "two), got None")
         if isinstance(classes, (set, frozenset)):  # no order of its own: np.unique sorts
             classes = list(classes)
-        arr = np.asarray(classes.to_numpy() if hasattr(classes, "to_numpy") else classes)
+        source = classes.to_numpy() if hasattr(classes, "to_numpy") else classes
+        arr = np.asarray(source)
         if arr.ndim != 1 or arr.size < 2:
             raise ValueError(
                 f"classes must list every label the rounds may bring (at least two), got "
@@ -176,6 +177,10 @@ class LabellingLoop:
         if missing:
             raise ValueError(f"classes must not hold a missing value, got {missing[0]!r} in "
                              f"{arr.tolist()[:10]}")
+        kinds = {type(c).__name__ for c in np.asarray(source, dtype=object).ravel().tolist()}
+        if len({k == "str" for k in kinds}) > 1:  # (np.asarray made a list's ints strings)
+            raise ValueError(f"classes must be all strings or all numbers, got "
+                             f"{sorted(kinds)} in {list(source)[:10]}")
         try:
             unique = np.unique(arr)
         except TypeError:  # an unorderable mix, such as str and int

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+from sklearn import config_context
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -89,23 +90,26 @@ class LiteTextEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
         texts = as_texts(X)
         if len(texts) < 2:
             raise ValueError(f"X has {len(texts)} texts; LiteTextEncoder needs at least 2 to fit")
-        try:
-            self.vectorizer_ = self._vectorizer(("word", "char"))
-            tfidf = self.vectorizer_.fit_transform(texts)
-        except ValueError as e:
-            if "empty vocabulary" not in str(e):
-                raise
-            # no text holds a word of two letters (single letters, emoji): characters alone
-            self.vectorizer_ = self._vectorizer(("char",))
+        # the parts give arrays whatever sklearn's global transform_output (pandas cannot
+        # hold the sparse TF-IDF); this encoder's own output follows it
+        with config_context(transform_output="default"):
             try:
+                self.vectorizer_ = self._vectorizer(("word", "char"))
                 tfidf = self.vectorizer_.fit_transform(texts)
-            except ValueError:
-                raise ValueError("X holds no characters to learn from (every text is empty "
-                                 "or blank)") from None
-        # TruncatedSVD needs n_components < n_features, and more than the rank is wasted.
-        self.n_components_ = int(max(1, min(n, tfidf.shape[1] - 1, len(texts) - 1)))
-        self.svd_ = TruncatedSVD(self.n_components_, random_state=self.random_state)
-        self.svd_.fit(tfidf)
+            except ValueError as e:
+                if "empty vocabulary" not in str(e):
+                    raise
+                # no text holds a word of two letters (single letters, emoji): characters alone
+                self.vectorizer_ = self._vectorizer(("char",))
+                try:
+                    tfidf = self.vectorizer_.fit_transform(texts)
+                except ValueError:
+                    raise ValueError("X holds no characters to learn from (every text is empty "
+                                     "or blank)") from None
+            # TruncatedSVD needs n_components < n_features, and more than the rank is wasted.
+            self.n_components_ = int(max(1, min(n, tfidf.shape[1] - 1, len(texts) - 1)))
+            self.svd_ = TruncatedSVD(self.n_components_, random_state=self.random_state)
+            self.svd_.fit(tfidf)
         return self
 
     def transform(self, X):
@@ -114,7 +118,8 @@ class LiteTextEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
         texts = as_texts(X)
         if not texts:
             return np.zeros((0, self.n_components_), dtype=np.float32)
-        out = self.svd_.transform(self.vectorizer_.transform(texts))
+        with config_context(transform_output="default"):  # (see fit)
+            out = self.svd_.transform(self.vectorizer_.transform(texts))
         if self.normalize:
             out = normalize(out)
         return out.astype(np.float32)

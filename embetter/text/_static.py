@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from embetter._estimator_checks import all_or_nothing
 from embetter._removed import RemovedParams
+from embetter._st import is_sentence_model
 from embetter._validation import as_texts, check_bool
 from embetter.base import ReadsTextsOnce, text_input_tags
 
@@ -235,6 +236,15 @@ class TextEncoder(RemovedParams, ReadsTextsOnce, TransformerMixin, BaseEstimator
             raise TypeError(
                 f"random_state must be None, an int or a RandomState, got {type(rs).__name__}"
             )
+        if isinstance(rs, numbers.Integral) and not 0 <= rs < 2**32:
+            raise ValueError(f"random_state must be an int from 0 to 2**32 - 1 (numpy's seeds), "
+                             f"got {rs}")
+        teacher = self.teacher
+        if self.train_on_fit and not (isinstance(teacher, (str, os.PathLike))
+                                      or is_sentence_model(teacher)):
+            raise TypeError(
+                "teacher must be a sentence model name, a local path or a SentenceTransformer "
+                f"(the model train_on_fit=True mimics), got {type(teacher).__name__}")
 
     # -- fit -----------------------------------------------------------------------------------
     @all_or_nothing  # a failed fit (too few texts, say) keeps the previous one
