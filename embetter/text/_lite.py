@@ -23,7 +23,8 @@ class LiteTextEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
     """Dense text embeddings with no neural model: TF-IDF (words + character n-grams) + SVD.
 
     Useful without torch models or as a fast baseline. Unlike the pretrained encoders it learns
-    its vocabulary and projection in `fit`. Save and load it with `joblib`.
+    its vocabulary and projection in `fit`. Save it with `embetter.utils.save_skops`
+    (or joblib, for files you trust).
 
     Arguments:
         n_components: output dimension (capped at what the fitted vocabulary allows).
