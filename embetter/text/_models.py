@@ -225,18 +225,22 @@ def runs_as_is(model, device) -> bool:
     """Whether the caller's model can encode as it is: on the asked device and in eval mode.
 
     Moving it to another device or switching it from training to eval mode (which
-    `SentenceTransformer.encode` does) would change the user's object: those cases run a copy.
+    `SentenceTransformer.encode` does) would change the user's object: those cases run a copy
+    (`eval_view`).
     """
+    return not _moves(model, device) and not getattr(model, "training", False)
+
+
+def _moves(model, device) -> bool:
+    """Whether running the caller's model on `device` means moving it ("cpu:0" is the CPU)."""
     import torch
 
     from embetter._torch import device_name
 
     target = None if device is None else torch.device(device_name(device))
     current = getattr(model, "device", None)
-    # ("cpu:0" is the CPU: no copy for it)
     here = None if current is None else torch.device(current)
-    moves = target is not None and (here is None or not _same_device(here, target))
-    return not moves and not getattr(model, "training", False)
+    return target is not None and (here is None or not _same_device(here, target))
 
 
 def _same_device(a, b) -> bool:
@@ -296,8 +300,9 @@ def sync_weights(copy, model) -> None:
 
     import torch
 
-    with torch.no_grad():
-        copy.load_state_dict(model.state_dict())
+    if not shares_weights(copy, model):  # (an eval view's are the caller's own tensors)
+        with torch.no_grad():
+            copy.load_state_dict(model.state_dict())
     for name in ENCODE_SETTINGS:
         value = getattr(model, name, None)
         if value != getattr(copy, name, None):
@@ -322,3 +327,31 @@ def moved_copy(model, device):
 def private_copy(model, device):
     """A copy of the caller's model, on `device` and in eval mode, for an encoder to run."""
     return moved_copy(model, device).eval()
+
+
+def eval_view(model, device):
+    """What a `SentenceEncoder` runs for a caller's model that cannot run as it is: where
+    only its mode is in the way (a model in training mode, as sentence-transformers loads
+    one, on the asked device), a copy of its modules in eval mode that shares its parameter
+    and buffer tensors, so that it always encodes the caller's current weights without
+    copying them; where the model must move to another device, a private copy. (Nothing
+    may convert a view in place: `.float()` or `.to()` would convert the caller's tensors.)"""
+    import copy
+    import itertools
+
+    if _moves(model, device):
+        return private_copy(model, device)
+    own = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    return copy.deepcopy(model, memo=own).eval()
+
+
+def shares_weights(copy, model) -> bool:
+    """Whether `copy` holds `model`'s own parameter and buffer tensors (an `eval_view` whose
+    model has not been given new tensors since)."""
+    import itertools
+
+    def tensors(m):
+        return itertools.chain(m.named_parameters(), m.named_buffers())
+
+    pairs = itertools.zip_longest(tensors(copy), tensors(model), fillvalue=(None, None))
+    return all(a[0] == b[0] and a[1] is b[1] for a, b in pairs)

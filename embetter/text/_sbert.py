@@ -11,8 +11,8 @@ from embetter._st import embedding_dim, is_sentence_model
 from embetter._validation import as_texts, check_bool, check_int
 from embetter.base import EmbetterBase, text_input_tags
 from embetter.text._models import (
+    eval_view,
     model_state_key,
-    private_copy,
     shared_sentence_transformer,
     sync_weights,
 )
@@ -144,7 +144,7 @@ class SentenceEncoder(EncodePaths, RemovedParams, EmbetterBase):
             if cached is not None and self.__dict__.get("_loaded_for") == key:
                 return cached
             if is_sentence_model(self.name):
-                model = private_copy(self.name, self.device)
+                model = eval_view(self.name, self.device)
             else:
                 from embetter._torch import device_name
 
@@ -154,9 +154,10 @@ class SentenceEncoder(EncodePaths, RemovedParams, EmbetterBase):
             return model
 
     def _sync_private_copy(self):
-        """A caller's model that encodes through a private copy (it is training, or on
-        another device) may have trained on since the copy was made: the copy takes its
-        current weights before each transform."""
+        """A caller's model that encodes through a private copy (on another device) may have
+        trained on since the copy was made: the copy takes its current weights before each
+        transform (an `eval_view`, of a model in training mode, shares them: only a tensor
+        the caller replaced is loaded), and its encode settings."""
         copy = self.__dict__.get("_model")
         if (copy is not None and copy is not self.name and is_sentence_model(self.name)
                 and self.__dict__.get("_loaded_for") == self._model_key()):
