@@ -176,9 +176,21 @@ def load_sentence_transformer(name, device: str, **kwargs):
 def folder_state(path) -> tuple:
     """Every file under a folder with its size and modification time: changes whenever a
     model is saved there again (cheap: no file is read)."""
-    path = Path(path)
-    return tuple((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
-                 for p in sorted(path.rglob("*")) if p.is_file())
+    found = []
+
+    def walk(folder, prefix):
+        # one scandir per folder and one stat per file (read on every transform: a model
+        # loaded by path is loaded again once saved again); linked folders are not entered
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    walk(entry.path, prefix + entry.name + os.sep)
+                elif entry.is_file():
+                    stat = entry.stat()
+                    found.append((prefix + entry.name, stat.st_size, stat.st_mtime_ns))
+
+    walk(os.fspath(path), "")
+    return tuple(sorted(found))
 
 
 def _hash_folder(path: Path) -> str:

@@ -179,15 +179,18 @@ class SentenceEncoder(EncodePaths, RemovedParams, EmbetterBase):
         """The truncation asked for by the parameters (None: keep all dimensions)."""
         return self.truncate_dim, "truncate_dim"
 
-    def _output_dim(self) -> int:
-        plan = self._plan()
+    def _output_dim(self, plan=None, engine=None) -> int:
+        """The width `transform` returns; `plan` and its `engine` (a fast backend's) where the
+        caller has them (each asks for the engine's key: a caller's model's weights hashed)."""
+        plan = self._plan() if plan is None else plan
         dim, param = self._output_dim_param()
         if plan.backend != "torch":
-            full = self._fast_engine(plan).dim
+            engine = engine or self._fast_engine(plan)
+            full = engine.dim
         else:
             full = embedding_dim(self.model_, untruncated=True)
         if dim is None:  # the model's own truncate_dim, as its encode cuts (see `_encode`)
-            cut = self._model_cut(plan)
+            cut = self._model_cut(plan, engine)
             return int(full if cut is None else min(full, int(cut)))
         if not isinstance(dim, numbers.Integral) or isinstance(dim, bool) or not 1 <= dim <= full:
             none = "None or " if param == "truncate_dim" else ""
@@ -230,10 +233,12 @@ class SentenceEncoder(EncodePaths, RemovedParams, EmbetterBase):
         self._check_params()
         texts = as_texts(X)
         self._sync_private_copy()
-        dim = self._output_dim()
+        plan = self._plan()
+        engine = None if plan.backend == "torch" else self._fast_engine(plan)
+        dim = self._output_dim(plan, engine)
         if not texts:
             return np.zeros((0, dim), dtype=np.float32)
-        return self._finish(self._encode(self._plan(), texts), dim)
+        return self._finish(self._encode(plan, texts, engine), dim)
 
     def _finish(self, emb: np.ndarray, dim: int) -> np.ndarray:
         """Truncate, then normalise (in that order: a truncated vector is re-normalised)."""
