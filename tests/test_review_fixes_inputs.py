@@ -124,6 +124,9 @@ def test_a_labelling_loop_refuses_classes_that_mix_numbers_and_strings():
         LabellingLoop(SGDClassifier(loss="log_loss"), X, classes=[0, "spam"])
     assert LabellingLoop(SGDClassifier(loss="log_loss"), X, classes=[0, 1]).classes_.tolist() \
         == [0, 1]
+    mixed_strings = [*np.unique(np.array(["spam", "ham"])), "other"]  # numpy's str and str
+    assert LabellingLoop(SGDClassifier(loss="log_loss"), X,
+                         classes=mixed_strings).classes_.tolist() == ["ham", "other", "spam"]
 
 
 def test_small_functions_name_a_bad_argument():

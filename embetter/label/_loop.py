@@ -177,10 +177,11 @@ class LabellingLoop:
         if missing:
             raise ValueError(f"classes must not hold a missing value, got {missing[0]!r} in "
                              f"{arr.tolist()[:10]}")
-        kinds = {type(c).__name__ for c in np.asarray(source, dtype=object).ravel().tolist()}
-        if len({k == "str" for k in kinds}) > 1:  # (np.asarray made a list's ints strings)
+        values = np.asarray(source, dtype=object).ravel().tolist()
+        if len({isinstance(c, str) for c in values}) > 1:  # (np.asarray made ints strings)
             raise ValueError(f"classes must be all strings or all numbers, got "
-                             f"{sorted(kinds)} in {list(source)[:10]}")
+                             f"{sorted({type(c).__name__ for c in values})} in "
+                             f"{list(source)[:10]}")
         try:
             unique = np.unique(arr)
         except TypeError:  # an unorderable mix, such as str and int

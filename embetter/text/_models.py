@@ -181,7 +181,11 @@ def folder_state(path) -> tuple:
     def walk(folder, prefix):
         # one scandir per folder and one stat per file (read on every transform: a model
         # loaded by path is loaded again once saved again); linked folders are not entered
-        with os.scandir(folder) as entries:
+        try:
+            entries = os.scandir(folder)
+        except PermissionError:  # (a folder this process cannot read holds nothing it loads)
+            return
+        with entries:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
                     walk(entry.path, prefix + entry.name + os.sep)

@@ -236,12 +236,13 @@ class TextEncoder(RemovedParams, ReadsTextsOnce, TransformerMixin, BaseEstimator
             raise TypeError(
                 f"random_state must be None, an int or a RandomState, got {type(rs).__name__}"
             )
+        if not self.train_on_fit:  # (the settings below only train)
+            return
         if isinstance(rs, numbers.Integral) and not 0 <= rs < 2**32:
             raise ValueError(f"random_state must be an int from 0 to 2**32 - 1 (numpy's seeds), "
                              f"got {rs}")
         teacher = self.teacher
-        if self.train_on_fit and not (isinstance(teacher, (str, os.PathLike))
-                                      or is_sentence_model(teacher)):
+        if not (isinstance(teacher, (str, os.PathLike)) or is_sentence_model(teacher)):
             raise TypeError(
                 "teacher must be a sentence model name, a local path or a SentenceTransformer "
                 f"(the model train_on_fit=True mimics), got {type(teacher).__name__}")
