@@ -143,3 +143,58 @@ def test_small_functions_name_a_bad_argument():
         projection(X, figsize=6)
     with pytest.raises(ValueError, match="point_size must be"):
         projection(X, point_size="big")
+
+
+def _frame(n=40):
+    import pandas as pd
+
+    words = ["card", "refund", "login", "delivery"]
+    return pd.DataFrame({"subject": [f"about my {words[i % 4]}" for i in range(n)],
+                         "text": [f"my {words[i % 4]} problem number {i}" for i in range(n)]})
+
+
+@pytest.mark.parametrize("make", ["pipeline", "union", "columns"])
+def test_a_loop_embeds_the_pool_once_through_a_composite_encoder_step(tiny_model_path, make):
+    from sklearn.compose import make_column_transformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline, make_union
+
+    from embetter.grab import ColumnGrabber
+    from embetter.label import LabellingLoop
+    from embetter.text import SentenceEncoder
+
+    def grab(column):
+        return make_pipeline(ColumnGrabber(column), SentenceEncoder(tiny_model_path))
+
+    step = {"pipeline": lambda: grab("text"),
+            "union": lambda: make_union(grab("subject"), grab("text")),
+            "columns": lambda: make_column_transformer(
+                (SentenceEncoder(tiny_model_path), "subject"),
+                (SentenceEncoder(tiny_model_path), "text"))}[make]()
+    pool = _frame()
+    loop = LabellingLoop(make_pipeline(step, LogisticRegression()), pool,
+                         classes=["card", "other"], random_state=0)
+    # the pool's embeddings, made once (the raw frame before: every round encoded it again)
+    assert isinstance(loop.embeddings_, np.ndarray) and loop.embeddings_.shape[0] == 40
+    assert len(loop._learned) == 1
+    picks = loop.suggest(4)
+    loop.update(picks, ["card" if i % 4 == 0 else "other" for i in picks])
+    assert loop.model_.predict_proba(pool.iloc[:3]).shape == (3, 2)
+
+
+def test_a_loop_trains_a_static_text_encoder_on_the_pool(tiny_model_path, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from embetter.label import LabellingLoop
+    from embetter.text import TextEncoder, _distill
+
+    _distill.distill(tiny_model_path, pca_dims=8).save_pretrained(str(tmp_path / "m2v"))
+    encoder = TextEncoder(str(tmp_path / "m2v"), train_on_fit=True, teacher=tiny_model_path,
+                          random_state=0)
+    texts = _frame()["text"].tolist()
+    loop = LabellingLoop(make_pipeline(encoder, LogisticRegression()), texts,
+                         classes=["card", "other"], random_state=0)
+    picks = loop.suggest(4)  # it trained on the 10 labelled texts, and refused them, before
+    loop.update(picks, ["card" if i % 4 == 0 else "other" for i in picks])
+    assert loop.embeddings_.shape == (40, 8)

@@ -54,19 +54,40 @@ def _unsupervised(step) -> bool:
     """A step known to learn from X alone (LiteTextEncoder's TF-IDF, a PCA): fitted once on
     the whole pool, not on the few rows labelled so far. Known, not guessed: a step without
     tags (or a selector, a nested pipeline holding a tuner) may need the labels."""
-    from embetter.text import LiteTextEncoder
+    from embetter.text import LiteTextEncoder, TextEncoder
     from embetter.utils import CachedEncoder
 
     if isinstance(step, CachedEncoder):  # what it wraps decides (`cached(LiteTextEncoder())`)
         return _unsupervised(step.encoder)
-    if isinstance(step, LiteTextEncoder):
+    if isinstance(step, LiteTextEncoder) or (isinstance(step, TextEncoder)
+                                             and step.train_on_fit is True):
         return True
+    parts = _parts(step)
+    if parts is not None:  # a pipeline, union or column transformer of such steps (or of
+        # stateless ones: fitted once, it records its columns)
+        return all(_stateless(part) or _unsupervised(part) for part in parts)
     if not type(step).__module__.startswith(_UNSUPERVISED_MODULES):
         return False
     try:
         return get_tags(step).target_tags.required is False
     except Exception:
         return False
+
+
+def _parts(step):
+    """The steps inside a composite step (`Pipeline`, `FeatureUnion`, `ColumnTransformer`),
+    or None for any other step."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import FeatureUnion
+
+    if isinstance(step, Pipeline):
+        return [part for _, part in step.steps]
+    if isinstance(step, FeatureUnion):
+        return [part for _, part in step.transformer_list if part != "drop"]
+    if isinstance(step, ColumnTransformer):
+        remainder = [] if isinstance(step.remainder, str) else [step.remainder]
+        return [part for _, part, _ in step.transformers if part != "drop"] + remainder
+    return None
 
 
 def _stateless(step) -> bool:
@@ -84,8 +105,9 @@ class LabellingLoop:
 
     The pipeline's leading steps that learn no labels are applied to the pool once, when the
     loop is made: the stateless ones (grabbers, pretrained encoders) as they are, and those
-    that learn from the texts alone (`LiteTextEncoder`, a `PCA`) fitted on the whole pool
-    first; their output (`embeddings_`) is reused by every round. Each
+    that learn from the texts alone (`LiteTextEncoder`, `TextEncoder(train_on_fit=True)`, a
+    `PCA`) fitted on the whole pool first, and so are pipelines, unions and column
+    transformers made of such steps; their output (`embeddings_`) is reused by every round. Each
     `update` then trains the rest of the pipeline with the new labels: every tuner
     continues with `partial_fit` on the new rows (its replay memory keeps the earlier ones
     in play), and the classifier continues with `partial_fit` on every label seen so far,
