@@ -17,6 +17,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from embetter._guest import reopen_after_fork
 from embetter._validation import check_int
 
 __all__ = ["transform", "release"]
@@ -210,6 +211,7 @@ def _ship(client, pipeline):
 _KEPT: OrderedDict = OrderedDict()
 _KEEP = 2
 _kept_lock = threading.Lock()
+reopen_after_fork(_kept_lock)  # (held by another thread at a fork)
 
 
 def _worker_copy(key: str, pipeline):

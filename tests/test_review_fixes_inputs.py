@@ -198,3 +198,50 @@ def test_a_loop_trains_a_static_text_encoder_on_the_pool(tiny_model_path, tmp_pa
     picks = loop.suggest(4)  # it trained on the 10 labelled texts, and refused them, before
     loop.update(picks, ["card" if i % 4 == 0 else "other" for i in picks])
     assert loop.embeddings_.shape == (40, 8)
+
+
+def test_one_openvino_encoder_serves_several_threads(tiny_model_path):
+    pytest.importorskip("openvino", reason="backend='openvino' needs the openvino extra (in dev)")
+    import threading
+
+    from embetter.text import SentenceEncoder
+
+    encoder = SentenceEncoder(tiny_model_path, backend="openvino")
+    texts = [f"text number {i} about cats" for i in range(64)]
+    alone = encoder.transform(texts)
+    start, results, errors = threading.Barrier(4), {}, []
+
+    def work(i):
+        start.wait()
+        try:
+            results[i] = encoder.transform(texts)
+        except Exception as e:  # "Infer Request is busy" before: one request for all threads
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and all(np.array_equal(results[i], alone) for i in range(4))
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_the_cpu_runtimes_keep_to_the_process_thread_limit(tiny_model_path, backend):
+    pytest.importorskip(backend if backend == "openvino" else "onnxruntime")
+    import torch
+
+    from embetter.text import SentenceEncoder
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a joblib worker's OMP_NUM_THREADS=1 sets it
+    try:
+        encoder = SentenceEncoder(tiny_model_path, backend=backend)
+        encoder.transform(["a text"])
+        engine = encoder._fast_engine(encoder._plan())
+    finally:
+        torch.set_num_threads(before)
+    if backend == "onnx":  # 0 before: every core, in every worker
+        assert engine.session.get_session_options().intra_op_num_threads == 1
+    else:
+        assert int(engine.compiled.get_property("INFERENCE_NUM_THREADS")) == 1

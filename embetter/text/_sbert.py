@@ -96,7 +96,8 @@ class SentenceEncoder(EncodePaths, RemovedParams, EmbetterBase):
         "quantize": "for an int8-quantised model pass backend='onnx' (embetter[onnx]), or "
         "backend='auto' for the fastest path this machine runs at cosine >= 0.99",
         "num_threads": "embetter leaves torch's process-wide thread count alone; call "
-        "torch.set_num_threads(n) yourself if you want to change it",
+        "torch.set_num_threads(n) yourself if you want to change it (the onnx and openvino "
+        "backends read it when their engine is built)",
     }
 
     def __init__(

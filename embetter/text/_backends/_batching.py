@@ -110,6 +110,22 @@ def _check_prompt(prompt, needs_prompt_length: bool, backend: str) -> None:
         )
 
 
+def inference_threads() -> int:
+    """Threads a CPU runtime (onnxruntime, OpenVINO) runs on, read when its engine is built:
+    torch's intra-op count where torch is loaded (what `torch.set_num_threads` and a joblib
+    worker's OMP_NUM_THREADS set for the torch path), else OMP_NUM_THREADS, else 0 (the
+    runtime's own default: every core)."""
+    import os
+    import sys
+
+    if "torch" in sys.modules:
+        return int(sys.modules["torch"].get_num_threads())
+    try:
+        return max(0, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return 0
+
+
 class ExportedEngine:
     """The part every engine over the cached ONNX export shares: the export's metadata and
     tokenizer, and the batch loop. Subclasses set `backend` and implement `_run(arrays)`."""

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from embetter import _st
-from embetter._guest import quiet_loggers
+from embetter._guest import quiet_loggers, reopen_after_fork
 from embetter.text._backends import row_cosines
 from embetter.text._backends._tokenize import PROBE_TEXTS, TextTokenizer, pad_batch
 from embetter.text._models import cache_root, folder_fingerprint
@@ -54,6 +54,7 @@ def model_fingerprint(model) -> str:
 
 
 _export_lock = threading.Lock()
+reopen_after_fork(_export_lock)  # (an export another thread held at a fork)
 
 
 def onnx_model_folder(name, precision: str, load_model) -> Path:

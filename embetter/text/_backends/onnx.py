@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from embetter.text._backends._batching import ExportedEngine
+from embetter.text._backends._batching import ExportedEngine, inference_threads
 
 
 class OnnxEngine(ExportedEngine):
@@ -21,6 +21,8 @@ class OnnxEngine(ExportedEngine):
         # Busy-waiting worker threads steal the cores other processes (and our tokenizer
         # thread) need; on a shared machine that costs far more than it saves.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # the process's thread limit (a joblib worker's, the user's), not every core
+        options.intra_op_num_threads = inference_threads()
         self.session = ort.InferenceSession(
             str(self.folder / f"model-{precision}.onnx"), options,
             providers=["CPUExecutionProvider"],

@@ -5,9 +5,10 @@ the int8 export: onnxruntime's fused QAttention operators have no OpenVINO conve
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
-from embetter.text._backends._batching import ExportedEngine
+from embetter.text._backends._batching import ExportedEngine, inference_threads
 
 
 class OpenVINOEngine(ExportedEngine):
@@ -21,10 +22,15 @@ class OpenVINOEngine(ExportedEngine):
         super().__init__(folder)
         core = ov.Core()
         model = core.read_model(str(self.folder / f"model-{precision}.onnx"))
-        # One request at a time, all cores on it: our loop feeds batches in order.
+        # One request at a time per thread, on the process's thread limit (every core unless
+        # torch, a joblib worker or OMP_NUM_THREADS set one): our loop feeds batches in order.
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
-                  "INFERENCE_NUM_THREADS": os.cpu_count() or 1}
-        self.request = core.compile_model(model, "CPU", config).create_infer_request()
+                  "INFERENCE_NUM_THREADS": inference_threads() or os.cpu_count() or 1}
+        self.compiled = core.compile_model(model, "CPU", config)
+        self._requests = threading.local()  # a request serves one inference at a time
 
     def _run(self, arrays):
-        return self.request.infer(arrays)[0]
+        request = getattr(self._requests, "request", None)
+        if request is None:  # this thread's own ("Infer Request is busy" when shared)
+            request = self._requests.request = self.compiled.create_infer_request()
+        return request.infer(arrays)[0]
