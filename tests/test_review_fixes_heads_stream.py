@@ -159,6 +159,16 @@ def test_a_retrain_whose_early_stopping_split_is_unusable_streams_on(multilabel)
                          random_state=0).fit(X[:24], y[:24])  # fit still says why
 
 
+@pytest.mark.parametrize("head", [ContrastiveTuner, FeedForwardTuner])
+def test_a_first_stream_call_of_fewer_rows_than_a_batch_trains_as_fit(head):
+    # fit takes a step a pass however few the rows; a stream's first 10 rows earned 10/128
+    # of a step a pass (0 or 1 steps: a first labelling round predicted one class)
+    rows, labels = X[:10], np.arange(10) % 5
+    fitted = head(random_state=0).fit(rows, labels)
+    streamed = head(random_state=0).partial_fit(rows, labels, classes=np.arange(5))
+    assert streamed._n_steps == fitted._n_steps >= 10
+
+
 def test_an_address_keeps_its_host_when_its_query_holds_an_at_sign():
     from embetter.external._core import _shown
 

@@ -127,8 +127,11 @@ class TorchHeadMixin(FitTraining, StreamTraining):
         return None
 
     def _fit_steps(self, n_rows: int) -> float:
-        """Gradient steps `fit` spends on `n_rows` rows."""
-        return n_rows * self._n_epochs(n_rows) * self._items_per_row() / int(self.batch_size)
+        """Gradient steps `fit` spends on `n_rows` rows: a step per batch of items, at least
+        one a pass (a stream's first call of fewer rows than a batch trains as `fit` does, not
+        a fraction of a step a pass)."""
+        per_pass = n_rows * self._items_per_row() / int(self.batch_size)
+        return self._n_epochs(n_rows) * (max(per_pass, 1.0) if n_rows else 0.0)
 
     def _penalty(self, module):
         """A regulariser added to each training step's loss (not to the recorded losses), or
