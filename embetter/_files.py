@@ -166,7 +166,11 @@ def read_table(path):
             f"{path}: could not read it as {fmt}: it is not UTF-8 text ({_one_line(e)}); "
             "save it again as UTF-8 (in Excel: CSV UTF-8)") from None
     except (ValueError, OSError) as e:
-        raise UsageError(f"{path}: could not read it as {fmt}: {_one_line(e)}") from None
+        hint = ""
+        if fmt == "csv" and "Expected" in str(e) and "fields" in str(e):
+            hint = ("; the rows have different numbers of fields: a text with an unquoted comma, "
+                    "or another delimiter (a ';' or tab file: save it with ',' and quoted texts)")
+        raise UsageError(f"{path}: could not read it as {fmt}: {_one_line(e)}{hint}") from None
     except Exception as e:  # pyarrow raises its own error classes for corrupt files
         raise UsageError(f"{path}: could not read it as {fmt}: {_one_line(e)}") from None
     if len(df.columns) == 0 or len(df) == 0:

@@ -212,7 +212,8 @@ def projection(
         order = present if classes is None else list(classes)
         missing = [c for c in present if c not in order]
         if missing:
-            raise ValueError(f"y holds labels that are not in classes: {missing[:5]}")
+            raise ValueError(f"y holds labels that are not in classes: "
+                             f"{np.asarray(missing[:5]).tolist()}")
         cmap = _colormap(len(order))
         for i, label in enumerate(order):
             mask = y == label

@@ -245,3 +245,21 @@ def test_the_cpu_runtimes_keep_to_the_process_thread_limit(tiny_model_path, back
         assert engine.session.get_session_options().intra_op_num_threads == 1
     else:
         assert int(engine.compiled.get_property("INFERENCE_NUM_THREADS")) == 1
+
+
+def test_a_csv_with_another_delimiter_gets_a_hint(tmp_path, tiny_model_path, capsys):
+    from embetter.cli import main
+
+    rows = ["text;label", "hello there;a", "yes, indeed;b"] + [f"row {i};a" for i in range(5)]
+    (tmp_path / "semi.csv").write_text("\n".join(rows) + "\n")
+    assert main(["embed", str(tmp_path / "semi.csv"), "--text-col", "text", "--model",
+                 tiny_model_path, "--out", str(tmp_path / "x.npy")]) == 2
+    assert "another delimiter" in capsys.readouterr().err  # pandas' tokenizer alone before
+
+
+def test_a_projection_names_an_unknown_label_plainly():
+    from embetter.plot import projection
+
+    X = np.random.default_rng(0).normal(size=(4, 3))
+    with pytest.raises(ValueError, match=r"not in classes: \['c'\]"):  # [np.str_('c')] before
+        projection(X, np.array(["a", "b", "c", "a"]), classes=["a", "b"])
