@@ -49,6 +49,9 @@ def test_verbose_shows_progress(data, capsys):
     FeedForwardTuner(n_epochs=3, verbose=True, random_state=0).fit(X, y)
     captured = capsys.readouterr()
     assert "FeedForwardTuner" in captured.err + captured.out
+    # the bar stays on screen with the last loss (it was erased at the end: nothing left)
+    last = (captured.err + captured.out).replace("\r", "\n").rstrip().splitlines()[-1]
+    assert "3/3" in last and "train_loss=" in last
     FeedForwardTuner(n_epochs=3, random_state=0).fit(X, y)
     assert capsys.readouterr().err == ""
     ContrastiveTuner(epochs=2, verbose=1, random_state=0).fit(X, y)

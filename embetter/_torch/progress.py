@@ -14,7 +14,8 @@ class Progress:
             try:
                 from tqdm.auto import tqdm
 
-                self.bar = tqdm(total=total, desc=desc, leave=False)
+                # kept on screen at the end, with the last losses (sklearn's MLP prints them)
+                self.bar = tqdm(total=total, desc=desc, leave=True)
             except ImportError:  # pragma: no cover - tqdm ships with sentence-transformers
                 self.bar = None
 

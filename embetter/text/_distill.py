@@ -7,6 +7,7 @@ chooses the settings, caches the result and keeps the cache safe to share betwee
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -54,6 +55,9 @@ def default_model_folder(show_progress_bar: bool = False) -> Path:
         return folder
     with _build_lock:
         if not _is_model(folder):
+            logging.getLogger("embetter").info(
+                "TextEncoder(): distilling its static model from the embedded "
+                "all-MiniLM-L6-v2, once (seconds to minutes); it is kept in %s", folder)
             folder.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
             try:
