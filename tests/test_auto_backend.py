@@ -156,7 +156,7 @@ def test_an_incomplete_probe_is_not_cached(cache_dir):
               clock=machine.clock)
     plan, report = auto.resolve(*args, **kw)
     assert plan == ONNX and "budget" in report["errors"]["pipelined float32"]
-    assert not (cache_dir / "auto").exists()
+    assert not list((cache_dir / "auto").glob("*.json"))  # (the probe's lock file only)
     plan, report = auto.resolve(*args, **{**kw, "budget_s": 60.0})  # a complete probe
     assert report["cached"] is False and len(list((cache_dir / "auto").glob("*.json"))) == 1
 
@@ -287,6 +287,40 @@ def test_resolve_measures_once_then_reads_the_cache(cache_dir, caplog):
     plan3, report3 = auto.resolve(*args, **kw)
     assert report3["cached"] is False and len(built) > n_built
     assert auto.read_choice(path, json.loads(path.read_text())["key"], [TORCH, ONNX])
+
+
+def test_a_process_waits_for_anothers_probe_of_the_same_model(cache_dir):
+    # joblib's workers measured together, against each other's load, and could run
+    # different paths in one cross-validation; now one measures, the others read its choice
+    import threading
+
+    from filelock import FileLock
+
+    machine = FakeMachine({TORCH: 0.02, PIPE: 0.02, ONNX: 0.005}, {ONNX: 0.995})
+    args = ("a-model-name", "cpu", "cpu", None, machine.build)
+    kw = dict(flags=set(), installed={"onnxruntime", "onnx"}, budget_s=8.0,
+              clock=machine.clock)
+    plan, report = auto.resolve(*args, **kw)  # the other process's probe, kept on disk
+    path = pathlib.Path(report["cache_file"])
+    kept = path.read_bytes()
+    path.unlink()
+    other = FileLock(f"{path}.lock")
+    other.acquire()  # the other process, still measuring
+    built, got = [], {}
+
+    def build(plan):
+        built.append(plan)
+        return machine.build(plan)
+
+    waiting = threading.Thread(target=lambda: got.update(
+        zip(("plan", "report"), auto.resolve(*args[:4], build, **kw))))
+    waiting.start()
+    waiting.join(0.5)
+    assert waiting.is_alive() and not built  # it waits instead of measuring
+    path.write_bytes(kept)  # the other process's choice lands, then its lock opens
+    other.release()
+    waiting.join(30)
+    assert got["plan"] == plan and got["report"]["cached"] is True and not built
 
 
 def test_a_cpu_with_other_flags_measures_again(cache_dir):

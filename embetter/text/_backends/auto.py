@@ -12,6 +12,7 @@ versions and the model's fingerprint; a corrupt or foreign file is ignored and m
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -34,6 +35,9 @@ MIN_COSINE = 0.99
 MARGIN = 0.05
 #: Seconds of timing the probe may spend (setup, such as a one-off ONNX export, not included).
 BUDGET_S = 6.0
+#: How long a process waits for another one's probe of the same model (exports included)
+#: before it measures itself.
+PROBE_WAIT_S = 180.0
 #: A candidate whose warm-up ran this many times slower than the default's is not timed.
 SCREEN = 2.0
 #: Probe texts: at least this many, at most MAX_TEXTS[device kind] (sized to fit the budget).
@@ -311,11 +315,41 @@ def resolve(name, kind: str, device, batch_size, build, *, gpu=None, flags=froze
     key = cache_key(kind, device, batch_size, model_fingerprint(name), gpu, flags, plans)
     path = cache_file(key)
     hit = read_choice(path, key, plans)
-    if hit is not None:
-        plan, report = hit
-        log.info("backend='auto' runs %s (measured earlier on this machine: %s)", plan.label,
-                 path)
-        return plan, {**report, "cached": True, "cache_file": str(path)}
+    if hit is None:
+        # processes that ask together (joblib's workers): the first measures, the others
+        # wait for its choice instead of timing the paths against each other's load
+        with _one_probe_at_a_time(path):
+            hit = read_choice(path, key, plans)
+            if hit is None:
+                return _measure_and_keep(path, key, plans, build, kind, budget_s, clock)
+    plan, report = hit
+    log.info("backend='auto' runs %s (measured earlier on this machine: %s)", plan.label, path)
+    return plan, {**report, "cached": True, "cache_file": str(path)}
+
+
+@contextlib.contextmanager
+def _one_probe_at_a_time(path: Path):
+    """Hold the lock file beside the choice `path` (`filelock`) while measuring; where it
+    cannot be taken (a cache folder this process cannot write) or is held longer than
+    `PROBE_WAIT_S`, measure all the same."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(f"{path}.lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire(timeout=PROBE_WAIT_S)
+    except (Timeout, OSError) as e:
+        log.debug("backend='auto': measuring without the probe lock %s: %s", lock.lock_file, e)
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _measure_and_keep(path, key, plans, build, kind, budget_s, clock):
+    """Measure the candidate paths, and keep the choice where the probe timed them all."""
     budget_s = BUDGET_S if budget_s is None else budget_s
     plan, report = run_probe(build, plans, kind=kind, budget_s=budget_s, clock=clock)
     untimed = [label for label, error in report["errors"].items() if "budget" in error]
