@@ -323,6 +323,20 @@ def test_a_process_waits_for_anothers_probe_of_the_same_model(cache_dir):
     assert got["plan"] == plan and got["report"]["cached"] is True and not built
 
 
+def test_a_file_system_without_locks_measures_all_the_same(cache_dir, monkeypatch):
+    import filelock
+
+    def refuse(self, *args, **kwargs):  # filelock < 4 on a file system without flock
+        raise NotImplementedError("FileSystem does not appear to support flock")
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", refuse)
+    machine = FakeMachine({TORCH: 0.02, PIPE: 0.02, ONNX: 0.005}, {ONNX: 0.995})
+    plan, report = auto.resolve("a-model-name", "cpu", "cpu", None, machine.build,
+                                flags=set(), installed={"onnxruntime", "onnx"}, budget_s=8.0,
+                                clock=machine.clock)
+    assert plan == ONNX and report["cached"] is False
+
+
 def test_a_cpu_with_other_flags_measures_again(cache_dir):
     # one CPU name ("AMD EPYC") covers CPUs with and without bfloat16: a choice made where
     # bfloat16 was no candidate was reused on one that has it, never timed there

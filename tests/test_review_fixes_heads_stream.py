@@ -169,6 +169,18 @@ def test_a_first_stream_call_of_fewer_rows_than_a_batch_trains_as_fit(head):
     assert streamed._n_steps == fitted._n_steps >= 10
 
 
+def test_a_stream_earns_the_steps_fit_takes_on_its_rows_once():
+    # FeedForwardTuner's "auto" epochs fall as classes fill: fit takes 22 steps on 44 rows
+    # of two classes (a step a pass) but 19 on 64; the stream earned the dip again later
+    head = FeedForwardTuner(refit_growth=None, random_state=0)
+    budgets = []
+    for start, stop in ((0, 44), (44, 64), (64, 120), (120, 200), (200, 300)):
+        head.partial_fit(X[start:stop], Y[start:stop] % 2, classes=[0, 1])
+        budgets.append(head._stream_budget(stop))
+    assert budgets[1] < budgets[0]  # the dip
+    assert head._n_steps == int(max(budgets) + 1e-9)  # what fit takes at most, once
+
+
 def test_an_address_keeps_its_host_when_its_query_holds_an_at_sign():
     from embetter.external._core import _shown
 

@@ -263,3 +263,18 @@ def test_a_projection_names_an_unknown_label_plainly():
     X = np.random.default_rng(0).normal(size=(4, 3))
     with pytest.raises(ValueError, match=r"not in classes: \['c'\]"):  # [np.str_('c')] before
         projection(X, np.array(["a", "b", "c", "a"]), classes=["a", "b"])
+
+
+def test_the_cpu_runtimes_never_take_more_threads_than_cores():
+    import os
+
+    import torch
+
+    from embetter.text._backends._batching import inference_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(4 * (os.cpu_count() or 1))
+    try:
+        assert inference_threads() == (os.cpu_count() or 1)  # onnxruntime took them all
+    finally:
+        torch.set_num_threads(before)

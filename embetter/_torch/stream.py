@@ -79,7 +79,14 @@ class StreamTraining:
         table, draw = self._items(pool, anchors)
         before = getattr(self, "_n_streamed", 0)
         self._n_streamed = before + n_new
-        earned = max(0.0, self._stream_budget(self._n_streamed) - self._stream_budget(before))
+        # the most the budget reached since the last start: `fit`'s steps on fewer rows than a
+        # batch (a step a pass) can exceed those on a few more, whose passes are shorter
+        # (FeedForwardTuner's "auto" epochs fall as classes fill), and a call never earns
+        # those steps twice
+        reached = max(self._stream_budget(before), self.__dict__.get("_budget_reached", 0.0))
+        budget = self._stream_budget(self._n_streamed)
+        earned = max(0.0, budget - reached)
+        self._budget_reached = max(budget, reached)
         # remembered rows replayed on top of the new rows' own share (see `_replay_on_top`)
         on_top = min(replay_count(memory, n_new, at_least), self._replay_on_top() * n_new)
         self._step_credit += earned * (n_new + on_top) / n_new

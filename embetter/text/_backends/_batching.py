@@ -118,10 +118,11 @@ def inference_threads() -> int:
     import os
     import sys
 
+    cores = os.cpu_count() or 1  # (more threads than cores only fight over them)
     if "torch" in sys.modules:
-        return int(sys.modules["torch"].get_num_threads())
+        return min(int(sys.modules["torch"].get_num_threads()), cores)
     try:
-        return max(0, int(os.environ.get("OMP_NUM_THREADS", "")))
+        return min(max(0, int(os.environ.get("OMP_NUM_THREADS", ""))), cores)
     except ValueError:
         return 0
 

@@ -338,7 +338,8 @@ def _one_probe_at_a_time(path: Path):
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire(timeout=PROBE_WAIT_S)
-    except (Timeout, OSError) as e:
+    except (Timeout, OSError, NotImplementedError) as e:  # (filelock < 4: a file system
+        # without flock)
         log.debug("backend='auto': measuring without the probe lock %s: %s", lock.lock_file, e)
         yield
         return
