@@ -127,11 +127,9 @@ class TorchHeadMixin(FitTraining, StreamTraining):
         return None
 
     def _fit_steps(self, n_rows: int) -> float:
-        """Gradient steps `fit` spends on `n_rows` rows: a step per batch of items, at least
-        one a pass (a stream's first call of fewer rows than a batch trains as `fit` does, not
-        a fraction of a step a pass)."""
-        per_pass = n_rows * self._items_per_row() / int(self.batch_size)
-        return self._n_epochs(n_rows) * (max(per_pass, 1.0) if n_rows else 0.0)
+        """Gradient steps `fit` spends on `n_rows` rows (a step per batch of items; `fit`
+        takes at least one a pass, which a stream's first call takes too, see `_stream`)."""
+        return n_rows * self._n_epochs(n_rows) * self._items_per_row() / int(self.batch_size)
 
     def _penalty(self, module):
         """A regulariser added to each training step's loss (not to the recorded losses), or
@@ -189,7 +187,6 @@ class TorchHeadMixin(FitTraining, StreamTraining):
         self.history_ = []
         self.n_iter_ = 0
         self._step_credit = 0.0
-        self._budget_reached = 0.0
         self._n_steps = 0
         self._n_streamed = 0
         self._replay = new_replay()

@@ -39,6 +39,12 @@ class StreamTraining:
         """Gradient steps a stream has earned after `n_rows` rows (default: `_fit_steps`)."""
         return self._fit_steps(n_rows)
 
+    def _first_steps(self, n_rows: int) -> float:
+        """The steps `fit` takes on `n_rows` rows fewer than a batch: one a pass (at most
+        `_max_steps`)."""
+        steps, cap = float(self._n_epochs(n_rows)), self._max_steps()
+        return steps if cap is None else min(steps, float(cap))
+
     def _replay_at_least(self) -> int:
         """Rows (new and remembered) each stream pass needs at least."""
         return 0
@@ -79,14 +85,11 @@ class StreamTraining:
         table, draw = self._items(pool, anchors)
         before = getattr(self, "_n_streamed", 0)
         self._n_streamed = before + n_new
-        # the most the budget reached since the last start: `fit`'s steps on fewer rows than a
-        # batch (a step a pass) can exceed those on a few more, whose passes are shorter
-        # (FeedForwardTuner's "auto" epochs fall as classes fill), and a call never earns
-        # those steps twice
-        reached = max(self._stream_budget(before), self.__dict__.get("_budget_reached", 0.0))
-        budget = self._stream_budget(self._n_streamed)
-        earned = max(0.0, budget - reached)
-        self._budget_reached = max(budget, reached)
+        earned = max(0.0, self._stream_budget(self._n_streamed) - self._stream_budget(before))
+        if not before:
+            # a stream's first rows train as `fit` on them does: a step a pass, however few
+            # (fewer than a batch earned a fraction of a step a pass: 0-1 steps for 10 rows)
+            earned = max(earned, self._first_steps(n_new))
         # remembered rows replayed on top of the new rows' own share (see `_replay_on_top`)
         on_top = min(replay_count(memory, n_new, at_least), self._replay_on_top() * n_new)
         self._step_credit += earned * (n_new + on_top) / n_new

@@ -328,12 +328,9 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
         (`max_steps / n_rows` each: a logarithmic total), so later labels count as much as
         the first ones did in a `fit` of that size."""
         full = self._fit_steps(n_rows)
-        if self.max_steps is None:
+        if self.max_steps is None or full <= self.max_steps:
             return full
-        per_row = self._n_epochs(1) * self._items_per_row() / int(self.batch_size)
-        covered = self.max_steps / per_row  # the rows whose steps reach `max_steps`
-        if n_rows <= covered:
-            return min(full, self.max_steps)
+        covered = self.max_steps / self._fit_steps(1)
         return self.max_steps * (1.0 + np.log(n_rows / covered))
 
     # -- training ----------------------------------------------------------------------------
