@@ -186,6 +186,17 @@ def test_a_stream_after_a_small_first_call_earns_each_new_rows_share():
     assert sum(steps) == int(head._n_epochs(44) + later + 1e-9)  # (fractions carried over)
 
 
+def test_a_stream_whose_first_call_holds_one_class_trains_as_fit_at_its_second():
+    # the first call draws no pair: the second, the first that can train, takes fit's steps
+    # on the rows so far (it took its rows' share only: 14 rows of 3 classes, 0 steps)
+    head = ContrastiveTuner(refit_growth=None, random_state=0)
+    head.partial_fit(X[:10], np.zeros(10, dtype=int), classes=[0, 1, 2])
+    assert head._n_steps == 0
+    head.partial_fit(X[10:14], [0, 1, 2, 1])
+    assert head._n_steps == ContrastiveTuner(random_state=0).fit(
+        X[:14], np.r_[np.zeros(10, dtype=int), [0, 1, 2, 1]])._n_steps
+
+
 def test_an_address_keeps_its_host_when_its_query_holds_an_at_sign():
     from embetter.external._core import _shown
 

@@ -66,13 +66,15 @@ class TorchHeadMixin(FitTraining, StreamTraining):
 
     - the module is built lazily (skorch style), so `clone`/`set_params` stay honest;
     - `fit` starts from scratch, `partial_fit` continues the same network *and* optimizer state;
-    - `partial_fit` trains a budget that follows the rows it sees, not a count of passes: the
-      steps `fit` would spend on the rows seen so far, less those already trained
-      (`_stream_budget`), fractions carried over to the next call, so a stream in batches of
-      any size trains about as much as one `fit` on the same rows; each pass mixes as many
-      rows of the replay memory (a uniform sample of the stream) as new ones, and a call that
-      brings the rows seen to `refit_growth` times those of the last start retrains from the
-      start as `fit` (`StreamTraining`, in stream.py; `fit` itself is `FitTraining`, in fit.py);
+    - `partial_fit` trains a budget that follows the rows it sees, not a count of passes: each
+      call the share of `fit`'s steps its new rows earn (`_stream_budget` of the rows seen,
+      less that of the rows before them; the stream's first training call at least what
+      `fit` takes on its rows, a step a pass), fractions carried over to the next call, so a
+      stream in batches of any size trains about as much as one `fit` on the same rows; each
+      pass mixes as many rows of the replay memory (a uniform sample of the stream) as new
+      ones, and a call that brings the rows seen to `refit_growth` times those of the last
+      start retrains from the start as `fit` (`StreamTraining`, in stream.py; `fit` itself is
+      `FitTraining`, in fit.py);
     - one RandomState (`_rng`, from `random_state`) seeds initialisation, shuffling, dropout,
       pairs and the replay memory: two fits are bit-identical on CPU, and the global torch
       RNG is left untouched (with `random_state=None` the seed is drawn from numpy's global

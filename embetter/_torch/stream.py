@@ -86,13 +86,15 @@ class StreamTraining:
         before = getattr(self, "_n_streamed", 0)
         self._n_streamed = before + n_new
         earned = max(0.0, self._stream_budget(self._n_streamed) - self._stream_budget(before))
-        if not before:
-            # a stream's first rows train as `fit` on them does: a step a pass, however few
-            # (fewer than a batch earned a fraction of a step a pass: 0-1 steps for 10 rows)
-            earned = max(earned, self._first_steps(n_new))
         # remembered rows replayed on top of the new rows' own share (see `_replay_on_top`)
         on_top = min(replay_count(memory, n_new, at_least), self._replay_on_top() * n_new)
-        self._step_credit += earned * (n_new + on_top) / n_new
+        earned = earned * (n_new + on_top) / n_new
+        if not before or self.__dict__.get("_n_steps", 1) == 0:
+            # a stream's first rows that train (a first call of one class draws no pair) do
+            # as `fit` on all the rows so far does: a step a pass, however few (fewer than a
+            # batch earned a fraction of a step a pass: 0-1 steps for 10 rows)
+            earned = max(earned, self._first_steps(self._n_streamed))
+        self._step_credit += earned
         steps = int(self._step_credit + 1e-9)
         self._step_credit -= steps
         if steps:
