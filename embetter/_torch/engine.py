@@ -189,6 +189,7 @@ class TorchHeadMixin(FitTraining, StreamTraining):
         self.history_ = []
         self.n_iter_ = 0
         self._step_credit = 0.0
+        self._credited = (0.0, None)
         self._n_steps = 0
         self._n_streamed = 0
         self._replay = new_replay()

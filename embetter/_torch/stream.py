@@ -85,15 +85,12 @@ class StreamTraining:
         table, draw = self._items(pool, anchors)
         before = getattr(self, "_n_streamed", 0)
         self._n_streamed = before + n_new
-        earned = max(0.0, self._stream_budget(self._n_streamed) - self._stream_budget(before))
-        # remembered rows replayed on top of the new rows' own share (see `_replay_on_top`)
-        on_top = min(replay_count(memory, n_new, at_least), self._replay_on_top() * n_new)
-        earned = earned * (n_new + on_top) / n_new
-        if not before or self.__dict__.get("_n_steps", 1) == 0:
-            # a stream's first rows that train (a first call of one class draws no pair) do
-            # as `fit` on all the rows so far does: a step a pass, however few (fewer than a
-            # batch earned a fraction of a step a pass: 0-1 steps for 10 rows)
-            earned = max(earned, self._first_steps(self._n_streamed))
+        first = not before or self.__dict__.get("_n_steps", 1) == 0  # nothing trained yet
+        earned = self._earned(before, self._n_streamed, first)
+        if not first:  # (the first earns fit's steps on every row so far, remembered too)
+            # remembered rows replayed on top of the new rows' own share (`_replay_on_top`)
+            on_top = min(replay_count(memory, n_new, at_least), self._replay_on_top() * n_new)
+            earned = earned * (n_new + on_top) / n_new
         self._step_credit += earned
         steps = int(self._step_credit + 1e-9)
         self._step_credit -= steps
@@ -101,6 +98,28 @@ class StreamTraining:
             # every pass takes at least one step: `steps` passes is an upper bound
             self._run(table, draw, epochs=steps, max_steps=steps)
         replay_add(self._replay, rows, self.replay_size, self._rng)
+
+    def _earned(self, before: int, now: int, first: bool) -> float:
+        """The steps a call that brings the rows seen from `before` to `now` earns: the
+        budget's growth (`_stream_budget`). The stream's first call that trains (a first
+        call of one class draws no pair) trains as `fit` on the rows so far, a step a pass
+        however few (fewer than a batch earned a fraction of a step a pass: 0-1 steps for 10
+        rows); later calls earn only what the budget grows beyond that, so a stream still
+        trains as much as one `fit` on its rows. (What was credited is kept with the settings
+        it was counted in: a `set_params` of the batch size or epochs counts afresh.)"""
+        budget = self._stream_budget(now)
+        settings = (int(self.batch_size), getattr(self, self._EPOCHS_PARAM, None),
+                    self._items_per_row(), self._max_steps())
+        credited, counted_in = self.__dict__.get("_credited", (0.0, None))
+        if first:
+            target, base = max(budget, self._first_steps(now)), 0.0
+        else:
+            target = budget
+            base = self._stream_budget(before)
+            if counted_in == settings:
+                base = max(base, credited)
+        self._credited = (max(target, base), settings)
+        return max(0.0, target - base)
 
     def _refit_due(self, pool, memory) -> bool:
         """Retrain from the start on this call (`pool`: its rows, then the remembered ones):
