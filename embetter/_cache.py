@@ -280,4 +280,3 @@ def _one_row_each(encoder, out, n: int) -> np.ndarray:
             f"the cached encoder ({name}) returned an array of shape {rows.shape} for {n} "
             f"texts; the cache needs one flat row per text (shape ({n}, dim))")
     return rows
-

@@ -199,18 +199,17 @@ class LabellingLoop:
         if missing:
             raise ValueError(f"classes must not hold a missing value, got {missing[0]!r} in "
                              f"{arr.tolist()[:10]}")
-        values = np.asarray(source, dtype=object).ravel().tolist()
-        if len({isinstance(c, str) for c in values}) > 1:  # (np.asarray made ints strings)
+        values = np.asarray(source, dtype=object).ravel().tolist()  # (as given: np.asarray
+        # turned a list's ints into strings beside a string)
+        unique, mixed = None, len({isinstance(c, str) for c in values}) > 1
+        if not mixed:
+            try:
+                unique = np.unique(arr)
+            except TypeError:  # another unorderable mix
+                mixed = True
+        if mixed:
             raise ValueError(f"classes must be all strings or all numbers, got "
-                             f"{sorted({type(c).__name__ for c in values})} in "
-                             f"{list(source)[:10]}")
-        try:
-            unique = np.unique(arr)
-        except TypeError:  # an unorderable mix, such as str and int
-            raise ValueError(
-                "classes must be all strings or all numbers, got "
-                f"{sorted({type(c).__name__ for c in arr.tolist()})} in {arr.tolist()[:10]}"
-            ) from None
+                             f"{sorted({type(c).__name__ for c in values})} in {values[:10]}")
         if unique.size != arr.size:
             raise ValueError(f"classes holds a label more than once: {arr.tolist()[:10]}")
         return unique

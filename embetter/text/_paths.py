@@ -186,4 +186,3 @@ class EncodePaths:
         emb = engine.encode(texts, batch, self.prompt, progress, **extra)
         cut = asked if asked is not None else self._model_cut(plan, engine)
         return emb if cut is None else np.ascontiguousarray(emb[:, :int(cut)])
-

@@ -334,19 +334,19 @@ def _one_probe_at_a_time(path: Path):
     `PROBE_WAIT_S`, measure all the same."""
     from filelock import FileLock, Timeout
 
-    lock = FileLock(f"{path}.lock")
+    lock, held = FileLock(f"{path}.lock"), False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire(timeout=PROBE_WAIT_S)
+        held = True
     except (Timeout, OSError, NotImplementedError) as e:  # (filelock < 4: a file system
         # without flock)
         log.debug("backend='auto': measuring without the probe lock %s: %s", lock.lock_file, e)
-        yield
-        return
     try:
         yield
     finally:
-        lock.release()
+        if held:
+            lock.release()
 
 
 def _measure_and_keep(path, key, plans, build, kind, budget_s, clock):
