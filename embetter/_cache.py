@@ -78,6 +78,12 @@ class CachedEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
             # cull_limit=0: transform culls once per batch of writes, not on every set
             try:
                 cache = diskcache.Cache(folder, cull_limit=0)
+            except sqlite3.OperationalError as e:
+                if "readonly" not in str(e) and "unable to open" not in str(e):
+                    raise  # (a database locked past diskcache's timeout says so)
+                raise PermissionError(
+                    f"the cache at {folder!r} cannot be written ({e}): the cache stores what "
+                    "it computes, so give a folder this process may write to") from None
             except sqlite3.DatabaseError as e:  # "file is not a database", "malformed"
                 raise ValueError(
                     f"the cache at {folder!r} is damaged ({e}); delete that folder (its "
@@ -87,10 +93,11 @@ class CachedEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
 
     def _identity(self) -> str:
         """The encoder's fingerprint, re-hashed only when its state signature moved."""
-        signature = _state_signature(self.encoder)
+        signature, held = _state_signature(self.encoder)
         memo = self.__dict__.get("_identity_memo")
         if memo is None or memo[0] != signature:
-            memo = (signature, _content_hash(self.encoder))
+            # (the memo holds the objects the signature names by id: none is reused)
+            memo = (signature, _content_hash(self.encoder), held)
             self.__dict__["_identity_memo"] = memo
         return memo[1] + _model_folders(self.encoder)
 

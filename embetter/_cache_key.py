@@ -180,28 +180,37 @@ def _function_code(obj) -> bytes:
     return b"".join(parts)
 
 
-def _state_signature(obj, _seen=frozenset()):
+def _state_signature(obj):
     """A cheap summary of an estimator's state that changes whenever `fit`, `partial_fit` or
     `set_params` changes the state, at any depth (a step of a pipeline in a union in a
     pipeline): plain values by value, other objects by identity, and estimators (and small
-    containers) recursively through their attributes."""
+    containers) recursively through their attributes. Returns `(signature, held)`: `held`
+    lists the objects compared by identity; keep it as long as the signature, so that none
+    is freed and its id given to a new object (a refit's new array at the old one's
+    address would look unchanged)."""
+    held: list = []
+    return _signature(obj, frozenset(), held), held
+
+
+def _signature(obj, seen, held):
     if isinstance(obj, _PLAIN):
         return obj
-    if id(obj) in _seen:  # a cycle
+    held.append(obj)
+    if id(obj) in seen:  # a cycle
         return ("id", id(obj))
     if isinstance(obj, np.ndarray):
         return ("array", id(obj), obj.shape, obj.dtype.str)
-    seen = _seen | {id(obj)}
+    seen = seen | {id(obj)}
     if isinstance(obj, (list, tuple)):
         if len(obj) > 64:  # e.g. every text seen: its identity and length stand for it
             return ("seq", id(obj), len(obj))
-        return ("seq", id(obj), tuple(_state_signature(v, seen) for v in obj))
+        return ("seq", id(obj), tuple(_signature(v, seen, held) for v in obj))
     if isinstance(obj, dict):
         if len(obj) > 64:
             return ("map", id(obj), len(obj))
-        return ("map", id(obj), tuple((k, _state_signature(v, seen))
+        return ("map", id(obj), tuple((k, _signature(v, seen, held))
                                       for k, v in obj.items() if isinstance(k, str)))
     if isinstance(obj, BaseEstimator):
-        return ("est", id(obj), tuple((k, _state_signature(v, seen))
+        return ("est", id(obj), tuple((k, _signature(v, seen, held))
                                       for k, v in sorted(vars(obj).items())))
     return ("id", id(obj))

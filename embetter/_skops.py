@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import io
 import json
+import zipfile
 
 from embetter._atomic import atomic_path, user_path
 
@@ -202,12 +203,20 @@ def load_skops(path, trust: bool = False):
     import skops.io as sio
 
     path = user_path(path)
-    untrusted = sio.get_untrusted_types(file=path)
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except OSError:
+        raise  # (a missing or unreadable file says so itself)
+    except Exception as e:  # not a zip, no schema, a schema of another shape
+        raise _not_skops(path, e) from e
     ours = set(trusted_types())
     unknown = [t for t in untrusted if t not in ours]
     if unknown and not trust:
         raise UntrustedTypesError(path, unknown)
-    obj = sio.load(path, trusted=untrusted)
+    try:
+        obj = sio.load(path, trusted=untrusted)
+    except (zipfile.BadZipFile, KeyError) as e:  # a part the schema names is missing
+        raise _not_skops(path, e) from e
     addresses = [] if trust else _stored_addresses(obj)
     if addresses:
         raise UntrustedAddressError(path, addresses)
@@ -290,3 +299,8 @@ def folder_from_bytes(files: dict, load):
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
         return load(tmp)
+
+
+def _not_skops(path, error) -> ValueError:
+    return ValueError(f"{str(path)!r} is not a complete file written by save_skops (or "
+                      f"skops.io.dump): {type(error).__name__}: {error}")

@@ -319,12 +319,20 @@ def test_an_interrupted_learner_stream_call_puts_weights_and_optimizer_back(tiny
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(moments["state"][key][name]))
 
 
-def test_a_stream_refuses_a_device_set_in_mid_stream(tiny_model_path, corpus):
-    # before: ignored until a retrain took it silently (or crashed then, for a bad name)
-    stream = tuner(tiny_model_path, device="cpu").partial_fit(corpus[:8], [0, 1] * 4)
+def test_a_device_set_in_mid_stream_is_taken_at_the_next_call(tiny_model_path, corpus):
+    # before: ignored until a retrain took it silently (or crashed then, for a bad name);
+    # then refused for good (a stream trained on a GPU could not go on on a CPU): now the
+    # next call trains there, and a bad name fails that call, leaving the stream as it was
+    stream = tuner(tiny_model_path, device="cpu", refit_growth=None).partial_fit(
+        corpus[:8], [0, 1] * 4)
+    before = stream.transform(corpus[:4])
     stream.set_params(device="bogus")
-    with pytest.raises(ValueError, match="device was set to 'bogus' since this stream"):
+    with pytest.raises(ValueError, match="device"):
         stream.partial_fit(corpus[8:16], [0, 1] * 4)
+    np.testing.assert_array_equal(stream.transform(corpus[:4]), before)
+    assert stream.n_iter_ == 1
+    stream.set_params(device="cpu").partial_fit(corpus[8:16], [0, 1] * 4)
+    assert stream.n_iter_ == 2
 
 
 def test_max_seq_length_of_one_is_refused():

@@ -32,7 +32,7 @@ def test_a_nested_set_params_reaches_the_cache_key(tiny_model_path, tmp_path):
 def test_rows_of_two_widths_are_never_reshaped(tiny_model_path, tmp_path, monkeypatch):
     import embetter._cache as cache
 
-    monkeypatch.setattr(cache, "_state_signature", lambda obj: "fixed")  # a key that misses
+    monkeypatch.setattr(cache, "_state_signature", lambda obj: ("fixed", []))  # a key that misses
     enc = cached(tmp_path / "c", SentenceEncoder(tiny_model_path, device="cpu"))
     enc.transform(TEXTS[:1])
     enc.encoder.set_params(truncate_dim=8)

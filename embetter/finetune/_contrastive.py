@@ -337,6 +337,10 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, FitsPairs, T
         # what the stream's start settled, and where its random draws are: a loaded learner
         # goes on (and refuses set_params) exactly as the pickled one does
         fitted["_architecture"] = {k: plain_scalar(v) for k, v in settled.items()}
+        if "_credited" in state:  # the stream's steps so far, and the settings they count in
+            credited, counted_in = state["_credited"]
+            fitted["_credited"] = (float(credited), None if counted_in is None
+                                   else tuple(plain_scalar(v) for v in counted_in))
         kind, keys, pos, has_gauss, cached = state["_rng"].get_state()
         fitted["_rng_state"] = {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                                 "has_gauss": int(has_gauss), "cached": float(cached)}
@@ -370,6 +374,11 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, FitsPairs, T
                              f"could not read it: {type(e).__name__})") from e
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
             raise ValueError(f"{path!r} is not a file written by ContrastiveLearner.save")
+        missing = [k for k in ("params", "fitted", "module", "optimizer", "replay")
+                   if k not in payload]
+        if missing:
+            raise ValueError(f"{path!r} is not a complete file written by "
+                             f"ContrastiveLearner.save: it has no {', '.join(missing)}")
         params = payload["params"]
         params["loss"] = _DEPRECATED_LOSSES.get(params["loss"], params["loss"])  # see __setstate__
         learner = cls(**params, device=device)

@@ -28,10 +28,10 @@ from embetter.finetune._sbert_inputs import check_stream_labels
 from embetter.finetune._sbert_learner import SbertLearner
 from embetter.finetune._stream_average import StreamAverage
 
-#: the parameters a stream's first call settles (the model, the loss, the pairs per text, the
-#: device): a later call cannot take a new value, which a retrain would take silently in
-#: mid-stream
-_STREAM_FIXED = ("sent_tfm", "loss", "n_pos", "n_neg", "device")
+#: the parameters a stream's first call settles (the model, the loss, the pairs per text): a
+#: later call cannot take a new value, which a retrain would take silently in mid-stream (the
+#: device is a training setting: a stream trained on a GPU goes on on a CPU-only machine)
+_STREAM_FIXED = ("sent_tfm", "loss", "n_pos", "n_neg")
 
 
 class SbertTuner(ReadsTextsOnce, TransformerMixin, SbertBase):
@@ -204,7 +204,7 @@ class SbertTuner(ReadsTextsOnce, TransformerMixin, SbertBase):
 
     def _new_learner(self, seed) -> SbertLearner:
         return SbertLearner(sent_tfm=self.sent_tfm, loss=self.loss_, random_state=seed,
-                            device=self.device, **self._training_params())
+                            **self._training_params())
 
     def _training_params(self) -> dict:
         """The learner's training settings, as this tuner's parameters say now: a new
@@ -214,7 +214,7 @@ class SbertTuner(ReadsTextsOnce, TransformerMixin, SbertBase):
                 "learning_rate": self.learning_rate_, "warmup_ratio": self.warmup_ratio,
                 "matryoshka_dims": self.matryoshka_dims, "max_seq_length": self.max_seq_length,
                 "freeze_embeddings": self.freeze_embeddings,
-                "show_progress_bar": self.show_progress_bar}
+                "show_progress_bar": self.show_progress_bar, "device": self.device}
 
     @all_or_nothing  # a failed fit keeps the previous one, as the heads' do
     def fit(self, X, y):
@@ -277,7 +277,8 @@ class SbertTuner(ReadsTextsOnce, TransformerMixin, SbertBase):
     def _learn_batch(self, X, y, classes, first):
         self._validate_params()
         if not first:  # (before a retrain, which would take a new value in mid-stream)
-            check_stream_settled(self, self.__dict__.get("_stream_params", {}))
+            settled = self.__dict__.get("_stream_params", {})  # (older pickles: the device)
+            check_stream_settled(self, {k: settled[k] for k in _STREAM_FIXED if k in settled})
         texts = as_texts(X)
         labels, _ = as_targets(y, "y", n_samples=len(texts))
         if first and labels.ndim == 1 and classes is not None:
