@@ -117,6 +117,13 @@ def cmd_finetune(args) -> int:
     if params:
         tuner.set_params(**params)
     tuner._validate_params()  # a bad -p value or --seed fails now, not after the encoding
+    if "device" in tuner.get_params():  # (the device's name too: -p device=cuda on a CPU)
+        from embetter._torch.device import available_device
+
+        try:
+            available_device(tuner.device)
+        except ValueError as e:
+            raise UsageError(f"-p device: {e}") from None
     if args.tuner == "sbert":
         steps = [ColumnGrabber(args.text_col), tuner]
     else:

@@ -139,12 +139,18 @@ def read_table(path):
             # with a trailing comma must not turn the first column into the index.
             # (with index_col=False pandas cuts the extra fields of a first data row and only
             # warns: blank ones are trailing commas, a text is an unquoted comma: an error)
+            # (a later row's extra fields are pandas' error: blank ones are let through too)
             import warnings
 
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", pd.errors.ParserWarning)
-                df = pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""],
-                                 index_col=False)
+                try:
+                    df = _read_csv(p)
+                except pd.errors.ParserError as e:
+                    if "Expected" not in str(e):
+                        raise
+                    width = _check_no_extra_fields(p, path)
+                    df = _read_csv(p, usecols=range(width))  # extras all blank
             for w in caught:
                 if issubclass(w.category, pd.errors.ParserWarning):
                     _check_no_extra_fields(p, path)
@@ -178,9 +184,17 @@ def read_table(path):
     return df
 
 
-def _check_no_extra_fields(p: Path, path) -> None:
+def _read_csv(p: Path, usecols=None):
+    import pandas as pd
+
+    return pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""], index_col=False,
+                       usecols=usecols)
+
+
+def _check_no_extra_fields(p: Path, path) -> int:
     """A CSV row with a non-blank field past the header's columns (an unquoted comma in a
-    text) is refused, naming its line; blank ones (trailing commas) are not."""
+    text) is refused, naming its line; blank ones (trailing commas) are not. Returns the
+    header's width."""
     import csv
 
     with open(p, newline="", encoding="utf-8", errors="replace") as f:
@@ -190,7 +204,9 @@ def _check_no_extra_fields(p: Path, path) -> None:
             if any(cell.strip() for cell in row[width:]):
                 raise UsageError(
                     f"{path}: line {reader.line_num} has more fields than the header; put "
-                    'texts that contain commas in double quotes ("a, b")')
+                    'texts that contain commas in double quotes ("a, b"), and save a file '
+                    "with another delimiter (';', tab) with ','")
+    return width
 
 
 def column(df, name: str, path, role: str, rows=None) -> list:

@@ -37,6 +37,8 @@ def load_pipeline(path, trust: bool = False):
     """Load a pipeline file: skops through the trusted-types check, joblib with a warning."""
     fmt = pipeline_format(path)
     path = user_path(path)  # `~` as the outputs expand it
+    if os.path.isdir(path):
+        raise UsageError(f"{path}: is a directory, expected a pipeline file")
     if not os.path.isfile(path):
         raise UsageError(f"{path}: no such file")
     try:

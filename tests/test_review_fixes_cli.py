@@ -204,3 +204,35 @@ def test_demo_piped_into_a_reader_that_stops_still_writes_its_plots(tiny_model_p
     assert demo.wait(timeout=600) == 0
     for name in ("raw", "feedforward", "contrastive"):
         assert (tmp_path / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_trailing_comma_on_a_later_line_is_read_as_on_the_first(tmp_path):
+    """Blank extra fields were cut on the first data row but refused on a later one, with a
+    hint about unquoted commas; a text past the header's columns is still refused."""
+    from embetter._files import read_table
+
+    later = tmp_path / "later.csv"
+    later.write_text("text,label\na,b\nc,d,\n")
+    assert read_table(later).values.tolist() == [["a", "b"], ["c", "d"]]
+    text = tmp_path / "text.csv"
+    text.write_text("text,label\na,b\nc,d,e\n")
+    with pytest.raises(Exception, match="line 3 has more fields than the header"):
+        read_table(text)
+
+
+def test_a_folder_given_as_the_pipeline_is_named_a_directory(tmp_path, capsys):
+    (tmp_path / "d.skops").mkdir()
+    (tmp_path / "in.csv").write_text("text\nhello\n")
+    assert main(["transform", str(tmp_path / "d.skops"), str(tmp_path / "in.csv"),
+                 "--out", str(tmp_path / "t.npy")]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_finetune_refuses_a_device_before_encoding(tmp_path, tiny_model_path, capsys):
+    path = tmp_path / "l.csv"
+    labelled_frame().to_csv(path, index=False)
+    assert main(["finetune", str(path), "--text-col", "text", "--label-col", "label",
+                 "--model", tiny_model_path, "-p", "device=foo",
+                 "--out", str(tmp_path / "p.skops")]) == 2
+    err = capsys.readouterr().err
+    assert "device" in err and "fitting" not in err
