@@ -10,6 +10,7 @@ import os
 import secrets
 import shutil
 import stat
+import sys
 import tempfile
 from pathlib import Path
 
@@ -61,13 +62,30 @@ def user_path(path) -> str:
     return os.path.expanduser(os.fspath(path))
 
 
+def _exchange(a, b) -> bool:
+    """Swap two directories in one step (Linux's `renameat2` with `RENAME_EXCHANGE`): a
+    process killed during a re-save leaves the old folder or the new one at the target,
+    never neither. False where the system or file system has no such call."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):  # a C library without it (glibc < 2.28, musl)
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
 @contextlib.contextmanager
 def atomic_path(path, *, folder: bool = False):
     """Yield a temporary path next to `path`; when the block succeeds, move it over `path`.
 
     With `folder=True` the temporary path is an (empty) directory and `path` a directory; an
-    existing one is moved aside first (a directory cannot be renamed onto a non-empty one),
-    then removed. The parent folder is created when missing.
+    existing one is swapped with it in one step where Linux can (else moved aside first: a
+    directory cannot be renamed onto a non-empty one), then removed. The parent folder is
+    created when missing.
 
     Arguments:
         path: the file (or folder) to write.
@@ -104,7 +122,9 @@ def atomic_path(path, *, folder: bool = False):
         if not folder and target.is_file():  # a re-save keeps the file's permissions
             with contextlib.suppress(OSError):  # where the file system takes them
                 os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
-        if folder and target.exists():
+        if folder and target.exists() and _exchange(tmp, target):
+            shutil.rmtree(tmp, ignore_errors=True)  # (now the old folder)
+        elif folder and target.exists():  # no atomic swap here: the old one moves aside
             old = tempfile.mkdtemp(prefix=f".{stem}.old-", dir=target.parent)
             aside = Path(old, "previous")
             os.replace(target, aside)

@@ -4,10 +4,12 @@ before its fix."""
 from __future__ import annotations
 
 import gc
+import os
 import pickle
 import sqlite3
 import weakref
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,3 +125,40 @@ def test_sbert_tuner_streams_on_after_its_device_is_set(tiny_model_path, labelle
     stream.partial_fit(texts[12:], y[12:])
     assert stream.model_ is model and stream.learner_.device == "cpu"
     assert stream.n_iter_ == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the kill is simulated in a forked child")
+def test_a_folder_resave_killed_midway_leaves_a_folder_at_the_target(tmp_path):
+    """A re-save moved the old folder aside, then the new one in: a process killed between
+    the two left no folder at the target. Where Linux swaps two folders in one step, the
+    target holds the old folder or the new one."""
+    import ctypes
+
+    from embetter._atomic import atomic_path
+
+    if not hasattr(ctypes.CDLL(None), "renameat2"):
+        pytest.skip("this system has no atomic swap of two folders (renameat2)")
+    target = tmp_path / "model"
+    with atomic_path(target, folder=True) as tmp:
+        Path(tmp, "weights").write_text("old")
+    pid = os.fork()
+    if pid == 0:  # the child: killed after the save's first rename, before any other
+        real, calls = os.replace, []
+
+        def killed(*args, **kwargs):
+            if calls:
+                os._exit(0)
+            calls.append(args)
+            return real(*args, **kwargs)
+
+        os.replace = killed
+        try:
+            with atomic_path(target, folder=True) as tmp:
+                Path(tmp, "weights").write_text("new")
+        finally:
+            os._exit(1)
+    os.waitpid(pid, 0)
+    assert (target / "weights").read_text() in ("old", "new")
+    with atomic_path(target, folder=True) as tmp:  # and a later save replaces it
+        Path(tmp, "weights").write_text("newer")
+    assert (target / "weights").read_text() == "newer"
