@@ -66,11 +66,16 @@ _VOLATILE = frozenset({"_stop_words_id"})
 
 def _without_volatile(obj, _seen=frozenset()):
     """`obj` as its identity is hashed: estimators at any depth (attributes, pipeline steps,
-    the owners of bound methods) without their `_VOLATILE` attributes, as stand-ins made for
-    the hash only; `obj` itself where nothing inside holds one (its hash, and so its cache
-    rows, stay as they were)."""
+    the owners of bound methods) without their `_VOLATILE` attributes, their arrays as a
+    pickle or skops file gives them back (a strided view contiguous, a RandomState as its
+    state), as stand-ins made for the hash only; `obj` itself where nothing inside holds one
+    (its hash, and so its cache rows, stay as they were)."""
     if isinstance(obj, _PLAIN) or id(obj) in _seen:
         return obj
+    if isinstance(obj, np.ndarray):  # a strided view comes back from a pickle contiguous
+        return obj if obj.flags.c_contiguous or obj.flags.f_contiguous else obj.copy()
+    if isinstance(obj, np.random.RandomState):  # its draws (not its unused seed sequence,
+        return ("RandomState", *obj.get_state(legacy=True))  # another after a skops load)
     seen = _seen | {id(obj)}
     if isinstance(obj, (list, tuple)):
         items = [_without_volatile(v, seen) for v in obj]

@@ -162,3 +162,21 @@ def test_a_folder_resave_killed_midway_leaves_a_folder_at_the_target(tmp_path):
     with atomic_path(target, folder=True) as tmp:  # and a later save replaces it
         Path(tmp, "weights").write_text("newer")
     assert (target / "weights").read_text() == "newer"
+
+
+def test_a_round_tripped_encoder_keeps_its_cache_key(tmp_path):
+    """A fitted LiteTextEncoder's SVD holds a strided view, which a pickle gives back
+    contiguous, and a skops file gives a RandomState another unused seed sequence: the key
+    moved, and the whole cache missed after a save and load."""
+    from embetter._cache_key import _content_hash
+    from embetter.text import LiteTextEncoder
+    from embetter.utils import save_skops
+
+    texts = [f"text number {i} about cats and dogs {i % 7}" for i in range(300)]
+    for seed in (0, np.random.RandomState(0)):
+        enc = LiteTextEncoder(n_components=20, random_state=seed).fit(texts)
+        save_skops(enc, tmp_path / "e.skops")
+        for back in (pickle.loads(pickle.dumps(enc)), load_skops(tmp_path / "e.skops")):
+            assert _content_hash(back) == _content_hash(enc)
+    other = LiteTextEncoder(n_components=20, random_state=1).fit(texts)
+    assert _content_hash(other) != _content_hash(enc)
