@@ -137,7 +137,7 @@ class EmbeddingServer:
             return fault.status, fault.headers, {"error": {"message": f"injected {fault.status}",
                                                            "type": "server_error"}}
         if fault is not None and fault.raw is not None:
-            return 200, {"content-type": "text/html"}, fault.raw
+            return 200, {"content-type": "text/html", **fault.headers}, fault.raw
         if self.delay:
             time.sleep(self.delay)
         dims = body.get("dimensions") or body.get("output_dimension")

@@ -108,3 +108,63 @@ def test_an_address_with_a_question_mark_in_its_password_is_hidden():
     from embetter.external._core import _shown
 
     assert _shown("user:pa?SECRET@host/v1?api-key=SECRET") == "***@host/v1"
+
+
+def test_the_token_estimate_is_not_under_the_pieces_of_numbers_and_ids():
+    # a BPE tokeniser's pre-tokeniser cuts each digit group and punctuation mark apart, a
+    # token at least each: characters / 3 took "7,7,7,..." at a third of its tokens, and a
+    # batch of such texts past a provider's per-request token limit
+    digits = ",".join("7" * 3000)
+    assert estimate_tokens(digits) >= 5999
+    assert estimate_tokens(" ".join("abc" * 500)) >= 1500
+    english = "The quick brown fox jumps over the lazy dog. " * 10
+    assert len(english) / 4 < estimate_tokens(english) <= len(english) / 2.5
+
+
+def test_an_azure_ad_token_a_header_cannot_carry_is_refused(server, monkeypatch):
+    # before: the AD token went to the client unchecked; the HTTP layer refused it with the
+    # token in its message, retried as a connection error
+    monkeypatch.setenv("AZURE_OPENAI_AD_TOKEN", SECRET + "\n")
+    with pytest.raises(ValueError, match="AZURE_OPENAI_AD_TOKEN") as info:
+        make("azure", server, api_key=None, max_retries=0).transform(["a b"])
+    assert "SECRETVALUE" not in str(info.value) and not server.requests
+
+
+def test_an_address_from_the_environment_keys_the_known_width(server, monkeypatch):
+    # before: keyed by base_url=None, so an empty input got the last server's width
+    import numpy as np
+
+    from tests._api_server import EmbeddingServer
+
+    wide = EmbeddingServer(lambda texts: np.ones((len(texts), 7), np.float32), api_key=KEY)
+    wide.start()
+    try:
+        from embetter.external import OllamaEncoder
+
+        enc = OllamaEncoder("tiny", api_key=KEY, max_retries=0)
+        monkeypatch.setenv("OLLAMA_HOST", server.url)
+        width = enc.transform(["x"]).shape[1]
+        monkeypatch.setenv("OLLAMA_HOST", wide.url)
+        assert enc.transform(["x"]).shape == (1, 7) and enc.transform([]).shape == (0, 7)
+        monkeypatch.setenv("OLLAMA_HOST", server.url)
+        assert enc.transform([]).shape == (0, width)
+    finally:
+        wide.stop()
+
+
+def test_an_unreadable_retry_after_ms_falls_back_to_retry_after():
+    from embetter.external._calls import retry_after
+
+    assert retry_after({"retry-after-ms": "abc", "retry-after": "2"}) == 2.0
+    assert retry_after({"retry-after-ms": "1500", "retry-after": "2"}) == 1.5
+
+
+def test_an_openai_compatible_reply_without_indices_is_taken_in_order(server):
+    import json
+
+    rows = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+    body = {"object": "list", "model": "tiny", "usage": {"prompt_tokens": 2, "total_tokens": 2},
+            "data": [{"object": "embedding", "embedding": r} for r in rows]}
+    server.inject(raw=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    out = make("openai", server, max_retries=0).transform(["a", "b"])
+    assert out.tolist() == rows

@@ -198,7 +198,8 @@ class HostedEncoder(EmbetterBase):
 
     # -- output width ------------------------------------------------------------------------
     def _dim_key(self):
-        return (self.model, self.dimensions, self.base_url)
+        # (the environment too: an address read from OLLAMA_HOST, OPENAI_BASE_URL...)
+        return (self.model, self.dimensions, self.base_url, self._client_env())
 
     def _known_dim(self) -> int | None:
         if self.dimensions is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from embetter.external._calls import MalformedReply, require, reveal
+from embetter.external._calls import MalformedReply, check_key, require, reveal
 from embetter.external._core import HostedEncoder
 
 OPENAI_DIMS = {
@@ -107,7 +107,9 @@ class OpenAIEncoder(HostedEncoder):
     def _embed_batch(self, client, texts):
         extra = {"dimensions": int(self.dimensions)} if self.dimensions is not None else {}
         reply = client.embeddings.create(model=self.model, input=texts, **extra)
-        data = sorted(reply.data, key=lambda item: item.index)
+        if all(getattr(item, "index", None) is None for item in reply.data):
+            return [item.embedding for item in reply.data]  # a server that numbers none
+        data = sorted(reply.data, key=lambda item: (item.index is None, item.index or 0))
         if [item.index for item in data] != list(range(len(data))):
             raise MalformedReply(
                 f"the reply's indices are {[item.index for item in reply.data][:10]}, "
@@ -198,6 +200,9 @@ class AzureOpenAIEncoder(OpenAIEncoder):
     def _make_client(self):
         openai = require("openai", "openai", type(self).__name__)
         self._optional_key()  # checked; none is asked for (an AD token may stand in)
+        if os.environ.get("AZURE_OPENAI_AD_TOKEN"):  # (the client sends it as a header)
+            check_key(os.environ["AZURE_OPENAI_AD_TOKEN"],
+                      "the environment variable AZURE_OPENAI_AD_TOKEN")
         try:
             return openai.AzureOpenAI(
                 api_key=reveal(self.api_key), azure_endpoint=self.base_url,
