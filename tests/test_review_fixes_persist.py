@@ -180,3 +180,4 @@ def test_a_round_tripped_encoder_keeps_its_cache_key(tmp_path):
             assert _content_hash(back) == _content_hash(enc)
     other = LiteTextEncoder(n_components=20, random_state=1).fit(texts)
     assert _content_hash(other) != _content_hash(enc)
+

@@ -222,3 +222,29 @@ def test_a_pipelined_engine_of_a_half_model_on_the_cpu_is_not_rebuilt(tiny_model
             p.mul_(1.01)
     enc.transform(TEXTS)
     assert enc.__dict__["_engine"][1] is engine
+
+
+@pytest.mark.parametrize("mode, backend", [("train", None), ("eval", "pipelined")])
+def test_a_token_or_module_added_to_a_callers_model_is_encoded_as_it_is(
+        tiny_model_path, mode, backend):
+    """A copy (of a model in training mode) or a fast engine kept the modules and tokenizer
+    of the model as it was at the first transform: a token added (embeddings resized) or a
+    module appended was left out, and `transform` silently differed from `model.encode`."""
+    import copy
+
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Normalize
+
+    from embetter.text import SentenceEncoder
+
+    texts = ["zzqxword is here", "the cat likes pizza"]
+    model = SentenceTransformer(tiny_model_path, device="cpu").train(mode == "train")
+    enc = SentenceEncoder(model, backend=backend, device="cpu")
+    enc.transform(texts)
+    model.tokenizer.add_tokens(["zzqxword"])
+    model[0].auto_model.resize_token_embeddings(len(model.tokenizer))
+    expected = copy.deepcopy(model).eval().encode(texts)
+    np.testing.assert_allclose(enc.transform(texts), expected, atol=1e-5)
+    model.append(Normalize())
+    np.testing.assert_allclose(np.linalg.norm(enc.transform(texts), axis=1), 1.0, atol=1e-5)
+    assert model.training == (mode == "train")

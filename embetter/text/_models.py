@@ -282,9 +282,22 @@ def model_state_key(name, device) -> tuple:
     from embetter._st import is_sentence_model
 
     if is_sentence_model(name):  # (where it is now too: an engine is built for one device)
-        return (id(name), device, runs_as_is(name, device), str(name.device))
+        return (id(name), device, runs_as_is(name, device), str(name.device),
+                model_structure(name))
     resolved, state = folder_key(name)
     return (resolved, device, state)
+
+
+def model_structure(model) -> tuple:
+    """A caller's model's modules and its tokenizer's vocabulary (the tokenizer object and
+    its size): a module appended or a token added between two encodes gives a new copy and
+    engine (a copy or a fast engine holds the modules and the tokenizer as they were)."""
+    tokenizer = getattr(model, "tokenizer", None)
+    try:
+        size = len(tokenizer)
+    except TypeError:  # (a `tokenizers.Tokenizer`, a static model's, has no len)
+        size = getattr(tokenizer, "get_vocab_size", lambda: None)()
+    return tuple(id(module) for module in model), id(tokenizer), size
 
 
 def folder_key(name) -> tuple:
