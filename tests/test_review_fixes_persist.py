@@ -181,3 +181,37 @@ def test_a_round_tripped_encoder_keeps_its_cache_key(tmp_path):
     other = LiteTextEncoder(n_components=20, random_state=1).fit(texts)
     assert _content_hash(other) != _content_hash(enc)
 
+
+
+def test_a_learners_first_call_copies_no_weights_to_put_back(tiny_model_path, pairs):
+    """Each call kept a CPU copy of every trained weight, to put back after a failure; a
+    first call's model is a copy the failure drops whole (a model's size in memory, spent
+    for nothing). A later call still keeps one, and a failure there puts it back."""
+    import torch
+
+    from tests._sbert_helpers import learner
+
+    X1, X2, y = pairs
+    fitted = learner(tiny_model_path)
+    calls, original = [], fitted._trained_parameters
+    fitted._trained_parameters = lambda: calls.append(1) or original()
+    fitted.partial_fit(X1[:16], X2[:16], y[:16])
+    assert calls == []
+    before = fitted.transform(X1[:3])
+
+    def fail(*args, **kwargs):
+        with torch.no_grad():
+            for p in fitted.model_.parameters():
+                p.fill_(0.5)
+        raise KeyboardInterrupt
+
+    import embetter.finetune._trainer as trainer
+
+    real, trainer.train = trainer.train, fail
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fitted.partial_fit(X1[16:32], X2[16:32], y[16:32])
+    finally:
+        trainer.train = real
+    assert calls  # the later call kept the weights, and put them back
+    np.testing.assert_array_equal(fitted.transform(X1[:3]), before)

@@ -236,8 +236,10 @@ class SbertLearner(RemovedParams, FitsPairs, TransformerMixin, SbertBase):
         # autograd on for the private copy and its training, even under the caller's
         # torch.inference_mode() (an inference tensor can never be trained)
         with grad_enabled():
+            fresh = "model_" not in self.__dict__  # (a failed call drops a fresh copy)
             model, dims = self._model_to_train()
-            self._train(rows, learner_loss(self.loss, model, dims, class_texts), eval_set)
+            self._train(rows, learner_loss(self.loss, model, dims, class_texts), eval_set,
+                        fresh)
         return self
 
     def _model_to_train(self):
@@ -269,7 +271,7 @@ class SbertLearner(RemovedParams, FitsPairs, TransformerMixin, SbertBase):
         return {name: p for name, p in model.named_parameters()
                 if all(p is not f for f in fixed)}
 
-    def _train(self, rows, loss, eval_set):
+    def _train(self, rows, loss, eval_set, fresh=False):
         from embetter._st import embedding_dim
         from embetter._torch import seed_from
         from embetter.finetune._trainer import Schedule, train
@@ -306,18 +308,21 @@ class SbertLearner(RemovedParams, FitsPairs, TransformerMixin, SbertBase):
                 truncated = True
             except AttributeError:  # a static model reads every token: nothing to truncate
                 pass
-        # a call that fails part-way puts the weights back (the attributes: all_or_nothing)
-        saved = {name: p.detach().to("cpu", copy=True)  # (on the CPU: no GPU memory spent)
-                 for name, p in self._trained_parameters().items()}
+        # a call that fails part-way puts the weights back (the attributes: all_or_nothing,
+        # which also drops a copy this call made: nothing to put back into that one)
+        saved = None if fresh else {
+            name: p.detach().to("cpu", copy=True)  # (on the CPU: no GPU memory spent)
+            for name, p in self._trained_parameters().items()}
         try:
             steps, epochs, self._optimizer_state = train(
                 model, rows, loss, schedule, on_epoch_end=scores)
         except BaseException:
             import torch
 
-            with torch.no_grad():
-                for name, p in self._trained_parameters().items():
-                    p.copy_(saved[name])
+            if saved is not None:
+                with torch.no_grad():
+                    for name, p in self._trained_parameters().items():
+                        p.copy_(saved[name])
             raise
         finally:
             if truncated:
