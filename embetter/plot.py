@@ -199,7 +199,10 @@ def projection(
         values = list(y.to_numpy() if hasattr(y, "to_numpy") else y)
         unlabelled = np.array([is_missing(v) for v in values], dtype=bool)
         if len(values) != points.shape[0] or not unlabelled.any():
-            y, unlabelled = as_labels(y, "y", n_samples=points.shape[0]), None
+            # (the values read: a generator given as y is spent)
+            y = as_labels(y if hasattr(y, "__len__") else values, "y",
+                          n_samples=points.shape[0])
+            unlabelled = None
         else:
             ax.scatter(points[unlabelled, 0], points[unlabelled, 1], s=point_size, alpha=0.5,
                        linewidths=0, color="lightgrey", label="(unlabelled)")

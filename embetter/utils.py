@@ -71,13 +71,18 @@ def calc_distances(
                         f"{(inputs if name == 'inputs' else anchors)!r:.60}; wrap it in a list")
     X_inputs = pipeline.transform(inputs)
     X_anchors = anchor_pipeline.transform(anchors)
-    # rows by shape: a sparse matrix (a TfidfVectorizer at the end) has no len()
-    if X_anchors.shape[0] == 0:
+    if _n_rows(X_anchors) == 0:
         raise ValueError("anchors is empty: at least one anchor is needed to measure against")
-    if X_inputs.shape[0] == 0:
+    if _n_rows(X_inputs) == 0:
         return np.zeros(0, dtype=np.float64)
     distances = pairwise_distances(X_inputs, X_anchors, metric=metric, n_jobs=n_jobs)
     return aggregate(distances, axis=1)
+
+
+def _n_rows(X) -> int:
+    """Rows by shape (a sparse matrix, a TfidfVectorizer's, has no len()), else by len (an
+    encoder that returns a list of vectors)."""
+    return X.shape[0] if hasattr(X, "shape") else len(X)
 
 
 def batched(iterable: Iterable, n: int = 64) -> Iterator[list]:

@@ -64,3 +64,26 @@ def test_batched_checks_n_when_called():
     with pytest.raises(ValueError, match="n"):
         batched(range(5), 0)  # a generator: raised only when first iterated
     assert list(batched(range(5), 2)) == [[0, 1], [2, 3], [4]]
+
+
+def test_projection_takes_a_generator_of_labels_every_row_labelled():
+    # before: the generator was read for the missing-label check, then again (empty):
+    # "y must be 1-D, got shape ()"
+    pytest.importorskip("matplotlib")
+    from embetter.plot import projection
+
+    X = np.random.default_rng(0).normal(size=(6, 4))
+    fig = projection(X, (label for label in "aabbcc"))
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["a", "b", "c"]
+
+
+def test_calc_distances_takes_an_encoder_that_returns_a_list_of_vectors():
+    # before: AttributeError: 'list' object has no attribute 'shape'
+    from sklearn.metrics import pairwise_distances
+    from sklearn.preprocessing import FunctionTransformer
+
+    from embetter.utils import calc_distances
+
+    enc = FunctionTransformer(lambda X: [[float(len(t)), 1.0] for t in X])
+    expected = pairwise_distances([[1.0, 1.0], [2.0, 1.0]], [[3.0, 1.0]], metric="cosine")
+    np.testing.assert_allclose(calc_distances(["a", "bb"], ["ccc"], enc), expected.max(1))
