@@ -276,7 +276,8 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, FitsPairs, T
         # records n_features_in_ (and the column names of a DataFrame X1), or checks them
         check_estimator_input(self, X1, reset=first, name="X1")
         X1, X2, y = checked
-        if loss == "cosine_margin" and not np.isin(y, (0, 1)).all():
+        if (loss in ("cosine_margin", "infonce") and y is not None
+                and not np.isin(y, (0, 1)).all()):  # (infonce skipped other values silently)
             raise ValueError(
                 f"loss={self.loss!r} needs 0/1 labels in y (1 = similar); for float scores use "
                 f"loss='cosine'. Got values such as {np.unique(y)[:5].tolist()}"

@@ -148,7 +148,10 @@ def check_eval_set(eval_set):
         )
     if eval_set[2] is None:  # scored by the Spearman correlation with these scores
         raise ValueError("eval_set's y must hold a similarity score per pair, got None")
-    return check_pairs(*eval_set, texts=True)
+    try:
+        return check_pairs(*eval_set, texts=True)
+    except (TypeError, ValueError) as e:  # (its messages name X1, X2 and y: the eval set's)
+        raise type(e)(f"eval_set (X1, X2, y): {e}") from None
 
 
 def check_stream_labels(labels: np.ndarray, seen_y, classes) -> None:

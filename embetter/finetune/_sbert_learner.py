@@ -282,7 +282,14 @@ class SbertLearner(RemovedParams, FitsPairs, TransformerMixin, SbertBase):
             if eval_set is None:
                 return {}
             a, b, target = eval_set
-            return {"eval_spearman": _spearman(self._cosine(a, b), target)}
+            training_length = model.max_seq_length
+            if truncated:  # scored at the length the fitted model encodes at
+                model.max_seq_length = limit
+            try:
+                return {"eval_spearman": _spearman(self._cosine(a, b), target)}
+            finally:
+                if truncated:
+                    model.max_seq_length = training_length
 
         # a new seed per call: a stream of calls does not replay one dropout sequence
         seed = (seed_from(self.random_state) + self.n_iter_) % (2**32)
@@ -319,6 +326,7 @@ class SbertLearner(RemovedParams, FitsPairs, TransformerMixin, SbertBase):
         except BaseException:
             import torch
 
+            model.eval()  # (as a call that trains to the end leaves it)
             if saved is not None:
                 with torch.no_grad():
                     for name, p in self._trained_parameters().items():

@@ -192,11 +192,6 @@ def train(model, rows: Rows, loss, schedule: Schedule, on_epoch_end=None) -> tup
     model.to(device)
     size = schedule.batch_size
     generator = torch.Generator().manual_seed(schedule.seed)
-    total = math.ceil(len(rows) / size) * schedule.epochs  # the warm-up's share of these
-    # the warm-up's first step runs at rate 0 (as the Trainer's): a fit of one step (16
-    # pairs at the defaults) has none, or it would train nothing
-    warmup = 0 if schedule.optimizer_state is not None else max(0, min(
-        math.ceil(schedule.warmup_ratio * total), total - 1))
     history, steps = [], 0
     # enable_grad: a caller's torch.no_grad() must not stop training (and is back after)
     with frozen(schedule.frozen), seeded(schedule.seed, device), torch.enable_grad():
@@ -205,7 +200,12 @@ def train(model, rows: Rows, loss, schedule: Schedule, on_epoch_end=None) -> tup
         _st.resume_optimizer(optimizer, schedule.optimizer_state)
         plan = [batches(rows, size, generator, schedule.no_duplicates)
                 for _ in range(schedule.epochs)]
+        # the warm-up's share of the steps taken (batches without duplicate texts can take
+        # more than rows / batch size); its first step runs at rate 0 (as the Trainer's): a
+        # fit of one step (16 pairs at the defaults) has none, or it would train nothing
         n_steps = sum(len(p) for p in plan)
+        warmup = 0 if schedule.optimizer_state is not None else max(0, min(
+            math.ceil(schedule.warmup_ratio * n_steps), n_steps - 1))
         scheduler = _schedule(optimizer, warmup, n_steps)
         tokens = Tokens(model, rows.texts, device)
         if hasattr(loss, "prepare"):  # e.g. the prototypes: the model before this call trains

@@ -1,0 +1,75 @@
+"""Fixes from a review of the pair learners: each test failed on the code before its fix."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tests._sbert_helpers import learner
+
+
+def test_the_warm_up_is_a_share_of_the_steps_taken(tiny_model_path, corpus, monkeypatch):
+    """With in-batch negatives a batch skips a text it already holds, so a repeated anchor
+    takes more steps than rows / batch size: the warm-up was a share of the smaller count
+    (1 step of 12 at warmup_ratio=0.25)."""
+    import embetter.finetune._trainer as trainer
+
+    seen, real = [], trainer._schedule
+    monkeypatch.setattr(trainer, "_schedule",
+                        lambda opt, warmup, n: seen.append((warmup, n)) or real(opt, warmup, n))
+    learner(tiny_model_path, loss="mnrl", batch_size=4, warmup_ratio=0.25).fit(
+        ["the cat"] * 12, corpus[:12])
+    (warmup, n_steps), = seen
+    assert n_steps == 12 and warmup == math.ceil(0.25 * 12)
+
+
+def test_the_eval_score_is_the_fitted_models(tiny_model_path, pairs, corpus):
+    """With a training length (max_seq_length), the eval set was encoded cut to it, not as
+    the fitted model encodes it: the recorded score was another model's."""
+    from scipy.stats import spearmanr
+
+    X1, X2, y = pairs
+    long = [" ".join(corpus[i:i + 6]) for i in range(8)]
+    other = [" ".join(corpus[i + 3:i + 9]) for i in range(8)]
+    scores = np.linspace(0, 1, 8)
+    fitted = learner(tiny_model_path, max_seq_length=8, epochs=1).fit(
+        X1[:16], X2[:16], y[:16], eval_set=(long, other, scores))
+    expected = spearmanr(fitted.predict(long, other), scores).statistic
+    assert fitted.history_[-1]["eval_spearman"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_an_eval_set_error_names_the_eval_set(tiny_model_path, pairs):
+    X1, X2, y = pairs
+    with pytest.raises(ValueError, match=r"eval_set \(X1, X2, y\): X1 and X2 must hold"):
+        learner(tiny_model_path).fit(X1[:4], X2[:4], y[:4], eval_set=(X1[:4], X2[:2], y[:4]))
+
+
+def test_infonce_refuses_labels_other_than_0_and_1():
+    # before: pairs with y == 2 were dropped without a word (nothing trained)
+    from embetter.finetune import ContrastiveLearner
+
+    rng = np.random.default_rng(0)
+    A, B = rng.normal(size=(2, 30, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match="0/1 labels"):
+        ContrastiveLearner(loss="infonce", epochs=2, random_state=0).fit(A, B, [2] * 29 + [1])
+
+
+def test_a_failed_call_leaves_the_model_in_eval_mode(tiny_model_path, pairs, monkeypatch):
+    import embetter.finetune._trainer as trainer
+
+    X1, X2, y = pairs
+    fitted = learner(tiny_model_path).fit(X1[:16], X2[:16], y[:16])
+    real, calls = trainer.torch.nn.utils.clip_grad_norm_, []
+
+    def clip_then_fail(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.torch.nn.utils, "clip_grad_norm_", clip_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        fitted.partial_fit(X1[16:48], X2[16:48], y[16:48])
+    assert not fitted.model_.training
