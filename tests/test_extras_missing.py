@@ -33,3 +33,15 @@ def test_missing_matplotlib_says_how_to_install_it():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert "pip install 'embetter[plot]'" in out
+
+
+@pytest.mark.parametrize("backend, missing", [("onnx", "onnxruntime"),
+                                              ("openvino", "openvino")])
+def test_a_fast_backend_without_its_runtime_names_the_extra(tiny_model_path, monkeypatch,
+                                                             backend, missing):
+    # before: a bare "No module named 'onnxruntime'" from inside the export
+    import embetter.text._backends as backends
+
+    monkeypatch.setattr(backends, "_installed", lambda module: module != missing)
+    with pytest.raises(ImportError, match=rf"{missing}.*pip install 'embetter\[{backend}\]'"):
+        SentenceEncoder(tiny_model_path, backend=backend, device="cpu").transform(["hi"])

@@ -33,6 +33,14 @@ def make_engine(backend: str, precision, name, load_model):
 
         model = load_model()
         return PipelinedEngine(model, model.device, precision)
+    # (the runtimes are extras: a missing one is named, with the extra that installs it)
+    needed = ("onnxruntime", "onnx") + (("openvino",) if backend == "openvino" else ())
+    missing = [module for module in needed if not _installed(module)]
+    if missing:
+        raise ImportError(
+            f"backend={backend!r} needs {' and '.join(missing)}, which "
+            f"{'is' if len(missing) == 1 else 'are'} not installed: "
+            f"pip install 'embetter[{backend}]' (or use backend='torch' or 'pipelined')")
     from embetter.text._backends._export import onnx_model_folder
 
     precision = precision or ("int8" if backend == "onnx" else "float32")
