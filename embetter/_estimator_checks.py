@@ -34,17 +34,18 @@ def check_stream_classes(classes, known: np.ndarray) -> None:
             f"first partial_fit call {known.tolist()[:10]}")
 
 
-def check_stream_settled(estimator, settled: dict) -> None:
+def check_stream_settled(estimator, settled: dict, as_settled=None) -> None:
     """Refuse a stream's later call after `set_params` changed a parameter its start settled
     (`settled`: name -> value then): it would be ignored until a retrain, which would then
-    take it silently in mid-stream (the output width, the loss...)."""
+    take it silently in mid-stream (the output width, the loss...). `as_settled(name)`: the
+    parameter now, in the form its start kept (default: as set)."""
     for name, value in settled.items():
-        now = getattr(estimator, name)
+        now = getattr(estimator, name) if as_settled is None else as_settled(name)
         if now is not value and now != value:
             raise ValueError(
-                f"{name} was set to {now!r:.80} since this stream started with {value!r:.80}; "
-                f"partial_fit continues that stream: call fit to start again with the new "
-                f"{name}, or set it back")
+                f"{name} was set to {getattr(estimator, name)!r:.80} since this stream "
+                f"started with {value!r:.80}; partial_fit continues that stream: call fit to "
+                f"start again with the new {name}, or set it back")
 
 
 def plain_scalar(value):

@@ -147,7 +147,7 @@ class TorchHeadMixin(FitTraining, StreamTraining):
             self._start_training()
         else:
             # a set_params that reshapes the network is refused, not taken at a retrain
-            check_stream_settled(self, self.__dict__.get("_architecture", {}))
+            check_stream_settled(self, self.__dict__.get("_architecture", {}), self._settled)
             with grad_enabled():  # copies that train again, even under inference_mode
                 saved = snapshot(self)
         try:
@@ -173,11 +173,15 @@ class TorchHeadMixin(FitTraining, StreamTraining):
         """A parameter that shapes the network, as it was when the network was built."""
         return self.__dict__.get("_architecture", {}).get(name, getattr(self, name))
 
+    def _settled(self, name):
+        """A parameter of `_ARCHITECTURE` in the form a stream's start keeps it."""
+        return getattr(self, name)
+
     def _start_training(self):
         """A fresh network, optimizer, RNG and replay memory."""
         self._rng = np.random.RandomState(seed_from(self.random_state))
         self.device_ = available_device(self.device)
-        self._architecture = {name: getattr(self, name) for name in self._ARCHITECTURE}
+        self._architecture = {name: self._settled(name) for name in self._ARCHITECTURE}
         # float32 (the rows' dtype) whatever the caller set as torch's default dtype
         with seeded(self._rng.randint(0, 2**31 - 1), self.device_), grad_enabled():
             # built on the CPU (its seeded generator) whatever torch's default device

@@ -235,6 +235,10 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, FitsPairs, T
     # (and the loss: a stream's replay memory holds pairs labelled for the loss it began with)
     _ARCHITECTURE = ("shape_out", "optimizer", "loss")
 
+    def _settled(self, name):
+        value = getattr(self, name)  # (a deprecated loss name is its successor's training)
+        return _DEPRECATED_LOSSES.get(value, value) if name == "loss" else value
+
     def _out_width(self) -> int:
         width = self._arch("shape_out")
         return self.n_features_in_ if width is None else width
