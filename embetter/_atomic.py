@@ -68,12 +68,12 @@ def _exchange(a, b) -> bool:
     never neither. False where the system or file system has no such call."""
     if not sys.platform.startswith("linux"):
         return False
-    import ctypes
-
     try:
+        import ctypes
+
         renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (AttributeError, OSError):  # a C library without it (glibc < 2.28, musl)
-        return False
+    except (ImportError, AttributeError, OSError):  # no ctypes, or a C library without it
+        return False  # (glibc < 2.28, musl)
     at_fdcwd, rename_exchange = -100, 2
     return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 

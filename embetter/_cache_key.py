@@ -209,7 +209,10 @@ def _signature(obj, seen, held):
     if isinstance(obj, (list, tuple)):
         if len(obj) > 64:  # e.g. every text seen: its identity and length stand for it
             return ("seq", id(obj), len(obj))
-        return ("seq", id(obj), tuple(_signature(v, seen, held) for v in obj))
+        items = tuple(_signature(v, seen, held) for v in obj)
+        # a tuple by its items: one made again with the same ones (an encoder's record of
+        # what it loaded) is the same state, not a new one at every call
+        return ("tuple", items) if type(obj) is tuple else ("seq", id(obj), items)
     if isinstance(obj, dict):
         if len(obj) > 64:
             return ("map", id(obj), len(obj))

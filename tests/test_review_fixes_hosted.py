@@ -117,6 +117,8 @@ def test_the_token_estimate_is_not_under_the_pieces_of_numbers_and_ids():
     digits = ",".join("7" * 3000)
     assert estimate_tokens(digits) >= 5999
     assert estimate_tokens(" ".join("abc" * 500)) >= 1500
+    # white space and control characters: a run of them is not one token
+    assert estimate_tokens(" \n" * 5000) >= 5000 and estimate_tokens("\x07" * 3000) >= 3000
     english = "The quick brown fox jumps over the lazy dog. " * 10
     assert len(english) / 4 < estimate_tokens(english) <= len(english) / 2.5
 

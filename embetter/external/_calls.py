@@ -119,26 +119,31 @@ def require(module: str, extra: str, owner: str):
 
 def estimate_tokens(text: str) -> int:
     """A cheap upper estimate of a text's token count: one token per 3 letters of each run of
-    ASCII letters, per 3 digits of each run of digits, per ASCII punctuation mark and per run
-    of two or more spaces, plus one per UTF-8 byte of the other characters.
+    ASCII letters and per 3 digits of each run of digits, one per ASCII punctuation mark or
+    control character, one per 2 characters of a run of two or more spaces or line breaks
+    (a single one joins the next word's token), plus one per UTF-8 byte of the other
+    characters.
 
-    A BPE tokeniser's pre-tokeniser cuts text into words, numbers of at most 3 digits and
-    punctuation, each at least one token, and English words average over 4 letters a token;
-    on other scripts a byte-level tokeniser can fall back to one token per byte (Devanagari,
-    emoji), never more. So this overestimates natural text, numbers, ids and CSV rows alike
-    (characters / 3 took "1,2,3,..." at a third of its tokens), which keeps a batch under a
-    provider's per-request token limit without shipping the provider's tokenizer.
+    A BPE tokeniser's pre-tokeniser cuts text into words, numbers of at most 3 digits,
+    punctuation and runs of white space, each at least one token, and English words average
+    over 4 letters a token; on other scripts a byte-level tokeniser can fall back to one
+    token per byte (Devanagari, emoji), never more. So this overestimates natural text,
+    numbers, ids and CSV rows alike (characters / 3 took "1,2,3,..." at a third of its
+    tokens), which keeps a batch under a provider's per-request token limit without
+    shipping the provider's tokenizer.
     """
     runs = sum(-(-len(run) // 3) for run in _WORDS.findall(text))
+    spaces = sum(-(-len(run) // 2) for run in _SPACES.findall(text))
     n_ascii = len(text) if text.isascii() else len(text.encode("ascii", "ignore"))
     other = 0 if text.isascii() else len(text.encode("utf-8", "surrogatepass")) - n_ascii
-    return max(1, runs + len(_MARKS.findall(text)) + other)
+    return max(1, runs + spaces + len(_MARKS.findall(text)) + other)
 
 
-#: what `estimate_tokens` counts: runs of ASCII letters or digits (a token per 3), ASCII
-#: punctuation marks and runs of spaces (a token each)
+#: what `estimate_tokens` counts: runs of ASCII letters or digits (a token per 3), runs of
+#: white space (a token per 2), ASCII punctuation marks and control characters (one each)
 _WORDS = re.compile(r"[A-Za-z]+|[0-9]+")
-_MARKS = re.compile(r"[!-/:-@\[-`{-~]|\s{2,}")
+_SPACES = re.compile(r"\s{2,}")
+_MARKS = re.compile(r"[!-/:-@\[-`{-~\x00-\x08\x0e-\x1f\x7f]")
 
 
 def check_key(key: str, where: str) -> str:

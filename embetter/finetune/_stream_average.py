@@ -47,7 +47,9 @@ class StreamAverage:
             return
         self._raw = _copy(params)
         share = weight / self.weight
-        _load(params, {name: average[name].lerp_(self._raw[name], share) for name in params})
+        # (a set_params of the device between calls: the average moves where the model went)
+        _load(params, {name: average[name].to(self._raw[name].device).lerp_(
+            self._raw[name], share) for name in params})
 
     def undo(self, params: dict) -> None:
         """A call that failed: the model gets back the average it held before the call (the
