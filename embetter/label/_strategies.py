@@ -70,9 +70,11 @@ def _kmeans(Z, n_clusters: int, rng, sample_weight=None):
                       random_state=rng.randint(2**31 - 1)).fit(Z, sample_weight=sample_weight)
 
 
-def _dense(A):
-    """A few rows (centres, references) of a sparse pool as a dense array."""
-    return A.toarray() if sp.issparse(A) else A
+def _cross(A, B) -> np.ndarray:
+    """`A @ B.T` as a dense array: rows of a sparse pool stay sparse in the product (densified,
+    a few hundred rows times the vocabulary would take gigabytes), only the result is dense."""
+    out = A @ B.T
+    return out.toarray() if sp.issparse(out) else np.asarray(out)
 
 
 #: Distances computed at once (pool rows x centres): about 128 MB of float64 per block.
@@ -87,8 +89,8 @@ def _sq_dist_to(Z: np.ndarray, centres: np.ndarray, block: int = 512) -> np.ndar
     z2 = row_norms(Z, squared=True)
     block = max(1, min(block, _BLOCK_CELLS // max(1, Z.shape[0])))
     for start in range(0, centres.shape[0], block):
-        c = _dense(centres[start:start + block])
-        d = z2[:, None] - 2.0 * Z @ c.T + np.einsum("ij,ij->i", c, c)[None, :]
+        c = centres[start:start + block]
+        d = z2[:, None] - 2.0 * _cross(Z, c) + row_norms(c, squared=True)[None, :]
         best = np.minimum(best, d.min(axis=1))
     return np.maximum(best, 0.0)
 
@@ -147,8 +149,8 @@ def _typicality(Z: np.ndarray, members: np.ndarray, cluster: np.ndarray, rng,
     if cluster.size < 2:
         return np.ones(members.size)
     ref = cluster if cluster.size <= cap else rng.choice(cluster, cap, replace=False)
-    R = _dense(Z[ref])
-    r2 = np.einsum("ij,ij->i", R, R)
+    R = Z[ref]
+    r2 = row_norms(R, squared=True)
     nn = min(TYPICAL_NEIGHBOURS, ref.size - 1)
     column = np.full(Z.shape[0], -1, dtype=np.intp)  # a row's column among the references
     column[ref] = np.arange(ref.size)
@@ -156,7 +158,8 @@ def _typicality(Z: np.ndarray, members: np.ndarray, cluster: np.ndarray, rng,
     for start in range(0, members.size, cap):
         chunk = members[start:start + cap]
         M = Z[chunk]
-        d = np.maximum(row_norms(M, squared=True)[:, None] - 2.0 * M @ R.T + r2[None, :], 0.0)
+        d = np.maximum(row_norms(M, squared=True)[:, None] - 2.0 * _cross(M, R) + r2[None, :],
+                       0.0)
         own = column[chunk]
         mine = np.flatnonzero(own >= 0)
         d[mine, own[mine]] = np.inf  # a row is not its own neighbour (rows outside a sampled
