@@ -216,7 +216,7 @@ def _check_object_labels(arr: np.ndarray, name: str) -> None:
         raise ValueError(f"{name} contains missing values (None/NaN/pd.NA)")
     examples = {}
     for v in arr:
-        kind = ("string" if isinstance(v, (str, bytes)) else
+        kind = ("string" if isinstance(v, str) else "bytes" if isinstance(v, bytes) else
                 "number" if isinstance(v, numbers.Number) else type(v).__name__)
         examples.setdefault(kind, v)
     for kind, v in examples.items():

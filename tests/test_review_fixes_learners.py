@@ -97,3 +97,26 @@ def test_a_deprecated_loss_name_and_its_successor_continue_one_stream():
     np.testing.assert_array_equal(old.transform(X1[:5]), copy.transform(X1[:5]))
     with pytest.raises(ValueError, match="loss was set to 'infonce'"):
         old.set_params(loss="infonce").partial_fit(X1[:10], X2[:10], s[:10])
+
+
+def test_a_batch_of_one_never_trains_an_in_batch_loss(tiny_model_path, labelled):
+    """batch_size=1: "auto" chose supcon for any two classes, whose single-pair batches hold
+    nothing to contrast (loss 0 at every step: the model served untrained)."""
+    from embetter.finetune import SbertTuner
+
+    texts, y = labelled
+    tuner = SbertTuner(tiny_model_path, batch_size=1, label_texts=None, random_state=0,
+                       device="cpu", epochs=1).fit(texts[:20], y[:20])
+    assert tuner.loss_ == "cosine" and any(v > 0 for v in tuner.loss_curve_)
+    for loss in ("supcon", "mnrl"):
+        with pytest.raises(ValueError, match="batch_size must be at least 2"):
+            learner(tiny_model_path, loss=loss, batch_size=1).fit(
+                texts[:4], texts[4:8], None if loss == "mnrl" else [0, 1, 0, 1])
+
+
+def test_labels_mixing_str_and_bytes_are_named():
+    # before: "'<' not supported between instances of 'bytes' and 'str'" from numpy's sort
+    from embetter._validation import as_labels
+
+    with pytest.raises(TypeError, match="y mixes kinds of labels"):
+        as_labels(np.array(["a", b"b", "a"], dtype=object), "y")

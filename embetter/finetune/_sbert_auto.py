@@ -42,7 +42,8 @@ def resolve_loss(loss: str, multilabel: bool, n_classes: int, batch_size: int) -
             "rows); use loss='supcon' or 'auto' for multi-label data")
     if loss != "auto":
         return loss
-    return "supcon" if n_classes > int(batch_size) else "cosine"
+    # (a batch of one pair holds nothing to contrast: pairs with explicit negatives then)
+    return "supcon" if n_classes > int(batch_size) >= 2 else "cosine"
 
 
 def resolve_pairs(n_pos, n_neg, loss: str, n_classes: int, named: bool) -> tuple[int, int]:

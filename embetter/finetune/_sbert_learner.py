@@ -233,6 +233,10 @@ class SbertLearner(RemovedParams, FitsPairs, TransformerMixin, SbertBase):
 
         class_texts = check_class_texts(class_texts, rows.targets, self.loss)
         eval_set = check_eval_set(eval_set)
+        if self.loss in ("mnrl", "supcon") and int(self.batch_size) < 2:
+            raise ValueError(
+                f"loss={self.loss!r} contrasts each pair with the other texts of its batch: "
+                f"batch_size must be at least 2, got {self.batch_size}")
         # autograd on for the private copy and its training, even under the caller's
         # torch.inference_mode() (an inference tensor can never be trained)
         with grad_enabled():

@@ -121,8 +121,9 @@ class SbertTuner(ReadsTextsOnce, TransformerMixin, SbertBase):
 
     After `fit`: `learner_` (the fitted `SbertLearner`), `model_` (its model), `loss_` (the
     loss trained with, `"auto"` resolved on the first call), `n_pos_`/`n_neg_` (the pairs
-    per text, `"auto"` resolved on the first call), `learning_rate_` (likewise),
-    `label_texts_` (the label texts trained with, `{}` for none), `n_pairs_` (pairs trained
+    per text, `"auto"` resolved on the first call that trains: a stream's first calls of one
+    declared class train nothing), `learning_rate_` (likewise), `label_texts_` (the label
+    texts trained with, `{}` for none; set with `n_pos_`), `n_pairs_` (pairs trained
     on, all calls), `refit_rows_` (the texts of the last start: the first
     call's, or the last retrain's), `seen_texts_`/`seen_y_` (every text and label trained on,
     kept for `partial_fit`'s retraining: a saved tuner holds them), and the learner's training
