@@ -221,4 +221,8 @@ def _signature(obj, seen, held):
     if isinstance(obj, BaseEstimator):
         return ("est", id(obj), tuple((k, _signature(v, seen, held))
                                       for k, v in sorted(vars(obj).items())))
+    if callable(getattr(obj, "named_parameters", None)):  # a torch model: trained in place
+        from embetter.text._models import weights_signature  # (about 0.7 ms for MiniLM)
+
+        return ("module", id(obj), weights_signature(obj))
     return ("id", id(obj))

@@ -179,10 +179,13 @@ def _unstorable(obj) -> str:
     from embetter.text import SentenceEncoder
 
     for item in _reachable(obj, within=SentenceEncoder):
-        if isinstance(item, SentenceEncoder) and is_sentence_model(item.name):
-            return (f"the {type(item).__name__} was given a {type(item.name).__name__} object "
-                    "as name, which skops cannot store as data: save that model to a folder "
-                    "(model.save(folder)) and pass the folder as name, or save with joblib")
+        for param in ("name", "sent_tfm"):  # (SentenceEncoder's, the SBERT tuner's)
+            model = getattr(item, param, None) if hasattr(item, "get_params") else None
+            if is_sentence_model(model):
+                return (f"the {type(item).__name__} was given a {type(model).__name__} object "
+                        f"as {param}, which skops cannot store as data: save that model to a "
+                        f"folder (model.save(folder)) and pass the folder as {param}, or save "
+                        "with joblib")
     return "an object it holds is not one skops can store as data"
 
 

@@ -178,12 +178,18 @@ def _label_array(y, name: str) -> np.ndarray:
     if hasattr(y, "toarray"):  # a scipy sparse matrix (MultiLabelBinarizer(sparse_output=True))
         y = y.toarray()
     try:
-        return np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
+        arr = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
     except ValueError:
         raise ValueError(
             f"{name} must hold one label per row, or be a 0/1 indicator matrix (multi-label); "
             "got rows of different lengths (lists of label names? sklearn's "
             "MultiLabelBinarizer turns them into 0/1 columns)") from None
+    if (arr.dtype.kind in "US" and arr.ndim == 1 and isinstance(y, (list, tuple))
+            and not all(isinstance(v, (str, bytes)) for v in y)):
+        # numpy wrote a NaN or a number among strings as text ("nan" a class): kept as they
+        # were, the object checks name them
+        arr = np.asarray(y, dtype=object)
+    return arr
 
 
 def as_labels(y, name: str = "y", n_samples: int | None = None,

@@ -355,8 +355,9 @@ def test_distances_to_many_centres_go_in_blocks_the_pool_bounds(monkeypatch):
     centres = RNG.normal(size=(40, 3))
     expected = _strategies._sq_dist_to(Z, centres)
     shapes = []
-    real = _strategies._dense
-    monkeypatch.setattr(_strategies, "_dense", lambda A: shapes.append(A.shape) or real(A))
+    real = _strategies._cross
+    monkeypatch.setattr(_strategies, "_cross",
+                        lambda A, B: shapes.append(B.shape) or real(A, B))
     monkeypatch.setattr(_strategies, "_BLOCK_CELLS", 500)  # 10 centres per block of 50 rows
     np.testing.assert_allclose(_strategies._sq_dist_to(Z, centres), expected)
     assert max(shape[0] for shape in shapes) == 10 and len(shapes) == 4

@@ -120,3 +120,40 @@ def test_labels_mixing_str_and_bytes_are_named():
 
     with pytest.raises(TypeError, match="y mixes kinds of labels"):
         as_labels(np.array(["a", b"b", "a"], dtype=object), "y")
+
+
+def test_a_batch_of_one_trains_with_hard_negatives_or_class_texts(tiny_model_path, corpus):
+    # the refusal above is for a batch with nothing to contrast: negatives= (mnrl) and
+    # class_texts= (supcon) give a one-pair batch its contrast
+    a, p, n = corpus[:4], corpus[4:8], corpus[8:12]
+    mnrl = learner(tiny_model_path, loss="mnrl", batch_size=1).fit(a, p, negatives=n)
+    supcon = learner(tiny_model_path, loss="supcon", batch_size=1).fit(
+        a, p, [0, 1, 0, 1], class_texts=["alpha", "beta"])
+    assert mnrl.loss_curve_[0] > 0 and supcon.loss_curve_[0] > 0
+
+
+def test_a_nan_label_in_a_plain_list_is_refused():
+    # before: numpy wrote it as the string "nan", a third class (a Series or None refused)
+    from embetter._validation import as_labels
+
+    with pytest.raises(ValueError, match="missing values"):
+        as_labels(["pos", "pos", np.nan], "y")
+    with pytest.raises(TypeError, match="mixes kinds of labels"):
+        as_labels(["pos", 1], "y")
+    assert as_labels(["pos", "neg"], "y").tolist() == ["pos", "neg"]
+
+
+def test_save_skops_of_a_tuner_on_a_model_object_names_sent_tfm(tiny_model_path, labelled,
+                                                                  tmp_path):
+    # before: "RecursionError: maximum recursion depth exceeded" as the reason
+    from sentence_transformers import SentenceTransformer
+
+    from embetter.finetune import SbertTuner
+    from embetter.utils import save_skops
+
+    texts, y = labelled
+    model = SentenceTransformer(tiny_model_path, device="cpu")
+    tuner = SbertTuner(model, random_state=0, epochs=1, label_texts=None).fit(texts[:12], y[:12])
+    with pytest.raises(TypeError, match="object as sent_tfm.*model.save"):
+        save_skops(tuner, tmp_path / "t.skops")
+    assert not (tmp_path / "t.skops").exists()

@@ -254,3 +254,28 @@ def test_sbert_tuner_streams_on_across_a_device_change(tiny_model_path, labelled
     stream.set_params(device="cuda").partial_fit(texts[8:16], y[8:16])
     stream.set_params(device="cpu").partial_fit(texts[16:], y[16:])
     assert stream.n_iter_ == 3 and stream.transform(texts[:2]).shape[0] == 2
+
+
+def test_a_callers_model_trained_in_place_is_a_new_cache_key(tiny_model_path, tmp_path):
+    """With the key's signature stable (above), a caller's model whose weights changed in
+    place kept its key and the cache served its old vectors: the model's weights are in the
+    signature."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from embetter.text import SentenceEncoder
+
+    model = SentenceTransformer(tiny_model_path, device="cpu").eval()
+    enc = cached(tmp_path / "c", SentenceEncoder(model, device="cpu"))
+    enc.transform(["a dog hates the rain"])  # (the key is settled once the model is loaded)
+    before = enc.transform(["the cat likes pizza"])
+    np.testing.assert_array_equal(enc.transform(["the cat likes pizza"]), before)  # a hit
+    model.train()  # a training step's way: train mode, weights moved in place, eval mode
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.eval()
+    after = enc.transform(["the cat likes pizza"])
+    np.testing.assert_allclose(after, SentenceEncoder(model).transform(["the cat likes pizza"]),
+                               atol=1e-5)
+    assert not np.allclose(after, before, atol=1e-3)

@@ -233,10 +233,14 @@ class SbertLearner(RemovedParams, FitsPairs, TransformerMixin, SbertBase):
 
         class_texts = check_class_texts(class_texts, rows.targets, self.loss)
         eval_set = check_eval_set(eval_set)
-        if self.loss in ("mnrl", "supcon") and int(self.batch_size) < 2:
+        # (hard negatives, or class texts in every batch, give a batch of one pair contrast)
+        alone = (self.loss == "mnrl" and len(rows.columns) < 3
+                 or self.loss == "supcon" and not class_texts)
+        if alone and int(self.batch_size) < 2:
             raise ValueError(
                 f"loss={self.loss!r} contrasts each pair with the other texts of its batch: "
-                f"batch_size must be at least 2, got {self.batch_size}")
+                f"batch_size must be at least 2, got {self.batch_size} (or give "
+                f"{'negatives=' if self.loss == 'mnrl' else 'class_texts='})")
         # autograd on for the private copy and its training, even under the caller's
         # torch.inference_mode() (an inference tensor can never be trained)
         with grad_enabled():
