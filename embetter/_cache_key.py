@@ -188,8 +188,10 @@ def _function_code(obj) -> bytes:
 def _state_signature(obj):
     """A cheap summary of an estimator's state that changes whenever `fit`, `partial_fit` or
     `set_params` changes the state, at any depth (a step of a pipeline in a union in a
-    pipeline): plain values by value, other objects by identity, and estimators (and small
-    containers) recursively through their attributes. Returns `(signature, held)`: `held`
+    pipeline): plain values by value, other objects by identity, estimators (and small
+    containers) recursively through their attributes, tuples by their items, and a torch
+    model by a sample of its weights (a caller's model trains in place). Returns
+    `(signature, held)`: `held`
     lists the objects compared by identity; keep it as long as the signature, so that none
     is freed and its id given to a new object (a refit's new array at the old one's
     address would look unchanged)."""
