@@ -191,3 +191,11 @@ def test_truncate_dim_gives_upstreams_numbers_with_and_without_normalising(
     np.testing.assert_allclose(got, ref, atol=1e-4)
     if not normalize:  # the tiny model's rows are far from unit length: scale is tested
         assert np.abs(np.linalg.norm(ref, axis=1) - 1).min() > 0.05
+
+
+def test_lite_encoder_names_a_vocabulary_of_one_term():
+    # before: TruncatedSVD's "Found array with 1 feature(s) ... a minimum of 2 is required"
+    from embetter.text import LiteTextEncoder
+
+    with pytest.raises(ValueError, match="vocabulary of 1 term.*max_features"):
+        LiteTextEncoder(n_components=5, random_state=0, max_features=1).fit(["a", "b"])

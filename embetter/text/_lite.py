@@ -107,6 +107,11 @@ class LiteTextEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
                 except ValueError:
                     raise ValueError("X holds no characters to learn from (every text is empty "
                                      "or blank)") from None
+            if tfidf.shape[1] < 2:  # (TruncatedSVD's own error names no parameter)
+                raise ValueError(
+                    f"X gives a vocabulary of {tfidf.shape[1]} term: at least 2 are needed to "
+                    "learn a space (raise max_features, or use n-gram ranges the texts are "
+                    "long enough for)")
             # TruncatedSVD needs n_components < n_features, and more than the rank is wasted.
             self.n_components_ = int(max(1, min(n, tfidf.shape[1] - 1, len(texts) - 1)))
             self.svd_ = TruncatedSVD(self.n_components_, random_state=self.random_state)
