@@ -190,7 +190,8 @@ def _state_signature(obj):
     `set_params` changes the state, at any depth (a step of a pipeline in a union in a
     pipeline): plain values by value, other objects by identity, estimators (and small
     containers) recursively through their attributes, tuples by their items, and a torch
-    model by a sample of its weights (a caller's model trains in place). Returns
+    model given as a parameter by a sample of its weights (a caller's model trains in
+    place). Returns
     `(signature, held)`: `held`
     lists the objects compared by identity; keep it as long as the signature, so that none
     is freed and its id given to a new object (a refit's new array at the old one's
@@ -199,7 +200,8 @@ def _state_signature(obj):
     return _signature(obj, frozenset(), held), held
 
 
-def _signature(obj, seen, held):
+def _signature(obj, seen, held, given=False):
+    """(`given`: `obj` is an estimator's parameter, which its caller may change in place)"""
     if isinstance(obj, _PLAIN):
         return obj
     held.append(obj)
@@ -220,11 +222,15 @@ def _signature(obj, seen, held):
             return ("map", id(obj), len(obj))
         return ("map", id(obj), tuple((k, _signature(v, seen, held))
                                       for k, v in obj.items() if isinstance(k, str)))
-    if isinstance(obj, BaseEstimator):
-        return ("est", id(obj), tuple((k, _signature(v, seen, held))
-                                      for k, v in sorted(vars(obj).items())))
-    if callable(getattr(obj, "named_parameters", None)):  # a torch model: trained in place
-        from embetter.text._models import weights_signature  # (about 0.7 ms for MiniLM)
+    if isinstance(obj, BaseEstimator):  # (a parameter: neither `_private` nor `fitted_`)
+        return ("est", id(obj), tuple(
+            (k, _signature(v, seen, held, not k.startswith("_") and not k.endswith("_")))
+            for k, v in sorted(vars(obj).items())))
+    if given and callable(getattr(obj, "named_parameters", None)):
+        # a caller's torch model, which it may train in place (a model loaded or trained
+        # here changes with the state around it): a sample of its weights, about 0.7 ms for
+        # MiniLM, so not for every model on every cached transform
+        from embetter.text._models import weights_signature
 
         return ("module", id(obj), weights_signature(obj))
     return ("id", id(obj))
