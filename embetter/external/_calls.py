@@ -134,8 +134,8 @@ def estimate_tokens(text: str) -> int:
     """
     runs = sum(-(-len(run) // 3) for run in _WORDS.findall(text))
     spaces = sum(-(-len(run) // 2) for run in _SPACES.findall(text))
-    n_ascii = len(text) if text.isascii() else len(text.encode("ascii", "ignore"))
-    other = 0 if text.isascii() else len(text.encode("utf-8", "surrogatepass")) - n_ascii
+    other = 0 if text.isascii() else (len(text.encode("utf-8", "surrogatepass"))
+                                       - len(text.encode("ascii", "ignore")))
     return max(1, runs + spaces + len(_MARKS.findall(text)) + other)
 
 

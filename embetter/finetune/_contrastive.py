@@ -70,6 +70,11 @@ def _infonce_loss(a, b, temperature):
 _DEPRECATED_LOSSES = {"contrastive": "cosine_margin"}
 
 
+def _renamed(loss):
+    """A loss name as it is called now (a deprecated one: its successor's)."""
+    return _DEPRECATED_LOSSES.get(loss, loss)
+
+
 def resolve_loss(estimator) -> str:
     """The estimator's `loss`, with a FutureWarning for a deprecated name (during fit;
     `stacklevel` points at the caller of `fit`: fit, `all_or_nothing`, `_fit`, here)."""
@@ -106,7 +111,7 @@ class PairHead(TorchHeadMixin):
     def _batch_loss(self, module, table, i, j, y):
         # one gather and one matmul for both sides of the pairs
         a, b = module(table[torch.cat([i, j])]).split(i.shape[0])
-        loss = _DEPRECATED_LOSSES.get(self.loss, self.loss)
+        loss = _renamed(self.loss)
         if loss == "cosine_margin":
             return _cosine_margin_loss(a, b, y, float(self.margin))
         if loss == "cosine":
@@ -237,7 +242,7 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, FitsPairs, T
 
     def _settled(self, name):
         value = getattr(self, name)  # (a deprecated loss name is its successor's training)
-        return _DEPRECATED_LOSSES.get(value, value) if name == "loss" else value
+        return _renamed(value) if name == "loss" else value
 
     def _out_width(self) -> int:
         width = self._arch("shape_out")
@@ -385,7 +390,7 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, FitsPairs, T
             raise ValueError(f"{path!r} is not a complete file written by "
                              f"ContrastiveLearner.save: it has no {', '.join(missing)}")
         params = payload["params"]
-        params["loss"] = _DEPRECATED_LOSSES.get(params["loss"], params["loss"])  # see __setstate__
+        params["loss"] = _renamed(params["loss"])  # see __setstate__
         learner = cls(**params, device=device)
         fitted = payload["fitted"]
         if "feature_names_in_" in fitted:
@@ -394,7 +399,7 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, FitsPairs, T
         learner.__dict__.update(fitted)
         settled = learner.__dict__.get("_architecture", {})
         if "loss" in settled:  # as the parameter above: an older name is today's
-            settled["loss"] = _DEPRECATED_LOSSES.get(settled["loss"], settled["loss"])
+            settled["loss"] = _renamed(settled["loss"])
         learner._rng = np.random.RandomState(seed_from(learner.random_state))
         if rng_state is not None:  # (files of 0.x before it was saved start from the seed)
             learner._rng.set_state(("MT19937", rng_state["keys"].numpy().astype(np.uint32),
