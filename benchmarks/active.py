@@ -320,6 +320,10 @@ def main():
         # smoothed -0.34; uncertainty smoothed +0.79, on seeds 0-19 +0.64 against auto's
         # +0.37, a difference of 0.27 +- 0.19 (one standard error over the seeds), but 3.7
         # points below -0.5 in 5-seed draws against auto's 2.4; 20 neighbours +0.30).
+        # Then (seeds 0-19, auto +0.35 there), after the typical rounds: BADGE (Ash et al.,
+        # 2020: k-means++ seeding over the last layer's loss gradients, (p - onehot(argmax p))
+        # outer [embedding, 1], distances by the kernel trick): -1.29; seeding with squared
+        # distances to the 4th power -1.20; among the 10 k largest gradients only -0.76.
         strategies = ["random", "margin"] + [
             f"auto:beta={b},cold={c},typical={t}" for b, c, t in (
                 (10, 4, 3), (10, 4, 0), (10, 4, 1.5), (10, 4, 2), (10, 4, 4), (7, 4, 2),
