@@ -4,17 +4,13 @@ A joblib (pickle) file runs whatever code it names when it is loaded. A skops fi
 state of each object as data; loading it first lists the types it would create, and refuses
 the ones nobody trusted. skops trusts scikit-learn, numpy and Python's builtins itself; this
 module adds embetter's own estimators (`TRUSTED`), whose `__setstate__` only rebuilds what
-their parameters describe. Torch weights travel as bytes and are read back with
-`torch.load(weights_only=True)`, which creates tensors and plain containers, never objects.
-A sentence model fine-tuned by `SbertTuner` travels as the files of its saved folder, which
-`check_model_files` checks before sentence-transformers reads them.
+their parameters describe. Torch weights and saved model folders travel as bytes
+(`embetter._state_bytes`), read back as data only.
 """
 
 from __future__ import annotations
 
 import importlib
-import io
-import json
 import zipfile
 
 from embetter._atomic import atomic_path, user_path
@@ -45,11 +41,6 @@ TRUSTED = (
     "embetter.external.CohereEncoder",
     "embetter.external.OllamaEncoder",
 )
-
-#: Files of a saved sentence model that are data (weights as safetensors, JSON configs,
-#: tokenizer vocabularies). Pickled weights (`.bin`, `.pt`) and code (`.py`) are refused.
-_MODEL_FILE_SUFFIXES = (".safetensors", ".json", ".txt", ".model", ".md")
-
 
 class UntrustedTypesError(ValueError):
     """A skops file names types that are not trusted; `types` lists them."""
@@ -224,84 +215,6 @@ def load_skops(path, trust: bool = False):
     if addresses:
         raise UntrustedAddressError(path, addresses)
     return obj
-
-
-# -- the skops-friendly state of torch-backed estimators --------------------------------------
-def torch_state_to_bytes(state) -> bytes:
-    """A (CPU) state dict as bytes: data for skops and pickle alike."""
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()
-
-
-def torch_state_from_bytes(blob):
-    """The state dict back from `torch_state_to_bytes`; only tensors and containers load."""
-    if not isinstance(blob, (bytes, bytearray)):
-        return blob  # a pickle written before the state was stored as bytes
-    import torch
-
-    return torch.load(io.BytesIO(bytes(blob)), map_location="cpu", weights_only=True)
-
-
-def check_model_files(files: dict) -> dict:
-    """Refuse the files of a saved sentence model that could run code when it is loaded.
-
-    Only data files are accepted (see `_MODEL_FILE_SUFFIXES`), and `modules.json` may only
-    name sentence-transformers' own module classes.
-    """
-    for rel in files:
-        # no way out of the folder, no empty part
-        if (_leads_out(rel) or "" in rel.replace("\\", "/").split("/")
-                or not rel.endswith(_MODEL_FILE_SUFFIXES)):
-            raise ValueError(f"refusing the model file {rel!r}: only data files are accepted")
-    modules = files.get("modules.json")
-    if modules is not None:
-        for module in json.loads(modules):
-            kind = str(module.get("type", ""))
-            if not kind.startswith("sentence_transformers."):
-                raise ValueError(f"refusing the model module type {kind!r} in modules.json")
-            where = str(module.get("path", ""))
-            # sentence-transformers joins it to the folder ("" is the folder itself)
-            if _leads_out(where):
-                raise ValueError(f"refusing the model module path {where!r} in modules.json: "
-                                 "it leads out of the model's folder")
-    return files
-
-
-def _leads_out(rel: str) -> bool:
-    """Whether a relative path inside a folder leads out of it: a parent step, a root, or a
-    drive (`C:/x`, `C:x` on Windows)."""
-    return (".." in rel.replace("\\", "/").split("/") or ":" in rel
-            or rel.startswith(("/", "\\")))
-
-
-def folder_to_bytes(save) -> dict[str, bytes]:
-    """Every file `save(folder)` writes, keyed by relative path: a saved model as plain bytes,
-    which pickles and skops files hold where they could not hold the model's own objects."""
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory(prefix="embetter-pickle-") as tmp:
-        save(tmp)
-        root = Path(tmp)
-        return {str(p.relative_to(root)): p.read_bytes()
-                for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def folder_from_bytes(files: dict, load):
-    """`load(folder)` on a folder holding `files` (from `folder_to_bytes`); only data files
-    are written back, never code (`check_model_files`)."""
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory(prefix="embetter-unpickle-") as tmp:
-        for rel, data in check_model_files(files).items():
-            target = Path(tmp, rel)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-        return load(tmp)
 
 
 def _not_skops(path, error) -> ValueError:

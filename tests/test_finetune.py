@@ -106,7 +106,7 @@ def test_pickle_holds_no_live_module(data):
     state = tuner.__getstate__()
     assert "module_" not in state and "optimizer_" not in state
     assert isinstance(state["_module_state"], bytes)  # data, for pickle and skops alike
-    from embetter._skops import torch_state_from_bytes
+    from embetter._state_bytes import torch_state_from_bytes
 
     weights = torch_state_from_bytes(state["_module_state"])
     assert all(t.device.type == "cpu" for t in weights.values())

@@ -17,7 +17,8 @@ import embetter.finetune
 import embetter.grab
 import embetter.model
 import embetter.text
-from embetter._skops import TRUSTED, check_model_files
+from embetter._skops import TRUSTED
+from embetter._state_bytes import check_model_files
 from embetter.finetune import (
     ContrastiveLearner,
     ContrastiveTuner,

@@ -11,7 +11,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from embetter._estimator_checks import check_stream_settled, refuse_bool_numbers
-from embetter._skops import torch_state_from_bytes, torch_state_to_bytes
+from embetter._state_bytes import torch_state_from_bytes, torch_state_to_bytes
 from embetter._torch.device import (
     available_device,
     grad_enabled,

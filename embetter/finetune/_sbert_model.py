@@ -49,13 +49,13 @@ def _check_unwrapped(encoder) -> None:
 
 def model_to_bytes(model) -> dict[str, bytes]:
     """Every file of a saved model, keyed by relative path (for pickling fine-tuned weights)."""
-    from embetter._skops import folder_to_bytes
+    from embetter._state_bytes import folder_to_bytes
 
     return folder_to_bytes(lambda folder: _st.save(model, folder))
 
 
 def model_from_bytes(files: dict[str, bytes], device: str):
-    from embetter._skops import folder_from_bytes
+    from embetter._state_bytes import folder_from_bytes
 
     return folder_from_bytes(files, lambda folder: _st.load(folder, device))
 

@@ -211,7 +211,7 @@ class TextEncoder(RemovedParams, ReadsTextsOnce, TransformerMixin, BaseEstimator
         state.pop("_loaded_for", None)
         trained = state.pop("trained_model_", None)
         if trained is not None:
-            from embetter._skops import folder_to_bytes
+            from embetter._state_bytes import folder_to_bytes
 
             state["_trained_files"] = folder_to_bytes(trained.save_pretrained)
         return state
@@ -222,7 +222,7 @@ class TextEncoder(RemovedParams, ReadsTextsOnce, TransformerMixin, BaseEstimator
         if files is not None:
             from model2vec import StaticModel
 
-            from embetter._skops import folder_from_bytes
+            from embetter._state_bytes import folder_from_bytes
 
             self.trained_model_ = folder_from_bytes(
                 files, lambda folder: StaticModel.from_pretrained(folder, force_download=False))
