@@ -59,6 +59,9 @@ def _new_entry(parent: Path, prefix: str, folder: bool) -> str:
 def user_path(path) -> str:
     """`path` (str or path-like) as the file system names it: `~` expanded, as a shell would.
     Every save and load goes through it, so what a save returns loads back."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"path must be a str or path-like (pathlib.Path), got "
+                        f"{type(path).__name__}")
     return os.path.expanduser(os.fspath(path))
 
 
@@ -110,6 +113,9 @@ def atomic_path(path, *, folder: bool = False):
         raise ValueError(
             f"path must be a directory (or not exist yet), got the file {str(target)!r}"
         )
+    if not folder and target.is_dir():  # (the rename would name our temporary file)
+        raise ValueError(f"path must be a file (or not exist yet), got the directory "
+                         f"{str(target)!r}")
     target.parent.mkdir(parents=True, exist_ok=True)
     long = len(os.fsencode(target.name)) > _LONG_NAME  # the file system counts bytes
     stem = target.name if not long else hashlib.blake2b(

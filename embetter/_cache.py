@@ -135,7 +135,11 @@ class CachedEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
                                 [row.tobytes() for row in finished[1]])
                 raise
             rows = [row.tobytes() for row in encoded]
-            self._store(cache, missing, rows)
+            # a row with NaN or inf is served but not stored: a failure of the moment (an
+            # overflow, a provider's bad row) is not kept for every later call
+            finite = np.isfinite(encoded).all(axis=1)
+            self._store(cache, [k for k, ok in zip(missing, finite) if ok],
+                        [row for row, ok in zip(rows, finite) if ok])
             found.update(zip(missing, rows))
         if not texts:
             return np.asarray(self.encoder.transform([]), dtype=np.float32)
@@ -281,7 +285,11 @@ def _one_row_each(encoder, out, n: int) -> np.ndarray:
         raise TypeError(
             f"the cached encoder ({name}) returned a sparse matrix; the cache stores dense "
             "rows: cache an encoder with dense output (add a step such as TruncatedSVD)")
-    rows = np.asarray(out, dtype=np.float32)
+    try:
+        rows = np.asarray(out, dtype=np.float32)
+    except (TypeError, ValueError) as e:  # (strings, ragged lists)
+        raise TypeError(f"the cached encoder ({name}) returned values that are not numbers "
+                        f"({type(e).__name__}: {e}); the cache stores float rows") from e
     if rows.ndim != 2 or rows.shape[0] != n:
         raise ValueError(
             f"the cached encoder ({name}) returned an array of shape {rows.shape} for {n} "

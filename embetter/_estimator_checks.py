@@ -66,6 +66,13 @@ def first_classes(y, classes, owner: str, incremental: bool) -> np.ndarray:
                      "least two classes to learn from")
 
 
+def check_label_columns(classes, n_columns: int) -> None:
+    """Multi-label y (one 0/1 column per label) with `classes=`: one class per column."""
+    if classes is not None and np.size(classes) != n_columns:
+        raise ValueError(f"classes lists {np.size(classes)} labels, but y has {n_columns} "
+                         "label columns (multi-label y: one 0/1 column per label)")
+
+
 def require_y(estimator, y) -> None:
     """A supervised estimator called without labels: say so in the words sklearn uses."""
     if y is None:

@@ -14,6 +14,7 @@ import importlib
 import zipfile
 
 from embetter._atomic import atomic_path, user_path
+from embetter._validation import check_bool
 
 #: The classes trusted in a skops file by `load_skops` besides what skops trusts: the public
 #: ones, the private state a fitted one holds (a stream's weight average: one float), and
@@ -196,6 +197,7 @@ def load_skops(path, trust: bool = False):
     """
     import skops.io as sio
 
+    check_bool(trust, "trust")  # (a string such as "no", or skops' list of names, is not True)
     path = user_path(path)
     try:
         untrusted = sio.get_untrusted_types(file=path)

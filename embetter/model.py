@@ -70,10 +70,14 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
         else:
             E1 = as_matrix(E1, "enc.transform(X1)", allow_empty=True)
             E2 = as_matrix(E2, "enc.transform(X2)", allow_empty=True)
-        if E1.shape != E2.shape:
+        if E1.shape[0] != E2.shape[0]:
             raise ValueError(
                 f"X1 and X2 must hold the same number of items, got {E1.shape[0]} and {E2.shape[0]}"
             )
+        if E1.shape != E2.shape:
+            raise ValueError(
+                f"the encoder gave X1 and X2 embeddings of different widths ({E1.shape[1]} and "
+                f"{E2.shape[1]}): give both sides the same kind of input")
         return abs(E1 - E2)  # (a sparse matrix's too)
 
     @all_or_nothing
@@ -93,7 +97,7 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
                 or is_regressor(self.clf_head)):
             raise TypeError(f"clf_head must be None or a classifier (fit and predict), got "
                             f"{type(self.clf_head).__name__}")
-        X1, X2 = _sized(X1), _sized(X2)
+        X1, X2 = _sized(X1, "X1"), _sized(X2, "X2")
         if self.enc is None:
             from embetter.text import SentenceEncoder
 
@@ -154,9 +158,14 @@ def _takes_sparse(head) -> bool:
         return False
 
 
-def _sized(X):
+def _sized(X, name: str):
     """A generator read once into a list (it is encoded, and maybe fitted on, twice)."""
-    return X if hasattr(X, "__len__") else list(X)
+    if hasattr(X, "__len__"):
+        return X
+    if X is None or isinstance(X, (str, bytes)) or not hasattr(X, "__iter__"):
+        raise TypeError(f"{name} must be a collection of items (texts, rows), got "
+                        f"{type(X).__name__}")
+    return list(X)
 
 
 def _ndim(X) -> int:
@@ -205,10 +214,14 @@ def _fitted(enc, X1, X2):
                     and set(X1.columns) != set(X2.columns)):
                 X2 = X2.set_axis(X1.columns, axis=1)
             both = pd.concat([X1, X2], ignore_index=True)
-        elif sparse.issparse(X1) and sparse.issparse(X2):
-            both = sparse.vstack([X1, X2])
         elif hasattr(X1, "shape"):
-            both = np.concatenate([np.asarray(X1), np.asarray(X2)])
+            both_sparse = sparse.issparse(X1) and sparse.issparse(X2)
+            A, B = (X1, X2) if both_sparse else (np.asarray(X1), np.asarray(X2))
+            if A.shape[1:] != B.shape[1:]:
+                raise ValueError(
+                    "X1 and X2 must hold their items in the same form to fit the encoder on "
+                    f"both, got shapes {A.shape} and {B.shape}") from None
+            both = sparse.vstack([A, B]) if both_sparse else np.concatenate([A, B])
         elif isinstance(X1, Mapping) and isinstance(X2, Mapping):  # dicts of columns
             both = {k: list(X1[k]) + list(X2[k]) for k in X1 if k in X2}
         else:

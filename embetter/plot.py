@@ -212,6 +212,10 @@ def projection(
                 known = known.astype(np.int64)  # integer labels with gaps were read as floats
             y[~unlabelled] = known
         present = list(np.unique(y if unlabelled is None else y[~unlabelled]))
+        if classes is not None and (isinstance(classes, (str, bytes))
+                                    or not hasattr(classes, "__iter__")):
+            raise TypeError(f"classes must be a list of labels (legend order) or None, got "
+                            f"{classes!r:.60}")
         order = present if classes is None else list(classes)
         missing = [c for c in present if c not in order]
         if missing:

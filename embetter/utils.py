@@ -69,14 +69,36 @@ def calc_distances(
         name = "inputs" if isinstance(inputs, (str, bytes)) else "anchors"
         raise TypeError(f"{name} must be a list of texts (or rows), got the single string "
                         f"{(inputs if name == 'inputs' else anchors)!r:.60}; wrap it in a list")
+    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int)
+                               or n_jobs == 0):
+        raise ValueError(f"n_jobs must be None or a non-zero int (-1: every core), got "
+                         f"{n_jobs!r}")
     X_inputs = pipeline.transform(inputs)
     X_anchors = anchor_pipeline.transform(anchors)
     if _n_rows(X_anchors) == 0:
         raise ValueError("anchors is empty: at least one anchor is needed to measure against")
     if _n_rows(X_inputs) == 0:
         return np.zeros(0, dtype=np.float64)
+    _check_vectors(X_inputs, "pipeline", X_anchors, "anchor_pipeline")
     distances = pairwise_distances(X_inputs, X_anchors, metric=metric, n_jobs=n_jobs)
     return aggregate(distances, axis=1)
+
+
+def _check_vectors(X, name: str, A, anchor_name: str) -> None:
+    """The two sides' vectors: finite numbers, of one width (the distance's own errors name
+    neither pipeline)."""
+    import scipy.sparse
+
+    widths = []
+    for M, who in ((X, name), (A, anchor_name)):
+        values = M.data if scipy.sparse.issparse(M) else np.asarray(M, dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise ValueError(f"{who} gave vectors holding NaN or inf: distances need finite "
+                             "numbers")
+        widths.append(M.shape[1] if scipy.sparse.issparse(M) else np.shape(values)[-1])
+    if widths[0] != widths[1]:
+        raise ValueError(f"pipeline gives inputs {widths[0]} columns and anchor_pipeline gives "
+                         f"anchors {widths[1]}: both must map into the same space")
 
 
 def _n_rows(X) -> int:

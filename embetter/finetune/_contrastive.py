@@ -20,7 +20,7 @@ from embetter._estimator_checks import (
     plain_scalar,
     require_y,
 )
-from embetter._torch import TorchHeadMixin, seed_from
+from embetter._torch import TorchHeadMixin, available_device, seed_from
 from embetter._torch.engine import ENGINE_CONSTRAINTS
 from embetter._validation import check_pairs
 from embetter.base import FitsPairs
@@ -374,6 +374,8 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, FitsPairs, T
     @classmethod
     def load(cls, path, device=None):
         """Read a learner written by `save`; it transforms exactly as the saved one did."""
+        if device is not None:  # asked for by name: one this machine lacks is refused, as
+            available_device(device)  # fit refuses it (a file saved on a GPU loads anyway)
         source = user_path(path)
         try:
             payload = torch.load(source, map_location="cpu", weights_only=True)

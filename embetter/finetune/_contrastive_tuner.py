@@ -15,6 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 from embetter._estimator_checks import (
     all_or_nothing,
     check_estimator_input,
+    check_label_columns,
     check_stream_classes,
     first_classes,
     require_y,
@@ -363,6 +364,7 @@ class ContrastiveTuner(PairHead, ClassNamePrefixFeaturesOutMixin, TransformerMix
             self.classes_ = self._sampler(labels, random_state=0, anchors="all").classes
         elif first:
             if multilabel:
+                check_label_columns(classes, labels.shape[1])
                 self.classes_ = np.arange(labels.shape[1])
             else:
                 self.classes_ = first_classes(labels, classes, "ContrastiveTuner", True)

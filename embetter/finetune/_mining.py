@@ -17,7 +17,7 @@ def _embed(model, texts, batch_size):
 
         model = SentenceEncoder(os.fspath(model), batch_size=batch_size)
     if hasattr(model, "transform"):
-        return as_matrix(model.transform(texts), "the model's embeddings")
+        return _one_row_each(model.transform(texts), texts)
     if hasattr(model, "encode"):
         training = getattr(model, "training", False)  # encode() switches a model to eval
         try:
@@ -25,11 +25,20 @@ def _embed(model, texts, batch_size):
         finally:
             if training:
                 model.train()
-        return as_matrix(emb, "the model's embeddings")
+        return _one_row_each(emb, texts)
     raise TypeError(
         "model must be a model name or path, a SentenceTransformer, or a fitted transformer "
         f"such as SentenceEncoder or SbertLearner, got {type(model).__name__}"
     )
+
+
+def _one_row_each(embeddings, texts) -> np.ndarray:
+    """The model's embeddings as a matrix, checked to hold one row per text."""
+    M = as_matrix(embeddings, "the model's embeddings")
+    if M.shape[0] != len(texts):
+        raise ValueError(f"the model returned {M.shape[0]} embeddings for {len(texts)} texts; "
+                         "it must return one row per text")
+    return M
 
 
 def _unit(X):
@@ -116,7 +125,10 @@ def mine_hard_negatives(
                 f"{type(embeddings).__name__}"
             )
         A = as_matrix(embeddings[0], "embeddings[0]")
-        P = as_matrix(embeddings[1], "embeddings[1]", n_features=A.shape[1])
+        P = as_matrix(embeddings[1], "embeddings[1]")
+        if A.shape[1] != P.shape[1]:
+            raise ValueError(f"embeddings[0] and embeddings[1] must have the same width, got "
+                             f"{A.shape[1]} and {P.shape[1]} columns")
         for name, M in (("embeddings[0]", A), ("embeddings[1]", P)):
             if M.shape[0] != len(anchors):
                 raise ValueError(f"{name} has {M.shape[0]} rows, expected one per pair "

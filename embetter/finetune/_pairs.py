@@ -105,7 +105,12 @@ def _multi_label_pairs(Y, n_pos, n_neg, rng, max_tries=20):
 def _rng_from(random_state) -> np.random.Generator:
     if isinstance(random_state, np.random.Generator):
         return random_state
-    return np.random.default_rng(check_random_state(random_state).randint(0, 2**31 - 1))
+    try:
+        seeded = check_random_state(random_state)
+    except (TypeError, ValueError) as e:  # ("x", -1, 2**40: numpy's words name no argument)
+        raise ValueError(f"random_state must be None, an int in [0, 2**32), or a numpy "
+                         f"RandomState or Generator, got {random_state!r}") from e
+    return np.random.default_rng(seeded.randint(0, 2**31 - 1))
 
 
 class PairSampler:
@@ -238,7 +243,7 @@ def _read_records(records):
         cats = [r.get("cats", {}) for r in records]
         ok = all(type(t) is str for t in texts) and all(type(c) is dict for c in cats) and all(
             v is True or v is False or v == 0 or v == 1 for c in cats for v in c.values())
-    except (TypeError, KeyError, AttributeError):
+    except (TypeError, KeyError, AttributeError, ValueError):  # (an array as a value)
         ok = False
     if ok:
         return texts, cats
@@ -248,7 +253,7 @@ def _read_records(records):
         if not isinstance(record.get("cats", {}), dict):
             raise ValueError(f"records[{i}]['cats'] must be a dict of label -> 0/1")
         for label, value in record.get("cats", {}).items():
-            if value not in (0, 1):
+            if np.ndim(value) != 0 or value not in (0, 1):
                 raise ValueError(f"records[{i}]['cats'][{label!r}] must be 0 or 1, got {value!r}")
     return texts, cats  # pragma: no cover - the fast path found a problem the slow one did not
 
@@ -298,6 +303,8 @@ def pairs_from_records(records, n_neg=3, n_pos=1, labels=None, random_state=None
     if isinstance(labels, (str, bytes)):
         raise TypeError(f"labels must be a list of label names or None, got the string "
                         f"{labels!r}; pass [{labels!r}] for one label")
+    if labels is not None and not hasattr(labels, "__iter__"):
+        raise TypeError(f"labels must be a list of label names or None, got {labels!r}")
     wanted = list(names) if labels is None else list(labels)
     missing = [label for label in wanted if label not in names]
     if missing:

@@ -103,7 +103,8 @@ def check_classes(y, n: int, loss: str):
                " (multi-label 0/1 rows need loss='supcon')")
             + f", got shape {classes.shape}")
     if classes.dtype.kind not in "iub" and not (
-            classes.dtype.kind == "f" and np.all(classes == np.round(classes))):
+            classes.dtype.kind == "f" and np.all(np.isfinite(classes))
+            and np.all(classes == np.round(classes))):
         raise ValueError(
             f"y for loss={loss!r} must be int class codes"
             + (" (or 0/1 rows)" if rows else "")
@@ -114,7 +115,22 @@ def check_classes(y, n: int, loss: str):
     if not rows and classes.size and classes.min() < 0:
         raise ValueError(f"y for loss={loss!r} must hold class codes >= 0, got "
                          f"{int(classes.min())}")
+    bounds = np.iinfo(np.int64)
+    if classes.size and (classes.max() > bounds.max or classes.min() < bounds.min):
+        raise ValueError(f"y for loss={loss!r} must hold class codes that fit in int64, got "
+                         f"values from {classes.min().item()!r} to {classes.max().item()!r}")
     return classes.astype(np.int64)
+
+
+def check_first_classes(y, loss: str, class_texts) -> None:
+    """A learner's first call with a class loss: y must hold two classes (or class texts to
+    contrast with), else every text is its own class's and the loss is 0: nothing trains."""
+    if (loss in ("supcon", "prototype") and class_texts is None and y.ndim == 1
+            and np.unique(y).size < 2):
+        raise ValueError(
+            f"y holds a single class ({y[0]}): loss={loss!r} contrasts texts of different "
+            "classes, so nothing would be learned; give pairs of two classes or more"
+            + (" (or class_texts=)" if loss == "supcon" else ""))
 
 
 def check_class_texts(class_texts, y, loss: str):

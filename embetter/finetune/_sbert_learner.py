@@ -14,6 +14,7 @@ from embetter.finetune._sbert_base import COMMON_CONSTRAINTS, SbertBase
 from embetter.finetune._sbert_inputs import (
     check_class_texts,
     check_eval_set,
+    check_first_classes,
     check_negatives,
     check_targets,
     distinct,
@@ -195,6 +196,8 @@ class SbertLearner(RemovedParams, FitsPairs, TransformerMixin, SbertBase):
         X1, X2, _ = check_pairs(X1, X2, texts=True)
         negatives = check_negatives(negatives, len(X1), self.loss)
         y = check_targets(y, len(X1), self.loss)
+        if "model_" not in self.__dict__:
+            check_first_classes(y, self.loss, class_texts)
         given = [column for column in (X1, X2, negatives) if column is not None]
         texts, where = distinct([t for column in given for t in column])
         columns = np.split(where, np.cumsum([len(column) for column in given])[:-1])
@@ -354,7 +357,11 @@ class SbertLearner(RemovedParams, FitsPairs, TransformerMixin, SbertBase):
         if self.max_seq_length != "auto":
             self.max_seq_length_ = self.max_seq_length
         elif self.__dict__.get("max_seq_length_") is None:
-            self.max_seq_length_ = auto_seq_length(token_counts(model, texts))
+            length = auto_seq_length(token_counts(model, texts))
+            limit = getattr(model, "max_seq_length", None)  # (texts longer than the model
+            # reads train at its limit: the length it trained at, not the texts')
+            self.max_seq_length_ = length if length is None or limit is None else min(
+                length, int(limit))
         return self.max_seq_length_
 
     # -- use ---------------------------------------------------------------------------------

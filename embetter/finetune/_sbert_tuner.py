@@ -10,7 +10,12 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from embetter._estimator_checks import all_or_nothing, check_stream_classes, check_stream_settled
+from embetter._estimator_checks import (
+    all_or_nothing,
+    check_label_columns,
+    check_stream_classes,
+    check_stream_settled,
+)
 from embetter._st import embedding_dim
 from embetter._validation import as_labels, as_targets, as_texts
 from embetter.base import ReadsTextsOnce
@@ -284,6 +289,8 @@ class SbertTuner(ReadsTextsOnce, TransformerMixin, SbertBase):
         labels, _ = as_targets(y, "y", n_samples=len(texts))
         if first and labels.ndim == 1 and classes is not None:
             self.classes_ = np.unique(as_labels(classes, "classes"))
+        elif first and labels.ndim == 2:
+            check_label_columns(classes, labels.shape[1])
         elif not first and getattr(self, "classes_", None) is not None:
             check_stream_classes(classes, self.classes_)
         check_stream_labels(labels, None if first else self.seen_y_,
@@ -324,7 +331,8 @@ class SbertTuner(ReadsTextsOnce, TransformerMixin, SbertBase):
             learner.set_params(loss=self.loss_, **self._training_params())
         n_old = len(self.seen_texts_)
         all_texts = self.seen_texts_ + texts
-        all_labels = np.concatenate([self.seen_y_, labels]) if n_old else labels
+        # (a copy on the first call too: the caller's label array may be reused for others)
+        all_labels = np.concatenate([self.seen_y_, labels]) if n_old else labels.copy()
         average = StreamAverage() if first else self.__dict__.get("_average", StreamAverage())
         params = learner._trained_parameters()
         average.start(params)

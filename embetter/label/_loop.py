@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 
 import numpy as np
 from sklearn.base import clone
@@ -15,6 +16,7 @@ from embetter.label._suggest import (
     as_space,
     check_k,
     check_strategy,
+    checked_proba,
     pick,
     pool_size,
 )
@@ -186,6 +188,9 @@ class LabellingLoop:
         if classes is None:
             raise ValueError("classes must list every label the rounds may bring (at least "
                              "two), got None")
+        if isinstance(classes, (str, bytes, Mapping)) or not hasattr(classes, "__iter__"):
+            raise TypeError(f"classes must be a list of labels (at least two), got "
+                            f"{type(classes).__name__} {classes!r:.60}")
         if isinstance(classes, (set, frozenset)):  # no order of its own: np.unique sorts
             classes = list(classes)
         source = classes.to_numpy() if hasattr(classes, "to_numpy") else classes
@@ -195,12 +200,15 @@ class LabellingLoop:
                 f"classes must list every label the rounds may bring (at least two), got "
                 f"{arr.tolist()[:10] if arr.ndim == 1 else arr.shape}"
             )
-        missing = [c for c in arr.tolist() if c is None or (isinstance(c, float) and c != c)]
+        missing = [c for c in arr.tolist() if is_missing(c)]
         if missing:
             raise ValueError(f"classes must not hold a missing value, got {missing[0]!r} in "
                              f"{arr.tolist()[:10]}")
         values = np.asarray(source, dtype=object).ravel().tolist()  # (as given: np.asarray
         # turned a list's ints into strings beside a string)
+        if any(isinstance(c, bytes) for c in values):  # (a classifier refuses them later)
+            raise TypeError(f"classes must be strings or numbers, got bytes in {values[:10]}; "
+                            "decode them")
         unique, mixed = None, len({isinstance(c, str) for c in values}) > 1
         if not mixed:
             try:
@@ -251,7 +259,7 @@ class LabellingLoop:
                 return typical_pick(Z, candidates, self.labelled_, k, self._rng)
             return weighted_kmeans_pick(Z, candidates, np.ones(self.n_pool_), k, self._rng)
         Z = self._head(self.embeddings_)
-        proba = np.asarray(self._learned[-1].predict_proba(Z), dtype=np.float64)
+        proba = checked_proba(self._learned[-1].predict_proba(Z), self.n_pool_)
         # (the classes declared, not only those seen: a refitted head knows only the latter)
         return pick(self.strategy, proba, Z, k, candidates, self.labelled_, self._rng,
                     n_classes=self.classes_.size)

@@ -116,6 +116,19 @@ def as_space(Z, strategy: str) -> np.ndarray:
     return Z
 
 
+def checked_proba(proba, n: int) -> np.ndarray:
+    """The classifier's probabilities of the pool: a finite row for each of its `n` rows
+    (NaN would be ranked as if it were a doubt, and a short matrix picks past its end)."""
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.shape[0] != n:
+        raise ValueError(f"model's predict_proba gave {proba.shape[0]} rows for a pool of {n}: "
+                         "it must give one row per row of X")
+    if not np.isfinite(proba).all():
+        raise ValueError("model's predict_proba gave NaN or inf: the uncertainty of those rows "
+                         "is unknown (check the classifier and the pool's embeddings)")
+    return proba
+
+
 def pick(strategy: str, proba, Z, k: int, candidates: np.ndarray, labelled: np.ndarray,
          rng, n_classes=None) -> np.ndarray:
     """Dispatch to one strategy; every branch returns `k` positions among `candidates`."""
@@ -197,4 +210,4 @@ def suggest(model, X, k: int = 10, strategy: str = "auto", random_state=None, *,
             "(rows, classes) matrix: a classifier of several outputs (MultiOutputClassifier) "
             "has no single uncertainty; suggest for one output's classifier "
             "(model.estimators_[i]) or strategy='kcenter' on the embeddings")
-    return pick(strategy, np.asarray(proba, dtype=np.float64), Z, k, candidates, labelled, rng)
+    return pick(strategy, checked_proba(proba, n), Z, k, candidates, labelled, rng)

@@ -153,9 +153,11 @@ def train_to_mimic(static, texts, targets: np.ndarray, seed: int, show_progress_
     targets = np.asarray(targets, dtype=np.float32)
     import copy
 
-    # a shallow copy: model2vec rebinds the model's `embedding` (nan_to_num), ours stays
-    trainer = _trainer_class(settings["loss"]).from_static_model(
-        model=copy.copy(static), n_layers=0, out_dim=targets.shape[1])
+    # a shallow copy: model2vec rebinds the model's `embedding` (nan_to_num), ours stays;
+    # (it logs a float16 model's cast to float32: the training's business, not the user's)
+    with quiet_loggers("model2vec"):
+        trainer = _trainer_class(settings["loss"]).from_static_model(
+            model=copy.copy(static), n_layers=0, out_dim=targets.shape[1])
     threads = torch.get_num_threads()
     try:
         with quiet_loggers("model2vec", "lightning", "pytorch_lightning",
