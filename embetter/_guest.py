@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import threading
 
 #: Held while a call has process-wide state changed (re-entrant: the contexts nest). Code
@@ -73,18 +74,43 @@ reopen_after_fork(GUEST_LOCK, SHARED.lock)
 
 @contextlib.contextmanager
 def quiet_loggers(*names: str, level: int = logging.ERROR):
-    """Raise the named loggers (`""` is the root logger) to at least `level` for the call.
-
-    Only used around third-party code that logs through loggers we cannot otherwise reach
-    (onnxruntime's quantiser logs on the root logger). Handlers the call adds to them are
-    removed (`logging.warning(...)` adds a stderr handler to a root logger that has none).
-    """
+    """Raise a library's named loggers to at least `level` for the call (never the root
+    logger, which every logger without a level of its own follows: see
+    `quiet_root_records`). Only used around third-party code whose loggers we cannot
+    otherwise reach; handlers the call adds to them are removed."""
+    if "" in names or "root" in names:
+        raise ValueError("quiet_loggers does not raise the root logger; use quiet_root_records")
     with contextlib.ExitStack() as stack:
         for name in names:
             logger = logging.getLogger(name or None)
             stack.enter_context(SHARED.hold(("logger", logger.name),
                                             lambda lg=logger: _raise(lg, level), _lower))
         yield
+
+
+@contextlib.contextmanager
+def quiet_root_records(level: int = logging.ERROR):
+    """Drop the records below `level` that this thread logs on the root logger (onnxruntime's
+    quantiser logs its progress with `logging.info`/`logging.warning`): a filter for this
+    thread's records only, so other threads log as ever (raising the root logger's level
+    silenced every thread's loggers that inherit it). A handler that logging's module
+    functions add to a root logger that had none (`basicConfig`) is taken out again."""
+    root = logging.getLogger()
+    me = threading.get_ident()
+
+    def keep(record) -> bool:
+        return record.thread != me or record.levelno >= level
+
+    had_handlers = bool(root.handlers)
+    before = list(root.handlers)
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+        if not had_handlers:
+            for handler in [h for h in root.handlers if h not in before]:
+                root.removeHandler(handler)
 
 
 def _raise(logger, level):
@@ -103,25 +129,79 @@ def _lower(before):
 
 @contextlib.contextmanager
 def quiet_stderr(enabled: bool = True):
-    """Swallow what the call writes to `sys.stderr` (a library's own progress bars, which no
-    argument turns off); the warnings it raises are recorded and raised again after it (also
-    when it fails), so nothing but the bars is lost. `enabled=False` changes nothing."""
+    """Swallow what this thread writes to `sys.stderr` during the call (a library's own
+    progress bars, which no argument turns off); the warnings it shows are held and raised
+    again after it (also when it fails), so nothing but the bars is lost. Other threads
+    write and warn as ever. `enabled=False` changes nothing.
+
+    Process-wide objects are not swapped for the call and put back (another thread's
+    `catch_warnings` or `redirect_stderr` that began inside it would put back ours after
+    it: the warnings of the whole process lost, `sys.stderr` a dead buffer): `sys.stderr`
+    and `warnings.showwarning` get a pass-through that drops only what quiet threads
+    write; each is taken out again when the last quiet thread leaves and it is still in
+    place (if another's restore put it back later, it keeps passing everything through)."""
     if not enabled:
         yield
         return
-    import io
     import warnings
 
-    caught: list = []
-    with GUEST_LOCK:
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                with contextlib.redirect_stderr(io.StringIO()):
-                    yield
-        finally:
-            for w in caught:  # outside catch_warnings: the user's own filters apply again
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    me = threading.get_ident()
+    with _GATE_LOCK:
+        if not _HELD:
+            if not isinstance(sys.stderr, _StderrGate):
+                sys.stderr = _StderrGate(sys.stderr)
+            if warnings.showwarning is not _hold_warning:
+                _PREVIOUS_SHOW[:] = [warnings.showwarning]
+                warnings.showwarning = _hold_warning
+        outer = me in _HELD  # (nested in a quiet block of this thread: that one re-raises)
+        _HELD.setdefault(me, [])
+    try:
+        yield
+    finally:
+        with _GATE_LOCK:
+            held = [] if outer else _HELD.pop(me)
+            if not _HELD:
+                if isinstance(sys.stderr, _StderrGate):
+                    sys.stderr = sys.stderr.target
+                if warnings.showwarning is _hold_warning and _PREVIOUS_SHOW:
+                    warnings.showwarning = _PREVIOUS_SHOW[0]
+        for message, category, filename, lineno in held:  # the user's own filters apply
+            warnings.warn_explicit(message, category, filename, lineno)
+
+
+#: the quiet threads (`quiet_stderr`), each with the warnings it held back
+_HELD: dict = {}
+_GATE_LOCK = threading.Lock()
+_PREVIOUS_SHOW: list = []  # what `warnings.showwarning` was before ours came in
+reopen_after_fork(_GATE_LOCK)
+
+
+class _StderrGate:
+    """`sys.stderr` as it was, except that a quiet thread's writes go nowhere."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def write(self, text):
+        if threading.get_ident() in _HELD:
+            return len(text)
+        return self.target.write(text)
+
+    def flush(self):
+        if threading.get_ident() not in _HELD:
+            self.target.flush()
+
+    def __getattr__(self, name):  # encoding, isatty, fileno, ...
+        return getattr(self.target, name)
+
+
+def _hold_warning(message, category, filename, lineno, file=None, line=None):
+    """`warnings.showwarning` while a thread is quiet: its warnings are held for after."""
+    held = _HELD.get(threading.get_ident())
+    if held is not None and file is None:
+        held.append((message, category, filename, lineno))
+        return
+    _PREVIOUS_SHOW[0](message, category, filename, lineno, file, line)  # (set before ours)
 
 
 @contextlib.contextmanager

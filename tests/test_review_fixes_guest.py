@@ -324,3 +324,118 @@ def test_a_child_forked_while_a_lock_was_held_can_take_it():
         release.set()
         t.join()
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def _overlap(other_block):
+    """Thread A quiet; thread B enters `other_block()` inside A's block and leaves after it."""
+    from embetter._guest import quiet_stderr
+
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def a():
+        with quiet_stderr():
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()
+
+    def b():
+        a_in.wait(10)
+        with other_block():
+            b_in.set()
+            a_out.wait(10)
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+
+
+def test_quiet_stderr_beside_another_threads_catch_warnings():
+    """scikit-learn's threaded tasks run in catch_warnings(): one that began inside a quiet
+    block put back our 'always' filter and recording hook after it, for the whole process."""
+    import warnings
+
+    before = list(warnings.filters)
+    _overlap(warnings.catch_warnings)
+    assert warnings.filters == before
+    with pytest.warns(UserWarning, match="still seen"):
+        warnings.warn("still seen", UserWarning, stacklevel=1)
+
+
+def test_quiet_stderr_beside_another_threads_redirect(monkeypatch):
+    """Another thread's redirect_stderr begun inside a quiet block put our dead buffer back as
+    sys.stderr after it: the process's tracebacks went nowhere."""
+    import contextlib
+    import io
+    import sys
+
+    real = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", real)
+    _overlap(lambda: contextlib.redirect_stderr(io.StringIO()))
+    print("after", file=sys.stderr)
+    assert real.getvalue() == "after\n"
+
+
+def test_quiet_stderr_keeps_other_threads_writes(monkeypatch):
+    import io
+    import sys
+
+    from embetter._guest import quiet_stderr
+
+    real = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", real)
+    quiet_in, done = threading.Event(), threading.Event()
+
+    def quiet():
+        with quiet_stderr():
+            print("a bar", file=sys.stderr)
+            quiet_in.set()
+            done.wait(10)
+
+    t = threading.Thread(target=quiet)
+    t.start()
+    quiet_in.wait(10)
+    print("the user's line", file=sys.stderr)  # another thread, during the quiet block
+    done.set()
+    t.join(10)
+    assert real.getvalue() == "the user's line\n" and sys.stderr is real
+
+
+def test_quantising_leaves_other_threads_logging_alone(tmp_path, monkeypatch):
+    """The int8 export raised the root logger to ERROR to quiet the quantiser: every other
+    thread's warnings on loggers without a level of their own were dropped meanwhile."""
+    import logging
+
+    import onnx
+    import onnxruntime.quantization as quantization
+
+    from embetter.text._backends import _export
+
+    graph = onnx.helper.make_graph([], "empty", [], [])
+    onnx.save(onnx.helper.make_model(graph), str(tmp_path / "m.onnx"))
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    handler = Keep(logging.WARNING)
+    logging.getLogger().addHandler(handler)
+    other = logging.getLogger("an_app_of_the_user")
+    logged = threading.Event()
+
+    def fake_quantize(*args, **kwargs):
+        logging.warning("quantiser progress")  # as onnxruntime logs it
+        t = threading.Thread(target=lambda: (other.warning("the user's warning"),
+                                             logged.set()))
+        t.start()
+        t.join(10)
+
+    monkeypatch.setattr(quantization, "quantize_dynamic", fake_quantize)
+    try:
+        _export._quantize_int8(tmp_path / "m.onnx", tmp_path / "q.onnx")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert logged.is_set() and seen == ["the user's warning"]
+    assert logging.getLogger().filters == []

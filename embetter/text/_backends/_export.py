@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from embetter import _st
-from embetter._guest import quiet_loggers, reopen_after_fork
+from embetter._guest import quiet_loggers, quiet_root_records, reopen_after_fork
 from embetter.text._backends import row_cosines
 from embetter.text._backends._tokenize import PROBE_TEXTS, TextTokenizer, pad_batch
 from embetter.text._models import cache_root, folder_fingerprint
@@ -227,7 +227,7 @@ def _quantize_int8(src: Path, dst: Path) -> None:
         dims = next((weights[i] for i in node.input if i in weights), None)
         if dims is not None and len(dims) == 2 and dims[0] > dims[1]:
             down.append(node.name)
-    with quiet_loggers(""):  # the quantiser logs its progress on the root logger
+    with quiet_root_records():  # the quantiser logs its progress on the root logger
         quantize_dynamic(
             str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
             nodes_to_exclude=down,
