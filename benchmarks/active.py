@@ -30,47 +30,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from splits import read_split  # beside this script
+from active_data import load, split, start_set, text_encoder  # beside this script
 
-DATA = Path(os.environ.get(
-    "EMBETTER_BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
-))
-CACHE = Path(os.environ.get("EMBETTER_BENCH_CACHE", "/tmp/embetter-bench-cache"))
 DATASETS = ["ag_news", "banking77", "clinc150", "emotion", "mr", "sms_spam", "sst2", "subj",
             "trec_fine"]
 SEEDS = [0, 1, 2, 3, 4]
-N_POOL, N_DEV, N_TEST, ADDED = 2000, 500, 1000, 200
+ADDED = 200
 IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
-
-
-def _encoder():
-    from embetter.text import SentenceEncoder
-    from embetter.utils import cached
-
-    return cached(CACHE, SentenceEncoder("all-MiniLM-L6-v2"))
-
-
-def split(name: str):
-    """The pool (train rows), the held-out train rows for --dev, and the test rows (DataFrames).
-
-    The pool and test rows are drawn as benchmarks/tuners.py draws them, so the two share the
-    embedding cache; the dev rows are other train rows, never in the pool.
-    """
-    train = read_split(DATA, name, "train")
-    pool = train.sample(min(N_POOL, len(train)), random_state=100)
-    rest = train.drop(pool.index)
-    dev = rest.sample(min(N_DEV, len(rest)), random_state=0)
-    test = read_split(DATA, name, "test")
-    return pool, dev, test.sample(min(N_TEST, len(test)), random_state=0)
-
-
-def load(name: str, dev: bool = False):
-    """Encoded pool (X, y) and evaluation rows (X, y): test rows, or held-out train rows."""
-    pool, held_out, test = split(name)
-    evaluation = held_out if dev else test
-    enc = _encoder()
-    return (enc.transform(pool["text"]), pool["label"].astype(str).to_numpy(),
-            enc.transform(evaluation["text"]), evaluation["label"].astype(str).to_numpy())
 
 
 # -- the simulation ----------------------------------------------------------------------------
@@ -85,15 +51,6 @@ def classifier():
 
 def step_size(y) -> int:
     return 20 if np.unique(y).size > 20 else 10
-
-
-def start_set(y, seed: int) -> np.ndarray:
-    """2 pool rows per class (fewer for a class the pool holds once), seeded."""
-    rng = np.random.RandomState(seed)
-    return np.concatenate([
-        rng.choice(np.flatnonzero(y == c), min(2, int((y == c).sum())), replace=False)
-        for c in np.unique(y)
-    ]).astype(np.intp)
 
 
 def query(strategy: str, clf, Xp, k, labelled, seed):
@@ -256,7 +213,7 @@ def main():
     print(f"load average at start: {os.getloadavg()}")
     if args.encode_only:  # the rows no other benchmark encodes first, then the rest
         for name in args.datasets:
-            _encoder().transform(split(name)[1]["text"])
+            text_encoder().transform(split(name)[1]["text"])
         for name in args.datasets[::-1]:
             load(name)
             print(f"encoded {name}; load {os.getloadavg()}", flush=True)

@@ -8,7 +8,7 @@ import os
 import time
 
 import numpy as np
-from active import load, split, start_set  # beside this script
+from active_data import load, split, start_set  # beside this script
 
 
 # -- one interactive round -------------------------------------------------------------------

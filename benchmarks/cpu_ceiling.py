@@ -18,7 +18,7 @@ import os
 import time
 
 import numpy as np
-from encode_speed import load_texts  # the same 1,000 texts (half SST-2, half AG News)
+from encode_common import load_texts  # the same 1,000 texts (half SST-2, half AG News)
 
 
 def best_rate(fn, macs: float, repeats: int = 7) -> float:

@@ -33,16 +33,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data")
-MODEL = "all-MiniLM-L6-v2"
+from encode_common import DATA, MODEL, cosines, load_texts, log, table, timed  # beside it
 
 # name -> SentenceEncoder keyword arguments (special cases handled in make_encoder)
 PATHS = {
@@ -131,16 +125,6 @@ def make_encoder(path: str, device: str):
     return SentenceEncoder(MODEL, device=device, **kw), (1 if path == "torch-1thread" else None)
 
 
-def load_texts(n: int, seed: int = 0) -> list[str]:
-    """Half SST-2 (short), half AG News (longer) sentences, the same every run."""
-    rng = np.random.default_rng(seed)
-    sst = pd.read_csv(DATA / "sst2" / "train.csv").text
-    ag = pd.read_csv(DATA / "ag_news" / "train.csv").text
-    a = sst.iloc[rng.permutation(len(sst))[: n - n // 2]].tolist()
-    b = ag.iloc[rng.permutation(len(ag))[: n // 2]].tolist()
-    return [t for pair in zip(a, b) for t in pair] + a[len(b):]
-
-
 def load_task(name: str, n_train: int, n_test: int | None):
     rng = np.random.default_rng(1)
     train = pd.read_csv(DATA / name / "train.csv")
@@ -149,21 +133,6 @@ def load_task(name: str, n_train: int, n_test: int | None):
     if n_test:
         test = test.iloc[rng.permutation(len(test))[:n_test]]
     return train.text.tolist(), train.label.to_numpy(), test.text.tolist(), test.label.to_numpy()
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def timed(fn):
-    t = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t, out
-
-
-def cosines(a, b):
-    return np.sum(a * b, axis=1) / np.maximum(
-        np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
 
 
 def accuracy(enc, threads, task) -> float:
@@ -214,12 +183,6 @@ def peak_memory(path: str, device: str, n: int) -> str:
     got = json.loads(out.stdout.strip().splitlines()[-1])
     gpu = f" / GPU {got['gpu_peak_mb']:.0f}" if "gpu_peak_mb" in got else ""
     return f"{got['peak_mb']:.0f}{gpu}"
-
-
-def table(header, rows) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths))  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
 def bench_paths(args) -> None:

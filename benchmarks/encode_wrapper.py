@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from encode_speed import MODEL, load_texts, table, timed  # noqa: E402
+from encode_common import MODEL, load_texts, table, timed  # noqa: E402
 
 
 def bench_overhead(args) -> None:

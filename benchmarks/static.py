@@ -53,18 +53,9 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from encode_common import table  # noqa: E402
+from static_common import fit_corpus, load_avg, minilm, torch_threads  # noqa: E402
 from tuners import DATA, DATASETS, N_TEST, PER_CLASS, lr_acc  # noqa: E402
-
-CACHE = os.environ.get("EMBETTER_BENCH_CACHE", "/tmp/embetter-bench-cache")
-
-
-def minilm(backend=None):
-    from embetter.text import SentenceEncoder
-    from embetter.utils import cached
-
-    if backend is None:
-        return cached(CACHE, SentenceEncoder("all-MiniLM-L6-v2"))
-    return cached(CACHE, SentenceEncoder("all-MiniLM-L6-v2", backend=backend))
 
 
 def labelled(train: pd.DataFrame, name: str, seed: int) -> pd.DataFrame:
@@ -79,16 +70,6 @@ def mean_lr(encode, trains, test) -> float:
         lr_acc(encode(tr.text.tolist()), tr.label.to_numpy(), Xte, test.label.to_numpy())
         for tr in trains
     ]))
-
-
-def table(header, rows) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths))  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
-def load_avg() -> str:
-    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 # -- 1. choosing the settings on train splits ------------------------------------------------
@@ -171,18 +152,6 @@ def quality(args) -> None:
     print(f"\nload average {load_avg()}")
 
 
-def _fit_corpus(name: str, n: int) -> list[str]:
-    """n unlabelled texts of the train split (all of them when it is smaller); no test row."""
-    train = pd.read_csv(DATA / name / "train.csv")
-    return train.sample(min(n, len(train)), random_state=7).text.tolist()
-
-
-def torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
-
-
 # -- 5. one full fit, timed --------------------------------------------------------------------
 def fit_time(args) -> None:
     from embetter.text import TextEncoder
@@ -190,7 +159,7 @@ def fit_time(args) -> None:
     n = args.train_texts or 10_000
     texts = []
     for name in args.datasets:
-        texts += _fit_corpus(name, n - len(texts))
+        texts += fit_corpus(name, n - len(texts))
         if len(texts) >= n:
             break
     words = np.mean([len(t.split()) for t in texts])
@@ -220,7 +189,7 @@ def fit_time(args) -> None:
 
 # -- 4. speed ----------------------------------------------------------------------------------
 def speed(args) -> None:
-    from encode_speed import load_texts
+    from encode_common import load_texts
 
     from embetter.text import SentenceEncoder, TextEncoder
 

@@ -12,13 +12,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from static import (  # noqa: E402
-    _fit_corpus,
-    load_avg,
-    minilm,
-    table,
-    torch_threads,
-)
+from encode_common import table  # noqa: E402
+from static_common import fit_corpus, load_avg, minilm, torch_threads  # noqa: E402
 from tuners import DATA, SEEDS, load_texts  # noqa: E402
 
 
@@ -129,7 +124,7 @@ def ratio(args) -> None:
     for name in args.datasets:
         per_set = {}
         if args.train_texts:
-            corpus = _fit_corpus(name, args.train_texts)
+            corpus = fit_corpus(name, args.train_texts)
             # the teacher's embeddings, cached (not timed)
             targets = minilm(args.teacher_backend).transform(corpus)
             start = time.perf_counter()
