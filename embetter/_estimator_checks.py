@@ -67,9 +67,17 @@ def first_classes(y, classes, owner: str, incremental: bool) -> np.ndarray:
 
 
 def check_label_columns(classes, n_columns: int) -> None:
-    """Multi-label y (one 0/1 column per label) with `classes=`: one class per column."""
-    if classes is not None and np.size(classes) != n_columns:
-        raise ValueError(f"classes lists {np.size(classes)} labels, but y has {n_columns} "
+    """Multi-label y (one 0/1 column per label) with `classes=`: one class per column (or
+    one array of values per column, as MultiOutputClassifier takes them), or the 0/1
+    values themselves."""
+    if classes is None or len(classes) == n_columns:
+        return
+    try:
+        values = np.unique(np.asarray(classes, dtype=object).ravel().astype(float))
+    except (TypeError, ValueError):  # (names, ragged lists)
+        values = None
+    if values is None or not np.isin(values, (0.0, 1.0)).all():
+        raise ValueError(f"classes lists {len(classes)} labels, but y has {n_columns} "
                          "label columns (multi-label y: one 0/1 column per label)")
 
 

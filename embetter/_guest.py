@@ -5,12 +5,14 @@ A library runs inside its user's process. Whatever process-wide state a call has
 restore exactly what they found, also when the call fails.
 
 The state is the process's. A change that belongs to one computation (a seed, torch's
-threads, `sys.stderr` caught around a library's bars) is made by one call at a time
-(`GUEST_LOCK`): two threads that train at once run one after the other, and each puts back
-what it found (interleaved, the second one's restore put back the first one's change:
-`sys.stderr` stayed a dead buffer, a seed was reused). A switch that several calls may want
-at once (a logger raised, the Hub's progress bars off) is shared instead (`SHARED`): the
-first call in makes it, the last one out puts back what was there, and nobody waits.
+threads) is made by one call at a time (`GUEST_LOCK`): two threads that train at once run
+one after the other, and each puts back what it found (interleaved, the second one's
+restore put back the first one's change: a seed was reused). A switch that several calls
+may want at once (a logger raised, the Hub's progress bars off) is shared instead
+(`SHARED`): the first call in makes it, the last one out puts back what was there, and
+nobody waits. What a call writes to `sys.stderr` is dropped per thread (`quiet_stderr`),
+and a library's root-logger records are filtered per thread (`quiet_root_records`):
+other threads write, warn and log as ever.
 """
 
 from __future__ import annotations
@@ -94,7 +96,8 @@ def quiet_root_records(level: int = logging.ERROR):
     quantiser logs its progress with `logging.info`/`logging.warning`): a filter for this
     thread's records only, so other threads log as ever (raising the root logger's level
     silenced every thread's loggers that inherit it). A handler that logging's module
-    functions add to a root logger that had none (`basicConfig`) is taken out again."""
+    functions add to a root logger that had none (`basicConfig`) is taken out again (one
+    that another thread adds to it in that window goes too: they cannot be told apart)."""
     root = logging.getLogger()
     me = threading.get_ident()
 
@@ -139,7 +142,10 @@ def quiet_stderr(enabled: bool = True):
     it: the warnings of the whole process lost, `sys.stderr` a dead buffer): `sys.stderr`
     and `warnings.showwarning` get a pass-through that drops only what quiet threads
     write; each is taken out again when the last quiet thread leaves and it is still in
-    place (if another's restore put it back later, it keeps passing everything through)."""
+    place (if another's restore put it back later, it keeps passing everything through).
+    One limit: while another thread's `catch_warnings` has put back the hook it found
+    (it began before the call and ends inside it), a warning of the quiet thread is shown
+    the plain way, into the dropped output."""
     if not enabled:
         yield
         return
@@ -159,12 +165,9 @@ def quiet_stderr(enabled: bool = True):
         yield
     finally:
         with _GATE_LOCK:
-            held = [] if outer else _HELD.pop(me)
+            held = [] if outer else _HELD.pop(me, [])
             if not _HELD:
-                if isinstance(sys.stderr, _StderrGate):
-                    sys.stderr = sys.stderr.target
-                if warnings.showwarning is _hold_warning and _PREVIOUS_SHOW:
-                    warnings.showwarning = _PREVIOUS_SHOW[0]
+                _open_gate()
         for message, category, filename, lineno in held:  # the user's own filters apply
             warnings.warn_explicit(message, category, filename, lineno)
 
@@ -173,7 +176,32 @@ def quiet_stderr(enabled: bool = True):
 _HELD: dict = {}
 _GATE_LOCK = threading.Lock()
 _PREVIOUS_SHOW: list = []  # what `warnings.showwarning` was before ours came in
-reopen_after_fork(_GATE_LOCK)
+_SHOWING = threading.local()  # a thread inside `_hold_warning` (a hook chained back to ours)
+
+
+def _open_gate() -> None:
+    """The last quiet thread is out: take the pass-throughs out where they still are."""
+    import warnings
+
+    if isinstance(sys.stderr, _StderrGate):
+        sys.stderr = sys.stderr.target
+    if warnings.showwarning is _hold_warning and _PREVIOUS_SHOW:
+        warnings.showwarning = _PREVIOUS_SHOW[0]
+
+
+def _after_fork_in_child() -> None:
+    """A forked child holds only the forking thread: the others' quiet blocks never end
+    there (and a new thread could get a dead one's id)."""
+    me = threading.get_ident()
+    for ident in [i for i in _HELD if i != me]:
+        del _HELD[ident]
+    if not _HELD:
+        _open_gate()
+
+
+reopen_after_fork(_GATE_LOCK)  # (first: the hook below takes it)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _StderrGate:
@@ -187,6 +215,10 @@ class _StderrGate:
             return len(text)
         return self.target.write(text)
 
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
     def flush(self):
         if threading.get_ident() not in _HELD:
             self.target.flush()
@@ -197,11 +229,22 @@ class _StderrGate:
 
 def _hold_warning(message, category, filename, lineno, file=None, line=None):
     """`warnings.showwarning` while a thread is quiet: its warnings are held for after."""
+    import warnings
+
     held = _HELD.get(threading.get_ident())
     if held is not None and file is None:
         held.append((message, category, filename, lineno))
         return
-    _PREVIOUS_SHOW[0](message, category, filename, lineno, file, line)  # (set before ours)
+    if getattr(_SHOWING, "active", False):  # a hook set after ours called "the previous
+        # one", which is ours again: show it plainly instead of going round for ever
+        stream = file if file is not None else sys.stderr
+        stream.write(warnings.formatwarning(message, category, filename, lineno, line))
+        return
+    _SHOWING.active = True
+    try:
+        _PREVIOUS_SHOW[0](message, category, filename, lineno, file, line)  # (set before ours)
+    finally:
+        _SHOWING.active = False
 
 
 @contextlib.contextmanager

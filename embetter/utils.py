@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import numbers
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -69,8 +70,8 @@ def calc_distances(
         name = "inputs" if isinstance(inputs, (str, bytes)) else "anchors"
         raise TypeError(f"{name} must be a list of texts (or rows), got the single string "
                         f"{(inputs if name == 'inputs' else anchors)!r:.60}; wrap it in a list")
-    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int)
-                               or n_jobs == 0):
+    if n_jobs is not None and (isinstance(n_jobs, bool)
+                               or not isinstance(n_jobs, numbers.Integral) or n_jobs == 0):
         raise ValueError(f"n_jobs must be None or a non-zero int (-1: every core), got "
                          f"{n_jobs!r}")
     X_inputs = pipeline.transform(inputs)
@@ -79,7 +80,9 @@ def calc_distances(
         raise ValueError("anchors is empty: at least one anchor is needed to measure against")
     if _n_rows(X_inputs) == 0:
         return np.zeros(0, dtype=np.float64)
-    _check_vectors(X_inputs, "pipeline", X_anchors, "anchor_pipeline")
+    # (a metric of its own, or nan_euclidean, decides what it takes)
+    if not callable(metric) and metric != "nan_euclidean":
+        _check_vectors(X_inputs, "pipeline", X_anchors, "anchor_pipeline")
     distances = pairwise_distances(X_inputs, X_anchors, metric=metric, n_jobs=n_jobs)
     return aggregate(distances, axis=1)
 
@@ -91,8 +94,8 @@ def _check_vectors(X, name: str, A, anchor_name: str) -> None:
 
     widths = []
     for M, who in ((X, name), (A, anchor_name)):
-        values = M.data if scipy.sparse.issparse(M) else np.asarray(M, dtype=np.float64)
-        if not np.isfinite(values).all():
+        values = M.data if scipy.sparse.issparse(M) else np.asarray(M)
+        if values.dtype.kind in "fc" and not np.isfinite(values).all():
             raise ValueError(f"{who} gave vectors holding NaN or inf: distances need finite "
                              "numbers")
         widths.append(M.shape[1] if scipy.sparse.issparse(M) else np.shape(values)[-1])

@@ -247,3 +247,34 @@ def test_training_a_float16_static_model_says_nothing(tiny_model_path, corpus, t
         TextEncoder(str(tmp_path / "m2v"), train_on_fit=True, teacher=tiny_model_path,
                     random_state=0).fit(corpus[:60])
     assert not [r for r in caplog.records if r.name.startswith("model2vec")]
+
+
+def test_calc_distances_still_takes_what_it_took():
+    """The first form of the checks refused a numpy int n_jobs, nan_euclidean on NaN rows
+    and a callable metric over text columns."""
+    from embetter.utils import calc_distances
+
+    same = FunctionTransformer()
+    X = np.array([[1.0, np.nan], [0.0, 1.0]])
+    assert calc_distances(X, X[:1], same, metric="nan_euclidean", n_jobs=np.int64(1)).shape == (2,)
+    words = np.array([["kitten"], ["cat"]], dtype=object)
+    out = calc_distances(words, words[:1], same, metric=lambda a, b: float(a[0] != b[0]))
+    assert out.tolist() == [0.0, 1.0]
+
+
+def test_class_codes_of_two_to_the_63_are_refused():
+    from embetter.finetune._sbert_inputs import check_classes
+
+    with pytest.raises(ValueError, match="fit in int64"):
+        check_classes(np.array([0.0, 2.0**63]), 2, "supcon")
+
+
+@pytest.mark.parametrize("classes", [[0, 1], [np.array([0, 1])] * 3, ["a", "b", "c"]])
+def test_multi_label_classes_as_sklearn_gives_them(classes):
+    """classes= of a multi-label stream: the 0/1 values, or one entry (or one array of values)
+    per column, as scikit-learn's multi-output estimators take them."""
+    from embetter.finetune import ContrastiveTuner
+
+    Y = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1]] * 3)
+    X = np.random.default_rng(0).normal(size=(12, 4)).astype("float32")
+    ContrastiveTuner(epochs=1, random_state=0).partial_fit(X, Y, classes=classes)

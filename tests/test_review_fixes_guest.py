@@ -439,3 +439,71 @@ def test_quantising_leaves_other_threads_logging_alone(tmp_path, monkeypatch):
         logging.getLogger().removeHandler(handler)
     assert logged.is_set() and seen == ["the user's warning"]
     assert logging.getLogger().filters == []
+
+
+def test_quiet_stderr_drops_writelines_too(monkeypatch):
+    import io
+    import sys
+
+    from embetter._guest import quiet_stderr
+
+    real = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", real)
+    with quiet_stderr():
+        sys.stderr.writelines(["a bar\n", "another\n"])
+    assert real.getvalue() == ""
+
+
+def test_a_hook_chained_to_ours_does_not_go_round(monkeypatch):
+    """Our pass-through left in place (another thread's catch_warnings put it back) and a
+    user's hook that calls the one it found: each called the other for ever."""
+    import io
+    import sys
+    import warnings
+
+    import embetter._guest as guest
+
+    real = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", real)
+    monkeypatch.setattr(warnings, "showwarning", guest._hold_warning)
+    monkeypatch.setattr(guest, "_PREVIOUS_SHOW", [])
+    mine = []
+
+    def my_hook(message, *args, previous=guest._hold_warning, **kwargs):
+        mine.append(str(message))
+        previous(message, *args, **kwargs)
+
+    guest._PREVIOUS_SHOW.append(my_hook)  # what a user's hook set before ours would be
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = guest._hold_warning
+        warnings.warn("once", UserWarning, stacklevel=1)
+    assert mine == ["once"] and "UserWarning: once" in real.getvalue()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_forgets_other_threads_quiet_blocks():
+    """A thread quiet at the fork never ends its block in the child: its id stayed quiet
+    there (and a new thread can get that id), with sys.stderr gated for good."""
+    import sys
+
+    import embetter._guest as guest
+
+    inside, leave = threading.Event(), threading.Event()
+
+    def quiet():
+        with guest.quiet_stderr():
+            inside.set()
+            leave.wait(10)
+
+    t = threading.Thread(target=quiet)
+    t.start()
+    inside.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code
+        ok = not guest._HELD and not isinstance(sys.stderr, guest._StderrGate)
+        os._exit(0 if ok else 1)
+    leave.set()
+    t.join(10)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -115,8 +115,10 @@ def check_classes(y, n: int, loss: str):
     if not rows and classes.size and classes.min() < 0:
         raise ValueError(f"y for loss={loss!r} must hold class codes >= 0, got "
                          f"{int(classes.min())}")
-    bounds = np.iinfo(np.int64)
-    if classes.size and (classes.max() > bounds.max or classes.min() < bounds.min):
+    # (as floats: int64's largest, 2**63 - 1, compares equal to 2**63 there)
+    low, high = (-(2.0**63), 2.0**63) if classes.dtype.kind == "f" else (
+        np.iinfo(np.int64).min, np.iinfo(np.int64).max + 1)
+    if classes.size and (classes.max() >= high or classes.min() < low):
         raise ValueError(f"y for loss={loss!r} must hold class codes that fit in int64, got "
                          f"values from {classes.min().item()!r} to {classes.max().item()!r}")
     return classes.astype(np.int64)
