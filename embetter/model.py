@@ -7,6 +7,9 @@ from collections.abc import Mapping
 import numpy as np
 from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, clone, is_regressor
+
+# (at import, not inside fit: see embetter/_torch/fit.py)
+from sklearn.linear_model import LogisticRegression
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
@@ -83,8 +86,6 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
     @all_or_nothing
     def fit(self, X1, X2, y):
         """Train the head on the absolute difference of the encoded pairs."""
-        from sklearn.linear_model import LogisticRegression
-
         for name, given in (("enc", self.enc), ("clf_head", self.clf_head)):
             if isinstance(given, type):
                 raise TypeError(f"{name} must be an instance, got the class {given.__name__}; "

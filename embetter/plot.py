@@ -13,6 +13,9 @@ import warnings
 
 import numpy as np
 
+# (at import, not at the first projection: see embetter/_torch/fit.py)
+from sklearn.decomposition import PCA
+
 from embetter._validation import as_labels, as_matrix, is_missing
 
 METHODS = ("pca", "tsne", "umap")
@@ -84,8 +87,6 @@ def project(X, method: str = "pca", random_state=0) -> np.ndarray:
         return out
     method = method_for(method, X.shape)
     if method == "pca":
-        from sklearn.decomposition import PCA
-
         # a seed for the randomized solver PCA picks on larger inputs (the global one otherwise)
         out[:, :k] = PCA(n_components=k, random_state=random_state).fit_transform(X)
     elif method == "umap":

@@ -507,3 +507,36 @@ def test_a_forked_child_forgets_other_threads_quiet_blocks():
     t.join(10)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize("call", [
+    "FeedForwardTuner(early_stopping=True, n_epochs=2, random_state=0).fit(X, y)",
+    "ContrastiveTuner(early_stopping=True, epochs=1, random_state=0).fit(X, y)",
+    "DifferenceClassifier(enc=Same()).fit(X[:20], X[20:], y[:20])",
+    "project(X)",
+])
+def test_a_first_call_keeps_pythons_random_sequence(call):
+    """A first fit's lazy import of a scikit-learn subpackage imported rich, which draws
+    from Python's `random` at import: a caller seeded after importing embetter got another
+    sequence after the first fit (a fresh process, where nothing imported rich before)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import random\n"
+        "import numpy as np\n"
+        "from embetter.finetune import FeedForwardTuner, ContrastiveTuner\n"
+        "from embetter.model import DifferenceClassifier\n"
+        "from embetter.plot import project\n"
+        "class Same:\n"
+        "    def transform(self, X):\n"
+        "        return np.asarray(X)\n"
+        "X = np.random.default_rng(0).normal(size=(40, 4)).astype('float32')\n"
+        "y = np.array([0, 1] * 20)\n"
+        "random.seed(0)\n"
+        "expected = random.random()\n"
+        "random.seed(0)\n"
+        f"{call}\n"
+        "assert random.random() == expected\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300,
+                   cwd=Path(__file__).resolve().parents[1])

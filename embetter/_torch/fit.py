@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# (at import, not inside a fit: scikit-learn's subpackages import rich on first use, which
+# draws from Python's `random` then, and a caller's seeded sequence shifted at the first fit)
+from sklearn.model_selection import train_test_split
+
 from embetter._torch.replay import replay_add
 
 
@@ -79,8 +83,6 @@ class FitTraining:
     def _split(self, n, stratify=None):
         """Row indices to train on and to hold out (`validation_fraction`, stratified when
         possible)."""
-        from sklearn.model_selection import train_test_split
-
         n_valid = int(np.ceil(self.validation_fraction * n))
         if not self._split_fits(n):
             raise ValueError(
