@@ -56,7 +56,12 @@ class CachedEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
                             f"{type(self.encoder).__name__}{hint}")
 
     def fit(self, X, y=None):
-        """Fit the wrapped encoder (a no-op for the stateless pretrained encoders)."""
+        """Fit the wrapped encoder (a no-op for the stateless pretrained encoders).
+
+        The encoder given is fitted itself, as a `Pipeline` fits its steps (not a copy): the
+        wrapper is transparent, and `cache.encoder` is the fitted model. Two caches given one
+        encoder object share it; give each its own (`sklearn.base.clone`) to fit them apart.
+        """
         self._check_encoder()
         self.encoder.fit(X, y)
         return self
@@ -189,6 +194,7 @@ class CachedEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
         inner = getattr(self.encoder, "__sklearn_tags__", None)
         if inner is not None:
             tags.requires_fit = inner().requires_fit
+            tags.target_tags.required = inner().target_tags.required  # (an SbertTuner's y)
         return tags
 
     def __sklearn_is_fitted__(self):

@@ -168,16 +168,19 @@ def _unstorable(obj) -> str:
     """What to do about an object skops could not store: an encoder built on a model object
     names it; anything else gets the general advice."""
     from embetter._st import is_sentence_model
-    from embetter.text import SentenceEncoder
+    from embetter.text import SentenceEncoder, TextEncoder
 
-    for item in _reachable(obj, within=SentenceEncoder):
-        for param in ("name", "sent_tfm"):  # (SentenceEncoder's, the SBERT tuner's)
+    for item in _reachable(obj, within=(SentenceEncoder, TextEncoder)):
+        for param in ("name", "sent_tfm"):  # (the encoders', the SBERT tuner's)
             model = getattr(item, param, None) if hasattr(item, "get_params") else None
-            if is_sentence_model(model):
+            # (a model2vec StaticModel given to TextEncoder)
+            static = isinstance(item, TextEncoder) and hasattr(model, "save_pretrained")
+            if is_sentence_model(model) or static:
+                save = "save_pretrained" if static else "save"
                 return (f"the {type(item).__name__} was given a {type(model).__name__} object "
                         f"as {param}, which skops cannot store as data: save that model to a "
-                        f"folder (model.save(folder)) and pass the folder as {param}, or save "
-                        "with joblib")
+                        f"folder (model.{save}(folder)) and pass the folder as {param}, or "
+                        "save with joblib")
     return "an object it holds is not one skops can store as data"
 
 

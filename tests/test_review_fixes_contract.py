@@ -129,3 +129,43 @@ def test_an_auto_learning_rate_holds_through_a_stream_that_meets_a_new_class(tin
     first = t.learning_rate_
     t.partial_fit(TEXTS[10:14], np.array([2, 0, 1, 2]))  # a third class, before a retrain
     assert t.learning_rate_ == first and t.learner_.learning_rate == first
+
+
+@pytest.fixture(scope="module")
+def static_folder(tiny_model_path, tmp_path_factory):
+    from embetter.text import _distill
+
+    folder = tmp_path_factory.mktemp("static") / "m2v"
+    _distill.distill(tiny_model_path, pca_dims=16).save_pretrained(str(folder))
+    return str(folder)
+
+
+def test_trained_static_encoder_names_no_columns_before_fit(static_folder):
+    """get_feature_names_out loaded the base model and named its columns, though transform
+    (the trained model's output) refuses before fit."""
+    from sklearn.exceptions import NotFittedError
+
+    from embetter.text import TextEncoder
+
+    with pytest.raises(NotFittedError):
+        TextEncoder(static_folder, train_on_fit=True).get_feature_names_out()
+    assert TextEncoder(static_folder).get_feature_names_out().size == 16  # (pretrained: fine)
+
+
+def test_cache_passes_on_that_its_encoder_needs_y(tiny_model_path, tmp_path):
+    from sklearn.utils import get_tags
+
+    from embetter.utils import cached
+
+    assert get_tags(cached(tmp_path, tuner(tiny_model_path))).target_tags.required
+
+
+def test_skops_names_a_static_model_object(static_folder, tmp_path):
+    from model2vec import StaticModel
+
+    from embetter.text import TextEncoder
+    from embetter.utils import save_skops
+
+    enc = TextEncoder(StaticModel.from_pretrained(static_folder))
+    with pytest.raises(TypeError, match=r"model.save_pretrained\(folder\)"):
+        save_skops(enc, tmp_path / "enc.skops")

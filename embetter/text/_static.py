@@ -336,6 +336,8 @@ class TextEncoder(RemovedParams, ReadsTextsOnce, TransformerMixin, BaseEstimator
 
     def get_feature_names_out(self, input_features=None):
         """Output column names: `textencoder0`, `textencoder1`, ..."""
+        if self.train_on_fit:  # (its output is the trained model's, as transform's)
+            check_is_fitted(self)
         return np.asarray([f"textencoder{i}" for i in range(self.model_.dim)], dtype=object)
 
     def __sklearn_tags__(self):
