@@ -99,7 +99,8 @@ class PipelinedEngine:
         out = torch.empty((n, self.dim), dtype=torch.float32, device=self.device)
         autocast = torch.autocast(device_type=self.device.type, dtype=self.dtype,
                                   enabled=self.dtype != torch.float32)
-        self.model.eval()
+        if self.model.training:  # (eval() walks every module: 0.35 ms a call on MiniLM)
+            self.model.eval()
         batches = iter_batches(texts, self.tokenizer, prompt, batch_size,
                                workers=min(4, os.cpu_count() or 1), max_tokens=max_tokens)
         # closing: an error or interrupt stops the tokenizing threads at once
