@@ -77,7 +77,10 @@ class CachedEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
         if os.path.isfile(folder):
             raise ValueError(f"path must be a folder for the cache, got the file {self.path!r}")
         cache = self.__dict__.get("_cache_handle")
-        if cache is None or cache.directory != folder:
+        # (a folder deleted, and maybe made again, meanwhile: the open handle would go on in
+        # the deleted database, where no other process finds what it stores)
+        if (cache is None or cache.directory != folder
+                or self.__dict__.get("_cache_file") != _database_file(folder)):
             if cache is not None:  # set_params(path=...): the old folder's database closes
                 cache.close()
             # cull_limit=0: transform culls once per batch of writes, not on every set
@@ -94,6 +97,7 @@ class CachedEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
                     f"the cache at {folder!r} is damaged ({e}); delete that folder (its "
                     "vectors are computed again) or give another path") from None
             self.__dict__["_cache_handle"] = cache
+            self.__dict__["_cache_file"] = _database_file(folder)
         return cache
 
     def _identity(self) -> str:
@@ -174,29 +178,32 @@ class CachedEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
     def _reader(self, cache):
         """This thread's read-only connection to the cache's database (a second reader is
         what SQLite's write-ahead log is for; diskcache's own connection stays its own), kept
-        between calls: opening one took 0.6 ms of a 0.9 ms cached call. A forked child or
-        another folder opens its own. None where it cannot be opened (then `get` reads)."""
+        between calls: opening one took 0.6 ms of a 0.9 ms cached call. A forked child,
+        another folder or a database made again opens its own; a thread's closes when the
+        thread ends. None where it cannot be opened (then `get` reads)."""
         import threading
 
         readers = self.__dict__.setdefault("_readers", threading.local())
-        where = (os.getpid(), cache.directory)
-        if getattr(readers, "where", None) != where:
-            old = getattr(readers, "db", None)
-            if old is not None and readers.where[0] == where[0]:
-                old.close()  # (set_params(path=...); a parent's connection is left alone)
-            readers.db = _open_reader(cache.directory)
-            readers.where = where if readers.db is not None else None  # (None: try again)
-        return readers.db
+        where = (os.getpid(), cache.directory, self.__dict__.get("_cache_file"))
+        held = getattr(readers, "held", None)
+        if held is None or held.where != where:
+            if held is not None:
+                held.close()
+            db = _open_reader(cache.directory)
+            readers.held = None if db is None else _Reader(db, where)  # (None: try again)
+            return db
+        return held.db
 
     def close(self):
         """Close the cache's database now (it opens again on the next `transform`)."""
         readers = self.__dict__.pop("_readers", None)
-        db = getattr(readers, "db", None)
-        if db is not None and readers.where[0] == os.getpid():
-            db.close()  # (this thread's; other threads' close when they are collected)
+        held = getattr(readers, "held", None)
+        if held is not None:
+            held.close()  # (this thread's; other threads' close as their threads end)
         cache = self.__dict__.pop("_cache_handle", None)
         if cache is not None:
             cache.close()
+        self.__dict__.pop("_cache_file", None)
 
     def get_feature_names_out(self, input_features=None):
         """The wrapped encoder's output names (for `set_output` and pipelines)."""
@@ -206,6 +213,7 @@ class CachedEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
         state = self.__dict__.copy()
         state.pop("_cache_handle", None)
         state.pop("_readers", None)
+        state.pop("_cache_file", None)
         state.pop("_identity_memo", None)  # object ids mean nothing in another process
         return state
 
@@ -243,6 +251,36 @@ def _store(cache, keys, rows) -> None:
         for key, row in zip(keys, rows):
             cache.set(key, row)
     cache.cull()
+
+
+def _database_file(folder: str):
+    """The identity of the cache's database file (device, inode), None while there is none."""
+    from diskcache.core import DBNAME
+
+    try:
+        st = os.stat(os.path.join(folder, DBNAME))
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+class _Reader:
+    """A thread's read-only connection and where it reads (process, folder, database file);
+    closed when the thread ends and its thread-local value goes (a connection sits in a
+    cycle with its statement cache: left to the collector, it kept a file open)."""
+
+    __slots__ = ("db", "where")
+
+    def __init__(self, db, where):
+        self.db, self.where = db, where
+
+    def close(self):
+        if self.db is not None and self.where[0] == os.getpid():  # (never a parent's)
+            self.db.close()
+        self.db = None
+
+    def __del__(self):
+        self.close()
 
 
 def _open_reader(directory: str):

@@ -69,16 +69,18 @@ def first_classes(y, classes, owner: str, incremental: bool) -> np.ndarray:
 def check_label_columns(classes, n_columns: int) -> None:
     """Multi-label y (one 0/1 column per label) with `classes=`: one class per column (or
     one array of values per column, as MultiOutputClassifier takes them), or the 0/1
-    values themselves."""
-    if classes is None or len(classes) == n_columns:
+    values themselves (at most two, each 0 or 1)."""
+    if classes is None:
         return
-    try:
-        values = np.unique(np.asarray(classes, dtype=object).ravel().astype(float))
-    except (TypeError, ValueError):  # (names, ragged lists)
-        values = None
-    if values is None or not np.isin(values, (0.0, 1.0)).all():
-        raise ValueError(f"classes lists {len(classes)} labels, but y has {n_columns} "
-                         "label columns (multi-label y: one 0/1 column per label)")
+    size = len(classes) if hasattr(classes, "__len__") else np.size(classes)
+    if size == n_columns:
+        return
+    values = list(classes) if hasattr(classes, "__iter__") else [classes]
+    binary = (size <= 2 and all(np.ndim(v) == 0 and v in (0, 1) for v in values)
+              and len(set(values)) == size)
+    if not binary:
+        raise ValueError(f"classes lists {size} labels, but y has {n_columns} label columns "
+                         "(multi-label y: one 0/1 column per label)")
 
 
 def require_y(estimator, y) -> None:

@@ -171,10 +171,12 @@ def _unstorable(obj) -> str:
     from embetter.text import SentenceEncoder, TextEncoder
 
     for item in _reachable(obj, within=(SentenceEncoder, TextEncoder)):
-        for param in ("name", "sent_tfm"):  # (the encoders', the SBERT tuner's)
+        for param in ("name", "sent_tfm", "teacher"):  # (the encoders', the SBERT tuner's,
+            # TextEncoder's teacher)
             model = getattr(item, param, None) if hasattr(item, "get_params") else None
             # (a model2vec StaticModel given to TextEncoder)
-            static = isinstance(item, TextEncoder) and hasattr(model, "save_pretrained")
+            static = (isinstance(item, TextEncoder) and param == "name"
+                      and hasattr(model, "save_pretrained"))
             if is_sentence_model(model) or static:
                 save = "save_pretrained" if static else "save"
                 return (f"the {type(item).__name__} was given a {type(model).__name__} object "

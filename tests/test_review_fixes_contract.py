@@ -132,7 +132,7 @@ def test_an_auto_learning_rate_holds_through_a_stream_that_meets_a_new_class(tin
 
 
 @pytest.fixture(scope="module")
-def static_folder(tiny_model_path, tmp_path_factory):
+def static_dir(tiny_model_path, tmp_path_factory):
     from embetter.text import _distill
 
     folder = tmp_path_factory.mktemp("static") / "m2v"
@@ -140,7 +140,7 @@ def static_folder(tiny_model_path, tmp_path_factory):
     return str(folder)
 
 
-def test_trained_static_encoder_names_no_columns_before_fit(static_folder):
+def test_trained_static_encoder_names_no_columns_before_fit(static_dir):
     """get_feature_names_out loaded the base model and named its columns, though transform
     (the trained model's output) refuses before fit."""
     from sklearn.exceptions import NotFittedError
@@ -148,8 +148,8 @@ def test_trained_static_encoder_names_no_columns_before_fit(static_folder):
     from embetter.text import TextEncoder
 
     with pytest.raises(NotFittedError):
-        TextEncoder(static_folder, train_on_fit=True).get_feature_names_out()
-    assert TextEncoder(static_folder).get_feature_names_out().size == 16  # (pretrained: fine)
+        TextEncoder(static_dir, train_on_fit=True).get_feature_names_out()
+    assert TextEncoder(static_dir).get_feature_names_out().size == 16  # (pretrained: fine)
 
 
 def test_cache_passes_on_that_its_encoder_needs_y(tiny_model_path, tmp_path):
@@ -160,12 +160,24 @@ def test_cache_passes_on_that_its_encoder_needs_y(tiny_model_path, tmp_path):
     assert get_tags(cached(tmp_path, tuner(tiny_model_path))).target_tags.required
 
 
-def test_skops_names_a_static_model_object(static_folder, tmp_path):
+def test_skops_names_a_static_model_object(static_dir, tmp_path):
     from model2vec import StaticModel
 
     from embetter.text import TextEncoder
     from embetter.utils import save_skops
 
-    enc = TextEncoder(StaticModel.from_pretrained(static_folder))
+    enc = TextEncoder(StaticModel.from_pretrained(static_dir))
     with pytest.raises(TypeError, match=r"model.save_pretrained\(folder\)"):
+        save_skops(enc, tmp_path / "enc.skops")
+
+
+def test_skops_names_a_teacher_model_object(static_dir, tiny_model_path, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from embetter.text import TextEncoder
+    from embetter.utils import save_skops
+
+    enc = TextEncoder(static_dir, train_on_fit=True,
+                      teacher=SentenceTransformer(tiny_model_path, device="cpu"))
+    with pytest.raises(TypeError, match=r"as teacher.*model.save\(folder\)"):
         save_skops(enc, tmp_path / "enc.skops")

@@ -278,3 +278,13 @@ def test_multi_label_classes_as_sklearn_gives_them(classes):
     Y = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1]] * 3)
     X = np.random.default_rng(0).normal(size=(12, 4)).astype("float32")
     ContrastiveTuner(epochs=1, random_state=0).partial_fit(X, Y, classes=classes)
+
+
+@pytest.mark.parametrize("classes", [3, [0, 1, 0, 1, 1], [[0, 1], [0, 1]], [0, 1, 2, 3, 4]])
+def test_multi_label_classes_of_another_size_are_refused(classes):
+    from embetter.finetune import ContrastiveTuner
+
+    Y = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1]] * 3)
+    X = np.random.default_rng(0).normal(size=(12, 4)).astype("float32")
+    with pytest.raises(ValueError, match="but y has 3 label columns"):
+        ContrastiveTuner(epochs=1, random_state=0).partial_fit(X, Y, classes=classes)

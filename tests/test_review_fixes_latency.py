@@ -4,7 +4,10 @@ each test failed on the code before its fix. The seconds saved are benchmarks' b
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+import pytest
 
 
 def test_one_window_is_tokenised_without_a_thread_pool(tiny_model_path, corpus, monkeypatch):
@@ -80,3 +83,84 @@ def test_a_pickled_cache_opens_its_own_connection(tmp_path, corpus):
     copy = pickle.loads(pickle.dumps(enc))
     assert "_readers" not in copy.__dict__
     np.testing.assert_array_equal(copy.transform(corpus[:5]), first)
+
+
+def test_a_lite_encoders_cache_key_does_not_follow_memory_order(tmp_path, corpus,
+                                                                monkeypatch):
+    """The Fortran-ordered basis got another key than the same values before (every cache
+    of a LiteTextEncoder orphaned), and an encoder fitted before (a strided basis, put in
+    order at its first transform) changed key between its first and second call."""
+    import copy
+
+    from embetter.text import LiteTextEncoder
+    from embetter.utils import cached
+
+    enc = LiteTextEncoder(n_components=4, random_state=0).fit(corpus)
+    older = copy.deepcopy(enc)
+    older.svd_.components_ = np.ascontiguousarray(older.svd_.components_)[:, ::-1][:, ::-1]
+    keys = [cached(tmp_path, e)._identity() for e in (enc, older)]
+    in_c = copy.deepcopy(enc)
+    in_c.svd_.components_ = np.ascontiguousarray(in_c.svd_.components_)
+    assert keys[0] == keys[1] == cached(tmp_path, in_c)._identity()
+    calls = []
+    real = LiteTextEncoder.transform
+    monkeypatch.setattr(LiteTextEncoder, "transform",
+                        lambda self, X: calls.append(len(X)) or real(self, X))
+    wrapped = cached(tmp_path / "old", older)
+    wrapped.transform(corpus[:7])
+    wrapped.transform(corpus[:7])
+    assert calls == [7]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_a_threads_connection_closes_with_the_thread(tmp_path, corpus):
+    """A reader connection of a thread that ended waited for the cycle collector, a file
+    left open each."""
+    import gc
+    import threading
+
+    from embetter.text import LiteTextEncoder
+    from embetter.utils import cached
+
+    enc = cached(tmp_path, LiteTextEncoder(n_components=4, random_state=0).fit(corpus))
+    enc.transform(corpus[:3])
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(30):
+            t = threading.Thread(target=enc.transform, args=(corpus[:3],))
+            t.start()
+            t.join()
+        after = len(os.listdir("/proc/self/fd"))
+    finally:
+        if was:
+            gc.enable()
+    assert after - before < 5
+
+
+def test_a_cache_folder_made_again_is_read_again(tmp_path, corpus):
+    """An encoder kept reading (and writing) the deleted database after its folder was
+    removed and made again: rows another process stored there were encoded again."""
+    import shutil
+
+    from sklearn.preprocessing import FunctionTransformer
+
+    from embetter.utils import cached
+
+    _ENCODED.clear()
+    live = cached(tmp_path / "c", FunctionTransformer(_encode_lengths))
+    live.transform(["x"])
+    shutil.rmtree(tmp_path / "c")
+    cached(tmp_path / "c", FunctionTransformer(_encode_lengths)).transform(["y"])  # another
+    assert live.transform(["y"]).tolist() == [[1.0, 1.0]]
+    assert _ENCODED == [["x"], ["y"]]  # "y" came from the cache made again
+
+
+_ENCODED: list = []
+
+
+def _encode_lengths(texts):
+    """(module level: the cache's key hashes a function by its name)"""
+    _ENCODED.append(list(texts))
+    return np.array([[float(len(t)), 1.0] for t in texts])
