@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import threading
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -181,8 +182,6 @@ class CachedEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
         between calls: opening one took 0.6 ms of a 0.9 ms cached call. A forked child,
         another folder or a database made again opens its own; a thread's closes when the
         thread ends. None where it cannot be opened (then `get` reads)."""
-        import threading
-
         readers = self.__dict__.setdefault("_readers", threading.local())
         where = (os.getpid(), cache.directory, self.__dict__.get("_cache_file"))
         held = getattr(readers, "held", None)
@@ -199,7 +198,7 @@ class CachedEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
         readers = self.__dict__.pop("_readers", None)
         held = getattr(readers, "held", None)
         if held is not None:
-            held.close()  # (this thread's; other threads' close as their threads end)
+            held.close()  # (this thread's; other threads' are let go, see _Reader.close)
         cache = self.__dict__.pop("_cache_handle", None)
         if cache is not None:
             cache.close()
@@ -269,13 +268,17 @@ class _Reader:
     closed when the thread ends and its thread-local value goes (a connection sits in a
     cycle with its statement cache: left to the collector, it kept a file open)."""
 
-    __slots__ = ("db", "where")
+    __slots__ = ("db", "where", "thread")
 
     def __init__(self, db, where):
-        self.db, self.where = db, where
+        self.db, self.where, self.thread = db, where, threading.get_ident()
 
     def close(self):
-        if self.db is not None and self.where[0] == os.getpid():  # (never a parent's)
+        """Close it in its own thread of its own process; elsewhere (the encoder closed or
+        collected by another thread, a forked child) only let go of it: SQLite refuses a
+        connection's close from another thread, and frees it when it is collected."""
+        if (self.db is not None and self.where[0] == os.getpid()
+                and self.thread == threading.get_ident()):
             self.db.close()
         self.db = None
 

@@ -72,10 +72,8 @@ def _without_volatile(obj, _seen=frozenset()):
     (its hash, and so its cache rows, stay as they were)."""
     if isinstance(obj, _PLAIN) or id(obj) in _seen:
         return obj
-    if isinstance(obj, np.ndarray):  # a strided view comes back from a pickle contiguous;
-        # the hash reads the memory order too: one order for all (the same values in Fortran
-        # order, as LiteTextEncoder keeps its basis since 0.11, keep their earlier key)
-        return obj if obj.flags.c_contiguous else np.ascontiguousarray(obj)
+    if isinstance(obj, np.ndarray):  # a strided view comes back from a pickle contiguous
+        return obj if obj.flags.c_contiguous or obj.flags.f_contiguous else obj.copy()
     if isinstance(obj, np.random.RandomState):  # its draws (not its unused seed sequence,
         return ("RandomState", *obj.get_state(legacy=True))  # another after a skops load)
     seen = _seen | {id(obj)}

@@ -85,23 +85,21 @@ def test_a_pickled_cache_opens_its_own_connection(tmp_path, corpus):
     np.testing.assert_array_equal(copy.transform(corpus[:5]), first)
 
 
-def test_a_lite_encoders_cache_key_does_not_follow_memory_order(tmp_path, corpus,
-                                                                monkeypatch):
-    """The Fortran-ordered basis got another key than the same values before (every cache
-    of a LiteTextEncoder orphaned), and an encoder fitted before (a strided basis, put in
-    order at its first transform) changed key between its first and second call."""
-    import copy
+def test_a_lite_encoder_pickled_before_keeps_one_cache_key(tmp_path, corpus, monkeypatch):
+    """One pickled before its basis was kept in order got it in order at its first
+    transform: its cache key moved between its first and second call (texts encoded twice).
+    It is put in order at load now, with the key of a fresh fit."""
+    import pickle
 
     from embetter.text import LiteTextEncoder
     from embetter.utils import cached
 
     enc = LiteTextEncoder(n_components=4, random_state=0).fit(corpus)
-    older = copy.deepcopy(enc)
-    older.svd_.components_ = np.ascontiguousarray(older.svd_.components_)[:, ::-1][:, ::-1]
-    keys = [cached(tmp_path, e)._identity() for e in (enc, older)]
-    in_c = copy.deepcopy(enc)
-    in_c.svd_.components_ = np.ascontiguousarray(in_c.svd_.components_)
-    assert keys[0] == keys[1] == cached(tmp_path, in_c)._identity()
+    older = pickle.loads(pickle.dumps(enc))
+    older.svd_.components_ = np.ascontiguousarray(older.svd_.components_)  # as pickled then
+    older = pickle.loads(pickle.dumps(older))
+    assert older.svd_.components_.flags.f_contiguous
+    assert cached(tmp_path, older)._identity() == cached(tmp_path, enc)._identity()
     calls = []
     real = LiteTextEncoder.transform
     monkeypatch.setattr(LiteTextEncoder, "transform",
@@ -110,6 +108,46 @@ def test_a_lite_encoders_cache_key_does_not_follow_memory_order(tmp_path, corpus
     wrapped.transform(corpus[:7])
     wrapped.transform(corpus[:7])
     assert calls == [7]
+
+
+def test_cache_keys_hash_arrays_in_their_own_order():
+    """Hashing every array in C order moved the key of every pipeline holding a
+    Fortran-ordered array (a fitted PCA, NMF, FastICA): their caches were orphaned."""
+    from embetter._cache_key import _without_volatile
+
+    fortran = np.asfortranarray(np.arange(12.0).reshape(3, 4))
+    assert _without_volatile(fortran) is fortran
+    strided = np.arange(24.0).reshape(4, 6)[:, ::2]  # (comes back contiguous from a pickle)
+    assert _without_volatile(strided).flags.c_contiguous
+
+
+def test_closing_a_cache_beside_a_working_thread_raises_nothing(tmp_path, corpus, monkeypatch):
+    """Closing (or collecting) the encoder in one thread closed the other threads' reader
+    connections there: SQLite refuses that, "Exception ignored in _Reader.__del__"."""
+    import sys
+    import threading
+
+    from embetter.text import LiteTextEncoder
+    from embetter.utils import cached
+
+    ignored = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: ignored.append(u.exc_value))
+    enc = cached(tmp_path, LiteTextEncoder(n_components=4, random_state=0).fit(corpus))
+    read, done = threading.Event(), threading.Event()
+
+    def work():
+        enc.transform(corpus[:3])
+        read.set()
+        done.wait(10)
+
+    t = threading.Thread(target=work)
+    t.start()
+    read.wait(10)
+    enc.close()
+    done.set()
+    t.join(10)
+    assert ignored == []
+    assert enc.transform(corpus[:3]).shape == (3, 4)  # (opens again)
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")

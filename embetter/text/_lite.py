@@ -136,7 +136,6 @@ class LiteTextEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
         texts = as_texts(X)
         if not texts:
             return np.zeros((0, self.n_components_), dtype=np.float32)
-        _basis_in_order(self.svd_)  # (one fitted before this was done at fit)
         out = np.empty((len(texts), self.n_components_), dtype=np.float32)
         # in chunks: the TF-IDF rows and the float64 product of a chunk at a time
         for start in range(0, len(texts), TRANSFORM_CHUNK):
@@ -145,6 +144,12 @@ class LiteTextEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
                 part = self.svd_.transform(self.vectorizer_.transform(chunk))
             out[start:start + len(chunk)] = normalize(part) if self.normalize else part
         return out
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        svd = self.__dict__.get("svd_")
+        if svd is not None:  # (one pickled before the basis was kept in order: at load, so
+            _basis_in_order(svd)  # its cache key is the same from its first call on)
 
     def get_feature_names_out(self, input_features=None):
         check_is_fitted(self, "svd_")
