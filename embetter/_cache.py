@@ -22,8 +22,10 @@ class CachedEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
     plus the text itself, so two differently configured encoders never share entries. The
     identity is hashed once per state of the encoder: it is hashed again only when a parameter
     or fitted attribute (of the encoder or of an estimator inside it) is replaced or a counter
-    such as `n_iter_` moves, as `fit`, `partial_fit` and `set_params` do. (Weights edited in
-    place by hand, outside those methods, are not noticed: call `fit` again.) A batch
+    such as `n_iter_` moves, as `fit`, `partial_fit` and `set_params` do, or when a torch
+    model given as a parameter (a caller's, which may train in place) moves its weights (a
+    sample of them is compared). Weights of a model loaded or trained inside the encoder
+    and edited by hand are not noticed: call `fit` again. A batch
     is looked up at once, and only the misses are encoded, in one call. The cache lives on
     disk: it survives restarts and can be shared by processes writing at the same time.
 

@@ -1,11 +1,16 @@
 """Checks an estimator makes around its training calls: labels against a stream's classes,
-`n_features_in_` bookkeeping, `y` required, and a failed call leaving the estimator as it was."""
+`n_features_in_` bookkeeping, `y` required, and a failed call leaving the estimator as it was.
+
+Also the one import of scikit-learn's parameter constraints (`Interval`, `StrOptions`, for
+`_parameter_constraints`): they live in a private module, with no public home (1.8), so a
+move there is mended here alone."""
 
 from __future__ import annotations
 
 import functools
 
 import numpy as np
+from sklearn.utils._param_validation import Interval, StrOptions  # noqa: F401 (see above)
 
 from embetter._validation import as_labels, as_matrix
 
@@ -14,8 +19,6 @@ def refuse_bool_numbers(estimator) -> None:
     """After sklearn's parameter checks: a bool given for a number is refused (its `Interval`
     takes `True` for 1, so `epochs=True` would train one epoch and `learning_rate=True` at
     1.0), unless the parameter takes booleans too."""
-    from sklearn.utils._param_validation import Interval
-
     for name, constraints in estimator._parameter_constraints.items():
         value = getattr(estimator, name, None)
         if (isinstance(value, (bool, np.bool_)) and isinstance(constraints, list)

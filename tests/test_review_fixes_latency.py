@@ -202,3 +202,21 @@ def _encode_lengths(texts):
     """(module level: the cache's key hashes a function by its name)"""
     _ENCODED.append(list(texts))
     return np.array([[float(len(t)), 1.0] for t in texts])
+
+
+def test_cached_rows_are_read_in_bulk_not_one_get_each(tmp_path, corpus, monkeypatch):
+    """The bulk read goes to diskcache's own table (its schema is not a public API): a change
+    there would only fall back to one `get` per text, 50 us each, silently. Fail loudly."""
+    import diskcache
+
+    from embetter.text import LiteTextEncoder
+    from embetter.utils import cached
+
+    enc = cached(tmp_path, LiteTextEncoder(n_components=4, random_state=0).fit(corpus))
+    first = enc.transform(corpus[:20])
+
+    def one_by_one(*args, **kwargs):
+        raise AssertionError("a row read through Cache.get: the bulk read found nothing")
+
+    monkeypatch.setattr(diskcache.Cache, "get", one_by_one)
+    np.testing.assert_array_equal(enc.transform(corpus[:20]), first)

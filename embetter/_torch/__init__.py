@@ -4,7 +4,9 @@
 - `replay`: the replay memory of a stream;
 - `stream`: how the heads' `partial_fit` trains (budget, replay, retraining as it grows);
 - `engine`: the one mini-batch training engine of the small heads (`TorchHeadMixin`), with
-  the parameter constraints every head shares;
+  the parameter constraints the heads share;
+- `fit`: how the engine's `fit` trains (epochs, stopping rules, early stopping's split);
+- `rollback`: a snapshot to put a head back as it was when a call fails;
 - `progress`: the engine's epoch progress bar.
 """
 
@@ -15,11 +17,9 @@ from embetter._torch.device import (
     seed_from,
     seeded,
     to_cpu,
-    train_threads,
-    usable,
 )
 from embetter._torch.engine import TorchHeadMixin
-from embetter._torch.replay import new_replay, replay_add, replay_pool, replay_subsets
+from embetter._torch.replay import new_replay, replay_add
 
 __all__ = [
     "TorchHeadMixin",
@@ -27,12 +27,8 @@ __all__ = [
     "device_name",
     "new_replay",
     "replay_add",
-    "replay_pool",
-    "replay_subsets",
     "resolve_device",
     "seed_from",
     "seeded",
     "to_cpu",
-    "train_threads",
-    "usable",
 ]

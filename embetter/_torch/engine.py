@@ -8,9 +8,13 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import Interval, StrOptions
 
-from embetter._estimator_checks import check_stream_settled, refuse_bool_numbers
+from embetter._estimator_checks import (
+    Interval,
+    StrOptions,
+    check_stream_settled,
+    refuse_bool_numbers,
+)
 from embetter._state_bytes import torch_state_from_bytes, torch_state_to_bytes
 from embetter._torch.device import (
     available_device,
@@ -27,7 +31,8 @@ from embetter._torch.replay import new_replay
 from embetter._torch.rollback import roll_back, snapshot
 from embetter._torch.stream import StreamTraining
 
-#: `_parameter_constraints` of the parameters the engine reads, the same for every head.
+#: `_parameter_constraints` of the parameters the engine reads, shared by the heads (a head
+#: may leave some out: ContrastiveTuner sets its own `learning_rate` and no `optimizer`).
 ENGINE_CONSTRAINTS = {
     "learning_rate": [Interval(Real, 0, None, closed="neither")],
     "batch_size": [Interval(Integral, 1, None, closed="left")],

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from numbers import Real
 
-from sklearn.utils._param_validation import Interval
-
+from embetter._estimator_checks import Interval
 from embetter._torch.fit import UnusableSplit
 from embetter._torch.replay import (
     replay_add,

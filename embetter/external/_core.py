@@ -110,8 +110,9 @@ class HostedEncoder(EmbetterBase):
 
     # -- the client: built lazily, cached on the instance, never pickled ---------------------
     def _client_params(self) -> tuple:
-        """Everything the client is built from; a change (set_params) builds a new one."""
-        return (self.base_url, self.api_key, self.timeout, self.max_retries)
+        """Everything the client is built from; a change (set_params) builds a new one
+        (not `max_retries`: the clients retry nothing, the core does)."""
+        return (self.base_url, self.api_key, self.timeout)
 
     def _client_env(self) -> str:
         """A digest of the `client_env` variables as they are now (a digest: the key read

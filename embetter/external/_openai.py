@@ -192,7 +192,7 @@ class AzureOpenAIEncoder(OpenAIEncoder):
         return self.azure_endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT")
 
     def _client_params(self):
-        return (self.base_url, self.api_version, self.api_key, self.timeout, self.max_retries)
+        return super()._client_params() + (self.api_version,)
 
     def _official(self) -> bool:
         return True  # Azure's deployments refuse empty inputs as OpenAI's service does

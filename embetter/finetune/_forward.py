@@ -8,10 +8,11 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from embetter._estimator_checks import (
+    Interval,
+    StrOptions,
     all_or_nothing,
     check_estimator_input,
     check_stream_classes,

@@ -6,10 +6,9 @@ import numbers
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from embetter._estimator_checks import refuse_bool_numbers
+from embetter._estimator_checks import Interval, StrOptions, refuse_bool_numbers
 from embetter._st import embedding_dim
 from embetter._validation import as_texts
 from embetter.base import text_input_tags

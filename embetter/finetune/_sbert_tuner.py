@@ -7,10 +7,11 @@ import numbers
 import numpy as np
 from sklearn.base import TransformerMixin
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from embetter._estimator_checks import (
+    Interval,
+    StrOptions,
     all_or_nothing,
     check_label_columns,
     check_stream_classes,

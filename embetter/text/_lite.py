@@ -11,10 +11,9 @@ from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import FeatureUnion
 from sklearn.preprocessing import normalize
-from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
-from embetter._estimator_checks import all_or_nothing, refuse_bool_numbers
+from embetter._estimator_checks import Interval, all_or_nothing, refuse_bool_numbers
 from embetter._validation import as_texts, check_int
 from embetter.base import ReadsTextsOnce, text_input_tags
 

@@ -171,7 +171,8 @@ class EncodePaths:
         return int(plan.max_tokens) if plan.max_tokens else DEFAULT_BATCH_SIZE
 
     def _encode(self, plan, texts, engine=None, progress=None) -> np.ndarray:
-        """Run `plan` on a non-empty list of texts: float32 `(n, full dim)`."""
+        """Run `plan` on a non-empty list of texts: float32 `(n, dim)`, cut to the width
+        asked for (`truncate_dim`, else the model's own truncation)."""
         progress = bool(self.show_progress_bar) if progress is None else progress
         batch = self._texts_per_batch(plan)
         # an explicit truncation overrides the model's own, as in its encode (wider too)
