@@ -86,9 +86,11 @@ class CachedEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
                 or self.__dict__.get("_cache_file") != _database_file(folder)):
             if cache is not None:  # set_params(path=...): the old folder's database closes
                 cache.close()
-            # cull_limit=0: transform culls once per batch of writes, not on every set
+            # cull_limit=0: transform culls once per batch of writes, not on every set; every
+            # row inline in the database (a row is a few kB; a file per row is not read back)
             try:
-                cache = diskcache.Cache(folder, cull_limit=0)
+                cache = diskcache.Cache(folder, disk=_confined_disk(), cull_limit=0,
+                                        disk_min_file_size=_INLINE_BYTES)
             except sqlite3.OperationalError as e:
                 if "readonly" not in str(e) and "unable to open" not in str(e):
                     raise  # (a database locked past diskcache's timeout says so)
@@ -307,17 +309,19 @@ def _bulk_get(cache, keys: list[str], db, chunk: int = 500) -> dict[str, bytes]:
     """Fetch many cached rows in a few SQL queries instead of one `get` per key.
 
     diskcache has no multi-get; its per-key `get` costs ~50 us, which would dominate a
-    warm-cache pass. Rows stored inline as raw bytes are read in bulk from its table, over
-    the read-only connection `db`; any other storage mode (or an unexpected schema, or no
-    connection) goes through the public `get`.
+    warm-cache pass. Only rows as this cache stores them are read: raw bytes, inline in its
+    table, over the read-only connection `db`. Anything else is a miss (encoded again and
+    stored over): diskcache's `get` would unpickle a row another hand stored (code run on
+    load) or read the file a row names (any file). No connection, or another schema: all
+    misses.
     """
     from diskcache.core import MODE_RAW
 
     unique = list(dict.fromkeys(keys))
     found: dict[str, bytes] = {}
+    if db is None:
+        return found
     try:
-        if db is None:
-            raise sqlite3.OperationalError("no read-only connection")
         for start in range(0, len(unique), chunk):
             part = unique[start : start + chunk]
             marks = ",".join("?" * len(part))
@@ -326,16 +330,54 @@ def _bulk_get(cache, keys: list[str], db, chunk: int = 500) -> dict[str, bytes]:
                 part,
             ).fetchall()
             for key, mode, value in rows:
-                found[key] = bytes(value) if mode == MODE_RAW and value is not None else None
+                if mode == MODE_RAW and isinstance(value, bytes):
+                    found[key] = value
     except sqlite3.Error:
-        found = {k: None for k in unique}  # schema not as expected: fall back to get()
-    for key in [k for k, v in found.items() if v is None]:
-        value = cache.get(key)
-        if value is None:
-            del found[key]
-        else:
-            found[key] = value
+        return {}
     return found
+
+
+#: diskcache keeps values up to this size inline in its database (its default, 32 kB, would
+#: put a row of 8,192 float32s in a file of its own, which `_bulk_get` does not read)
+_INLINE_BYTES = 1 << 24
+
+
+def _confined_disk():
+    """diskcache's `Disk`, confined to the cache's folder: a row that names a file elsewhere
+    (an absolute path, `..`: a row another hand stored) is neither read nor deleted (its
+    `cull` deleted any file a row named, and empty folders above it), and no pickled value
+    is loaded."""
+    import diskcache
+    from diskcache.core import MODE_PICKLE
+
+    global _ConfinedDisk
+    if _ConfinedDisk is None:
+
+        class ConfinedDisk(diskcache.Disk):
+            def __init__(self, directory, **kwargs):
+                super().__init__(directory, **kwargs)
+                self.folder = os.path.realpath(directory)
+
+            def _inside(self, file_path) -> bool:
+                full = os.path.realpath(os.path.join(self.folder, file_path))
+                return full.startswith(self.folder + os.sep)
+
+            def remove(self, file_path):
+                if self._inside(file_path):
+                    super().remove(file_path)
+
+            def fetch(self, mode, filename, value, read):
+                if mode == MODE_PICKLE or (filename is not None
+                                           and not self._inside(filename)):
+                    raise ValueError("the cache holds a row it did not store (a pickled "
+                                     "value, or a file outside its folder): not read")
+                return super().fetch(mode, filename, value, read)
+
+        _ConfinedDisk = ConfinedDisk
+    return _ConfinedDisk
+
+
+_ConfinedDisk = None
 
 
 def cached(name, encoder) -> CachedEncoder:

@@ -56,18 +56,20 @@ class UntrustedTypesError(ValueError):
 
 
 class UntrustedAddressError(UntrustedTypesError):
-    """A skops file holding a hosted-API encoder pointed at an address the file names: the
-    API key read from your environment at `transform` would be sent there. `addresses` lists
-    them."""
+    """A skops file holding a hosted-API encoder pointed at an address the file names (the
+    API key read from your environment at `transform` would be sent there), or a disk cache
+    in a folder it names (the vectors found there would be served as your texts', and your
+    texts' vectors written there). `addresses` lists them."""
 
     def __init__(self, path, addresses):
         self.types, self.addresses = [], list(addresses)
         ValueError.__init__(
             self,
-            f"{path}: refusing to load hosted-API encoders sent to addresses the file names "
-            f"({', '.join(self.addresses)}): your API key from the environment would go there; "
-            "load it only if you trust where the file comes from (`--trust` on the command "
-            "line, trust=True in Python)",
+            f"{path}: refusing to load encoders sent to places the file names "
+            f"({', '.join(self.addresses)}): your API key from the environment would go to "
+            "such a server, and such a cache folder would serve whatever vectors are stored "
+            "there and receive your texts' vectors; load it only if you trust where the file "
+            "comes from (`--trust` on the command line, trust=True in Python)",
         )
 
 
@@ -76,15 +78,19 @@ _ADDRESS_PARAMS = ("base_url", "azure_endpoint")
 
 
 def _stored_addresses(obj) -> list[str]:
-    """The server addresses of the hosted-API encoders anywhere in `obj`, as
-    `Encoder(param=address)`: in parameters, in fitted attributes (a `DifferenceClassifier`'s
-    `enc_`, a search's `best_estimator_`), in lists, tuples, sets and dicts; and a `key_env` of
-    the file's own, which would send another environment variable as the key."""
+    """The cache folders of the disk caches and the server addresses of the hosted-API
+    encoders anywhere in `obj`, as `Encoder(param=address)`: in parameters, in fitted
+    attributes (a `DifferenceClassifier`'s `enc_`, a search's `best_estimator_`), in lists,
+    tuples, sets and dicts; and a `key_env` of the file's own, which would send another
+    environment variable as the key."""
+    from embetter._cache import CachedEncoder
     from embetter.external._core import HostedEncoder
 
     found = []
     for item in _reachable(obj):
-        if isinstance(item, HostedEncoder):
+        if isinstance(item, CachedEncoder) and vars(item).get("path") is not None:
+            found.append(f"CachedEncoder(path={str(vars(item)['path'])!r})")
+        elif isinstance(item, HostedEncoder):
             # the stored values only (AzureOpenAIEncoder's `base_url` property falls back to
             # the loader's own AZURE_OPENAI_ENDPOINT, which the file does not name)
             stored = vars(item)

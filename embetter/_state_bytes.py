@@ -42,8 +42,10 @@ def check_model_files(files: dict) -> dict:
     name sentence-transformers' own module classes.
     """
     for rel in files:
-        # no way out of the folder, no empty part
-        if (_leads_out(rel) or "" in rel.replace("\\", "/").split("/")
+        # no way out of the folder, no empty part, no "." ("./modules.json" is modules.json
+        # on disk, but escaped the check of the file by that name below)
+        parts = rel.replace("\\", "/").split("/")
+        if (_leads_out(rel) or "" in parts or "." in parts
                 or not rel.endswith(_MODEL_FILE_SUFFIXES)):
             raise ValueError(f"refusing the model file {rel!r}: only data files are accepted")
     modules = files.get("modules.json")

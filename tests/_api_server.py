@@ -30,8 +30,9 @@ class Fault:
     """One injected misbehaviour: applies to the next `times` matching requests (None: all)."""
 
     def __init__(self, status=None, headers=None, slow=0.0, short=False, shuffle=False,
-                 width=None, times=1, match=None, raw=None):
+                 width=None, times=1, match=None, raw=None, echo=False):
         self.status, self.headers, self.slow, self.width = status, dict(headers or {}), slow, width
+        self.echo = echo  # the error's message repeats the request's headers (key included)
         self.raw = raw  # bytes sent as the whole reply, with status 200 (a proxy's page, say)
         self.short, self.shuffle, self.times, self.match = short, shuffle, times, match
 
@@ -134,7 +135,8 @@ class EmbeddingServer:
         if fault is not None and fault.slow:
             time.sleep(fault.slow)
         if fault is not None and fault.status is not None:
-            return fault.status, fault.headers, {"error": {"message": f"injected {fault.status}",
+            said = f"injected {fault.status}" + (f"; headers={dict(headers)}" if fault.echo else "")
+            return fault.status, fault.headers, {"error": {"message": said,
                                                            "type": "server_error"}}
         if fault is not None and fault.raw is not None:
             return 200, {"content-type": "text/html", **fault.headers}, fault.raw

@@ -42,6 +42,7 @@ from embetter.external._calls import (
     retry_after,
     retry_delay,
     retryable_status,
+    reveal,
     server_says_retry,
     short_message,
 )
@@ -298,6 +299,7 @@ class HostedEncoder(EmbetterBase):
                        stop=None) -> np.ndarray:
         where = f"batch {k + 1} of {n} (texts {rows.start} to {rows.stop - 1})"
         chunk = texts[rows.start:rows.stop]
+        failed = None
         try:
             emb = self._with_retries(lambda: self._embed_batch(client, chunk), where, stop)
         except HostedAPIError:
@@ -325,11 +327,17 @@ class HostedEncoder(EmbetterBase):
             if asked is not None and asked > MAX_RETRY_AFTER:
                 label += (f"; the server asked for a wait of {asked:.0f} s, over the "
                           f"{MAX_RETRY_AFTER:.0f} s waited, so it was not retried")
-            raise HostedAPIError(
+            # (a server may echo the request's headers, the key among them: the key is blanked
+            # out of the message, and the client's exception is left behind, raised outside
+            # this handler: not even as the context, which tblib-pickled errors carry along)
+            failed = HostedAPIError(
                 f"{type(self).__name__}: {where} failed with {label} "
-                f"(max_retries={self.max_retries}): {short_message(self._error_message(e))}",
+                f"(max_retries={self.max_retries}): "
+                f"{short_message(self._without_keys(self._error_message(e)))}",
                 batch=k, texts=(rows.start, rows.stop), status=status,
-            ) from e
+            )
+        if failed is not None:
+            raise failed
         return checked_reply(emb, len(chunk), self.dimensions,
                              f"{type(self).__name__}: {where}", k, rows)
 
@@ -369,6 +377,17 @@ class HostedEncoder(EmbetterBase):
         """`(HTTP status, or None; a short description when there is no status)` of a failed
         request, or `(None, None)` for an exception that is not the API's (a bug: re-raised)."""
         return None, None
+
+    def _without_keys(self, text: str) -> str:
+        """`text` with every key this encoder could send (the argument, the environment
+        variables it reads) replaced by `***`."""
+        keys = [reveal(self.api_key)]
+        keys += [os.environ.get(name) for name in (self.key_env, *self.client_env)
+                 if name and name.endswith(("KEY", "TOKEN"))]
+        for key in sorted({k for k in keys if isinstance(k, str) and len(k) >= 4},
+                          key=len, reverse=True):
+            text = text.replace(key, "***")
+        return text
 
     def _error_message(self, error) -> str:
         """What the server said, for the error message."""
