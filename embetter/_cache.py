@@ -185,7 +185,7 @@ class CachedEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
         what SQLite's write-ahead log is for; diskcache's own connection stays its own), kept
         between calls: opening one took 0.6 ms of a 0.9 ms cached call. A forked child,
         another folder or a database made again opens its own; a thread's closes when the
-        thread ends. None where it cannot be opened (then `get` reads)."""
+        thread ends. None where it cannot be opened (then every text is a miss)."""
         readers = self.__dict__.setdefault("_readers", threading.local())
         where = (os.getpid(), cache.directory, self.__dict__.get("_cache_file"))
         held = getattr(readers, "held", None)
@@ -292,7 +292,7 @@ class _Reader:
 
 def _open_reader(directory: str):
     """A read-only connection to the database of the cache in `directory` (None if it cannot
-    be opened: `_bulk_get` then reads through diskcache's `get`)."""
+    be opened: `_bulk_get` then finds nothing)."""
     from urllib.parse import quote
 
     from diskcache.core import DBNAME
@@ -309,32 +309,51 @@ def _bulk_get(cache, keys: list[str], db, chunk: int = 500) -> dict[str, bytes]:
     """Fetch many cached rows in a few SQL queries instead of one `get` per key.
 
     diskcache has no multi-get; its per-key `get` costs ~50 us, which would dominate a
-    warm-cache pass. Only rows as this cache stores them are read: raw bytes, inline in its
-    table, over the read-only connection `db`. Anything else is a miss (encoded again and
-    stored over): diskcache's `get` would unpickle a row another hand stored (code run on
-    load) or read the file a row names (any file). No connection, or another schema: all
-    misses.
+    warm-cache pass. Only rows as this cache stores them are read, over the read-only
+    connection `db`: raw bytes inline in its table, or (written before rows were kept inline:
+    32 kB and wider) in a file of its own inside the cache's folder. Anything else is a miss
+    (encoded again and stored over): diskcache's `get` would unpickle a row another hand
+    stored (code run on load) or read any file a row names. No connection, or another
+    schema: all misses.
     """
-    from diskcache.core import MODE_RAW
+    from diskcache.core import MODE_BINARY, MODE_RAW
 
     unique = list(dict.fromkeys(keys))
     found: dict[str, bytes] = {}
     if db is None:
         return found
+    folder = os.path.realpath(cache.directory)
     try:
         for start in range(0, len(unique), chunk):
             part = unique[start : start + chunk]
             marks = ",".join("?" * len(part))
             rows = db.execute(
-                f"SELECT key, mode, value FROM Cache WHERE raw = 1 AND key IN ({marks})",
-                part,
+                "SELECT key, mode, filename, value FROM Cache WHERE raw = 1 AND key IN "
+                f"({marks})", part,
             ).fetchall()
-            for key, mode, value in rows:
+            for key, mode, filename, value in rows:
                 if mode == MODE_RAW and isinstance(value, bytes):
                     found[key] = value
+                elif mode == MODE_BINARY and isinstance(filename, str):
+                    data = _file_row(folder, filename)
+                    if data is not None:
+                        found[key] = data
     except sqlite3.Error:
         return {}
     return found
+
+
+def _file_row(folder: str, filename: str):
+    """The bytes of a row kept in a file of the cache's own (a regular file inside `folder`),
+    else None."""
+    full = os.path.realpath(os.path.join(folder, filename))
+    if not full.startswith(folder + os.sep) or not os.path.isfile(full):
+        return None
+    try:
+        with open(full, "rb") as f:
+            return f.read()
+    except OSError:  # (removed by a cull meanwhile)
+        return None
 
 
 #: diskcache keeps values up to this size inline in its database (its default, 32 kB, would

@@ -63,13 +63,18 @@ class UntrustedAddressError(UntrustedTypesError):
 
     def __init__(self, path, addresses):
         self.types, self.addresses = [], list(addresses)
+        caches = [a for a in self.addresses if a.startswith("CachedEncoder(")]
+        why = []
+        if len(caches) < len(self.addresses):
+            why.append("your API key from the environment would go to a server it names")
+        if caches:
+            why.append("a cache folder it names would serve whatever vectors are stored "
+                       "there and receive your texts' vectors")
         ValueError.__init__(
             self,
             f"{path}: refusing to load encoders sent to places the file names "
-            f"({', '.join(self.addresses)}): your API key from the environment would go to "
-            "such a server, and such a cache folder would serve whatever vectors are stored "
-            "there and receive your texts' vectors; load it only if you trust where the file "
-            "comes from (`--trust` on the command line, trust=True in Python)",
+            f"({', '.join(self.addresses)}): {'; '.join(why)}; load it only if you trust "
+            "where the file comes from (`--trust` on the command line, trust=True in Python)",
         )
 
 

@@ -111,3 +111,54 @@ def test_an_echoed_key_is_blanked_out_of_the_error(kind, server):
     assert KEY not in shown and "400" in str(err.value)
     assert err.value.__context__ is None  # (pickled with tblib, as Dask does, it travels)
     assert KEY not in str(pickle.dumps(err.value))
+
+
+_WIDE_CALLS: list = []
+
+
+def _wide(texts):
+    """(module level: the cache's key hashes a function by its name) rows of 16,384
+    float32s, 64 kB each; counted in `_WIDE_CALLS`."""
+    _WIDE_CALLS.append(len(texts))
+    return np.tile(np.arange(16_384, dtype=np.float32), (len(texts), 1))
+
+
+def test_wide_rows_are_read_back_inline_and_from_older_files(tmp_path):
+    """Rows of 32 kB and more went to files of their own, which the bulk read (raw rows
+    inline only) did not read: every call encoded them again; an older cache's file rows
+    went cold after the upgrade."""
+    import diskcache
+
+    _WIDE_CALLS.clear()
+    enc = cached(tmp_path / "new", FunctionTransformer(_wide))
+    enc.transform(["a", "b"])
+    assert enc.transform(["a", "b"]).shape == (2, 16_384) and _WIDE_CALLS == [2]
+    older = cached(tmp_path / "old", FunctionTransformer(_wide))
+    row = np.arange(16_384, dtype=np.float32)
+    with diskcache.Cache(str(tmp_path / "old")) as cache:  # as the code before stored one
+        cache.set(_key(older, "c"), row.tobytes())
+    assert any((tmp_path / "old").rglob("*.val"))  # (in a file of its own)
+    assert older.transform(["c"]).tolist() == [row.tolist()]
+    assert _WIDE_CALLS == [2]  # read from the file, not encoded again
+
+
+def test_a_short_placeholder_key_is_not_blanked_out_of_words(server):
+    """A key of 4 characters ("test", "EMPTY") was blanked wherever it stood in a word."""
+    enc = make("openai", server, api_key="test")
+    assert enc._without_keys("model 'test-embed-latest'") == "model 'test-embed-latest'"
+    assert make("openai", server)._without_keys(f"Bearer {KEY}") == "Bearer ***"
+
+
+def test_an_unreadable_reply_repeating_the_key_is_blanked_out(server):
+    """A reply the client could not read (status 200, no embeddings) kept the key it
+    repeated in the error's message and its chained cause."""
+    import json
+
+    from embetter.external import HostedAPIError
+
+    body = json.dumps({"error": f"bad auth header: Bearer {KEY}"}).encode()
+    server.inject(raw=body, times=None)
+    with pytest.raises(HostedAPIError, match="could not be read") as err:
+        make("ollama", server, max_retries=0).transform(["hello"])
+    assert KEY not in "".join(traceback.format_exception(err.value))
+    assert err.value.__context__ is None and err.value.__cause__ is None

@@ -299,6 +299,11 @@ class HostedEncoder(EmbetterBase):
                        stop=None) -> np.ndarray:
         where = f"batch {k + 1} of {n} (texts {rows.start} to {rows.stop - 1})"
         chunk = texts[rows.start:rows.stop]
+        span = (rows.start, rows.stop)
+        # A failure is raised after the handler, not inside it: a server may echo the
+        # request's headers (the key among them), so the key is blanked out of the message
+        # and the client's exception is left behind, not even as the context (which errors
+        # pickled with tblib, as Dask does, carry along).
         failed = None
         try:
             emb = self._with_retries(lambda: self._embed_batch(client, chunk), where, stop)
@@ -307,7 +312,7 @@ class HostedEncoder(EmbetterBase):
         except MalformedReply as e:
             raise HostedAPIError(
                 f"{type(self).__name__}: {where}: {e}; nothing is returned rather than a "
-                "partial or misaligned array", batch=k, texts=(rows.start, rows.stop),
+                "partial or misaligned array", batch=k, texts=span,
             ) from None
         except Exception as e:
             status, what = self._error_status(e)
@@ -316,26 +321,22 @@ class HostedEncoder(EmbetterBase):
                     raise
                 # the client could not read the reply (not JSON, fields missing: a pydantic
                 # ValidationError is a ValueError): say so, with the batch
-                raise HostedAPIError(
+                failed = HostedAPIError(
                     f"{type(self).__name__}: {where}: the server's reply could not be read "
-                    f"({type(e).__name__}: {short_message(str(e))}); nothing is returned "
-                    "rather than a partial or misaligned array",
-                    batch=k, texts=(rows.start, rows.stop),
-                ) from e
-            label = f"status {status}" if status is not None else what
-            asked = retry_after(self._error_headers(e))
-            if asked is not None and asked > MAX_RETRY_AFTER:
-                label += (f"; the server asked for a wait of {asked:.0f} s, over the "
-                          f"{MAX_RETRY_AFTER:.0f} s waited, so it was not retried")
-            # (a server may echo the request's headers, the key among them: the key is blanked
-            # out of the message, and the client's exception is left behind, raised outside
-            # this handler: not even as the context, which tblib-pickled errors carry along)
-            failed = HostedAPIError(
-                f"{type(self).__name__}: {where} failed with {label} "
-                f"(max_retries={self.max_retries}): "
-                f"{short_message(self._without_keys(self._error_message(e)))}",
-                batch=k, texts=(rows.start, rows.stop), status=status,
-            )
+                    f"({type(e).__name__}: {short_message(self._without_keys(str(e)))}); "
+                    "nothing is returned rather than a partial or misaligned array",
+                    batch=k, texts=span)
+            else:
+                label = f"status {status}" if status is not None else what
+                asked = retry_after(self._error_headers(e))
+                if asked is not None and asked > MAX_RETRY_AFTER:
+                    label += (f"; the server asked for a wait of {asked:.0f} s, over the "
+                              f"{MAX_RETRY_AFTER:.0f} s waited, so it was not retried")
+                failed = HostedAPIError(
+                    f"{type(self).__name__}: {where} failed with {label} "
+                    f"(max_retries={self.max_retries}): "
+                    f"{short_message(self._without_keys(self._error_message(e)))}",
+                    batch=k, texts=span, status=status)
         if failed is not None:
             raise failed
         return checked_reply(emb, len(chunk), self.dimensions,
@@ -384,7 +385,9 @@ class HostedEncoder(EmbetterBase):
         keys = [reveal(self.api_key)]
         keys += [os.environ.get(name) for name in (self.key_env, *self.client_env)
                  if name and name.endswith(("KEY", "TOKEN"))]
-        for key in sorted({k for k in keys if isinstance(k, str) and len(k) >= 4},
+        # (8 characters at least: a placeholder such as "EMPTY" or "ollama" is no secret,
+        # and blanking it would blank the words it is part of)
+        for key in sorted({k for k in keys if isinstance(k, str) and len(k) >= 8},
                           key=len, reverse=True):
             text = text.replace(key, "***")
         return text
