@@ -7,7 +7,9 @@ import os
 import sqlite3
 import threading
 
+import diskcache
 import numpy as np
+from diskcache.core import DBNAME, MODE_BINARY, MODE_PICKLE, MODE_RAW
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from embetter._cache_key import _content_hash, _model_folders, _state_signature
@@ -70,8 +72,6 @@ class CachedEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
         return self
 
     def _cache(self):
-        import diskcache
-
         if not isinstance(self.path, (str, os.PathLike)):
             raise TypeError(
                 f"path must be the cache's folder (a str or Path), got {type(self.path).__name__}")
@@ -89,7 +89,7 @@ class CachedEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
             # cull_limit=0: transform culls once per batch of writes, not on every set; every
             # row inline in the database (a row is a few kB; a file per row is not read back)
             try:
-                cache = diskcache.Cache(folder, disk=_confined_disk(), cull_limit=0,
+                cache = diskcache.Cache(folder, disk=_ConfinedDisk, cull_limit=0,
                                         disk_min_file_size=_INLINE_BYTES)
             except sqlite3.OperationalError as e:
                 if "readonly" not in str(e) and "unable to open" not in str(e):
@@ -171,11 +171,9 @@ class CachedEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
         warning, and they are returned all the same."""
         import warnings
 
-        from diskcache import Timeout
-
         try:
             _store(cache, keys, rows)
-        except (sqlite3.Error, OSError, Timeout) as e:
+        except (sqlite3.Error, OSError, diskcache.Timeout) as e:
             warnings.warn(f"the cache at {self.path!r} could not store {len(rows)} rows "
                           f"({type(e).__name__}: {e}); they are returned, not cached",
                           RuntimeWarning, stacklevel=3)
@@ -258,8 +256,6 @@ def _store(cache, keys, rows) -> None:
 
 def _database_file(folder: str):
     """The identity of the cache's database file (device, inode), None while there is none."""
-    from diskcache.core import DBNAME
-
     try:
         st = os.stat(os.path.join(folder, DBNAME))
     except OSError:
@@ -295,8 +291,6 @@ def _open_reader(directory: str):
     be opened: `_bulk_get` then finds nothing)."""
     from urllib.parse import quote
 
-    from diskcache.core import DBNAME
-
     # (quoted: a folder named with ?, # or % is a path, not a query or an escape)
     uri = "file:" + quote(os.path.join(directory, DBNAME)) + "?mode=ro"
     try:
@@ -316,8 +310,6 @@ def _bulk_get(cache, keys: list[str], db, chunk: int = 500) -> dict[str, bytes]:
     stored (code run on load) or read any file a row names. No connection, or another
     schema: all misses.
     """
-    from diskcache.core import MODE_BINARY, MODE_RAW
-
     unique = list(dict.fromkeys(keys))
     found: dict[str, bytes] = {}
     if db is None:
@@ -343,11 +335,18 @@ def _bulk_get(cache, keys: list[str], db, chunk: int = 500) -> dict[str, bytes]:
     return found
 
 
+def _inside(folder: str, file_path: str) -> bool:
+    """Whether `file_path` (relative to the real path `folder`, as a row names its file)
+    stays inside `folder`: not an absolute path, no `..` or link out of it."""
+    full = os.path.realpath(os.path.join(folder, file_path))
+    return full.startswith(folder + os.sep)
+
+
 def _file_row(folder: str, filename: str):
     """The bytes of a row kept in a file of the cache's own (a regular file inside `folder`),
     else None."""
-    full = os.path.realpath(os.path.join(folder, filename))
-    if not full.startswith(folder + os.sep) or not os.path.isfile(full):
+    full = os.path.join(folder, filename)
+    if not _inside(folder, filename) or not os.path.isfile(full):
         return None
     try:
         with open(full, "rb") as f:
@@ -361,42 +360,25 @@ def _file_row(folder: str, filename: str):
 _INLINE_BYTES = 1 << 24
 
 
-def _confined_disk():
+class _ConfinedDisk(diskcache.Disk):
     """diskcache's `Disk`, confined to the cache's folder: a row that names a file elsewhere
     (an absolute path, `..`: a row another hand stored) is neither read nor deleted (its
     `cull` deleted any file a row named, and empty folders above it), and no pickled value
     is loaded."""
-    import diskcache
-    from diskcache.core import MODE_PICKLE
 
-    global _ConfinedDisk
-    if _ConfinedDisk is None:
+    def __init__(self, directory, **kwargs):
+        super().__init__(directory, **kwargs)
+        self.folder = os.path.realpath(directory)
 
-        class ConfinedDisk(diskcache.Disk):
-            def __init__(self, directory, **kwargs):
-                super().__init__(directory, **kwargs)
-                self.folder = os.path.realpath(directory)
+    def remove(self, file_path):
+        if _inside(self.folder, file_path):
+            super().remove(file_path)
 
-            def _inside(self, file_path) -> bool:
-                full = os.path.realpath(os.path.join(self.folder, file_path))
-                return full.startswith(self.folder + os.sep)
-
-            def remove(self, file_path):
-                if self._inside(file_path):
-                    super().remove(file_path)
-
-            def fetch(self, mode, filename, value, read):
-                if mode == MODE_PICKLE or (filename is not None
-                                           and not self._inside(filename)):
-                    raise ValueError("the cache holds a row it did not store (a pickled "
-                                     "value, or a file outside its folder): not read")
-                return super().fetch(mode, filename, value, read)
-
-        _ConfinedDisk = ConfinedDisk
-    return _ConfinedDisk
-
-
-_ConfinedDisk = None
+    def fetch(self, mode, filename, value, read):
+        if mode == MODE_PICKLE or (filename is not None and not _inside(self.folder, filename)):
+            raise ValueError("the cache holds a row it did not store (a pickled value, or a "
+                             "file outside its folder): not read")
+        return super().fetch(mode, filename, value, read)
 
 
 def cached(name, encoder) -> CachedEncoder:

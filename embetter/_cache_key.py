@@ -191,11 +191,9 @@ def _state_signature(obj):
     pipeline): plain values by value, other objects by identity, estimators (and small
     containers) recursively through their attributes, tuples by their items, and a torch
     model given as a parameter by a sample of its weights (a caller's model trains in
-    place). Returns
-    `(signature, held)`: `held`
-    lists the objects compared by identity; keep it as long as the signature, so that none
-    is freed and its id given to a new object (a refit's new array at the old one's
-    address would look unchanged)."""
+    place). Returns `(signature, held)`: `held` lists the objects compared by identity;
+    keep it as long as the signature, so that none is freed and its id given to a new object
+    (a refit's new array at the old one's address would look unchanged)."""
     held: list = []
     return _signature(obj, frozenset(), held), held
 

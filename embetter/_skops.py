@@ -93,8 +93,9 @@ def _stored_addresses(obj) -> list[str]:
 
     found = []
     for item in _reachable(obj):
-        if isinstance(item, CachedEncoder) and vars(item).get("path") is not None:
-            found.append(f"CachedEncoder(path={str(vars(item)['path'])!r})")
+        folder = vars(item).get("path") if isinstance(item, CachedEncoder) else None
+        if folder is not None:
+            found.append(f"CachedEncoder(path={str(folder)!r})")
         elif isinstance(item, HostedEncoder):
             # the stored values only (AzureOpenAIEncoder's `base_url` property falls back to
             # the loader's own AZURE_OPENAI_ENDPOINT, which the file does not name)
@@ -182,8 +183,8 @@ def _unstorable(obj) -> str:
     from embetter.text import SentenceEncoder, TextEncoder
 
     for item in _reachable(obj, within=(SentenceEncoder, TextEncoder)):
-        for param in ("name", "sent_tfm", "teacher"):  # (the encoders', the SBERT tuner's,
-            # TextEncoder's teacher)
+        # (the encoders' name, the SBERT tuner's sent_tfm, TextEncoder's teacher)
+        for param in ("name", "sent_tfm", "teacher"):
             model = getattr(item, param, None) if hasattr(item, "get_params") else None
             # (a model2vec StaticModel given to TextEncoder)
             static = (isinstance(item, TextEncoder) and param == "name"

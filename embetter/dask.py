@@ -365,8 +365,7 @@ def transform(pipeline, data, *, column=None, client=None, dim=None, lengths=Fal
                 f"column is only for a Dask DataFrame; data is a Dask {kind}, got "
                 f"column={column!r}"
             )
-        if isinstance(column, (list, tuple, set, dict)) or not hasattr(column, "__hash__") \
-                or column.__hash__ is None:
+        if isinstance(column, (list, tuple)) or column.__hash__ is None:  # (sets, dicts)
             raise TypeError(f"column must be one column name (the texts' column), got "
                             f"{column!r}")
         if column not in data.columns:

@@ -82,18 +82,18 @@ def calc_distances(
         return np.zeros(0, dtype=np.float64)
     # (a metric of its own, or nan_euclidean, decides what it takes)
     if not callable(metric) and metric != "nan_euclidean":
-        _check_vectors(X_inputs, "pipeline", X_anchors, "anchor_pipeline")
+        _check_vectors(X_inputs, X_anchors)
     distances = pairwise_distances(X_inputs, X_anchors, metric=metric, n_jobs=n_jobs)
     return aggregate(distances, axis=1)
 
 
-def _check_vectors(X, name: str, A, anchor_name: str) -> None:
-    """The two sides' vectors: finite numbers, of one width (the distance's own errors name
-    neither pipeline)."""
+def _check_vectors(X, A) -> None:
+    """The two sides' vectors (`pipeline`'s of the inputs, `anchor_pipeline`'s of the
+    anchors): finite numbers, of one width (the distance's own errors name neither)."""
     import scipy.sparse
 
     widths = []
-    for M, who in ((X, name), (A, anchor_name)):
+    for M, who in ((X, "pipeline"), (A, "anchor_pipeline")):
         values = M.data if scipy.sparse.issparse(M) else np.asarray(M)
         if values.dtype.kind in "fc" and not np.isfinite(values).all():
             raise ValueError(f"{who} gave vectors holding NaN or inf: distances need finite "

@@ -137,11 +137,11 @@ class LiteTextEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
             return np.zeros((0, self.n_components_), dtype=np.float32)
         out = np.empty((len(texts), self.n_components_), dtype=np.float32)
         # in chunks: the TF-IDF rows and the float64 product of a chunk at a time
-        for start in range(0, len(texts), TRANSFORM_CHUNK):
-            chunk = texts[start:start + TRANSFORM_CHUNK]
-            with config_context(transform_output="default"):  # (see fit)
+        with config_context(transform_output="default"):  # (see fit)
+            for start in range(0, len(texts), TRANSFORM_CHUNK):
+                chunk = texts[start:start + TRANSFORM_CHUNK]
                 part = self.svd_.transform(self.vectorizer_.transform(chunk))
-            out[start:start + len(chunk)] = normalize(part) if self.normalize else part
+                out[start:start + len(chunk)] = normalize(part) if self.normalize else part
         return out
 
     def __setstate__(self, state):
