@@ -220,3 +220,42 @@ def test_cached_rows_are_read_in_bulk_not_one_get_each(tmp_path, corpus, monkeyp
 
     monkeypatch.setattr(diskcache.Cache, "get", one_by_one)
     np.testing.assert_array_equal(enc.transform(corpus[:20]), first)
+
+
+@pytest.mark.parametrize("backend", [None, "torch", "pipelined"])
+def test_transform_lists_a_model_folder_once(tiny_model_path, corpus, monkeypatch, backend):
+    """Each transform listed and stat'ed the model folder's files three times (loading the
+    model, choosing the path, sizing the output): about 0.15 ms each on MiniLM's folder.
+    Once per call now, and a folder saved again is still noticed at the next call."""
+    from embetter.text import SentenceEncoder, _models
+
+    enc = SentenceEncoder(tiny_model_path, backend=backend)
+    expected = enc.transform(corpus[:2])
+    calls = []
+    real = _models.folder_state
+    monkeypatch.setattr(_models, "folder_state", lambda p: calls.append(p) or real(p))
+    np.testing.assert_array_equal(enc.transform(corpus[:2]), expected)
+    assert len(calls) == 1
+    enc.get_feature_names_out()  # (another call: reads it again, once)
+    assert len(calls) == 2
+
+
+def test_text_encoder_builds_no_progress_bar_of_its_own_for_one_chunk(tiny_model_path, corpus,
+                                                                      tmp_path, monkeypatch):
+    """A disabled tqdm bar was built (and closed) on every call: about 20 us of a 50 us
+    one-text call. It is built only when it shows: a progress bar over several chunks."""
+    import tqdm.auto
+
+    from embetter.text import TextEncoder, _distill
+
+    _distill.distill(tiny_model_path, pca_dims=16).save_pretrained(str(tmp_path / "m2v"))
+    enc = TextEncoder(str(tmp_path / "m2v"))
+    expected = enc.transform(corpus[:2])
+
+    def no_bar(*args, **kwargs):
+        raise AssertionError("a progress bar for one chunk")
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", no_bar)
+    np.testing.assert_array_equal(enc.transform(corpus[:2]), expected)
+    np.testing.assert_array_equal(enc.set_params(show_progress_bar=True).transform(corpus[:2]),
+                                  expected)  # (one chunk: model2vec's own bar)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numbers
+import threading
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -17,6 +19,9 @@ from embetter.text._models import (
     sync_weights,
 )
 from embetter.text._paths import BUILDING, EncodePaths
+
+#: the model key of the transform running in this thread: (encoder, key) or None
+_CALL = threading.local()
 
 
 class SentenceEncoder(EncodePaths, RemovedParams, EmbetterBase):
@@ -124,7 +129,21 @@ class SentenceEncoder(EncodePaths, RemovedParams, EmbetterBase):
 
     # -- the model ---------------------------------------------------------------------------
     def _model_key(self):
+        memo = getattr(_CALL, "memo", None)
+        if memo is not None and memo[0] is self:  # inside this encoder's transform
+            return memo[1]
         return model_state_key(self.name, self.device)
+
+    @contextmanager
+    def _one_key(self):
+        """One transform reads the model's state once (a local folder's files are listed and
+        stat'ed for it), not once for each question it asks about the model."""
+        outer = getattr(_CALL, "memo", None)
+        _CALL.memo = (self, model_state_key(self.name, self.device))
+        try:
+            yield
+        finally:
+            _CALL.memo = outer
 
     @property
     def model_(self):
@@ -233,13 +252,14 @@ class SentenceEncoder(EncodePaths, RemovedParams, EmbetterBase):
         """Encode texts into a float32 array of shape `(n_texts, dim)`."""
         self._check_params()
         texts = as_texts(X)
-        self._sync_private_copy()
-        plan = self._plan()
-        engine = None if plan.backend == "torch" else self._fast_engine(plan)
-        dim = self._output_dim(plan, engine)
-        if not texts:
-            return np.zeros((0, dim), dtype=np.float32)
-        return self._finish(self._encode(plan, texts, engine), dim)
+        with self._one_key():
+            self._sync_private_copy()
+            plan = self._plan()
+            engine = None if plan.backend == "torch" else self._fast_engine(plan)
+            dim = self._output_dim(plan, engine)
+            if not texts:
+                return np.zeros((0, dim), dtype=np.float32)
+            return self._finish(self._encode(plan, texts, engine), dim)
 
     def _finish(self, emb: np.ndarray, dim: int) -> np.ndarray:
         """Truncate, then normalise (in that order: a truncated vector is re-normalised)."""
@@ -253,7 +273,9 @@ class SentenceEncoder(EncodePaths, RemovedParams, EmbetterBase):
     def get_feature_names_out(self, input_features=None):
         """Output column names: `<classname>0`, `<classname>1`, ..."""
         prefix = type(self).__name__.lower()
-        return np.asarray([f"{prefix}{i}" for i in range(self._output_dim())], dtype=object)
+        with self._one_key():
+            dim = self._output_dim()
+        return np.asarray([f"{prefix}{i}" for i in range(dim)], dtype=object)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

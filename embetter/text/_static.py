@@ -315,23 +315,25 @@ class TextEncoder(RemovedParams, ReadsTextsOnce, TransformerMixin, BaseEstimator
         model = self.model_
         if not texts:
             return np.zeros((0, model.dim), dtype=np.float32)
-        from tqdm.auto import tqdm  # model2vec's own dependency
-
         # Chunk by chunk into one float32 array: model2vec's encode concatenates its batches,
         # which would briefly hold a large input's embeddings twice (a Dask worker's partition
         # of 250,000 texts: 256 MB more at its peak).
         out = np.empty((len(texts), model.dim), dtype=np.float32)
         starts = range(0, len(texts), TRANSFORM_CHUNK)
         progress = bool(self.show_progress_bar)
-        # several chunks: one bar over all the texts, not one bar per chunk
-        whole = tqdm(total=len(texts), desc="Encoding", unit="text",
-                     disable=not (progress and len(starts) > 1))
+        whole = None  # several chunks: one bar over all the texts, not one bar per chunk
+        if progress and len(starts) > 1:
+            from tqdm.auto import tqdm  # model2vec's own dependency
+
+            whole = tqdm(total=len(texts), desc="Encoding", unit="text")
         for start in starts:
             chunk = texts[start:start + TRANSFORM_CHUNK]
             out[start:start + len(chunk)] = model.encode(
-                chunk, show_progress_bar=progress and whole.disable, use_multiprocessing=False)
-            whole.update(len(chunk))
-        whole.close()
+                chunk, show_progress_bar=progress and whole is None, use_multiprocessing=False)
+            if whole is not None:
+                whole.update(len(chunk))
+        if whole is not None:
+            whole.close()
         return out
 
     def get_feature_names_out(self, input_features=None):
