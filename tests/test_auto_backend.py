@@ -151,7 +151,7 @@ def test_a_candidate_much_slower_in_its_warm_up_is_not_timed():
 
 def test_an_incomplete_probe_is_not_cached(cache_dir):
     machine = FakeMachine({TORCH: 0.1, PIPE: 0.15, ONNX: 0.01}, {})
-    args = ("another-model", "cpu", "cpu", None, machine.build)
+    args = ("another-model", "cpu", None, machine.build)
     kw = dict(flags=set(), installed={"onnxruntime", "onnx"}, budget_s=1.7,
               clock=machine.clock)
     plan, report = auto.resolve(*args, **kw)
@@ -196,7 +196,7 @@ def test_probe_takes_the_best_round_so_a_noisy_neighbour_does_not_decide():
 
 # -- the cache --------------------------------------------------------------------------------
 def _key(**kw):
-    key = auto.cache_key("cpu", "cpu", None, "model-abc")
+    key = auto.cache_key("cpu", None, "model-abc")
     return {**key, **kw}
 
 
@@ -233,7 +233,7 @@ def test_a_corrupt_cache_file_is_ignored(cache_dir, content):
 
 
 def test_machine_key_reads_this_machine():
-    key = auto.cache_key("cpu", "cpu", 32, "fp")
+    key = auto.cache_key("cpu", 32, "fp")
     assert isinstance(key["cpu"], str) and key["cpu"]
     assert key["versions"]["torch"] and "sentence-transformers" in key["versions"]
     assert key["batch_size"] == 32 and key["model"] == "fp" and key["device"] == "cpu"
@@ -270,7 +270,7 @@ def test_resolve_measures_once_then_reads_the_cache(cache_dir, caplog):
         built.append(plan)
         return machine.build(plan)
 
-    args = ("a-model-name", "cpu", "cpu", None, build)
+    args = ("a-model-name", "cpu", None, build)
     kw = dict(flags=set(), installed={"onnxruntime", "onnx"}, budget_s=8.0,
               clock=machine.clock)
     with caplog.at_level(logging.INFO, logger="embetter"):
@@ -297,7 +297,7 @@ def test_a_process_waits_for_anothers_probe_of_the_same_model(cache_dir):
     from filelock import FileLock
 
     machine = FakeMachine({TORCH: 0.02, PIPE: 0.02, ONNX: 0.005}, {ONNX: 0.995})
-    args = ("a-model-name", "cpu", "cpu", None, machine.build)
+    args = ("a-model-name", "cpu", None, machine.build)
     kw = dict(flags=set(), installed={"onnxruntime", "onnx"}, budget_s=8.0,
               clock=machine.clock)
     plan, report = auto.resolve(*args, **kw)  # the other process's probe, kept on disk
@@ -313,7 +313,7 @@ def test_a_process_waits_for_anothers_probe_of_the_same_model(cache_dir):
         return machine.build(plan)
 
     waiting = threading.Thread(target=lambda: got.update(
-        zip(("plan", "report"), auto.resolve(*args[:4], build, **kw))))
+        zip(("plan", "report"), auto.resolve(*args[:3], build, **kw))))
     waiting.start()
     waiting.join(0.5)
     assert waiting.is_alive() and not built  # it waits instead of measuring
@@ -331,7 +331,7 @@ def test_a_file_system_without_locks_measures_all_the_same(cache_dir, monkeypatc
 
     monkeypatch.setattr(filelock.FileLock, "acquire", refuse)
     machine = FakeMachine({TORCH: 0.02, PIPE: 0.02, ONNX: 0.005}, {ONNX: 0.995})
-    plan, report = auto.resolve("a-model-name", "cpu", "cpu", None, machine.build,
+    plan, report = auto.resolve("a-model-name", "cpu", None, machine.build,
                                 flags=set(), installed={"onnxruntime", "onnx"}, budget_s=8.0,
                                 clock=machine.clock)
     assert plan == ONNX and report["cached"] is False
@@ -341,7 +341,7 @@ def test_a_cpu_with_other_flags_measures_again(cache_dir):
     # one CPU name ("AMD EPYC") covers CPUs with and without bfloat16: a choice made where
     # bfloat16 was no candidate was reused on one that has it, never timed there
     machine = FakeMachine({TORCH: 0.02, PIPE: 0.02, ONNX: 0.005}, {ONNX: 0.995})
-    args = ("a-model-name", "cpu", "cpu", None, machine.build)
+    args = ("a-model-name", "cpu", None, machine.build)
     kw = dict(installed={"onnxruntime", "onnx"}, budget_s=8.0, clock=machine.clock)
     plain = auto.resolve(*args, flags=set(), **kw)[1]
     bf16 = auto.resolve(*args, flags={"avx512_bf16"}, **kw)[1]

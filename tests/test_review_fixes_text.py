@@ -67,7 +67,7 @@ def test_auto_logs_its_choice_when_the_default_path_cannot_run(tmp_path, monkeyp
         return lambda texts: np.ones((len(texts), 4), dtype=np.float32)
 
     with caplog.at_level(logging.INFO, logger="embetter"):
-        plan, report = auto.resolve("a-model", "cuda", None, None, build, gpu="a test GPU",
+        plan, report = auto.resolve("a-model", "cuda", None, build, gpu="a test GPU",
                                     budget_s=2.0)  # KeyError before
     assert plan != default and "texts/s (default" in caplog.text
 

@@ -112,7 +112,7 @@ class EncodePaths:
                 engines[plan] = self._fast_engine(plan, keep=False)
             return lambda texts: self._encode(plan, texts, engines.get(plan), progress=False)
 
-        plan, report = resolve(self.name, kind, self.device, self.batch_size, build, gpu=gpu,
+        plan, report = resolve(self.name, kind, self.batch_size, build, gpu=gpu,
                                flags=cpu_flags(), installed=installed_runtimes())
         if plan in engines:  # keep the engine the probe built (an ONNX session, say)
             self.__dict__["_engine"] = (self._engine_key(plan), engines[plan])

@@ -63,7 +63,7 @@ def model_fingerprint(name) -> str:
     return h.hexdigest()
 
 
-def cache_key(kind: str, device, batch_size, fingerprint: str, gpu: str | None = None,
+def cache_key(kind: str, batch_size, fingerprint: str, gpu: str | None = None,
               flags=frozenset(), plans=()) -> dict:
     """What the choice depends on: this machine (its CPU's name and instruction-set `flags`:
     one name covers CPUs with and without bfloat16 or VNNI), the libraries, the model, the

@@ -303,7 +303,7 @@ def write_choice(path: Path, key: dict, plan: Plan, report: dict) -> bool:
     return _choices.save(path, {"key": key, "choice": plan.to_dict(), "probe": report})
 
 
-def resolve(name, kind: str, device, batch_size, build, *, gpu=None, flags=frozenset(),
+def resolve(name, kind: str, batch_size, build, *, gpu=None, flags=frozenset(),
             installed=frozenset(), budget_s: float | None = None, clock=time.perf_counter
             ) -> tuple[Plan, dict]:
     """The plan `backend="auto"` runs for this model here: cached, else measured and cached.
@@ -312,7 +312,7 @@ def resolve(name, kind: str, device, batch_size, build, *, gpu=None, flags=froze
     `cached` and `cache_file`.
     """
     plans = candidates(kind, batch_size, flags, installed)
-    key = cache_key(kind, device, batch_size, model_fingerprint(name), gpu, flags, plans)
+    key = cache_key(kind, batch_size, model_fingerprint(name), gpu, flags, plans)
     path = cache_file(key)
     hit = read_choice(path, key, plans)
     if hit is None:
