@@ -7,8 +7,8 @@ module does the rest, the same way for every provider:
   (`max_tokens_per_request`), in input order;
 - at most `max_concurrency` batches are in flight; each reply lands in its batch's rows, so
   the output is in input order whatever order the replies come back in;
-- every retry is made here (the clients are built with theirs off), after the server's
-  `Retry-After` or a backoff, and none once a batch has failed;
+- every retry is made by `_retries.RetryPolicy` (the clients are built with theirs off),
+  after the server's `Retry-After` or a backoff, and none once a batch has failed;
 - a reply with the wrong number of rows or a different width is an error, and so is any
   batch that still fails after the retries: nothing partial or misordered is ever returned;
 - the client is built lazily and cached on the instance, never pickled; an `api_key` given as
@@ -22,7 +22,6 @@ import logging
 import numbers
 import os
 import threading
-import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 import numpy as np
@@ -40,12 +39,9 @@ from embetter.external._calls import (
     checked_reply,
     make_batches,
     retry_after,
-    retry_delay,
-    retryable_status,
-    reveal,
-    server_says_retry,
     short_message,
 )
+from embetter.external._retries import RetryPolicy
 
 log = logging.getLogger("embetter.external")
 
@@ -59,7 +55,7 @@ def _positive_int(value, name, upper=None, *, allow_none=False):
         raise ValueError(f"{name} must be a positive int and at most {upper}, got {value!r}")
 
 
-class HostedEncoder(EmbetterBase):
+class HostedEncoder(RetryPolicy, EmbetterBase):
     """Base class of the hosted-API encoders; subclasses set the class attributes below and
     implement `_make_client`, `_embed_batch` and `_error_status`."""
 
@@ -342,30 +338,6 @@ class HostedEncoder(EmbetterBase):
         return checked_reply(emb, len(chunk), self.dimensions,
                              f"{type(self).__name__}: {where}", k, rows)
 
-    def _with_retries(self, call, where: str, stop=None):
-        """Every retry of a request (the clients retry nothing themselves): rate limits, server
-        errors, timeouts and lost connections (see `_retryable`), after the wait the server
-        asks for or a backoff; none where the server says `x-should-retry: false` or asks
-        for a wait over `MAX_RETRY_AFTER`; none once `stop` is set (another batch failed)."""
-        retries = int(self.max_retries)
-        for attempt in range(retries + 1):
-            try:
-                return call()
-            except Exception as e:
-                headers = self._error_headers(e)
-                asked = retry_after(headers)
-                if attempt == retries or not self._worth_retrying(e, headers, asked):
-                    raise
-                delay = retry_delay(attempt, asked)
-                status, what = self._error_status(e)
-                log.info("%s: %s got %s; retry %d of %d in %.2f s", type(self).__name__, where,
-                         f"status {status}" if status is not None else what,
-                         attempt + 1, retries, delay)
-                if stop is None:
-                    time.sleep(delay)
-                elif stop.wait(delay):
-                    raise Stopped from e
-
     # -- what a provider file implements -----------------------------------------------------
     def _make_client(self):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -373,47 +345,6 @@ class HostedEncoder(EmbetterBase):
     def _embed_batch(self, client, texts: list[str]):  # pragma: no cover - abstract
         """Embed one batch; return its rows in the order of `texts`."""
         raise NotImplementedError
-
-    def _error_status(self, error) -> tuple[int | None, str | None]:
-        """`(HTTP status, or None; a short description when there is no status)` of a failed
-        request, or `(None, None)` for an exception that is not the API's (a bug: re-raised)."""
-        return None, None
-
-    def _without_keys(self, text: str) -> str:
-        """`text` with every key this encoder could send (the argument, the environment
-        variables it reads) replaced by `***`."""
-        keys = [reveal(self.api_key)]
-        keys += [os.environ.get(name) for name in (self.key_env, *self.client_env)
-                 if name and name.endswith(("KEY", "TOKEN"))]
-        # (8 characters at least: a placeholder such as "EMPTY" or "ollama" is no secret,
-        # and blanking it would blank the words it is part of)
-        for key in sorted({k for k in keys if isinstance(k, str) and len(k) >= 8},
-                          key=len, reverse=True):
-            text = text.replace(key, "***")
-        return text
-
-    def _error_message(self, error) -> str:
-        """What the server said, for the error message."""
-        return str(error)
-
-    def _error_headers(self, error):
-        """The headers of the reply a failed request got (None without one)."""
-        return None
-
-    def _worth_retrying(self, error, headers, asked) -> bool:
-        """As openai's client decides: not when the server asks for a wait longer than
-        `MAX_RETRY_AFTER`; as its `x-should-retry` header says, when it has one; else
-        `_retryable`."""
-        if asked is not None and asked > MAX_RETRY_AFTER:
-            return False
-        says = server_says_retry(headers)
-        return self._retryable(error) if says is None else says
-
-    def _retryable(self, error) -> bool:
-        """Whether a request that failed so is worth another try: a status of
-        `RETRY_STATUSES` or 5xx, a timeout, a lost connection."""
-        status, what = self._error_status(error)
-        return retryable_status(status) or what is not None
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
