@@ -18,14 +18,35 @@ def _check_one_name(colname, what: str, owner: str) -> None:
             f"{type(colname).__name__} {colname!r:.80}; e.g. {owner}({first!r})")
 
 
-def _record_input_tags(tags):
-    """Mark `tags` for a grabber: it takes records (dicts, a DataFrame), not numeric arrays."""
-    tags.input_tags.dict = True
-    tags.input_tags.two_d_array = False
-    return tags
+class _Grabber(EmbetterBase):
+    """What both grabbers share. They hand the next step one value per row (texts, mostly):
+    a list, whatever output scikit-learn is set to give (`set_output`,
+    `set_config(transform_output="pandas")`); a one-column DataFrame there made a text
+    vectorizer read its column name as the only document."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(auto_wrap_output_keys=None, **kwargs)
+
+    def __init__(self, colname):
+        self.colname = colname
+
+    def set_output(self, *, transform=None):
+        """Nothing to set: the grabbed values stay a list (the next step's input, not a
+        table). Here so that `Pipeline.set_output` passes through a grabber."""
+        return self
+
+    def get_feature_names_out(self, input_features=None):
+        return np.asarray([self.colname], dtype=object)
+
+    def __sklearn_tags__(self):
+        # it takes records (dicts, a DataFrame), not numeric arrays
+        tags = super().__sklearn_tags__()
+        tags.input_tags.dict = True
+        tags.input_tags.two_d_array = False
+        return tags
 
 
-class ColumnGrabber(EmbetterBase):
+class ColumnGrabber(_Grabber):
     """Select one column of a pandas DataFrame (or dict of columns) and return it as a list.
 
     Arguments:
@@ -41,9 +62,6 @@ class ColumnGrabber(EmbetterBase):
     assert ColumnGrabber("text").transform(df) == ["hi", "yo"]
     ```
     """
-
-    def __init__(self, colname):
-        self.colname = colname
 
     def transform(self, X):
         """Return the values of column `colname` as a list."""
@@ -82,16 +100,8 @@ class ColumnGrabber(EmbetterBase):
             return column.to_pylist()
         return list(column)
 
-    def get_feature_names_out(self, input_features=None):
-        import numpy as np
 
-        return np.asarray([self.colname], dtype=object)
-
-    def __sklearn_tags__(self):
-        return _record_input_tags(super().__sklearn_tags__())
-
-
-class KeyGrabber(EmbetterBase):
+class KeyGrabber(_Grabber):
     """Select one key from each dict of a list (or generator) of dicts, or from a single dict.
 
     Arguments:
@@ -107,9 +117,6 @@ class KeyGrabber(EmbetterBase):
     assert KeyGrabber("text").transform({"text": "hi"}) == ["hi"]
     ```
     """
-
-    def __init__(self, colname):
-        self.colname = colname
 
     def transform(self, X):
         """Return `[d[colname] for d in X]`; a single dict gives a one-element list."""
@@ -133,11 +140,3 @@ class KeyGrabber(EmbetterBase):
                     f"X[{i}] has no key {self.colname!r}; its keys: {list(record)[:20]}"
                 ) from None
         return out
-
-    def get_feature_names_out(self, input_features=None):
-        import numpy as np
-
-        return np.asarray([self.colname], dtype=object)
-
-    def __sklearn_tags__(self):
-        return _record_input_tags(super().__sklearn_tags__())

@@ -62,3 +62,32 @@ def test_column_grabber_reads_a_pyarrow_table_by_name():
 def test_column_grabber_on_a_frame_with_a_column_named_column_names():
     frame = pd.DataFrame({"text": ["hi", "yo"], "column_names": ["x", "y"]})
     assert ColumnGrabber("text").transform(frame) == ["hi", "yo"]
+
+
+def test_grabbers_hand_on_a_list_under_pandas_output():
+    """With scikit-learn set to give DataFrames, the grabbers gave a one-column frame: a
+    text vectorizer after them iterated over it, read its column name as the only document,
+    and a fitted pipeline predicted one row for four (no error). They give lists always."""
+    import sklearn
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    df = pd.DataFrame({"text": ["great film", "loved it", "a bore", "terrible acting"],
+                       "meta": [{"text": t} for t in ["a", "b", "c", "d"]],
+                       "label": ["pos", "pos", "neg", "neg"]})
+    fitted = make_pipeline(ColumnGrabber("text"), CountVectorizer(), LogisticRegression())
+    fitted.fit(df, df["label"])
+    expected = fitted.predict(df)
+    with sklearn.config_context(transform_output="pandas"):
+        assert ColumnGrabber("text").transform(df) == df["text"].tolist()
+        assert ColumnGrabber("text").fit_transform(df) == df["text"].tolist()
+        assert KeyGrabber("text").transform(df["meta"].tolist()) == ["a", "b", "c", "d"]
+        np.testing.assert_array_equal(fitted.predict(df), expected)
+        refit = clone(fitted).fit(df, df["label"])
+        np.testing.assert_array_equal(refit.predict(df), expected)
+        nested = make_pipeline(ColumnGrabber("meta"), KeyGrabber("text"))
+        assert nested.fit_transform(df) == ["a", "b", "c", "d"]
+    # a pipeline asked for DataFrames passes through its grabbers (they have nothing to set)
+    nested = make_pipeline(ColumnGrabber("meta"), KeyGrabber("text"))
+    assert nested.set_output(transform="pandas").fit_transform(df) == ["a", "b", "c", "d"]
+    assert ColumnGrabber("text").set_output(transform="pandas").transform(df)[0] == "great film"
