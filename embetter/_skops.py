@@ -169,10 +169,11 @@ def save_skops(obj, path) -> str:
         except OSError:  # the disk, not the object: full, read-only, no permission
             raise
         except Exception as e:
-            raise TypeError(
+            error = TypeError(
                 f"cannot save a {type(obj).__name__} as skops ({type(e).__name__}: "
-                f"{str(e)[:200]}); {_unstorable(obj)}"
-            ) from e
+                f"{str(e)[:200]}); {_unstorable(obj)}")
+            # (a RecursionError's traceback is thousands of lines that say no more than this)
+            raise error from (None if isinstance(e, RecursionError) else e)
     return path
 
 

@@ -279,3 +279,18 @@ def test_a_callers_model_trained_in_place_is_a_new_cache_key(tiny_model_path, tm
     np.testing.assert_allclose(after, SentenceEncoder(model).transform(["the cat likes pizza"]),
                                atol=1e-5)
     assert not np.allclose(after, before, atol=1e-3)
+
+
+def test_an_unstorable_recursion_is_reported_without_its_traceback(tmp_path):
+    """skops recursing too deep (an SbertTuner built on a SentenceTransformer object, or any
+    deep structure) raised our clear TypeError chained to a RecursionError whose traceback
+    ran to thousands of lines; the message names it, the chain is dropped."""
+    from embetter.utils import save_skops
+
+    deep = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(TypeError, match="RecursionError") as caught:
+        save_skops(deep, tmp_path / "deep.skops")
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert not (tmp_path / "deep.skops").exists()
