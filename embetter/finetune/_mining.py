@@ -41,6 +41,25 @@ def _one_row_each(embeddings, texts) -> np.ndarray:
     return M
 
 
+def _given_embeddings(embeddings, n_pairs: int):
+    """`mine_hard_negatives`' precomputed `(anchor_embeddings, positive_embeddings)`, checked:
+    two matrices of one width, a row per pair each."""
+    if not isinstance(embeddings, (tuple, list)) or len(embeddings) != 2:
+        raise ValueError(
+            "embeddings must be a pair (anchor_embeddings, positive_embeddings), got "
+            f"{type(embeddings).__name__}"
+        )
+    A = as_matrix(embeddings[0], "embeddings[0]")
+    P = as_matrix(embeddings[1], "embeddings[1]")
+    if A.shape[1] != P.shape[1]:
+        raise ValueError(f"embeddings[0] and embeddings[1] must have the same width, got "
+                         f"{A.shape[1]} and {P.shape[1]} columns")
+    for name, M in (("embeddings[0]", A), ("embeddings[1]", P)):
+        if M.shape[0] != n_pairs:
+            raise ValueError(f"{name} has {M.shape[0]} rows, expected one per pair ({n_pairs})")
+    return A, P
+
+
 def _unit(X):
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
@@ -119,20 +138,7 @@ def mine_hard_negatives(
     first[pos_id[::-1]] = np.arange(len(positives))[::-1]  # a row holding each pool text
 
     if embeddings is not None:
-        if not isinstance(embeddings, (tuple, list)) or len(embeddings) != 2:
-            raise ValueError(
-                "embeddings must be a pair (anchor_embeddings, positive_embeddings), got "
-                f"{type(embeddings).__name__}"
-            )
-        A = as_matrix(embeddings[0], "embeddings[0]")
-        P = as_matrix(embeddings[1], "embeddings[1]")
-        if A.shape[1] != P.shape[1]:
-            raise ValueError(f"embeddings[0] and embeddings[1] must have the same width, got "
-                             f"{A.shape[1]} and {P.shape[1]} columns")
-        for name, M in (("embeddings[0]", A), ("embeddings[1]", P)):
-            if M.shape[0] != len(anchors):
-                raise ValueError(f"{name} has {M.shape[0]} rows, expected one per pair "
-                                 f"({len(anchors)})")
+        A, P = _given_embeddings(embeddings, len(anchors))
         P = P[first]
     else:
         A = _embed(model, anchors, batch_size)
