@@ -18,22 +18,42 @@ def _check_one_name(colname, what: str, owner: str) -> None:
             f"{type(colname).__name__} {colname!r:.80}; e.g. {owner}({first!r})")
 
 
+def _pandas_index(values):
+    """The index of a pandas Series (None for anything else: a list, an array, a dict)."""
+    return values.index if type(values).__module__.startswith("pandas") else None
+
+
 class _Grabber(EmbetterBase):
     """What both grabbers share. They hand the next step one value per row (texts, mostly):
-    a list, whatever output scikit-learn is set to give (`set_output`,
-    `set_config(transform_output="pandas")`); a one-column DataFrame there made a text
-    vectorizer read its column name as the only document."""
+    a list; under scikit-learn's pandas output (`set_output(transform="pandas")`,
+    `set_config(transform_output="pandas")`) a Series with the rows' index, never a
+    one-column DataFrame (a text vectorizer would read its column name as the only
+    document), so that the steps after it keep the index (a FeatureUnion or ColumnTransformer
+    lines its branches up by it)."""
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(auto_wrap_output_keys=None, **kwargs)
+    def __init_subclass__(cls, auto_wrap_output_keys=None, **kwargs):
+        super().__init_subclass__(auto_wrap_output_keys=auto_wrap_output_keys, **kwargs)
 
     def __init__(self, colname):
         self.colname = colname
 
     def set_output(self, *, transform=None):
-        """Nothing to set: the grabbed values stay a list (the next step's input, not a
-        table). Here so that `Pipeline.set_output` passes through a grabber."""
+        """`transform="pandas"`: hand on a Series with the rows' index instead of a list;
+        `"default"` (or another container): a list; `None`: unchanged. Returns self."""
+        if transform is not None:  # (where scikit-learn keeps it: clone copies it over)
+            self._sklearn_output_config = {"transform": transform}
         return self
+
+    def _handed_on(self, values: list, index):
+        """`values` as the next step gets them: a list, or a Series under pandas output."""
+        from sklearn import get_config
+
+        how = getattr(self, "_sklearn_output_config", {}).get("transform")
+        if (how or get_config()["transform_output"]) != "pandas":
+            return values
+        import pandas as pd
+
+        return pd.Series(values, index=index, name=self.colname)
 
     def get_feature_names_out(self, input_features=None):
         return np.asarray([self.colname], dtype=object)
@@ -47,7 +67,8 @@ class _Grabber(EmbetterBase):
 
 
 class ColumnGrabber(_Grabber):
-    """Select one column of a pandas DataFrame (or dict of columns) and return it as a list.
+    """Select one column of a pandas DataFrame (or dict of columns) and return it as a list
+    (under scikit-learn's pandas output: a Series with the frame's index).
 
     Arguments:
         colname: the column to select.
@@ -96,13 +117,14 @@ class ColumnGrabber(_Grabber):
                 f"column {self.colname!r} must hold one value per row (a list, array or "
                 f"Series), got a single {type(column).__name__}; for one record use "
                 "KeyGrabber, which takes a dict")
-        if hasattr(column, "to_pylist"):  # a pyarrow array: its values, not arrow scalars
-            return column.to_pylist()
-        return list(column)
+        values = column.to_pylist() if hasattr(column, "to_pylist") else list(column)
+        return self._handed_on(values, _pandas_index(column))  # (pyarrow: its values)
 
 
 class KeyGrabber(_Grabber):
-    """Select one key from each dict of a list (or generator) of dicts, or from a single dict.
+    """Select one key from each dict of a list (or generator) of dicts, or from a single dict,
+    as a list (under scikit-learn's pandas output: a Series, with the index of a Series of
+    dicts).
 
     Arguments:
         colname: the key to select.
@@ -139,4 +161,4 @@ class KeyGrabber(_Grabber):
                 raise KeyError(
                     f"X[{i}] has no key {self.colname!r}; its keys: {list(record)[:20]}"
                 ) from None
-        return out
+        return self._handed_on(out, _pandas_index(X))
