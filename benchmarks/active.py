@@ -163,11 +163,17 @@ def print_table(results, datasets, strategies):
         f"{s} | " + " | ".join(
             f"{np.mean([results[n, s][b] for n in datasets]):.3f}" for b in budgets) + " |"
         for s in strategies))
-    print("\nstrategy   mean(@100 - random@200)   worst gap to random at the same budget")
+    print("\nstrategy   mean(@100 - random@200)   worst gap to random at the same budget   "
+          "(set, round) points more than 0.5 behind random, of all after the start")
     for strategy in strategies:
         if strategy != "random":
             half, worst, where = gaps(results, datasets, strategy)
-            print(f"{strategy:<22} {100 * half:+6.2f} pts   {100 * worst:+6.2f} pts ({where})")
+            points = [(n, b) for n in datasets for b in results[n, strategy] if b > 0]
+            behind = [f"{n}@{b}" for n, b in points
+                      if results[n, strategy][b] - results[n, "random"][b] < -0.005]
+            print(f"{strategy:<22} {100 * half:+6.2f} pts   {100 * worst:+6.2f} pts ({where})   "
+                  f"{len(behind)} of {len(points)}"
+                  + (f" ({', '.join(behind)})" if len(behind) <= 3 else ""))
 
 
 def plot_curves(results, datasets, strategies, path: Path):

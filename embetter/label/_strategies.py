@@ -77,7 +77,24 @@ def _cross(A, B) -> np.ndarray:
     return out.toarray() if sp.issparse(out) else np.asarray(out)
 
 
-#: Distances computed at once (pool rows x centres): about 128 MB of float64 per block.
+def _centred(rows, *others):
+    """Dense rows (copies the caller owns) shifted in place by the mean of the first block:
+    no distance changes, but float32 keeps its precision on rows far from the origin (the
+    expansion `z2 - 2zc + c2` below would cancel their common offset: features around 1,000
+    spread by 0.05 lost every digit). Sparse rows are left as they are (float64)."""
+    shift = _mean_row(rows)
+    if shift is not None:
+        for block in (rows, *others):
+            block -= shift
+    return (rows, *others)
+
+
+def _mean_row(rows):
+    """The mean of dense rows in their own dtype (None for sparse ones)."""
+    return None if sp.issparse(rows) else rows.mean(axis=0, dtype=np.float64).astype(rows.dtype)
+
+
+#: Distances computed at once (pool rows x centres): about 128 MB per block (float64).
 _BLOCK_CELLS = 1 << 24
 
 
@@ -103,10 +120,10 @@ def kcenter_greedy(Z: np.ndarray, candidates: np.ndarray, centres: np.ndarray, k
     Without labelled rows the first pick is the candidate nearest the candidates' mean (a
     typical row, not an outlier); the rest follow the farthest-first rule.
     """
-    Zc = Z[candidates].astype(np.float64, copy=False)
+    Zc, C = _centred(Z[candidates], Z[centres])
     picked: list[int] = []
     if centres.size:
-        dist = _sq_dist_to(Zc, Z[centres].astype(np.float64, copy=False))
+        dist = _sq_dist_to(Zc, C)
     else:
         first = int(np.argmin(_sq_dist_to(Zc, np.asarray(Zc.mean(axis=0)).reshape(1, -1))))
         picked.append(first)
@@ -127,7 +144,7 @@ def weighted_kmeans_pick(Z: np.ndarray, candidates: np.ndarray, weights: np.ndar
     candidate nearest each centre: spread over the space, drawn to the weighted regions."""
     if candidates.size <= k:
         return candidates
-    Zc = Z[candidates].astype(np.float64, copy=False)
+    (Zc,) = _centred(Z[candidates])
     km = _kmeans(Zc, k, rng, sample_weight=weights[candidates] + 1e-6)
     picked: list[int] = []
     for c in range(k):
@@ -150,6 +167,9 @@ def _typicality(Z: np.ndarray, members: np.ndarray, cluster: np.ndarray, rng,
         return np.ones(members.size)
     ref = cluster if cluster.size <= cap else rng.choice(cluster, cap, replace=False)
     R = Z[ref]
+    shift = _mean_row(R)  # (the members' distances to R, shifted alike: see _centred)
+    if shift is not None:
+        R -= shift
     r2 = row_norms(R, squared=True)
     nn = min(TYPICAL_NEIGHBOURS, ref.size - 1)
     column = np.full(Z.shape[0], -1, dtype=np.intp)  # a row's column among the references
@@ -158,6 +178,8 @@ def _typicality(Z: np.ndarray, members: np.ndarray, cluster: np.ndarray, rng,
     for start in range(0, members.size, cap):
         chunk = members[start:start + cap]
         M = Z[chunk]
+        if shift is not None:
+            M = M - shift
         d = np.maximum(row_norms(M, squared=True)[:, None] - 2.0 * _cross(M, R) + r2[None, :],
                        0.0)
         own = column[chunk]

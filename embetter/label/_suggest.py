@@ -89,16 +89,24 @@ def space_and_proba(model, X, proba: bool = True):
     return X, model.predict_proba(X) if proba else None
 
 
+def _float(dtype) -> type:
+    """float32 rows stay float32 (embeddings are: a float64 copy of a large pool would
+    double its memory, and k-means copies it again); anything else becomes float64."""
+    return np.float32 if dtype == np.float32 else np.float64
+
+
 def as_space(Z, strategy: str) -> np.ndarray:
-    """The pool's rows as a float matrix (diversity measures distances on it); a sparse one
-    (TF-IDF) stays sparse: densified, its rows times its vocabulary would not fit."""
+    """The pool's rows as a float matrix (diversity measures distances on it), dense float32
+    rows as they are; a sparse one (TF-IDF) stays sparse: densified, its rows times its
+    vocabulary would not fit."""
     if sp.issparse(Z):
         Z = sp.csr_matrix(Z, dtype=np.float64)
         bad = np.flatnonzero(~np.isfinite(Z.data))
         bad_row = int(np.searchsorted(Z.indptr, bad[0], side="right") - 1) if bad.size else None
     else:
         try:
-            Z = np.asarray(Z, dtype=np.float64)
+            Z = np.asarray(Z)
+            Z = Z.astype(_float(Z.dtype), copy=False)
         except (TypeError, ValueError):
             raise TypeError(
                 f"strategy={strategy!r} measures distances in the space the classifier sees, "
