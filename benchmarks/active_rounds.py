@@ -12,7 +12,7 @@ from active_data import load, split, start_set  # beside this script
 
 
 # -- one interactive round -------------------------------------------------------------------
-def time_round(repeats: int = 8):
+def time_round(repeats: int = 8, sbert: bool = True):
     """LabellingLoop rounds on a 10,000-row pool of real 384-d MiniLM embeddings: from 2 labels
     per class (116), rounds of 10; the tuner retrains from the start in the round that brings
     the labels to 1.5 times its last start (176), timed apart."""
@@ -50,7 +50,8 @@ def time_round(repeats: int = 8):
         print(f"| {tuner.__name__} + {head.__name__} | {np.median(rounds):.2f} | "
               f"{max(rounds):.2f} | {', '.join(f'{t:.2f}' for t in retrains) or '-'} | "
               f"{np.median(asks):.2f} | {np.median(updates):.2f} |")
-    time_sbert_round()
+    if sbert:
+        time_sbert_round()
 
 
 def _time_rounds(loop, y, repeats: int):

@@ -90,9 +90,15 @@ def test_auto_is_uncertain_like_margin_and_spread_unlike_it():
     auto = suggest(clf, X, k=10, strategy="auto", random_state=0, labelled=[])
     rand = suggest(clf, X, k=10, strategy="random", random_state=0)
     margin = suggest(clf, X, k=10, strategy="margin", random_state=0)
-    off_boundary = np.abs(X[:, 0])
-    assert off_boundary[auto].mean() < 0.1 * off_boundary[rand].mean()
+    torn = 1 - np.abs(np.diff(clf.predict_proba(X), axis=1)[:, 0])
+    assert torn[auto].mean() > torn[rand].mean()
+    assert np.abs(X[auto, 0]).mean() < np.abs(X[rand, 0]).mean()
     assert in_crowd[margin].sum() >= 5 and in_crowd[auto].sum() <= 2
+    # a classifier sure of itself away from the boundary: auto's picks stay near it
+    sharp = LogisticRegression(C=1e4).fit([[-0.3, 0], [0.3, 0]], ["a", "b"])
+    near = suggest(sharp, X, k=10, strategy="auto", random_state=0, labelled=[])
+    assert np.abs(X[near, 0]).mean() < 0.1 * np.abs(X[rand, 0]).mean()
+    assert in_crowd[near].sum() <= 2
 
 
 def test_auto_first_rounds_ask_for_typical_rows_of_uncovered_clusters(blobs):
@@ -118,29 +124,6 @@ def test_auto_first_rounds_ask_for_typical_rows_of_uncovered_clusters(blobs):
     torn = 1 - np.abs(np.diff(clf_many.predict_proba(X), axis=1)[:, 0])
     warm = suggest(clf_many, X, k=4, strategy="auto", random_state=0, labelled=many)
     assert torn[warm].mean() > torn[picks].mean()
-
-
-def test_auto_cold_start_widens_to_diversity(blobs):
-    """Past its typical rounds, with 1 label per class known, auto's shortlist is wide (its
-    picks cover more blobs); with plenty known, it stays near the boundary between the
-    classes."""
-    from sklearn.utils import check_random_state
-
-    from embetter.label._strategies import auto_pick
-
-    X, y, blob = blobs
-    clf, idx = fitted(X, y, n=2)
-    proba = clf.predict_proba(X)
-    torn = 1 - np.abs(np.diff(proba, axis=1)[:, 0])
-
-    def auto(labelled):
-        candidates = np.setdiff1d(np.arange(len(X)), labelled)
-        return auto_pick(proba, X, candidates, 4, labelled, check_random_state(0),
-                         typical_rounds=0)
-
-    cold, warm = auto(idx), auto(np.arange(0, 400, 10))
-    assert np.unique(blob[cold]).size > np.unique(blob[warm]).size
-    assert torn[warm].mean() > torn[cold].mean() + 0.1
 
 
 def test_pipeline_diversity_uses_the_space_the_classifier_sees(blobs):
@@ -295,3 +278,27 @@ def test_a_pool_with_nan_is_refused_before_any_pick():
         loop = LabellingLoop(LogisticRegression(), X, classes=[0, 1], strategy=strategy)
         with pytest.raises(ValueError, match="contains NaN or infinity, first at row 5"):
             loop.suggest(3)
+
+
+def test_auto_on_a_pool_larger_than_its_sample():
+    """Past COVERAGE_ROWS rows, auto measures coverage on a seeded sample: its picks are still
+    k distinct unlabelled rows, repeatable, the first rounds' spread over the blobs, and the
+    later rounds' doubtful."""
+    from embetter.label import _coverage
+
+    X, blob = make_blobs(n_samples=_coverage.COVERAGE_ROWS + 3000, centers=6, n_features=5,
+                         cluster_std=1.0, center_box=(-20, 20), random_state=4)
+    y = np.where(blob < 3, "a", "b")
+    idx = np.array([np.flatnonzero(blob == 0)[0], np.flatnonzero(blob == 3)[0]])
+    clf = LogisticRegression().fit(X[idx], y[idx])
+    cold = suggest(clf, X, k=4, random_state=0, labelled=idx)
+    assert len(set(cold.tolist())) == 4 and not np.isin(cold, idx).any()
+    assert np.unique(blob[cold]).size == 4  # (four blobs: dense regions no label covers)
+    np.testing.assert_array_equal(cold, suggest(clf, X, k=4, random_state=0, labelled=idx))
+    many = np.arange(0, len(X), 97)
+    clf = LogisticRegression(C=0.01).fit(X[many], y[many])
+    warm = suggest(clf, X, k=10, random_state=0, labelled=many)
+    assert len(set(warm.tolist())) == 10 and not np.isin(warm, many).any()
+    torn = 1 - np.abs(np.diff(clf.predict_proba(X), axis=1)[:, 0])
+    assert torn[warm].mean() > np.median(torn)
+    np.testing.assert_array_equal(warm, suggest(clf, X, k=10, random_state=0, labelled=many))

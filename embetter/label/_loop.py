@@ -11,7 +11,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state, get_tags
 
 from embetter._validation import as_positions, is_missing
-from embetter.label._strategies import kcenter_greedy, typical_pick, weighted_kmeans_pick
+from embetter.label._coverage import coverage_pick
+from embetter.label._strategies import kcenter_greedy
 from embetter.label._suggest import (
     as_space,
     check_k,
@@ -255,14 +256,11 @@ class LabellingLoop:
             Z = as_space(self.embeddings_, self.strategy)
             if self.strategy == "kcenter":
                 return kcenter_greedy(Z, candidates, self.labelled_, k, self._rng)
-            if self.labelled_.size:  # labels of one class so far: the clusters they miss
-                return typical_pick(Z, candidates, self.labelled_, k, self._rng)
-            return weighted_kmeans_pick(Z, candidates, np.ones(self.n_pool_), k, self._rng)
+            # (labels of one class so far, or none: the regions they leave uncovered)
+            return coverage_pick(Z, candidates, self.labelled_, k, self._rng)
         Z = self._head(self.embeddings_)
         proba = checked_proba(self._learned[-1].predict_proba(Z), self.n_pool_)
-        # (the classes declared, not only those seen: a refitted head knows only the latter)
-        return pick(self.strategy, proba, Z, k, candidates, self.labelled_, self._rng,
-                    n_classes=self.classes_.size)
+        return pick(self.strategy, proba, Z, k, candidates, self.labelled_, self._rng)
 
     def update(self, positions, labels) -> LabellingLoop:
         """Learn from one round of labels: `labels[i]` is the label of pool row `positions[i]`.

@@ -12,8 +12,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from embetter._validation import as_positions
+from embetter.label._coverage import auto_pick
 from embetter.label._strategies import (
-    auto_pick,
     entropy_uncertainty,
     kcenter_greedy,
     margin_uncertainty,
@@ -91,7 +91,7 @@ def space_and_proba(model, X, proba: bool = True):
 
 def _float(dtype) -> type:
     """float32 rows stay float32 (embeddings are: a float64 copy of a large pool would
-    double its memory, and k-means copies it again); anything else becomes float64."""
+    double its memory); anything else becomes float64."""
     return np.float32 if dtype == np.float32 else np.float64
 
 
@@ -138,7 +138,7 @@ def checked_proba(proba, n: int) -> np.ndarray:
 
 
 def pick(strategy: str, proba, Z, k: int, candidates: np.ndarray, labelled: np.ndarray,
-         rng, n_classes=None) -> np.ndarray:
+         rng) -> np.ndarray:
     """Dispatch to one strategy; every branch returns `k` positions among `candidates`."""
     if strategy == "random":
         return rng.choice(candidates, size=k, replace=False).astype(np.intp)
@@ -149,7 +149,7 @@ def pick(strategy: str, proba, Z, k: int, candidates: np.ndarray, labelled: np.n
     Z = as_space(Z, strategy)
     if strategy == "kcenter":
         return kcenter_greedy(Z, candidates, labelled, k, rng)
-    return auto_pick(proba, Z, candidates, k, labelled, rng, n_classes=n_classes)
+    return auto_pick(proba, Z, candidates, k, labelled, rng)
 
 
 def suggest(model, X, k: int = 10, strategy: str = "auto", random_state=None, *,
@@ -159,11 +159,12 @@ def suggest(model, X, k: int = 10, strategy: str = "auto", random_state=None, *,
     Strategies: `"margin"` (smallest gap between the two likeliest classes), `"entropy"`
     (most spread-out prediction), `"kcenter"` (k-center greedy: farthest from everything
     labelled, in the space the classifier sees), `"random"` (the baseline) and `"auto"`, the
-    default: while fewer labels are known than 3 rounds of `k`, typical rows of the clusters
-    no label covers yet (TypiClust); after that, uncertainty-weighted diversity, i.e. the
-    `10 * k` rows with the smallest margin clustered into `k` groups by k-means, the row
-    nearest each centre taken, with a wider shortlist (more diversity) while fewer than 4
-    labels per class are known. Measured on nine public sets in docs/labelling.md.
+    default: while fewer labels are known than 3 rounds of `k`, rows that cover the pool
+    (ProbCover: each pick's neighbourhood holds the most rows no labelled or picked row's
+    neighbourhood holds yet); after that, uncertainty herding: each pick adds most to the
+    coverage of the pool weighted by the classifier's doubt (margin uncertainty) of each row,
+    so doubtful regions far from every label come first, and never ten near-copies of one
+    doubt. Measured on nine public sets in docs/labelling.md.
 
     For a Pipeline, the steps before the classifier are applied to `X` once per call; to
     reuse the pool's embeddings across rounds, wrap the encoder with `embetter.utils.cached`,
@@ -175,7 +176,8 @@ def suggest(model, X, k: int = 10, strategy: str = "auto", random_state=None, *,
         X: the pool: texts, rows or embeddings, whatever `model` takes.
         k: how many positions to return (at most the rows that may still be picked).
         strategy: `"auto"`, `"margin"`, `"entropy"`, `"kcenter"` or `"random"`.
-        random_state: seed for the tie-breaks, k-means and random picks.
+        random_state: seed for the tie-breaks, the sample a large pool is measured on
+            (`"auto"`), and random picks.
         labelled: positions in `X` already labelled: never suggested; `"kcenter"` keeps away
             from them and `"auto"` counts them for its cold-start rule (without them it
             assumes labels are not scarce).
