@@ -434,3 +434,48 @@ def test_typical_picks_of_a_float32_pool_far_from_the_origin_are_float64s():
     picks = [suggest(clf, X.astype(dtype), k=6, random_state=0, labelled=labelled)
              for dtype in (np.float32, np.float64)]
     assert sorted(picks[0].tolist()) == sorted(picks[1].tolist())
+
+
+def test_coverage_balls_keep_rows_exactly_at_their_radius():
+    """On binary features many distances equal the radius exactly; shifted by their mean,
+    they came out a few ULPs apart and rows on a ball's edge dropped out by rounding (picks
+    that were not the best next ones on the exact balls: 192 rows covered, not 195)."""
+    from sklearn.utils import check_random_state
+
+    from embetter.label._coverage import coverage_pick
+
+    Z = (np.random.RandomState(0).rand(300, 12) < 0.3).astype(np.float64)
+    d = np.sqrt(((Z[:, None, :] - Z[None, :, :]) ** 2).sum(-1))  # exact: small integers
+    radius = np.median(np.sort(d, axis=1)[:, 10])
+    balls = d <= radius
+    picks = coverage_pick(Z, np.arange(300), np.zeros(0, dtype=np.intp), 10,
+                          check_random_state(0))
+    covered = np.zeros(300, dtype=bool)
+    for j, p in enumerate(picks):  # each pick the best next one on the exact balls
+        gain = balls[:, ~covered].sum(axis=1)
+        gain[picks[:j]] = -1
+        assert gain[p] == gain.max(), (j, gain[p], gain.max())
+        covered |= balls[p]
+
+
+def test_coverage_of_a_sample_short_of_rows_adds_only_k_others(monkeypatch):
+    """When k passed the unlabelled rows of a large pool's sample, every row of the pool
+    became a candidate: distance matrices of sample x pool (3.2 GB each for k=2,000 on
+    200,000 rows). Only the missing picks' worth of other rows join now."""
+    import tracemalloc
+
+    from sklearn.utils import check_random_state
+
+    from embetter.label import _coverage
+
+    monkeypatch.setattr(_coverage, "COVERAGE_ROWS", 200)
+    Z = np.random.RandomState(0).randn(40_000, 8).astype(np.float32)
+    tracemalloc.start()
+    try:
+        picks = _coverage.coverage_pick(Z, np.arange(40_000), np.zeros(0, dtype=np.intp), 201,
+                                        check_random_state(0))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(set(picks.tolist())) == 201
+    assert peak < 20e6, peak / 1e6
