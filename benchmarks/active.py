@@ -65,9 +65,13 @@ def query(strategy: str, clf, Xp, k, labelled, seed):
     from active_previous import auto_pick  # beside this script
     from sklearn.utils import check_random_state
 
+    from embetter.label._suggest import as_space, checked_proba
+
+    # (as suggest hands its rows and probabilities to a strategy: the same picks)
     params = dict(kv.split("=") for kv in strategy[9:].split(",") if kv)
     candidates = np.setdiff1d(np.arange(len(Xp)), labelled)
-    return auto_pick(clf.predict_proba(Xp), Xp.astype(np.float64), candidates, k,
+    return auto_pick(checked_proba(clf.predict_proba(Xp), len(Xp)), as_space(Xp, "auto"),
+                     candidates, k,
                      np.asarray(labelled, dtype=np.intp), check_random_state(seed),
                      beta=float(params.get("beta", 10)),
                      cold_per_class=float(params.get("cold", 4)),
@@ -210,7 +214,7 @@ def main():
     parser.add_argument("--datasets", nargs="+", default=DATASETS)
     parser.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
     parser.add_argument("--strategies", nargs="+",
-                        default=["random", "margin", "entropy", "kcenter", "auto"])
+                        default=["random", "margin", "entropy", "kcenter", "previous", "auto"])
     parser.add_argument("--json", type=Path, default=None, help="also write every curve here")
     parser.add_argument("--encode-only", action="store_true")
     parser.add_argument("--time-round", action="store_true")

@@ -1,7 +1,7 @@
-"""The previous `auto` of `embetter.label` (0.11 and before): TypiClust while labels are few, then
-uncertainty-weighted k-means on the smallest margins. Kept here, outside the library, so the
-benchmark can compare it (`--strategies previous`) and rerun its constants' grid
-(`previous:beta=B,cold=C,typical=T`)."""
+"""The previous `auto` of `embetter.label` (0.11 and before; 0.12 replaced it): TypiClust
+while labels are few, then uncertainty-weighted k-means on the smallest margins. Kept here,
+outside the library, so the benchmark can compare it (`--strategies previous`) and rerun its
+constants' grid (`previous:beta=B,cold=C,typical=T`)."""
 
 from __future__ import annotations
 

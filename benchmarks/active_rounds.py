@@ -36,7 +36,7 @@ def time_round(repeats: int = 8, sbert: bool = True):
         pipe = make_pipeline(tuner(random_state=0), clf)
         loop = LabellingLoop(pipe, X, classes=np.unique(y), random_state=0)
         loop.update(start_set(y, 0), y[start_set(y, 0)])
-        loop.suggest(10)  # the first call pays torch's and k-means' lazy imports
+        loop.suggest(10)  # the first call pays torch's and sklearn's lazy imports
         rounds, asks, updates, retrains = [], [], [], []
         for _ in range(repeats):
             start = loop.model_[0].refit_rows_

@@ -101,10 +101,10 @@ def test_auto_is_uncertain_like_margin_and_spread_unlike_it():
     assert in_crowd[near].sum() <= 2
 
 
-def test_auto_first_rounds_ask_for_typical_rows_of_uncovered_clusters(blobs):
+def test_auto_first_rounds_ask_for_dense_rows_no_label_covers(blobs):
     """With fewer labels known than 3 rounds of k, auto ignores the young classifier's doubts
-    and asks for typical rows (near a blob's centre, never an outlier) of the blobs no label
-    covers yet."""
+    and asks for rows whose neighbourhoods hold the most rows no label's does (near a blob's
+    centre, never an outlier), from the blobs no label covers yet."""
     X, y, blob = blobs
     clf, idx = fitted(X, y, n=2)
     picks = suggest(clf, X, k=4, strategy="auto", random_state=0, labelled=idx)

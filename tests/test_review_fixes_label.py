@@ -418,9 +418,9 @@ def test_a_float32_pool_far_from_the_origin_keeps_its_distances():
     assert picks.tolist() == exact
 
 
-def test_typical_picks_of_a_float32_pool_far_from_the_origin_are_float64s():
-    """auto's first rounds measure each row's typicality (its distances to its cluster's
-    rows): in float32 around an offset of 1,000 those distances were rounding noise."""
+def test_first_picks_of_a_float32_pool_far_from_the_origin_are_float64s():
+    """auto's first rounds measure distances between the pool's rows (its neighbourhoods, each
+    row's typicality): in float32 around an offset of 1,000 they were rounding noise."""
     from sklearn.linear_model import LogisticRegression
 
     from embetter.label import suggest

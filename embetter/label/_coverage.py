@@ -15,13 +15,15 @@ Both measure how well the rows picked so far (and the labelled ones) cover the p
   are asked about first, and never ten near-copies of one doubt.
 
 Chosen by simulation on held-out TRAIN rows of nine public sets (benchmarks/active.py --dev):
-+1.54 points in the half-the-labels comparison against +0.35 for the previous `auto`
-(TypiClust, then uncertainty-weighted k-means on the 10 k smallest margins), 20 seeds, and
-+1.80 against +0.41 on 10 seeds used for nothing else.
+in the screening of candidates, +1.54 points in the half-the-labels comparison against +0.35
+for the previous `auto` (TypiClust, then uncertainty-weighted k-means on the 10 k smallest
+margins; benchmarks/active_previous.py), 20 seeds, and +1.80 against +0.41 on 10 seeds used
+for nothing else; docs/labelling.md has the run of this code.
 
 Pools of more than `COVERAGE_ROWS` rows are measured on a seeded sample of that many (the
-coverage and the kernel's width), and the picks are taken among the sample and the `10 * k`
-most doubtful rows of the whole pool: the distances stay a few thousand rows square.
+coverage and the kernel's width); the coverage picks are taken among the sample, the herding
+picks among the sample and the `10 * k` most doubtful rows of the whole pool: the distances
+stay a few thousand rows square.
 """
 
 from __future__ import annotations
@@ -77,12 +79,16 @@ class _Measured:
         o2 = row_norms(other, squared=True) if o2 is None else o2
         return np.maximum(self.t2[:, None] - 2.0 * _cross(self.rows, other) + o2[None, :], 0.0)
 
+    def places(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each pool position's column among the targets, and whether it is one of them."""
+        column = np.minimum(np.searchsorted(self.targets, positions), self.targets.size - 1)
+        return column, self.targets[column] == positions
+
     def to(self, positions: np.ndarray) -> np.ndarray:
         """Squared distances from the targets to the pool rows at `positions`."""
-        inside = np.searchsorted(self.targets, positions)
-        inside = np.minimum(inside, self.targets.size - 1)
-        if positions.size and np.array_equal(self.targets[inside], positions):
-            return self.d2[:, inside]  # (all among the targets: already measured)
+        column, among = self.places(positions)
+        if positions.size and among.all():
+            return self.d2[:, column]  # (all among the targets: already measured)
         return self.sq_dist(_float_rows(self.Z, positions, self.shift)[0])
 
 
@@ -119,11 +125,9 @@ def coverage_pick(Z, candidates: np.ndarray, labelled: np.ndarray, k: int, rng) 
     if labelled.size:
         covered = (measured.to(labelled) <= inside).any(axis=1)
     typical = measured.typicality / measured.typicality.max()
-    place = np.searchsorted(measured.targets, choice)
-    on_target = (place < measured.targets.size) & (
-        measured.targets[np.minimum(place, measured.targets.size - 1)] == choice)
+    column, among = measured.places(choice)
     tiebreak = rng.random_sample(choice.size) * 1e-6
-    tiebreak[on_target] += typical[place[on_target]] * 1e-3
+    tiebreak[among] += typical[column[among]] * 1e-3
     free = np.ones(choice.size, dtype=bool)
     counts = balls.astype(np.float32)  # (exact: fewer than 2**24 rows)
     picked: list[int] = []
