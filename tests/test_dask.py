@@ -126,7 +126,7 @@ def test_dataframe_column_with_pca_matches_local_and_loads_model_once_per_worker
 
     # Same fitted pipeline again: the workers' copies (and models) are reused, also after
     # Dask's memory manager has dropped the spare copies and must send the pipeline again.
-    _sole_pipeline_holder(client)
+    _sole_pipeline_holder(client, pipe)
     client.run(gc.collect)  # what a dropped copy alone held is gone now, not at some later time
     again = transform(pipe, ddf, column="text", client=client, dim=8)
     np.testing.assert_allclose(client.compute(again, sync=True), expected, **TOL)
@@ -309,14 +309,19 @@ def test_job_survives_a_worker_killed_mid_job(client, tiny_model_path, corpus):
     assert victim not in client.scheduler_info()["workers"]
 
 
-def _sole_pipeline_holder(client, timeout=90):
-    """The one worker holding a shipped pipeline, once exactly one does (spare copies of
-    data no task waits for are dropped by distributed's memory manager every 2 s; asked to run
-    now as well, so that a busy machine does not stretch the wait)."""
+def _sole_pipeline_holder(client, pipeline=None, timeout=90):
+    """The one worker holding a shipped pipeline (`pipeline`'s, else any), once exactly one
+    does (spare copies of data no task waits for are dropped by distributed's memory manager
+    every 2 s; asked to run now as well, so that a busy machine does not stretch the wait).
+    Naming the pipeline matters on a busy machine: an earlier test's pipeline, still
+    referenced until its futures are collected, may sit on the other worker."""
+    from embetter.dask import _content_key, _pickled
+
+    prefix = "embetter-pipeline-" if pipeline is None else _content_key(_pickled(pipeline))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         holders = [w for w, keys in client.has_what().items()
-                   if any(str(k).startswith("embetter-pipeline-") for k in keys)]
+                   if any(str(k).startswith(prefix) for k in keys)]
         if len(holders) == 1:
             return holders[0]
         client.amm.run_once()
@@ -331,7 +336,7 @@ def test_job_survives_losing_the_only_copy_of_the_pipeline(client, tiny_model_pa
     pipe = make_pipeline(SentenceEncoder(tiny_model_path), PCA(4, random_state=0)).fit(corpus)
     expected = pipe.transform(corpus)
     X = transform(pipe, db.from_sequence(corpus, npartitions=4), client=client, dim=4)
-    victim = _sole_pipeline_holder(client)
+    victim = _sole_pipeline_holder(client, pipe)
     pid = client.run(os.getpid, workers=[victim])[victim]
     os.kill(pid, signal.SIGKILL)
 
