@@ -130,6 +130,13 @@ def gaps(results, datasets, strategy: str, baseline: str = "random"):
     return float(np.mean(half)), float(worst), where
 
 
+def behind(results, datasets, strategy: str, baseline: str = "random") -> list[str]:
+    """The (set@budget) points after the start where `strategy` trails `baseline` by more
+    than 0.5 points of accuracy."""
+    return [f"{n}@{b}" for n in datasets for b, acc in results[n, strategy].items()
+            if b > 0 and acc - results[n, baseline][b] < -0.005]
+
+
 def print_draws(per_seed, datasets, strategies, size: int = 5, n_draws: int = 500):
     """The 5-seed figures a run would show, over many draws of 5 of the seeds run: how much of
     the worst gap to random is the luck of the seeds."""
@@ -142,18 +149,17 @@ def print_draws(per_seed, datasets, strategies, size: int = 5, n_draws: int = 50
     for strategy in strategies:
         if strategy == "random":
             continue
-        halves, worsts, behind = [], [], []
+        halves, worsts, trailing = [], [], []
         for idx in draws:
             mean = {key: {b: np.mean([curves[i][b] for i in idx]) for b in curves[0]}
                     for key, curves in per_seed.items()}
             half, worst, _ = gaps(mean, datasets, strategy)
             halves.append(half)
             worsts.append(worst)
-            behind.append(sum(mean[n, strategy][b] - mean[n, "random"][b] < -0.005
-                              for n in datasets for b in mean[n, strategy]))
+            trailing.append(len(behind(mean, datasets, strategy)))
         print(f"{strategy:<22} {100 * np.mean(halves):+6.2f} pts   worst "
-              f"{100 * np.mean(worsts):+6.2f} pts   {np.mean(behind):4.1f} points behind   "
-              f"{np.mean(np.asarray(behind) == 0):.0%} with none")
+              f"{100 * np.mean(worsts):+6.2f} pts   {np.mean(trailing):4.1f} points behind   "
+              f"{np.mean(np.asarray(trailing) == 0):.0%} with none")
 
 
 def print_table(results, datasets, strategies):
@@ -174,12 +180,11 @@ def print_table(results, datasets, strategies):
     for strategy in strategies:
         if strategy != "random":
             half, worst, where = gaps(results, datasets, strategy)
-            points = [(n, b) for n in datasets for b in results[n, strategy] if b > 0]
-            behind = [f"{n}@{b}" for n, b in points
-                      if results[n, strategy][b] - results[n, "random"][b] < -0.005]
+            points = sum(b > 0 for n in datasets for b in results[n, strategy])
+            trailing = behind(results, datasets, strategy)
             print(f"{strategy:<22} {100 * half:+6.2f} pts   {100 * worst:+6.2f} pts ({where})   "
-                  f"{len(behind)} of {len(points)}"
-                  + (f" ({', '.join(behind)})" if len(behind) <= 3 else ""))
+                  f"{len(trailing)} of {points}"
+                  + (f" ({', '.join(trailing)})" if len(trailing) <= 3 else ""))
 
 
 def plot_curves(results, datasets, strategies, path: Path):
