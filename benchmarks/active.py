@@ -8,11 +8,11 @@ labels were added; accuracy on up to 1,000 test rows after every round; seeds 0-
 the table count the labels added after that start (for sets with few classes that is almost
 the total: 4 labels start a binary set; banking77 starts at 154, clinc150 at 300).
 
-`--dev` evaluates on 500 held-out TRAIN rows (never the pool, never test); with `--grid` it
-reruns the grid that chose the previous "auto" strategy's constants ("previous", kept in
-active_previous.py; the comments beside the grid list what replaced it). Encodings are
-cached on disk with embetter.utils.cached (EMBETTER_BENCH_CACHE, default
-/tmp/embetter-bench-cache).
+`--dev` evaluates on 1,000 held-out TRAIN rows per set, drawn per class in the train rows'
+proportions (never the pool, never test); with `--grid` it reruns the grid that chose the
+previous "auto" strategy's constants ("previous", kept in active_previous.py; the comments
+beside the grid list what replaced it). Encodings are cached on disk with
+embetter.utils.cached (EMBETTER_BENCH_CACHE, default /tmp/embetter-bench-cache).
 
     python benchmarks/active.py                   # test table, curves into docs/img/
     python benchmarks/active.py --dev --grid      # the previous auto's grid (held-out train rows)
@@ -207,6 +207,7 @@ def plot_curves(results, datasets, strategies, path: Path):
     fig.suptitle("test accuracy, LogisticRegression(C=10) on all-MiniLM-L6-v2, mean of 5 seeds",
                  fontsize=9)
     fig.tight_layout()
+    path = path if path.suffix else path.with_suffix(".png")  # (as savefig names it)
     fig.savefig(path, dpi=72)
     print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
 

@@ -8,13 +8,14 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from splits import read_split  # beside this script
 
 DATA = Path(os.environ.get(
     "EMBETTER_BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
 ))
 CACHE = Path(os.environ.get("EMBETTER_BENCH_CACHE", "/tmp/embetter-bench-cache"))
-N_POOL, N_DEV, N_TEST = 2000, 500, 1000
+N_POOL, N_DEV, N_TEST = 2000, 1000, 1000
 
 
 def text_encoder():
@@ -28,14 +29,23 @@ def split(name: str):
     """The pool (train rows), the held-out train rows for --dev, and the test rows (DataFrames).
 
     The pool and test rows are drawn as benchmarks/tuners.py draws them, so the two share the
-    embedding cache; the dev rows are other train rows, never in the pool.
+    embedding cache; the dev rows are other train rows, never in the pool, drawn per label
+    in the train rows' proportions (500 rows drawn at random held mr at 56 % positive against
+    the pool's 51 %: a classifier leaning positive scored 7 points better there than on test).
     """
     train = read_split(DATA, name, "train")
     pool = train.sample(min(N_POOL, len(train)), random_state=100)
     rest = train.drop(pool.index)
-    dev = rest.sample(min(N_DEV, len(rest)), random_state=0)
+    dev = _stratified(rest, min(N_DEV, len(rest)), seed=0)
     test = read_split(DATA, name, "test")
     return pool, dev, test.sample(min(N_TEST, len(test)), random_state=0)
+
+
+def _stratified(rows, n: int, seed: int):
+    """About `n` of `rows`, each label's count in proportion to its share of them."""
+    take = (rows["label"].value_counts(normalize=True) * n).round().astype(int)
+    return pd.concat([rows[rows["label"] == label].sample(count, random_state=seed)
+                      for label, count in take.items() if count])
 
 
 def load(name: str, dev: bool = False):

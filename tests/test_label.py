@@ -114,7 +114,8 @@ def test_auto_first_rounds_ask_for_dense_rows_no_label_covers(blobs):
         rows = X[blob == blob[p]]
         to_centre = np.linalg.norm(rows - rows.mean(axis=0), axis=1)
         assert np.linalg.norm(X[p] - rows.mean(axis=0)) < np.quantile(to_centre, 0.25)
-    # the classifier plays no part yet: another one on the same labels picks the same rows
+    # the classifier's doubts play no part yet: another one on the same labels, predicting
+    # alike but far less sure, picks the same rows
     other = LogisticRegression(C=1e-3).fit(X[idx], y[idx])
     np.testing.assert_array_equal(
         picks, suggest(other, X, k=4, strategy="auto", random_state=0, labelled=idx))
@@ -124,6 +125,29 @@ def test_auto_first_rounds_ask_for_dense_rows_no_label_covers(blobs):
     torn = 1 - np.abs(np.diff(clf_many.predict_proba(X), axis=1)[:, 0])
     warm = suggest(clf_many, X, k=4, strategy="auto", random_state=0, labelled=many)
     assert torn[warm].mean() > torn[picks].mean()
+
+
+def test_auto_first_rounds_keep_the_predicted_classes_balanced():
+    """A wide class of many rows beside a tight one of few: the coverage picks alone all go
+    to the wide class (its neighbourhoods hold the most uncovered rows); auto alternates
+    between the classes the classifier predicts, as the labelled rows hold each equally."""
+    from embetter.label._coverage import coverage_pick
+
+    rng = np.random.RandomState(0)
+    X = np.vstack([rng.normal(0, 3.0, (300, 5)), rng.normal(0, 0.5, (60, 5)) + 12])
+    y = np.array(["a"] * 300 + ["b"] * 60)
+    idx = np.array([0, 1, 300, 301])
+    clf = LogisticRegression().fit(X[idx], y[idx])
+    picks = suggest(clf, X, k=6, strategy="auto", random_state=0, labelled=idx)
+    assert list(y[picks]) == ["a", "b"] * 3
+    alone = coverage_pick(X, np.setdiff1d(np.arange(len(X)), idx), idx, 6,
+                          np.random.RandomState(0))
+    assert (y[alone] == "a").all()
+    # one class already held more often: the other one's rows first
+    more_a = np.array([0, 1, 2, 3, 300, 301])
+    clf = LogisticRegression().fit(X[more_a], y[more_a])
+    picks = suggest(clf, X, k=4, strategy="auto", random_state=0, labelled=more_a)
+    assert list(y[picks[:2]]) == ["b", "b"] and sorted(y[picks[2:]]) == ["a", "b"]
 
 
 def test_pipeline_diversity_uses_the_space_the_classifier_sees(blobs):

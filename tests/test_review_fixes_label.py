@@ -6,12 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.datasets import make_blobs
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from embetter.label import LabellingLoop
+from embetter.label import LabellingLoop, suggest
 from embetter.plot import project
 
 RNG = np.random.default_rng(0)
@@ -479,3 +482,51 @@ def test_coverage_of_a_sample_short_of_rows_adds_only_k_others(monkeypatch):
         tracemalloc.stop()
     assert len(set(picks.tolist())) == 201
     assert peak < 20e6, peak / 1e6
+
+
+class _Rescaled(ClassifierMixin, BaseEstimator):
+    """A fitted classifier of rows `scale` times larger than those `clf` was fitted on."""
+
+    def __init__(self, clf=None, scale=1.0):
+        self.clf, self.scale = clf, scale
+
+    def fit(self, X, y):
+        return self
+
+    def __sklearn_is_fitted__(self):
+        return True
+
+    @property
+    def classes_(self):
+        return self.clf.classes_
+
+    def predict_proba(self, X):
+        return self.clf.predict_proba(np.asarray(X, dtype=np.float64) / self.scale)
+
+
+@pytest.mark.parametrize("scale, dtype", [(1e200, np.float64), (1e30, np.float32),
+                                          (1e18, np.float32)])
+def test_huge_rows_pick_as_their_scaled_down_copy(scale, dtype):
+    """Finite rows around 1e154 (float64) or 1e17 (float32) made squared distances overflow:
+    numpy warnings and picks in index order. The pool is measured scaled down now: the
+    same picks as on the rows before scaling up, no warning."""
+    import warnings
+
+    X, blob = make_blobs(n_samples=300, centers=4, n_features=5, random_state=0)
+    y = np.where(blob < 2, "a", "b")
+    clf = LogisticRegression().fit(X[:6], y[:6])
+    big = (X * scale).astype(dtype)
+    for strategy in ("auto", "kcenter"):
+        for labelled in (np.arange(6), np.arange(40)):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                picks = suggest(_Rescaled(clf, scale), big, k=5, strategy=strategy,
+                                random_state=0, labelled=labelled)
+            np.testing.assert_array_equal(picks, suggest(
+                clf, X.astype(dtype), k=5, strategy=strategy, random_state=0,
+                labelled=labelled))
+    sparse = sp.csr_matrix(X * scale if dtype == np.float64 else X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        suggest(_Rescaled(clf, scale if dtype == np.float64 else 1.0), sparse, k=5,
+                strategy="kcenter", random_state=0)

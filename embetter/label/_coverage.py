@@ -5,8 +5,11 @@ Both measure how well the rows picked so far (and the labelled ones) cover the p
 - while fewer labels are known than `COLD_ROUNDS` rounds of `k`, ProbCover (Yehuda et al.,
   2022): a ball of radius delta around each row (delta: the median distance from a row to its
   `BALL_NEIGHBOURS`-th nearest one); each pick is the row whose ball holds the most rows no
-  ball of a labelled or picked row holds yet (ties: the most typical row). The classifier is
-  not asked: on a handful of labels its doubts are worth little;
+  ball of a labelled or picked row holds yet (ties: the most typical row), among the rows
+  the classifier predicts as a class the labelled and picked rows hold fewest of (by its
+  predictions; its doubts, on a handful of labels, are worth little). Unbalanced, the first
+  picks on a binary set of film reviews were 70 % one class and the classifier predicted it
+  for 93 % of the test rows: 6 points behind random picks, where balanced picks were ahead;
 - after that, uncertainty herding (Bae et al., 2024): a Gaussian kernel on the pool (its
   squared width: the median over rows of the mean squared distance to their
   `KERNEL_NEIGHBOURS` nearest ones); each pick adds most to the coverage of the pool weighted
@@ -35,7 +38,7 @@ from sklearn.utils.extmath import row_norms
 from embetter.label._strategies import _cross, _mean_row, margin_uncertainty, top_k
 
 #: while fewer labels are known than this many rounds of `k`, the picks cover the pool
-#: (ProbCover) and the classifier is not asked
+#: (ProbCover), balanced over the classes the classifier predicts; its doubts are not asked
 COLD_ROUNDS = 3
 #: ProbCover's radius: the median distance from a row to its this-many-th nearest row
 #: (the paper's rule, the largest radius with 95 % of the balls pure under k-means, gave
@@ -109,9 +112,12 @@ def _targets(n: int, rng) -> np.ndarray:
     return np.sort(rng.choice(n, COVERAGE_ROWS, replace=False)).astype(np.intp)
 
 
-def coverage_pick(Z, candidates: np.ndarray, labelled: np.ndarray, k: int, rng) -> np.ndarray:
+def coverage_pick(Z, candidates: np.ndarray, labelled: np.ndarray, k: int, rng,
+                  predicted: np.ndarray | None = None) -> np.ndarray:
     """ProbCover: `k` rows whose balls hold the most rows no labelled or picked row's ball
-    holds yet; ties to the most typical row. Picks among the measured rows."""
+    holds yet; ties to the most typical row. Picks among the measured rows; with `predicted`
+    (a class code per pool row), each among the rows of a class the labelled and picked rows
+    are predicted as least often."""
     measured = _Measured(Z, _targets(Z.shape[0], rng))
     choice = np.intersect1d(candidates, measured.targets, assume_unique=True)
     if choice.size < k:  # a sample holding too few unlabelled rows: as many others at random
@@ -130,15 +136,40 @@ def coverage_pick(Z, candidates: np.ndarray, labelled: np.ndarray, k: int, rng) 
     tiebreak[among] += typical[column[among]] * 1e-3
     free = np.ones(choice.size, dtype=bool)
     counts = balls.astype(np.float32)  # (exact: fewer than 2**24 rows)
+    balance = _Balance(predicted, choice, labelled)
     picked: list[int] = []
     for _ in range(k):
         gain = (~covered).astype(np.float32) @ counts + tiebreak
-        gain[~free] = -np.inf
+        gain[~(free & balance.allowed(free))] = -np.inf
         i = int(np.argmax(gain))
         picked.append(i)
         free[i] = False
         covered |= balls[:, i]
+        balance.add(i)
     return choice[np.asarray(picked, dtype=np.intp)]
+
+
+class _Balance:
+    """Which candidates keep the labelled and picked rows balanced over the predicted classes:
+    those predicted as a class they hold fewest of, among the classes a free candidate is
+    predicted as. Every candidate when there are no predictions."""
+
+    def __init__(self, predicted: np.ndarray | None, choice: np.ndarray, labelled: np.ndarray):
+        self.classes = None if predicted is None else predicted[choice]
+        if self.classes is not None:
+            size = int(predicted.max()) + 1
+            self.held = np.bincount(predicted[labelled], minlength=size).astype(np.float64)
+
+    def allowed(self, free: np.ndarray) -> np.ndarray | bool:
+        if self.classes is None:
+            return True
+        open_ = np.bincount(self.classes[free], minlength=self.held.size) > 0
+        held = np.where(open_, self.held, np.inf)
+        return (held == held.min())[self.classes]
+
+    def add(self, i: int) -> None:
+        if self.classes is not None:
+            self.held[self.classes[i]] += 1
 
 
 def herding_pick(proba: np.ndarray, Z, candidates: np.ndarray, labelled: np.ndarray, k: int,
@@ -178,5 +209,5 @@ def auto_pick(proba, Z, candidates: np.ndarray, k: int, labelled: np.ndarray | N
     or empty: labels are assumed not scarce), uncertainty herding after."""
     labelled = np.zeros(0, dtype=np.intp) if labelled is None else labelled
     if labelled.size and labelled.size < COLD_ROUNDS * k:
-        return coverage_pick(Z, candidates, labelled, k, rng)
+        return coverage_pick(Z, candidates, labelled, k, rng, predicted=proba.argmax(axis=1))
     return herding_pick(proba, Z, candidates, labelled, k, rng)
