@@ -8,7 +8,7 @@ labels were added; accuracy on up to 1,000 test rows after every round; seeds 0-
 the table count the labels added after that start (for sets with few classes that is almost
 the total: 4 labels start a binary set; banking77 starts at 154, clinc150 at 300).
 
-`--dev` evaluates on 1,000 held-out TRAIN rows per set, drawn per class in the train rows'
+`--dev` evaluates on about 1,000 held-out TRAIN rows per set, drawn per class in the train rows'
 proportions (never the pool, never test); with `--grid` it reruns the grid that chose the
 previous "auto" strategy's constants ("previous", kept in active_previous.py; the comments
 beside the grid list what replaced it). Encodings are cached on disk with

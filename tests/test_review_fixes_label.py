@@ -485,10 +485,11 @@ def test_coverage_of_a_sample_short_of_rows_adds_only_k_others(monkeypatch):
 
 
 class _Rescaled(ClassifierMixin, BaseEstimator):
-    """A fitted classifier of rows `scale` times larger than those `clf` was fitted on."""
+    """A fitted classifier of rows `scale` times larger (then moved by `offset`) than those
+    `clf` was fitted on."""
 
-    def __init__(self, clf=None, scale=1.0):
-        self.clf, self.scale = clf, scale
+    def __init__(self, clf=None, scale=1.0, offset=0.0):
+        self.clf, self.scale, self.offset = clf, scale, offset
 
     def fit(self, X, y):
         return self
@@ -501,32 +502,35 @@ class _Rescaled(ClassifierMixin, BaseEstimator):
         return self.clf.classes_
 
     def predict_proba(self, X):
-        return self.clf.predict_proba(np.asarray(X, dtype=np.float64) / self.scale)
+        X = X.toarray() if sp.issparse(X) else np.asarray(X)
+        return self.clf.predict_proba((X.astype(np.float64) - self.offset) / self.scale)
 
 
-@pytest.mark.parametrize("scale, dtype", [(1e200, np.float64), (1e30, np.float32),
-                                          (1e18, np.float32)])
-def test_huge_rows_pick_as_their_scaled_down_copy(scale, dtype):
+@pytest.mark.parametrize("scale, offset, dtype", [(1e200, 0.0, np.float64),
+                                                  (1e147, 1e155, np.float64),
+                                                  (1e30, 0.0, np.float32),
+                                                  (1e18, 0.0, np.float32)])
+def test_huge_rows_pick_as_their_scaled_down_copy(scale, offset, dtype):
     """Finite rows around 1e154 (float64) or 1e17 (float32) made squared distances overflow:
-    numpy warnings and picks in index order. The pool is measured scaled down now: the
-    same picks as on the rows before scaling up, no warning."""
+    numpy warnings and picks in index order. The pool is measured scaled down now, just
+    enough (rows far from the origin but close together keep their spread): the same picks
+    as on the rows before scaling up, no warning; sparse pools alike."""
     import warnings
 
     X, blob = make_blobs(n_samples=300, centers=4, n_features=5, random_state=0)
     y = np.where(blob < 2, "a", "b")
     clf = LogisticRegression().fit(X[:6], y[:6])
-    big = (X * scale).astype(dtype)
-    for strategy in ("auto", "kcenter"):
-        for labelled in (np.arange(6), np.arange(40)):
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")
-                picks = suggest(_Rescaled(clf, scale), big, k=5, strategy=strategy,
-                                random_state=0, labelled=labelled)
-            np.testing.assert_array_equal(picks, suggest(
-                clf, X.astype(dtype), k=5, strategy=strategy, random_state=0,
-                labelled=labelled))
-    sparse = sp.csr_matrix(X * scale if dtype == np.float64 else X)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        suggest(_Rescaled(clf, scale if dtype == np.float64 else 1.0), sparse, k=5,
-                strategy="kcenter", random_state=0)
+    big = (X * scale + offset).astype(dtype)
+    shown = _Rescaled(clf, scale, offset)
+    pools = [(big, X.astype(dtype))]
+    if not offset:
+        pools.append((sp.csr_matrix(big), sp.csr_matrix(X.astype(dtype))))
+    for huge, plain in pools:
+        for strategy in ("auto", "kcenter"):
+            for labelled in (np.arange(6), np.arange(40)):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")
+                    picks = suggest(shown, huge, k=5, strategy=strategy, random_state=0,
+                                    labelled=labelled)
+                np.testing.assert_array_equal(picks, suggest(
+                    clf, plain, k=5, strategy=strategy, random_state=0, labelled=labelled))

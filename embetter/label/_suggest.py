@@ -125,15 +125,17 @@ def as_space(Z, strategy: str) -> np.ndarray:
 
 
 def _measurable(Z):
-    """`Z`, or a scaled copy where its squared distances would overflow its dtype (values
-    around 1e154 in float64, 1e17 in float32): every strategy compares distances with each
-    other or with their median, so one scale for the whole pool changes no pick."""
+    """`Z`, or a copy scaled down just enough where its squared distances would overflow its
+    dtype (values around 1e154 in float64, 1e17 in float32): every strategy compares
+    distances with each other or with their median, so one scale for the whole pool changes
+    no pick (scaled further, rows far from the origin but close together would shrink to
+    spreads below the strategies' small tie-breaks)."""
     values = Z.data if sp.issparse(Z) else Z
     if values.size == 0:
         return Z
-    top = float(np.abs(values).max())
+    top = max(float(values.max()), -float(values.min()))  # (no |values| copy of the pool)
     limit = float(np.sqrt(np.finfo(values.dtype).max / (8.0 * max(1, Z.shape[1]))))
-    return Z * (1.0 / top) if top > limit else Z
+    return Z * values.dtype.type(limit / top) if top > limit else Z
 
 
 def checked_proba(proba, n: int) -> np.ndarray:
