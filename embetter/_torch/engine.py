@@ -230,7 +230,7 @@ class TorchHeadMixin(FitTraining, StreamTraining):
             group["lr"] = self._learning_rate()
             group["weight_decay"] = float(self.weight_decay)
 
-        module, optimizer = self.module_, self.optimizer_
+        module = self.module_
         steps_left = np.inf if max_steps is None else int(max_steps)
         best, best_state, stale = np.inf, None, 0
         progress = Progress(epochs, self.verbose, type(self).__name__)
@@ -246,25 +246,11 @@ class TorchHeadMixin(FitTraining, StreamTraining):
                         break
                     batch_size = max(1, min(int(self.batch_size), n))
                     n_steps = int(min(-(-n // batch_size), steps_left))
-                    order = torch.as_tensor(self._rng.permutation(n), device=device)
-                    module.train()
-                    # float32 whatever torch's default dtype (float16 overflowed at 65504)
-                    total = torch.zeros((), device=device, dtype=torch.float32)
-                    seen = 0
-                    for step in range(n_steps):
-                        index = order[step * batch_size:(step + 1) * batch_size]
-                        loss = self._batch_loss(module, table, *(t[index] for t in items))
-                        penalty = self._penalty(module)
-                        optimizer.zero_grad(set_to_none=True)
-                        (loss if penalty is None else loss + penalty).backward()
-                        optimizer.step()
-                        total += loss.detach() * index.shape[0]
-                        seen += index.shape[0]
+                    train_loss = self._one_pass(table, items, batch_size, n_steps)
                     steps_left -= n_steps
                     self._n_steps += n_steps
-                    # one device sync per pass, not per step
                     record = {"epoch": self.n_iter_ + 1, "step": self._n_steps,
-                              "train_loss": float(total) / seen}
+                              "train_loss": train_loss}
                     if valid is not None:
                         record["valid_loss"] = self._eval_loss(module, table, valid, batch_size)
                     self.n_iter_ += 1
@@ -293,6 +279,27 @@ class TorchHeadMixin(FitTraining, StreamTraining):
             module.load_state_dict(best_state)
         module.eval()
         return self
+
+    def _one_pass(self, table, items, batch_size: int, n_steps: int) -> float:
+        """`n_steps` optimiser steps over the items in a seeded random order: the mean loss
+        of the items seen (one device sync per pass, not per step)."""
+        module, optimizer = self.module_, self.optimizer_
+        n = items[0].shape[0]
+        order = torch.as_tensor(self._rng.permutation(n), device=self.device_)
+        module.train()
+        # float32 whatever torch's default dtype (float16 overflowed at 65504)
+        total = torch.zeros((), device=self.device_, dtype=torch.float32)
+        seen = 0
+        for step in range(n_steps):
+            index = order[step * batch_size:(step + 1) * batch_size]
+            loss = self._batch_loss(module, table, *(t[index] for t in items))
+            penalty = self._penalty(module)
+            optimizer.zero_grad(set_to_none=True)
+            (loss if penalty is None else loss + penalty).backward()
+            optimizer.step()
+            total += loss.detach() * index.shape[0]
+            seen += index.shape[0]
+        return float(total) / seen
 
     def _eval_loss(self, module, table, items, batch_size) -> float:
         module.eval()
