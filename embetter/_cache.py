@@ -133,7 +133,7 @@ class CachedEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
                 missing.setdefault(key, i)
         if missing:
             try:
-                encoded = _one_row_each(self.encoder, self.encoder.transform(
+                encoded = _storable_rows(self.encoder, self.encoder.transform(
                     [texts[i] for i in missing.values()]), len(missing))
             except Exception as e:
                 # a hosted encoder's error carries the batches it had back before failing:
@@ -395,7 +395,7 @@ def cached(name, encoder) -> CachedEncoder:
 CachedEncoder.__module__ = "embetter.utils"
 
 
-def _one_row_each(encoder, out, n: int) -> np.ndarray:
+def _storable_rows(encoder, out, n: int) -> np.ndarray:
     """The wrapped encoder's output for `n` texts as float32 rows, checked before anything
     is stored: a row per text, each a flat vector (a misaligned row would be cached under
     another text's key)."""

@@ -17,7 +17,7 @@ def _embed(model, texts, batch_size):
 
         model = SentenceEncoder(os.fspath(model), batch_size=batch_size)
     if hasattr(model, "transform"):
-        return _one_row_each(model.transform(texts), texts)
+        return _row_per_text(model.transform(texts), texts)
     if hasattr(model, "encode"):
         training = getattr(model, "training", False)  # encode() switches a model to eval
         try:
@@ -25,14 +25,14 @@ def _embed(model, texts, batch_size):
         finally:
             if training:
                 model.train()
-        return _one_row_each(emb, texts)
+        return _row_per_text(emb, texts)
     raise TypeError(
         "model must be a model name or path, a SentenceTransformer, or a fitted transformer "
         f"such as SentenceEncoder or SbertLearner, got {type(model).__name__}"
     )
 
 
-def _one_row_each(embeddings, texts) -> np.ndarray:
+def _row_per_text(embeddings, texts) -> np.ndarray:
     """The model's embeddings as a matrix, checked to hold one row per text."""
     M = as_matrix(embeddings, "the model's embeddings")
     if M.shape[0] != len(texts):
