@@ -173,14 +173,14 @@ def suggest(model, X, k: int = 10, strategy: str = "auto", random_state=None, *,
     Strategies: `"margin"` (smallest gap between the two likeliest classes), `"entropy"`
     (most spread-out prediction), `"kcenter"` (k-center greedy: farthest from everything
     labelled, in the space the classifier sees), `"random"` (the baseline) and `"auto"`, the
-    default: while `labelled` names fewer than 3 rounds of `k` (without it, labels are taken
-    not to be scarce), rows that cover the pool (ProbCover: each pick's neighbourhood holds
-    the most rows no labelled or picked row's neighbourhood holds yet), taken in turn from
-    the classes the classifier predicts, so the labels stay balanced over them; after that,
-    uncertainty herding: each pick adds most to the coverage of the pool weighted by the
-    classifier's doubt (margin uncertainty) of each row, so doubtful regions far from every
-    label come first, and never ten near-copies of one doubt. Measured on nine public sets
-    in docs/labelling.md.
+    default: while `labelled` names at least one and fewer than 3 rounds of `k` (without it,
+    or empty, labels are taken not to be scarce), rows that cover the pool (ProbCover: each
+    pick's neighbourhood holds the most rows no labelled or picked row's neighbourhood holds
+    yet), taken in turn from the classes the classifier predicts, so the labels stay
+    balanced over them; after that, uncertainty herding: each pick adds most to the coverage
+    of the pool weighted by the classifier's doubt (margin uncertainty) of each row, so
+    doubtful regions far from every label come first, and never ten near-copies of one
+    doubt. Measured on nine public sets in docs/labelling.md.
 
     For a Pipeline, the steps before the classifier are applied to `X` once per call; to
     reuse the pool's embeddings across rounds, wrap the encoder with `embetter.utils.cached`,

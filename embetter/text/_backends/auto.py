@@ -175,6 +175,28 @@ def probe_pool() -> list[str]:
     return list(load_support_inbox()[0])
 
 
+def _build_runners(build, plans, pool, report: dict, clock) -> tuple[dict, dict]:
+    """Each plan that builds and runs here: `({plan: run}, {plan: warm-up seconds})`, its
+    setup seconds (build and warm-up) or its error in `report`. The reference must build."""
+    runners, warm = {}, {}
+    for plan in plans:
+        t0 = clock()
+        try:
+            run = build(plan)
+            t1 = clock()
+            run(pool[:8])  # first-call costs (sessions, thread pools) are setup, not speed
+            warm[plan] = clock() - t1
+        except Exception as e:
+            if plan == REFERENCE:
+                raise
+            report["errors"][plan.label] = f"{type(e).__name__}: {str(e)[:200]}"
+            log.debug("backend='auto': %s cannot run here: %s", plan.label, e)
+            continue
+        report["setup_seconds"][plan.label] = round(clock() - t0, 3)
+        runners[plan] = run
+    return runners, warm
+
+
 def run_probe(build, plans, *, kind: str = "cpu", budget_s: float = BUDGET_S, pool=None,
               clock=time.perf_counter) -> tuple[Plan, dict]:
     """Time every plan on the probe texts and choose one; returns `(plan, report)`.
@@ -269,28 +291,6 @@ def run_probe(build, plans, *, kind: str = "cpu", budget_s: float = BUDGET_S, po
 
 
 # -- the cache (embetter/text/_backends/_choices.py) ---------------------------------------------
-def _build_runners(build, plans, pool, report: dict, clock) -> tuple[dict, dict]:
-    """Each plan that builds and runs here: `({plan: run}, {plan: warm-up seconds})`, its
-    setup seconds (build and warm-up) or its error in `report`. The reference must build."""
-    runners, warm = {}, {}
-    for plan in plans:
-        t0 = clock()
-        try:
-            run = build(plan)
-            t1 = clock()
-            run(pool[:8])  # first-call costs (sessions, thread pools) are setup, not speed
-            warm[plan] = clock() - t1
-        except Exception as e:
-            if plan == REFERENCE:
-                raise
-            report["errors"][plan.label] = f"{type(e).__name__}: {str(e)[:200]}"
-            log.debug("backend='auto': %s cannot run here: %s", plan.label, e)
-            continue
-        report["setup_seconds"][plan.label] = round(clock() - t0, 3)
-        runners[plan] = run
-    return runners, warm
-
-
 def read_choice(path: Path, key: dict, allowed) -> tuple[Plan, dict] | None:
     """The cached `(plan, report)` for `key`, or None when missing, unreadable, corrupt, made
     for another key, or naming a plan that is not a candidate here now."""
