@@ -25,6 +25,9 @@ from embetter._pipelines import (
     transform_texts,
 )
 
+#: the sentence model the commands encode with unless told otherwise (bundled)
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
 
 def _progress() -> bool:
     # A progress bar helps people at a terminal and only clutters logs and pipes.
@@ -156,8 +159,12 @@ def cmd_transform(args) -> int:
 def cmd_project(args) -> int:
     from embetter._project import run_project
 
+    if args.pipeline is not None and args.model is not None:
+        raise UsageError("--model and --pipeline cannot be combined: the pipeline encodes with "
+                         "the model it was fitted with")
+    model = _model_arg(args.model if args.model is not None else DEFAULT_MODEL)
     return run_project(args.input, args.out, text_col=args.text_col, label_col=args.label_col,
-                       pipeline=args.pipeline, trust=args.trust, model=_model_arg(args.model),
+                       pipeline=args.pipeline, trust=args.trust, model=model,
                        method=args.method, seed=args.seed, progress=_progress())
 
 

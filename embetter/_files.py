@@ -102,9 +102,15 @@ def check_parquet_rows(df, path, out) -> None:
 
 
 def _with_index(df):
-    """The rows with a named index as a column (an id to join back on), else renumbered."""
-    named = any(name is not None for name in df.index.names)
-    return df.reset_index(drop=not named)
+    """The rows with their index as a column when it holds ids to join back on (a named
+    index, under its name; any other than the plain numbering 0, 1, 2, ... as `index`, such
+    as a filtered frame's or string ids saved in a Parquet file), else renumbered."""
+    import pandas as pd
+
+    index = df.index
+    plain = (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
+             and index.name is None)
+    return df.reset_index(drop=plain)
 
 
 def table_format(path) -> str:
@@ -142,6 +148,7 @@ def read_table(path):
             # (a later row's extra fields are pandas' error: blank ones are let through too)
             import warnings
 
+            _check_unique_header(p, path)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", pd.errors.ParserWarning)
                 try:
@@ -189,6 +196,23 @@ def _read_csv(p: Path, usecols=None):
 
     return pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""], index_col=False,
                        usecols=usecols)
+
+
+def _check_unique_header(p: Path, path) -> None:
+    """A CSV header naming a column twice is refused (pandas would rename the second one
+    `NAME.1` and read the first one's cells for NAME, without a word)."""
+    import csv
+
+    with open(p, newline="", encoding="utf-8-sig", errors="replace") as f:
+        header = next(csv.reader(f), [])
+    seen, twice = set(), []
+    for name in header:
+        if name in seen and name not in twice:
+            twice.append(name)
+        seen.add(name)
+    if twice:
+        raise UsageError(f"{path}: the header names the column(s) {', '.join(map(repr, twice))} "
+                         "more than once; give each column its own name")
 
 
 def _check_no_extra_fields(p: Path, path) -> int:

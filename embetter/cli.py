@@ -9,6 +9,7 @@ import textwrap
 
 from embetter import __version__
 from embetter._commands import (
+    DEFAULT_MODEL,
     cmd_demo,
     cmd_embed,
     cmd_finetune,
@@ -19,7 +20,6 @@ from embetter._commands import (
 from embetter._files import UsageError, stdout_to_devnull
 from embetter._st import progress_bars_off
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
 TUNERS = ("feedforward", "contrastive", "sbert")
 METHODS = ("umap", "pca", "tsne")
 
@@ -201,8 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     project.add_argument("--pipeline", metavar="PIPELINE",
                          help="encode with a pipeline saved by finetune (.skops or .joblib) "
                               "instead of --model")
-    project.add_argument("--model", default=DEFAULT_MODEL,
-                         help="sentence model name or local path (default: %(default)s, bundled)")
+    project.add_argument("--model",
+                         help=f"sentence model name or local path (default: {DEFAULT_MODEL}, "
+                              "bundled); not with --pipeline, which has its own")
     project.add_argument("--method", choices=METHODS, default="umap",
                          help="the 2-D projection (default: %(default)s; PCA without umap-learn)")
     project.add_argument("--seed", type=_seed, default=0,

@@ -132,3 +132,12 @@ def test_project_with_umap_from_the_command_line(files, tiny_model_path):
     back = pd.read_csv(files / "umap.csv")
     assert list(back.columns) == ["text", "x", "y", "label"] and len(back) == 42
     assert np.isfinite(back[["x", "y"]].to_numpy()).all() and back["x"].std() > 0
+
+
+def test_project_refuses_a_model_beside_a_pipeline(files, skops_pipeline, tmp_path, capsys):
+    # --model was taken and ignored: the map came from the pipeline's model without a word
+    out = tmp_path / "map.csv"
+    assert main(["project", str(files / "train.csv"), "--pipeline", str(skops_pipeline),
+                 "--model", "no-such-model", "--method", "pca", "--out", str(out)]) == 2
+    assert "--model and --pipeline cannot be combined" in capsys.readouterr().err
+    assert not out.exists()

@@ -182,6 +182,34 @@ def test_trailing_commas_are_read_and_a_later_extra_field_is_named_by_its_line(
 
 
 @needs_pyarrow
+def test_a_parquet_inputs_unnamed_ids_stay_with_their_rows(tmp_path, tiny_model_path):
+    """An unnamed index other than 0, 1, 2, ... (string ids, a filtered frame's positions)
+    was dropped from a .parquet output: its rows could not be joined back."""
+    for index in (["u1", "u2", "u3"], [10, 20, 30]):
+        source = tmp_path / "ids.parquet"
+        pd.DataFrame({"text": ["a cat", "a dog", "a bird"]}, index=index).to_parquet(source)
+        out = tmp_path / "ids_out.parquet"
+        assert main(["embed", str(source), "--text-col", "text", "--model", tiny_model_path,
+                     "--out", str(out)]) == 0
+        back = pd.read_parquet(out)
+        assert back["index"].tolist() == index and back["text"].tolist()[0] == "a cat"
+    plain = tmp_path / "plain.parquet"
+    pd.DataFrame({"text": ["a cat", "a dog"]}).to_parquet(plain)
+    assert main(["embed", str(plain), "--text-col", "text", "--model", tiny_model_path,
+                 "--out", str(tmp_path / "plain_out.parquet")]) == 0
+    assert list(pd.read_parquet(tmp_path / "plain_out.parquet").columns) == ["text", "embedding"]
+
+
+def test_a_csv_header_naming_a_column_twice_is_refused(tmp_path, capsys):
+    # pandas renamed the second 'text' to 'text.1' and the first one was embedded, silently
+    path = tmp_path / "dup.csv"
+    path.write_text("text,text,label\nfirst a,second a,x\nfirst b,second b,y\n")
+    assert main(["embed", str(path), "--text-col", "text", "--model", "no-such-model",
+                 "--out", str(tmp_path / "o.npy")]) == 2
+    assert "names the column(s) 'text' more than once" in capsys.readouterr().err
+
+
+@needs_pyarrow
 def test_an_index_named_as_a_column_is_said_with_the_file():
     from embetter._files import UsageError, check_parquet_rows
 
