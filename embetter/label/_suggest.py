@@ -98,11 +98,9 @@ def _float(dtype) -> type:
 def as_space(Z, strategy: str) -> np.ndarray:
     """The pool's rows as a float matrix (diversity measures distances on it), dense float32
     rows as they are; a sparse one (TF-IDF) stays sparse: densified, its rows times its
-    vocabulary would not fit."""
+    vocabulary would not fit. Scaled down where its distances would overflow."""
     if sp.issparse(Z):
         Z = sp.csr_matrix(Z, dtype=np.float64)
-        bad = np.flatnonzero(~np.isfinite(Z.data))
-        bad_row = int(np.searchsorted(Z.indptr, bad[0], side="right") - 1) if bad.size else None
     else:
         try:
             Z = np.asarray(Z)
@@ -115,27 +113,34 @@ def as_space(Z, strategy: str) -> np.ndarray:
                 "or 'entropy', which need only predict_proba"
             ) from None
         Z = Z.reshape(Z.shape[0], -1)
-        bad = np.argwhere(~np.isfinite(Z))
-        bad_row = int(bad[0][0]) if bad.size else None
-    if bad_row is not None:
+    values = Z.data if sp.issparse(Z) else Z
+    # one pass each for the smallest and largest value: NaN or infinity shows in them (no
+    # pool-sized mask unless there is one to find), and they give the pool's magnitude
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         raise ValueError(
             f"X (the pool, in the space the classifier sees) contains NaN or infinity, first "
-            f"at row {bad_row}; impute or drop those rows before suggesting")
-    return _measurable(Z)
+            f"at row {_first_bad_row(Z)}; impute or drop those rows before suggesting")
+    return _measurable(Z, max(hi, -lo))
 
 
-def _measurable(Z):
+def _first_bad_row(Z) -> int:
+    """The first row holding NaN or infinity."""
+    if sp.issparse(Z):
+        bad = np.flatnonzero(~np.isfinite(Z.data))
+        return int(np.searchsorted(Z.indptr, bad[0], side="right") - 1)
+    return int(np.argwhere(~np.isfinite(Z))[0][0])
+
+
+def _measurable(Z, top: float):
     """`Z`, or a copy scaled down just enough where its squared distances would overflow its
-    dtype (values around 1e154 in float64, 1e17 in float32): every strategy compares
-    distances with each other or with their median, so one scale for the whole pool changes
-    no pick (scaled further, rows far from the origin but close together would shrink to
-    spreads below the strategies' small tie-breaks)."""
-    values = Z.data if sp.issparse(Z) else Z
-    if values.size == 0:
-        return Z
-    top = max(float(values.max()), -float(values.min()))  # (no |values| copy of the pool)
-    limit = float(np.sqrt(np.finfo(values.dtype).max / (8.0 * max(1, Z.shape[1]))))
-    return Z * values.dtype.type(limit / top) if top > limit else Z
+    dtype (`top`, its largest magnitude, around 1e154 in float64, 1e17 in float32): every
+    strategy compares distances with each other or with their median, so one scale for the
+    whole pool changes no pick (scaled further, rows far from the origin but close together
+    would shrink to spreads below the strategies' small tie-breaks)."""
+    dtype = Z.dtype
+    limit = float(np.sqrt(np.finfo(dtype).max / (8.0 * max(1, Z.shape[1]))))
+    return Z * dtype.type(limit / top) if top > limit else Z
 
 
 def checked_proba(proba, n: int) -> np.ndarray:
