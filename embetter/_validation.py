@@ -280,6 +280,21 @@ def check_bool(value, name: str) -> None:
         raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
+def as_random_state(random_state, *, generators: bool = False):
+    """scikit-learn's `check_random_state` (a numpy Generator passes as it is where
+    `generators`), with an error that names the argument instead of numpy's words."""
+    from sklearn.utils import check_random_state
+
+    if generators and isinstance(random_state, np.random.Generator):
+        return random_state
+    try:
+        return check_random_state(random_state)
+    except (TypeError, ValueError) as e:
+        kinds = "RandomState or Generator" if generators else "RandomState"
+        raise ValueError(f"random_state must be None, an int in [0, 2**32), or a numpy "
+                         f"{kinds}, got {random_state!r}") from e
+
+
 def check_int(value, name: str, minimum: int = 1, *, allow_none: bool = False):
     """An int `>= minimum` (bools refused), returned as `int`; else a `ValueError` naming it.
 

@@ -8,9 +8,9 @@ import copy
 import numbers
 
 import torch
-from sklearn.utils import check_random_state
 
 from embetter._guest import GUEST_LOCK
+from embetter._validation import as_random_state
 
 
 def resolve_device(device=None) -> torch.device:
@@ -78,7 +78,7 @@ def seed_from(random_state) -> int:
     """
     if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
         return int(random_state) % (2**32)
-    return int(check_random_state(random_state).randint(0, 2**31 - 1))
+    return int(as_random_state(random_state).randint(0, 2**31 - 1))
 
 
 @contextlib.contextmanager

@@ -5,10 +5,9 @@ share."""
 from __future__ import annotations
 
 import numpy as np
-from sklearn.utils import check_random_state
 
 from embetter._estimator_checks import plain_scalar
-from embetter._validation import as_targets, check_int
+from embetter._validation import as_random_state, as_targets, check_int
 
 
 def _single_label_pairs(codes, n_pos, n_neg, rng, strategy="random", anchors="all"):
@@ -103,13 +102,9 @@ def _multi_label_pairs(Y, n_pos, n_neg, rng, max_tries=20):
 
 
 def _rng_from(random_state) -> np.random.Generator:
-    if isinstance(random_state, np.random.Generator):
-        return random_state
-    try:
-        seeded = check_random_state(random_state)
-    except (TypeError, ValueError) as e:  # ("x", -1, 2**40: numpy's words name no argument)
-        raise ValueError(f"random_state must be None, an int in [0, 2**32), or a numpy "
-                         f"RandomState or Generator, got {random_state!r}") from e
+    seeded = as_random_state(random_state, generators=True)
+    if isinstance(seeded, np.random.Generator):
+        return seeded
     return np.random.default_rng(seeded.randint(0, 2**31 - 1))
 
 

@@ -6,7 +6,6 @@ import numbers
 
 import numpy as np
 from sklearn.base import TransformerMixin
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from embetter._estimator_checks import (
@@ -18,7 +17,7 @@ from embetter._estimator_checks import (
     check_stream_settled,
 )
 from embetter._st import embedding_dim
-from embetter._validation import as_labels, as_targets, as_texts
+from embetter._validation import as_labels, as_random_state, as_targets, as_texts
 from embetter.base import ReadsTextsOnce
 from embetter.finetune._label_texts import choose_label_texts, label_text_pairs
 from embetter.finetune._losses import CLASS_LOSSES, prototypes_fit_the_texts
@@ -307,7 +306,7 @@ class SbertTuner(ReadsTextsOnce, TransformerMixin, SbertBase):
             n_pairs, first = self.n_pairs_, True
             self._forget(keep=("classes_",))
         if first:
-            rng = check_random_state(self.random_state)
+            rng = as_random_state(self.random_state)
             self._pair_seed, train_seed = (int(s) for s in rng.randint(0, 2**31 - 1, size=2))
             self.seen_texts_, self.seen_y_, self.n_pairs_ = [], labels[:0], n_pairs
             self.refit_rows_ = len(texts)

@@ -6,11 +6,12 @@ import inspect
 from collections.abc import Mapping
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
-from sklearn.utils import check_random_state, get_tags
+from sklearn.utils import get_tags
 
-from embetter._validation import as_positions, is_missing
+from embetter._validation import as_positions, as_random_state, is_missing
 from embetter.label._coverage import coverage_pick
 from embetter.label._strategies import kcenter_greedy
 from embetter.label._suggest import (
@@ -125,9 +126,11 @@ class LabellingLoop:
             trains its own copy, `model_`.
         X: the pool of texts or rows (whatever `model` takes).
         classes: every label the rounds may bring.
-        strategy: how `suggest` picks (see `embetter.label.suggest`); before the first
-            labels `"auto"` and `"kcenter"` pick by diversity alone in the pool's embeddings
-            (at random when a learned step, such as `SbertTuner`, embeds the texts itself).
+        strategy: how `suggest` picks (see `embetter.label.suggest`). Until the classifier
+            is first fitted (no labels yet, or labels of one class only) there are no
+            probabilities to read: `"auto"` and `"kcenter"` pick by diversity alone in the
+            pool's embeddings (at random when a learned step, such as `SbertTuner`, embeds
+            the texts itself), `"margin"` and `"entropy"` at random.
         random_state: seed for the suggestions (set the tuners' own `random_state` too for
             a repeatable run).
 
@@ -178,11 +181,13 @@ class LabellingLoop:
         Z = X  # the leading steps that learn no labels: fitted once on the pool, then frozen
         for step in frozen:
             Z = step.transform(Z) if _stateless(step) else step.fit_transform(Z)
+        if sp.issparse(Z) and Z.format not in ("csr", "csc"):  # (COO and others: no rows to
+            Z = Z.tocsr()  # index as each round's labels are read back)
         self.embeddings_ = Z
         self.labelled_ = np.zeros(0, dtype=np.intp)
         self.labels_ = np.zeros(0, dtype=self.classes_.dtype)
         self.fitted_ = False
-        self._rng = check_random_state(random_state)
+        self._rng = as_random_state(random_state)
 
     @staticmethod
     def _check_classes(classes) -> np.ndarray:

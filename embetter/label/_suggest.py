@@ -8,10 +8,9 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from embetter._validation import as_positions
+from embetter._validation import as_positions, as_random_state
 from embetter.label._coverage import auto_pick
 from embetter.label._strategies import (
     entropy_uncertainty,
@@ -43,8 +42,8 @@ def check_k(k) -> int:
 
 def check_model(model) -> None:
     """A classifier (or pipeline ending in one) with predict_proba, fitted."""
+    last = model[-1] if isinstance(model, Pipeline) and len(model) else model
     if not hasattr(model, "predict_proba"):
-        last = model[-1] if isinstance(model, Pipeline) and len(model) else model
         what = (f"a {type(model).__name__} ending in {type(last).__name__}" if last is not model
                 else type(model).__name__)
         raise TypeError(
@@ -52,12 +51,15 @@ def check_model(model) -> None:
             f"{what}; e.g. LogisticRegression, SGDClassifier(loss='log_loss'), or "
             "SVC(probability=True)"
         )
+    if not hasattr(last, "fit"):  # (predict_proba alone, a zero-shot rule: nothing to fit)
+        return
     try:
-        check_is_fitted(model[-1] if isinstance(model, Pipeline) else model)
+        check_is_fitted(last)
     except NotFittedError:
         raise NotFittedError(
             f"model ({type(model).__name__}) is not fitted yet: fit it on the labels you have "
-            "(LabellingLoop starts from none)"
+            "(LabellingLoop starts from none); a classifier that keeps no fitted attribute "
+            "ending in '_' says it is fitted with __sklearn_is_fitted__()"
         ) from None
 
 
@@ -226,7 +228,7 @@ def suggest(model, X, k: int = 10, strategy: str = "auto", random_state=None, *,
         raise ValueError(
             f"k={k} is larger than the pool: X has {n} rows, {candidates.size} not labelled yet"
         )
-    rng = check_random_state(random_state)
+    rng = as_random_state(random_state)
     if strategy == "random":
         return pick(strategy, None, None, k, candidates, labelled, rng)
     # kcenter measures the space alone; uncertainty needs one (rows, classes) matrix, and a

@@ -1,0 +1,101 @@
+"""Fixes from a review of `embetter.label` as a new user: each test failed on the code before
+its fix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.linear_model import LogisticRegression, SGDClassifier
+
+from embetter.label import LabellingLoop, suggest
+
+RNG = np.random.RandomState(0)
+CENTRES = RNG.randn(3, 16) * 3
+BLOBS = np.vstack([c + RNG.randn(18, 16) for c in CENTRES])
+COPIES = np.vstack([BLOBS, np.repeat(BLOBS[:1], 6, axis=0)])  # rows 54-59: row 0 again
+GROUPS = np.r_[np.repeat([0, 1, 2], 18), [0] * 6]
+ROW_0 = {0, *range(54, 60)}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_auto_asks_about_no_copy_of_a_labelled_text_while_others_are_left(seed):
+    labelled = np.array([0, 18, 36])
+    clf = LogisticRegression().fit(COPIES[labelled], GROUPS[labelled])
+    picks = suggest(clf, COPIES, k=10, random_state=seed, labelled=labelled)
+    assert not ROW_0 & set(picks.tolist())  # (the copies were the most typical rows)
+
+
+@pytest.mark.parametrize("labelled", [np.arange(0, 54, 6), np.arange(0, 54, 2)])
+def test_uncertainty_herding_asks_about_no_copy_either(labelled):
+    # 9 labels of k=3: past the coverage rounds; 27 labels: the doubt-weighted coverage
+    clf = LogisticRegression().fit(COPIES[labelled], GROUPS[labelled])
+    picks = suggest(clf, COPIES, k=3, random_state=0, labelled=labelled)
+    assert not ROW_0 & set(picks.tolist())
+
+
+class Certain:
+    """Sure of every row (probabilities 0 and 1): no doubt to weigh the herding by."""
+
+    classes_ = np.array([0, 1, 2])
+
+    def predict_proba(self, X):
+        return np.eye(3)[np.argmax(np.asarray(X)[:, :3], axis=1)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_herding_without_doubt_asks_about_no_copy(seed):
+    # every gain was 0: the tiebreak's random order picked copies of row 0
+    labelled = np.arange(0, 54, 2)
+    picks = suggest(Certain(), COPIES, k=20, random_state=seed, labelled=labelled)
+    assert not ROW_0 & set(picks.tolist())
+
+
+def test_copies_are_asked_about_once_nothing_else_is_left():
+    labelled = np.arange(54)
+    clf = LogisticRegression().fit(COPIES[labelled], GROUPS[labelled])
+    picks = suggest(clf, COPIES, k=6, random_state=0, labelled=labelled)
+    assert sorted(picks.tolist()) == list(range(54, 60))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_loops_first_round_asks_about_one_text_once(seed):
+    loop = LabellingLoop(SGDClassifier(loss="log_loss", random_state=0), COPIES,
+                         classes=[0, 1, 2], random_state=seed)
+    assert len(ROW_0 & set(loop.suggest(k=10).tolist())) <= 1
+
+
+def test_a_loop_on_a_coo_pool_reads_its_labels_back():
+    # update indexed the pool's rows: "'coo_matrix' object is not subscriptable"
+    loop = LabellingLoop(LogisticRegression(), sp.coo_matrix(BLOBS), classes=[0, 1, 2],
+                         random_state=0)
+    picks = loop.suggest(k=6)
+    loop.update(picks, GROUPS[picks])
+    rest = np.setdiff1d([0, 1, 18, 19, 36, 37], picks)
+    loop.update(rest, GROUPS[rest])
+    assert loop.fitted_ and loop.suggest(k=4).size == 4
+
+
+class ZeroShot:
+    """predict_proba alone: nothing to fit (a rule, a zero-shot model behind an API)."""
+
+    classes_ = np.array([0, 1])
+
+    def predict_proba(self, X):
+        p = 1.0 / (1.0 + np.exp(-np.asarray(X)[:, 0]))
+        return np.column_stack([1.0 - p, p])
+
+
+def test_a_model_with_predict_proba_and_nothing_to_fit_is_asked():
+    # sklearn's check_is_fitted refused it: "... is not an estimator instance."
+    picks = suggest(ZeroShot(), BLOBS, k=5, strategy="margin", random_state=0)
+    assert picks.tolist() == np.argsort(np.abs(BLOBS[:, 0]))[:5].tolist()
+
+
+@pytest.mark.parametrize("bad", [1.5, "a", np.random.default_rng(0), -1])
+def test_a_bad_random_state_is_named(bad):
+    clf = LogisticRegression().fit(BLOBS, GROUPS[:54])
+    with pytest.raises(ValueError, match="random_state must be None, an int"):
+        suggest(clf, BLOBS, k=2, random_state=bad)
+    with pytest.raises(ValueError, match="random_state must be None, an int"):
+        LabellingLoop(LogisticRegression(), BLOBS, classes=[0, 1, 2], random_state=bad)
