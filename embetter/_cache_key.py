@@ -190,7 +190,7 @@ def _state_signature(obj):
     `set_params` changes the state, at any depth (a step of a pipeline in a union in a
     pipeline): plain values by value, other objects by identity, estimators (and small
     containers) recursively through their attributes, tuples by their items, and a torch
-    model given as a parameter by a sample of its weights (a caller's model trains in
+    model given as a parameter by a checksum of its weights (a caller's model trains in
     place). Returns `(signature, held)`: `held` lists the objects compared by identity;
     keep it as long as the signature, so that none is freed and its id given to a new object
     (a refit's new array at the old one's address would look unchanged)."""
@@ -225,9 +225,9 @@ def _signature(obj, seen, held, given=False):
             (k, _signature(v, seen, held, not k.startswith("_") and not k.endswith("_")))
             for k, v in sorted(vars(obj).items())))
     if given and callable(getattr(obj, "named_parameters", None)):
-        # a caller's torch model, which it may train in place (a model loaded or trained
-        # here changes with the state around it): a sample of its weights, about 0.7 ms for
-        # MiniLM, so not for every model on every cached transform
+        # a caller's torch model, which it may train or edit in place (a model loaded or
+        # trained here changes with the state around it): a checksum of its weights, about
+        # 30-40 ms for MiniLM, so not for every model on every cached transform
         from embetter.text._models import weights_signature
 
         return ("module", id(obj), weights_signature(obj))

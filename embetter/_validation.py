@@ -22,8 +22,9 @@ def as_texts(X, name: str = "X") -> list[str]:
     """Turn a collection of texts into a list of `str`.
 
     Accepts a list, tuple, generator, numpy array (1-D or `(n, 1)`), pandas Series or a
-    one-column DataFrame. A bare string is refused (it would be read as a list of characters),
-    and so is any element that is not a string (`None`, NaN, numbers), with its position.
+    one-column DataFrame (or a pyarrow array). A bare string is refused (it would be read as a
+    list of characters), and so is any element that is not a string (`None`, NaN, numbers) or
+    that UTF-8 cannot hold (a lone surrogate), with its position.
 
     Usage:
 
@@ -44,6 +45,8 @@ def as_texts(X, name: str = "X") -> list[str]:
                 f"{list(X.columns)[:5]}; select the text column first (ColumnGrabber)"
             )
         X = X.iloc[:, 0]
+    if hasattr(X, "to_pylist") and hasattr(X, "null_count"):  # pyarrow Array / ChunkedArray
+        X = X.to_pylist()  # (its to_numpy takes no dtype)
     if hasattr(X, "to_numpy") and not isinstance(X, np.ndarray):  # pandas Series / Index
         X = X.to_numpy(dtype=object)
     if isinstance(X, np.ndarray):
@@ -65,6 +68,8 @@ def as_texts(X, name: str = "X") -> list[str]:
     texts = list(X)
     for i, text in enumerate(texts):
         if isinstance(text, str):
+            if not text.isascii():  # (O(1) for a str: only other texts are encoded)
+                _check_encodable(text, f"{name}[{i}]")
             continue
         if isinstance(text, np.str_):
             texts[i] = str(text)
@@ -75,6 +80,19 @@ def as_texts(X, name: str = "X") -> list[str]:
             f"{name}[{i}] must be a str, got {type(text).__name__} ({text!r:.50})"
         )
     return texts
+
+
+def _check_encodable(text: str, where: str) -> None:
+    """A text that UTF-8 can hold: a lone surrogate (half an emoji, as a broken JSON escape
+    leaves it) made the tokenizers fail deep inside without naming the row."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(
+            f"{where} is not valid text: {e.reason} at character {e.start} "
+            f"({text[max(0, e.start - 20):e.start + 1]!r}); decode its source with "
+            "errors='replace', or drop the character"
+        ) from None
 
 
 def as_matrix(

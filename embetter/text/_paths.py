@@ -40,6 +40,8 @@ class EncodePaths:
             self.__dict__.pop("backend_", None)
             self.__dict__.pop("backend_probe_", None)
         if self.backend in ("torch", "onnx", "openvino"):
+            if self.backend == "torch" and self.precision == "float32":
+                self._check_torch_float32()
             return Plan(self.backend, self.precision)
         if self.backend == "pipelined":
             plan = default_plan(self._device_kind(), self.batch_size)
@@ -54,6 +56,19 @@ class EncodePaths:
         if auto:
             self.__dict__["backend_"] = plan.backend  # what runs
         return plan
+
+    def _check_torch_float32(self) -> None:
+        """`precision="float32"` on `backend="torch"`: sentence-transformers runs a model in
+        the dtype of its weights, so a half-precision model is refused, not run in half."""
+        from embetter.text._backends.pipelined import may_copy, weights_dtype
+
+        if may_copy(self.model_, "float32", on_gpu=False):
+            raise ValueError(
+                f"precision='float32' with backend='torch': the model's weights are "
+                f"{weights_dtype(self.model_)}, and sentence-transformers runs them as they "
+                "are; backend='pipelined' runs a float32 copy (precision='float32'), or "
+                "load the model in float32"
+            )
 
     def _auto_plan(self):
         """`backend="auto"`: the path measured on this machine (once; remembered)."""

@@ -133,9 +133,9 @@ def may_copy(model, precision, on_gpu: bool) -> bool:
 def _float32(model) -> bool:
     import torch
 
-    return _weights_dtype(model) in (None, torch.float32)
+    return weights_dtype(model) in (None, torch.float32)
 
 
-def _weights_dtype(model):
+def weights_dtype(model):
     """The dtype of the model's first floating-point weight (None: it has none)."""
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)

@@ -1,0 +1,86 @@
+"""Fixes from a review of `embetter.text` as a sentence-transformers user (session 36): each
+test failed on the code before its fix, except the cache's, a guard of the same fix (the
+cache's state signature sampled the weights as the exports' did)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from embetter.text import SentenceEncoder
+
+TEXTS = ["the cat likes the ball", "a dog hates pizza", "our team predicts the weather"]
+
+
+def first_token(st) -> int:
+    """The id of the first word piece of TEXTS[0] (after the [CLS] token)."""
+    return int(st.tokenizer(TEXTS[0])["input_ids"][1])
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_an_export_follows_an_edit_of_one_tokens_row(tiny_model_path, backend):
+    # the signature sampled every 1009th weight: the edited row was missed, the old export ran
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(tiny_model_path, device="cpu").eval()
+    enc = SentenceEncoder(st, backend=backend, precision="float32")
+    enc.transform(TEXTS)
+    row = first_token(st)
+    with torch.no_grad():
+        weight = st[0].auto_model.embeddings.word_embeddings.weight
+        weight[row] = torch.randn(weight.shape[1], generator=torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(enc.transform(TEXTS), st.encode(TEXTS), atol=1e-5)
+
+
+def test_a_cached_encoder_of_a_callers_model_follows_an_edit_of_one_row(tiny_model_path,
+                                                                         tmp_path):
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from embetter.utils import cached
+
+    st = SentenceTransformer(tiny_model_path, device="cpu").eval()
+    enc = cached(tmp_path, SentenceEncoder(st))
+    before = enc.transform(TEXTS)
+    with torch.no_grad():
+        st[0].auto_model.embeddings.word_embeddings.weight[
+            st.tokenizer.convert_tokens_to_ids("cat")] += 1.0
+    after = enc.transform(TEXTS)
+    np.testing.assert_allclose(after, st.encode(TEXTS), atol=1e-5)
+    assert not np.allclose(after[0], before[0])
+
+
+def test_float32_on_the_torch_backend_refuses_a_half_model(tiny_model_path, tmp_path):
+    # it was accepted and the model ran in float16 all the same
+    from sentence_transformers import SentenceTransformer
+
+    half = str(tmp_path / "half")
+    SentenceTransformer(tiny_model_path, device="cpu").half().save(half)
+    with pytest.raises(ValueError, match="precision='float32' with backend='torch'.*float16"):
+        SentenceEncoder(half, backend="torch", precision="float32").transform(TEXTS)
+    full = SentenceEncoder(tiny_model_path, backend="torch", precision="float32")
+    assert full.transform(TEXTS).dtype == np.float32  # a float32 model runs as before
+
+
+def test_a_lone_surrogate_is_named_with_its_row(tiny_model_path):
+    # the tokenizer failed with "TextEncodeInput must be Union[...]", naming no row
+    broken = json.loads('"broken emoji \\ud83d"')
+    enc = SentenceEncoder(tiny_model_path)
+    with pytest.raises(ValueError, match=r"X\[3\] is not valid text: surrogates not allowed"):
+        enc.transform([*TEXTS, broken])
+    assert enc.transform(["caf\u00e9 na\u00efve \U0001F600"]).shape[0] == 1  # (valid non-ASCII)
+
+
+def test_a_pyarrow_column_is_read_as_texts(tiny_model_path):
+    # its to_numpy takes no dtype: "to_numpy() got an unexpected keyword argument 'dtype'"
+    pa = pytest.importorskip("pyarrow")
+    enc = SentenceEncoder(tiny_model_path)
+    expected = enc.transform(TEXTS)
+    np.testing.assert_array_equal(enc.transform(pa.array(TEXTS)), expected)
+    column = pa.table({"text": TEXTS})["text"]
+    np.testing.assert_array_equal(enc.transform(column), expected)
+    with pytest.raises(ValueError, match=r"X\[1\] is missing"):
+        enc.transform(pa.array(["a", None]))
