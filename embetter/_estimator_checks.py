@@ -33,8 +33,8 @@ def check_stream_classes(classes, known: np.ndarray) -> None:
     if classes is not None and not np.array_equal(
             np.unique(as_labels(classes, "classes")), known):
         raise ValueError(
-            f"classes={np.unique(classes).tolist()[:10]} differs from the classes of the "
-            f"first partial_fit call {known.tolist()[:10]}")
+            f"classes={np.unique(classes).tolist()[:10]} differs from the classes this "
+            f"stream started with (fit, or the first partial_fit call) {known.tolist()[:10]}")
 
 
 def check_stream_settled(estimator, settled: dict, as_settled=None) -> None:

@@ -121,7 +121,7 @@ def test_tuner_stream_retrains_when_the_texts_seen_have_grown(tiny_model_path, l
     assert stream.refit_rows_ == 20 and len(stream.seen_texts_) == 30
     with pytest.raises(ValueError, match="labels not seen before"):
         stream.partial_fit(texts[:30], np.array(["unknown"] * 30))  # a retrain's batch is checked
-    with pytest.raises(ValueError, match="differs from the classes of the first"):
+    with pytest.raises(ValueError, match="differs from the classes this stream started with"):
         stream.partial_fit(texts[:30], y[:30], classes=classes[:2])
 
     def fail_midway(*args):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from embetter._validation import (
+    as_labels,
     as_pair_scores,
     as_texts,
     check_pairs,
@@ -109,6 +110,8 @@ def check_classes(y, n: int, loss: str):
             f"y for loss={loss!r} must be int class codes"
             + (" (or 0/1 rows)" if rows else "")
             + f", got values such as {classes.ravel()[:3].tolist()}")
+    if classes.dtype.kind == "b":  # (False/True: codes 0/1; compared with int64's range
+        classes = classes.astype(np.int64)  # below they overflowed)
     if classes.ndim == 2 and not np.isin(classes, (0, 1)).all():
         raise ValueError(f"multi-label y for loss={loss!r} must hold 0/1 rows, got values such "
                          f"as {np.unique(classes[~np.isin(classes, (0, 1))])[:5].tolist()}")
@@ -122,6 +125,17 @@ def check_classes(y, n: int, loss: str):
         raise ValueError(f"y for loss={loss!r} must hold class codes that fit in int64, got "
                          f"values from {classes.min().item()!r} to {classes.max().item()!r}")
     return classes.astype(np.int64)
+
+
+def check_named_classes(classes, seen: np.ndarray, labels: np.ndarray) -> None:
+    """`classes=` on a later call of a stream that kept none (begun by `fit`, or by a first
+    `partial_fit` without it): they must hold every label the stream has been given."""
+    if classes is None or labels.ndim != 1:
+        return
+    outside = np.setdiff1d(np.concatenate([seen, labels]), as_labels(classes, "classes"))
+    if outside.size:
+        raise ValueError(f"classes={np.unique(classes).tolist()[:10]} leaves out labels this "
+                         f"stream has been given: {outside.tolist()[:10]}")
 
 
 def check_first_classes(y, loss: str, class_texts) -> None:

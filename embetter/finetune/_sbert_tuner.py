@@ -29,7 +29,7 @@ from embetter.finetune._sbert_auto import (
     resolve_pairs,
 )
 from embetter.finetune._sbert_base import COMMON_CONSTRAINTS, PAIR_LOSSES, SbertBase
-from embetter.finetune._sbert_inputs import check_stream_labels
+from embetter.finetune._sbert_inputs import check_named_classes, check_stream_labels
 from embetter.finetune._sbert_learner import SbertLearner
 from embetter.finetune._stream_average import StreamAverage
 
@@ -286,6 +286,8 @@ class SbertTuner(ReadsTextsOnce, TransformerMixin, SbertBase):
             settled = self.__dict__.get("_stream_params", {})  # (older pickles: the device)
             check_stream_settled(self, {k: settled[k] for k in _STREAM_FIXED if k in settled})
         texts = as_texts(X)
+        if not texts and self.__dict__.get("_streaming", False):  # (fit: "y is empty")
+            raise ValueError("X is empty: a partial_fit batch needs at least one labelled text")
         labels, _ = as_targets(y, "y", n_samples=len(texts))
         if first and labels.ndim == 1 and classes is not None:
             self.classes_ = np.unique(as_labels(classes, "classes"))
@@ -295,6 +297,8 @@ class SbertTuner(ReadsTextsOnce, TransformerMixin, SbertBase):
             check_stream_classes(classes, self.classes_)
         check_stream_labels(labels, None if first else self.seen_y_,
                             getattr(self, "classes_", None))
+        if not first and getattr(self, "classes_", None) is None:
+            check_named_classes(classes, self.seen_y_, labels)
         n_pairs = 0
         if not first and (self._refit_due(len(self.seen_texts_) + len(texts))
                           or not self.n_pairs_):

@@ -211,26 +211,31 @@ def train(model, rows: Rows, loss, schedule: Schedule, on_epoch_end=None) -> tup
         if hasattr(loss, "prepare"):  # e.g. the prototypes: the model before this call trains
             loss.prepare(embedder(model, tokens), rows)
         progress = tqdm(total=n_steps, desc="Training", disable=not schedule.progress)
-        for epoch, plan_epoch in enumerate(plan, start=1):
-            model.train()
-            total_loss = 0.0
-            for batch in plan_epoch:
-                value = batch_loss(model, tokens, rows, batch, loss)
-                value.backward()
-                torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                total_loss += float(value.detach())
-                steps += 1
-                progress.update(1)
-            entry = {"epoch": epoch, "step": steps,
-                     "train_loss": total_loss / max(1, len(plan_epoch))}
-            if on_epoch_end is not None:
-                model.eval()
-                entry.update(on_epoch_end(model))
-            history.append(entry)
-        progress.close()
+        try:
+            for epoch, plan_epoch in enumerate(plan, start=1):
+                model.train()
+                total_loss = 0.0
+                for batch in plan_epoch:
+                    value = batch_loss(model, tokens, rows, batch, loss)
+                    value.backward()
+                    torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    total_loss += float(value.detach())
+                    steps += 1
+                    progress.update(1)
+                entry = {"epoch": epoch, "step": steps,
+                         "train_loss": total_loss / max(1, len(plan_epoch))}
+                if on_epoch_end is not None:
+                    model.eval()
+                    entry.update(on_epoch_end(model))
+                history.append(entry)
+        finally:
+            # a step that fails part-way (an interrupt, out of memory) leaves no gradients
+            # for the next call to add to (nor their memory)
+            optimizer.zero_grad(set_to_none=True)
+            progress.close()
     model.eval()
     return steps, history, to_cpu(optimizer.state_dict())
 
