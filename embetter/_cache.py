@@ -86,11 +86,12 @@ class CachedEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
                 or self.__dict__.get("_cache_file") != _database_file(folder)):
             if cache is not None:  # set_params(path=...): the old folder's database closes
                 cache.close()
-            # cull_limit=0: transform culls once per batch of writes, not on every set; every
-            # row inline in the database (a row is a few kB; a file per row is not read back)
+            # no size limit (diskcache's default dropped the oldest rows past 1 GiB: texts
+            # paid for, sent again) and so no culling; every row inline in the database (a
+            # row is a few kB; a file per row is not read back)
             try:
                 cache = diskcache.Cache(folder, disk=_ConfinedDisk, cull_limit=0,
-                                        disk_min_file_size=_INLINE_BYTES)
+                                        size_limit=_NO_LIMIT, disk_min_file_size=_INLINE_BYTES)
             except sqlite3.OperationalError as e:
                 if "readonly" not in str(e) and "unable to open" not in str(e):
                     raise  # (a database locked past diskcache's timeout says so)
@@ -247,11 +248,10 @@ def _hosted(encoder) -> bool:
 
 
 def _store(cache, keys, rows) -> None:
-    """Write rows under their keys in one transaction, then cull once (not once per row)."""
+    """Write rows under their keys in one transaction."""
     with cache.transact():
         for key, row in zip(keys, rows):
             cache.set(key, row)
-    cache.cull()
 
 
 def _database_file(folder: str):
@@ -358,6 +358,8 @@ def _file_row(folder: str, filename: str):
 #: diskcache keeps values up to this size inline in its database (its default, 32 kB, would
 #: put a row of 8,192 float32s in a file of its own, which `_bulk_get` does not read)
 _INLINE_BYTES = 1 << 24
+#: the cache's size limit: none (a row once stored is kept until its folder is deleted)
+_NO_LIMIT = 1 << 62
 
 
 class _ConfinedDisk(diskcache.Disk):

@@ -90,13 +90,28 @@ def _without_volatile(obj, _seen=frozenset()):
         return obj if owner is obj.__self__ else types.MethodType(obj.__func__, owner)
     if isinstance(obj, BaseEstimator):
         state = vars(obj)
-        kept = {k: _without_volatile(v, seen) for k, v in state.items() if k not in _VOLATILE}
-        if len(kept) == len(state) and all(kept[k] is v for k, v in state.items()):
+        # (settings that change no vector, `_cache_ignores`, are kept as None: the stand-in
+        # still answers get_params)
+        ignored = set(getattr(obj, "_cache_ignores", ()))
+        kept = {k: None if k in ignored else _without_volatile(v, seen)
+                for k, v in state.items() if k not in _VOLATILE}
+        context = _context(obj)
+        if (context is None and len(kept) == len(state)
+                and all(kept[k] is v for k, v in state.items())):
             return obj
         stand_in = object.__new__(type(obj))
         stand_in.__dict__.update(kept)
+        if context is not None:
+            stand_in.__dict__["_cache_context"] = context
         return stand_in
     return obj
+
+
+def _context(obj):
+    """What an estimator reads from around it that changes its vectors (a hosted encoder's
+    address from the environment: `_cache_context()`), or None."""
+    read = getattr(obj, "_cache_context", None)
+    return read() if callable(read) else None
 
 
 class _Writer:
@@ -221,7 +236,7 @@ def _signature(obj, seen, held, given=False):
         return ("map", id(obj), tuple((k, _signature(v, seen, held))
                                       for k, v in obj.items() if isinstance(k, str)))
     if isinstance(obj, BaseEstimator):  # (a parameter: neither `_private` nor `fitted_`)
-        return ("est", id(obj), tuple(
+        return ("est", id(obj), _context(obj), tuple(
             (k, _signature(v, seen, held, not k.startswith("_") and not k.endswith("_")))
             for k, v in sorted(vars(obj).items())))
     if given and callable(getattr(obj, "named_parameters", None)):

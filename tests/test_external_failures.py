@@ -133,3 +133,41 @@ def test_an_address_given_as_a_url_object_is_taken(server):
 
     enc = OpenAIEncoder(model="tiny", base_url=httpx2.URL(server.url + "/v1"), api_key=KEY)
     assert enc.transform(["a b"]).shape == (1, 32)
+
+
+def test_an_address_read_from_the_environment_is_part_of_the_cache_key(server, tmp_path,
+                                                                      monkeypatch):
+    # the cache served the first server's rows for another server (a review, session 36)
+    from tests.test_external import CLOSED
+
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url + "/v1")
+    enc = cached(tmp_path / "c", OpenAIEncoder(model="tiny", api_key=KEY, max_retries=0))
+    enc.transform(texts_of(2))
+    monkeypatch.setenv("OPENAI_BASE_URL", CLOSED + "/v1")
+    with pytest.raises(HostedAPIError, match="connection"):
+        enc.transform(texts_of(2))
+
+
+@pytest.mark.parametrize("setting", [{"timeout": 120.0}, {"max_retries": 8},
+                                     {"max_concurrency": 8}, {"batch_size": 64},
+                                     {"max_tokens_per_request": None}])
+def test_settings_that_change_no_vector_keep_the_cached_rows(server, tmp_path, setting):
+    # each sent every cached text again (a review, session 36)
+    cached(tmp_path / "c", make("openai", server)).transform(texts_of(3))
+    server.reset()
+    again = cached(tmp_path / "c", make("openai", server, **setting)).transform(texts_of(3))
+    assert server.texts_seen == []
+    np.testing.assert_allclose(again, make("openai", server).transform(texts_of(3)), atol=1e-6)
+    other = cached(tmp_path / "c", make("openai", server, model="other")).transform(texts_of(1))
+    assert other.shape == (1, 32) and len(server.texts_seen) == 4  # (the model is in the key)
+
+
+def test_the_cache_drops_no_row_past_a_size_limit(tmp_path, tiny_model_path):
+    # diskcache's default dropped the oldest rows past 1 GiB (a review, session 36)
+    import diskcache
+
+    from embetter.text import SentenceEncoder
+
+    cached(tmp_path / "c", SentenceEncoder(tiny_model_path)).transform(["a", "b"])
+    with diskcache.Cache(str(tmp_path / "c")) as raw:
+        assert raw.size_limit >= 1 << 62

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from embetter.external._calls import MalformedReply, require, reveal
+from embetter.external._calls import MalformedReply, require, reveal, short_message
 from embetter.external._core import HostedEncoder
 
 COHERE_DIMS = {
@@ -36,7 +36,9 @@ class CohereEncoder(HostedEncoder):
         max_retries: retries per request on 408, 409, 429, 5xx, timeouts and connection
             errors.
         max_concurrency: how many requests may be in flight at once.
-        timeout: seconds to wait for one reply.
+        timeout: seconds to wait for the server to connect, and then for each read of
+            its reply (the HTTP client's timeout: a reply that keeps trickling in may take
+            longer in all).
 
     Usage:
 
@@ -92,8 +94,17 @@ class CohereEncoder(HostedEncoder):
 
     def _embed_batch(self, client, texts):
         extra = {"output_dimension": int(self.dimensions)} if self.dimensions is not None else {}
-        reply = client.embed(model=self.model, input_type=self.input_type, texts=texts,
-                             embedding_types=["float"], **extra)
+        from cohere.core.api_error import ApiError
+
+        try:
+            reply = client.embed(model=self.model, input_type=self.input_type, texts=texts,
+                                 embedding_types=["float"], **extra)
+        except ApiError as e:  # (the SDK's error for a 2xx reply it cannot read: not JSON)
+            if e.status_code is None or not 200 <= e.status_code < 300:
+                raise
+            raise MalformedReply(
+                "the server's reply could not be read (status "
+                f"{e.status_code}: {short_message(self._without_keys(str(e.body)))})") from None
         rows = reply.embeddings.float_
         if rows is None:
             raise MalformedReply("the reply holds no float embeddings")

@@ -119,6 +119,21 @@ class HostedEncoder(RetryPolicy, EmbetterBase):
         values = "\0".join(f"{name}={os.environ.get(name)}" for name in self.client_env)
         return hashlib.sha256(values.encode("utf-8", "surrogatepass")).hexdigest()
 
+    #: settings that change how texts are sent, never the vectors: a disk cache's key leaves
+    #: them out (raising `timeout` after a timeout sends no cached text again)
+    _cache_ignores = ("batch_size", "max_tokens_per_request", "max_retries",
+                      "max_concurrency", "timeout")
+
+    def _cache_context(self) -> str:
+        """For a disk cache's key: the `client_env` variables other than credentials (the
+        address read from OPENAI_BASE_URL, OLLAMA_HOST...): another server's vectors are
+        another cache's, another key's are the same."""
+        import hashlib
+
+        values = "\0".join(f"{name}={os.environ.get(name)}" for name in self.client_env
+                           if not name.endswith(("API_KEY", "_TOKEN")))
+        return hashlib.sha256(values.encode("utf-8", "surrogatepass")).hexdigest()
+
     def _client(self):
         # a forked child (gunicorn --preload, multiprocessing) builds its own: sharing the
         # parent's open connection mixed replies between processes; a key or address fixed

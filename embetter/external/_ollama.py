@@ -43,7 +43,9 @@ class OllamaEncoder(HostedEncoder):
         max_retries: retries per request on 408, 409, 429, 5xx, timeouts and connection
             errors.
         max_concurrency: how many requests may be in flight at once.
-        timeout: seconds to wait for one reply.
+        timeout: seconds to wait for the server to connect, and then for each read of
+            its reply (the HTTP client's timeout: a reply that keeps trickling in may take
+            longer in all).
 
     Usage:
 
