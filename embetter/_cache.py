@@ -119,7 +119,7 @@ class CachedEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
     def transform(self, X):
         """Embed texts, reading known ones from disk and encoding only the rest."""
         self._check_encoder()
-        texts = as_texts(X)
+        texts = as_texts(X, utf8=False)  # (the encoder it wraps decides what it reads)
         identity = self._identity()
         keys = [
             identity + hashlib.blake2b(t.encode("utf-8", "surrogatepass"),

@@ -18,13 +18,14 @@ def _describe(value) -> str:
     return f"{kind} of shape {shape}" if shape is not None else kind
 
 
-def as_texts(X, name: str = "X") -> list[str]:
+def as_texts(X, name: str = "X", *, utf8: bool = True) -> list[str]:
     """Turn a collection of texts into a list of `str`.
 
     Accepts a list, tuple, generator, numpy array (1-D or `(n, 1)`), pandas Series or a
     one-column DataFrame (or a pyarrow array). A bare string is refused (it would be read as a
-    list of characters), and so is any element that is not a string (`None`, NaN, numbers) or
-    that UTF-8 cannot hold (a lone surrogate), with its position.
+    list of characters), and so is any element that is not a string (`None`, NaN, numbers)
+    or, with `utf8` (the tokenizers' need), that UTF-8 cannot hold (a lone surrogate), with
+    its position.
 
     Usage:
 
@@ -68,7 +69,7 @@ def as_texts(X, name: str = "X") -> list[str]:
     texts = list(X)
     for i, text in enumerate(texts):
         if isinstance(text, str):
-            if not text.isascii():  # (O(1) for a str: only other texts are encoded)
+            if utf8 and not text.isascii():  # (O(1) for a str: only others are encoded)
                 _check_encodable(text, f"{name}[{i}]")
             continue
         if isinstance(text, np.str_):
