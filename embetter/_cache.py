@@ -119,7 +119,9 @@ class CachedEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
     def transform(self, X):
         """Embed texts, reading known ones from disk and encoding only the rest."""
         self._check_encoder()
-        texts = as_texts(X, utf8=False)  # (the encoder it wraps decides what it reads)
+        # (checked here, where the positions are the caller's: the encoder sees the texts
+        # not cached only; one that reads any str, a lone surrogate too, says so)
+        texts = as_texts(X, utf8=not _reads_any_str(self.encoder))
         identity = self._identity()
         keys = [
             identity + hashlib.blake2b(t.encode("utf-8", "surrogatepass"),
@@ -237,6 +239,23 @@ class CachedEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
         except Exception:
             return False
         return True
+
+
+def _reads_any_str(encoder) -> bool:
+    """Whether `encoder` (a pipeline: its first step; a cache: the encoder it wraps) reads
+    any str, one holding a lone surrogate too (`reads_any_str`: the TF-IDF encoder)."""
+    from sklearn.pipeline import Pipeline
+
+    while True:
+        if isinstance(encoder, Pipeline):
+            steps = [s for _, s in encoder.steps if s not in (None, "passthrough")]
+            if not steps:
+                return False
+            encoder = steps[0]
+        elif isinstance(encoder, CachedEncoder):
+            encoder = encoder.encoder
+        else:
+            return bool(getattr(encoder, "reads_any_str", False))
 
 
 def _hosted(encoder) -> bool:

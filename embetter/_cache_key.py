@@ -205,7 +205,7 @@ def _state_signature(obj):
     `set_params` changes the state, at any depth (a step of a pipeline in a union in a
     pipeline): plain values by value, other objects by identity, estimators (and small
     containers) recursively through their attributes, tuples by their items, and a torch
-    model given as a parameter by a checksum of its weights (a caller's model trains in
+    model given as a parameter by a signature of its weights (a caller's model trains in
     place). Returns `(signature, held)`: `held` lists the objects compared by identity;
     keep it as long as the signature, so that none is freed and its id given to a new object
     (a refit's new array at the old one's address would look unchanged)."""
@@ -241,8 +241,8 @@ def _signature(obj, seen, held, given=False):
             for k, v in sorted(vars(obj).items())))
     if given and callable(getattr(obj, "named_parameters", None)):
         # a caller's torch model, which it may train or edit in place (a model loaded or
-        # trained here changes with the state around it): a checksum of its weights, about
-        # 30-40 ms for MiniLM, so not for every model on every cached transform
+        # trained here changes with the state around it): a signature of its weights, a
+        # few ms for MiniLM, so not for every model on every cached transform
         from embetter.text._models import weights_signature
 
         return ("module", id(obj), weights_signature(obj))

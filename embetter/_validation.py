@@ -84,16 +84,16 @@ def as_texts(X, name: str = "X", *, utf8: bool = True) -> list[str]:
 
 
 def _check_encodable(text: str, where: str) -> None:
-    """A text that UTF-8 can hold: a lone surrogate (half an emoji, as a broken JSON escape
-    leaves it) made the tokenizers fail deep inside without naming the row."""
+    """A text that UTF-8 can hold: a lone surrogate (bytes decoded with surrogateescape,
+    half an emoji from a broken JSON escape) made the tokenizers fail deep inside without
+    naming the row, and no request to a hosted API could carry it."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
         raise ValueError(
-            f"{where} is not valid text: {e.reason} at character {e.start} "
-            f"({text[max(0, e.start - 20):e.start + 1]!r}); decode its source with "
-            "errors='replace', or drop the character"
-        ) from None
+            f"{where} is not valid Unicode text: it holds the lone surrogate "
+            f"{text[e.start]!r} at position {e.start} (bytes decoded with "
+            "errors='surrogateescape'?); decode it with errors='replace'") from None
 
 
 def as_matrix(

@@ -160,22 +160,6 @@ def check_key(key: str, where: str) -> str:
     return key
 
 
-def check_texts_encodable(texts: list[str]) -> None:
-    """A ValueError naming the first text UTF-8 cannot write (a lone surrogate, as from
-    bytes decoded with errors='surrogateescape'): no request could carry it."""
-    try:
-        "".join(texts).encode("utf-8")
-    except UnicodeEncodeError:
-        for i, text in enumerate(texts):
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError as e:
-                raise ValueError(
-                    f"X[{i}] is not valid Unicode text: it holds the lone surrogate "
-                    f"{text[e.start]!r} at position {e.start} (bytes decoded with "
-                    "errors='surrogateescape'?); decode it with errors='replace'") from None
-
-
 def make_batches(texts: list[str], batch_size: int, max_tokens: int | None) -> list[range]:
     """Consecutive ranges of positions: at most `batch_size` texts and (estimated)
     `max_tokens` tokens each. A single text over the budget gets a batch of its own (the

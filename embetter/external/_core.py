@@ -35,7 +35,6 @@ from embetter.external._calls import (
     Secret,
     Stopped,
     check_key,
-    check_texts_encodable,
     checked_reply,
     make_batches,
     retry_after,
@@ -55,6 +54,14 @@ def _positive_int(value, name, upper=None, *, allow_none=False):
         raise ValueError(f"{name} must be a positive int and at most {upper}, got {value!r}")
 
 
+def _env_digest(names) -> str:
+    """A digest of the environment variables `names` as they are now."""
+    import hashlib
+
+    values = "\0".join(f"{name}={os.environ.get(name)}" for name in names)
+    return hashlib.sha256(values.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 class HostedEncoder(RetryPolicy, EmbetterBase):
     """Base class of the hosted-API encoders; subclasses set the class attributes below and
     implement `_make_client`, `_embed_batch` and `_error_status`."""
@@ -69,7 +76,8 @@ class HostedEncoder(RetryPolicy, EmbetterBase):
     max_batch_size: int | None = None
     #: whether `base_url` needs its scheme (Ollama's client adds http:// itself)
     url_needs_scheme = True
-    #: the environment variables the client reads its address from (checked as `base_url`)
+    #: the environment variables the client reads its address from (checked as `base_url`
+    #: where it needs a scheme; part of a disk cache's key)
     url_env: tuple = ()
     #: output widths of well-known models, so empty input needs no request
     known_dims: dict[str, int] = {}
@@ -114,10 +122,7 @@ class HostedEncoder(RetryPolicy, EmbetterBase):
     def _client_env(self) -> str:
         """A digest of the `client_env` variables as they are now (a digest: the key read
         from the environment is not kept in one more place)."""
-        import hashlib
-
-        values = "\0".join(f"{name}={os.environ.get(name)}" for name in self.client_env)
-        return hashlib.sha256(values.encode("utf-8", "surrogatepass")).hexdigest()
+        return _env_digest(self.client_env)
 
     #: settings that change how texts are sent, never the vectors: a disk cache's key leaves
     #: them out (raising `timeout` after a timeout sends no cached text again)
@@ -125,14 +130,10 @@ class HostedEncoder(RetryPolicy, EmbetterBase):
                       "max_concurrency", "timeout")
 
     def _cache_context(self) -> str:
-        """For a disk cache's key: the `client_env` variables other than credentials (the
-        address read from OPENAI_BASE_URL, OLLAMA_HOST...): another server's vectors are
-        another cache's, another key's are the same."""
-        import hashlib
-
-        values = "\0".join(f"{name}={os.environ.get(name)}" for name in self.client_env
-                           if not name.endswith(("API_KEY", "_TOKEN")))
-        return hashlib.sha256(values.encode("utf-8", "surrogatepass")).hexdigest()
+        """For a disk cache's key: the address read from the environment (`url_env`:
+        OPENAI_BASE_URL, OLLAMA_HOST...): another server's vectors are another cache's;
+        another key's, organisation's or project's are the same."""
+        return _env_digest(self.url_env)
 
     def _client(self):
         # a forked child (gunicorn --preload, multiprocessing) builds its own: sharing the
@@ -245,7 +246,6 @@ class HostedEncoder(RetryPolicy, EmbetterBase):
         texts = as_texts(X)
         if not texts:
             return np.zeros((0, self._output_dim()), dtype=np.float32)
-        check_texts_encodable(texts)
         self._check_texts(texts)
         return self._encode(texts)
 

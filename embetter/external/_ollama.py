@@ -60,6 +60,7 @@ class OllamaEncoder(HostedEncoder):
     known_dims = OLLAMA_DIMS
     key_env = "OLLAMA_API_KEY"
     url_needs_scheme = False
+    url_env = ("OLLAMA_HOST",)
     client_env = ("OLLAMA_API_KEY", "OLLAMA_HOST")
 
     def __init__(

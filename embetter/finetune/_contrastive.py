@@ -168,8 +168,12 @@ class ContrastiveLearner(PairHead, ClassNamePrefixFeaturesOutMixin, FitsPairs, T
         temperature: softmax temperature of the `"infonce"` loss.
         weight_decay: weight decay of the optimizer.
         optimizer: `"adamw"` or `"adam"`.
-        early_stopping, validation_fraction, n_iter_no_change, tol: as in sklearn's MLP: stop
-            when the (validation) loss has not improved by `tol` for `n_iter_no_change` epochs.
+        early_stopping: stop when the loss on a held-out share of the pairs has not improved
+            by `tol` for `n_iter_no_change` epochs (False: the training loss decides), as in
+            sklearn's MLP.
+        validation_fraction: the share of pairs held out with `early_stopping`.
+        n_iter_no_change: epochs without improvement before training stops.
+        tol: the least improvement of the loss that counts.
         replay_size: pairs of earlier `partial_fit` batches remembered (a uniform sample) and
             mixed, as many as new ones, into each call's training; 0 turns replay off.
         verbose: show a progress bar with the loss per epoch.

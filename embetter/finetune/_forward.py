@@ -93,10 +93,11 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
     times as many below that, at most 1.5 times (22 epochs): on 200 labels, 30 epochs left a
     logistic regression on the tuned space up to 1.2 points lower than 15 on 2 and 4 classes
     (100 and 50 rows per class), while on 77 classes of 8 rows it lifted 5-NN by 2 points
-    (0.798 to 0.818). Over the nine classification sets of issue 23, 30 epochs on clinc150's
-    150 classes of 8 rows left the logistic regression 0.6 points under the raw one on those
-    rows, 22 epochs 0.4 (banking77 and trec_fine 5-NN 0.8 points lower than with 30), so the
-    head never costs a logistic regression more than half a point there. A stream
+    (0.798 to 0.818). Over nine public classification sets (benchmarks/tuner_defaults.py),
+    30 epochs on clinc150's 150 classes of 8 rows left the logistic regression 0.6 points
+    under the raw one on those rows, 22 epochs 0.4 (banking77 and trec_fine 5-NN 0.8 points
+    lower than with 30), so the head never costs a logistic regression more than half a
+    point there. A stream
     (`partial_fit`) counts the rows it has seen.
 
     Arguments:

@@ -120,9 +120,17 @@ class SbertTuner(ReadsTextsOnce, TransformerMixin, SbertBase):
         refit_growth: `partial_fit` retrains from the start when the texts seen reach this
             many times the texts of the last start (a number above 1); `None` never retrains:
             every call trains on from the last one.
+        batch_size: pairs per optimizer step (also texts per forward pass when encoding).
+        epochs: passes over the pairs (per `partial_fit` call: over that call's pairs).
         learning_rate: the peak learning rate of AdamW, or `"auto"` (see above;
             `learning_rate_` tells which).
+        warmup_ratio: fraction of the optimizer steps spent warming the learning rate up
+            linearly; it then decays linearly to zero.
+        matryoshka_dims: optional list of leading dimensions (e.g. `[384, 128, 64]`) that are
+            each trained to work on their own (`MatryoshkaLoss`).
         random_state: seed for the pairs, the data order and dropout.
+        device: `None` (cuda, then mps, then cpu), `"cpu"`, `"cuda"`, ...
+        show_progress_bar: show the training's progress bar.
 
     After `fit`: `learner_` (the fitted `SbertLearner`), `model_` (its model), `loss_` (the
     loss trained with, `"auto"` resolved on the first call), `n_pos_`/`n_neg_` (the pairs

@@ -138,7 +138,7 @@ def coverage_pick(Z, candidates: np.ndarray, labelled: np.ndarray, k: int, rng,
     if labelled.size:
         to_labelled = measured.to(labelled)
         covered = (to_labelled <= inside).any(axis=1)
-        copies.of(to_labelled)
+        copies.of(to_labelled, labelled)
     typical = measured.typicality / measured.typicality.max()
     column, among = measured.places(choice)
     tiebreak = rng.random_sample(choice.size) * 1e-6
@@ -162,21 +162,40 @@ def coverage_pick(Z, candidates: np.ndarray, labelled: np.ndarray, k: int, rng,
 
 class _Copies:
     """Which candidates are copies of a labelled or picked row (the same text twice): asked
-    about only when nothing else is left. Known for the candidates among the measured rows."""
+    about only when nothing else is left. The candidates among the measured rows read their
+    distances from the targets'; the others (doubtful rows past a sample) are measured."""
 
     def __init__(self, measured: _Measured, choice: np.ndarray, to_choice: np.ndarray):
         column, among = measured.places(choice)
-        self.among, self.rows, self.same = among, column[among], measured.same
-        self.near = to_choice[self.rows] <= self.same  # measured candidates x choice
+        self.measured, self.choice, self.same = measured, choice, measured.same
+        self.among, self.rows = among, column[among]
+        self.near = (to_choice <= self.same)[self.rows]  # measured candidates x choice
         self.copy = np.zeros(choice.size, dtype=bool)
+        self.others = None  # (the rest: their rows, centred as the targets, and their norms)
+        if not among.all():
+            rows = _float_rows(measured.Z, choice[~among], measured.shift)[0]
+            self.others = (rows, row_norms(rows, squared=True))
 
-    def of(self, to_rows: np.ndarray) -> None:
-        """Mark the copies of the rows whose distances from the targets are `to_rows`."""
-        if to_rows.shape[1]:
+    def of(self, to_rows: np.ndarray, positions: np.ndarray) -> None:
+        """Mark the copies of the pool rows at `positions`, whose distances from the targets
+        are `to_rows`."""
+        if positions.size:
             self.copy[self.among] |= (to_rows[self.rows] <= self.same).any(axis=1)
+            self._of_others(positions)
 
     def of_pick(self, i: int) -> None:
         self.copy[self.among] |= self.near[:, i]
+        self._of_others(self.choice[i:i + 1])
+
+    def _of_others(self, positions: np.ndarray) -> None:
+        if self.others is None:
+            return
+        rows, norms = self.others
+        for start in range(0, positions.size, 1024):  # (blocks: many labels, many others)
+            block = positions[start:start + 1024]
+            theirs = _float_rows(self.measured.Z, block, self.measured.shift)[0]
+            d2 = norms[:, None] - 2.0 * _cross(rows, theirs) + row_norms(theirs, squared=True)
+            self.copy[~self.among] |= (d2 <= self.same).any(axis=1)
 
     def spare(self, free: np.ndarray) -> np.ndarray:
         """The free candidates that are no copy; all the free ones when only copies are."""
@@ -225,7 +244,7 @@ def herding_pick(proba: np.ndarray, Z, candidates: np.ndarray, labelled: np.ndar
     if labelled.size:
         to_labelled = measured.to(labelled)
         coverage = np.exp(-to_labelled / width).max(axis=1)
-        copies.of(to_labelled)
+        copies.of(to_labelled, labelled)
     weights = doubt[measured.targets]
     tiebreak = rng.random_sample(choice.size) * 1e-12
     free = np.ones(choice.size, dtype=bool)

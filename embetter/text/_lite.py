@@ -64,6 +64,10 @@ class LiteTextEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
         "random_state": ["random_state"],
     }
 
+    #: TF-IDF reads any str, one holding a lone surrogate (a file name decoded with
+    #: surrogateescape) too; a disk cache wrapping this encoder lets them through
+    reads_any_str = True
+
     def __init__(
         self,
         n_components=256,
@@ -98,7 +102,7 @@ class LiteTextEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
         refuse_bool_numbers(self)
         for name in ("word_ngram_range", "char_ngram_range"):
             _check_range(getattr(self, name), name)
-        texts = as_texts(X, utf8=False)  # (TF-IDF reads any str)
+        texts = as_texts(X, utf8=not self.reads_any_str)
         if len(texts) < 2:
             raise ValueError(f"X has {len(texts)} texts; LiteTextEncoder needs at least 2 to fit")
         # the parts give arrays whatever sklearn's global transform_output (pandas cannot
@@ -132,7 +136,7 @@ class LiteTextEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
     def transform(self, X):
         """Encode texts into a float32 array of shape `(n_texts, n_components_)`."""
         check_is_fitted(self, "svd_")
-        texts = as_texts(X, utf8=False)  # (TF-IDF reads any str)
+        texts = as_texts(X, utf8=not self.reads_any_str)
         if not texts:
             return np.zeros((0, self.n_components_), dtype=np.float32)
         out = np.empty((len(texts), self.n_components_), dtype=np.float32)

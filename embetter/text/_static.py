@@ -290,9 +290,9 @@ class TextEncoder(RemovedParams, ReadsTextsOnce, TransformerMixin, BaseEstimator
 
     def _training_seed(self) -> int:
         """The seed `train_on_fit` trains with, drawn from `random_state`."""
-        from sklearn.utils import check_random_state
+        from embetter._validation import as_random_state
 
-        return int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+        return int(as_random_state(self.random_state).randint(0, 2**31 - 1))
 
     def _teacher_embeddings(self, texts: list[str]) -> np.ndarray:
         """The teacher's sentence embeddings of `texts`: what the static model learns to mimic.
