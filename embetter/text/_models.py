@@ -323,11 +323,12 @@ def weights_signature(model) -> str:
     for name, t in itertools.chain(model.named_parameters(), model.named_buffers()):
         # (torch's version counter is not public API: read where it is there; a tensor made
         # under inference_mode counts nothing, and changes only under it: its sample stands)
-        counted = t.layout == torch.strided and not t.is_inference()
-        marks = (t.data_ptr() if t.layout == torch.strided else 0,
-                 getattr(t, "_version", 0) if counted else None)
+        strided = t.layout == torch.strided
+        marks = None
+        if strided:
+            marks = (t.data_ptr(), None if t.is_inference() else getattr(t, "_version", 0))
         h.update(f"{name}{tuple(t.shape)}{t.dtype}{marks};".encode())
-        if t.layout == torch.strided and t.numel():
+        if strided and t.numel():
             sample = t.detach().reshape(-1)[::1009].cpu().clone(
                 memory_format=torch.contiguous_format)  # (stride 1, even for one value)
             h.update(sample.view(torch.uint8).numpy().tobytes())

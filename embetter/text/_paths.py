@@ -60,15 +60,12 @@ class EncodePaths:
     def _check_torch_float32(self) -> None:
         """`precision="float32"` on `backend="torch"`: sentence-transformers runs a model in
         the dtype of its weights, so a half-precision model is refused, not run in half."""
-        import torch
+        from embetter.text._backends.pipelined import float32_weights, weights_dtype
 
-        from embetter.text._backends.pipelined import weights_dtype
-
-        dtype = weights_dtype(self.model_)
-        if dtype not in (None, torch.float32):
+        if not float32_weights(self.model_):
             raise ValueError(
                 f"precision='float32' with backend='torch': the model's weights are "
-                f"{dtype}, and sentence-transformers runs them as they "
+                f"{weights_dtype(self.model_)}, and sentence-transformers runs them as they "
                 "are; backend='pipelined' runs a float32 copy (precision='float32'), or "
                 "load the model in float32"
             )

@@ -47,7 +47,7 @@ class PipelinedEngine:
             # (checked once, on the check texts); on CPUs float32 (bfloat16 is opt-in).
             precision = self.settle_half("float16")
         self._set_precision(precision or "float32")
-        if precision == "float32" and not _float32(model):
+        if precision == "float32" and not float32_weights(model):
             # asked for float32 by name, of a model saved in float16 or bfloat16 (which
             # transformers loads as saved, and autocast never widens): a float32 copy
             from embetter.text._models import private_copy
@@ -127,10 +127,11 @@ def may_copy(model, precision, on_gpu: bool) -> bool:
     float16 or bfloat16, run in float32 by name, or by default on a GPU where half precision
     does not hold), not the model itself."""
     asks = precision == "float32" or (precision is None and on_gpu)
-    return asks and not _float32(model)
+    return asks and not float32_weights(model)
 
 
-def _float32(model) -> bool:
+def float32_weights(model) -> bool:
+    """Whether the model's weights are float32 (or it has no floating-point weight)."""
     import torch
 
     return weights_dtype(model) in (None, torch.float32)
