@@ -12,7 +12,8 @@ import functools
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions  # noqa: F401 (see above)
 
-from embetter._validation import as_labels, as_matrix
+from embetter._labels import as_labels
+from embetter._validation import as_matrix
 
 
 def refuse_bool_numbers(estimator) -> None:

@@ -14,7 +14,8 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from embetter._estimator_checks import all_or_nothing
-from embetter._validation import as_labels, as_matrix
+from embetter._labels import as_labels
+from embetter._validation import as_matrix
 
 
 def _head_has(method: str):

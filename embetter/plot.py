@@ -16,7 +16,8 @@ import numpy as np
 # (at import, not at the first projection: see embetter/_torch/fit.py)
 from sklearn.decomposition import PCA
 
-from embetter._validation import as_labels, as_matrix, is_missing
+from embetter._labels import as_labels
+from embetter._validation import as_matrix, is_missing
 
 METHODS = ("pca", "tsne", "umap")
 _AXIS = {"pca": "PC", "tsne": "t-SNE ", "umap": "UMAP "}

@@ -54,8 +54,8 @@ def test_cache_reads_through_one_connection_per_thread(tmp_path, corpus, monkeyp
     from embetter.utils import cached
 
     opened = []
-    real = _cache._open_reader
-    monkeypatch.setattr(_cache, "_open_reader", lambda d: opened.append(d) or real(d))
+    real = _cache.open_reader
+    monkeypatch.setattr(_cache, "open_reader", lambda d: opened.append(d) or real(d))
     enc = cached(tmp_path / "a", LiteTextEncoder(n_components=4, random_state=0).fit(corpus))
     first = enc.transform(corpus[:5])
     for _ in range(3):
@@ -123,7 +123,7 @@ def test_cache_keys_hash_arrays_in_their_own_order():
 
 def test_closing_a_cache_beside_a_working_thread_raises_nothing(tmp_path, corpus, monkeypatch):
     """Closing (or collecting) the encoder in one thread closed the other threads' reader
-    connections there: SQLite refuses that, "Exception ignored in _Reader.__del__"."""
+    connections there: SQLite refuses that, "Exception ignored in Reader.__del__"."""
     import sys
     import threading
 

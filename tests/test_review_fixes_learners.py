@@ -116,7 +116,7 @@ def test_a_batch_of_one_never_trains_an_in_batch_loss(tiny_model_path, labelled)
 
 def test_labels_mixing_str_and_bytes_are_named():
     # before: "'<' not supported between instances of 'bytes' and 'str'" from numpy's sort
-    from embetter._validation import as_labels
+    from embetter._labels import as_labels
 
     with pytest.raises(TypeError, match="y mixes kinds of labels"):
         as_labels(np.array(["a", b"b", "a"], dtype=object), "y")
@@ -134,7 +134,7 @@ def test_a_batch_of_one_trains_with_hard_negatives_or_class_texts(tiny_model_pat
 
 def test_a_nan_label_in_a_plain_list_is_refused():
     # before: numpy wrote it as the string "nan", a third class (a Series or None refused)
-    from embetter._validation import as_labels
+    from embetter._labels import as_labels
 
     with pytest.raises(ValueError, match="missing values"):
         as_labels(["pos", "pos", np.nan], "y")

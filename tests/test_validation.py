@@ -3,13 +3,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from embetter._validation import (
-    as_labels,
-    as_matrix,
-    as_positions,
-    as_texts,
-    check_pairs,
-)
+from embetter._labels import as_labels
+from embetter._validation import as_matrix, as_positions, as_texts, check_pairs
 
 
 @pytest.mark.parametrize(
@@ -103,7 +98,7 @@ def test_check_int_minimum_and_none():
 
 
 def test_as_targets_reads_single_and_multi_label():
-    from embetter._validation import as_targets
+    from embetter._labels import as_targets
 
     labels, multi = as_targets(pd.Series(["a", "b", "a"]), n_samples=3)
     assert not multi and labels.tolist() == ["a", "b", "a"]
@@ -196,7 +191,7 @@ def test_strings_are_not_numbers_and_labels_are_one_kind():
                                         r"such as 1\)"):
         as_labels(np.array(["a", 1] * 3, dtype=object))
     assert as_labels(np.array([1, 2.0, np.int64(3)], dtype=object)).size == 3
-    from embetter._validation import as_targets
+    from embetter._labels import as_targets
 
     with pytest.raises(ValueError, match="y must hold one label per row.*MultiLabelBinarizer"):
         as_targets([["a", "b"], ["b"], []])

@@ -21,9 +21,9 @@ from embetter._estimator_checks import (
     first_classes,
     require_y,
 )
+from embetter._labels import as_targets, encode_known_labels
 from embetter._torch.engine import ENGINE_CONSTRAINTS
 from embetter._torch.stream import REFIT_CONSTRAINTS
-from embetter._validation import as_targets, encode_known_labels
 from embetter.finetune._contrastive import LOSS_CONSTRAINTS, PairHead, resolve_loss
 from embetter.finetune._pairs import PairSampler
 

@@ -19,10 +19,10 @@ from embetter._estimator_checks import (
     first_classes,
     require_y,
 )
+from embetter._labels import as_labels, check_class_labels, encode_known_labels
 from embetter._torch import TorchHeadMixin
 from embetter._torch.engine import ENGINE_CONSTRAINTS
 from embetter._torch.stream import REFIT_CONSTRAINTS
-from embetter._validation import as_labels, check_class_labels, encode_known_labels
 
 _ACTIVATIONS = {
     "relu": torch.nn.ReLU,

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from embetter._estimator_checks import plain_scalar
-from embetter._validation import as_random_state, as_targets, check_int
+from embetter._labels import as_targets
+from embetter._validation import as_random_state, check_int
 
 
 def _single_label_pairs(codes, n_pos, n_neg, rng, strategy="random", anchors="all"):

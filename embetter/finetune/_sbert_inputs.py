@@ -9,13 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from embetter._validation import (
-    as_labels,
-    as_pair_scores,
-    as_texts,
-    check_pairs,
-    encode_known_labels,
-)
+from embetter._labels import as_labels, encode_known_labels
+from embetter._validation import as_pair_scores, as_texts, check_pairs
 
 
 def distinct(texts: list) -> tuple[list, np.ndarray]:

@@ -16,8 +16,9 @@ from embetter._estimator_checks import (
     check_stream_classes,
     check_stream_settled,
 )
+from embetter._labels import as_labels, as_targets
 from embetter._st import embedding_dim
-from embetter._validation import as_labels, as_random_state, as_targets, as_texts
+from embetter._validation import as_random_state, as_texts
 from embetter.base import ReadsTextsOnce
 from embetter.finetune._label_texts import choose_label_texts, label_text_pairs
 from embetter.finetune._losses import CLASS_LOSSES, prototypes_fit_the_texts
