@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 from embetter._labels import as_labels
-from embetter._validation import as_matrix, is_missing
+from embetter._validation import as_matrix, as_random_state, is_missing
 
 METHODS = ("pca", "tsne", "umap")
 _AXIS = {"pca": "PC", "tsne": "t-SNE ", "umap": "UMAP "}
@@ -78,6 +78,7 @@ def project(X, method: str = "pca", random_state=0) -> np.ndarray:
     """
     method = _method_to_use(method)
     X = as_matrix(X)
+    as_random_state(random_state)  # (checked before any work; passed on as given)
     n, d = X.shape
     out = np.zeros((n, 2), dtype=np.float32)
     # With a single row or a single feature there is no second axis to find: pad with zeros.
@@ -219,6 +220,9 @@ def projection(
             raise TypeError(f"classes must be a list of labels (legend order) or None, got "
                             f"{classes!r:.60}")
         order = present if classes is None else list(classes)
+        if len(set(order)) != len(order):  # (a label twice: drawn twice, in another colour)
+            twice = [c for i, c in enumerate(order) if c in order[:i]]
+            raise ValueError(f"classes holds a label more than once: {twice[:5]!r}")
         missing = [c for c in present if c not in order]
         if missing:
             raise ValueError(f"y holds labels that are not in classes: "

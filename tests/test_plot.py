@@ -133,3 +133,18 @@ def test_a_umap_map_leaves_torchs_threads_as_they_were():
                           timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "1 1"
+
+
+@pytest.mark.parametrize("seed", [-1, "abc", 1.5, np.random.default_rng(0)])
+def test_a_bad_random_state_is_named_before_any_work(seed):
+    X = np.random.default_rng(0).normal(size=(30, 6))
+    for rows in (X, X[:1], np.ones((5, 3))):  # (the early returns too)
+        with pytest.raises(ValueError, match="random_state must be"):
+            project(rows, random_state=seed)
+    assert project(X, random_state=np.random.RandomState(0)).shape == (30, 2)
+
+
+def test_classes_with_a_label_twice_are_refused():
+    X = np.random.default_rng(0).normal(size=(6, 4))
+    with pytest.raises(ValueError, match=r"classes holds a label more than once: \['a'\]"):
+        projection(X, list("ababab"), classes=["a", "b", "a"])

@@ -139,3 +139,47 @@ def test_integer_labels_with_gaps_stay_integers():
         assert widget.assigned == ["1", None, "2", "3", None]
     with pytest.raises(TypeError, match=r"labels\[0\] must be a label"):
         LabellingMap(X, texts=TEXTS, labels=[1.5, None, None, None, None])
+
+
+def test_a_refused_update_from_the_front_end_leaves_the_previous_value():
+    """A front end's message (`set_state`) and a held block of changes go through traitlets'
+    rollback, which undoes only a TraitError: the checks' errors are that, and still the
+    ValueError/TypeError they were (a refused selection stayed, and `assign` then failed)."""
+    widget = LabellingMap(coords=X[:, :2], texts=TEXTS, suggested=[1])
+    widget.selected = [0]
+    with pytest.raises(ValueError, match="selected must be positions"):
+        widget.set_state({"selected": [0, 7]})
+    assert widget.selected == [0]
+    with pytest.raises(TypeError, match=r"labels\[1\] must be a label"):
+        widget.set_state({"assigned": ["a", 1.5, None, None, None]})
+    assert widget.assigned == [None] * 5
+    with pytest.raises(ValueError, match="suggested must be positions"), \
+            widget.hold_trait_notifications():
+        widget.suggested = [9]
+    assert widget.suggested == [1]
+    assert widget.assign("spam").labels.tolist() == ["spam", None, None, None, None]
+
+
+def test_maps_do_not_share_a_selection():
+    first = LabellingMap(coords=X[:, :2])
+    first.selected.append(4)  # (in place: the trait's default list was every map's)
+    second = LabellingMap(coords=X[:2, :2])
+    assert second.selected == [] and repr(second).endswith("0 selected, 0 suggested)")
+
+
+def test_the_points_are_fixed_once_the_map_is_made():
+    widget = LabellingMap(coords=X[:, :2], texts=TEXTS)
+    for name, value in (("x", [float("nan"), 1.0]), ("y", ["oops"]), ("texts", [42])):
+        with pytest.raises(ValueError, match=f"{name} is the map's points"):
+            setattr(widget, name, value)
+    assert len(widget) == 5 and widget.texts == TEXTS
+
+
+def test_a_series_index_mixing_kinds_is_named_not_sorted():
+    texts = pd.Series(TEXTS[:3], index=["a", 1, 2.5])
+    with pytest.raises(ValueError, match="labels is a pandas Series whose index differs"):
+        LabellingMap(coords=X[:3, :2], texts=texts,
+                     labels=pd.Series(["A", "B", "C"], index=[0, 1, 2]))
+    shuffled = pd.Series({2.5: "C", "a": "A", 1: "B"})
+    widget = LabellingMap(coords=X[:3, :2], texts=texts, labels=shuffled)
+    assert widget.labels.tolist() == ["A", "B", "C"]

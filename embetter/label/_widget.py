@@ -60,6 +60,25 @@ def _as_label_list(values, n: int, name: str) -> list:
     return out
 
 
+class _RefusedValue(traitlets.TraitError, ValueError):
+    """A value a trait's check refuses: a TraitError, so that traitlets puts the previous
+    value back wherever it holds notifications (a message from the front end, `set_state`)."""
+
+
+class _RefusedType(traitlets.TraitError, TypeError):
+    """As `_RefusedValue`, for a value of the wrong type."""
+
+
+def _refusing(check, *args):
+    """`check(*args)`, its ValueError or TypeError raised as the TraitError of that kind."""
+    try:
+        return check(*args)
+    except TypeError as e:
+        raise _RefusedType(str(e)) from None
+    except ValueError as e:
+        raise _RefusedValue(str(e)) from None
+
+
 def _as_positions(positions, n: int, name: str) -> list[int]:
     """Distinct positions into the points, in their order (a repeat counts once)."""
     arr = as_positions(positions, n, name, into="the map's points", unique=False)
@@ -141,8 +160,10 @@ class LabellingMap(anywidget.AnyWidget):
             predicted=[None] * n if predictions is None
             else _as_label_list(predictions, n, "predictions"),
             suggested=[] if suggested is None else _as_positions(suggested, n, "suggested"),
+            selected=[],  # (its own list: the trait's default one is shared by every map)
             height=int(height),
         )
+        self.__dict__["_built"] = True
 
     @staticmethod
     def _points(X, coords, method, random_state) -> np.ndarray:
@@ -171,16 +192,18 @@ class LabellingMap(anywidget.AnyWidget):
 
     def _aligned(self, values, name):
         """`values` (a pandas Series) in the order of the points when a pandas input (texts,
-        X or labels) gave the map its index: labels belong to rows by index, not by position,
-        at construction and when set later alike. Where only `labels` gave the index, a
-        Series with other index values (`pd.Series(clf.predict(X))`) is taken in order."""
+        X or labels) gave the map its index: labels belong to rows by index, not by position
+        (as pandas aligns them), at construction and when set later alike. Where only
+        `labels` gave the index, a Series with other index values (`pd.Series(clf.predict(X))`)
+        is taken in order."""
         import pandas as pd
 
         if not (self._indexed and isinstance(values, pd.Series)) or \
                 values.index.equals(self._index):
             return values
+        # (hashed, not sorted: an index mixing strings and numbers does not sort)
         if values.index.is_unique and len(values) == len(self._index) and \
-                values.index.sort_values().equals(self._index.sort_values()):
+                values.index.isin(self._index).all():
             return values.reindex(self._index)
         if self._indexed == "labels":
             return values
@@ -192,16 +215,34 @@ class LabellingMap(anywidget.AnyWidget):
 
     @traitlets.validate("selected", "suggested")
     def _valid_positions(self, proposal):
-        return _as_positions(proposal["value"], len(self.x), proposal["trait"].name)
+        return _refusing(_as_positions, proposal["value"], len(self.x), proposal["trait"].name)
 
     @traitlets.validate("assigned", "predicted")
     def _valid_labels(self, proposal):
         name = "labels" if proposal["trait"].name == "assigned" else "predictions"
-        return _as_label_list(self._aligned(proposal["value"], name), len(self.x), name)
+        return _refusing(lambda v: _as_label_list(self._aligned(v, name), len(self.x), name),
+                         proposal["value"])
 
     @traitlets.validate("height")
     def _valid_height(self, proposal):
-        return _check_height(proposal["value"])
+        return _refusing(_check_height, proposal["value"])
+
+    @traitlets.validate("x", "y", "texts")
+    def _fixed_points(self, proposal):
+        if self.__dict__.get("_built"):
+            raise _RefusedValue(
+                f"{proposal['trait'].name} is the map's points, set when it is made; make a new "
+                "LabellingMap for other points")
+        return proposal["value"]
+
+    def set_state(self, sync_data):
+        """A front end's update; one a check refuses is undone there too (the previous
+        values are sent back), then the error is raised."""
+        try:
+            super().set_state(sync_data)
+        except traitlets.TraitError:
+            self.send_state([name for name in sync_data if name in self.keys])
+            raise
 
     @property
     def labels(self):
