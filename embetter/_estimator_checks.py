@@ -128,3 +128,29 @@ def all_or_nothing(method):
             raise
 
     return call
+
+
+def check_steps_fitted(enc) -> None:
+    """`check_is_fitted`, of every step of a pipeline that learns (scikit-learn's looks at
+    the last step only: an unfitted vectorizer before a stateless `Normalizer` passed)."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.utils.validation import check_is_fitted
+
+    if isinstance(enc, Pipeline):
+        for _, step in enc.steps:
+            if step is not None and step != "passthrough" and learns(step):
+                check_steps_fitted(step)
+        return
+    check_is_fitted(enc)
+
+
+def learns(enc) -> bool:
+    """Whether `enc` holds fitted state (a pipeline: whether one of its steps does; a
+    pipeline of stateless steps, such as a grabber and a sentence model, holds none)."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.utils import get_tags
+
+    if isinstance(enc, Pipeline):
+        return any(learns(step) for _, step in enc.steps
+                   if step is not None and step != "passthrough")
+    return bool(get_tags(enc).requires_fit)

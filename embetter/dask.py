@@ -75,19 +75,20 @@ def _client(distributed, client):
 
 def _check_pipeline(pipeline):
     from sklearn.exceptions import NotFittedError
-    from sklearn.utils.validation import check_is_fitted
+
+    from embetter._estimator_checks import check_steps_fitted
 
     if not callable(getattr(pipeline, "transform", None)) or isinstance(pipeline, type):
         raise TypeError(
             "pipeline must be a fitted estimator or Pipeline with a transform method, "
             f"got {type(pipeline).__name__}"
         )
-    try:
-        check_is_fitted(pipeline)
+    try:  # (every step that learns: scikit-learn's check looks at the last one only)
+        check_steps_fitted(pipeline)
     except NotFittedError as e:
         raise NotFittedError(
-            f"pipeline ({type(pipeline).__name__}) is not fitted: fit it locally on a sample, "
-            "then ship it to the cluster"
+            f"pipeline ({type(pipeline).__name__}) is not fitted ({e}): fit it locally on a "
+            "sample, then ship it to the cluster"
         ) from e
 
 
@@ -111,7 +112,7 @@ def _probe_dim(pipeline, data, kind: str) -> int:
         else:
             probe = fill(probe)
     try:
-        out = pipeline.transform(probe)
+        out = _without_cache(pipeline).transform(probe)
     except Exception as e:
         hint = "pass column= to embed one column of the DataFrame, or " if kind == "frame" else ""
         raise ValueError(
@@ -124,6 +125,23 @@ def _probe_dim(pipeline, data, kind: str) -> int:
             f"pipeline.transform must return a 2-D array of embeddings, got shape {shape}"
         )
     return int(shape[1])
+
+
+def _without_cache(pipeline):
+    """`pipeline` with each disk cache in it (itself, or a step of it) replaced by the encoder
+    it wraps: the made-up rows of the width probe are not stored in the caller's cache. The
+    fitted steps are the caller's own objects, only used."""
+    from sklearn.pipeline import Pipeline
+
+    from embetter._cache import CachedEncoder
+
+    if isinstance(pipeline, CachedEncoder):
+        return _without_cache(pipeline.encoder)
+    if isinstance(pipeline, Pipeline):
+        steps = [(name, _without_cache(step)) for name, step in pipeline.steps]
+        if any(new is not old for (_, new), (_, old) in zip(steps, pipeline.steps)):
+            return Pipeline(steps)
+    return pipeline
 
 
 def _check_lengths(lengths, n_partitions: int):
@@ -196,12 +214,20 @@ def _ship(client, pipeline):
     """
     import warnings
 
+    import dask
+    from dask.utils import parse_bytes
+
     blob = _pickled(pipeline)
-    with warnings.catch_warnings():
-        # The bytes travel once, on purpose (a fine-tuned model's weights can exceed the
-        # 10 MiB at which distributed suggests scattering instead): silence that advice here.
+    key = _content_key(blob)
+    threshold = dask.config.get("distributed.admin.large-graph-warning-threshold", "10MB")
+    if len(blob) < parse_bytes(threshold):  # (no advice to silence: the warnings untouched)
+        return client.submit(_unpickle, blob, key=key, pure=False)
+    # The bytes travel once, on purpose (a fine-tuned model's weights can exceed the size at
+    # which distributed suggests scattering instead): silence that advice here. One call at a
+    # time: two threads' catch_warnings blocks, overlapping, restore each other's filters.
+    with _filters_lock, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
-        return client.submit(_unpickle, blob, key=_content_key(blob), pure=False)
+        return client.submit(_unpickle, blob, key=key, pure=False)
 
 
 #: Per worker process: the pipelines its partitions ran with, newest last, by content key.
@@ -212,6 +238,8 @@ _KEPT: OrderedDict = OrderedDict()
 _KEEP = 2
 _kept_lock = threading.Lock()
 reopen_after_fork(_kept_lock)  # (held by another thread at a fork)
+_filters_lock = threading.Lock()
+reopen_after_fork(_filters_lock)
 
 
 def _worker_copy(key: str, pipeline):
@@ -326,9 +354,13 @@ def transform(pipeline, data, *, column=None, client=None, dim=None, lengths=Fal
             `pipeline.transform` as it is (a pandas object, or a list for a Bag), so a
             pipeline starting with `ColumnGrabber` can take the whole DataFrame.
         column: with a DataFrame, the column of texts to embed (None: pass whole partitions).
-        client: the `distributed.Client` to use; None uses the current default client.
+        client: the `distributed.Client` to use; None uses the current default client. The
+            result holds a future of that client's: with a client that is not the default
+            one, compute it there too (`client.compute(X)`, `X.compute(scheduler=client)`);
+            a plain `X.compute()` fails with Dask's "Missing dependency".
         dim: the output width. None infers it by running the pipeline locally on two made-up
-            rows shaped like the data; pass it when that is not possible.
+            rows shaped like the data (a disk cache in it is skipped: the made-up rows are not
+            stored); pass it when that is not possible.
         lengths: False leaves the row chunk sizes unknown (NaN); True computes them first (one
             extra pass over the input: `persist()` it if loading is expensive); or a sequence
             of one row count per partition when you know them.

@@ -39,7 +39,10 @@ class _Grabber(EmbetterBase):
 
     def set_output(self, *, transform=None):
         """`transform="pandas"`: hand on a Series with the rows' index instead of a list;
-        `"default"` (or another container): a list; `None`: unchanged. Returns self."""
+        `"default"` or `"polars"`: a list; `None`: unchanged. Returns self."""
+        if transform not in (None, "default", "pandas", "polars"):  # (scikit-learn's choices)
+            raise ValueError(f"output config must be in ['default', 'pandas', 'polars'], got "
+                             f"{transform!r}")
         if transform is not None:  # (where scikit-learn keeps it: clone copies it over)
             self._sklearn_output_config = {"transform": transform}
         return self

@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from embetter._estimator_checks import all_or_nothing
+from embetter._estimator_checks import all_or_nothing, check_steps_fitted, learns
 from embetter._labels import as_labels
 from embetter._validation import as_matrix
 
@@ -146,8 +146,8 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
         from sklearn.metrics import accuracy_score
 
         predicted = self.predict(X1, X2)
-        return accuracy_score(as_labels(y, "y", n_samples=len(predicted)), predicted,
-                              sample_weight=sample_weight)
+        y = as_labels(y, "y", n_samples=len(predicted), counted="X1 and X2 hold {n} pairs")
+        return accuracy_score(y, predicted, sample_weight=sample_weight)
 
 
 def _takes_sparse(head) -> bool:
@@ -161,7 +161,11 @@ def _takes_sparse(head) -> bool:
 
 
 def _sized(X, name: str):
-    """A generator read once into a list (it is encoded, and maybe fitted on, twice)."""
+    """A generator read once into a list (it is encoded, and maybe fitted on, twice); a
+    pyarrow Array or ChunkedArray as the list of its values (its items are pyarrow scalars,
+    not the texts an encoder fitted on both sides reads)."""
+    if hasattr(X, "to_pylist") and hasattr(X, "null_count"):
+        return X.to_pylist()
     if hasattr(X, "__len__"):
         return X
     if X is None or isinstance(X, (str, bytes)) or not hasattr(X, "__iter__"):
@@ -198,8 +202,8 @@ def _fitted(enc, X1, X2):
     if not hasattr(enc, "get_params"):  # not a scikit-learn estimator: used as it is
         return enc
     try:
-        _check_fitted(enc)
-        return copy.deepcopy(enc) if _learns(enc) else enc
+        check_steps_fitted(enc)
+        return copy.deepcopy(enc) if learns(enc) else enc
     except NotFittedError:
         if _ndim(X1) != _ndim(X2):  # texts on one side, a one-column table on the other
             X1, X2 = _one_column(X1), _one_column(X2)
@@ -231,28 +235,3 @@ def _fitted(enc, X1, X2):
         return clone(enc).fit(both)
     except TypeError:  # not an estimator: used as it is
         return enc
-
-
-def _check_fitted(enc) -> None:
-    """`check_is_fitted`, of every step of a pipeline that learns (scikit-learn's looks at
-    the last step only: an unfitted vectorizer before a stateless `Normalizer` passed)."""
-    from sklearn.pipeline import Pipeline
-
-    if isinstance(enc, Pipeline):
-        for _, step in enc.steps:
-            if step is not None and step != "passthrough" and _learns(step):
-                _check_fitted(step)
-        return
-    check_is_fitted(enc)
-
-
-def _learns(enc) -> bool:
-    """Whether `enc` holds fitted state (a pipeline: whether one of its steps does; a
-    pipeline of stateless steps, such as a grabber and a sentence model, holds none)."""
-    from sklearn.pipeline import Pipeline
-    from sklearn.utils import get_tags
-
-    if isinstance(enc, Pipeline):
-        return any(_learns(step) for _, step in enc.steps
-                   if step is not None and step != "passthrough")
-    return bool(get_tags(enc).requires_fit)

@@ -89,16 +89,29 @@ def calc_distances(
 
 def _check_vectors(X, A) -> None:
     """The two sides' vectors (`pipeline`'s of the inputs, `anchor_pipeline`'s of the
-    anchors): finite numbers, of one width (the distance's own errors name neither)."""
+    anchors): a 2-D table of finite numbers each, of one width (the distance's own errors
+    name neither)."""
     import scipy.sparse
 
     widths = []
     for M, who in ((X, "pipeline"), (A, "anchor_pipeline")):
-        values = M.data if scipy.sparse.issparse(M) else np.asarray(M)
+        if scipy.sparse.issparse(M):
+            values, shape = M.data, M.shape
+        else:
+            values = np.asarray(M)
+            try:  # (objects, pandas' nullable floats: as numbers, None as NaN)
+                values = values.astype(np.float64) if values.dtype.kind in "OV" else values
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{who} gave values that are not numbers ({e}); distances "
+                                 "need a 2-D array of numbers, one row per item") from None
+            shape = values.shape
+        if len(shape) != 2:
+            raise ValueError(f"{who} must return a 2-D array (one row per item), got shape "
+                             f"{shape}")
         if values.dtype.kind in "fc" and not np.isfinite(values).all():
             raise ValueError(f"{who} gave vectors holding NaN or inf: distances need finite "
                              "numbers")
-        widths.append(M.shape[1] if scipy.sparse.issparse(M) else np.shape(values)[-1])
+        widths.append(shape[1])
     if widths[0] != widths[1]:
         raise ValueError(f"pipeline gives inputs {widths[0]} columns and anchor_pipeline gives "
                          f"anchors {widths[1]}: both must map into the same space")
