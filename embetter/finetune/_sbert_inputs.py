@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from embetter._labels import as_labels, encode_known_labels
+from embetter._estimator_checks import check_label_columns, check_stream_classes
+from embetter._labels import as_labels, as_targets, encode_known_labels
 from embetter._validation import as_pair_scores, as_texts, check_pairs
 
 
@@ -179,6 +180,28 @@ def check_eval_set(eval_set):
         return check_pairs(*eval_set, texts=True)
     except (TypeError, ValueError) as e:  # (its messages name X1, X2 and y: the eval set's)
         raise type(e)(f"eval_set (X1, X2, y): {e}") from None
+
+
+def read_batch(X, y, classes, *, streaming: bool, known, seen_y):
+    """A `fit`'s or `partial_fit` call's texts and labels, checked against the stream so far
+    (`seen_y`: its labels, None on its first call; `known`: the classes it declared, if any).
+    Returns `(texts, labels, classes)`, the last the classes declared by a first call's
+    `classes=` (or `known`)."""
+    first = seen_y is None
+    texts = as_texts(X)
+    if not texts and streaming:  # (fit: "y is empty")
+        raise ValueError("X is empty: a partial_fit batch needs at least one labelled text")
+    labels, _ = as_targets(y, "y", n_samples=len(texts))
+    if first and labels.ndim == 1 and classes is not None:
+        known = np.unique(as_labels(classes, "classes"))
+    elif first and labels.ndim == 2:
+        check_label_columns(classes, labels.shape[1])
+    elif not first and known is not None:
+        check_stream_classes(classes, known)
+    check_stream_labels(labels, seen_y, known)
+    if not first and known is None:
+        check_named_classes(classes, seen_y, labels)
+    return texts, labels, known
 
 
 def check_stream_labels(labels: np.ndarray, seen_y, classes) -> None:

@@ -12,11 +12,8 @@ from embetter._estimator_checks import (
     Interval,
     StrOptions,
     all_or_nothing,
-    check_label_columns,
-    check_stream_classes,
     check_stream_settled,
 )
-from embetter._labels import as_labels, as_targets
 from embetter._st import embedding_dim
 from embetter._validation import as_random_state, as_texts
 from embetter.base import ReadsTextsOnce
@@ -30,7 +27,7 @@ from embetter.finetune._sbert_auto import (
     resolve_pairs,
 )
 from embetter.finetune._sbert_base import COMMON_CONSTRAINTS, PAIR_LOSSES, SbertBase
-from embetter.finetune._sbert_inputs import check_named_classes, check_stream_labels
+from embetter.finetune._sbert_inputs import read_batch
 from embetter.finetune._sbert_learner import SbertLearner
 from embetter.finetune._stream_average import StreamAverage
 
@@ -294,20 +291,11 @@ class SbertTuner(ReadsTextsOnce, TransformerMixin, SbertBase):
         if not first:  # (before a retrain, which would take a new value in mid-stream)
             settled = self.__dict__.get("_stream_params", {})  # (older pickles: the device)
             check_stream_settled(self, {k: settled[k] for k in _STREAM_FIXED if k in settled})
-        texts = as_texts(X)
-        if not texts and self.__dict__.get("_streaming", False):  # (fit: "y is empty")
-            raise ValueError("X is empty: a partial_fit batch needs at least one labelled text")
-        labels, _ = as_targets(y, "y", n_samples=len(texts))
-        if first and labels.ndim == 1 and classes is not None:
-            self.classes_ = np.unique(as_labels(classes, "classes"))
-        elif first and labels.ndim == 2:
-            check_label_columns(classes, labels.shape[1])
-        elif not first and getattr(self, "classes_", None) is not None:
-            check_stream_classes(classes, self.classes_)
-        check_stream_labels(labels, None if first else self.seen_y_,
-                            getattr(self, "classes_", None))
-        if not first and getattr(self, "classes_", None) is None:
-            check_named_classes(classes, self.seen_y_, labels)
+        texts, labels, declared = read_batch(
+            X, y, classes, streaming=self.__dict__.get("_streaming", False),
+            known=getattr(self, "classes_", None), seen_y=None if first else self.seen_y_)
+        if declared is not None:
+            self.classes_ = declared
         n_pairs = 0
         if not first and (self._refit_due(len(self.seen_texts_) + len(texts))
                           or not self.n_pairs_):

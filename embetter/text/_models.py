@@ -329,8 +329,13 @@ def weights_signature(model) -> str:
             marks = (t.data_ptr(), None if t.is_inference() else getattr(t, "_version", 0))
         h.update(f"{name}{tuple(t.shape)}{t.dtype}{marks};".encode())
         if strided and t.numel():
-            sample = t.detach().reshape(-1)[::1009].cpu().clone(
-                memory_format=torch.contiguous_format)  # (stride 1, even for one value)
+            values = t.detach()
+            if values.is_contiguous():
+                sample = values.reshape(-1)[::1009]
+            else:  # (by position: reshape would copy the whole tensor first; same values)
+                picks = torch.arange(0, values.numel(), 1009, device=values.device)
+                sample = values[torch.unravel_index(picks, values.shape)]
+            sample = sample.cpu().clone(memory_format=torch.contiguous_format)  # (stride 1)
             h.update(sample.view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
