@@ -13,10 +13,15 @@ from __future__ import annotations
 import hashlib
 import numbers
 import threading
-from collections import OrderedDict
 
 import numpy as np
 
+from embetter._dask_worker import (
+    count_rows,
+    encode_partition,
+    forget_kept,
+    unpickle,
+)
 from embetter._guest import reopen_after_fork
 from embetter._validation import check_int
 
@@ -196,13 +201,6 @@ def _content_key(blob: bytes) -> str:
     return f"embetter-pipeline-{hashlib.blake2b(blob, digest_size=16).hexdigest()}"
 
 
-def _unpickle(blob: bytes):
-    """Runs on a worker: the pipeline, from the bytes the scheduler keeps in the task."""
-    import pickle
-
-    return pickle.loads(blob)
-
-
 def _ship(client, pipeline):
     """A future of the pipeline on the cluster that survives the loss of any worker.
 
@@ -221,42 +219,17 @@ def _ship(client, pipeline):
     key = _content_key(blob)
     threshold = dask.config.get("distributed.admin.large-graph-warning-threshold", "10MB")
     if len(blob) < parse_bytes(threshold):  # (no advice to silence: the warnings untouched)
-        return client.submit(_unpickle, blob, key=key, pure=False)
+        return client.submit(unpickle, blob, key=key, pure=False)
     # The bytes travel once, on purpose (a fine-tuned model's weights can exceed the size at
     # which distributed suggests scattering instead): silence that advice here. One call at a
     # time: two threads' catch_warnings blocks, overlapping, restore each other's filters.
     with _filters_lock, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
-        return client.submit(_unpickle, blob, key=key, pure=False)
+        return client.submit(unpickle, blob, key=key, pure=False)
 
 
-#: Per worker process: the pipelines its partitions ran with, newest last, by content key.
-#: Dask may drop a worker's copy between jobs (its memory manager keeps one copy of data no
-#: task waits for) and send it again later as a new object, whose model would load again;
-#: partitions run with the copy kept here instead. Two are kept: this job's and the last.
-_KEPT: OrderedDict = OrderedDict()
-_KEEP = 2
-_kept_lock = threading.Lock()
-reopen_after_fork(_kept_lock)  # (held by another thread at a fork)
-_filters_lock = threading.Lock()
+_filters_lock = threading.Lock()  # (around the warning filters, see _ship)
 reopen_after_fork(_filters_lock)
-
-
-def _worker_copy(key: str, pipeline):
-    """The copy of pipeline `key` this worker process already runs with, else `pipeline`."""
-    with _kept_lock:
-        kept = _KEPT.setdefault(key, pipeline)
-        _KEPT.move_to_end(key)
-        while len(_KEPT) > _KEEP:
-            _KEPT.popitem(last=False)
-    return kept
-
-
-def _forget_kept() -> int:
-    with _kept_lock:
-        n = len(_KEPT)
-        _KEPT.clear()
-    return n
 
 
 def release(client=None) -> int:
@@ -279,59 +252,10 @@ def release(client=None) -> int:
     if client is not None and not callable(getattr(client, "run", None)):
         raise TypeError("client must be a dask.distributed Client (or None: this process "
                         f"only), got {type(client).__name__}")
-    dropped = _forget_kept()
+    dropped = forget_kept()
     if client is not None:
-        dropped += sum(client.run(_forget_kept).values())
+        dropped += sum(client.run(forget_kept).values())
     return dropped
-
-
-def _count(part) -> int:
-    return len(part) if hasattr(part, "__len__") else sum(1 for _ in part)
-
-
-def _encode_partition(part, pipeline, key: str, dim: int, expected_rows):
-    """Runs on a worker: embed one partition with the worker's copy of the pipeline.
-
-    The worker runs every partition of pipeline `key` with one object (`_worker_copy`): the
-    sentence model it loads on first use stays attached to it, so each worker process loads
-    the model once, also when Dask hands it the pipeline again.
-    """
-    pipeline = _worker_copy(key, pipeline)
-    if not hasattr(part, "__len__"):  # a Bag partition can be a lazy iterator
-        part = list(part)
-    n = len(part)
-    if expected_rows is not None and n != expected_rows:
-        raise ValueError(
-            f"lengths says this partition has {expected_rows} rows, but it has {n}"
-        )
-    if n == 0:
-        # Not every step accepts zero rows (PCA refuses them); the answer is known anyway.
-        return np.zeros((0, dim), dtype=np.float32)
-    try:
-        out = pipeline.transform(part)
-    except (ValueError, TypeError) as e:
-        # a DataFrame's or Series' index (a Bag's partition is a list: `list.index` is a
-        # method, and its rows count from the partition's first anyway)
-        index = getattr(part, "index", None)
-        if index is None or callable(index) or not len(index):
-            raise
-        # "X[5] is missing" counts rows within this partition: say which one it is
-        where = (f"in the partition of index {index[0]!r} to {index[-1]!r} ({n} rows; "
-                 "positions count from its first)")
-        if type(e) in (ValueError, TypeError):
-            raise type(e)(f"{where}: {e}") from e
-        if hasattr(e, "add_note"):  # a subclass (NotFittedError...) keeps its type
-            e.add_note(where)
-        raise
-    if hasattr(out, "toarray"):  # a sparse last step
-        out = out.toarray()
-    out = np.asarray(out, dtype=np.float32)
-    if out.shape != (n, dim):
-        raise ValueError(
-            f"pipeline.transform returned shape {out.shape} for a partition of {n} rows; "
-            f"expected ({n}, {dim}) (dim={dim})"
-        )
-    return out
 
 
 def transform(pipeline, data, *, column=None, client=None, dim=None, lengths=False):
@@ -416,12 +340,12 @@ def transform(pipeline, data, *, column=None, client=None, dim=None, lengths=Fal
     lengths = _check_lengths(lengths, len(parts))
     if lengths is True:
         lengths = tuple(
-            int(n) for n in client.compute([dask.delayed(_count)(p) for p in parts], sync=True)
+            int(n) for n in client.compute([dask.delayed(count_rows)(p) for p in parts], sync=True)
         )
     # Keyed by content: transforming again with the same fitted pipeline reuses the copies
-    # (and the models they loaded) that the workers keep (`_worker_copy`).
+    # (and the models they loaded) that the workers keep (`worker_copy`).
     remote = _ship(client, pipeline)
-    encode = dask.delayed(_encode_partition, pure=True)
+    encode = dask.delayed(encode_partition, pure=True)
     blocks = [
         da.from_delayed(
             encode(part, remote, remote.key, dim, None if lengths is None else lengths[i]),

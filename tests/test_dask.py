@@ -366,10 +366,11 @@ def test_release_drops_the_pipelines_the_workers_keep(client, tiny_model_path, c
     enc = SentenceEncoder(tiny_model_path)
     series = dd.from_pandas(pd.Series(corpus[:40], name="text"), npartitions=2)
     client.compute(transform(enc, series, client=client), sync=True)
-    kept = client.run(lambda: len(__import__("embetter.dask").dask._KEPT))
+    kept = client.run(lambda: len(__import__("embetter._dask_worker")._dask_worker.KEPT))
     assert sum(kept.values()) >= 1  # a worker that ran a partition keeps the pipeline
     assert release(client) >= 1
-    assert sum(client.run(lambda: len(__import__("embetter.dask").dask._KEPT)).values()) == 0
+    kept = client.run(lambda: len(__import__("embetter._dask_worker")._dask_worker.KEPT))
+    assert sum(kept.values()) == 0
     assert release(client) == 0
 
 
@@ -384,19 +385,19 @@ def test_a_missing_text_names_its_partition(client, tiny_model_path):
 
 
 def test_an_error_of_another_kind_keeps_its_type_in_a_partition(tiny_model_path):
-    from embetter.dask import _encode_partition
+    from embetter._dask_worker import encode_partition
     from embetter.text import LiteTextEncoder
 
     with pytest.raises(NotFittedError):  # not rebuilt as a plain ValueError
-        _encode_partition(pd.Series(["a b", "c d"], index=[10, 11]), LiteTextEncoder(),
+        encode_partition(pd.Series(["a b", "c d"], index=[10, 11]), LiteTextEncoder(),
                           "unfitted-lite", 4, None)
 
 
 def test_a_bag_partition_keeps_its_error(tiny_model_path):
-    from embetter.dask import _encode_partition
+    from embetter._dask_worker import encode_partition
     from embetter.text import LiteTextEncoder
 
     encoder = LiteTextEncoder(n_components=2, random_state=0).fit(["a b", "c d", "e f"])
     # a Bag's partition is a list, whose `index` is a method: "no len()" before
     with pytest.raises(ValueError, match=r"X\[1\] is missing"):
-        _encode_partition(["a film", None, "great"], encoder, "lite", 2, None)
+        encode_partition(["a film", None, "great"], encoder, "lite", 2, None)

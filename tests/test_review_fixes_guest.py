@@ -294,14 +294,14 @@ def test_a_child_forked_while_a_lock_was_held_can_take_it():
     # forked while another thread loaded a model hung for ever at its own first load)
     import contextlib
 
-    from embetter import dask
+    from embetter import _dask_worker, dask
     from embetter._guest import GUEST_LOCK
     from embetter.text import _distill, _models
     from embetter.text._backends import _export
     from embetter.text._paths import BUILDING
 
     locks = [GUEST_LOCK, BUILDING, _models._shared_lock, _export._export_lock,
-             _distill._build_lock, dask._kept_lock]
+             _distill._build_lock, _dask_worker.kept_lock, dask._filters_lock]
     held, release = threading.Event(), threading.Event()
 
     def holder():
