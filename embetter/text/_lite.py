@@ -37,11 +37,13 @@ class LiteTextEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
     (or joblib, for files you trust).
 
     Arguments:
-        n_components: output dimension (capped at what the fitted vocabulary allows).
+        n_components: output dimension (capped at what the fitted texts allow: fewer than
+            their vocabulary and than the distinct texts, and the rank of their TF-IDF).
         word_ngram_range: n-gram range of the word TF-IDF.
         char_ngram_range: n-gram range of the character TF-IDF (within word boundaries).
         max_features: vocabulary size cap per TF-IDF.
-        normalize: scale outputs to unit length.
+        normalize: scale outputs to unit length (a text with no term of the vocabulary, or
+            an empty one, stays a zero vector).
         random_state: seed of the randomized SVD.
 
     Usage:
@@ -126,12 +128,23 @@ class LiteTextEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
                     f"X gives a vocabulary of {tfidf.shape[1]} term: at least 2 are needed to "
                     "learn a space (raise max_features, or use n-gram ranges the texts are "
                     "long enough for)")
-            # TruncatedSVD needs n_components < n_features, and more than the rank is wasted.
-            self.n_components_ = int(max(1, min(n, tfidf.shape[1] - 1, len(texts) - 1)))
-            self.svd_ = TruncatedSVD(self.n_components_, random_state=self.random_state)
-            self.svd_.fit(tfidf)
+            # TruncatedSVD needs n_components < n_features, and more than the rank is wasted:
+            # past it the components are noise of the seed's (repeated texts: distinct ones)
+            self.n_components_ = int(max(1, min(n, tfidf.shape[1] - 1, len(texts) - 1,
+                                                len(set(texts)))))
+            # (every text the same: no variance to explain, whose ratio sklearn divides by)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                self.svd_ = self._svd(tfidf, self.n_components_)
+                values = self.svd_.singular_values_
+                rank = int(np.sum(values > 1e-10 * values[0])) if values[0] > 0 else 1
+                if rank < self.n_components_:  # (texts the TF-IDF reads alike: "Hi", "hi!")
+                    self.n_components_ = max(1, rank)
+                    self.svd_ = self._svd(tfidf, self.n_components_)
         _basis_in_order(self.svd_)
         return self
+
+    def _svd(self, tfidf, n: int) -> TruncatedSVD:
+        return TruncatedSVD(n, random_state=self.random_state).fit(tfidf)
 
     def transform(self, X):
         """Encode texts into a float32 array of shape `(n_texts, n_components_)`."""

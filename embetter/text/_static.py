@@ -61,7 +61,8 @@ class TextEncoder(RemovedParams, ReadsTextsOnce, TransformerMixin, BaseEstimator
     """Encode texts with a static model2vec model: a hundred times the speed of a transformer.
 
     A static model stores one vector per token and averages them, so encoding is a tokenizer
-    pass and a table lookup. `TextEncoder()` uses a static copy of the embedded
+    pass and a table lookup (over a text's first 512 tokens, model2vec's `max_length`: the
+    rest of a longer text is not read). `TextEncoder()` uses a static copy of the embedded
     all-MiniLM-L6-v2, distilled with model2vec on first use (one transformer pass over its
     30k-token vocabulary: seconds on a quiet laptop CPU, minutes on a busy one; no network)
     and cached under `$EMBETTER_CACHE_DIR` (default `$XDG_CACHE_HOME/embetter`, else
@@ -283,8 +284,11 @@ class TextEncoder(RemovedParams, ReadsTextsOnce, TransformerMixin, BaseEstimator
         targets = self._teacher_embeddings(texts)
         # model2vec's trainer seeds Python's, numpy's and torch's global generators; it
         # trains with autograd on, even under the caller's no_grad() or inference_mode()
+        # (drawn before numpy's global generator is kept and put back: with random_state=None
+        # each fit draws another seed, as scikit-learn means None)
+        seed = self._training_seed()
         with kept_random_state(), grad_enabled():
-            self.trained_model_ = train_to_mimic(start, texts, targets, self._training_seed(),
+            self.trained_model_ = train_to_mimic(start, texts, targets, seed,
                                                  show_progress_bar=bool(self.show_progress_bar))
         self.n_features_in_ = 1
 
