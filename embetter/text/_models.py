@@ -37,7 +37,9 @@ def cache_root() -> Path:
     env = os.environ.get("EMBETTER_CACHE_DIR")
     if env:
         return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base or not os.path.isabs(base):  # (the XDG spec: a relative one is ignored)
+        base = os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "embetter"
 
 

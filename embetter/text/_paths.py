@@ -8,7 +8,7 @@ import threading
 import numpy as np
 
 from embetter._guest import reopen_after_fork
-from embetter._st import default_prompt, is_sentence_model
+from embetter._st import default_prompt, embedding_dim, is_sentence_model
 from embetter.text._models import weights_signature
 
 #: Texts per batch when `batch_size` is None and no token budget applies.
@@ -47,8 +47,8 @@ class EncodePaths:
             plan = default_plan(self._device_kind(), self.batch_size)
             return Plan("pipelined", self.precision, plan.max_tokens)
         # the default and "auto" choose a path themselves: one this model and prompt cannot
-        # take (a prompt the pooling leaves out, say; auto measured without the prompt)
-        # gives way to sentence-transformers' own
+        # take (a prompt the pooling leaves out, say; auto measures without the prompt, at
+        # the full width) gives way to sentence-transformers' own
         auto = self.backend == "auto"
         plan = self._auto_plan() if auto else default_plan(self._device_kind(), self.batch_size)
         if plan.backend != "torch" and not self._runs(plan):
@@ -125,7 +125,9 @@ class EncodePaths:
         def build(plan):
             if plan.backend != "torch":
                 engines[plan] = self._fast_engine(plan, keep=False)
-            return lambda texts: self._encode(plan, texts, engines.get(plan), progress=False)
+            # (the choice is cached for the model, whatever an encoder's prompt and width)
+            return lambda texts: self._encode(plan, texts, engines.get(plan), progress=False,
+                                              probe=True)
 
         plan, report = resolve(self.name, kind, self.batch_size, build, gpu=gpu,
                                flags=cpu_flags(), installed=installed_runtimes())
@@ -185,20 +187,27 @@ class EncodePaths:
         # With a token budget the budget cuts batches; the count is only a (loose) cap.
         return int(plan.max_tokens) if plan.max_tokens else DEFAULT_BATCH_SIZE
 
-    def _encode(self, plan, texts, engine=None, progress=None) -> np.ndarray:
+    def _encode(self, plan, texts, engine=None, progress=None, probe=False) -> np.ndarray:
         """Run `plan` on a non-empty list of texts: float32 `(n, dim)`, cut to the width
-        asked for (`truncate_dim`, else the model's own truncation)."""
+        asked for (`truncate_dim`, else the model's own truncation). `probe`: as auto's probe
+        runs it, for any encoder of the model (no prompt of the encoder's, the full width)."""
         progress = bool(self.show_progress_bar) if progress is None else progress
         batch = self._texts_per_batch(plan)
-        # an explicit truncation overrides the model's own, as in its encode (wider too)
-        asked = self._output_dim_param()[0]
+        prompt = None if probe else self.prompt
+        if not probe:  # an explicit truncation overrides the model's own (wider too)
+            asked = self._output_dim_param()[0]
+        else:  # (the fast engines compute the full width; the model's encode is told it)
+            asked = (embedding_dim(self.model_, untruncated=True) if plan.backend == "torch"
+                     else None)
         if plan.backend == "torch":
             emb = self.model_.encode(texts, batch_size=batch, show_progress_bar=progress,
                                      convert_to_numpy=True, normalize_embeddings=False,
-                                     prompt=self.prompt, truncate_dim=asked)
+                                     prompt=prompt, truncate_dim=asked)
             return np.asarray(emb, dtype=np.float32)
         engine = engine or self._fast_engine(plan)
         extra = {"max_tokens": plan.max_tokens} if plan.max_tokens else {}
-        emb = engine.encode(texts, batch, self.prompt, progress, **extra)
+        emb = engine.encode(texts, batch, prompt, progress, **extra)
+        if probe:
+            return emb
         cut = asked if asked is not None else self._model_cut(plan, engine)
         return emb if cut is None else np.ascontiguousarray(emb[:, :int(cut)])

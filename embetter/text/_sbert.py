@@ -222,6 +222,12 @@ class SentenceEncoder(EncodePaths, RemovedParams, EmbetterBase):
 
     def _check_params(self):
         check_int(self.batch_size, "batch_size", allow_none=True)
+        dim, param = self._output_dim_param()  # (its upper bound, the model's: `_output_dim`)
+        if dim is not None and (not isinstance(dim, numbers.Integral) or isinstance(dim, bool)
+                                or dim < 1):
+            none = "None or " if param == "truncate_dim" else ""
+            raise ValueError(f"{param} must be {none}an int between 1 and the model's "
+                             f"dimension, got {dim!r}")
         for flag in ("normalize_embeddings", "show_progress_bar"):
             check_bool(getattr(self, flag), flag)
         if self.prompt is not None and not isinstance(self.prompt, str):

@@ -25,11 +25,11 @@ def cpu_model() -> str:
     return cpuinfo("model name") or platform.processor() or platform.machine() or "unknown"
 
 
-def library_versions() -> dict:
+def library_versions(names=LIBRARIES) -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for name in LIBRARIES:
+    for name in names:
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -82,7 +82,10 @@ def cache_key(kind: str, batch_size, fingerprint: str, gpu: str | None = None,
         "gpu": gpu,
         "versions": library_versions(),
         "model": fingerprint,
-        "batch_size": batch_size,
+        # (an int: numpy's, as GridSearchCV hands it, is no JSON; an older file still matches)
+        "batch_size": None if batch_size is None else int(batch_size),
+        # (what the probe measures and may save changes with embetter's own code too)
+        "embetter": library_versions(("embetter",))["embetter"],
     }
 
 
@@ -113,7 +116,7 @@ def save(path: Path, data: dict) -> bool:
     try:
         with atomic_path(path) as tmp:
             Path(tmp).write_text(json.dumps(data, indent=1, sort_keys=True))
-    except OSError as e:
+    except (OSError, ValueError) as e:  # (ValueError: the path is a folder, say)
         log.warning("backend='auto' could not save its choice to %s (%s): it will measure "
                     "again in the next process", path, e)
         return False

@@ -151,6 +151,11 @@ def export_onnx(model, folder: Path, precision: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+#: what torch's TorchScript-based ONNX exporter says on every export (message starts)
+_EXPORT_CHATTER = ("You are using the legacy TorchScript-based ONNX export",
+                   "The feature will be removed", "Exporting aten::")
+
+
 def _export_graph(model, tokenizer: TextTokenizer, path: Path) -> None:
     """Trace the whole sentence pipeline (transformer + pooling + dense + normalise) to ONNX."""
     import warnings
@@ -182,7 +187,13 @@ def _export_graph(model, tokenizer: TextTokenizer, path: Path) -> None:
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes["sentence_embedding"] = {0: "batch"}
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer chatter about constant Python bools
+        # the exporter's own chatter only (tracing constant Python bools, its deprecation,
+        # opset notes), not every warning: the filters are the process's, and another
+        # thread's catch_warnings that began inside this block and ends after it puts these
+        # back for good (ignoring everything, a thread's warnings were all lost after that)
+        for message in _EXPORT_CHATTER:
+            warnings.filterwarnings("ignore", message=message)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(
             SentenceGraph(model, names), args, str(path), dynamo=False, opset_version=17,
             input_names=names, output_names=["sentence_embedding"], dynamic_axes=axes,

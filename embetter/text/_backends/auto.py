@@ -75,6 +75,8 @@ class Plan:
         if not isinstance(data, dict) or set(data) != {"backend", "precision", "max_tokens"}:
             raise ValueError(f"not a plan: {data!r:.200}")
         plan = cls(data["backend"], data["precision"], data["max_tokens"])
+        if not isinstance(plan.backend, str) or not isinstance(plan.precision, (str, type(None))):
+            raise ValueError(f"not a plan: {data!r:.200}")  # (a list is no key to look up)
         if plan.backend not in PRECISIONS or plan.backend in ("auto", None):
             raise ValueError(f"unknown backend in plan: {plan.backend!r}")
         if plan.precision not in PRECISIONS[plan.backend]:

@@ -47,9 +47,11 @@ class PipelinedEngine:
             # (checked once, on the check texts); on CPUs float32 (bfloat16 is opt-in).
             precision = self.settle_half("float16")
         self._set_precision(precision or "float32")
-        if precision == "float32" and not float32_weights(model):
-            # asked for float32 by name, of a model saved in float16 or bfloat16 (which
-            # transformers loads as saved, and autocast never widens): a float32 copy
+        if precision is not None and weights_dtype(model) not in (None, torch.float32,
+                                                                  self.dtype):
+            # a model saved in float16 or bfloat16 (transformers loads it as saved), run in
+            # float32 or the other half (autocast neither widens it nor mixes two halves:
+            # "mixed dtype"): a float32 copy, which autocast then runs in the half asked for
             from embetter.text._models import private_copy
 
             self.model = private_copy(model, self.device).float()
@@ -124,10 +126,14 @@ class PipelinedEngine:
 
 def may_copy(model, precision, on_gpu: bool) -> bool:
     """Whether an engine asked for `precision` may run a float32 copy of `model` (a model in
-    float16 or bfloat16, run in float32 by name, or by default on a GPU where half precision
-    does not hold), not the model itself."""
-    asks = precision == "float32" or (precision is None and on_gpu)
-    return asks and not float32_weights(model)
+    float16 or bfloat16, run in float32 or the other half by name, or by default on a GPU
+    where half precision may not hold), not the model itself."""
+    import torch
+
+    weights = weights_dtype(model)
+    if weights in (None, torch.float32):
+        return False
+    return on_gpu if precision is None else getattr(torch, precision) != weights
 
 
 def float32_weights(model) -> bool:
