@@ -243,7 +243,7 @@ def _signature(obj, seen, held, given=False):
         # a caller's torch model, which it may train or edit in place (a model loaded or
         # trained here changes with the state around it): a signature of its weights, a
         # few ms for MiniLM, so not for every model on every cached transform
-        from embetter.text._models import weights_signature
+        from embetter.text._model_copies import weights_signature
 
         return ("module", id(obj), weights_signature(obj))
     return ("id", id(obj))

@@ -121,7 +121,7 @@ def test_cpu_0_runs_a_callers_cpu_model_as_it_is(tiny_model_path):
     # torch.device("cpu:0") != torch.device("cpu"): the model was copied for nothing
     from sentence_transformers import SentenceTransformer
 
-    from embetter.text._models import runs_as_is
+    from embetter.text._model_copies import runs_as_is
 
     model = SentenceTransformer(tiny_model_path, device="cpu").eval()
     assert runs_as_is(model, "cpu:0")

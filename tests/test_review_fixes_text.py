@@ -132,7 +132,7 @@ def test_lite_encoder_fits_texts_without_a_two_letter_word():
 def test_a_callers_model_moved_to_another_device_changes_the_encoders_key(tiny_model_path):
     from sentence_transformers import SentenceTransformer
 
-    from embetter.text._models import model_state_key
+    from embetter.text._model_copies import model_state_key
 
     model = SentenceTransformer(tiny_model_path, device="cpu")
     before = model_state_key(model, None)

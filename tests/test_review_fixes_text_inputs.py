@@ -138,7 +138,7 @@ def test_weights_signature_samples_a_strided_view_as_its_flat_copy():
 
     import torch
 
-    from embetter.text._models import weights_signature
+    from embetter.text._model_copies import weights_signature
 
     def flattened(model):  # the signature as it was computed before (reshape, then stride)
         h = hashlib.blake2b(digest_size=16)

@@ -18,7 +18,8 @@ def private_model(source, device=None):
     normalisation, which the learner would lose; its backend and precision only set speed).
     """
     from embetter._torch import device_name
-    from embetter.text._models import load_sentence_transformer, moved_copy
+    from embetter.text._model_copies import moved_copy
+    from embetter.text._models import load_sentence_transformer
     from embetter.text._sbert import SentenceEncoder
 
     if isinstance(source, SentenceEncoder):

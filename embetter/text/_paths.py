@@ -9,7 +9,7 @@ import numpy as np
 
 from embetter._guest import reopen_after_fork
 from embetter._st import default_prompt, embedding_dim, is_sentence_model
-from embetter.text._models import weights_signature
+from embetter.text._model_copies import weights_signature
 
 #: Texts per batch when `batch_size` is None and no token budget applies.
 DEFAULT_BATCH_SIZE = 32

@@ -12,12 +12,8 @@ from embetter._removed import RemovedParams
 from embetter._st import embedding_dim, is_sentence_model
 from embetter._validation import as_texts, check_bool, check_int
 from embetter.base import EmbetterBase, text_input_tags
-from embetter.text._models import (
-    eval_view,
-    model_state_key,
-    shared_sentence_transformer,
-    sync_weights,
-)
+from embetter.text._model_copies import eval_view, model_state_key, sync_weights
+from embetter.text._models import shared_sentence_transformer
 from embetter.text._paths import BUILDING, EncodePaths
 
 #: the model key of the transform running in this thread: (encoder, key) or None

@@ -162,7 +162,7 @@ def _export_graph(model, tokenizer: TextTokenizer, path: Path) -> None:
 
     import torch
 
-    from embetter.text._models import private_copy
+    from embetter.text._model_copies import private_copy
 
     # A private CPU copy with plain ("eager") attention: it traces to the pattern that
     # onnxruntime fuses into its Attention kernel, and the caller's model is left untouched.

@@ -52,7 +52,7 @@ class PipelinedEngine:
             # a model saved in float16 or bfloat16 (transformers loads it as saved), run in
             # float32 or the other half (autocast neither widens it nor mixes two halves:
             # "mixed dtype"): a float32 copy, which autocast then runs in the half asked for
-            from embetter.text._models import private_copy
+            from embetter.text._model_copies import private_copy
 
             self.model = private_copy(model, self.device).float()
 
