@@ -7,7 +7,8 @@
   the parameter constraints the heads share;
 - `fit`: how the engine's `fit` trains (epochs, stopping rules, early stopping's split);
 - `rollback`: a snapshot to put a head back as it was when a call fails;
-- `progress`: the engine's epoch progress bar.
+- `progress`: the engine's epoch progress bar;
+- `unit`: rows scaled to unit length, safe from float32's overflow.
 """
 
 from embetter._torch.device import (

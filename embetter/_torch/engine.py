@@ -182,10 +182,12 @@ class TorchHeadMixin(FitTraining, StreamTraining):
         """A parameter of `_ARCHITECTURE` in the form a stream's start keeps it."""
         return getattr(self, name)
 
-    def _start_training(self):
-        """A fresh network, optimizer, RNG and replay memory."""
+    def _start_training(self, within_stream: bool = False):
+        """A fresh network, optimizer, RNG and replay memory. `within_stream`: a stream's
+        retrain, which goes on where the stream runs when its device is not on this machine
+        (a head trained on a GPU, loaded on a CPU-only one), as every call before it did."""
         self._rng = np.random.RandomState(seed_from(self.random_state))
-        self.device_ = available_device(self.device)
+        self.device_ = (restored_device if within_stream else available_device)(self.device)
         self._architecture = {name: self._settled(name) for name in self._ARCHITECTURE}
         # float32 (the rows' dtype) whatever the caller set as torch's default dtype
         with seeded(self._rng.randint(0, 2**31 - 1), self.device_), grad_enabled():

@@ -31,7 +31,6 @@ class StreamTraining:
     #: a head without the parameter (ContrastiveLearner), or pickled before it existed,
     #: streams without retraining (instances of the tuners set it)
     refit_growth = None
-    refit_rows_ = 0
 
     # -- hooks -------------------------------------------------------------------------------
     def _stream_budget(self, n_rows: int) -> float:
@@ -69,7 +68,7 @@ class StreamTraining:
             # stopping's split of them is unusable (a random split of rare label sets), the
             # stream goes on as it was and a later call retrains on another split
             kept = dict(self.__dict__)
-            self._start_training()
+            self._start_training(within_stream=True)
             try:
                 plan = self._fit_plan(pool)
             except UnusableSplit:
@@ -77,7 +76,7 @@ class StreamTraining:
             else:
                 self._fit_planned(pool, plan)
                 return
-        if not self.refit_rows_:  # the first call of a stream starts it
+        if not self.__dict__.get("refit_rows_"):  # the first call of a stream starts it
             self.refit_rows_ = n_new
         at_least = self._replay_at_least()
         anchors = replay_subsets(memory, n_new, self._rng, at_least=at_least)
@@ -130,7 +129,7 @@ class StreamTraining:
         if self.refit_growth is None or not seen or replay_len(memory) < seen:
             return False
         n = pool[0].shape[0]
-        if n < float(self.refit_growth) * self.refit_rows_:
+        if n < float(self.refit_growth) * self.__dict__.get("refit_rows_", 0):
             return False
         if getattr(self, "early_stopping", False) and not self._split_fits(n):
             return False

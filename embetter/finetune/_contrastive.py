@@ -23,6 +23,7 @@ from embetter._estimator_checks import (
 )
 from embetter._torch import TorchHeadMixin, available_device, seed_from
 from embetter._torch.engine import ENGINE_CONSTRAINTS
+from embetter._torch.unit import unit_rows
 from embetter._validation import check_pairs
 from embetter.base import FitsPairs
 
@@ -46,7 +47,7 @@ class _Projection(torch.nn.Module):
                 torch.nn.init.orthogonal_(self.linear.weight)
 
     def forward(self, x):
-        return _F.normalize(self.linear(x), dim=1)
+        return unit_rows(self.linear(x))
 
 
 def _cosine_margin_loss(a, b, y, margin):

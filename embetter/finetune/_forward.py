@@ -23,6 +23,7 @@ from embetter._labels import as_labels, check_class_labels, encode_known_labels
 from embetter._torch import TorchHeadMixin
 from embetter._torch.engine import ENGINE_CONSTRAINTS
 from embetter._torch.stream import REFIT_CONSTRAINTS
+from embetter._torch.unit import unit_rows
 
 _ACTIVATIONS = {
     "relu": torch.nn.ReLU,
@@ -61,7 +62,7 @@ class _FeedForward(torch.nn.Module):
         return self.activation(self.hidden(x))
 
     def forward(self, x):
-        h = torch.nn.functional.normalize(self.dropout(self.embed(x)), dim=1)
+        h = unit_rows(self.dropout(self.embed(x)))
         w = torch.nn.functional.normalize(self.classes, dim=1)
         return _LOGIT_SCALE * h @ w.T
 
@@ -269,7 +270,7 @@ class FeedForwardTuner(TorchHeadMixin, ClassNamePrefixFeaturesOutMixin, Transfor
         check_is_fitted(self)
         X = check_estimator_input(self, X, reset=False, allow_empty=True)
         return self._forward(
-            X, lambda m, x: torch.nn.functional.normalize(m.embed(x), dim=1)
+            X, lambda m, x: unit_rows(m.embed(x))
         )
 
     def __sklearn_tags__(self):
