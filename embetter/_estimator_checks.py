@@ -131,26 +131,63 @@ def all_or_nothing(method):
 
 
 def check_steps_fitted(enc) -> None:
-    """`check_is_fitted`, of every step of a pipeline that learns (scikit-learn's looks at
-    the last step only: an unfitted vectorizer before a stateless `Normalizer` passed)."""
-    from sklearn.pipeline import Pipeline
+    """`check_is_fitted` of every step that learns, inside pipelines, feature unions and disk
+    caches (scikit-learn's looks at a pipeline's last step only: an unfitted vectorizer
+    before a stateless `Normalizer` passed). A step before the last is judged only where its
+    fitted state can be read: scikit-learn's and embetter's, and any with
+    `__sklearn_is_fitted__` (a stateless class of the user's has no fitted attribute to show,
+    and scikit-learn's check calls it unfitted)."""
     from sklearn.utils.validation import check_is_fitted
 
-    if isinstance(enc, Pipeline):
-        for _, step in enc.steps:
-            if step is not None and step != "passthrough" and learns(step):
-                check_steps_fitted(step)
+    parts = _parts(enc)
+    if parts is None:
+        check_is_fitted(enc)
         return
-    check_is_fitted(enc)
+    for k, part in enumerate(parts):
+        # (a union's transformers and a cache's encoder are judged as scikit-learn's own
+        # checks of them would: each of them)
+        before_last = _is_pipeline(enc) and k < len(parts) - 1
+        if learns(part) and (not before_last or _parts(part) is not None or _judged(part)):
+            check_steps_fitted(part)
 
 
 def learns(enc) -> bool:
-    """Whether `enc` holds fitted state (a pipeline: whether one of its steps does; a
-    pipeline of stateless steps, such as a grabber and a sentence model, holds none)."""
-    from sklearn.pipeline import Pipeline
+    """Whether `enc` holds fitted state (a pipeline, a feature union or a disk cache: whether
+    a part of it does; a pipeline of stateless steps, such as a grabber and a sentence model,
+    holds none)."""
     from sklearn.utils import get_tags
 
-    if isinstance(enc, Pipeline):
-        return any(learns(step) for _, step in enc.steps
-                   if step is not None and step != "passthrough")
+    parts = _parts(enc)
+    if parts is not None:
+        return any(learns(part) for part in parts)
     return bool(get_tags(enc).requires_fit)
+
+
+def _is_pipeline(enc) -> bool:
+    from sklearn.pipeline import Pipeline
+
+    return isinstance(enc, Pipeline)
+
+
+def _parts(enc):
+    """The estimators `enc` is made of (a pipeline's steps, a feature union's transformers, a
+    disk cache's encoder), None for any other estimator."""
+    from sklearn.pipeline import FeatureUnion, Pipeline
+
+    from embetter._cache import CachedEncoder
+
+    if isinstance(enc, Pipeline):
+        steps = [step for _, step in enc.steps]
+    elif isinstance(enc, FeatureUnion):
+        steps = [step for _, step in enc.transformer_list]
+    elif isinstance(enc, CachedEncoder):
+        steps = [enc.encoder]
+    else:
+        return None
+    return [step for step in steps if step is not None and not isinstance(step, str)]
+
+
+def _judged(step) -> bool:
+    """Whether `check_is_fitted` can tell if `step` is fitted."""
+    return (type(step).__module__.split(".")[0] in ("sklearn", "embetter")
+            or hasattr(step, "__sklearn_is_fitted__"))

@@ -133,20 +133,29 @@ def _probe_dim(pipeline, data, kind: str) -> int:
 
 
 def _without_cache(pipeline):
-    """`pipeline` with each disk cache in it (itself, or a step of it) replaced by the encoder
-    it wraps: the made-up rows of the width probe are not stored in the caller's cache. The
-    fitted steps are the caller's own objects, only used."""
-    from sklearn.pipeline import Pipeline
+    """`pipeline` with each disk cache in it (itself, a step, a feature union's part) replaced
+    by the encoder it wraps: the made-up rows of the width probe are not stored in the
+    caller's cache. A shallow copy where one is replaced: the fitted steps are the caller's
+    own objects, only used."""
+    import copy
+
+    from sklearn.pipeline import FeatureUnion, Pipeline
 
     from embetter._cache import CachedEncoder
 
     if isinstance(pipeline, CachedEncoder):
         return _without_cache(pipeline.encoder)
-    if isinstance(pipeline, Pipeline):
-        steps = [(name, _without_cache(step)) for name, step in pipeline.steps]
-        if any(new is not old for (_, new), (_, old) in zip(steps, pipeline.steps)):
-            return Pipeline(steps)
-    return pipeline
+    field = ("steps" if isinstance(pipeline, Pipeline)
+             else "transformer_list" if isinstance(pipeline, FeatureUnion) else None)
+    if field is None:
+        return pipeline
+    parts = getattr(pipeline, field)
+    bare = [(name, _without_cache(part)) for name, part in parts]
+    if all(new is old for (_, new), (_, old) in zip(bare, parts)):
+        return pipeline
+    out = copy.copy(pipeline)
+    setattr(out, field, bare)
+    return out
 
 
 def _check_lengths(lengths, n_partitions: int):
@@ -218,11 +227,13 @@ def _ship(client, pipeline):
     blob = _pickled(pipeline)
     key = _content_key(blob)
     threshold = dask.config.get("distributed.admin.large-graph-warning-threshold", "10MB")
-    if len(blob) < parse_bytes(threshold):  # (no advice to silence: the warnings untouched)
+    # (the graph is the pipeline and a little more: a margin for the rest of it)
+    if len(blob) + (64 << 10) < parse_bytes(threshold):  # (no advice: the filters untouched)
         return client.submit(unpickle, blob, key=key, pure=False)
     # The bytes travel once, on purpose (a fine-tuned model's weights can exceed the size at
     # which distributed suggests scattering instead): silence that advice here. One call at a
-    # time: two threads' catch_warnings blocks, overlapping, restore each other's filters.
+    # time: two threads' catch_warnings blocks, overlapping, restore each other's filters
+    # (another library's block overlapping this one can still keep its one narrow filter).
     with _filters_lock, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
         return client.submit(unpickle, blob, key=key, pure=False)

@@ -9,8 +9,9 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import make_pipeline, make_union
 from sklearn.preprocessing import FunctionTransformer, Normalizer
 
 from embetter.grab import ColumnGrabber, KeyGrabber
@@ -42,37 +43,86 @@ def _frame():
     return dd.from_pandas(pd.DataFrame({"text": TEXTS * 5}), npartitions=2)
 
 
-def test_dask_refuses_a_pipeline_with_an_unfitted_step_before_it_runs(client):
+class Lower(BaseEstimator, TransformerMixin):
+    """A stateless step of the user's own (no fitted attribute to show)."""
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        return [text.lower() for text in X]
+
+
+def test_dask_refuses_a_pipeline_with_an_unfitted_step_before_it_runs(client, tmp_path):
     """scikit-learn's check looks at the last step only (a stateless Normalizer); the probe
     turned the NotFittedError into advice to pass dim=, and with dim= the job failed on the
-    workers."""
+    workers. Inside a disk cache too; a fitted pipeline with a stateless step of the user's
+    own before the last is taken (the first fix refused it)."""
     from embetter.dask import transform
 
-    pipe = make_pipeline(LiteTextEncoder(n_components=4), Normalizer())
-    for dim in (None, 4):
-        with pytest.raises(NotFittedError, match="LiteTextEncoder"):
-            transform(pipe, _frame(), column="text", client=client, dim=dim)
+    unfitted = make_pipeline(LiteTextEncoder(n_components=4), Normalizer())
+    for pipe in (unfitted, cached(tmp_path / "c", unfitted)):
+        for dim in (None, 4):
+            with pytest.raises(NotFittedError, match="LiteTextEncoder"):
+                transform(pipe, _frame(), column="text", client=client, dim=dim)
+    fitted = make_pipeline(Lower(), LiteTextEncoder(n_components=3, random_state=0)).fit(TEXTS)
+    got = client.compute(transform(fitted, _frame(), column="text", client=client), sync=True)
+    np.testing.assert_allclose(got[:8], fitted.transform(TEXTS), rtol=1e-5, atol=1e-6)
 
 
-def test_dask_calls_from_threads_leave_the_warning_filters_as_they_were(client):
-    """catch_warnings is not thread-safe: overlapping blocks left distributed's size advice
-    silenced for good. A small pipeline no longer touches the filters; a large one holds a
-    lock around them."""
+def test_dask_calls_from_threads_leave_the_warning_filters_as_they_were(client, monkeypatch):
+    """catch_warnings is not thread-safe: another thread's block that began while a
+    transform was sending its pipeline, and ended after, put back its filter (distributed's
+    size advice silenced for good). A small pipeline no longer touches the filters."""
     from embetter.dask import transform
 
     pipe = make_pipeline(LiteTextEncoder(n_components=4, random_state=0)).fit(TEXTS)
     before = list(warnings.filters)
+    entered, leave = threading.Event(), threading.Event()
 
-    def go():
-        for _ in range(5):
-            transform(pipe, _frame(), column="text", client=client, dim=4)
+    def other_thread():
+        with warnings.catch_warnings():
+            entered.set()
+            leave.wait(30)
 
-    threads = [threading.Thread(target=go) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    other = threading.Thread(target=other_thread)
+    real = client.submit
+
+    def submit(*args, **kwargs):  # (the other thread's block begins inside the sending)
+        if not other.is_alive() and not entered.is_set():
+            other.start()
+            entered.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(client, "submit", submit)
+    transform(pipe, _frame(), column="text", client=client, dim=4)
+    leave.set()
+    other.join(30)
     assert list(warnings.filters) == before
+
+
+def test_dask_silences_the_size_advice_just_under_its_threshold(client):
+    """distributed measures the whole graph, a little more than the pipeline: a pipeline just
+    under the threshold got the advice all the same."""
+    import dask
+    import dask.bag as db
+
+    from embetter.dask import _pickled, transform
+
+    weights = np.random.default_rng(0).standard_normal(4000).astype(np.float32)  # 16 kB
+    pipe = make_pipeline(FunctionTransformer(_first_columns, kw_args={"weights": weights}))
+    pipe.fit(np.ones((2, 3)))
+    rows = db.from_sequence([[1.0, 2.0, 3.0]] * 4, npartitions=2)
+    size = len(_pickled(pipe))
+    with dask.config.set({"distributed.admin.large-graph-warning-threshold": f"{size + 20}B"}), \
+            warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        transform(pipe, rows, client=client, dim=2)
+    assert not [w for w in shown if "Sending large graph" in str(w.message)]
+
+
+def _first_columns(X, weights):
+    return np.asarray(X)[:, :2]
 
 
 def test_dask_width_probe_leaves_the_callers_cache_alone_and_compute_through_client(
@@ -87,6 +137,13 @@ def test_dask_width_probe_leaves_the_callers_cache_alone_and_compute_through_cli
     assert X.shape[1] == 3
     with diskcache.Cache(str(tmp_path / "cache")) as stored:
         assert len(stored) == 0  # (the made-up probe texts were stored: 2 rows)
+    union = make_union(cached(tmp_path / "u1", LiteTextEncoder(n_components=3, random_state=0)
+                              .fit(TEXTS)), cached(tmp_path / "u2", LiteTextEncoder(
+                                  n_components=2, random_state=0).fit(TEXTS)))
+    assert transform(union, _frame(), column="text", client=client).shape[1] == 5
+    for folder in ("u1", "u2"):  # (a feature union's caches stored the probe's texts)
+        with diskcache.Cache(str(tmp_path / folder)) as stored:
+            assert len(stored) == 0
     # the docs' way with a client that is not the default one
     got = X.compute(scheduler=client)
     np.testing.assert_allclose(got[:8], encoder.encoder.transform(TEXTS), rtol=1e-5,

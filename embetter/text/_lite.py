@@ -38,7 +38,8 @@ class LiteTextEncoder(ReadsTextsOnce, TransformerMixin, BaseEstimator):
 
     Arguments:
         n_components: output dimension (capped at what the fitted texts allow: fewer than
-            their vocabulary and than the distinct texts, and the rank of their TF-IDF).
+            the texts and their vocabulary, at most the distinct texts and the rank of their
+            TF-IDF).
         word_ngram_range: n-gram range of the word TF-IDF.
         char_ngram_range: n-gram range of the character TF-IDF (within word boundaries).
         max_features: vocabulary size cap per TF-IDF.

@@ -82,7 +82,7 @@ def cache_key(kind: str, batch_size, fingerprint: str, gpu: str | None = None,
         "gpu": gpu,
         "versions": library_versions(),
         "model": fingerprint,
-        # (an int: numpy's, as GridSearchCV hands it, is no JSON; an older file still matches)
+        # (an int: numpy's, as GridSearchCV hands it, is no JSON)
         "batch_size": None if batch_size is None else int(batch_size),
         # (what the probe measures and may save changes with embetter's own code too)
         "embetter": library_versions(("embetter",))["embetter"],
