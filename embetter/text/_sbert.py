@@ -61,10 +61,11 @@ class SentenceEncoder(EncodePaths, RemovedParams, EmbetterBase):
         precision: `None` picks the backend's default (`"torch"`: float32; `"pipelined"`:
             float16 on CUDA when it holds cosine 0.999, float32 elsewhere; `"onnx"`: int8;
             `"openvino"`: float32).
-            A model saved in float16 or bfloat16 runs in that dtype on `"torch"` and the
-            default `"pipelined"`, as `SentenceTransformer.encode` runs it; `"float32"`
-            named on `"pipelined"` runs a float32 copy, the ONNX-based paths export
-            a float32 one, and `"torch"` refuses it (a `ValueError` at `transform`).
+            A model saved in float16 or bfloat16 runs in that dtype on `"torch"` and on
+            the default `"pipelined"` on a CPU, as `SentenceTransformer.encode` runs it;
+            `"float32"` or the other half named on `"pipelined"` runs a float32 copy (in
+            the half named, under autocast), the ONNX-based paths export a float32 one, and
+            `"torch"` refuses `"float32"` (a `ValueError` at `transform`).
             `"pipelined"` also takes `"float32"`, `"float16"` and `"bfloat16"` (about 3x
             float32 at cosine 0.9999 on a CPU with AMX; with AVX512-BF16 alone anywhere from
             slower to 1.6x, elsewhere slower: `backend="auto"` measures); `"onnx"` takes
