@@ -4,4 +4,4 @@ Importing the package is cheap: torch and sentence-transformers are only importe
 modules that need them (`embetter.text`, `embetter.finetune`).
 """
 
-__version__ = "0.14.0"
+__version__ = "0.15.0"

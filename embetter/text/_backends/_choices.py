@@ -25,11 +25,11 @@ def cpu_model() -> str:
     return cpuinfo("model name") or platform.processor() or platform.machine() or "unknown"
 
 
-def library_versions(names=LIBRARIES) -> dict:
+def library_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for name in names:
+    for name in LIBRARIES:
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -70,6 +70,8 @@ def cache_key(kind: str, batch_size, fingerprint: str, gpu: str | None = None,
     batching, and the candidate `plans` (a choice made among others is measured again)."""
     import torch
 
+    from embetter import __version__ as embetter_version
+
     return {
         "auto_version": AUTO_VERSION,
         "device": kind,
@@ -85,7 +87,7 @@ def cache_key(kind: str, batch_size, fingerprint: str, gpu: str | None = None,
         # (an int: numpy's, as GridSearchCV hands it, is no JSON)
         "batch_size": None if batch_size is None else int(batch_size),
         # (what the probe measures and may save changes with embetter's own code too)
-        "embetter": library_versions(("embetter",))["embetter"],
+        "embetter": embetter_version,
     }
 
 
