@@ -130,25 +130,25 @@ def all_or_nothing(method):
     return call
 
 
-def check_steps_fitted(enc) -> None:
+def check_steps_fitted(enc, lenient: bool = False, _before_last: bool = False) -> None:
     """`check_is_fitted` of every step that learns, inside pipelines, feature unions and disk
     caches (scikit-learn's looks at a pipeline's last step only: an unfitted vectorizer
-    before a stateless `Normalizer` passed). A step before the last is judged only where its
-    fitted state can be read: scikit-learn's and embetter's, and any with
-    `__sklearn_is_fitted__` (a stateless class of the user's has no fitted attribute to show,
-    and scikit-learn's check calls it unfitted)."""
+    before a stateless `Normalizer` passed). `lenient`: a step before a pipeline's last one
+    (wrapped or not) is judged only where its fitted state can be read: scikit-learn's,
+    embetter's, one with `__sklearn_is_fitted__` (a stateless class of the user's shows no
+    fitted attribute, and scikit-learn's check calls it unfitted; so would it an unfitted
+    one of the user's, which the lenient check then lets through)."""
     from sklearn.utils.validation import check_is_fitted
 
     parts = _parts(enc)
     if parts is None:
-        check_is_fitted(enc)
+        if not (lenient and _before_last and not _judged(enc)):
+            check_is_fitted(enc)
         return
     for k, part in enumerate(parts):
-        # (a union's transformers and a cache's encoder are judged as scikit-learn's own
-        # checks of them would: each of them)
-        before_last = _is_pipeline(enc) and k < len(parts) - 1
-        if learns(part) and (not before_last or _parts(part) is not None or _judged(part)):
-            check_steps_fitted(part)
+        before_last = _before_last or (_is_pipeline(enc) and k < len(parts) - 1)
+        if learns(part):
+            check_steps_fitted(part, lenient, before_last)
 
 
 def learns(enc) -> bool:

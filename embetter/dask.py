@@ -88,8 +88,9 @@ def _check_pipeline(pipeline):
             "pipeline must be a fitted estimator or Pipeline with a transform method, "
             f"got {type(pipeline).__name__}"
         )
-    try:  # (every step that learns: scikit-learn's check looks at the last one only)
-        check_steps_fitted(pipeline)
+    try:  # (every step that learns: scikit-learn's check looks at the last one only; a
+        # stateless step of the user's before the last is taken, which the width probe runs)
+        check_steps_fitted(pipeline, lenient=True)
     except NotFittedError as e:
         raise NotFittedError(
             f"pipeline ({type(pipeline).__name__}) is not fitted ({e}): fit it locally on a "
@@ -116,8 +117,12 @@ def _probe_dim(pipeline, data, kind: str) -> int:
             probe = pd.DataFrame({c: fill(probe[c]) for c in probe.columns}, index=probe.index)
         else:
             probe = fill(probe)
+    from sklearn.exceptions import NotFittedError
+
     try:
         out = _without_cache(pipeline).transform(probe)
+    except NotFittedError:  # (a step the fitted check could not judge: as it says)
+        raise
     except Exception as e:
         hint = "pass column= to embed one column of the DataFrame, or " if kind == "frame" else ""
         raise ValueError(
@@ -133,25 +138,29 @@ def _probe_dim(pipeline, data, kind: str) -> int:
 
 
 def _without_cache(pipeline):
-    """`pipeline` with each disk cache in it (itself, a step, a feature union's part) replaced
-    by the encoder it wraps: the made-up rows of the width probe are not stored in the
-    caller's cache. A shallow copy where one is replaced: the fitted steps are the caller's
-    own objects, only used."""
+    """`pipeline` with each disk cache in it (itself, a step, a union's or a fitted column
+    transformer's part) replaced by the encoder it wraps: the made-up rows of the width probe
+    are not stored in the caller's cache. A shallow copy where one is replaced: the fitted
+    steps are the caller's own objects, only used."""
     import copy
 
+    from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import FeatureUnion, Pipeline
 
     from embetter._cache import CachedEncoder
 
     if isinstance(pipeline, CachedEncoder):
         return _without_cache(pipeline.encoder)
+    # (a column transformer runs the fitted copies it keeps in transformers_)
     field = ("steps" if isinstance(pipeline, Pipeline)
-             else "transformer_list" if isinstance(pipeline, FeatureUnion) else None)
+             else "transformer_list" if isinstance(pipeline, FeatureUnion)
+             else "transformers_" if isinstance(pipeline, ColumnTransformer)
+             and hasattr(pipeline, "transformers_") else None)
     if field is None:
         return pipeline
     parts = getattr(pipeline, field)
-    bare = [(name, _without_cache(part)) for name, part in parts]
-    if all(new is old for (_, new), (_, old) in zip(bare, parts)):
+    bare = [(item[0], _without_cache(item[1]), *item[2:]) for item in parts]
+    if all(new[1] is old[1] for new, old in zip(bare, parts)):
         return pipeline
     out = copy.copy(pipeline)
     setattr(out, field, bare)

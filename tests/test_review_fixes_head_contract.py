@@ -26,14 +26,23 @@ def test_a_stream_saved_on_a_gpu_retrains_on_the_cpu_it_was_loaded_on(make):
     if torch.cuda.is_available():
         pytest.skip("needs a machine without CUDA (the state says device='cuda')")
     head = make().partial_fit(X[:100], Y[:100], classes=[0, 1, 2])
-    state = head.__getstate__()
-    state["device"] = "cuda"  # (what a pickle or skops file made on a GPU holds)
+    import copy
+
+    state = copy.deepcopy(head.__getstate__())  # (its own replay memory, not the head's)
+    # (what a pickle or skops file made on a GPU holds: the device set and started with)
+    state["device"] = state["_started_device"] = "cuda"
     loaded = type(head).__new__(type(head))
     loaded.__setstate__(state)
     loaded.partial_fit(X[100:130], Y[100:130])
     loaded.partial_fit(X[130:160], Y[130:160])  # 160 >= 1.5 x 100 rows: a retrain
     assert loaded.refit_rows_ == 160 and loaded.device_.type == "cpu"
     assert np.isfinite(loaded.transform(X[:3])).all()
+    # a device set since the stream started must be there (the fix's first version ran
+    # such a stream's retrains on the CPU, silently)
+    head.set_params(device="cuda")
+    head.partial_fit(X[100:130], Y[100:130])
+    with pytest.raises(ValueError, match="device='cuda', but torch has no cuda device"):
+        head.partial_fit(X[130:160], Y[130:160])
 
 
 def test_rows_too_long_for_float32_squares_still_come_out_unit_length():
@@ -53,6 +62,9 @@ def test_rows_too_long_for_float32_squares_still_come_out_unit_length():
 
     t = torch.from_numpy(X)
     assert torch.equal(unit_rows(t), torch.nn.functional.normalize(t, dim=1))
+    for scale in (1e-11, 1e-13, 1e-15, 1e-20):  # (normalize's floor is 1e-12)
+        np.testing.assert_allclose(torch.linalg.norm(unit_rows(t[:3] * scale), dim=1), 1.0,
+                                   rtol=1e-5)
 
 
 @pytest.mark.parametrize("cls", [FeedForwardTuner, ContrastiveTuner, ContrastiveLearner])

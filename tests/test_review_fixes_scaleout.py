@@ -191,3 +191,47 @@ def test_grabbers_refuse_an_unknown_output_container(grabber):
     with pytest.raises(ValueError, match="output config must be in"):
         grabber.set_output(transform="pnadas")
     assert grabber.set_output(transform="polars") is grabber
+
+
+class Learns(BaseEstimator, TransformerMixin):
+    """A learner of the user's own (fitted state: `mean_`)."""
+
+    def fit(self, X, y=None):
+        self.mean_ = np.asarray(X, dtype=float).mean(axis=0)
+        return self
+
+    def transform(self, X):
+        return np.asarray(X, dtype=float) - self.mean_
+
+
+def test_difference_classifier_fits_an_unfitted_learner_of_the_users_own_before_the_last():
+    """The leniency for a user's stateless step is dask's alone: DifferenceClassifier fits a
+    copy of an encoder it cannot tell fitted (the lenient check used it unfitted: an
+    AttributeError)."""
+    rows = np.random.default_rng(0).normal(size=(8, 5))
+    clf = DifferenceClassifier(enc=make_pipeline(Learns(), Normalizer()))
+    clf.fit(rows[:4], rows[4:], [0, 1, 0, 1])
+    assert clf.predict(rows[:4], rows[4:]).shape == (4,)
+
+
+def test_dask_lets_a_stateless_step_through_wherever_it_sits_and_skips_caches_in_columns(
+        client, tmp_path):
+    import diskcache
+    from sklearn.compose import ColumnTransformer
+
+    from embetter.dask import _check_pipeline, _probe_dim
+
+    lite = LiteTextEncoder(n_components=3, random_state=0).fit(TEXTS)
+    for wrapped in (cached(tmp_path / "a", Lower()), make_union(Lower())):
+        _check_pipeline(make_pipeline(wrapped, FunctionTransformer(lambda t: lite.transform(
+            [x[0] if isinstance(x, (list, np.ndarray)) else x for x in t])), Normalizer()))
+    frame = pd.DataFrame({"text": TEXTS})
+    columns = make_pipeline(ColumnTransformer([("t", cached(tmp_path / "b", lite), "text")]),
+                            Normalizer()).fit(frame)
+    import dask.dataframe as dd
+
+    with diskcache.Cache(str(tmp_path / "b")) as stored:
+        before = len(stored)
+    assert _probe_dim(columns, dd.from_pandas(frame, npartitions=1), "frame") == 3
+    with diskcache.Cache(str(tmp_path / "b")) as stored:
+        assert len(stored) == before  # (the two made-up texts were stored)

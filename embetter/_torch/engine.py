@@ -184,10 +184,15 @@ class TorchHeadMixin(FitTraining, StreamTraining):
 
     def _start_training(self, within_stream: bool = False):
         """A fresh network, optimizer, RNG and replay memory. `within_stream`: a stream's
-        retrain, which goes on where the stream runs when its device is not on this machine
-        (a head trained on a GPU, loaded on a CPU-only one), as every call before it did."""
+        retrain, which goes on where the stream runs when the device it started with is not
+        on this machine (a head trained on a GPU, loaded on a CPU-only one), as every call
+        before it did; a device set since then must be there."""
         self._rng = np.random.RandomState(seed_from(self.random_state))
-        self.device_ = (restored_device if within_stream else available_device)(self.device)
+        started = self.__dict__.get("_started_device", self.device)
+        restored = within_stream and _same_setting(self.device, started)
+        self.device_ = (restored_device if restored else available_device)(self.device)
+        if not within_stream:
+            self._started_device = self.device
         self._architecture = {name: self._settled(name) for name in self._ARCHITECTURE}
         # float32 (the rows' dtype) whatever the caller set as torch's default dtype
         with seeded(self._rng.randint(0, 2**31 - 1), self.device_), grad_enabled():
@@ -360,3 +365,8 @@ class TorchHeadMixin(FitTraining, StreamTraining):
         if optimizer_state is not None:
             with grad_enabled():  # (loaded under inference_mode: moments training can update)
                 self.optimizer_.load_state_dict(torch_state_from_bytes(optimizer_state))
+
+
+def _same_setting(a, b) -> bool:
+    """Whether two `device` settings are the same one (a str, a torch.device or None)."""
+    return a is b or (a is not None and b is not None and str(a) == str(b))

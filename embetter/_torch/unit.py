@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 #: rows whose largest magnitude is beyond these are divided by it before normalising: their
-#: squared length would overflow float32 (a length past ~1.8e19) or underflow to zero
-_LARGE, _SMALL = 1e15, 1e-15
+#: squared length could overflow float32 (a length past ~1.8e19), or their length be under
+#: normalize's floor (1e-12, below which it does not reach unit length)
+_LARGE, _SMALL = 1e15, 1e-12
 
 
 def unit_rows(x: torch.Tensor) -> torch.Tensor:
