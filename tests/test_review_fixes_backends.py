@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import warnings
 
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 from embetter.text import MatryoshkaEncoder, SentenceEncoder
 from embetter.text._backends import auto
 from embetter.text._backends.auto import Plan
+from tests._threads import ForeignWarningsBlock
 
 TEXTS = ["a dog runs in the park", "the cat sleeps", "refund my order please"]
 
@@ -93,27 +93,18 @@ def test_the_onnx_export_leaves_other_warnings_alone(tiny_model_path, tmp_path, 
     from embetter.text._backends._tokenize import TextTokenizer
 
     model = SentenceTransformer(tiny_model_path, device="cpu")
-    entered, leave = threading.Event(), threading.Event()
-
-    def other_thread():
-        with warnings.catch_warnings():
-            entered.set()
-            leave.wait(30)
-
-    other = threading.Thread(target=other_thread)
+    other = ForeignWarningsBlock()
     real = torch.onnx.export
 
     def export(*args, **kwargs):
-        other.start()
-        entered.wait(30)
+        other.begin()
         return real(*args, **kwargs)
 
     monkeypatch.setattr(torch.onnx, "export", export)
     with warnings.catch_warnings():  # (this test's own: the process's filters come back)
         _export._export_graph(model, TextTokenizer.from_sentence_transformer(model),
                               tmp_path / "model.onnx")
-        leave.set()
-        other.join(30)
+        other.end()
         with warnings.catch_warnings(record=True) as shown:
             warnings.warn("a warning of the user's own", UserWarning, stacklevel=1)
         assert [str(w.message) for w in shown] == ["a warning of the user's own"]

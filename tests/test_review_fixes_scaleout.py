@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import threading
 import warnings
 
 import numpy as np
@@ -18,6 +17,7 @@ from embetter.grab import ColumnGrabber, KeyGrabber
 from embetter.model import DifferenceClassifier
 from embetter.text import LiteTextEncoder
 from embetter.utils import cached, calc_distances
+from tests._threads import ForeignWarningsBlock
 
 TEXTS = ["a cat sits", "a dog runs", "the cat sleeps", "refund my order", "my order is late",
          "where is my parcel", "a dog barks", "send the money back"]
@@ -78,26 +78,16 @@ def test_dask_calls_from_threads_leave_the_warning_filters_as_they_were(client, 
 
     pipe = make_pipeline(LiteTextEncoder(n_components=4, random_state=0)).fit(TEXTS)
     before = list(warnings.filters)
-    entered, leave = threading.Event(), threading.Event()
-
-    def other_thread():
-        with warnings.catch_warnings():
-            entered.set()
-            leave.wait(30)
-
-    other = threading.Thread(target=other_thread)
+    other = ForeignWarningsBlock()
     real = client.submit
 
     def submit(*args, **kwargs):  # (the other thread's block begins inside the sending)
-        if not other.is_alive() and not entered.is_set():
-            other.start()
-            entered.wait(30)
+        other.begin()
         return real(*args, **kwargs)
 
     monkeypatch.setattr(client, "submit", submit)
     transform(pipe, _frame(), column="text", client=client, dim=4)
-    leave.set()
-    other.join(30)
+    other.end()
     assert list(warnings.filters) == before
 
 
