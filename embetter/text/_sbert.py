@@ -20,6 +20,18 @@ from embetter.text._paths import BUILDING, EncodePaths
 _CALL = threading.local()
 
 
+def _check_width(dim, param: str, full: int | None = None) -> int:
+    """`truncate_dim` or `dim`: an int from 1 to the model's width `full` (None: not known yet,
+    the lower bound only)."""
+    if (not isinstance(dim, numbers.Integral) or isinstance(dim, bool) or dim < 1
+            or (full is not None and dim > full)):
+        none = "None or " if param == "truncate_dim" else ""
+        width = "" if full is None else f" {full}"
+        raise ValueError(f"{param} must be {none}an int between 1 and the model's "
+                         f"dimension{width}, got {dim!r}")
+    return int(dim)
+
+
 class SentenceEncoder(EncodePaths, RemovedParams, EmbetterBase):
     """Encode texts with a pretrained sentence-transformers model.
 
@@ -209,22 +221,13 @@ class SentenceEncoder(EncodePaths, RemovedParams, EmbetterBase):
         if dim is None:  # the model's own truncate_dim, as its encode cuts (see `_encode`)
             cut = self._model_cut(plan, engine)
             return int(full if cut is None else min(full, int(cut)))
-        if not isinstance(dim, numbers.Integral) or isinstance(dim, bool) or not 1 <= dim <= full:
-            none = "None or " if param == "truncate_dim" else ""
-            raise ValueError(
-                f"{param} must be {none}an int between 1 and the model's dimension {full}, "
-                f"got {dim!r}"
-            )
-        return int(dim)
+        return _check_width(dim, param, full)
 
     def _check_params(self):
         check_int(self.batch_size, "batch_size", allow_none=True)
         dim, param = self._output_dim_param()  # (its upper bound, the model's: `_output_dim`)
-        if dim is not None and (not isinstance(dim, numbers.Integral) or isinstance(dim, bool)
-                                or dim < 1):
-            none = "None or " if param == "truncate_dim" else ""
-            raise ValueError(f"{param} must be {none}an int between 1 and the model's "
-                             f"dimension, got {dim!r}")
+        if dim is not None:
+            _check_width(dim, param)
         for flag in ("normalize_embeddings", "show_progress_bar"):
             check_bool(getattr(self, flag), flag)
         if self.prompt is not None and not isinstance(self.prompt, str):
